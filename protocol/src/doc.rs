@@ -1,0 +1,150 @@
+//! Reading and writing entities in the Automerge document, at the current
+//! heads or at any past heads (an op's causal past).
+
+use automerge::{self as am, ChangeHash, ObjId, ReadDoc as _, ROOT};
+use autosurgeon::{Hydrate, HydrateError, ReadDoc, Reconcile, ReconcileError};
+
+use crate::model::{Collection, Entity, TeamState};
+
+/// A read-only view of a document at given heads, for autosurgeon.
+#[derive(Debug)]
+pub struct AtHeads<'a> {
+    pub doc: &'a am::Automerge,
+    pub heads: &'a [ChangeHash],
+}
+
+impl ReadDoc for AtHeads<'_> {
+    type Parents<'b>
+        = am::Parents<'b>
+    where
+        Self: 'b;
+
+    fn get_heads(&self) -> Vec<ChangeHash> {
+        self.heads.to_vec()
+    }
+
+    fn get<P: Into<am::Prop>>(
+        &self,
+        obj: &ObjId,
+        prop: P,
+    ) -> Result<Option<(am::Value<'_>, ObjId)>, am::AutomergeError> {
+        self.doc.get_at(obj, prop, self.heads)
+    }
+
+    fn object_type<O: AsRef<ObjId>>(&self, obj: O) -> Option<am::ObjType> {
+        am::ReadDoc::object_type(self.doc, obj).ok()
+    }
+
+    fn map_range<'b, O, R>(&'b self, obj: O, range: R) -> am::iter::MapRange<'b>
+    where
+        R: std::ops::RangeBounds<String> + 'b,
+        O: AsRef<ObjId>,
+    {
+        self.doc.map_range_at(obj, range, self.heads)
+    }
+
+    fn list_range<O: AsRef<ObjId>, R: std::ops::RangeBounds<usize>>(
+        &self,
+        obj: O,
+        range: R,
+    ) -> am::iter::ListRange<'_> {
+        self.doc.list_range_at(obj, range, self.heads)
+    }
+
+    fn length<O: AsRef<ObjId>>(&self, obj: O) -> usize {
+        self.doc.length_at(obj, self.heads)
+    }
+
+    fn text<O: AsRef<ObjId>>(&self, obj: O) -> Result<String, am::AutomergeError> {
+        self.doc.text_at(obj, self.heads)
+    }
+
+    fn parents<O: AsRef<ObjId>>(&self, obj: O) -> Result<Self::Parents<'_>, am::AutomergeError> {
+        self.doc.parents_at(obj, self.heads)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.doc.keys_at(ROOT, self.heads).count() == 0
+    }
+}
+
+fn collection_obj<D: ReadDoc>(doc: &D, c: Collection) -> Result<Option<ObjId>, HydrateError> {
+    Ok(match doc.get(&ROOT, c.key())? {
+        Some((am::Value::Object(am::ObjType::Map), id)) => Some(id),
+        _ => None,
+    })
+}
+
+/// Reads one entity; `None` if it is absent.
+pub fn read_entity<D: ReadDoc>(
+    doc: &D,
+    c: Collection,
+    id: &str,
+) -> Result<Option<Entity>, HydrateError> {
+    let Some(coll) = collection_obj(doc, c)? else {
+        return Ok(None);
+    };
+    if doc.get(&coll, id)?.is_none() {
+        return Ok(None);
+    }
+    fn h<D: ReadDoc, T: Hydrate>(doc: &D, coll: &ObjId, id: &str) -> Result<T, HydrateError> {
+        autosurgeon::hydrate_prop(doc, coll, id)
+    }
+    Ok(Some(match c {
+        Collection::Team => Entity::Team(h(doc, &coll, id)?),
+        Collection::Members => Entity::Member(h(doc, &coll, id)?),
+        Collection::Nodes => Entity::Node(h(doc, &coll, id)?),
+        Collection::Invites => Entity::Invite(h(doc, &coll, id)?),
+        Collection::Registries => Entity::Registry(h(doc, &coll, id)?),
+        Collection::Products => Entity::Product(h(doc, &coll, id)?),
+        Collection::Versions => Entity::Version(h(doc, &coll, id)?),
+        Collection::Deployments => Entity::Deployment(Box::new(h(doc, &coll, id)?)),
+        Collection::Commands => Entity::Command(h(doc, &coll, id)?),
+        Collection::Keys => Entity::Key(h(doc, &coll, id)?),
+    }))
+}
+
+/// Reads the whole typed state.
+pub fn read_state<D: ReadDoc>(doc: &D) -> Result<TeamState, HydrateError> {
+    autosurgeon::hydrate(doc)
+}
+
+/// Writes (or deletes) one entity inside a transaction.
+pub fn write_entity(
+    tx: &mut am::transaction::Transaction<'_>,
+    c: Collection,
+    id: &str,
+    value: Option<&Entity>,
+) -> Result<(), ReconcileError> {
+    use am::transaction::Transactable as _;
+    let coll = match am::ReadDoc::get(tx, ROOT, c.key())? {
+        Some((am::Value::Object(am::ObjType::Map), id)) => id,
+        _ => tx.put_object(ROOT, c.key(), am::ObjType::Map)?,
+    };
+    fn r<T: Reconcile>(
+        tx: &mut am::transaction::Transaction<'_>,
+        coll: &ObjId,
+        id: &str,
+        v: &T,
+    ) -> Result<(), ReconcileError> {
+        autosurgeon::reconcile_prop(tx, coll, id, v)
+    }
+    match value {
+        None => {
+            if am::ReadDoc::get(tx, &coll, id)?.is_some() {
+                tx.delete(&coll, id)?;
+            }
+            Ok(())
+        }
+        Some(Entity::Team(v)) => r(tx, &coll, id, v),
+        Some(Entity::Member(v)) => r(tx, &coll, id, v),
+        Some(Entity::Node(v)) => r(tx, &coll, id, v),
+        Some(Entity::Invite(v)) => r(tx, &coll, id, v),
+        Some(Entity::Registry(v)) => r(tx, &coll, id, v),
+        Some(Entity::Product(v)) => r(tx, &coll, id, v),
+        Some(Entity::Version(v)) => r(tx, &coll, id, v),
+        Some(Entity::Deployment(v)) => r(tx, &coll, id, v.as_ref()),
+        Some(Entity::Command(v)) => r(tx, &coll, id, v),
+        Some(Entity::Key(v)) => r(tx, &coll, id, v),
+    }
+}

@@ -1,0 +1,82 @@
+//! Hybrid logical clock: wall-clock milliseconds plus a counter, so that
+//! causally later ops always carry a larger time even when clocks drift.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Ops further than this in the future (by the local clock) wait until it is
+/// reached; see `Replica::apply`.
+pub const MAX_FUTURE_MS: u64 = 10 * 60 * 1000;
+
+#[derive(
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    autosurgeon::Hydrate,
+    autosurgeon::Reconcile,
+)]
+pub struct Hlc {
+    /// Milliseconds since the Unix epoch.
+    pub ms: u64,
+    /// Orders events within one millisecond.
+    pub c: u32,
+}
+
+impl Hlc {
+    pub const ZERO: Hlc = Hlc { ms: 0, c: 0 };
+
+    pub fn new(ms: u64, c: u32) -> Self {
+        Self { ms, c }
+    }
+
+    /// The next time after `self` (the largest time seen so far) given the local wall clock.
+    pub fn next(self, now_ms: u64) -> Hlc {
+        if now_ms > self.ms {
+            Hlc { ms: now_ms, c: 0 }
+        } else {
+            Hlc {
+                ms: self.ms,
+                c: self.c.saturating_add(1),
+            }
+        }
+    }
+
+    /// Seconds since the epoch, for display.
+    pub fn secs(self) -> u64 {
+        self.ms / 1000
+    }
+}
+
+impl fmt::Debug for Hlc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.ms, self.c)
+    }
+}
+
+impl fmt::Display for Hlc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.ms, self.c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_is_strictly_increasing() {
+        let t = Hlc::new(1000, 0);
+        assert!(t.next(500) > t, "a clock behind the last time still advances");
+        assert!(t.next(1000) > t);
+        assert_eq!(t.next(2000), Hlc::new(2000, 0));
+        assert_eq!(t.next(999), Hlc::new(1000, 1));
+    }
+}

@@ -1,0 +1,27 @@
+//! shoal's pure core: keys, signed ops, the team document and its typed
+//! view, the rules (§2) and op validation (§3), the audit view.
+//!
+//! Nothing here does I/O: no tokio, no sockets, no disk, no clock, no
+//! randomness. Callers pass the time and random seeds in.
+
+pub mod action;
+pub mod audit;
+pub mod doc;
+pub mod effect;
+pub mod hlc;
+pub mod keys;
+pub mod model;
+pub mod op;
+pub mod replica;
+pub mod rules;
+pub mod view;
+
+pub use action::Action;
+pub use hlc::Hlc;
+pub use keys::{LogId, OpHash, PublicKey, SecretKey, Signature, TeamId};
+pub use op::{Op, OpBody};
+pub use replica::{Rejection, Replica, Report};
+pub use rules::{OpContext, RuleError};
+
+/// Protocol version spoken by this build; nodes publish it (§1 `outdated`).
+pub const PROTOCOL_VERSION: u32 = 1;

@@ -1,0 +1,867 @@
+//! One replica of a team: the Automerge document, its typed view, the op log
+//! and the validation of §3.
+//!
+//! `prepare` builds an unsigned op against the current state, the author
+//! signs it elsewhere, and `apply` verifies and applies ops from anywhere, in
+//! any order, any number of times. An op is judged against its causal past
+//! (the document at the op's dependencies), never against whatever this
+//! replica happens to hold, so every replica accepts and rejects the same ops.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use automerge::{self as am, ChangeHash, ReadDoc as _};
+
+use crate::action::Action;
+use crate::doc::{AtHeads, read_entity, read_state, write_entity};
+use crate::effect::{self, Write};
+use crate::hlc::{Hlc, MAX_FUTURE_MS};
+use crate::keys::{LogId, OpHash, PublicKey, TeamId};
+use crate::model::{Collection, TeamState};
+use crate::op::{OP_VERSION, Op, OpBody};
+use crate::rules::{self, OpContext, RuleError};
+
+pub use crate::rules::{entity_id, join_proof_message};
+
+/// Why an op was refused. Refused ops are kept in quarantine, never applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("the signature does not verify under the author's key")]
+    BadSignature,
+    #[error("op encoding version {0} is not supported")]
+    Version(u8),
+    #[error("the op belongs to another team ({0:?})")]
+    WrongTeam(Option<TeamId>),
+    #[error("the change is malformed: {0}")]
+    BadChange(String),
+    #[error("the log's hash chain does not link: {0}")]
+    Chain(String),
+    #[error("fork: this log already has a different op at seq {seq}")]
+    Fork { seq: u64 },
+    #[error("it depends on a rejected op")]
+    DependsOnRejected,
+    #[error("its clock {hlc} is not after its causal past ({past})")]
+    Clock { hlc: Hlc, past: Hlc },
+    #[error("refused by the rules: {0}")]
+    Rule(#[from] RuleError),
+    #[error("the change touches {path}, which {action} may not touch")]
+    OutOfScope { path: String, action: &'static str },
+    #[error("the change does not do what {action} says for {collection:?}/{id}")]
+    EffectMismatch {
+        action: &'static str,
+        collection: Collection,
+        id: String,
+    },
+    #[error("internal error while validating: {0}")]
+    Internal(String),
+}
+
+/// Why an op waits instead of being applied now.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Wait {
+    /// A change this op depends on has not arrived.
+    Change(ChangeHash),
+    /// The previous op of its log has not arrived.
+    Log(LogId, u64),
+    /// Its time is more than [`MAX_FUTURE_MS`] ahead of the local clock.
+    Future(Hlc),
+}
+
+/// The result of offering one op (and whatever it unblocked).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub applied: Vec<OpHash>,
+    pub rejected: Vec<(OpHash, Rejection)>,
+    pub waiting: Vec<(OpHash, Wait)>,
+    pub duplicate: bool,
+}
+
+/// An applied op with its derived indexes.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub op: Op,
+    pub hash: OpHash,
+    pub change: ChangeHash,
+}
+
+/// A refused op and the reason.
+#[derive(Debug, Clone)]
+pub struct Quarantined {
+    pub op: Op,
+    pub reason: Rejection,
+}
+
+/// Errors from [`Replica::prepare`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrepareError {
+    #[error(transparent)]
+    Rule(#[from] RuleError),
+    #[error("internal error preparing the op: {0}")]
+    Internal(String),
+}
+
+/// Errors creating a replica from a genesis op.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GenesisError {
+    #[error("not a valid genesis op: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+}
+
+/// Version vector: per log, the highest contiguous seq held.
+pub type VersionVector = BTreeMap<LogId, u64>;
+
+#[derive(Debug)]
+pub struct Replica {
+    team: TeamId,
+    doc: am::Automerge,
+    state: TeamState,
+    applied: Vec<Applied>,
+    by_hash: HashMap<OpHash, usize>,
+    by_change: HashMap<ChangeHash, usize>,
+    logs: HashMap<LogId, Vec<usize>>,
+    pending: HashMap<OpHash, Op>,
+    waiting: HashMap<Wait, Vec<OpHash>>,
+    quarantine: BTreeMap<OpHash, Quarantined>,
+    rejected_changes: HashSet<ChangeHash>,
+    /// Per log, the lowest rejected seq: later ops of that log depend on it.
+    rejected_logs: HashMap<LogId, u64>,
+    max_hlc: Hlc,
+}
+
+fn internal(e: impl std::fmt::Display) -> Rejection {
+    Rejection::Internal(e.to_string())
+}
+
+fn parse_change(op: &Op) -> Result<am::Change, Rejection> {
+    let change = am::Change::from_bytes(op.body.change.clone())
+        .map_err(|e| Rejection::BadChange(e.to_string()))?;
+    let log = op.log();
+    if change.actor_id() != &log.actor() {
+        return Err(Rejection::BadChange("its actor is not the op's log".into()));
+    }
+    if change.seq() != op.body.seq {
+        return Err(Rejection::BadChange(format!(
+            "its seq {} is not the op's seq {}",
+            change.seq(),
+            op.body.seq
+        )));
+    }
+    if change.timestamp() != op.body.hlc.ms as i64 {
+        return Err(Rejection::BadChange("its time is not the op's time".into()));
+    }
+    if change.message().is_some() || !change.extra_bytes().is_empty() || change.author().is_some()
+    {
+        return Err(Rejection::BadChange(
+            "it carries a message, author or extra bytes".into(),
+        ));
+    }
+    Ok(change)
+}
+
+/// Where an object sits in the document's layout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Loc {
+    Root,
+    Collection(Collection),
+    Entity(Collection, String),
+}
+
+/// A write target in path-scope terms.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Touch {
+    RootKey(String),
+    Entity(Collection, String),
+}
+
+fn prop_str(p: &am::Prop) -> String {
+    match p {
+        am::Prop::Map(s) => s.clone(),
+        am::Prop::Seq(i) => i.to_string(),
+    }
+}
+
+/// The entities a change writes into, from its decoded ops. Objects the
+/// change creates are located by the op that made them; others are located
+/// in the document at `heads` (the op's causal past).
+fn touched(
+    doc: &am::Automerge,
+    heads: &[ChangeHash],
+    change: &am::Change,
+) -> Result<BTreeSet<Touch>, String> {
+    use am::legacy::{Key, ObjectId};
+    let expanded = change.decode();
+    let actor = change.actor_id().clone();
+    let start = change.start_op().get();
+    let mut made: HashMap<u64, Loc> = HashMap::new();
+    let mut out = BTreeSet::new();
+    for (i, op) in expanded.operations.iter().enumerate() {
+        let loc = match &op.obj {
+            ObjectId::Root => Loc::Root,
+            ObjectId::Id(am::legacy::OpId(ctr, act)) => {
+                if act == &actor && *ctr >= start && made.contains_key(ctr) {
+                    made[ctr].clone()
+                } else {
+                    let exid = doc
+                        .import_obj(&format!("{ctr}@{}", act.to_hex_string()))
+                        .map_err(|e| format!("unknown object: {e}"))?;
+                    let path = doc
+                        .parents_at(&exid, heads)
+                        .map_err(|e| format!("unknown object: {e}"))?
+                        .path();
+                    match path.as_slice() {
+                        [] => return Err("an object outside the team layout".into()),
+                        [(_, c)] => Loc::Collection(
+                            Collection::from_key(&prop_str(c))
+                                .ok_or("an unknown collection")?,
+                        ),
+                        [(_, c), (_, id), ..] => Loc::Entity(
+                            Collection::from_key(&prop_str(c))
+                                .ok_or("an unknown collection")?,
+                            prop_str(id),
+                        ),
+                    }
+                }
+            }
+        };
+        let key = match &op.key {
+            Key::Map(k) => Some(k.to_string()),
+            Key::Seq(_) => None,
+        };
+        let touch = match (&loc, &key) {
+            (Loc::Root, Some(k)) => Touch::RootKey(k.clone()),
+            (Loc::Collection(c), Some(k)) => Touch::Entity(*c, k.clone()),
+            (Loc::Entity(c, id), _) => Touch::Entity(*c, id.clone()),
+            _ => return Err("a list write outside any entity".into()),
+        };
+        if let am::legacy::OpType::Make(_) = op.action {
+            let child = match (&loc, &key) {
+                (Loc::Root, Some(k)) => {
+                    Loc::Collection(Collection::from_key(k).ok_or("an unknown collection")?)
+                }
+                (Loc::Collection(c), Some(k)) => Loc::Entity(*c, k.clone()),
+                (Loc::Entity(c, id), _) => Loc::Entity(*c, id.clone()),
+                _ => return Err("an object outside the team layout".into()),
+            };
+            made.insert(start + i as u64, child);
+        }
+        out.insert(touch);
+    }
+    Ok(out)
+}
+
+fn path_text(t: &Touch) -> String {
+    match t {
+        Touch::RootKey(k) => format!("/{k}"),
+        Touch::Entity(c, id) => format!("/{}/{id}", c.key()),
+    }
+}
+
+fn sorted(mut v: Vec<ChangeHash>) -> Vec<ChangeHash> {
+    v.sort();
+    v
+}
+
+impl Replica {
+    /// Builds the unsigned genesis op of a new team.
+    pub fn genesis_body(
+        now_ms: u64,
+        name: &str,
+        description: &str,
+        owner: crate::action::NewMember,
+        node: crate::action::NewNode,
+    ) -> Result<OpBody, PrepareError> {
+        rules::check_name("team name", name)?;
+        rules::check_name("member name", &owner.name)?;
+        rules::check_name("node name", &node.name)?;
+        let log = LogId {
+            author: owner.key,
+            origin: node.key,
+        };
+        let hlc = Hlc::new(now_ms, 0);
+        let ctx = OpContext {
+            team: None,
+            author: owner.key,
+            origin: node.key,
+            seq: 1,
+            hlc,
+        };
+        let action = Action::TeamCreate {
+            name: name.to_string(),
+            description: description.to_string(),
+            owner,
+            node,
+        };
+        let writes = effect::genesis(&ctx, &action);
+        let change = make_change(&am::Automerge::new(), log, hlc, &writes, 1)?;
+        Ok(OpBody {
+            version: OP_VERSION,
+            team: None,
+            author: ctx.author,
+            origin: ctx.origin,
+            seq: 1,
+            prev: None,
+            hlc,
+            action,
+            change,
+        })
+    }
+
+    /// A replica holding just the team's genesis op; the team id is its hash.
+    pub fn from_genesis(op: Op) -> Result<Replica, GenesisError> {
+        let bad = |s: &str| GenesisError::Invalid(s.to_string());
+        let b = &op.body;
+        if b.version != OP_VERSION {
+            return Err(Rejection::Version(b.version).into());
+        }
+        if b.team.is_some() || b.seq != 1 || b.prev.is_some() {
+            return Err(bad("a genesis op has no team, seq 1 and no previous op"));
+        }
+        let Action::TeamCreate { owner, node, .. } = &b.action else {
+            return Err(bad("its action is not team.create"));
+        };
+        if owner.key != b.author || node.key != b.origin {
+            return Err(bad("it must be signed by the owner on the first node"));
+        }
+        if !op.verify_signature() {
+            return Err(Rejection::BadSignature.into());
+        }
+        let change = parse_change(&op)?;
+        if !change.deps().is_empty() {
+            return Err(bad("it has dependencies"));
+        }
+        let ctx = OpContext {
+            team: None,
+            author: b.author,
+            origin: b.origin,
+            seq: 1,
+            hlc: b.hlc,
+        };
+        let writes = effect::genesis(&ctx, &b.action);
+        let mut doc = am::Automerge::new();
+        let touches = touched(&doc, &[], &change).map_err(Rejection::BadChange)?;
+        let mut allowed: BTreeSet<Touch> = Collection::ALL
+            .iter()
+            .map(|c| Touch::RootKey(c.key().to_string()))
+            .collect();
+        allowed.extend(writes.iter().map(|w| Touch::Entity(w.collection, w.id.clone())));
+        if let Some(t) = touches.difference(&allowed).next() {
+            return Err(Rejection::OutOfScope {
+                path: path_text(t),
+                action: "team.create",
+            }
+            .into());
+        }
+        let hash = change.hash();
+        doc.apply_changes([change])
+            .map_err(|e| Rejection::BadChange(e.to_string()))?;
+        // Every collection must exist, so later ops never create one.
+        for c in Collection::ALL {
+            if doc.get(am::ROOT, c.key()).ok().flatten().is_none() {
+                return Err(bad("it does not create every collection"));
+            }
+        }
+        check_writes(&doc, &[hash], &writes, "team.create")?;
+        let state = read_state(&doc).map_err(internal)?;
+        let team = TeamId(op.hash().0);
+        let mut r = Replica {
+            team,
+            doc,
+            state,
+            applied: Vec::new(),
+            by_hash: HashMap::new(),
+            by_change: HashMap::new(),
+            logs: HashMap::new(),
+            pending: HashMap::new(),
+            waiting: HashMap::new(),
+            quarantine: BTreeMap::new(),
+            rejected_changes: HashSet::new(),
+            rejected_logs: HashMap::new(),
+            max_hlc: b.hlc,
+        };
+        r.record(op, hash);
+        Ok(r)
+    }
+
+    pub fn team(&self) -> TeamId {
+        self.team
+    }
+
+    /// The typed view at the current heads.
+    pub fn state(&self) -> &TeamState {
+        &self.state
+    }
+
+    pub fn doc(&self) -> &am::Automerge {
+        &self.doc
+    }
+
+    pub fn heads(&self) -> Vec<ChangeHash> {
+        sorted(self.doc.get_heads())
+    }
+
+    /// Applied ops in the order this replica applied them (causal order).
+    pub fn ops(&self) -> &[Applied] {
+        &self.applied
+    }
+
+    pub fn op(&self, hash: &OpHash) -> Option<&Applied> {
+        self.by_hash.get(hash).map(|&i| &self.applied[i])
+    }
+
+    pub fn has(&self, hash: &OpHash) -> bool {
+        self.by_hash.contains_key(hash)
+            || self.quarantine.contains_key(hash)
+            || self.pending.contains_key(hash)
+    }
+
+    pub fn quarantine(&self) -> &BTreeMap<OpHash, Quarantined> {
+        &self.quarantine
+    }
+
+    pub fn pending(&self) -> impl Iterator<Item = (&OpHash, &Op)> {
+        self.pending.iter()
+    }
+
+    /// The largest time of any applied op.
+    pub fn max_hlc(&self) -> Hlc {
+        self.max_hlc
+    }
+
+    /// Per log, the highest contiguous seq applied: what anti-entropy compares.
+    pub fn version_vector(&self) -> VersionVector {
+        self.logs.iter().map(|(l, v)| (*l, v.len() as u64)).collect()
+    }
+
+    /// Applied ops a peer with `theirs` lacks, in causal order.
+    pub fn missing_for(&self, theirs: &VersionVector) -> Vec<&Applied> {
+        let mut out: Vec<usize> = Vec::new();
+        for (log, idxs) in &self.logs {
+            let have = theirs.get(log).copied().unwrap_or(0) as usize;
+            out.extend(idxs.iter().skip(have));
+        }
+        out.sort_unstable();
+        out.into_iter().map(|i| &self.applied[i]).collect()
+    }
+
+    /// The op of `log` at `seq` (1-based), if applied.
+    pub fn log_op(&self, log: &LogId, seq: u64) -> Option<&Applied> {
+        let idx = *self.logs.get(log)?.get(seq.checked_sub(1)? as usize)?;
+        Some(&self.applied[idx])
+    }
+
+    /// Builds an unsigned op for `action` by `author` on node `origin`.
+    /// The rules are checked here so the user hears at once.
+    pub fn prepare(
+        &self,
+        author: PublicKey,
+        origin: PublicKey,
+        now_ms: u64,
+        action: Action,
+    ) -> Result<OpBody, PrepareError> {
+        let ctx = self.next_context(author, origin, now_ms);
+        rules::check(&self.state, &ctx, &action)?;
+        let writes = effect::effect(&self.state, &ctx, &action);
+        let change = make_change(&self.doc, ctx.log(), ctx.hlc, &writes, ctx.seq)?;
+        let log = ctx.log();
+        Ok(OpBody {
+            version: OP_VERSION,
+            team: Some(self.team),
+            author,
+            origin,
+            seq: ctx.seq,
+            prev: self.log_op(&log, ctx.seq - 1).map(|a| a.hash),
+            hlc: ctx.hlc,
+            action,
+            change,
+        })
+    }
+
+    /// The context the next op of (author, origin) will have: use it to
+    /// derive the ids an action creates ([`OpContext::new_id`]).
+    pub fn next_context(&self, author: PublicKey, origin: PublicKey, now_ms: u64) -> OpContext {
+        let log = LogId { author, origin };
+        let seq = self.logs.get(&log).map_or(0, |v| v.len() as u64) + 1;
+        OpContext {
+            team: Some(self.team),
+            author,
+            origin,
+            seq,
+            hlc: self.max_hlc.next(now_ms),
+        }
+    }
+
+    /// Offers one op. It is applied if valid and ready, kept waiting if its
+    /// dependencies are missing or its time is too far ahead, quarantined if
+    /// invalid. Ops it unblocks are applied too.
+    pub fn apply(&mut self, op: Op, now_ms: u64) -> Report {
+        let mut report = Report::default();
+        let hash = op.hash();
+        if self.has(&hash) {
+            report.duplicate = true;
+            return report;
+        }
+        let mut queue = vec![(op, hash)];
+        while let Some((op, hash)) = queue.pop() {
+            let log = op.log();
+            let seq = op.body.seq;
+            match self.try_apply(&op, hash, now_ms) {
+                Ok(Some(change)) => {
+                    report.applied.push(hash);
+                    self.pending.remove(&hash);
+                    for key in [Wait::Change(change), Wait::Log(log, seq)] {
+                        for h in self.waiting.remove(&key).unwrap_or_default() {
+                            if let Some(o) = self.pending.remove(&h) {
+                                queue.push((o, h));
+                            }
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(Step::Wait(w)) => {
+                    report.waiting.push((hash, w.clone()));
+                    self.waiting.entry(w).or_default().push(hash);
+                    self.pending.insert(hash, op);
+                }
+                Err(Step::Reject(reason)) => {
+                    self.pending.remove(&hash);
+                    self.reject(&op, hash, reason.clone());
+                    report.rejected.push((hash, reason));
+                    // Whatever waited on this op can never apply.
+                    let mut wake: Vec<OpHash> = Vec::new();
+                    if let Ok(c) = am::Change::from_bytes(op.body.change.clone()) {
+                        wake.extend(self.waiting.remove(&Wait::Change(c.hash())).unwrap_or_default());
+                    }
+                    wake.extend(self.waiting.remove(&Wait::Log(log, seq)).unwrap_or_default());
+                    for h in wake {
+                        if let Some(o) = self.pending.remove(&h) {
+                            queue.push((o, h));
+                        }
+                    }
+                }
+            }
+        }
+        report
+    }
+
+    /// Retries ops that waited for the local clock to reach their time.
+    pub fn retry_future(&mut self, now_ms: u64) -> Report {
+        let keys: Vec<Wait> = self
+            .waiting
+            .keys()
+            .filter(|w| matches!(w, Wait::Future(t) if t.ms <= now_ms + MAX_FUTURE_MS))
+            .cloned()
+            .collect();
+        let mut report = Report::default();
+        for k in keys {
+            for h in self.waiting.remove(&k).unwrap_or_default() {
+                if let Some(op) = self.pending.remove(&h) {
+                    let r = self.apply(op, now_ms);
+                    report.applied.extend(r.applied);
+                    report.rejected.extend(r.rejected);
+                    report.waiting.extend(r.waiting);
+                }
+            }
+        }
+        report
+    }
+
+    fn reject(&mut self, op: &Op, hash: OpHash, reason: Rejection) {
+        if let Ok(c) = am::Change::from_bytes(op.body.change.clone()) {
+            self.rejected_changes.insert(c.hash());
+        }
+        let log = op.log();
+        let seq = op.body.seq;
+        // A fork leaves the log's applied ops valid; anything else poisons
+        // the rest of the log.
+        if !matches!(reason, Rejection::Fork { .. }) {
+            let e = self.rejected_logs.entry(log).or_insert(seq);
+            *e = (*e).min(seq);
+        }
+        self.quarantine.insert(
+            hash,
+            Quarantined {
+                op: op.clone(),
+                reason,
+            },
+        );
+    }
+
+    fn record(&mut self, op: Op, change: ChangeHash) {
+        let hash = op.hash();
+        let idx = self.applied.len();
+        let log = op.log();
+        self.max_hlc = self.max_hlc.max(op.body.hlc);
+        self.applied.push(Applied { op, hash, change });
+        self.by_hash.insert(hash, idx);
+        self.by_change.insert(change, idx);
+        self.logs.entry(log).or_default().push(idx);
+    }
+
+    fn try_apply(&mut self, op: &Op, hash: OpHash, now_ms: u64) -> Result<Option<ChangeHash>, Step> {
+        if self.by_hash.contains_key(&hash) {
+            return Ok(None);
+        }
+        match catch_unwind(AssertUnwindSafe(|| self.validate_and_apply(op, now_ms))) {
+            Ok(r) => r.map(Some),
+            Err(_) => {
+                // Never leave a half-applied change behind.
+                self.rebuild();
+                Err(Step::Reject(Rejection::Internal("validation panicked".into())))
+            }
+        }
+    }
+
+    fn validate_and_apply(&mut self, op: &Op, now_ms: u64) -> Result<ChangeHash, Step> {
+        let b = &op.body;
+        if b.version != OP_VERSION {
+            return Err(Step::Reject(Rejection::Version(b.version)));
+        }
+        if b.team != Some(self.team) {
+            return Err(Step::Reject(Rejection::WrongTeam(b.team)));
+        }
+        if !op.verify_signature() {
+            return Err(Step::Reject(Rejection::BadSignature));
+        }
+        let log = op.log();
+        if let Some(&bad) = self.rejected_logs.get(&log)
+            && b.seq > bad
+        {
+            return Err(Step::Reject(Rejection::DependsOnRejected));
+        }
+        let change = parse_change(op).map_err(Step::Reject)?;
+        // The log's hash chain.
+        let have = self.logs.get(&log).map_or(0, |v| v.len() as u64);
+        if b.seq == 0 {
+            return Err(Step::Reject(Rejection::Chain("seq starts at 1".into())));
+        }
+        if b.seq <= have {
+            return Err(Step::Reject(Rejection::Fork { seq: b.seq }));
+        }
+        if b.seq > have + 1 {
+            return Err(Step::Wait(Wait::Log(log, b.seq - 1)));
+        }
+        let prev = self.log_op(&log, b.seq - 1);
+        if prev.map(|a| a.hash) != b.prev {
+            return Err(Step::Reject(Rejection::Chain(format!(
+                "seq {} does not name the hash of seq {}",
+                b.seq,
+                b.seq - 1
+            ))));
+        }
+        // Causal dependencies.
+        let mut past = prev.map_or(Hlc::ZERO, |a| a.op.body.hlc);
+        for dep in change.deps() {
+            match self.by_change.get(dep) {
+                Some(&i) => past = past.max(self.applied[i].op.body.hlc),
+                None if self.rejected_changes.contains(dep) => {
+                    return Err(Step::Reject(Rejection::DependsOnRejected));
+                }
+                None => return Err(Step::Wait(Wait::Change(*dep))),
+            }
+        }
+        if b.hlc <= past {
+            return Err(Step::Reject(Rejection::Clock { hlc: b.hlc, past }));
+        }
+        if b.hlc.ms > now_ms.saturating_add(MAX_FUTURE_MS) {
+            return Err(Step::Wait(Wait::Future(b.hlc)));
+        }
+        // The state at the op's causal past.
+        let deps = sorted(change.deps().to_vec());
+        let fast = deps == self.heads();
+        let past_state;
+        let pre: &TeamState = if fast {
+            &self.state
+        } else {
+            past_state = read_state(&AtHeads {
+                doc: &self.doc,
+                heads: &deps,
+            })
+            .map_err(|e| Step::Reject(internal(e)))?;
+            &past_state
+        };
+        let ctx = OpContext {
+            team: Some(self.team),
+            author: b.author,
+            origin: b.origin,
+            seq: b.seq,
+            hlc: b.hlc,
+        };
+        rules::check(pre, &ctx, &b.action).map_err(|e| Step::Reject(e.into()))?;
+        let writes = effect::effect(pre, &ctx, &b.action);
+        // Path scope: the change writes only into the entities the action names.
+        let touches =
+            touched(&self.doc, &deps, &change).map_err(|e| Step::Reject(Rejection::BadChange(e)))?;
+        let allowed: BTreeSet<Touch> = writes
+            .iter()
+            .map(|w| Touch::Entity(w.collection, w.id.clone()))
+            .collect();
+        if let Some(t) = touches.difference(&allowed).next() {
+            return Err(Step::Reject(Rejection::OutOfScope {
+                path: path_text(t),
+                action: b.action.name(),
+            }));
+        }
+        let change_hash = change.hash();
+        self.doc
+            .apply_changes([change])
+            .map_err(|e| Step::Reject(Rejection::BadChange(e.to_string())))?;
+        // Effect: at (causal past + this op) every entity is exactly as the action says.
+        if let Err(r) = check_writes(&self.doc, &[change_hash], &writes, b.action.name()) {
+            self.rebuild();
+            return Err(Step::Reject(r));
+        }
+        if fast {
+            for w in writes {
+                self.state.set(w.collection, &w.id, w.value);
+            }
+        } else {
+            // Concurrent ops may have touched the same entities: take the merge.
+            for w in &writes {
+                let merged = read_entity(&self.doc, w.collection, &w.id).map_err(|e| {
+                    Step::Reject(internal(e))
+                });
+                match merged {
+                    Ok(v) => self.state.set(w.collection, &w.id, v),
+                    Err(e) => {
+                        self.rebuild();
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        self.record(op.clone(), change_hash);
+        Ok(change_hash)
+    }
+
+    /// Rebuilds the document and typed view from the applied ops, dropping
+    /// anything applied after them (a change that failed its checks).
+    fn rebuild(&mut self) {
+        let mut doc = am::Automerge::new();
+        let changes: Vec<am::Change> = self
+            .applied
+            .iter()
+            .filter_map(|a| am::Change::from_bytes(a.op.body.change.clone()).ok())
+            .collect();
+        // These changes were all applied before, so this succeeds.
+        let _ = doc.apply_changes(changes);
+        self.state = read_state(&doc).unwrap_or_default();
+        self.doc = doc;
+    }
+
+    /// Saves the document (for snapshots); ops remain the source of truth.
+    pub fn save_doc(&self) -> Vec<u8> {
+        self.doc.save()
+    }
+
+    /// Recomputes the typed view from the document (used by tests to check
+    /// that the incrementally maintained view matches).
+    pub fn recompute_state(&self) -> TeamState {
+        read_state(&self.doc).unwrap_or_default()
+    }
+
+    /// A replica from a snapshot and the ops it contains, trusted because this
+    /// node verified them before it stored them. `ops` must be the applied
+    /// ops in order, genesis first.
+    pub fn restore(doc_bytes: &[u8], ops: Vec<Op>) -> Result<Replica, GenesisError> {
+        let mut iter = ops.into_iter();
+        let genesis = iter
+            .next()
+            .ok_or_else(|| GenesisError::Invalid("no ops".into()))?;
+        let team = TeamId(genesis.hash().0);
+        let doc = am::Automerge::load(doc_bytes)
+            .map_err(|e| GenesisError::Invalid(format!("snapshot: {e}")))?;
+        let state = read_state(&doc).map_err(|e| GenesisError::Invalid(e.to_string()))?;
+        let mut r = Replica {
+            team,
+            doc: am::Automerge::new(),
+            state: TeamState::default(),
+            applied: Vec::new(),
+            by_hash: HashMap::new(),
+            by_change: HashMap::new(),
+            logs: HashMap::new(),
+            pending: HashMap::new(),
+            waiting: HashMap::new(),
+            quarantine: BTreeMap::new(),
+            rejected_changes: HashSet::new(),
+            rejected_logs: HashMap::new(),
+            max_hlc: Hlc::ZERO,
+        };
+        for op in std::iter::once(genesis).chain(iter) {
+            let c = am::Change::from_bytes(op.body.change.clone())
+                .map_err(|e| GenesisError::Invalid(e.to_string()))?;
+            r.record(op, c.hash());
+        }
+        // The snapshot must hold exactly the changes of the ops.
+        let want: BTreeSet<ChangeHash> = r.by_change.keys().copied().collect();
+        let have: BTreeSet<ChangeHash> =
+            doc.get_changes(&[]).iter().map(|c| c.hash()).collect();
+        if want != have {
+            return Err(GenesisError::Invalid(
+                "the snapshot does not match the stored ops".into(),
+            ));
+        }
+        r.doc = doc;
+        r.state = state;
+        Ok(r)
+    }
+}
+
+enum Step {
+    Wait(Wait),
+    Reject(Rejection),
+}
+
+/// Checks that at `heads` every written entity has exactly its expected value.
+fn check_writes(
+    doc: &am::Automerge,
+    heads: &[ChangeHash],
+    writes: &[Write],
+    action: &'static str,
+) -> Result<(), Rejection> {
+    let at = AtHeads { doc, heads };
+    for w in writes {
+        let got = read_entity(&at, w.collection, &w.id).ok();
+        if got.as_ref() != Some(&w.value) {
+            return Err(Rejection::EffectMismatch {
+                action,
+                collection: w.collection,
+                id: w.id.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Writes `writes` into a copy of `doc` as one change of `log` and returns its bytes.
+fn make_change(
+    doc: &am::Automerge,
+    log: LogId,
+    hlc: Hlc,
+    writes: &[Write],
+    seq: u64,
+) -> Result<Vec<u8>, PrepareError> {
+    let mut doc = doc.fork();
+    doc.set_actor(log.actor());
+    let opts = || am::transaction::CommitOptions::default().with_time(hlc.ms as i64);
+    let mut tx = doc.transaction();
+    for w in writes {
+        write_entity(&mut tx, w.collection, &w.id, w.value.as_ref())
+            .map_err(|e| PrepareError::Internal(e.to_string()))?;
+    }
+    let (hash, _) = tx.commit_with(opts());
+    if hash.is_none() {
+        doc.empty_commit(opts());
+    }
+    let change = doc
+        .get_last_local_change()
+        .ok_or_else(|| PrepareError::Internal("no change was made".into()))?;
+    if change.seq() != seq {
+        return Err(PrepareError::Internal(format!(
+            "change seq {} but log seq {seq}",
+            change.seq()
+        )));
+    }
+    Ok(change.raw_bytes().to_vec())
+}
