@@ -1,1 +1,3 @@
 //! The shoal daemon.
+
+pub mod store;

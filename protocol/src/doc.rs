@@ -148,3 +148,4 @@ pub fn write_entity(
         Some(Entity::Key(v)) => r(tx, &coll, id, v),
     }
 }
+

@@ -14,6 +14,7 @@ pub mod model;
 pub mod op;
 pub mod replica;
 pub mod rules;
+pub mod testkit;
 pub mod view;
 
 pub use action::Action;

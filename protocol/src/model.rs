@@ -13,6 +13,29 @@ use serde::{Deserialize, Serialize};
 
 use crate::hlc::Hlc;
 
+/// Fields stored as one JSON string scalar instead of a tree of Automerge
+/// objects. Used for configs that are always replaced whole, where merging
+/// field by field buys nothing and a tree costs an object per field.
+pub mod json {
+    use autosurgeon::{Hydrate, HydrateError, Prop, ReadDoc, Reconciler};
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+
+    pub fn hydrate<D: ReadDoc, T: DeserializeOwned>(
+        doc: &D,
+        obj: &automerge::ObjId,
+        prop: Prop<'_>,
+    ) -> Result<T, HydrateError> {
+        let s = String::hydrate(doc, obj, prop)?;
+        serde_json::from_str(&s)
+            .map_err(|e| HydrateError::unexpected("a JSON value", e.to_string()))
+    }
+
+    pub fn reconcile<R: Reconciler, T: Serialize>(v: &T, mut r: R) -> Result<(), R::Error> {
+        r.str(serde_json::to_string(v).unwrap_or_default())
+    }
+}
+
 /// Version of the document schema, written at genesis.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -317,6 +340,7 @@ pub struct Image {
     /// Container name, unique in the version.
     pub name: String,
     pub image: ImageRef,
+    #[autosurgeon(with = "json")]
     pub config: ContainerConfig,
 }
 
@@ -661,6 +685,7 @@ pub struct Deployment {
     /// Secret values, sealed to the target node.
     pub secrets: BTreeMap<String, Sealed>,
     /// Per-container (instance) overrides.
+    #[autosurgeon(with = "json")]
     pub instances: BTreeMap<String, ContainerConfig>,
     pub status: DeploymentStatus,
     pub tries: u32,
@@ -670,8 +695,11 @@ pub struct Deployment {
     pub reason: Option<String>,
     // Execution fields: written only by the target node.
     pub finished_try: u32,
+    #[autosurgeon(with = "json")]
     pub containers: BTreeMap<String, ContainerState>,
+    #[autosurgeon(with = "json")]
     pub events: Vec<String>,
+    #[autosurgeon(with = "json")]
     pub frozen: Option<FrozenConfig>,
 }
 

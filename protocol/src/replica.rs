@@ -187,7 +187,7 @@ fn prop_str(p: &am::Prop) -> String {
 /// in the document at `heads` (the op's causal past).
 fn touched(
     doc: &am::Automerge,
-    heads: &[ChangeHash],
+    heads: Option<&[ChangeHash]>,
     change: &am::Change,
 ) -> Result<BTreeSet<Touch>, String> {
     use am::legacy::{Key, ObjectId};
@@ -206,10 +206,11 @@ fn touched(
                     let exid = doc
                         .import_obj(&format!("{ctr}@{}", act.to_hex_string()))
                         .map_err(|e| format!("unknown object: {e}"))?;
-                    let path = doc
-                        .parents_at(&exid, heads)
-                        .map_err(|e| format!("unknown object: {e}"))?
-                        .path();
+                    let parents = match heads {
+                        Some(h) => doc.parents_at(&exid, h),
+                        None => doc.parents(&exid),
+                    };
+                    let path = parents.map_err(|e| format!("unknown object: {e}"))?.path();
                     match path.as_slice() {
                         [] => return Err("an object outside the team layout".into()),
                         [(_, c)] => Loc::Collection(
@@ -340,7 +341,7 @@ impl Replica {
         };
         let writes = effect::genesis(&ctx, &b.action);
         let mut doc = am::Automerge::new();
-        let touches = touched(&doc, &[], &change).map_err(Rejection::BadChange)?;
+        let touches = touched(&doc, None, &change).map_err(Rejection::BadChange)?;
         let mut allowed: BTreeSet<Touch> = Collection::ALL
             .iter()
             .map(|c| Touch::RootKey(c.key().to_string()))
@@ -362,7 +363,7 @@ impl Replica {
                 return Err(bad("it does not create every collection"));
             }
         }
-        check_writes(&doc, &[hash], &writes, "team.create")?;
+        check_writes(&doc, None, &writes, "team.create")?;
         let state = read_state(&doc).map_err(internal)?;
         let team = TeamId(op.hash().0);
         let mut r = Replica {
@@ -669,7 +670,10 @@ impl Replica {
         }
         // The state at the op's causal past.
         let deps = sorted(change.deps().to_vec());
-        let fast = deps == self.heads();
+        // Every applied change is an ancestor of (or is) a head, so when the
+        // deps include every head the causal past is the whole document.
+        // (Automerge also names the log's previous change, often not a head.)
+        let fast = self.doc.get_heads().iter().all(|h| deps.contains(h));
         let past_state;
         let pre: &TeamState = if fast {
             &self.state
@@ -691,8 +695,8 @@ impl Replica {
         rules::check(pre, &ctx, &b.action).map_err(|e| Step::Reject(e.into()))?;
         let writes = effect::effect(pre, &ctx, &b.action);
         // Path scope: the change writes only into the entities the action names.
-        let touches =
-            touched(&self.doc, &deps, &change).map_err(|e| Step::Reject(Rejection::BadChange(e)))?;
+        let touches = touched(&self.doc, (!fast).then_some(deps.as_slice()), &change)
+            .map_err(|e| Step::Reject(Rejection::BadChange(e)))?;
         let allowed: BTreeSet<Touch> = writes
             .iter()
             .map(|w| Touch::Entity(w.collection, w.id.clone()))
@@ -708,7 +712,9 @@ impl Replica {
             .apply_changes([change])
             .map_err(|e| Step::Reject(Rejection::BadChange(e.to_string())))?;
         // Effect: at (causal past + this op) every entity is exactly as the action says.
-        if let Err(r) = check_writes(&self.doc, &[change_hash], &writes, b.action.name()) {
+        let heads = [change_hash];
+        let checked = check_writes(&self.doc, (!fast).then_some(&heads[..]), &writes, b.action.name());
+        if let Err(r) = checked {
             self.rebuild();
             return Err(Step::Reject(r));
         }
@@ -813,17 +819,20 @@ enum Step {
     Reject(Rejection),
 }
 
-/// Checks that at `heads` every written entity has exactly its expected value.
+/// Checks that in `doc` (at `heads`, or now) every written entity has
+/// exactly its expected value.
 fn check_writes(
     doc: &am::Automerge,
-    heads: &[ChangeHash],
+    heads: Option<&[ChangeHash]>,
     writes: &[Write],
     action: &'static str,
 ) -> Result<(), Rejection> {
-    let at = AtHeads { doc, heads };
     for w in writes {
-        let got = read_entity(&at, w.collection, &w.id).ok();
-        if got.as_ref() != Some(&w.value) {
+        let got = match heads {
+            Some(heads) => read_entity(&AtHeads { doc, heads }, w.collection, &w.id),
+            None => read_entity(doc, w.collection, &w.id),
+        };
+        if got.ok().as_ref() != Some(&w.value) {
             return Err(Rejection::EffectMismatch {
                 action,
                 collection: w.collection,
@@ -845,7 +854,15 @@ fn make_change(
     let mut doc = doc.fork();
     doc.set_actor(log.actor());
     let opts = || am::transaction::CommitOptions::default().with_time(hlc.ms as i64);
+    let genesis = doc.get_heads().is_empty();
     let mut tx = doc.transaction();
+    if genesis {
+        use am::transaction::Transactable as _;
+        for c in Collection::ALL {
+            tx.put_object(am::ROOT, c.key(), am::ObjType::Map)
+                .map_err(|e| PrepareError::Internal(e.to_string()))?;
+        }
+    }
     for w in writes {
         write_entity(&mut tx, w.collection, &w.id, w.value.as_ref())
             .map_err(|e| PrepareError::Internal(e.to_string()))?;

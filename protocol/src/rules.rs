@@ -371,6 +371,7 @@ fn node_name(s: &TeamState, key: &str) -> String {
 }
 
 /// A protected deployment on the slot blocks a non-protected one (§2).
+#[allow(clippy::too_many_arguments)]
 fn check_protected(s: &TeamState, d_product: &str, d_version: &str, node: &str, prefix: &str, protected: bool, force: bool, except: Option<&str>) -> R {
     if protected || force {
         return Ok(());
