@@ -3,7 +3,7 @@
 //! a saved document of 10,000 ops.
 //!
 //! Run with `cargo bench -p shoal-protocol`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Instant;
 

@@ -296,7 +296,9 @@ impl Action {
             }
             Action::ProductRemove { id } => vec![id.clone()],
             Action::VersionCreate { id, product, .. } => vec![id.clone(), product.clone()],
-            Action::VersionIncrease { from, id, copies, .. } => {
+            Action::VersionIncrease {
+                from, id, copies, ..
+            } => {
                 let mut v = vec![from.clone(), id.clone()];
                 v.extend(copies.iter().cloned());
                 v
@@ -307,7 +309,9 @@ impl Action {
             | Action::ImageRemove { version, .. }
             | Action::ImageConfig { version, .. }
             | Action::ImageOrder { version, .. } => vec![version.clone()],
-            Action::DeploymentCreate { id, node, .. } => vec![id.clone(), node.to_hex()],
+            Action::DeploymentCreate {
+                id, version, node, ..
+            } => vec![id.clone(), version.clone(), node.to_hex()],
             Action::DeploymentUpdate { id, .. }
             | Action::DeploymentStart { id, .. }
             | Action::DeploymentRollback { id, .. }

@@ -1,7 +1,7 @@
 //! Reading and writing entities in the Automerge document, at the current
 //! heads or at any past heads (an op's causal past).
 
-use automerge::{self as am, ChangeHash, ObjId, ReadDoc as _, ROOT};
+use automerge::{self as am, ChangeHash, ObjId, ROOT, ReadDoc as _};
 use autosurgeon::{Hydrate, HydrateError, ReadDoc, Reconcile, ReconcileError};
 
 use crate::model::{Collection, Entity, TeamState};
@@ -148,4 +148,3 @@ pub fn write_entity(
         Some(Entity::Key(v)) => r(tx, &coll, id, v),
     }
 }
-

@@ -83,7 +83,10 @@ pub fn genesis(ctx: &OpContext, action: &Action) -> Vec<Write> {
             }),
             TEAM_INFO_ID,
         ),
-        put(Entity::Member(member(owner, Role::Owner, ctx, None)), &owner.key.to_hex()),
+        put(
+            Entity::Member(member(owner, Role::Owner, ctx, None)),
+            &owner.key.to_hex(),
+        ),
         put(
             Entity::Node(node(first, ctx, None, Some(owner.key.to_hex()))),
             &first.key.to_hex(),
@@ -203,8 +206,13 @@ pub fn effect(s: &TeamState, ctx: &OpContext, action: &Action) -> Vec<Write> {
                 ));
             }
         }
-        A::NodeJoin { invite, node: n, .. } => {
-            out.push(put(Entity::Node(node(n, ctx, Some(invite), None)), &n.key.to_hex()));
+        A::NodeJoin {
+            invite, node: n, ..
+        } => {
+            out.push(put(
+                Entity::Node(node(n, ctx, Some(invite), None)),
+                &n.key.to_hex(),
+            ));
         }
         A::MemberRole { member: key, role } => {
             if let Some(m) = s.members.get(&key.to_hex()) {
@@ -485,7 +493,8 @@ pub fn effect(s: &TeamState, ctx: &OpContext, action: &Action) -> Vec<Write> {
         A::ImageOrder { version, names } => {
             if let Some(v) = s.versions.get(version) {
                 let mut v = v.clone();
-                v.images.sort_by_key(|i| names.iter().position(|n| n == &i.name));
+                v.images
+                    .sort_by_key(|i| names.iter().position(|n| n == &i.name));
                 out.push(put(Entity::Version(v), version));
             }
         }
@@ -653,7 +662,10 @@ fn supersede(s: &TeamState, d: &Deployment) -> Vec<Write> {
         VersionKind::Rolling => (Vec::new(), Vec::new()),
         VersionKind::Incremental => (
             view::ancestors(s, v).iter().map(|v| v.id.clone()).collect(),
-            view::descendants(s, v).iter().map(|v| v.id.clone()).collect(),
+            view::descendants(s, v)
+                .iter()
+                .map(|v| v.id.clone())
+                .collect(),
         ),
     };
     let mut out = Vec::new();

@@ -74,7 +74,10 @@ mod tests {
     #[test]
     fn next_is_strictly_increasing() {
         let t = Hlc::new(1000, 0);
-        assert!(t.next(500) > t, "a clock behind the last time still advances");
+        assert!(
+            t.next(500) > t,
+            "a clock behind the last time still advances"
+        );
         assert!(t.next(1000) > t);
         assert_eq!(t.next(2000), Hlc::new(2000, 0));
         assert_eq!(t.next(999), Hlc::new(1000, 1));

@@ -262,7 +262,10 @@ mod tests {
         assert_eq!(PublicKey::from_bytes(identity), Err(KeyError::Weak));
         assert!(matches!(
             "abcd".parse::<PublicKey>(),
-            Err(KeyError::Length { expected: 32, got: 2 })
+            Err(KeyError::Length {
+                expected: 32,
+                got: 2
+            })
         ));
         assert!(matches!("zz".parse::<PublicKey>(), Err(KeyError::Hex(_))));
     }

@@ -81,7 +81,9 @@ pub struct EncodeError(pub String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignError {
-    #[error("the op's author is {author:?} but the key given is {key:?}: sign with the author's profile key")]
+    #[error(
+        "the op's author is {author:?} but the key given is {key:?}: sign with the author's profile key"
+    )]
     WrongKey { author: PublicKey, key: PublicKey },
     #[error(transparent)]
     Encode(#[from] EncodeError),
@@ -91,7 +93,9 @@ pub enum SignError {
 pub enum DecodeError {
     #[error("op is {0} bytes, more than the {MAX_OP_BYTES} allowed")]
     TooLarge(usize),
-    #[error("op encoding version {0} is not supported (this build speaks {OP_VERSION}); upgrade shoal")]
+    #[error(
+        "op encoding version {0} is not supported (this build speaks {OP_VERSION}); upgrade shoal"
+    )]
     Version(u8),
     #[error("malformed op: {0}")]
     Malformed(String),
@@ -114,7 +118,8 @@ impl Op {
             Some(&v) if v != OP_VERSION => return Err(DecodeError::Version(v)),
             _ => {}
         }
-        let op: Op = postcard::from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        let op: Op =
+            postcard::from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
         if op.encode() != bytes {
             return Err(DecodeError::NotCanonical);
         }

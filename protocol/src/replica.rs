@@ -151,8 +151,7 @@ fn parse_change(op: &Op) -> Result<am::Change, Rejection> {
     if change.timestamp() != op.body.hlc.ms as i64 {
         return Err(Rejection::BadChange("its time is not the op's time".into()));
     }
-    if change.message().is_some() || !change.extra_bytes().is_empty() || change.author().is_some()
-    {
+    if change.message().is_some() || !change.extra_bytes().is_empty() || change.author().is_some() {
         return Err(Rejection::BadChange(
             "it carries a message, author or extra bytes".into(),
         ));
@@ -214,12 +213,10 @@ fn touched(
                     match path.as_slice() {
                         [] => return Err("an object outside the team layout".into()),
                         [(_, c)] => Loc::Collection(
-                            Collection::from_key(&prop_str(c))
-                                .ok_or("an unknown collection")?,
+                            Collection::from_key(&prop_str(c)).ok_or("an unknown collection")?,
                         ),
                         [(_, c), (_, id), ..] => Loc::Entity(
-                            Collection::from_key(&prop_str(c))
-                                .ok_or("an unknown collection")?,
+                            Collection::from_key(&prop_str(c)).ok_or("an unknown collection")?,
                             prop_str(id),
                         ),
                     }
@@ -346,7 +343,11 @@ impl Replica {
             .iter()
             .map(|c| Touch::RootKey(c.key().to_string()))
             .collect();
-        allowed.extend(writes.iter().map(|w| Touch::Entity(w.collection, w.id.clone())));
+        allowed.extend(
+            writes
+                .iter()
+                .map(|w| Touch::Entity(w.collection, w.id.clone())),
+        );
         if let Some(t) = touches.difference(&allowed).next() {
             return Err(Rejection::OutOfScope {
                 path: path_text(t),
@@ -432,7 +433,10 @@ impl Replica {
 
     /// Per log, the highest contiguous seq applied: what anti-entropy compares.
     pub fn version_vector(&self) -> VersionVector {
-        self.logs.iter().map(|(l, v)| (*l, v.len() as u64)).collect()
+        self.logs
+            .iter()
+            .map(|(l, v)| (*l, v.len() as u64))
+            .collect()
     }
 
     /// Applied ops a peer with `theirs` lacks, in causal order.
@@ -532,9 +536,17 @@ impl Replica {
                     // Whatever waited on this op can never apply.
                     let mut wake: Vec<OpHash> = Vec::new();
                     if let Ok(c) = am::Change::from_bytes(op.body.change.clone()) {
-                        wake.extend(self.waiting.remove(&Wait::Change(c.hash())).unwrap_or_default());
+                        wake.extend(
+                            self.waiting
+                                .remove(&Wait::Change(c.hash()))
+                                .unwrap_or_default(),
+                        );
                     }
-                    wake.extend(self.waiting.remove(&Wait::Log(log, seq)).unwrap_or_default());
+                    wake.extend(
+                        self.waiting
+                            .remove(&Wait::Log(log, seq))
+                            .unwrap_or_default(),
+                    );
                     for h in wake {
                         if let Some(o) = self.pending.remove(&h) {
                             queue.push((o, h));
@@ -600,7 +612,12 @@ impl Replica {
         self.logs.entry(log).or_default().push(idx);
     }
 
-    fn try_apply(&mut self, op: &Op, hash: OpHash, now_ms: u64) -> Result<Option<ChangeHash>, Step> {
+    fn try_apply(
+        &mut self,
+        op: &Op,
+        hash: OpHash,
+        now_ms: u64,
+    ) -> Result<Option<ChangeHash>, Step> {
         if self.by_hash.contains_key(&hash) {
             return Ok(None);
         }
@@ -609,7 +626,9 @@ impl Replica {
             Err(_) => {
                 // Never leave a half-applied change behind.
                 self.rebuild();
-                Err(Step::Reject(Rejection::Internal("validation panicked".into())))
+                Err(Step::Reject(Rejection::Internal(
+                    "validation panicked".into(),
+                )))
             }
         }
     }
@@ -713,7 +732,12 @@ impl Replica {
             .map_err(|e| Step::Reject(Rejection::BadChange(e.to_string())))?;
         // Effect: at (causal past + this op) every entity is exactly as the action says.
         let heads = [change_hash];
-        let checked = check_writes(&self.doc, (!fast).then_some(&heads[..]), &writes, b.action.name());
+        let checked = check_writes(
+            &self.doc,
+            (!fast).then_some(&heads[..]),
+            &writes,
+            b.action.name(),
+        );
         if let Err(r) = checked {
             self.rebuild();
             return Err(Step::Reject(r));
@@ -725,9 +749,8 @@ impl Replica {
         } else {
             // Concurrent ops may have touched the same entities: take the merge.
             for w in &writes {
-                let merged = read_entity(&self.doc, w.collection, &w.id).map_err(|e| {
-                    Step::Reject(internal(e))
-                });
+                let merged = read_entity(&self.doc, w.collection, &w.id)
+                    .map_err(|e| Step::Reject(internal(e)));
                 match merged {
                     Ok(v) => self.state.set(w.collection, &w.id, v),
                     Err(e) => {
@@ -800,10 +823,13 @@ impl Replica {
             r.record(op, c.hash());
         }
         // The snapshot must hold exactly the changes of the ops.
-        let want: BTreeSet<ChangeHash> = r.by_change.keys().copied().collect();
-        let have: BTreeSet<ChangeHash> =
-            doc.get_changes(&[]).iter().map(|c| c.hash()).collect();
-        if want != have {
+        let heads = doc.get_heads();
+        let complete = r.by_change.len() == r.applied.len()
+            && heads.iter().all(|h| r.by_change.contains_key(h))
+            && r.by_change
+                .keys()
+                .all(|h| doc.get_change_meta_by_hash(h).is_some());
+        if !complete {
             return Err(GenesisError::Invalid(
                 "the snapshot does not match the stored ops".into(),
             ));

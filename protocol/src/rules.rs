@@ -82,7 +82,10 @@ pub enum RuleError {
     #[error("{origin} is not a node of this team: run the command on a node that is")]
     UnknownOrigin { origin: String },
     #[error("only node {expected} may {what}")]
-    NotTheNode { expected: String, what: &'static str },
+    NotTheNode {
+        expected: String,
+        what: &'static str,
+    },
     #[error("the team already exists: a team has exactly one genesis")]
     SecondGenesis,
     #[error("{what} {id} does not exist")]
@@ -107,7 +110,9 @@ pub enum RuleError {
     RegistryInUse { name: String, count: usize },
     #[error("the built-in Docker Hub registry cannot be removed")]
     HubRegistry,
-    #[error("node {node} has runtime `none` and cannot run deployments: pick a docker or kubernetes node")]
+    #[error(
+        "node {node} has runtime `none` and cannot run deployments: pick a docker or kubernetes node"
+    )]
     NoRuntime { node: String },
     #[error("version {version} has no image: add one with `shoal image add` first")]
     NoImages { version: String },
@@ -141,13 +146,19 @@ pub enum RuleError {
         node: String,
         prefix: String,
     },
-    #[error("deployment {id} lost a concurrent conflict for its slot: delete it or change its prefix")]
+    #[error(
+        "deployment {id} lost a concurrent conflict for its slot: delete it or change its prefix"
+    )]
     Conflict { id: String },
-    #[error("required secret {key} of container {container} has no value sealed for the target node: set it with `--secret {key}`")]
+    #[error(
+        "required secret {key} of container {container} has no value sealed for the target node: set it with `--secret {key}`"
+    )]
     MissingSecret { container: String, key: String },
     #[error("secret {key} is sealed to {recipient}, not to the target node: seal it again")]
     SecretRecipient { key: String, recipient: String },
-    #[error("container name {name} is already used on {node}/{prefix} by deployment {other}: rename the container or use another prefix")]
+    #[error(
+        "container name {name} is already used on {node}/{prefix} by deployment {other}: rename the container or use another prefix"
+    )]
     ContainerName {
         name: String,
         node: String,
@@ -175,9 +186,10 @@ fn who(s: &TeamState, key: &PublicKey) -> String {
 }
 
 fn need_role(s: &TeamState, ctx: &OpContext, action: &'static str, needed: Role) -> R {
-    let role = view::effective_role(s, &ctx.author.to_hex()).ok_or_else(|| RuleError::NotMember {
-        who: who(s, &ctx.author),
-    })?;
+    let role =
+        view::effective_role(s, &ctx.author.to_hex()).ok_or_else(|| RuleError::NotMember {
+            who: who(s, &ctx.author),
+        })?;
     if role < needed {
         return Err(RuleError::Role {
             action,
@@ -233,7 +245,10 @@ pub fn check_name(what: &'static str, name: &str) -> R {
     if name.len() > MAX_NAME_LEN {
         return bad("it is longer than 63 characters");
     }
-    if name.chars().any(|c| c.is_control() || c == '/' || c.is_whitespace()) {
+    if name
+        .chars()
+        .any(|c| c.is_control() || c == '/' || c.is_whitespace())
+    {
         return bad("use no spaces, slashes or control characters");
     }
     Ok(())
@@ -314,9 +329,7 @@ pub fn deployment_mutable(s: &TeamState, d: &Deployment) -> bool {
 /// deployable(d) of §2.
 pub fn deployment_deployable(s: &TeamState, d: &Deployment) -> bool {
     match d.status {
-        DeploymentStatus::Preparing | DeploymentStatus::Failed | DeploymentStatus::Obsolete => {
-            true
-        }
+        DeploymentStatus::Preparing | DeploymentStatus::Failed | DeploymentStatus::Obsolete => true,
         DeploymentStatus::Successful => s
             .versions
             .get(&d.version)
@@ -325,11 +338,7 @@ pub fn deployment_deployable(s: &TeamState, d: &Deployment) -> bool {
     }
 }
 
-fn deployment_state_err(
-    d: &Deployment,
-    what: &'static str,
-    allowed: &'static str,
-) -> RuleError {
+fn deployment_state_err(d: &Deployment, what: &'static str, allowed: &'static str) -> RuleError {
     RuleError::DeploymentState {
         id: d.id.clone(),
         status: d.status,
@@ -338,13 +347,7 @@ fn deployment_state_err(
     }
 }
 
-fn check_slot(
-    s: &TeamState,
-    v: &Version,
-    node: &str,
-    prefix: &str,
-    except: Option<&str>,
-) -> R {
+fn check_slot(s: &TeamState, v: &Version, node: &str, prefix: &str, except: Option<&str>) -> R {
     let clash = s.deployments.values().find(|e| {
         Some(e.id.as_str()) != except
             && e.version == v.id
@@ -358,8 +361,12 @@ fn check_slot(
             node: node_name(s, node),
             prefix: prefix.to_string(),
             hint: match v.kind {
-                VersionKind::Rolling => ": a rolling version has one deployment per node and prefix; start or edit that one",
-                VersionKind::Incremental => " and is still preparing: start, edit or delete that one",
+                VersionKind::Rolling => {
+                    ": a rolling version has one deployment per node and prefix; start or edit that one"
+                }
+                VersionKind::Incremental => {
+                    " and is still preparing: start, edit or delete that one"
+                }
             },
         });
     }
@@ -367,12 +374,24 @@ fn check_slot(
 }
 
 fn node_name(s: &TeamState, key: &str) -> String {
-    s.nodes.get(key).map(|n| n.name.clone()).unwrap_or_else(|| key.to_string())
+    s.nodes
+        .get(key)
+        .map(|n| n.name.clone())
+        .unwrap_or_else(|| key.to_string())
 }
 
 /// A protected deployment on the slot blocks a non-protected one (§2).
 #[allow(clippy::too_many_arguments)]
-fn check_protected(s: &TeamState, d_product: &str, d_version: &str, node: &str, prefix: &str, protected: bool, force: bool, except: Option<&str>) -> R {
+fn check_protected(
+    s: &TeamState,
+    d_product: &str,
+    d_version: &str,
+    node: &str,
+    prefix: &str,
+    protected: bool,
+    force: bool,
+    except: Option<&str>,
+) -> R {
     if protected || force {
         return Ok(());
     }
@@ -488,7 +507,16 @@ fn check_start(s: &TeamState, d: &Deployment, force: bool) -> R {
         }
     }
     check_sealed_to(&d.node, &d.secrets)?;
-    check_protected(s, &d.product, &d.version, &d.node, &d.prefix, d.protected, force, Some(&d.id))
+    check_protected(
+        s,
+        &d.product,
+        &d.version,
+        &d.node,
+        &d.prefix,
+        d.protected,
+        force,
+        Some(&d.id),
+    )
 }
 
 fn check_new_member(s: &TeamState, m: &NewMember) -> R {
@@ -497,7 +525,8 @@ fn check_new_member(s: &TeamState, m: &NewMember) -> R {
         return Err(RuleError::Invalid {
             what: "member",
             value: m.key.short(),
-            why: "this profile is or was already a member; a removed profile needs a new key".into(),
+            why: "this profile is or was already a member; a removed profile needs a new key"
+                .into(),
         });
     }
     Ok(())
@@ -512,7 +541,10 @@ fn check_new_node(s: &TeamState, n: &NewNode) -> R {
             why: "this node is or was already in the team".into(),
         });
     }
-    if s.nodes.values().any(|x| x.removed.is_none() && x.name == n.name) {
+    if s.nodes
+        .values()
+        .any(|x| x.removed.is_none() && x.name == n.name)
+    {
         return Err(RuleError::NameTaken {
             what: "node",
             name: n.name.clone(),
@@ -532,7 +564,10 @@ fn check_invite(
         id: id.to_string(),
         why: why.to_string(),
     };
-    let inv = s.invites.get(id).ok_or_else(|| bad("no such invite in this team"))?;
+    let inv = s
+        .invites
+        .get(id)
+        .ok_or_else(|| bad("no such invite in this team"))?;
     if inv.revoked {
         return Err(bad("it was revoked; ask for a new ticket"));
     }
@@ -550,7 +585,9 @@ fn check_invite(
         .parse()
         .map_err(|_| bad("the invite key is malformed"))?;
     if !key.verify(&join_proof_message(&team, id, newcomer), proof) {
-        return Err(bad("the ticket's proof does not verify: the ticket was tampered with"));
+        return Err(bad(
+            "the ticket's proof does not verify: the ticket was tampered with",
+        ));
     }
     Ok(inv.kind.clone())
 }
@@ -583,7 +620,10 @@ pub fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
                 InviteKind::Member { .. } => Ok(()),
                 InviteKind::Node { name, .. } => {
                     check_name("node name", name)?;
-                    if s.nodes.values().any(|n| n.removed.is_none() && &n.name == name) {
+                    if s.nodes
+                        .values()
+                        .any(|n| n.removed.is_none() && &n.name == name)
+                    {
                         return Err(RuleError::NameTaken {
                             what: "node",
                             name: name.clone(),
@@ -649,9 +689,7 @@ pub fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
                     if name != node.name || runtime != node.runtime {
                         return Err(RuleError::Invite {
                             id: invite.clone(),
-                            why: format!(
-                                "it is bound to node {name} with runtime {runtime}"
-                            ),
+                            why: format!("it is bound to node {name} with runtime {runtime}"),
                         });
                     }
                     Ok(())
@@ -773,7 +811,10 @@ pub fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
                 .filter(|i| {
                     &i.image.registry == id
                         || i.config.image.as_ref().is_some_and(|x| &x.registry == id)
-                        || i.config.init_containers.iter().any(|c| &c.image.registry == id)
+                        || i.config
+                            .init_containers
+                            .iter()
+                            .any(|c| &c.image.registry == id)
                 })
                 .count();
             if count > 0 {
@@ -831,7 +872,11 @@ pub fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
                 .values()
                 .find(|d| &d.product == id && d.status == DeploymentStatus::InProgress)
             {
-                return Err(deployment_state_err(d, "removing its product", "anything but in-progress"));
+                return Err(deployment_state_err(
+                    d,
+                    "removing its product",
+                    "anything but in-progress",
+                ));
             }
             Ok(())
         }
@@ -848,7 +893,10 @@ pub fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             }
             fresh(ctx, "version", id, s.versions.contains_key(id))?;
             check_name("version name", name)?;
-            if s.versions.values().any(|v| &v.product == product && &v.name == name) {
+            if s.versions
+                .values()
+                .any(|v| &v.product == product && &v.name == name)
+            {
                 return Err(RuleError::NameTaken {
                     what: "version",
                     name: name.clone(),
@@ -872,12 +920,19 @@ pub fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             if let Some(c) = &v.child {
                 return Err(RuleError::HasChild {
                     version: v.name.clone(),
-                    child: s.versions.get(c).map(|c| c.name.clone()).unwrap_or(c.clone()),
+                    child: s
+                        .versions
+                        .get(c)
+                        .map(|c| c.name.clone())
+                        .unwrap_or(c.clone()),
                 });
             }
             fresh(ctx, "version", id, s.versions.contains_key(id))?;
             check_name("version name", name)?;
-            if s.versions.values().any(|x| x.product == v.product && &x.name == name) {
+            if s.versions
+                .values()
+                .any(|x| x.product == v.product && &x.name == name)
+            {
                 return Err(RuleError::NameTaken {
                     what: "version",
                     name: name.clone(),
@@ -896,7 +951,12 @@ pub fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
                 });
             }
             for (i, c) in copies.iter().enumerate() {
-                fresh(ctx, "deployment", c, s.deployments.contains_key(c) || copies[..i].contains(c) || c == id)?;
+                fresh(
+                    ctx,
+                    "deployment",
+                    c,
+                    s.deployments.contains_key(c) || copies[..i].contains(c) || c == id,
+                )?;
             }
             Ok(())
         }
@@ -947,7 +1007,11 @@ pub fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
                     name: image.name.clone(),
                 });
             }
-            found(s.registries.get(&image.image.registry), "registry", &image.image.registry)?;
+            found(
+                s.registries.get(&image.image.registry),
+                "registry",
+                &image.image.registry,
+            )?;
             check_image_name(&image.image)
         }
         A::ImageRemove { version, name } => {
@@ -966,7 +1030,11 @@ pub fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             need_role(s, ctx, "image.config", Role::User)?;
             let v = mutable_version(s, version)?;
             found(v.images.iter().find(|i| &i.name == name), "container", name)?;
-            found(s.registries.get(&image.registry), "registry", &image.registry)?;
+            found(
+                s.registries.get(&image.registry),
+                "registry",
+                &image.registry,
+            )?;
             check_image_name(image)?;
             if let Some(i) = &config.image {
                 found(s.registries.get(&i.registry), "registry", &i.registry)?;
@@ -1016,7 +1084,9 @@ pub fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             check_slot(s, v, &node, prefix, None)?;
             check_sealed_to(&node, secrets)?;
             check_instances(v, instances)?;
-            check_protected(s, &v.product, &v.id, &node, prefix, *protected, *force, None)
+            check_protected(
+                s, &v.product, &v.id, &node, prefix, *protected, *force, None,
+            )
         }
         A::DeploymentUpdate { id, edit } => {
             need_origin(s, ctx)?;
@@ -1075,7 +1145,11 @@ pub fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             need_role(s, ctx, "deployment.delete", Role::User)?;
             let d = found(s.deployments.get(id), "deployment", id)?;
             if d.status == DeploymentStatus::InProgress {
-                return Err(deployment_state_err(d, "deleting", "anything but in-progress"));
+                return Err(deployment_state_err(
+                    d,
+                    "deleting",
+                    "anything but in-progress",
+                ));
             }
             Ok(())
         }
@@ -1089,7 +1163,11 @@ pub fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             need_role(s, ctx, "deployment.copy", Role::User)?;
             let d = found(s.deployments.get(from), "deployment", from)?;
             if d.status == DeploymentStatus::InProgress {
-                return Err(deployment_state_err(d, "copying", "anything but in-progress"));
+                return Err(deployment_state_err(
+                    d,
+                    "copying",
+                    "anything but in-progress",
+                ));
             }
             fresh(ctx, "deployment", id, s.deployments.contains_key(id))?;
             let v = found(s.versions.get(&d.version), "version", &d.version)?;
@@ -1144,12 +1222,17 @@ pub fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             need_origin(s, ctx)?;
             need_role(s, ctx, "container.command", Role::User)?;
             fresh(ctx, "command", id, s.commands.contains_key(id))?;
-            found(view::effective_node(s, &node.to_hex()), "node", &node.to_hex())?;
+            found(
+                view::effective_node(s, &node.to_hex()),
+                "node",
+                &node.to_hex(),
+            )?;
             check_name("container", container)
         }
         A::KeySeal { keys } => {
             need_origin(s, ctx)?;
-            let is_node = ctx.author == ctx.origin && view::effective_node(s, &ctx.author.to_hex()).is_some();
+            let is_node =
+                ctx.author == ctx.origin && view::effective_node(s, &ctx.author.to_hex()).is_some();
             if !is_node {
                 need_role(s, ctx, "key.seal", Role::Admin)?;
             }
@@ -1182,7 +1265,8 @@ fn check_image_name(r: &crate::model::ImageRef) -> R {
             why: "an image name has no spaces".into(),
         });
     }
-    if r.tag.is_empty() || r.tag.len() > 128 || r.tag.chars().any(|c| c.is_whitespace() || c == '/') {
+    if r.tag.is_empty() || r.tag.len() > 128 || r.tag.chars().any(|c| c.is_whitespace() || c == '/')
+    {
         return Err(RuleError::Invalid {
             what: "tag",
             value: r.tag.clone(),

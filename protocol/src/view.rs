@@ -76,7 +76,9 @@ pub fn ancestors<'a>(state: &'a TeamState, v: &Version) -> Vec<&'a Version> {
     let mut out = Vec::new();
     let mut cur = v.parent.as_deref();
     while let Some(id) = cur {
-        let Some(p) = state.versions.get(id) else { break };
+        let Some(p) = state.versions.get(id) else {
+            break;
+        };
         if out.iter().any(|x: &&Version| x.id == p.id) {
             break;
         }
@@ -91,7 +93,9 @@ pub fn descendants<'a>(state: &'a TeamState, v: &Version) -> Vec<&'a Version> {
     let mut out = Vec::new();
     let mut cur = v.child.as_deref();
     while let Some(id) = cur {
-        let Some(c) = state.versions.get(id) else { break };
+        let Some(c) = state.versions.get(id) else {
+            break;
+        };
         if out.iter().any(|x: &&Version| x.id == c.id) {
             break;
         }
@@ -114,7 +118,10 @@ pub fn node_by_name<'a>(state: &'a TeamState, name_or_key: &str) -> Option<&'a N
 }
 
 /// Finds a member by name or key; among same-named members the earliest wins.
-pub fn member_by_name<'a>(state: &'a TeamState, name_or_key: &str) -> Option<&'a crate::model::Member> {
+pub fn member_by_name<'a>(
+    state: &'a TeamState,
+    name_or_key: &str,
+) -> Option<&'a crate::model::Member> {
     if let Some(m) = state.member(name_or_key) {
         return Some(m);
     }
@@ -126,7 +133,10 @@ pub fn member_by_name<'a>(state: &'a TeamState, name_or_key: &str) -> Option<&'a
 }
 
 /// Finds a product by name or id (earliest wins among same names).
-pub fn product_by_name<'a>(state: &'a TeamState, name_or_id: &str) -> Option<&'a crate::model::Product> {
+pub fn product_by_name<'a>(
+    state: &'a TeamState,
+    name_or_id: &str,
+) -> Option<&'a crate::model::Product> {
     if let Some(p) = state.products.get(name_or_id) {
         return Some(p);
     }
@@ -143,7 +153,11 @@ pub fn version_by_name<'a>(
     product: &str,
     name_or_id: &str,
 ) -> Option<&'a Version> {
-    if let Some(v) = state.versions.get(name_or_id).filter(|v| v.product == product) {
+    if let Some(v) = state
+        .versions
+        .get(name_or_id)
+        .filter(|v| v.product == product)
+    {
         return Some(v);
     }
     state
@@ -154,7 +168,10 @@ pub fn version_by_name<'a>(
 }
 
 /// Finds a registry by name or id.
-pub fn registry_by_name<'a>(state: &'a TeamState, name_or_id: &str) -> Option<&'a crate::model::Registry> {
+pub fn registry_by_name<'a>(
+    state: &'a TeamState,
+    name_or_id: &str,
+) -> Option<&'a crate::model::Registry> {
     if let Some(r) = state.registries.get(name_or_id) {
         return Some(r);
     }

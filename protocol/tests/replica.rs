@@ -1,0 +1,633 @@
+//! Replica-level behaviour: encoding, the audit view, concurrency outcomes,
+//! waiting ops, quarantine.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+
+use shoal_protocol::action::Action;
+use shoal_protocol::audit::{self, Filter, Problem};
+use shoal_protocol::hlc::{Hlc, MAX_FUTURE_MS};
+use shoal_protocol::model::*;
+use shoal_protocol::op::{DecodeError, OP_VERSION};
+use shoal_protocol::replica::{Rejection, Wait};
+use shoal_protocol::rules::RuleError;
+use shoal_protocol::testkit::{self, Clock, act, ctx, invite_and_join, key, sign_op};
+use shoal_protocol::{Op, Replica, SecretKey, view};
+
+const NOW: u64 = 1_800_000_000_000;
+
+struct Team {
+    a: Replica,
+    b: Replica,
+    owner: SecretKey,
+    user: SecretKey,
+    n1: SecretKey,
+    n2: SecretKey,
+    clock: Clock,
+    version: String,
+}
+
+/// Owner on n1 (replica a), a user who joined with node n2 (replica b), a
+/// product with a rolling version `edge` holding one image; both replicas in sync.
+fn team() -> Team {
+    let (owner, user, n1, n2) = (key(1), key(3), key(11), key(12));
+    let mut clock = Clock(1_700_000_000_000);
+    let g = testkit::genesis(&owner, &n1, clock.tick());
+    let mut a = Replica::from_genesis(g.clone()).unwrap();
+    let mut ops = invite_and_join(
+        &mut a,
+        &owner,
+        n1.public(),
+        &user,
+        "user",
+        Role::User,
+        Some((&n2, "n2", Runtime::Docker)),
+        clock.tick(),
+    )
+    .unwrap();
+    let c = ctx(&a, &owner, n1.public(), 0);
+    let (product, version) = (c.new_id(0), c.new_id(1));
+    ops.push(
+        act(
+            &mut a,
+            &owner,
+            n1.public(),
+            clock.tick(),
+            Action::ProductCreate {
+                id: product,
+                name: "web".into(),
+                kind: ProductKind::Simple,
+                description: String::new(),
+                version: Some(version.clone()),
+            },
+        )
+        .unwrap()
+        .0,
+    );
+    ops.push(
+        act(
+            &mut a,
+            &owner,
+            n1.public(),
+            clock.tick(),
+            Action::ImageAdd {
+                version: version.clone(),
+                image: Image {
+                    name: "app".into(),
+                    image: ImageRef {
+                        registry: HUB_REGISTRY_ID.into(),
+                        name: "busybox".into(),
+                        tag: "1".into(),
+                    },
+                    config: ContainerConfig::default(),
+                },
+            },
+        )
+        .unwrap()
+        .0,
+    );
+    let mut b = Replica::from_genesis(g).unwrap();
+    for op in ops {
+        assert_eq!(b.apply(op, NOW).applied.len(), 1);
+    }
+    assert!(a.quarantine().is_empty(), "{:?}", a.quarantine());
+    Team {
+        a,
+        b,
+        owner,
+        user,
+        n1,
+        n2,
+        clock,
+        version,
+    }
+}
+
+fn create(
+    r: &Replica,
+    author: &SecretKey,
+    origin: &SecretKey,
+    version: &str,
+    node: &SecretKey,
+    prefix: &str,
+) -> Action {
+    Action::DeploymentCreate {
+        id: ctx(r, author, origin.public(), 0).new_id(0),
+        version: version.into(),
+        node: node.public(),
+        prefix: prefix.into(),
+        env: BTreeMap::new(),
+        secrets: BTreeMap::new(),
+        instances: BTreeMap::new(),
+        protected: false,
+        note: String::new(),
+        force: false,
+    }
+}
+
+fn exchange(x: &mut Replica, y: &mut Replica, xs: &[Op], ys: &[Op]) {
+    for op in ys {
+        x.apply(op.clone(), NOW);
+    }
+    for op in xs {
+        y.apply(op.clone(), NOW);
+    }
+}
+
+#[test]
+fn encoding_round_trips_and_is_versioned() {
+    let t = team();
+    for a in t.a.ops() {
+        let bytes = a.op.encode();
+        assert_eq!(bytes[0], OP_VERSION);
+        let back = Op::decode(&bytes).unwrap();
+        assert_eq!(back, a.op);
+        assert_eq!(back.hash(), a.hash);
+    }
+    let mut bytes = t.a.ops()[1].op.encode();
+    bytes[0] = OP_VERSION + 1;
+    assert_eq!(
+        Op::decode(&bytes),
+        Err(DecodeError::Version(OP_VERSION + 1))
+    );
+    let bytes = t.a.ops()[1].op.encode();
+    assert!(matches!(
+        Op::decode(&bytes[..bytes.len() - 1]),
+        Err(DecodeError::Malformed(_))
+    ));
+    let mut long = bytes.clone();
+    long.push(0);
+    assert!(matches!(
+        Op::decode(&long),
+        Err(DecodeError::Malformed(_) | DecodeError::NotCanonical)
+    ));
+    assert!(matches!(Op::decode(&[]), Err(DecodeError::Malformed(_))));
+    assert!(matches!(
+        Op::decode(&vec![1u8; 5 * 1024 * 1024]),
+        Err(DecodeError::TooLarge(_))
+    ));
+}
+
+#[test]
+fn concurrent_deployments_for_one_slot_resolve_the_same_everywhere() {
+    let mut t = team();
+    // Both create a deployment of the rolling version on n2/prod without seeing each other.
+    let now = t.clock.tick();
+    let cx = create(&t.a, &t.owner, &t.n1, &t.version, &t.n2, "prod");
+    let x = act(&mut t.a, &t.owner, t.n1.public(), now, cx).unwrap().0;
+    let cy = create(&t.b, &t.user, &t.n2, &t.version, &t.n2, "prod");
+    let y = act(&mut t.b, &t.user, t.n2.public(), now + 5, cy)
+        .unwrap()
+        .0;
+    exchange(
+        &mut t.a,
+        &mut t.b,
+        std::slice::from_ref(&x),
+        std::slice::from_ref(&y),
+    );
+    assert!(t.a.quarantine().is_empty() && t.b.quarantine().is_empty());
+    assert_eq!(t.a.state(), t.b.state());
+    assert_eq!(t.a.heads(), t.b.heads());
+    let conflicted = |r: &Replica| -> Vec<String> {
+        r.state()
+            .deployments
+            .values()
+            .filter(|d| view::deployment_in_conflict(r.state(), d))
+            .map(|d| d.id.clone())
+            .collect()
+    };
+    // The earlier one by clock wins on both replicas.
+    let loser = match &y.body.action {
+        Action::DeploymentCreate { id, .. } => id.clone(),
+        _ => unreachable!(),
+    };
+    assert_eq!(conflicted(&t.a), vec![loser.clone()]);
+    assert_eq!(conflicted(&t.b), vec![loser.clone()]);
+    // The loser cannot be started, with a clear reason.
+    let err =
+        t.b.prepare(
+            t.user.public(),
+            t.n2.public(),
+            t.clock.tick(),
+            Action::DeploymentStart {
+                id: loser,
+                force: false,
+            },
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            shoal_protocol::replica::PrepareError::Rule(RuleError::Conflict { .. })
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_double_used_invite_admits_one_newcomer() {
+    let mut t = team();
+    let invite_key = key(201);
+    let c = ctx(&t.a, &t.owner, t.n1.public(), 0);
+    let id = c.new_id(0);
+    let now = t.clock.tick();
+    let inv = act(
+        &mut t.a,
+        &t.owner,
+        t.n1.public(),
+        now,
+        Action::InviteCreate {
+            id: id.clone(),
+            kind: InviteKind::Member { role: Role::User },
+            invite_key: invite_key.public(),
+            expires: Hlc::new(now + 3_600_000, 0),
+        },
+    )
+    .unwrap()
+    .0;
+    t.b.apply(inv, NOW);
+    let (p, q) = (key(50), key(51));
+    let join = |r: &mut Replica, who: &SecretKey, origin: &SecretKey, at: u64| {
+        let proof = invite_key.sign(&shoal_protocol::replica::join_proof_message(
+            &r.team(),
+            &id,
+            &who.public(),
+        ));
+        act(
+            r,
+            who,
+            origin.public(),
+            at,
+            Action::MemberJoin {
+                invite: id.clone(),
+                member: testkit::new_member(who, "newcomer"),
+                node: None,
+                proof,
+            },
+        )
+        .unwrap()
+        .0
+    };
+    let now = t.clock.tick();
+    let jp = join(&mut t.a, &p, &t.n1, now);
+    let jq = join(&mut t.b, &q, &t.n2, now + 1);
+    exchange(
+        &mut t.a,
+        &mut t.b,
+        std::slice::from_ref(&jp),
+        std::slice::from_ref(&jq),
+    );
+    assert_eq!(t.a.state(), t.b.state());
+    for r in [&t.a, &t.b] {
+        assert!(view::effective_role(r.state(), &p.public().to_hex()).is_some());
+        assert!(view::effective_role(r.state(), &q.public().to_hex()).is_none());
+    }
+    // The loser's later ops are refused everywhere: it is not a member.
+    let c = ctx(&t.b, &q, t.n2.public(), 0);
+    let err =
+        t.b.prepare(
+            q.public(),
+            t.n2.public(),
+            t.clock.tick(),
+            Action::ProductCreate {
+                id: c.new_id(0),
+                name: "x".into(),
+                kind: ProductKind::Complex,
+                description: String::new(),
+                version: None,
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        shoal_protocol::replica::PrepareError::Rule(RuleError::NotMember { .. })
+    ));
+    // A third use after both is refused by the rules.
+    let r = key(52);
+    let proof = invite_key.sign(&shoal_protocol::replica::join_proof_message(
+        &t.a.team(),
+        &id,
+        &r.public(),
+    ));
+    let err =
+        t.a.prepare(
+            r.public(),
+            t.n1.public(),
+            t.clock.tick(),
+            Action::MemberJoin {
+                invite: id.clone(),
+                member: testkit::new_member(&r, "late"),
+                node: None,
+                proof,
+            },
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("already used"), "{err}");
+}
+
+#[test]
+fn tampered_and_expired_tickets_are_refused() {
+    let mut t = team();
+    let invite_key = key(202);
+    let c = ctx(&t.a, &t.owner, t.n1.public(), 0);
+    let id = c.new_id(0);
+    let now = t.clock.tick();
+    act(
+        &mut t.a,
+        &t.owner,
+        t.n1.public(),
+        now,
+        Action::InviteCreate {
+            id: id.clone(),
+            kind: InviteKind::Member { role: Role::User },
+            invite_key: invite_key.public(),
+            expires: Hlc::new(now + 10_000, 0),
+        },
+    )
+    .unwrap();
+    let who = key(60);
+    let wrong = key(203).sign(&shoal_protocol::replica::join_proof_message(
+        &t.a.team(),
+        &id,
+        &who.public(),
+    ));
+    let err =
+        t.a.prepare(
+            who.public(),
+            t.n1.public(),
+            now + 1000,
+            Action::MemberJoin {
+                invite: id.clone(),
+                member: testkit::new_member(&who, "x"),
+                node: None,
+                proof: wrong,
+            },
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("tampered"), "{err}");
+    let good = invite_key.sign(&shoal_protocol::replica::join_proof_message(
+        &t.a.team(),
+        &id,
+        &who.public(),
+    ));
+    let err =
+        t.a.prepare(
+            who.public(),
+            t.n1.public(),
+            now + 20_000,
+            Action::MemberJoin {
+                invite: id.clone(),
+                member: testkit::new_member(&who, "x"),
+                node: None,
+                proof: good,
+            },
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("expired"), "{err}");
+}
+
+#[test]
+fn ops_from_the_future_wait_until_their_time() {
+    let mut t = team();
+    let far = NOW + 2 * MAX_FUTURE_MS;
+    let c = ctx(&t.a, &t.owner, t.n1.public(), 0);
+    let op = sign_op(
+        &t.a,
+        &t.owner,
+        t.n1.public(),
+        far,
+        Action::ProductCreate {
+            id: c.new_id(0),
+            name: "later".into(),
+            kind: ProductKind::Complex,
+            description: String::new(),
+            version: None,
+        },
+    )
+    .unwrap();
+    let r = t.b.apply(op.clone(), NOW);
+    assert!(
+        matches!(r.waiting.as_slice(), [(_, Wait::Future(_))]),
+        "{r:?}"
+    );
+    assert!(r.applied.is_empty());
+    assert!(t.b.retry_future(NOW + 1000).applied.is_empty());
+    let r = t.b.retry_future(far);
+    assert_eq!(r.applied, vec![op.hash()]);
+}
+
+#[test]
+fn ops_depending_on_a_rejected_op_are_rejected() {
+    let mut t = team();
+    // A signed op whose change was replaced by garbage: refused, and the
+    // next op of the same log can never apply.
+    let c = ctx(&t.a, &t.user, t.n2.public(), 0);
+    let good = sign_op(
+        &t.b,
+        &t.user,
+        t.n2.public(),
+        t.clock.tick(),
+        Action::ProductCreate {
+            id: c.new_id(0),
+            name: "p1".into(),
+            kind: ProductKind::Complex,
+            description: String::new(),
+            version: None,
+        },
+    )
+    .unwrap();
+    let mut body = good.body.clone();
+    body.action = Action::TeamUpdate {
+        name: "hijack".into(),
+        description: String::new(),
+    };
+    let forged = body.sign(&t.user).unwrap();
+    let r = t.a.apply(forged.clone(), NOW);
+    assert!(
+        matches!(
+            r.rejected.as_slice(),
+            [(_, Rejection::Rule(RuleError::Role { .. }))]
+        ),
+        "{r:?}"
+    );
+    // The honest op at the same (log, seq) is a fork of the rejected one and
+    // depends on nothing rejected: it applies.
+    let r = t.a.apply(good.clone(), NOW);
+    assert_eq!(r.applied, vec![good.hash()], "{r:?}");
+    let v = audit::verify(&t.a);
+    assert!(
+        v.problems
+            .iter()
+            .any(|p| matches!(p, Problem::Quarantined { .. }))
+    );
+}
+
+#[test]
+fn audit_lists_with_filters_and_verifies_chains() {
+    let mut t = team();
+    let now = t.clock.tick();
+    let cx = create(&t.a, &t.owner, &t.n1, &t.version, &t.n2, "prod");
+    act(&mut t.a, &t.owner, t.n1.public(), now, cx).unwrap();
+    let all = audit::list(&t.a, &Filter::default());
+    assert_eq!(all.len(), t.a.ops().len());
+    assert!(all.windows(2).all(|w| w[0].time_ms <= w[1].time_ms));
+    assert_eq!(all[0].action, "team.create");
+    let by_user = audit::list(
+        &t.a,
+        &Filter {
+            author: Some("user".into()),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        by_user.iter().map(|e| e.action).collect::<Vec<_>>(),
+        vec!["member.join"]
+    );
+    let deps = audit::list(
+        &t.a,
+        &Filter {
+            action: Some("deployment.".into()),
+            ..Default::default()
+        },
+    );
+    assert_eq!(deps.len(), 1);
+    let prods = audit::list(
+        &t.a,
+        &Filter {
+            action: Some("product.create".into()),
+            ..Default::default()
+        },
+    );
+    assert_eq!(prods.len(), 1);
+    let by_version = audit::list(
+        &t.a,
+        &Filter {
+            target: Some(t.version.clone()),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        by_version.iter().map(|e| e.action).collect::<Vec<_>>(),
+        vec!["product.create", "image.add", "deployment.create"]
+    );
+    let by_product = audit::list(
+        &t.a,
+        &Filter {
+            target: Some(prods[0].targets[0].clone()),
+            ..Default::default()
+        },
+    );
+    assert_eq!(by_product.len(), 1);
+    let late = audit::list(
+        &t.a,
+        &Filter {
+            since_ms: Some(now),
+            ..Default::default()
+        },
+    );
+    assert_eq!(late.len(), 1);
+    let early = audit::list(
+        &t.a,
+        &Filter {
+            until_ms: Some(now - 1),
+            ..Default::default()
+        },
+    );
+    assert_eq!(early.len() + late.len(), all.len());
+
+    // Verification of the stored ops.
+    let ops: Vec<Op> = t.a.ops().iter().map(|a| a.op.clone()).collect();
+    assert!(audit::verify_ops(t.a.team(), &ops).ok());
+    assert!(audit::verify(&t.a).ok());
+    // An altered entry.
+    let mut altered = ops.clone();
+    altered[3].body.hlc = Hlc::new(altered[3].body.hlc.ms + 1, 0);
+    let v = audit::verify_ops(t.a.team(), &altered);
+    assert!(
+        matches!(v.problems.first(), Some(Problem::BadSignature { seq, .. }) if *seq == altered[3].body.seq),
+        "{v:?}"
+    );
+    // A dropped entry leaves a gap in its log.
+    let mut dropped = ops.clone();
+    let owner_log = dropped[3].log();
+    dropped.remove(3);
+    let v = audit::verify_ops(t.a.team(), &dropped);
+    assert!(
+        v.problems.iter().any(|p| matches!(p, Problem::Gap { .. })),
+        "{v:?} {owner_log}"
+    );
+    // A fork: a second op signed at an existing (log, seq).
+    let c = ctx(&t.a, &t.owner, t.n1.public(), 0);
+    let mut fork = sign_op(
+        &t.a,
+        &t.owner,
+        t.n1.public(),
+        t.clock.tick(),
+        Action::ProductCreate {
+            id: c.new_id(0),
+            name: "f".into(),
+            kind: ProductKind::Complex,
+            description: String::new(),
+            version: None,
+        },
+    )
+    .unwrap();
+    let last =
+        t.a.ops()
+            .iter()
+            .rev()
+            .find(|a| a.op.log() == fork.log())
+            .unwrap();
+    fork.body.seq = last.op.body.seq;
+    fork.body.prev = last.op.body.prev;
+    let fork = fork.body.sign(&t.owner).unwrap();
+    let mut forked = ops.clone();
+    forked.push(fork.clone());
+    let v = audit::verify_ops(t.a.team(), &forked);
+    assert!(
+        v.problems.iter().any(|p| matches!(p, Problem::Fork { .. })),
+        "{v:?}"
+    );
+    // The replica refuses it and reports it.
+    let r = t.a.apply(fork, NOW);
+    assert!(
+        matches!(
+            r.rejected.as_slice(),
+            [(_, Rejection::Fork { .. } | Rejection::BadChange(_))]
+        ),
+        "{r:?}"
+    );
+    assert!(!audit::verify(&t.a).ok());
+}
+
+#[test]
+fn removed_members_and_nodes_lose_their_rights() {
+    let mut t = team();
+    let (op, _) = act(
+        &mut t.a,
+        &t.owner,
+        t.n1.public(),
+        t.clock.tick(),
+        Action::MemberRemove {
+            member: t.user.public(),
+        },
+    )
+    .unwrap();
+    t.b.apply(op, NOW);
+    let c = ctx(&t.b, &t.user, t.n2.public(), 0);
+    let err =
+        t.b.prepare(
+            t.user.public(),
+            t.n2.public(),
+            t.clock.tick(),
+            Action::ProductCreate {
+                id: c.new_id(0),
+                name: "x".into(),
+                kind: ProductKind::Complex,
+                description: String::new(),
+                version: None,
+            },
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("not a member"), "{err}");
+}

@@ -1,0 +1,1285 @@
+//! One table per rule of §2: each allowed and each refused case, with the
+//! refusal asserted. Rules are pure functions of the state, so the state is
+//! built directly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+
+use shoal_protocol::action::{Action, DeploymentEdit, Outcome};
+use shoal_protocol::hlc::Hlc;
+use shoal_protocol::model::*;
+use shoal_protocol::rules::{OpContext, RuleError, check};
+use shoal_protocol::testkit::key;
+use shoal_protocol::{PublicKey, SecretKey, TeamId};
+
+const T0: u64 = 1_700_000_000_000;
+
+struct Fx {
+    s: TeamState,
+    owner: SecretKey,
+    admin: SecretKey,
+    user: SecretKey,
+    gone: SecretKey,
+    n1: SecretKey,
+    n2: SecretKey,
+    laptop: SecretKey,
+}
+
+fn member(k: &SecretKey, name: &str, role: Role, removed: bool) -> Member {
+    Member {
+        key: k.public().to_hex(),
+        name: name.into(),
+        email: None,
+        role,
+        enc_key: String::new(),
+        joined: Hlc::new(T0, 0),
+        invite: None,
+        removed: removed.then(|| Hlc::new(T0 + 1, 0)),
+    }
+}
+
+fn node(k: &SecretKey, name: &str, runtime: Runtime) -> Node {
+    Node {
+        key: k.public().to_hex(),
+        name: name.into(),
+        runtime,
+        enc_key: String::new(),
+        addresses: vec![],
+        agent_version: "t".into(),
+        protocol_version: 1,
+        joined: Hlc::new(T0, 0),
+        invite: None,
+        sponsor: None,
+        removed: None,
+    }
+}
+
+fn img(name: &str, registry: &str) -> Image {
+    Image {
+        name: name.into(),
+        image: ImageRef {
+            registry: registry.into(),
+            name: "app".into(),
+            tag: "1".into(),
+        },
+        config: ContainerConfig::default(),
+    }
+}
+
+fn version(
+    id: &str,
+    product: &str,
+    kind: VersionKind,
+    parent: Option<&str>,
+    child: Option<&str>,
+    images: Vec<Image>,
+) -> Version {
+    Version {
+        id: id.into(),
+        product: product.into(),
+        name: id.into(),
+        kind,
+        changelog: String::new(),
+        auto_copy: false,
+        parent: parent.map(Into::into),
+        child: child.map(Into::into),
+        images,
+        created: Hlc::new(T0, 0),
+    }
+}
+
+fn dep(
+    id: &str,
+    product: &str,
+    version: &str,
+    node: &SecretKey,
+    prefix: &str,
+    status: DeploymentStatus,
+) -> Deployment {
+    Deployment {
+        id: id.into(),
+        product: product.into(),
+        version: version.into(),
+        node: node.public().to_hex(),
+        prefix: prefix.into(),
+        note: String::new(),
+        protected: false,
+        env: BTreeMap::new(),
+        secrets: BTreeMap::new(),
+        instances: BTreeMap::new(),
+        status,
+        tries: u32::from(status != DeploymentStatus::Preparing),
+        created: Hlc::new(T0 + 10, 0),
+        created_by: String::new(),
+        reason: None,
+        finished_try: 0,
+        containers: BTreeMap::new(),
+        events: vec![],
+        frozen: None,
+    }
+}
+
+/// owner, admin, user, a removed member; nodes n1, n2 (docker) and a laptop
+/// (none); registry `r1` used by an image; product `web` (complex) with the
+/// incremental chain v1 → v2, a rolling `edge` and an empty incremental
+/// `bare`; product `db` (simple, rolling `dbv`); deployments in every status.
+fn fx() -> Fx {
+    let (owner, admin, user, gone) = (key(1), key(2), key(3), key(4));
+    let (n1, n2, laptop) = (key(11), key(12), key(13));
+    let mut s = TeamState::default();
+    s.team.insert(
+        TEAM_INFO_ID.into(),
+        TeamInfo {
+            name: "t".into(),
+            description: String::new(),
+            schema: 1,
+            created: Hlc::new(T0, 0),
+        },
+    );
+    for m in [
+        member(&owner, "owner", Role::Owner, false),
+        member(&admin, "admin", Role::Admin, false),
+        member(&user, "user", Role::User, false),
+        member(&gone, "gone", Role::Admin, true),
+    ] {
+        s.members.insert(m.key.clone(), m);
+    }
+    for n in [
+        node(&n1, "n1", Runtime::Docker),
+        node(&n2, "n2", Runtime::Docker),
+        node(&laptop, "laptop", Runtime::None),
+    ] {
+        s.nodes.insert(n.key.clone(), n);
+    }
+    for (id, name) in [(HUB_REGISTRY_ID, "hub"), ("r1", "r1"), ("r2", "r2")] {
+        s.registries.insert(
+            id.into(),
+            Registry {
+                id: id.into(),
+                name: name.into(),
+                kind: RegistryKind::V2,
+                url: Some("http://127.0.0.1:5000".into()),
+                namespace: None,
+                user: None,
+                password: None,
+                created: Hlc::new(T0, 0),
+            },
+        );
+    }
+    s.products.insert(
+        "web".into(),
+        Product {
+            id: "web".into(),
+            name: "web".into(),
+            kind: ProductKind::Complex,
+            description: String::new(),
+            default_version: Some("v1".into()),
+            created: Hlc::new(T0, 0),
+        },
+    );
+    s.products.insert(
+        "db".into(),
+        Product {
+            id: "db".into(),
+            name: "db".into(),
+            kind: ProductKind::Simple,
+            description: String::new(),
+            default_version: Some("dbv".into()),
+            created: Hlc::new(T0, 0),
+        },
+    );
+    let mut secret_img = img("api", HUB_REGISTRY_ID);
+    secret_img
+        .config
+        .secrets
+        .insert("TOKEN".into(), SecretDecl { required: true });
+    for v in [
+        version(
+            "v1",
+            "web",
+            VersionKind::Incremental,
+            None,
+            Some("v2"),
+            vec![img("app", "r1")],
+        ),
+        version(
+            "v2",
+            "web",
+            VersionKind::Incremental,
+            Some("v1"),
+            None,
+            vec![img("app", HUB_REGISTRY_ID)],
+        ),
+        version(
+            "edge",
+            "web",
+            VersionKind::Rolling,
+            None,
+            None,
+            vec![img("app", HUB_REGISTRY_ID)],
+        ),
+        version("bare", "web", VersionKind::Incremental, None, None, vec![]),
+        version(
+            "sec",
+            "web",
+            VersionKind::Incremental,
+            None,
+            None,
+            vec![secret_img],
+        ),
+        version(
+            "dbv",
+            "db",
+            VersionKind::Rolling,
+            None,
+            None,
+            vec![img("app", HUB_REGISTRY_ID)],
+        ),
+    ] {
+        s.versions.insert(v.id.clone(), v);
+    }
+    for d in [
+        dep(
+            "d1-ok",
+            "web",
+            "v1",
+            &n1,
+            "prod",
+            DeploymentStatus::Successful,
+        ),
+        dep(
+            "d2-prep",
+            "web",
+            "v2",
+            &n1,
+            "prod",
+            DeploymentStatus::Preparing,
+        ),
+        dep(
+            "d2-run",
+            "web",
+            "v2",
+            &n1,
+            "stage",
+            DeploymentStatus::InProgress,
+        ),
+        dep(
+            "d2-fail",
+            "web",
+            "v2",
+            &n2,
+            "prod",
+            DeploymentStatus::Failed,
+        ),
+        dep(
+            "d1-old",
+            "web",
+            "v1",
+            &n2,
+            "prod",
+            DeploymentStatus::Obsolete,
+        ),
+        dep(
+            "d2-down",
+            "web",
+            "v2",
+            &n2,
+            "old",
+            DeploymentStatus::Downgraded,
+        ),
+        dep(
+            "edge-ok",
+            "web",
+            "edge",
+            &n1,
+            "edge",
+            DeploymentStatus::Successful,
+        ),
+        dep(
+            "sec-prep",
+            "web",
+            "sec",
+            &n1,
+            "sec",
+            DeploymentStatus::Preparing,
+        ),
+        dep(
+            "db-ok",
+            "db",
+            "dbv",
+            &n2,
+            "data",
+            DeploymentStatus::Successful,
+        ),
+    ] {
+        s.deployments.insert(d.id.clone(), d);
+    }
+    Fx {
+        s,
+        owner,
+        admin,
+        user,
+        gone,
+        n1,
+        n2,
+        laptop,
+    }
+}
+
+fn ctx(author: &SecretKey, origin: &SecretKey) -> OpContext {
+    OpContext {
+        team: Some(TeamId([9; 32])),
+        author: author.public(),
+        origin: origin.public(),
+        seq: 7,
+        hlc: Hlc::new(T0 + 100, 0),
+    }
+}
+
+fn id(c: &OpContext) -> String {
+    c.new_id(0)
+}
+
+fn pk(k: &SecretKey) -> PublicKey {
+    k.public()
+}
+
+type Expect = fn(&RuleError) -> bool;
+
+/// Runs a table: (case name, author, action builder, `None` = allowed or `Some(matcher)`).
+fn run(f: &Fx, cases: Vec<(&str, &SecretKey, Action, Option<Expect>)>) {
+    for (name, author, action, expect) in cases {
+        let c = ctx(author, &f.n1);
+        let got = check(&f.s, &c, &action);
+        match (expect, &got) {
+            (None, Ok(())) => {}
+            (Some(m), Err(e)) if m(e) => {
+                // Messages tell the user what was wrong: never empty.
+                assert!(!e.to_string().is_empty(), "{name}");
+            }
+            _ => panic!("case {name:?}: got {got:?}"),
+        }
+    }
+}
+
+fn create(f: &Fx, version: &str, node: &SecretKey, prefix: &str) -> Action {
+    let c = ctx(&f.user, &f.n1);
+    Action::DeploymentCreate {
+        id: id(&c),
+        version: version.into(),
+        node: pk(node),
+        prefix: prefix.into(),
+        env: BTreeMap::new(),
+        secrets: BTreeMap::new(),
+        instances: BTreeMap::new(),
+        protected: false,
+        note: String::new(),
+        force: false,
+    }
+}
+
+#[test]
+fn mutable_deployments_can_be_edited() {
+    let f = fx();
+    let edit = |id: &str| Action::DeploymentUpdate {
+        id: id.into(),
+        edit: DeploymentEdit {
+            note: Some("n".into()),
+            ..Default::default()
+        },
+    };
+    run(
+        &f,
+        vec![
+            ("preparing", &f.user, edit("d2-prep"), None),
+            ("failed", &f.user, edit("d2-fail"), None),
+            ("successful rolling", &f.user, edit("edge-ok"), None),
+            (
+                "successful incremental",
+                &f.user,
+                edit("d1-ok"),
+                Some(|e| {
+                    matches!(
+                        e,
+                        RuleError::DeploymentState {
+                            what: "editing",
+                            ..
+                        }
+                    )
+                }),
+            ),
+            (
+                "in progress",
+                &f.user,
+                edit("d2-run"),
+                Some(|e| matches!(e, RuleError::DeploymentState { .. })),
+            ),
+            (
+                "obsolete",
+                &f.user,
+                edit("d1-old"),
+                Some(|e| matches!(e, RuleError::DeploymentState { .. })),
+            ),
+            (
+                "downgraded",
+                &f.user,
+                edit("d2-down"),
+                Some(|e| matches!(e, RuleError::DeploymentState { .. })),
+            ),
+            (
+                "bad prefix",
+                &f.user,
+                Action::DeploymentUpdate {
+                    id: "d2-prep".into(),
+                    edit: DeploymentEdit {
+                        prefix: Some("Bad_Prefix".into()),
+                        ..Default::default()
+                    },
+                },
+                Some(|e| matches!(e, RuleError::Invalid { what: "prefix", .. })),
+            ),
+            (
+                "unknown",
+                &f.user,
+                edit("nope"),
+                Some(|e| {
+                    matches!(
+                        e,
+                        RuleError::NotFound {
+                            what: "deployment",
+                            ..
+                        }
+                    )
+                }),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn deployable_deployments_can_be_started() {
+    let f = fx();
+    let start = |id: &str| Action::DeploymentStart {
+        id: id.into(),
+        force: false,
+    };
+    run(
+        &f,
+        vec![
+            ("preparing", &f.user, start("d2-prep"), None),
+            ("failed", &f.user, start("d2-fail"), None),
+            ("obsolete (rollback)", &f.user, start("d1-old"), None),
+            ("successful rolling", &f.user, start("edge-ok"), None),
+            (
+                "successful incremental",
+                &f.user,
+                start("d1-ok"),
+                Some(|e| {
+                    matches!(
+                        e,
+                        RuleError::DeploymentState {
+                            what: "starting",
+                            ..
+                        }
+                    )
+                }),
+            ),
+            (
+                "in progress",
+                &f.user,
+                start("d2-run"),
+                Some(|e| matches!(e, RuleError::DeploymentState { .. })),
+            ),
+            (
+                "downgraded",
+                &f.user,
+                start("d2-down"),
+                Some(|e| matches!(e, RuleError::DeploymentState { .. })),
+            ),
+            (
+                "required secret missing",
+                &f.user,
+                start("sec-prep"),
+                Some(|e| matches!(e, RuleError::MissingSecret { key, .. } if key == "TOKEN")),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn start_requires_sealed_secrets_and_unique_container_names() {
+    let mut f = fx();
+    let mut sealed = BTreeMap::new();
+    sealed.insert(
+        "TOKEN".to_string(),
+        Sealed {
+            recipient: format!("node:{}", f.n1.public()),
+            data: "00".into(),
+        },
+    );
+    f.s.deployments.get_mut("sec-prep").unwrap().secrets = sealed.clone();
+    run(
+        &f,
+        vec![(
+            "secret sealed to the node",
+            &f.user,
+            Action::DeploymentStart {
+                id: "sec-prep".into(),
+                force: false,
+            },
+            None,
+        )],
+    );
+    sealed.get_mut("TOKEN").unwrap().recipient = format!("node:{}", f.n2.public());
+    f.s.deployments.get_mut("sec-prep").unwrap().secrets = sealed;
+    run(
+        &f,
+        vec![(
+            "secret sealed to another node",
+            &f.user,
+            Action::DeploymentStart {
+                id: "sec-prep".into(),
+                force: false,
+            },
+            Some(|e| matches!(e, RuleError::SecretRecipient { .. })),
+        )],
+    );
+    // db's container `app` runs on n2/data; web's `app` may not start there.
+    let mut d = dep(
+        "web-data",
+        "web",
+        "v2",
+        &f.n2,
+        "data",
+        DeploymentStatus::Preparing,
+    );
+    d.created = Hlc::new(T0 + 20, 0);
+    f.s.deployments.insert(d.id.clone(), d);
+    run(
+        &f,
+        vec![(
+            "container name taken on the slot",
+            &f.user,
+            Action::DeploymentStart {
+                id: "web-data".into(),
+                force: false,
+            },
+            Some(|e| matches!(e, RuleError::ContainerName { name, .. } if name == "app")),
+        )],
+    );
+}
+
+#[test]
+fn deletable_and_copyable_is_anything_but_in_progress() {
+    let f = fx();
+    let c = ctx(&f.user, &f.n1);
+    let copy = |from: &str| Action::DeploymentCopy {
+        from: from.into(),
+        id: id(&c),
+        node: pk(&f.n2),
+        prefix: "copy".into(),
+    };
+    let del = |id: &str| Action::DeploymentDelete { id: id.into() };
+    let mut cases: Vec<(&str, &SecretKey, Action, Option<Expect>)> = vec![];
+    for d in [
+        "d2-prep", "d2-fail", "d1-ok", "d1-old", "d2-down", "edge-ok",
+    ] {
+        cases.push(("delete", &f.user, del(d), None));
+        cases.push(("copy", &f.user, copy(d), None));
+    }
+    cases.push((
+        "delete in progress",
+        &f.user,
+        del("d2-run"),
+        Some(|e| {
+            matches!(
+                e,
+                RuleError::DeploymentState {
+                    what: "deleting",
+                    ..
+                }
+            )
+        }),
+    ));
+    cases.push((
+        "copy in progress",
+        &f.user,
+        copy("d2-run"),
+        Some(|e| {
+            matches!(
+                e,
+                RuleError::DeploymentState {
+                    what: "copying",
+                    ..
+                }
+            )
+        }),
+    ));
+    cases.push((
+        "copy to a none-runtime node",
+        &f.user,
+        Action::DeploymentCopy {
+            from: "d2-prep".into(),
+            id: id(&c),
+            node: pk(&f.laptop),
+            prefix: "x".into(),
+        },
+        Some(|e| matches!(e, RuleError::NoRuntime { .. })),
+    ));
+    run(&f, cases);
+}
+
+#[test]
+fn create_needs_images_and_respects_slots() {
+    let f = fx();
+    run(
+        &f,
+        vec![
+            (
+                "incremental, new slot",
+                &f.user,
+                create(&f, "v2", &f.n2, "new"),
+                None,
+            ),
+            (
+                "incremental, slot with a preparing one",
+                &f.user,
+                create(&f, "v2", &f.n1, "prod"),
+                Some(|e| matches!(e, RuleError::DuplicateDeployment { id, .. } if id == "d2-prep")),
+            ),
+            (
+                "incremental, slot with a failed one is fine",
+                &f.user,
+                create(&f, "v2", &f.n2, "prod"),
+                None,
+            ),
+            (
+                "rolling, any status blocks",
+                &f.user,
+                create(&f, "edge", &f.n1, "edge"),
+                Some(|e| matches!(e, RuleError::DuplicateDeployment { id, .. } if id == "edge-ok")),
+            ),
+            (
+                "rolling, other prefix",
+                &f.user,
+                create(&f, "edge", &f.n1, "edge2"),
+                None,
+            ),
+            (
+                "no image",
+                &f.user,
+                create(&f, "bare", &f.n1, "x"),
+                Some(|e| matches!(e, RuleError::NoImages { .. })),
+            ),
+            (
+                "node without runtime",
+                &f.user,
+                create(&f, "v2", &f.laptop, "x"),
+                Some(|e| matches!(e, RuleError::NoRuntime { .. })),
+            ),
+            (
+                "prefix too long",
+                &f.user,
+                create(&f, "v2", &f.n1, &"a".repeat(64)),
+                Some(|e| matches!(e, RuleError::Invalid { what: "prefix", .. })),
+            ),
+            (
+                "prefix with a leading dash",
+                &f.user,
+                create(&f, "v2", &f.n1, "-a"),
+                Some(|e| matches!(e, RuleError::Invalid { what: "prefix", .. })),
+            ),
+            (
+                "prefix 63 chars",
+                &f.user,
+                create(&f, "v2", &f.n1, &"a".repeat(63)),
+                None,
+            ),
+            (
+                "id not derived from the op",
+                &f.user,
+                Action::DeploymentCreate {
+                    id: "chosen".into(),
+                    version: "v2".into(),
+                    node: pk(&f.n1),
+                    prefix: "z".into(),
+                    env: BTreeMap::new(),
+                    secrets: BTreeMap::new(),
+                    instances: BTreeMap::new(),
+                    protected: false,
+                    note: String::new(),
+                    force: false,
+                },
+                Some(|e| matches!(e, RuleError::BadId { .. })),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn protected_deployments_block_unless_forced() {
+    let mut f = fx();
+    f.s.deployments.get_mut("d1-ok").unwrap().protected = true;
+    f.s.deployments.get_mut("edge-ok").unwrap().protected = true;
+    let mut create_forced = create(&f, "v2", &f.n1, "prod");
+    if let Action::DeploymentCreate { force, .. } = &mut create_forced {
+        *force = true;
+    }
+    f.s.versions.insert(
+        "edge-b".into(),
+        version(
+            "edge-b",
+            "web",
+            VersionKind::Rolling,
+            None,
+            None,
+            vec![img("app", HUB_REGISTRY_ID)],
+        ),
+    );
+    let mut rolling = dep(
+        "edge-2",
+        "web",
+        "edge-b",
+        &f.n1,
+        "edge",
+        DeploymentStatus::Preparing,
+    );
+    rolling.created = Hlc::new(T0 + 20, 0);
+    f.s.deployments.insert(rolling.id.clone(), rolling);
+    // d2-prep (v2) on n1/prod where protected v1 runs.
+    run(
+        &f,
+        vec![
+            (
+                "another version on the protected slot",
+                &f.user,
+                Action::DeploymentStart {
+                    id: "d2-prep".into(),
+                    force: false,
+                },
+                Some(|e| matches!(e, RuleError::Protected { id, .. } if id == "d1-ok")),
+            ),
+            (
+                "forced",
+                &f.user,
+                Action::DeploymentStart {
+                    id: "d2-prep".into(),
+                    force: true,
+                },
+                None,
+            ),
+            (
+                "rolling: any other deployment of the slot",
+                &f.user,
+                Action::DeploymentStart {
+                    id: "edge-2".into(),
+                    force: false,
+                },
+                Some(|e| matches!(e, RuleError::Protected { id, .. } if id == "edge-ok")),
+            ),
+        ],
+    );
+    f.s.deployments.remove("d2-prep");
+    run(
+        &f,
+        vec![
+            (
+                "create on the protected slot",
+                &f.user,
+                create(&f, "v2", &f.n1, "prod"),
+                Some(|e| matches!(e, RuleError::Protected { .. })),
+            ),
+            ("create forced", &f.user, create_forced, None),
+            (
+                "same version as the protected one",
+                &f.user,
+                create(&f, "v1", &f.n1, "prod"),
+                None,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn versions_freeze_and_only_leaves_increase() {
+    let f = fx();
+    let c = ctx(&f.user, &f.n1);
+    let add = |v: &str| Action::ImageAdd {
+        version: v.into(),
+        image: img("extra", HUB_REGISTRY_ID),
+    };
+    let inc = |v: &str, name: &str| Action::VersionIncrease {
+        from: v.into(),
+        id: id(&c),
+        name: name.into(),
+        changelog: String::new(),
+        copies: vec![],
+    };
+    run(
+        &f,
+        vec![
+            ("rolling is always mutable", &f.user, add("edge"), None),
+            (
+                "incremental with a child is frozen",
+                &f.user,
+                add("v1"),
+                Some(
+                    |e| matches!(e, RuleError::VersionFrozen { why, .. } if why.contains("child")),
+                ),
+            ),
+            (
+                "incremental with a started deployment is frozen",
+                &f.user,
+                add("v2"),
+                Some(
+                    |e| matches!(e, RuleError::VersionFrozen { why, .. } if why.contains("deployment")),
+                ),
+            ),
+            (
+                "incremental with only preparing deployments",
+                &f.user,
+                add("sec"),
+                None,
+            ),
+            ("increase a leaf", &f.user, inc("v2", "3.0"), None),
+            (
+                "increase with a child",
+                &f.user,
+                inc("v1", "1.5"),
+                Some(|e| matches!(e, RuleError::HasChild { .. })),
+            ),
+            (
+                "increase a rolling version",
+                &f.user,
+                inc("edge", "x"),
+                Some(|e| matches!(e, RuleError::NotIncremental { .. })),
+            ),
+            (
+                "increase to a taken name",
+                &f.user,
+                inc("v2", "v1"),
+                Some(|e| matches!(e, RuleError::NameTaken { .. })),
+            ),
+            (
+                "duplicate container name",
+                &f.user,
+                Action::ImageAdd {
+                    version: "edge".into(),
+                    image: img("app", HUB_REGISTRY_ID),
+                },
+                Some(|e| {
+                    matches!(
+                        e,
+                        RuleError::NameTaken {
+                            what: "container",
+                            ..
+                        }
+                    )
+                }),
+            ),
+            (
+                "unknown registry",
+                &f.user,
+                Action::ImageAdd {
+                    version: "edge".into(),
+                    image: img("x", "nope"),
+                },
+                Some(|e| {
+                    matches!(
+                        e,
+                        RuleError::NotFound {
+                            what: "registry",
+                            ..
+                        }
+                    )
+                }),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn version_deletion_and_simple_products() {
+    let f = fx();
+    let c = ctx(&f.user, &f.n1);
+    run(
+        &f,
+        vec![
+            (
+                "leaf with mutable deployments",
+                &f.user,
+                Action::VersionRemove { id: "sec".into() },
+                None,
+            ),
+            (
+                "with a child",
+                &f.user,
+                Action::VersionRemove { id: "v1".into() },
+                Some(
+                    |e| matches!(e, RuleError::VersionNotDeletable { why, .. } if why.contains("child")),
+                ),
+            ),
+            (
+                "with an immutable deployment",
+                &f.user,
+                Action::VersionRemove { id: "v2".into() },
+                Some(
+                    |e| matches!(e, RuleError::VersionNotDeletable { why, .. } if why.contains("cannot change")),
+                ),
+            ),
+            (
+                "rolling with a successful deployment (mutable)",
+                &f.user,
+                Action::VersionRemove { id: "edge".into() },
+                None,
+            ),
+            (
+                "a simple product's version",
+                &f.user,
+                Action::VersionRemove { id: "dbv".into() },
+                Some(|e| matches!(e, RuleError::SimpleProduct { .. })),
+            ),
+            (
+                "adding to a simple product",
+                &f.user,
+                Action::VersionCreate {
+                    id: id(&c),
+                    product: "db".into(),
+                    name: "x".into(),
+                    kind: VersionKind::Rolling,
+                    changelog: String::new(),
+                    auto_copy: false,
+                },
+                Some(|e| matches!(e, RuleError::SimpleProduct { .. })),
+            ),
+            (
+                "simple product needs its version",
+                &f.user,
+                Action::ProductCreate {
+                    id: id(&c),
+                    name: "q".into(),
+                    kind: ProductKind::Simple,
+                    description: String::new(),
+                    version: None,
+                },
+                Some(|e| matches!(e, RuleError::SimpleProduct { .. })),
+            ),
+            (
+                "simple product with its version",
+                &f.user,
+                Action::ProductCreate {
+                    id: c.new_id(0),
+                    name: "q".into(),
+                    kind: ProductKind::Simple,
+                    description: String::new(),
+                    version: Some(c.new_id(1)),
+                },
+                None,
+            ),
+            (
+                "product name taken",
+                &f.user,
+                Action::ProductCreate {
+                    id: id(&c),
+                    name: "web".into(),
+                    kind: ProductKind::Complex,
+                    description: String::new(),
+                    version: None,
+                },
+                Some(|e| matches!(e, RuleError::NameTaken { .. })),
+            ),
+            (
+                "remove a product with an in-progress deployment",
+                &f.user,
+                Action::ProductRemove { id: "web".into() },
+                Some(|e| matches!(e, RuleError::DeploymentState { .. })),
+            ),
+            (
+                "remove a product",
+                &f.user,
+                Action::ProductRemove { id: "db".into() },
+                None,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn guards_on_nodes_registries_and_the_owner() {
+    let f = fx();
+    run(
+        &f,
+        vec![
+            (
+                "node with deployments",
+                &f.admin,
+                Action::NodeRemove { node: pk(&f.n1) },
+                Some(|e| matches!(e, RuleError::NodeHasDeployments { count, .. } if *count > 0)),
+            ),
+            (
+                "node without deployments",
+                &f.admin,
+                Action::NodeRemove {
+                    node: pk(&f.laptop),
+                },
+                None,
+            ),
+            (
+                "registry used by an image",
+                &f.admin,
+                Action::RegistryRemove { id: "r1".into() },
+                Some(|e| matches!(e, RuleError::RegistryInUse { count: 1, .. })),
+            ),
+            (
+                "unused registry",
+                &f.admin,
+                Action::RegistryRemove { id: "r2".into() },
+                None,
+            ),
+            (
+                "the hub registry",
+                &f.admin,
+                Action::RegistryRemove {
+                    id: HUB_REGISTRY_ID.into(),
+                },
+                Some(|e| matches!(e, RuleError::HubRegistry)),
+            ),
+            (
+                "remove the owner",
+                &f.admin,
+                Action::MemberRemove {
+                    member: pk(&f.owner),
+                },
+                Some(|e| matches!(e, RuleError::Owner)),
+            ),
+            (
+                "demote the owner",
+                &f.admin,
+                Action::MemberRole {
+                    member: pk(&f.owner),
+                    role: Role::User,
+                },
+                Some(|e| matches!(e, RuleError::Owner)),
+            ),
+            (
+                "make a second owner",
+                &f.owner,
+                Action::MemberRole {
+                    member: pk(&f.user),
+                    role: Role::Owner,
+                },
+                Some(|e| matches!(e, RuleError::Owner)),
+            ),
+            (
+                "promote a user",
+                &f.admin,
+                Action::MemberRole {
+                    member: pk(&f.user),
+                    role: Role::Admin,
+                },
+                None,
+            ),
+            (
+                "remove a user",
+                &f.admin,
+                Action::MemberRemove {
+                    member: pk(&f.user),
+                },
+                None,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn authority_by_role_and_node() {
+    let f = fx();
+    let c = ctx(&f.user, &f.n1);
+    let finish = Action::DeploymentFinish {
+        id: "d2-run".into(),
+        attempt: 1,
+        outcome: Outcome::Failed { reason: "x".into() },
+        containers: BTreeMap::new(),
+        events: vec![],
+        frozen: None,
+    };
+    let reg = Action::RegistryAdd {
+        id: id(&c),
+        name: "new".into(),
+        kind: RegistryKind::Unchecked,
+        url: None,
+        namespace: None,
+        user: None,
+        password: None,
+    };
+    let n1 = f.n1.clone();
+    let n2 = f.n2.clone();
+    run(
+        &f,
+        vec![
+            (
+                "user adds a registry",
+                &f.user,
+                reg.clone(),
+                Some(|e| {
+                    matches!(
+                        e,
+                        RuleError::Role {
+                            needed: Role::Admin,
+                            has: Role::User,
+                            ..
+                        }
+                    )
+                }),
+            ),
+            (
+                "admin adds a registry",
+                &f.admin,
+                Action::RegistryAdd {
+                    id: ctx(&f.admin, &f.n1).new_id(0),
+                    name: "new".into(),
+                    kind: RegistryKind::Unchecked,
+                    url: None,
+                    namespace: None,
+                    user: None,
+                    password: None,
+                },
+                None,
+            ),
+            (
+                "user invites",
+                &f.user,
+                Action::InviteCreate {
+                    id: id(&c),
+                    kind: InviteKind::Member { role: Role::User },
+                    invite_key: pk(&key(99)),
+                    expires: Hlc::new(T0 + 10_000, 0),
+                },
+                Some(|e| matches!(e, RuleError::Role { .. })),
+            ),
+            (
+                "removed member acts",
+                &f.gone,
+                Action::ProductCreate {
+                    id: ctx(&f.gone, &f.n1).new_id(0),
+                    name: "p".into(),
+                    kind: ProductKind::Complex,
+                    description: String::new(),
+                    version: None,
+                },
+                Some(|e| matches!(e, RuleError::NotMember { .. })),
+            ),
+            (
+                "stranger acts",
+                &key(77),
+                Action::VersionDefault {
+                    version: "v1".into(),
+                },
+                Some(|e| matches!(e, RuleError::NotMember { .. })),
+            ),
+            (
+                "member finishes a deployment",
+                &f.user,
+                finish.clone(),
+                Some(|e| matches!(e, RuleError::NotTheNode { .. })),
+            ),
+            (
+                "another node finishes it",
+                &n2,
+                finish.clone(),
+                Some(|e| matches!(e, RuleError::NotTheNode { .. })),
+            ),
+        ],
+    );
+    // The target node itself, acting from itself.
+    let c = OpContext {
+        origin: n1.public(),
+        ..ctx(&n1, &n1)
+    };
+    assert_eq!(check(&f.s, &c, &finish), Ok(()));
+    let wrong_try = Action::DeploymentFinish {
+        id: "d2-run".into(),
+        attempt: 2,
+        outcome: Outcome::Failed { reason: "x".into() },
+        containers: BTreeMap::new(),
+        events: vec![],
+        frozen: None,
+    };
+    assert!(matches!(
+        check(&f.s, &c, &wrong_try),
+        Err(RuleError::WrongTry {
+            expected: 1,
+            got: 2
+        })
+    ));
+    let not_running = Action::DeploymentFinish {
+        id: "d2-prep".into(),
+        attempt: 0,
+        outcome: Outcome::Successful,
+        containers: BTreeMap::new(),
+        events: vec![],
+        frozen: None,
+    };
+    assert!(matches!(
+        check(&f.s, &c, &not_running),
+        Err(RuleError::DeploymentState {
+            what: "finishing",
+            ..
+        })
+    ));
+    // Success must freeze the config.
+    let no_frozen = Action::DeploymentFinish {
+        id: "d2-run".into(),
+        attempt: 1,
+        outcome: Outcome::Successful,
+        containers: BTreeMap::new(),
+        events: vec![],
+        frozen: None,
+    };
+    assert_eq!(check(&f.s, &c, &no_frozen), Err(RuleError::Frozen));
+    // An op made on a machine that is not a node of the team.
+    let c = OpContext {
+        origin: key(78).public(),
+        ..ctx(&f.owner, &f.n1)
+    };
+    assert!(matches!(
+        check(
+            &f.s,
+            &c,
+            &Action::VersionDefault {
+                version: "v1".into()
+            }
+        ),
+        Err(RuleError::UnknownOrigin { .. })
+    ));
+}
+
+#[test]
+fn refusals_say_what_to_do() {
+    let f = fx();
+    let e = check(
+        &f.s,
+        &ctx(&f.user, &f.n1),
+        &Action::NodeRemove {
+            node: pk(&f.laptop),
+        },
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "node.remove needs the admin role; user ({}) is user: ask an admin or the owner",
+            f.user.public().short()
+        )
+    );
+    let e = check(
+        &f.s,
+        &ctx(&f.admin, &f.n1),
+        &Action::NodeRemove { node: pk(&f.n1) },
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "node n1 still has 5 deployment(s): delete them first"
+    );
+}
