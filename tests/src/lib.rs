@@ -1,1 +1,79 @@
-//! Shared helpers for end-to-end tests.
+//! Shared helpers for end-to-end tests: run the real `shoal` binary as a
+//! process with its own temp config and data dirs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `shoal` binary built by cargo for this workspace, built once if
+/// this test run did not build it already.
+pub fn shoal_bin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // Integration tests live in their own crate, so the binary sits
+            // next to the test executable's directory: target/<profile>/shoal.
+            let mut dir = std::env::current_exe().unwrap_or_default();
+            dir.pop();
+            if dir.ends_with("deps") {
+                dir.pop();
+            }
+            let bin = dir.join("shoal");
+            let release = dir.ends_with("release");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "-q", "-p", "shoal", "--bin", "shoal"]);
+            if release {
+                cmd.arg("--release");
+            }
+            // Cheap when up to date; keeps the binary in step with the sources.
+            let _ = cmd.status();
+            bin
+        })
+        .clone()
+}
+
+/// A person at one machine: a config dir of their own.
+#[derive(Debug)]
+pub struct User {
+    pub dir: tempfile::TempDir,
+}
+
+/// What a command did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl User {
+    pub fn new() -> std::io::Result<User> {
+        Ok(User {
+            dir: tempfile::tempdir()?,
+        })
+    }
+
+    pub fn config_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs `shoal ARGS` with this user's config dir.
+    pub fn shoal(&self, args: &[&str]) -> std::io::Result<Run> {
+        Command::new(shoal_bin())
+            .args(args)
+            .env("SHOAL_CONFIG_DIR", self.config_dir())
+            .env_remove("SHOAL_SOCKET")
+            .output()
+            .map(Run::from)
+    }
+}
