@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
 
+mod daemon;
 mod profile;
 
 #[derive(Parser, Debug)]
@@ -34,6 +35,12 @@ enum Output {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The one-command start: creates a profile and a team if there are
+    /// none, then runs the daemon in the foreground.
+    Up(RunArgs),
+    /// Runs the daemon alone.
+    #[command(subcommand)]
+    Node(NodeCmd),
     /// Your profile: name, email and key pair.
     #[command(subcommand)]
     Profile(ProfileCmd),
@@ -42,6 +49,25 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Where the node keeps its store.
+    #[arg(long, env = "SHOAL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// docker, kubernetes or none (default: docker if a Docker engine answers).
+    #[arg(long)]
+    runtime: Option<String>,
+    /// The node's name in a new team (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeCmd {
+    /// Runs the daemon in the foreground until SIGINT or SIGTERM.
+    Run(RunArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -80,6 +106,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Up(args) => daemon::run(&dir, args, true)?,
+        Command::Node(NodeCmd::Run(args)) => daemon::run(&dir, args, false)?,
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "shoal", &mut out);
         }

@@ -1,3 +1,5 @@
 //! The shoal daemon.
 
+pub mod daemon;
+pub mod mesh;
 pub mod store;

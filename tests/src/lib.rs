@@ -77,3 +77,72 @@ impl User {
             .map(Run::from)
     }
 }
+
+/// A daemon process started by a test; killed when dropped.
+#[derive(Debug)]
+pub struct Daemon {
+    pub child: std::process::Child,
+    /// Lines the daemon printed before it said `ready`.
+    pub banner: Vec<String>,
+}
+
+impl Daemon {
+    /// Starts `shoal ARGS` for `user` and waits (up to `wait`) for its
+    /// `ready` line.
+    pub fn start(user: &User, args: &[&str], wait: std::time::Duration) -> std::io::Result<Daemon> {
+        use std::io::BufRead as _;
+        let mut child = Command::new(shoal_bin())
+            .args(args)
+            .env("SHOAL_CONFIG_DIR", user.config_dir())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| std::io::Error::other("no stdout"))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + wait;
+        let mut banner = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.starts_with("ready") => {
+                    banner.push(line);
+                    break;
+                }
+                Ok(line) => banner.push(line),
+                Err(_) => {
+                    let _ = child.kill();
+                    return Err(std::io::Error::other(format!(
+                        "daemon did not get ready; it printed {banner:?}"
+                    )));
+                }
+            }
+        }
+        Ok(Daemon { child, banner })
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub fn terminate(mut self) -> std::io::Result<i32> {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        Ok(self.child.wait()?.code().unwrap_or(-1))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,287 @@
+//! The node's durable identity and its teams: opens the store, keeps the
+//! node key, creates teams and loads every team's replica (snapshot first,
+//! then the ops after it), and snapshots on the way out.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use shoal_protocol::action::{NewMember, NewNode};
+use shoal_protocol::model::Runtime;
+use shoal_protocol::replica::{GenesisError, PrepareError};
+use shoal_protocol::{Op, OpBody, PublicKey, Replica, SecretKey, TeamId};
+
+use crate::store::{Store, StoreError, TeamRecord};
+
+const LOCAL_NS: &str = "node";
+const NODE_SEED_KEY: &str = "seed";
+/// Every this many ops a team's document is snapshotted, so restarts apply
+/// only the ops after the last snapshot.
+pub const SNAPSHOT_EVERY: u64 = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "the stored node key is damaged; restore the data dir from a backup or start with an empty one"
+    )]
+    NodeKey,
+    #[error(
+        "team {team}: stored op {index} cannot be read: {why}; run `shoal audit verify` on another node and resync"
+    )]
+    StoredOp {
+        team: String,
+        index: u64,
+        why: String,
+    },
+    #[error("team {team}: {0}", team = .1)]
+    Genesis(GenesisError, String),
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    #[error("no randomness available: {0}")]
+    Random(String),
+}
+
+/// 32 random bytes from the operating system.
+pub fn random32() -> Result<[u8; 32], DaemonError> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(|e| DaemonError::Random(e.to_string()))?;
+    Ok(b)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The default data dir: `$XDG_DATA_HOME/shoal`, else `~/.local/share/shoal`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("shoal");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/var/lib".into());
+    PathBuf::from(home).join(".local/share/shoal")
+}
+
+/// `docker` if a Docker engine answers on its socket, else `none`.
+pub fn detect_runtime() -> Runtime {
+    use std::io::{Read as _, Write as _};
+    let sock = std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_string))
+        .unwrap_or_else(|| "/var/run/docker.sock".into());
+    let answered = (|| -> std::io::Result<bool> {
+        let mut s = std::os::unix::net::UnixStream::connect(&sock)?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
+        s.write_all(b"GET /_ping HTTP/1.0\r\n\r\n")?;
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf)?;
+        Ok(buf[..n].starts_with(b"HTTP/1.") && buf[..n].windows(3).any(|w| w == b"200"))
+    })();
+    if answered.unwrap_or(false) {
+        Runtime::Docker
+    } else {
+        Runtime::None
+    }
+}
+
+/// A node: its key, its store and the replicas of its teams.
+#[derive(Debug)]
+pub struct Node {
+    data_dir: PathBuf,
+    store: Store,
+    key: SecretKey,
+    teams: BTreeMap<TeamId, Replica>,
+}
+
+impl Node {
+    /// Opens (or creates) the node in `data_dir` and loads every team.
+    pub fn open(data_dir: &Path) -> Result<Node, DaemonError> {
+        let store = Store::open(data_dir.join("shoal.redb"))?;
+        let key = match store.get_local(LOCAL_NS, NODE_SEED_KEY)? {
+            Some(seed) => SecretKey::from_seed(seed.try_into().map_err(|_| DaemonError::NodeKey)?),
+            None => {
+                let seed = random32()?;
+                store.put_local(LOCAL_NS, NODE_SEED_KEY, &seed)?;
+                SecretKey::from_seed(seed)
+            }
+        };
+        let mut teams = BTreeMap::new();
+        for (team, _) in store.teams()? {
+            teams.insert(team, load_replica(&store, team)?);
+        }
+        Ok(Node {
+            data_dir: data_dir.to_path_buf(),
+            store,
+            key,
+            teams,
+        })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn key(&self) -> PublicKey {
+        self.key.public()
+    }
+
+    /// The node's secret key seed (its libp2p identity).
+    pub fn key_seed(&self) -> [u8; 32] {
+        self.key.seed()
+    }
+
+    pub fn teams(&self) -> &BTreeMap<TeamId, Replica> {
+        &self.teams
+    }
+
+    pub fn record(&self, team: TeamId) -> Result<Option<TeamRecord>, DaemonError> {
+        Ok(self.store.team(team)?)
+    }
+
+    /// The unsigned genesis op of a new team owned by `owner`, with this
+    /// node as its first node. The owner's CLI signs it.
+    pub fn new_team_body(
+        &self,
+        name: &str,
+        owner: NewMember,
+        node_name: &str,
+        runtime: Runtime,
+        now_ms: u64,
+    ) -> Result<OpBody, DaemonError> {
+        let node = NewNode {
+            key: self.key.public(),
+            name: node_name.to_string(),
+            runtime,
+            enc_key: String::new(),
+            addresses: Vec::new(),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            protocol_version: shoal_protocol::PROTOCOL_VERSION,
+        };
+        Ok(Replica::genesis_body(now_ms, name, "", owner, node)?)
+    }
+
+    /// Stores a signed genesis op as a new team, with a fresh private-network key.
+    pub fn install_genesis(&mut self, op: Op) -> Result<TeamId, DaemonError> {
+        let name = match &op.body.action {
+            shoal_protocol::Action::TeamCreate { name, .. } => name.clone(),
+            _ => String::new(),
+        };
+        let replica =
+            Replica::from_genesis(op.clone()).map_err(|e| DaemonError::Genesis(e, name.clone()))?;
+        let team = replica.team();
+        let record = TeamRecord::new(name, random32()?, now_ms());
+        self.store.put_team(team, &record)?;
+        self.store
+            .append_ops(team, &[(op.hash(), op.log(), op.body.seq, op.encode())])?;
+        self.store.put_snapshot(team, 1, &replica.save_doc())?;
+        self.teams.insert(team, replica);
+        Ok(team)
+    }
+
+    /// Snapshots every team whose snapshot is behind, so the next start is fast.
+    pub fn snapshot_all(&self) -> Result<(), DaemonError> {
+        for (team, r) in &self.teams {
+            let covers = self.store.snapshot(*team)?.map_or(0, |(c, _)| c);
+            let count = r.ops().len() as u64;
+            if count > covers {
+                self.store.put_snapshot(*team, count, &r.save_doc())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Loads a team: the latest snapshot and the ops it covers are restored as
+/// they are (this node verified them before storing them); the ops after it
+/// are applied with full validation.
+pub fn load_replica(store: &Store, team: TeamId) -> Result<Replica, DaemonError> {
+    let decode = |i: u64, b: &[u8]| {
+        Op::decode(b).map_err(|e| DaemonError::StoredOp {
+            team: team.short(),
+            index: i,
+            why: e.to_string(),
+        })
+    };
+    let all = store.ops_in_order(team)?;
+    let (covers, doc) = store.snapshot(team)?.unwrap_or((0, Vec::new()));
+    let covers = covers.min(all.len() as u64);
+    let mut ops = Vec::with_capacity(all.len());
+    for (i, b) in all.iter().enumerate() {
+        ops.push(decode(i as u64, b)?);
+    }
+    let rest = ops.split_off(covers as usize);
+    let mut replica = if covers > 0 {
+        Replica::restore(&doc, ops).map_err(|e| DaemonError::Genesis(e, team.short()))?
+    } else {
+        let mut it = rest.iter();
+        let genesis = it.next().cloned().ok_or_else(|| DaemonError::StoredOp {
+            team: team.short(),
+            index: 0,
+            why: "the team has no ops".into(),
+        })?;
+        let mut r =
+            Replica::from_genesis(genesis).map_err(|e| DaemonError::Genesis(e, team.short()))?;
+        for op in it {
+            r.apply(op.clone(), now_ms());
+        }
+        return Ok(r);
+    };
+    for op in rest {
+        replica.apply(op, now_ms());
+    }
+    Ok(replica)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(k: &SecretKey) -> NewMember {
+        NewMember {
+            key: k.public(),
+            name: "owner".into(),
+            email: None,
+            enc_key: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_node_keeps_its_key_and_teams_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = SecretKey::from_seed([3; 32]);
+        let (key, team, state) = {
+            let mut node = Node::open(dir.path()).unwrap();
+            let body = node
+                .new_team_body("crew", owner(&me), "laptop", Runtime::None, now_ms())
+                .unwrap();
+            let team = node.install_genesis(body.sign(&me).unwrap()).unwrap();
+            let state = node.teams()[&team].state().clone();
+            node.snapshot_all().unwrap();
+            (node.key(), team, state)
+        };
+        let node = Node::open(dir.path()).unwrap();
+        assert_eq!(node.key(), key);
+        assert_eq!(node.teams()[&team].state(), &state);
+        assert_eq!(node.record(team).unwrap().unwrap().name, "crew");
+    }
+
+    #[test]
+    fn a_forged_genesis_is_refused_and_nothing_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = SecretKey::from_seed([3; 32]);
+        let mut node = Node::open(dir.path()).unwrap();
+        let body = node
+            .new_team_body("crew", owner(&me), "laptop", Runtime::None, now_ms())
+            .unwrap();
+        let mut op = body.sign(&me).unwrap();
+        op.body.hlc.ms += 1;
+        assert!(node.install_genesis(op).is_err());
+        assert!(node.teams().is_empty());
+        drop(node);
+        assert!(Node::open(dir.path()).unwrap().teams().is_empty());
+    }
+}

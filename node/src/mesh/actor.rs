@@ -1,0 +1,885 @@
+//! The mesh actor: the one task that owns the swarm.
+//!
+//! Its loop waits on, at once: cancellation, commands from handles, swarm
+//! events, the daemon's answers to inbound requests, room in the event
+//! channel, and a housekeeping tick (reconnects, closing peers whose join
+//! window expired). Nothing in the loop blocks: events the daemon has not
+//! taken yet wait in a bounded backlog, so the actor keeps serving commands
+//! even when the daemon is busy awaiting one of them.
+//!
+//! Admission: a connection from a peer outside the allow list is put on
+//! probation. During probation it may only use the join protocol; a sync
+//! request closes it at once, and it is closed when the probation window
+//! ([`JOIN_GRACE`]) expires with no join in flight.
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use libp2p::core::ConnectedPoint;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{
+    Event as RrEvent, InboundFailure, Message, OutboundRequestId, ResponseChannel,
+};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{DialError, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns, ping};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::swarm::{Behaviour, BehaviourEvent, REQUEST_TIMEOUT};
+use super::wire::{self, JoinReply, JoinRequest, SyncRequest, SyncResponse, WireMessage};
+use super::{Command, LocalAddrs, MeshError, MeshEvent};
+
+/// How long a peer outside the allow list may stay connected to make a join
+/// request.
+pub const JOIN_GRACE: Duration = Duration::from_secs(5);
+/// How long such a connection stays up after its last join exchange, so the
+/// daemon can admit the peer (and allow it) without a reconnect.
+pub const JOIN_LINGER: Duration = Duration::from_secs(2);
+/// First delay before redialing an allowed peer.
+pub const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(500);
+/// The redial delay doubles up to this.
+pub const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(60);
+/// A connection that lived this long resets the redial delay; shorter ones
+/// keep doubling it, so a peer that accepts then drops us is not hammered.
+pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(30);
+/// Most events held back while the event channel is full.
+pub const EVENT_BACKLOG: usize = 1024;
+/// Period of reconnect and probation checks.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(250);
+/// After a listener reports its first address, wait this long for the others
+/// (a wildcard address expands to one per interface) before replying.
+const LISTEN_SETTLE: Duration = Duration::from_millis(50);
+/// Address book bounds.
+const MAX_ADDRS_PER_PEER: usize = 16;
+const MAX_BOOK_PEERS: usize = 4096;
+const MAX_OBSERVED_ADDRS: usize = 8;
+
+/// The daemon's answer to an inbound request, with the channel to send it on.
+/// `None`: the daemon dropped the reply sender or took too long.
+enum Answer {
+    Sync {
+        peer: PeerId,
+        channel: ResponseChannel<Vec<u8>>,
+        response: Option<SyncResponse>,
+    },
+    Join {
+        peer: PeerId,
+        channel: ResponseChannel<Vec<u8>>,
+        response: Option<JoinReply>,
+    },
+}
+
+struct Backoff {
+    next: Instant,
+    delay: Duration,
+}
+
+struct PendingListen {
+    addr: Multiaddr,
+    reply: oneshot::Sender<Result<Vec<Multiaddr>, MeshError>>,
+    addrs: Vec<Multiaddr>,
+    due: Option<Instant>,
+}
+
+type SyncReply = oneshot::Sender<Result<SyncResponse, MeshError>>;
+type JoinReplyTx = oneshot::Sender<Result<JoinReply, MeshError>>;
+
+pub(crate) struct Actor {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<MeshEvent>,
+    backlog: VecDeque<MeshEvent>,
+    cancel: CancellationToken,
+    allowed: BTreeSet<PeerId>,
+    /// Allowed peers announced as connected, with when.
+    connected: HashMap<PeerId, Instant>,
+    /// Connected peers outside the allow list, with their deadline.
+    probation: HashMap<PeerId, Instant>,
+    joins_in_flight: HashMap<PeerId, usize>,
+    book: HashMap<PeerId, Vec<Multiaddr>>,
+    redial: HashMap<PeerId, Backoff>,
+    /// Outbound sync requests; `None` for broadcast pushes nobody waits on.
+    pending_sync: HashMap<OutboundRequestId, Option<SyncReply>>,
+    pending_join: HashMap<OutboundRequestId, (PeerId, JoinReplyTx)>,
+    answers: FuturesUnordered<BoxFuture<'static, Answer>>,
+    listens: HashMap<libp2p::core::transport::ListenerId, PendingListen>,
+    observed: VecDeque<Multiaddr>,
+}
+
+impl Actor {
+    pub(crate) fn new(
+        swarm: Swarm<Behaviour>,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<MeshEvent>,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            swarm,
+            commands,
+            events,
+            backlog: VecDeque::new(),
+            cancel,
+            allowed: BTreeSet::new(),
+            connected: HashMap::new(),
+            probation: HashMap::new(),
+            joins_in_flight: HashMap::new(),
+            book: HashMap::new(),
+            redial: HashMap::new(),
+            pending_sync: HashMap::new(),
+            pending_join: HashMap::new(),
+            answers: FuturesUnordered::new(),
+            listens: HashMap::new(),
+            observed: VecDeque::new(),
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let local = *self.swarm.local_peer_id();
+        info!(peer = %local, "mesh started");
+        let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let listen_due = self.listens.values().filter_map(|l| l.due).min();
+            tokio::select! {
+                () = self.cancel.cancelled() => break,
+                cmd = self.commands.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    // Every handle is gone: nobody can use the mesh any more.
+                    None => break,
+                },
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                Some(answer) = self.answers.next(), if !self.answers.is_empty() => {
+                    self.on_answer(answer);
+                }
+                // An owned permit does not borrow `self` across the handlers.
+                permit = self.events.clone().reserve_owned(), if !self.backlog.is_empty() => match permit {
+                    Ok(permit) => {
+                        if let Some(event) = self.backlog.pop_front() {
+                            permit.send(event);
+                        }
+                    }
+                    Err(_) => {
+                        debug!("event receiver dropped; discarding backlog");
+                        self.backlog.clear();
+                    }
+                },
+                () = tokio::time::sleep_until(listen_due.unwrap_or_else(Instant::now)),
+                    if listen_due.is_some() => self.flush_listens(),
+                _ = tick.tick() => self.housekeeping(),
+            }
+        }
+        // Dropping the swarm closes every connection; dropping the pending
+        // reply senders tells waiting callers the mesh is closed.
+        info!(peer = %local, "mesh stopped");
+    }
+
+    // ---- events to the daemon ----
+
+    fn emit(&mut self, event: MeshEvent) {
+        if self.events.is_closed() {
+            return;
+        }
+        if !self.backlog.is_empty() {
+            self.push_backlog(event);
+            return;
+        }
+        match self.events.try_send(event) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(event)) => self.push_backlog(event),
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn push_backlog(&mut self, event: MeshEvent) {
+        if self.backlog.len() >= EVENT_BACKLOG {
+            // Requests dropped here go unanswered; anti-entropy recovers.
+            warn!(
+                kind = event_kind(&event),
+                "event backlog full; dropping event"
+            );
+            return;
+        }
+        self.backlog.push_back(event);
+    }
+
+    // ---- commands ----
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Listen { addr, reply } => match self.swarm.listen_on(addr.clone()) {
+                Ok(id) => {
+                    self.listens.insert(
+                        id,
+                        PendingListen {
+                            addr,
+                            reply,
+                            addrs: Vec::new(),
+                            due: None,
+                        },
+                    );
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(MeshError::Listen {
+                        addr,
+                        reason: e.to_string(),
+                    }));
+                }
+            },
+            Command::Dial { addr, reply } => {
+                let _ = reply.send(self.dial_addr(addr));
+            }
+            Command::AddAddresses { peer, addrs, reply } => {
+                for addr in addrs {
+                    self.book_add(peer, addr);
+                }
+                let _ = reply.send(());
+            }
+            Command::SetAllowed { peers, reply } => {
+                self.set_allowed(peers);
+                let _ = reply.send(());
+            }
+            Command::Peers { reply } => {
+                let mut peers: Vec<PeerId> = self
+                    .connected
+                    .keys()
+                    .filter(|p| self.allowed.contains(p))
+                    .copied()
+                    .collect();
+                peers.sort();
+                let _ = reply.send(peers);
+            }
+            Command::LocalAddrs { reply } => {
+                let _ = reply.send(LocalAddrs {
+                    listen: self.swarm.listeners().cloned().collect(),
+                    observed: self.observed.iter().cloned().collect(),
+                });
+            }
+            Command::Request {
+                peer,
+                request,
+                reply,
+            } => {
+                if !self.allowed.contains(&peer) {
+                    let _ = reply.send(Err(MeshError::NotAllowed(peer)));
+                    return;
+                }
+                let request = match wire::encode(&request) {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                        return;
+                    }
+                };
+                let addrs = self.book_addrs(&peer);
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_request_with_addresses(&peer, request, addrs);
+                self.pending_sync.insert(id, Some(reply));
+            }
+            Command::Broadcast { ops, reply } => {
+                let request = match wire::encode(&SyncRequest::Push(ops)) {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                        return;
+                    }
+                };
+                let peers: Vec<PeerId> = self
+                    .connected
+                    .keys()
+                    .filter(|p| self.allowed.contains(p))
+                    .copied()
+                    .collect();
+                for peer in &peers {
+                    let id = self
+                        .swarm
+                        .behaviour_mut()
+                        .sync
+                        .send_request(peer, request.clone());
+                    self.pending_sync.insert(id, None);
+                }
+                let _ = reply.send(Ok(peers.len()));
+            }
+            Command::Join {
+                peer,
+                addrs,
+                request,
+                reply,
+            } => {
+                let request = match wire::encode(&request) {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                        return;
+                    }
+                };
+                for addr in addrs {
+                    self.book_add(peer, addr);
+                }
+                let addrs = self.book_addrs(&peer);
+                *self.joins_in_flight.entry(peer).or_default() += 1;
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .join
+                    .send_request_with_addresses(&peer, request, addrs);
+                self.pending_join.insert(id, (peer, reply));
+            }
+        }
+    }
+
+    fn dial_addr(&mut self, addr: Multiaddr) -> Result<(), MeshError> {
+        let opts = match peer_of(&addr) {
+            Some(peer) => {
+                self.book_add(peer, addr.clone());
+                DialOpts::peer_id(peer).addresses(vec![addr]).build()
+            }
+            None => DialOpts::unknown_peer_id().address(addr).build(),
+        };
+        match self.swarm.dial(opts) {
+            Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => Ok(()),
+            Err(e) => Err(MeshError::Dial(e.to_string())),
+        }
+    }
+
+    fn set_allowed(&mut self, peers: BTreeSet<PeerId>) {
+        let old = std::mem::replace(&mut self.allowed, peers);
+        let now = Instant::now();
+        for peer in old.difference(&self.allowed) {
+            self.redial.remove(peer);
+            self.book.remove(peer);
+            if self.swarm.is_connected(peer) {
+                info!(%peer, "peer removed from the allow list; disconnecting");
+                // PeerDisconnected follows when the connection is closed.
+                let _ = self.swarm.disconnect_peer_id(*peer);
+            }
+        }
+        let added: Vec<PeerId> = self.allowed.difference(&old).copied().collect();
+        for peer in added {
+            self.redial.insert(
+                peer,
+                Backoff {
+                    next: now,
+                    delay: RECONNECT_MIN_DELAY,
+                },
+            );
+            if self.swarm.is_connected(&peer) {
+                // A peer on probation (typically one that just joined) is
+                // promoted without reconnecting.
+                self.probation.remove(&peer);
+                self.announce_connected(peer);
+            }
+        }
+    }
+
+    // ---- swarm events ----
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => self.on_connection_established(peer_id, &endpoint),
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                cause,
+                ..
+            } => {
+                debug!(peer = %peer_id, ?cause, remaining = num_established, "connection closed");
+                if num_established == 0 {
+                    self.on_peer_gone(peer_id);
+                }
+            }
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                info!(%address, "listening");
+                if let Some(l) = self.listens.get_mut(&listener_id) {
+                    l.addrs.push(address);
+                    l.due.get_or_insert_with(|| Instant::now() + LISTEN_SETTLE);
+                }
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                if let Some(l) = self.listens.remove(&listener_id) {
+                    let result = if l.addrs.is_empty() {
+                        Err(MeshError::Listen {
+                            addr: l.addr,
+                            reason: match reason {
+                                Ok(()) => "listener closed".to_owned(),
+                                Err(e) => e.to_string(),
+                            },
+                        })
+                    } else {
+                        Ok(l.addrs)
+                    };
+                    let _ = l.reply.send(result);
+                }
+            }
+            SwarmEvent::ListenerError { error, .. } => warn!(%error, "listener error"),
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => debug!(%send_back_addr, %error, "incoming connection failed"),
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(peer = ?peer_id, %error, "dial failed");
+            }
+            SwarmEvent::NewExternalAddrCandidate { address }
+                if !self.observed.contains(&address) =>
+            {
+                if self.observed.len() >= MAX_OBSERVED_ADDRS {
+                    self.observed.pop_front();
+                }
+                self.observed.push_back(address);
+            }
+            _ => {}
+        }
+    }
+
+    /// Reports an allowed peer's first connection.
+    fn announce_connected(&mut self, peer: PeerId) {
+        if let Entry::Vacant(e) = self.connected.entry(peer) {
+            e.insert(Instant::now());
+            info!(%peer, "peer connected");
+            self.emit(MeshEvent::PeerConnected(peer));
+        }
+    }
+
+    fn on_connection_established(&mut self, peer: PeerId, endpoint: &ConnectedPoint) {
+        if self.allowed.contains(&peer) {
+            if let ConnectedPoint::Dialer { address, .. } = endpoint {
+                self.book_add(peer, address.clone());
+            }
+            self.announce_connected(peer);
+        } else {
+            debug!(%peer, "peer outside the allow list connected; join only");
+            self.probation
+                .entry(peer)
+                .or_insert_with(|| Instant::now() + JOIN_GRACE);
+        }
+    }
+
+    fn on_peer_gone(&mut self, peer: PeerId) {
+        self.probation.remove(&peer);
+        let Some(since) = self.connected.remove(&peer) else {
+            return;
+        };
+        info!(%peer, "peer disconnected");
+        self.emit(MeshEvent::PeerDisconnected(peer));
+        if let Some(b) = self.redial.get_mut(&peer) {
+            if since.elapsed() >= BACKOFF_RESET_AFTER {
+                b.delay = RECONNECT_MIN_DELAY;
+            }
+            b.next = Instant::now() + b.delay;
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                if self.allowed.contains(&peer_id) {
+                    for addr in info.listen_addrs.into_iter().take(MAX_ADDRS_PER_PEER) {
+                        self.book_add(peer_id, addr);
+                    }
+                }
+            }
+            BehaviourEvent::Identify(_) => {}
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(error),
+            }) => {
+                if !matches!(error, ping::Failure::Unsupported) {
+                    // The connection is dead or stuck; closing it lets the
+                    // redial logic get a fresh one.
+                    debug!(%peer, %error, "ping failed; closing connection");
+                    self.swarm.close_connection(connection);
+                }
+            }
+            BehaviourEvent::Ping(_) => {}
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                let now = Instant::now();
+                for (peer, addr) in found {
+                    if !self.allowed.contains(&peer) {
+                        continue;
+                    }
+                    self.book_add(peer, addr);
+                    if !self.swarm.is_connected(&peer)
+                        && let Some(b) = self.redial.get_mut(&peer)
+                    {
+                        b.next = now;
+                    }
+                }
+            }
+            BehaviourEvent::Mdns(mdns::Event::Expired(_)) => {}
+            BehaviourEvent::Sync(event) => self.on_sync_event(event),
+            BehaviourEvent::Join(event) => self.on_join_event(event),
+        }
+    }
+
+    fn on_sync_event(&mut self, event: RrEvent<Vec<u8>, Vec<u8>>) {
+        match event {
+            RrEvent::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                if !self.allowed.contains(&peer) {
+                    // Only the join protocol is open to unknown peers; the
+                    // response channel is dropped unanswered.
+                    warn!(%peer, "sync request from a peer outside the allow list; disconnecting");
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                    return;
+                }
+                let Some(request) = self.decode_from::<SyncRequest>(peer, &request) else {
+                    return;
+                };
+                let (tx, rx) = oneshot::channel();
+                self.emit(MeshEvent::Request {
+                    peer,
+                    request,
+                    reply: tx,
+                });
+                self.answers.push(
+                    wait_answer(rx)
+                        .map(move |response| Answer::Sync {
+                            peer,
+                            channel,
+                            response,
+                        })
+                        .boxed(),
+                );
+            }
+            RrEvent::Message {
+                peer,
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                let Some(waiting) = self.pending_sync.remove(&request_id) else {
+                    return;
+                };
+                let result = wire::decode::<SyncResponse>(&response);
+                if let Err(e) = &result {
+                    warn!(%peer, error = %e, "malformed sync response; disconnecting peer");
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                }
+                if let Some(reply) = waiting {
+                    let _ = reply.send(result.map_err(MeshError::from));
+                }
+            }
+            RrEvent::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => match self.pending_sync.remove(&request_id) {
+                Some(Some(reply)) => {
+                    let _ = reply.send(Err(MeshError::Request {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+                Some(None) => debug!(%peer, %error, "push failed"),
+                None => {}
+            },
+            RrEvent::InboundFailure { peer, error, .. } => self.on_inbound_failure(peer, &error),
+            RrEvent::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_join_event(&mut self, event: RrEvent<Vec<u8>, Vec<u8>>) {
+        match event {
+            RrEvent::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                debug!(%peer, "join request");
+                let Some(request) = self.decode_from::<JoinRequest>(peer, &request) else {
+                    return;
+                };
+                *self.joins_in_flight.entry(peer).or_default() += 1;
+                let (tx, rx) = oneshot::channel();
+                self.emit(MeshEvent::Join {
+                    peer,
+                    request,
+                    reply: tx,
+                });
+                self.answers.push(
+                    wait_answer(rx)
+                        .map(move |response| Answer::Join {
+                            peer,
+                            channel,
+                            response,
+                        })
+                        .boxed(),
+                );
+            }
+            RrEvent::Message {
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some((peer, reply)) = self.pending_join.remove(&request_id) {
+                    let result = wire::decode::<JoinReply>(&response);
+                    if let Err(e) = &result {
+                        warn!(%peer, error = %e, "malformed join reply; disconnecting peer");
+                        let _ = self.swarm.disconnect_peer_id(peer);
+                    }
+                    let _ = reply.send(result.map_err(MeshError::from));
+                    self.join_done(peer);
+                }
+            }
+            RrEvent::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some((_, reply)) = self.pending_join.remove(&request_id) {
+                    let _ = reply.send(Err(MeshError::Request {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                    self.join_done(peer);
+                }
+            }
+            RrEvent::InboundFailure { peer, error, .. } => self.on_inbound_failure(peer, &error),
+            RrEvent::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_inbound_failure(&mut self, peer: PeerId, error: &InboundFailure) {
+        debug!(%peer, %error, "inbound request failed");
+    }
+
+    /// Decodes a message from `peer`. A malformed one is logged and its sender
+    /// disconnected: honest peers never send one.
+    fn decode_from<M: WireMessage>(&mut self, peer: PeerId, bytes: &[u8]) -> Option<M> {
+        match wire::decode::<M>(bytes) {
+            Ok(msg) => Some(msg),
+            Err(e) => {
+                warn!(%peer, error = %e, "malformed message; disconnecting peer");
+                let _ = self.swarm.disconnect_peer_id(peer);
+                None
+            }
+        }
+    }
+
+    /// Encodes the daemon's answer; one that cannot be encoded (an oversized
+    /// batch) is logged and not sent.
+    fn encode_answer<M: WireMessage>(peer: PeerId, msg: &M) -> Option<Vec<u8>> {
+        match wire::encode(msg) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                warn!(%peer, error = %e, "cannot encode the answer; not sent");
+                None
+            }
+        }
+    }
+
+    fn join_done(&mut self, peer: PeerId) {
+        if let Some(n) = self.joins_in_flight.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.joins_in_flight.remove(&peer);
+            }
+        }
+        if let Some(deadline) = self.probation.get_mut(&peer) {
+            *deadline = (*deadline).max(Instant::now() + JOIN_LINGER);
+        }
+    }
+
+    fn on_answer(&mut self, answer: Answer) {
+        match answer {
+            Answer::Sync {
+                peer,
+                channel,
+                response,
+            } => {
+                let Some(response) = response else {
+                    debug!(%peer, "sync request left unanswered");
+                    return;
+                };
+                // The peer may have been removed while the daemon worked.
+                if !self.allowed.contains(&peer) {
+                    return;
+                }
+                let Some(response) = Self::encode_answer(peer, &response) else {
+                    return;
+                };
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, response)
+                    .is_err()
+                {
+                    debug!(%peer, "peer gone before the sync response");
+                }
+            }
+            Answer::Join {
+                peer,
+                channel,
+                response,
+            } => {
+                self.join_done(peer);
+                let Some(response) = response else {
+                    debug!(%peer, "join request left unanswered");
+                    return;
+                };
+                let Some(response) = Self::encode_answer(peer, &response) else {
+                    return;
+                };
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .join
+                    .send_response(channel, response)
+                    .is_err()
+                {
+                    debug!(%peer, "peer gone before the join reply");
+                }
+            }
+        }
+    }
+
+    // ---- timers ----
+
+    fn flush_listens(&mut self) {
+        let now = Instant::now();
+        let due: Vec<_> = self
+            .listens
+            .iter()
+            .filter(|(_, l)| l.due.is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(l) = self.listens.remove(&id) {
+                let _ = l.reply.send(Ok(l.addrs));
+            }
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+
+        let expired: Vec<PeerId> = self
+            .probation
+            .iter()
+            .filter(|(peer, deadline)| {
+                **deadline <= now && !self.joins_in_flight.contains_key(peer)
+            })
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in expired {
+            debug!(%peer, "join window over; disconnecting peer outside the allow list");
+            self.probation.remove(&peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+
+        let due: Vec<PeerId> = self
+            .redial
+            .iter()
+            .filter(|(peer, b)| b.next <= now && !self.swarm.is_connected(peer))
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in due {
+            let opts = DialOpts::peer_id(peer)
+                .addresses(self.book_addrs(&peer))
+                .extend_addresses_through_behaviour()
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            match self.swarm.dial(opts) {
+                Ok(()) => debug!(%peer, "redialing"),
+                Err(DialError::DialPeerConditionFalse(_)) => {}
+                Err(e) => debug!(%peer, error = %e, "cannot redial"),
+            }
+            if let Some(b) = self.redial.get_mut(&peer) {
+                b.next = now + b.delay;
+                b.delay = (b.delay * 2).min(RECONNECT_MAX_DELAY);
+            }
+        }
+    }
+
+    // ---- address book ----
+
+    fn book_add(&mut self, peer: PeerId, addr: Multiaddr) {
+        let addr = without_p2p(addr);
+        if !self.book.contains_key(&peer) && self.book.len() >= MAX_BOOK_PEERS {
+            debug!(%peer, "address book full");
+            return;
+        }
+        let list = self.book.entry(peer).or_default();
+        if list.contains(&addr) {
+            return;
+        }
+        if list.len() >= MAX_ADDRS_PER_PEER {
+            list.remove(0);
+        }
+        list.push(addr);
+    }
+
+    fn book_addrs(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        self.book.get(peer).cloned().unwrap_or_default()
+    }
+}
+
+/// Waits for the daemon's answer, bounded: the remote gives up after the
+/// same time anyway.
+async fn wait_answer<T>(rx: oneshot::Receiver<T>) -> Option<T> {
+    tokio::time::timeout(REQUEST_TIMEOUT, rx).await.ok()?.ok()
+}
+
+/// What an event is, for logs (requests carry op bytes not worth printing).
+fn event_kind(event: &MeshEvent) -> &'static str {
+    match event {
+        MeshEvent::PeerConnected(_) => "peer-connected",
+        MeshEvent::PeerDisconnected(_) => "peer-disconnected",
+        MeshEvent::Request { .. } => "sync-request",
+        MeshEvent::Join { .. } => "join-request",
+    }
+}
+
+/// The peer id in a trailing `/p2p/<peer id>`, if any.
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    match addr.iter().last() {
+        Some(Protocol::P2p(peer)) => Some(peer),
+        _ => None,
+    }
+}
+
+fn without_p2p(mut addr: Multiaddr) -> Multiaddr {
+    if peer_of(&addr).is_some() {
+        addr.pop();
+    }
+    addr
+}

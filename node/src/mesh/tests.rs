@@ -1,0 +1,436 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+//! Mesh actors talking over 127.0.0.1 inside one process.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm};
+use shoal_protocol::replica::VersionVector;
+use shoal_protocol::{LogId, SecretKey};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+use super::wire::{JOIN_PROTOCOL, SYNC_PROTOCOL, WIRE_VERSION};
+use super::*;
+
+/// Bound for things that must happen.
+const WAIT: Duration = Duration::from_secs(15);
+/// How long to watch for things that must not happen.
+const QUIET: Duration = Duration::from_secs(2);
+
+struct Node {
+    mesh: Mesh,
+    handle: MeshHandle,
+    events: mpsc::Receiver<MeshEvent>,
+    listen: Multiaddr,
+}
+
+async fn node_with(seed: u8, psk: u8, cancel: CancellationToken) -> Node {
+    let config = MeshConfig {
+        identity_seed: [seed; 32],
+        psk: [psk; 32],
+        mdns: false,
+        agent_version: "shoal-test".into(),
+    };
+    let (mesh, events) = Mesh::spawn(config, cancel).unwrap();
+    let handle = mesh.handle();
+    let addrs = handle
+        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(addrs.len(), 1, "{addrs:?}");
+    Node {
+        mesh,
+        handle,
+        events,
+        listen: addrs[0].clone(),
+    }
+}
+
+async fn node(seed: u8, psk: u8) -> Node {
+    node_with(seed, psk, CancellationToken::new()).await
+}
+
+impl Node {
+    fn id(&self) -> PeerId {
+        self.handle.local_peer_id()
+    }
+
+    fn addr(&self) -> Multiaddr {
+        self.listen.clone().with(Protocol::P2p(self.id()))
+    }
+
+    async fn allow(&self, peers: &[PeerId]) {
+        let set: BTreeSet<PeerId> = peers.iter().copied().collect();
+        self.handle.set_allowed(set).await.unwrap();
+    }
+
+    /// The next event matching `pred` within `within`; other events are
+    /// skipped (their reply channels dropped).
+    async fn next(
+        &mut self,
+        within: Duration,
+        mut pred: impl FnMut(&MeshEvent) -> bool,
+    ) -> Option<MeshEvent> {
+        timeout(within, async {
+            loop {
+                let ev = self.events.recv().await?;
+                if pred(&ev) {
+                    return Some(ev);
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    async fn expect_connected(&mut self, peer: PeerId) {
+        let ev = self
+            .next(
+                WAIT,
+                |e| matches!(e, MeshEvent::PeerConnected(p) if *p == peer),
+            )
+            .await;
+        assert!(ev.is_some(), "{} never saw {peer} connect", self.id());
+    }
+
+    async fn expect_disconnected(&mut self, peer: PeerId) {
+        let ev = self
+            .next(
+                WAIT,
+                |e| matches!(e, MeshEvent::PeerDisconnected(p) if *p == peer),
+            )
+            .await;
+        assert!(ev.is_some(), "{} never saw {peer} disconnect", self.id());
+    }
+
+    /// Answers the next sync request with `response`, returning the request.
+    async fn answer(&mut self, response: SyncResponse) -> (PeerId, SyncRequest) {
+        let ev = self
+            .next(WAIT, |e| matches!(e, MeshEvent::Request { .. }))
+            .await;
+        let Some(MeshEvent::Request {
+            peer,
+            request,
+            reply,
+        }) = ev
+        else {
+            panic!("{} got no sync request", self.id());
+        };
+        reply.send(response).unwrap();
+        (peer, request)
+    }
+
+    async fn shutdown(self) {
+        timeout(WAIT, self.mesh.shutdown())
+            .await
+            .expect("mesh did not stop in time")
+            .unwrap();
+    }
+}
+
+/// Two nodes that allow each other, connected.
+async fn pair(seed_a: u8, seed_b: u8) -> (Node, Node) {
+    let mut a = node(seed_a, 7).await;
+    let mut b = node(seed_b, 7).await;
+    a.allow(&[b.id()]).await;
+    b.allow(&[a.id()]).await;
+    a.handle.dial(b.addr()).await.unwrap();
+    a.expect_connected(b.id()).await;
+    b.expect_connected(a.id()).await;
+    (a, b)
+}
+
+fn sample_vv() -> VersionVector {
+    let author = SecretKey::from_seed([1; 32]).public();
+    let origin = SecretKey::from_seed([2; 32]).public();
+    VersionVector::from([(LogId { author, origin }, 3)])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_key_peers_connect_request_and_push() {
+    let (a, mut b) = pair(1, 2).await;
+    assert_eq!(a.handle.peers().await.unwrap(), vec![b.id()]);
+    assert_eq!(b.handle.peers().await.unwrap(), vec![a.id()]);
+
+    // Anti-entropy round trip: A sends its vector, B answers with a batch.
+    let batch = SyncResponse::Ops {
+        ops: vec![b"op-1".to_vec(), b"op-2".to_vec()],
+        more: false,
+    };
+    let (response, (from, request)) = tokio::join!(
+        a.handle
+            .request(b.id(), SyncRequest::VersionVector(sample_vv())),
+        b.answer(batch.clone()),
+    );
+    assert_eq!(response.unwrap(), batch);
+    assert_eq!(from, a.id());
+    assert_eq!(request, SyncRequest::VersionVector(sample_vv()));
+
+    // Live push reaches B as an event.
+    let sent = a.handle.broadcast(vec![b"live-op".to_vec()]).await.unwrap();
+    assert_eq!(sent, 1);
+    let (from, request) = b.answer(SyncResponse::Ack).await;
+    assert_eq!(from, a.id());
+    assert_eq!(request, SyncRequest::Push(vec![b"live-op".to_vec()]));
+
+    // Oversized batches are refused before they reach the wire.
+    let too_many = vec![Vec::new(); wire::MAX_BATCH_OPS + 1];
+    assert!(matches!(
+        a.handle.broadcast(too_many).await,
+        Err(MeshError::Wire(WireError::BatchTooLarge { .. }))
+    ));
+
+    let addrs = a.handle.local_addrs().await.unwrap();
+    assert_eq!(addrs.listen, vec![a.listen.clone()]);
+
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn different_network_key_cannot_connect() {
+    let mut a = node(1, 7).await;
+    let mut c = node(3, 8).await;
+    a.allow(&[c.id()]).await;
+    c.allow(&[a.id()]).await;
+    c.handle.dial(a.addr()).await.unwrap();
+
+    let is_connect = |e: &MeshEvent| matches!(e, MeshEvent::PeerConnected(_));
+    let (seen_a, seen_c) = tokio::join!(a.next(QUIET, is_connect), c.next(QUIET, is_connect));
+    assert!(seen_a.is_none(), "A accepted a peer with another key");
+    assert!(seen_c.is_none(), "C connected with another key");
+    assert!(a.handle.peers().await.unwrap().is_empty());
+    assert!(c.handle.peers().await.unwrap().is_empty());
+
+    // A request has to dial, and gets nowhere. (A key mismatch shows up as
+    // garbage in the Noise handshake, which fails only at its timeout, so
+    // only the absence of an answer is checked.)
+    let r = timeout(
+        QUIET,
+        c.handle
+            .request(a.id(), SyncRequest::VersionVector(VersionVector::new())),
+    )
+    .await;
+    assert!(!matches!(r, Ok(Ok(_))), "{r:?}");
+
+    a.shutdown().await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_peer_may_only_join() {
+    let mut a = node(1, 7).await;
+    let mut c = node(3, 7).await;
+    // A allows nobody; C (the newcomer) knows A.
+    c.allow(&[a.id()]).await;
+    c.handle.dial(a.addr()).await.unwrap();
+    c.expect_connected(a.id()).await;
+
+    let (r, seen) = tokio::join!(
+        c.handle
+            .request(a.id(), SyncRequest::VersionVector(VersionVector::new())),
+        a.next(QUIET, |e| !matches!(e, MeshEvent::Join { .. })),
+    );
+    assert!(matches!(r, Err(MeshError::Request { .. })), "{r:?}");
+    assert!(
+        seen.is_none(),
+        "A surfaced {seen:?} for a peer outside the allow list"
+    );
+    c.expect_disconnected(a.id()).await;
+    assert!(a.handle.peers().await.unwrap().is_empty());
+
+    // The join protocol is still answered.
+    let request = JoinRequest {
+        ticket_proof: b"ticket".to_vec(),
+    };
+    let (reply, ()) = tokio::join!(
+        c.handle
+            .join(a.id(), vec![a.listen.clone()], request.clone()),
+        async {
+            let ev = a
+                .next(WAIT, |e| {
+                    assert!(
+                        matches!(e, MeshEvent::Join { .. }),
+                        "A surfaced {e:?} for a peer outside the allow list"
+                    );
+                    true
+                })
+                .await;
+            let Some(MeshEvent::Join {
+                peer,
+                request: got,
+                reply,
+            }) = ev
+            else {
+                panic!("A got no join request");
+            };
+            assert_eq!(peer, c.id());
+            assert_eq!(got, request);
+            reply
+                .send(JoinReply::Accepted(b"welcome".to_vec()))
+                .unwrap();
+        }
+    );
+    assert_eq!(reply.unwrap(), JoinReply::Accepted(b"welcome".to_vec()));
+    assert!(a.handle.peers().await.unwrap().is_empty());
+
+    // Admitting the peer promotes it.
+    a.allow(&[c.id()]).await;
+    a.expect_connected(c.id()).await;
+
+    a.shutdown().await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_peer_disconnects_it() {
+    let (mut a, mut b) = pair(1, 2).await;
+    a.allow(&[]).await;
+    a.expect_disconnected(b.id()).await;
+    b.expect_disconnected(a.id()).await;
+    assert!(a.handle.peers().await.unwrap().is_empty());
+
+    // B still allows A and may reconnect, but gets no sync answers.
+    let (r, seen) = tokio::join!(
+        b.handle
+            .request(a.id(), SyncRequest::VersionVector(VersionVector::new())),
+        a.next(QUIET, |e| !matches!(e, MeshEvent::PeerDisconnected(_))),
+    );
+    assert!(r.is_err(), "{r:?}");
+    assert!(seen.is_none(), "A surfaced {seen:?} for a removed peer");
+    assert!(a.handle.peers().await.unwrap().is_empty());
+
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_the_token_stops_the_actor() {
+    let cancel = CancellationToken::new();
+    let a = node_with(1, 7, cancel.child_token()).await;
+    let mut b = node(2, 7).await;
+    a.allow(&[b.id()]).await;
+    b.allow(&[a.id()]).await;
+    b.handle.dial(a.addr()).await.unwrap();
+    b.expect_connected(a.id()).await;
+
+    let (a_id, handle) = (a.id(), a.handle.clone());
+    cancel.cancel();
+    timeout(WAIT, a.mesh.join())
+        .await
+        .expect("actor did not stop in time")
+        .unwrap();
+    assert_eq!(handle.peers().await, Err(MeshError::Closed));
+    b.expect_disconnected(a_id).await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_every_handle_stops_the_actor() {
+    let a = node(1, 7).await;
+    let Node { mesh, handle, .. } = a;
+    drop(handle);
+    timeout(WAIT, mesh.join())
+        .await
+        .expect("actor did not stop in time")
+        .unwrap();
+}
+
+#[derive(NetworkBehaviour)]
+/// Speaks the mesh protocols with arbitrary bytes: the mesh codec only frames
+/// messages, decoding happens in the actor.
+struct RawBehaviour {
+    sync: request_response::Behaviour<wire::Codec>,
+    join: request_response::Behaviour<wire::Codec>,
+}
+
+fn raw_swarm(seed: u8, psk: u8) -> Swarm<RawBehaviour> {
+    let keypair = keypair_from_seed([seed; 32]).unwrap();
+    let transport = swarm::transport(&keypair, [psk; 32]).unwrap();
+    let rr = |p| {
+        request_response::Behaviour::with_codec(
+            wire::Codec::new(1 << 20, 1 << 20),
+            [(p, ProtocolSupport::Full)],
+            request_response::Config::default(),
+        )
+    };
+    let behaviour = RawBehaviour {
+        sync: rr(SYNC_PROTOCOL),
+        join: rr(JOIN_PROTOCOL),
+    };
+    let config = libp2p::swarm::Config::with_tokio_executor()
+        .with_idle_connection_timeout(Duration::from_secs(60));
+    Swarm::new(transport, behaviour, keypair.public().to_peer_id(), config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_do_not_break_the_actor() {
+    let (mut a, b) = pair(1, 2).await;
+    let mut raw = raw_swarm(9, 7);
+    a.allow(&[b.id(), *raw.local_peer_id()]).await;
+
+    raw.dial(a.addr()).unwrap();
+    let mut outcomes = 0;
+    let mut closed = false;
+    timeout(WAIT, async {
+        // Both requests fail, and A drops the misbehaving peer.
+        while outcomes < 2 || !closed {
+            match raw.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == a.id() => {
+                    // Wrong version byte on sync; right version but garbage
+                    // on join.
+                    raw.behaviour_mut()
+                        .sync
+                        .send_request(&peer_id, vec![0xff, 1, 2, 3]);
+                    raw.behaviour_mut()
+                        .join
+                        .send_request(&peer_id, vec![WIRE_VERSION, 0xff, 0xff, 0xff, 0xff]);
+                }
+                SwarmEvent::ConnectionClosed {
+                    num_established: 0, ..
+                } => closed = true,
+                SwarmEvent::Behaviour(RawBehaviourEvent::Sync(e))
+                | SwarmEvent::Behaviour(RawBehaviourEvent::Join(e)) => match e {
+                    request_response::Event::Message {
+                        message: request_response::Message::Response { response, .. },
+                        ..
+                    } => panic!("garbage got a response: {response:?}"),
+                    request_response::Event::OutboundFailure { .. } => outcomes += 1,
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("garbage requests did not fail, or the peer was not dropped, in time");
+    drop(raw);
+
+    // Nothing undecodable reached the daemon side.
+    let seen = a
+        .next(QUIET, |e| {
+            matches!(e, MeshEvent::Request { .. } | MeshEvent::Join { .. })
+        })
+        .await;
+    assert!(seen.is_none(), "{seen:?}");
+
+    // A still serves B.
+    let (response, _) = tokio::join!(
+        b.handle
+            .request(a.id(), SyncRequest::VersionVector(VersionVector::new())),
+        a.answer(SyncResponse::VersionVector(sample_vv())),
+    );
+    assert_eq!(response.unwrap(), SyncResponse::VersionVector(sample_vv()));
+    assert_eq!(a.handle.peers().await.unwrap(), vec![b.id()]);
+
+    a.shutdown().await;
+    b.shutdown().await;
+}
