@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use shoal_protocol::action::{NewMember, NewNode};
 use shoal_protocol::model::Runtime;
@@ -40,6 +41,8 @@ pub enum DaemonError {
     Prepare(#[from] PrepareError),
     #[error("no randomness available: {0}")]
     Random(String),
+    #[error("this node already holds team {0}")]
+    TeamExists(String),
 }
 
 /// 32 random bytes from the operating system.
@@ -92,7 +95,7 @@ pub fn detect_runtime() -> Runtime {
 #[derive(Debug)]
 pub struct Node {
     data_dir: PathBuf,
-    store: Store,
+    store: Arc<Store>,
     key: SecretKey,
     teams: BTreeMap<TeamId, Replica>,
 }
@@ -115,7 +118,7 @@ impl Node {
         }
         Ok(Node {
             data_dir: data_dir.to_path_buf(),
-            store,
+            store: Arc::new(store),
             key,
             teams,
         })
@@ -136,6 +139,17 @@ impl Node {
 
     pub fn teams(&self) -> &BTreeMap<TeamId, Replica> {
         &self.teams
+    }
+
+    /// The node's store, shared with the actors that replicate its teams.
+    pub fn store(&self) -> Arc<Store> {
+        Arc::clone(&self.store)
+    }
+
+    /// Hands a team's replica over to whoever replicates it (the sync
+    /// actor); the node no longer snapshots it.
+    pub fn take_replica(&mut self, team: TeamId) -> Option<Replica> {
+        self.teams.remove(&team)
     }
 
     pub fn record(&self, team: TeamId) -> Result<Option<TeamRecord>, DaemonError> {
@@ -178,6 +192,47 @@ impl Node {
         self.store
             .append_ops(team, &[(op.hash(), op.log(), op.body.seq, op.encode())])?;
         self.store.put_snapshot(team, 1, &replica.save_doc())?;
+        self.teams.insert(team, replica);
+        Ok(team)
+    }
+
+    /// Installs an existing team from its ops (genesis first, any order
+    /// after) and its record (the team's network key). Every op is verified;
+    /// the applied ones are stored in the order applied, refused ones are
+    /// kept in quarantine, and ops still waiting are dropped (anti-entropy
+    /// brings them again).
+    pub fn install_team(
+        &mut self,
+        record: TeamRecord,
+        ops: Vec<Op>,
+    ) -> Result<TeamId, DaemonError> {
+        let mut it = ops.into_iter();
+        let genesis = it.next().ok_or_else(|| {
+            DaemonError::Genesis(GenesisError::Invalid("no ops".into()), record.name.clone())
+        })?;
+        let mut replica = Replica::from_genesis(genesis)
+            .map_err(|e| DaemonError::Genesis(e, record.name.clone()))?;
+        let team = replica.team();
+        if self.teams.contains_key(&team) || self.store.team(team)?.is_some() {
+            return Err(DaemonError::TeamExists(team.short()));
+        }
+        let now = now_ms();
+        for op in it {
+            replica.apply(op, now);
+        }
+        let entries: Vec<_> = replica
+            .ops()
+            .iter()
+            .map(|a| (a.hash, a.op.log(), a.op.body.seq, a.op.encode()))
+            .collect();
+        self.store.put_team(team, &record)?;
+        self.store.append_ops(team, &entries)?;
+        for (hash, q) in replica.quarantine() {
+            self.store
+                .put_quarantined(team, *hash, &q.reason.to_string(), &q.op.encode())?;
+        }
+        self.store
+            .put_snapshot(team, entries.len() as u64, &replica.save_doc())?;
         self.teams.insert(team, replica);
         Ok(team)
     }

@@ -3,3 +3,4 @@
 pub mod daemon;
 pub mod mesh;
 pub mod store;
+pub mod sync;

@@ -1,0 +1,737 @@
+//! Replication of one team (§4 "Replication", "Storage").
+//!
+//! The sync engine is an actor. One task owns the team's [`Replica`] and is
+//! the only writer of the team's ops in the [`Store`]; it runs until its
+//! [`CancellationToken`] is cancelled (or every [`SyncHandle`] is dropped),
+//! then snapshots the document. [`SyncHandle`]s send it commands over a
+//! bounded channel and await a oneshot reply.
+//!
+//! The loop:
+//! - answers the mesh's sync requests: a version vector with ours; a batch of
+//!   ops (anti-entropy or live push) by applying each op, committing every
+//!   newly applied op in one store transaction (refused ops go to quarantine)
+//!   and only then acknowledging — so an acknowledged op is durable;
+//! - runs anti-entropy with every connected peer when it connects and every
+//!   [`SyncConfig::anti_entropy_interval`]: it asks for the peer's version
+//!   vector and sends what the peer lacks in bounded batches. The peer does
+//!   the same toward us, so nothing is pulled; anti-entropy alone converges;
+//! - pushes ops live (when [`SyncConfig::push`] is on): ops submitted here once
+//!   committed, and ops first received by push from a peer, so they flood
+//!   across a partial mesh. Each op is pushed at most once per node;
+//! - keeps the mesh allow list equal to the team's current nodes (without
+//!   this one), so a removed node is disconnected at once;
+//! - snapshots the document every [`SNAPSHOT_EVERY`] ops and at shutdown;
+//! - refuses join requests: admitting newcomers is not part of replication.
+//!
+//! Network calls (requests to peers, pushes) run in tasks of their own and
+//! report back through an internal channel: the actor never waits on a peer,
+//! so two nodes syncing toward each other cannot stall one another.
+
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId};
+use shoal_protocol::model::TeamState;
+use shoal_protocol::replica::{PrepareError, VersionVector};
+use shoal_protocol::{
+    Action, Op, OpBody, OpContext, OpHash, PublicKey, Rejection, Replica, Report, TeamId,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, warn};
+
+use crate::daemon::{SNAPSHOT_EVERY, now_ms};
+use crate::mesh::wire::split_batches;
+use crate::mesh::{JoinReply, MeshEvent, MeshHandle, SyncRequest, SyncResponse, peer_id_from_key};
+use crate::store::{OpEntry, Store, StoreError};
+
+/// Capacity of the command channel from handles to the actor.
+pub const COMMAND_CHANNEL_CAPACITY: usize = 64;
+/// Capacity of the channel on which the actor's network tasks report back.
+pub const INTERNAL_CHANNEL_CAPACITY: usize = 256;
+/// Default time between two anti-entropy rounds with each connected peer.
+pub const ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(2);
+/// How many recently pushed op hashes are remembered, so that an op is not
+/// pushed again when it comes back from a peer.
+pub const PUSH_DEDUP_CAPACITY: usize = 4096;
+
+/// How the sync engine runs.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// Push new ops to connected peers at once. Without it, ops spread by
+    /// anti-entropy only.
+    pub push: bool,
+    /// Time between two anti-entropy rounds.
+    pub anti_entropy_interval: Duration,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            push: true,
+            anti_entropy_interval: ANTI_ENTROPY_INTERVAL,
+        }
+    }
+}
+
+/// Errors of the sync engine.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("the sync engine of this team is shut down")]
+    Closed,
+    #[error("the op was refused: {0}")]
+    Rejected(Rejection),
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the sync task failed: {0}")]
+    Task(String),
+}
+
+type Reply<T> = oneshot::Sender<T>;
+
+/// Commands from handles to the actor; each carries its reply channel.
+#[derive(Debug)]
+enum Command {
+    Submit {
+        op: Box<Op>,
+        reply: Reply<Result<Report, SyncError>>,
+    },
+    Prepare {
+        author: PublicKey,
+        action: Box<Action>,
+        reply: Reply<Result<OpBody, SyncError>>,
+    },
+    NextContext {
+        author: PublicKey,
+        reply: Reply<OpContext>,
+    },
+    State {
+        reply: Reply<TeamState>,
+    },
+    StateHash {
+        reply: Reply<[u8; 32]>,
+    },
+    Heads {
+        reply: Reply<Vec<String>>,
+    },
+    OpCount {
+        reply: Reply<usize>,
+    },
+    VersionVector {
+        reply: Reply<VersionVector>,
+    },
+}
+
+/// What the actor's network tasks report.
+#[derive(Debug)]
+enum Internal {
+    /// A peer answered our version vector with its own.
+    TheirVector { peer: PeerId, vv: VersionVector },
+    /// The anti-entropy round with a peer is over (done or failed).
+    RoundDone(PeerId),
+}
+
+/// A cloneable handle to the sync actor of one team.
+#[derive(Debug, Clone)]
+pub struct SyncHandle {
+    commands: mpsc::Sender<Command>,
+    team: TeamId,
+}
+
+impl SyncHandle {
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, SyncError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| SyncError::Closed)?;
+        rx.await.map_err(|_| SyncError::Closed)
+    }
+
+    pub fn team(&self) -> TeamId {
+        self.team
+    }
+
+    /// Applies an op signed here, commits it and (with push on) pushes it to
+    /// connected peers. `Ok` means the op is durable (or was already held);
+    /// a refused op is quarantined and returned as [`SyncError::Rejected`].
+    pub async fn submit(&self, op: Op) -> Result<Report, SyncError> {
+        self.call(|reply| Command::Submit {
+            op: Box::new(op),
+            reply,
+        })
+        .await?
+    }
+
+    /// Prepares an unsigned op of `author` made on this node, against the
+    /// current state.
+    pub async fn prepare(&self, author: PublicKey, action: Action) -> Result<OpBody, SyncError> {
+        self.call(|reply| Command::Prepare {
+            author,
+            action: Box::new(action),
+            reply,
+        })
+        .await?
+    }
+
+    /// The context of the next op of `author` on this node (to derive ids).
+    pub async fn next_context(&self, author: PublicKey) -> Result<OpContext, SyncError> {
+        self.call(|reply| Command::NextContext { author, reply })
+            .await
+    }
+
+    /// The typed view of the team.
+    pub async fn state(&self) -> Result<TeamState, SyncError> {
+        self.call(|reply| Command::State { reply }).await
+    }
+
+    /// A hash of the typed view: equal on replicas that hold the same state.
+    pub async fn state_hash(&self) -> Result<[u8; 32], SyncError> {
+        self.call(|reply| Command::StateHash { reply }).await
+    }
+
+    /// The document's heads, sorted, as hex.
+    pub async fn heads(&self) -> Result<Vec<String>, SyncError> {
+        self.call(|reply| Command::Heads { reply }).await
+    }
+
+    /// Number of applied ops.
+    pub async fn op_count(&self) -> Result<usize, SyncError> {
+        self.call(|reply| Command::OpCount { reply }).await
+    }
+
+    /// Per log, the highest contiguous seq held.
+    pub async fn version_vector(&self) -> Result<VersionVector, SyncError> {
+        self.call(|reply| Command::VersionVector { reply }).await
+    }
+}
+
+/// The running sync engine of one team: owns the actor task.
+#[derive(Debug)]
+pub struct SyncEngine {
+    handle: SyncHandle,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl SyncEngine {
+    /// Spawns the actor on the current tokio runtime. It takes over the
+    /// team's `replica` (loaded from `store`), the mesh's event receiver and
+    /// a handle to the mesh; `me` is this node's key. It stops when `cancel`
+    /// is cancelled or every handle is dropped.
+    #[allow(clippy::too_many_arguments)]
+    pub fn spawn(
+        replica: Replica,
+        store: Arc<Store>,
+        me: PublicKey,
+        mesh: MeshHandle,
+        events: mpsc::Receiver<MeshEvent>,
+        config: SyncConfig,
+        cancel: CancellationToken,
+    ) -> Result<SyncEngine, SyncError> {
+        let team = replica.team();
+        let stored = store.op_count(team)?;
+        let snapshot = store.snapshot(team)?.map_or(0, |(covers, _)| covers);
+        let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
+        let (int_tx, int_rx) = mpsc::channel(INTERNAL_CHANNEL_CAPACITY);
+        let actor = Actor {
+            team,
+            me,
+            replica,
+            store,
+            mesh,
+            config,
+            commands: cmd_rx,
+            events: Some(events),
+            internal_tx: int_tx,
+            internal_rx: int_rx,
+            cancel: cancel.clone(),
+            tasks: JoinSet::new(),
+            connected: BTreeSet::new(),
+            in_round: BTreeSet::new(),
+            allowed: None,
+            pushed: VecDeque::new(),
+            pushed_set: HashSet::new(),
+            unsaved: Vec::new(),
+            stored,
+            snapshot,
+        };
+        let task = tokio::runtime::Handle::try_current()
+            .map_err(|e| SyncError::Task(e.to_string()))?
+            .spawn(actor.run());
+        Ok(SyncEngine {
+            handle: SyncHandle {
+                commands: cmd_tx,
+                team,
+            },
+            cancel,
+            task,
+        })
+    }
+
+    /// A new handle to the actor.
+    pub fn handle(&self) -> SyncHandle {
+        self.handle.clone()
+    }
+
+    /// Waits for the actor to finish (after its token is cancelled).
+    pub async fn join(self) -> Result<(), SyncError> {
+        let SyncEngine { handle, task, .. } = self;
+        drop(handle);
+        task.await.map_err(|e| SyncError::Task(e.to_string()))
+    }
+
+    /// Cancels the actor and waits for it to finish (it snapshots first).
+    pub async fn shutdown(self) -> Result<(), SyncError> {
+        self.cancel.cancel();
+        self.join().await
+    }
+}
+
+struct Actor {
+    team: TeamId,
+    me: PublicKey,
+    replica: Replica,
+    store: Arc<Store>,
+    mesh: MeshHandle,
+    config: SyncConfig,
+    commands: mpsc::Receiver<Command>,
+    /// `None` once the mesh is gone.
+    events: Option<mpsc::Receiver<MeshEvent>>,
+    internal_tx: mpsc::Sender<Internal>,
+    internal_rx: mpsc::Receiver<Internal>,
+    cancel: CancellationToken,
+    /// Network tasks (rounds and pushes); aborted at shutdown.
+    tasks: JoinSet<()>,
+    connected: BTreeSet<PeerId>,
+    /// Peers with an anti-entropy round in flight.
+    in_round: BTreeSet<PeerId>,
+    /// The allow list last given to the mesh.
+    allowed: Option<BTreeSet<PeerId>>,
+    pushed: VecDeque<OpHash>,
+    pushed_set: HashSet<OpHash>,
+    /// Applied ops whose commit failed; retried before anything else.
+    unsaved: Vec<OpHash>,
+    /// Ops of the team in the store.
+    stored: u64,
+    /// Ops covered by the latest snapshot.
+    snapshot: u64,
+}
+
+impl fmt::Debug for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Actor")
+            .field("team", &self.team)
+            .field("connected", &self.connected)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Actor {
+    async fn run(mut self) {
+        self.update_allowed().await;
+        if let Ok(peers) = self.mesh.peers().await {
+            self.connected.extend(peers);
+        }
+        let mut tick = tokio::time::interval(self.config.anti_entropy_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => break,
+                cmd = self.commands.recv() => match cmd {
+                    Some(cmd) => self.command(cmd).await,
+                    None => break,
+                },
+                ev = recv_event(&mut self.events) => match ev {
+                    Some(ev) => self.event(ev).await,
+                    None => {
+                        debug!(team = %self.team.short(), "the mesh is gone; sync continues offline");
+                        self.events = None;
+                    }
+                },
+                Some(msg) = self.internal_rx.recv() => self.internal(msg),
+                _ = tick.tick() => self.tick().await,
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if let Err(e) = done
+                        && e.is_panic()
+                    {
+                        error!(team = %self.team.short(), "a sync task panicked: {e}");
+                    }
+                }
+            }
+        }
+        self.tasks.abort_all();
+        self.retry_unsaved();
+        self.snapshot(true);
+        debug!(team = %self.team.short(), "sync stopped");
+    }
+
+    async fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Submit { op, reply } => {
+                let result = self.submit(*op);
+                let _ = reply.send(result);
+                self.after_change().await;
+            }
+            Command::Prepare {
+                author,
+                action,
+                reply,
+            } => {
+                let body = self.replica.prepare(author, self.me, now_ms(), *action);
+                let _ = reply.send(body.map_err(SyncError::from));
+            }
+            Command::NextContext { author, reply } => {
+                let _ = reply.send(self.replica.next_context(author, self.me, now_ms()));
+            }
+            Command::State { reply } => {
+                let _ = reply.send(self.replica.state().clone());
+            }
+            Command::StateHash { reply } => {
+                let bytes = postcard::to_stdvec(self.replica.state()).unwrap_or_default();
+                let _ = reply.send(shoal_protocol::keys::hash_parts(
+                    "shoal/state-hash/v1",
+                    &[&bytes],
+                ));
+            }
+            Command::Heads { reply } => {
+                let heads = self.replica.heads().iter().map(|h| h.to_string()).collect();
+                let _ = reply.send(heads);
+            }
+            Command::OpCount { reply } => {
+                let _ = reply.send(self.replica.ops().len());
+            }
+            Command::VersionVector { reply } => {
+                let _ = reply.send(self.replica.version_vector());
+            }
+        }
+    }
+
+    fn submit(&mut self, op: Op) -> Result<Report, SyncError> {
+        let hash = op.hash();
+        let report = self.replica.apply(op, now_ms());
+        let refused = report
+            .rejected
+            .iter()
+            .find(|(h, _)| *h == hash)
+            .map(|(_, why)| why.clone());
+        self.persist(&report.applied, &report.rejected)?;
+        if let Some(why) = refused {
+            return Err(SyncError::Rejected(why));
+        }
+        if self.config.push {
+            self.push(&report.applied);
+        }
+        Ok(report)
+    }
+
+    async fn event(&mut self, ev: MeshEvent) {
+        match ev {
+            MeshEvent::PeerConnected(peer) => {
+                self.connected.insert(peer);
+                self.start_round(peer);
+            }
+            MeshEvent::PeerDisconnected(peer) => {
+                self.connected.remove(&peer);
+            }
+            MeshEvent::Request {
+                peer,
+                request,
+                reply,
+            } => {
+                let (response, changed) = match request {
+                    SyncRequest::VersionVector(_) => (
+                        SyncResponse::VersionVector(self.replica.version_vector()),
+                        false,
+                    ),
+                    SyncRequest::Ops(ops) => self.receive(peer, ops, false),
+                    SyncRequest::Push(ops) => self.receive(peer, ops, true),
+                };
+                let _ = reply.send(response);
+                if changed {
+                    self.after_change().await;
+                }
+            }
+            MeshEvent::Join { peer, reply, .. } => {
+                debug!(%peer, "join request: not served by the sync engine");
+                let _ = reply.send(JoinReply::Refused(
+                    "this node does not admit new members or nodes".into(),
+                ));
+            }
+        }
+    }
+
+    /// Applies a batch of ops from `peer` and commits what it applied before
+    /// answering. Returns the answer and whether anything was applied.
+    fn receive(&mut self, peer: PeerId, ops: Vec<Vec<u8>>, pushed: bool) -> (SyncResponse, bool) {
+        let now = now_ms();
+        let mut applied = Vec::new();
+        let mut rejected = Vec::new();
+        for bytes in ops {
+            let op = match Op::decode(&bytes) {
+                Ok(op) => op,
+                Err(e) => {
+                    warn!(%peer, team = %self.team.short(), "dropping a malformed op: {e}");
+                    continue;
+                }
+            };
+            let report = self.replica.apply(op, now);
+            applied.extend(report.applied);
+            rejected.extend(report.rejected);
+        }
+        for (hash, why) in &rejected {
+            warn!(%peer, team = %self.team.short(), op = %hash, "op refused: {why}");
+        }
+        if let Err(e) = self.persist(&applied, &rejected) {
+            error!(team = %self.team.short(), "cannot commit received ops: {e}");
+            return (
+                SyncResponse::Refused(format!("cannot commit the ops: {e}")),
+                false,
+            );
+        }
+        if pushed && self.config.push {
+            self.push(&applied);
+        }
+        (SyncResponse::Ack, !applied.is_empty())
+    }
+
+    /// Commits newly applied ops (with any earlier ones whose commit failed)
+    /// in one transaction, and quarantines refused ones.
+    fn persist(
+        &mut self,
+        applied: &[OpHash],
+        rejected: &[(OpHash, Rejection)],
+    ) -> Result<(), StoreError> {
+        self.unsaved.extend_from_slice(applied);
+        if !self.unsaved.is_empty() {
+            let entries: Vec<OpEntry> = self
+                .unsaved
+                .iter()
+                .filter_map(|h| self.replica.op(h))
+                .map(|a| (a.hash, a.op.log(), a.op.body.seq, a.op.encode()))
+                .collect();
+            self.stored = self.store.append_ops(self.team, &entries)?;
+            self.unsaved.clear();
+        }
+        for (hash, why) in rejected {
+            if let Some(q) = self.replica.quarantine().get(hash) {
+                self.store
+                    .put_quarantined(self.team, *hash, &why.to_string(), &q.op.encode())?;
+            }
+        }
+        self.snapshot(false);
+        Ok(())
+    }
+
+    /// Retries the commit of ops that failed to commit, skipping any that
+    /// did reach the store.
+    fn retry_unsaved(&mut self) {
+        if self.unsaved.is_empty() {
+            return;
+        }
+        let (store, team) = (&self.store, self.team);
+        self.unsaved
+            .retain(|h| matches!(store.get_op(team, *h), Ok(None)));
+        if let Err(e) = self.persist(&[], &[]) {
+            error!(team = %self.team.short(), "cannot commit ops: {e}");
+        }
+    }
+
+    /// Snapshots the document when [`SNAPSHOT_EVERY`] ops were committed
+    /// since the last one (or, with `force`, when any was), and only when the
+    /// store holds exactly the applied ops.
+    fn snapshot(&mut self, force: bool) {
+        let applied = self.replica.ops().len() as u64;
+        if !self.unsaved.is_empty() || self.stored != applied || self.stored <= self.snapshot {
+            return;
+        }
+        if !force && self.stored - self.snapshot < SNAPSHOT_EVERY {
+            return;
+        }
+        match self
+            .store
+            .put_snapshot(self.team, self.stored, &self.replica.save_doc())
+        {
+            Ok(()) => self.snapshot = self.stored,
+            Err(e) => warn!(team = %self.team.short(), "cannot snapshot: {e}"),
+        }
+    }
+
+    /// Pushes committed ops not pushed before to every connected peer.
+    fn push(&mut self, hashes: &[OpHash]) {
+        let mut ops = Vec::new();
+        for hash in hashes {
+            if !self.pushed_set.insert(*hash) {
+                continue;
+            }
+            self.pushed.push_back(*hash);
+            if self.pushed.len() > PUSH_DEDUP_CAPACITY
+                && let Some(old) = self.pushed.pop_front()
+            {
+                self.pushed_set.remove(&old);
+            }
+            if let Some(a) = self.replica.op(hash) {
+                ops.push(a.op.encode());
+            }
+        }
+        if ops.is_empty() || self.connected.is_empty() {
+            return;
+        }
+        let mesh = self.mesh.clone();
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            for batch in split_batches(ops) {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    sent = mesh.broadcast(batch) => if let Err(e) = sent {
+                        debug!("push failed: {e}");
+                    },
+                }
+            }
+        });
+    }
+
+    /// After the state changed: the allow list follows the team's nodes.
+    async fn after_change(&mut self) {
+        self.update_allowed().await;
+    }
+
+    async fn update_allowed(&mut self) {
+        let state = self.replica.state();
+        let me = self.me.to_hex();
+        let mut peers = BTreeSet::new();
+        let mut addresses: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
+        for key in state.nodes.keys() {
+            let Some(node) = shoal_protocol::view::effective_node(state, key) else {
+                continue;
+            };
+            if node.removed.is_some() || node.key == me {
+                continue;
+            }
+            let Ok(pk) = node.key.parse::<PublicKey>() else {
+                warn!(team = %self.team.short(), node = %node.key, "a node key does not parse");
+                continue;
+            };
+            let Ok(peer) = peer_id_from_key(&pk) else {
+                continue;
+            };
+            peers.insert(peer);
+            let addrs: Vec<Multiaddr> = node
+                .addresses
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .collect();
+            if !addrs.is_empty() {
+                addresses.push((peer, addrs));
+            }
+        }
+        if self.allowed.as_ref() == Some(&peers) {
+            return;
+        }
+        for (peer, addrs) in addresses {
+            if let Err(e) = self.mesh.add_addresses(peer, addrs).await {
+                debug!("cannot record addresses: {e}");
+            }
+        }
+        match self.mesh.set_allowed(peers.clone()).await {
+            Ok(()) => {
+                self.connected.retain(|p| peers.contains(p));
+                self.allowed = Some(peers);
+            }
+            Err(e) => debug!("cannot update the allow list: {e}"),
+        }
+    }
+
+    fn internal(&mut self, msg: Internal) {
+        match msg {
+            Internal::TheirVector { peer, vv } => {
+                let ops: Vec<Vec<u8>> = self
+                    .replica
+                    .missing_for(&vv)
+                    .into_iter()
+                    .map(|a| a.op.encode())
+                    .collect();
+                if ops.is_empty() {
+                    self.in_round.remove(&peer);
+                    return;
+                }
+                debug!(%peer, count = ops.len(), "sending missing ops");
+                let mesh = self.mesh.clone();
+                let tx = self.internal_tx.clone();
+                self.tasks.spawn(async move {
+                    for batch in split_batches(ops) {
+                        match mesh.request(peer, SyncRequest::Ops(batch)).await {
+                            Ok(SyncResponse::Ack) => {}
+                            Ok(other) => {
+                                debug!(%peer, "ops not taken: {other:?}");
+                                break;
+                            }
+                            Err(e) => {
+                                debug!(%peer, "sending ops failed: {e}");
+                                break;
+                            }
+                        }
+                    }
+                    let _ = tx.send(Internal::RoundDone(peer)).await;
+                });
+            }
+            Internal::RoundDone(peer) => {
+                self.in_round.remove(&peer);
+            }
+        }
+    }
+
+    async fn tick(&mut self) {
+        self.retry_unsaved();
+        let report = self.replica.retry_future(now_ms());
+        if !report.applied.is_empty() || !report.rejected.is_empty() {
+            match self.persist(&report.applied, &report.rejected) {
+                Ok(()) if self.config.push => self.push(&report.applied),
+                Ok(()) => {}
+                Err(e) => error!(team = %self.team.short(), "cannot commit ops: {e}"),
+            }
+            self.after_change().await;
+        }
+        let peers: Vec<PeerId> = self.connected.iter().copied().collect();
+        for peer in peers {
+            self.start_round(peer);
+        }
+    }
+
+    /// Starts an anti-entropy round with `peer` unless one is in flight.
+    fn start_round(&mut self, peer: PeerId) {
+        if !self.in_round.insert(peer) {
+            return;
+        }
+        let vv = self.replica.version_vector();
+        let mesh = self.mesh.clone();
+        let tx = self.internal_tx.clone();
+        self.tasks.spawn(async move {
+            let msg = match mesh.request(peer, SyncRequest::VersionVector(vv)).await {
+                Ok(SyncResponse::VersionVector(vv)) => Internal::TheirVector { peer, vv },
+                Ok(other) => {
+                    debug!(%peer, "unexpected answer to a version vector: {other:?}");
+                    Internal::RoundDone(peer)
+                }
+                Err(e) => {
+                    debug!(%peer, "version vector request failed: {e}");
+                    Internal::RoundDone(peer)
+                }
+            };
+            let _ = tx.send(msg).await;
+        });
+    }
+}
+
+async fn recv_event(events: &mut Option<mpsc::Receiver<MeshEvent>>) -> Option<MeshEvent> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}

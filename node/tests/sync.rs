@@ -1,0 +1,424 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+//! Three nodes replicating one team over real meshes on 127.0.0.1, each with
+//! its own redb store.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+use shoal_node::daemon::{Node, now_ms};
+use shoal_node::mesh::{Mesh, MeshConfig};
+use shoal_node::store::TeamRecord;
+use shoal_node::sync::{SyncConfig, SyncEngine, SyncHandle};
+use shoal_protocol::model::{ProductKind, Role, Runtime};
+use shoal_protocol::{Action, OpHash, Replica, SecretKey, TeamId, testkit};
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+/// Bound for convergence.
+const WAIT: Duration = Duration::from_secs(30);
+const PSK: [u8; 32] = [7; 32];
+
+struct Running {
+    engine: SyncEngine,
+    mesh: Mesh,
+    handle: SyncHandle,
+    addr: Option<Multiaddr>,
+    node: Node,
+}
+
+impl Running {
+    async fn start(dir: &Path, team: TeamId, config: SyncConfig, listen: bool) -> Running {
+        let mut node = Node::open(dir).unwrap();
+        let record = node.record(team).unwrap().unwrap();
+        let replica = node.take_replica(team).unwrap();
+        let cancel = CancellationToken::new();
+        let (mesh, events) = Mesh::spawn(
+            MeshConfig {
+                identity_seed: node.key_seed(),
+                psk: record.psk,
+                mdns: false,
+                agent_version: "shoal-test".into(),
+            },
+            cancel.clone(),
+        )
+        .unwrap();
+        let mh = mesh.handle();
+        let addr = if listen {
+            let addrs = mh
+                .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+                .await
+                .unwrap();
+            Some(addrs[0].clone().with(Protocol::P2p(mh.local_peer_id())))
+        } else {
+            None
+        };
+        let engine = SyncEngine::spawn(
+            replica,
+            node.store(),
+            node.key(),
+            mh,
+            events,
+            config,
+            cancel,
+        )
+        .unwrap();
+        let handle = engine.handle();
+        // Answered once the engine has set the allow list.
+        handle.op_count().await.unwrap();
+        Running {
+            engine,
+            mesh,
+            handle,
+            addr,
+            node,
+        }
+    }
+
+    async fn dial(&self, to: &Running) {
+        self.mesh
+            .handle()
+            .dial(to.addr.clone().unwrap())
+            .await
+            .unwrap();
+    }
+
+    async fn stop(self) {
+        let Running {
+            engine, mesh, node, ..
+        } = self;
+        engine.shutdown().await.unwrap();
+        mesh.shutdown().await.unwrap();
+        drop(node);
+    }
+}
+
+/// A team with node A in its genesis and nodes B and C enrolled by member
+/// joins, installed in three stores. Returns the dirs, the team, the owner
+/// and the two members.
+fn team() -> ([TempDir; 3], TeamId, SecretKey, SecretKey, SecretKey) {
+    let dirs = [
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    ];
+    let node_keys: Vec<SecretKey> = dirs
+        .iter()
+        .map(|d| SecretKey::from_seed(Node::open(d.path()).unwrap().key_seed()))
+        .collect();
+    let owner = testkit::key(1);
+    let bob = testkit::key(2);
+    let carol = testkit::key(3);
+    let now = now_ms();
+    let genesis = testkit::genesis(&owner, &node_keys[0], now);
+    let mut r = Replica::from_genesis(genesis.clone()).unwrap();
+    let a = node_keys[0].public();
+    let mut ops = vec![genesis];
+    ops.extend(
+        testkit::invite_and_join(
+            &mut r,
+            &owner,
+            a,
+            &bob,
+            "bob",
+            Role::Admin,
+            Some((&node_keys[1], "node-b", Runtime::None)),
+            now + 10,
+        )
+        .unwrap(),
+    );
+    ops.extend(
+        testkit::invite_and_join(
+            &mut r,
+            &owner,
+            a,
+            &carol,
+            "carol",
+            Role::Admin,
+            Some((&node_keys[2], "node-c", Runtime::None)),
+            now + 20,
+        )
+        .unwrap(),
+    );
+    assert_eq!(r.ops().len(), 5);
+    let team = r.team();
+    for d in &dirs {
+        let mut node = Node::open(d.path()).unwrap();
+        let record = TeamRecord::new("team", PSK, now);
+        assert_eq!(node.install_team(record, ops.clone()).unwrap(), team);
+    }
+    (dirs, team, owner, bob, carol)
+}
+
+/// Creates a product as `author` on the node behind `h`; returns its op.
+async fn create_product(h: &SyncHandle, author: &SecretKey, name: &str) -> OpHash {
+    let c = h.next_context(author.public()).await.unwrap();
+    let body = h
+        .prepare(
+            author.public(),
+            Action::ProductCreate {
+                id: c.new_id(0),
+                name: name.into(),
+                kind: ProductKind::Simple,
+                description: String::new(),
+                version: Some(c.new_id(1)),
+            },
+        )
+        .await
+        .unwrap();
+    let op = body.sign(author).unwrap();
+    let hash = op.hash();
+    let report = h.submit(op).await.unwrap();
+    assert_eq!(report.applied, vec![hash]);
+    hash
+}
+
+/// Waits until every handle holds `ops` ops with the same heads and state.
+async fn converge(handles: &[&SyncHandle], ops: usize) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut views = Vec::new();
+        for h in handles {
+            views.push((
+                h.op_count().await.unwrap(),
+                h.heads().await.unwrap(),
+                h.state_hash().await.unwrap(),
+            ));
+        }
+        if views[0].0 == ops && views.iter().all(|v| *v == views[0]) {
+            let first = handles[0].state().await.unwrap();
+            for h in &handles[1..] {
+                assert_eq!(h.state().await.unwrap(), first);
+            }
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no convergence on {ops} ops: {:?}",
+            views.iter().map(|v| (v.0, v.1.len())).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn fast(push: bool) -> SyncConfig {
+    SyncConfig {
+        push,
+        anti_entropy_interval: Duration::from_millis(500),
+    }
+}
+
+/// Live push only: anti-entropy runs too rarely to matter within [`WAIT`].
+fn push_only() -> SyncConfig {
+    SyncConfig {
+        push: true,
+        anti_entropy_interval: Duration::from_secs(600),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changes_on_any_node_reach_every_node_by_push() {
+    let (dirs, team, owner, bob, carol) = team();
+    let a = Running::start(dirs[0].path(), team, push_only(), true).await;
+    let b = Running::start(dirs[1].path(), team, push_only(), true).await;
+    let c = Running::start(dirs[2].path(), team, push_only(), true).await;
+    b.dial(&a).await;
+    c.dial(&a).await;
+    converge(&[&a.handle, &b.handle, &c.handle], 5).await;
+
+    create_product(&a.handle, &owner, "web").await;
+    converge(&[&a.handle, &b.handle, &c.handle], 6).await;
+    // C only knows A: B's op reaches it through A.
+    create_product(&b.handle, &bob, "api").await;
+    create_product(&c.handle, &carol, "db").await;
+    converge(&[&a.handle, &b.handle, &c.handle], 8).await;
+    let state = a.handle.state().await.unwrap();
+    let mut names: Vec<_> = state.products.values().map(|p| p.name.clone()).collect();
+    names.sort();
+    assert_eq!(names, ["api", "db", "web"]);
+
+    for r in [a, b, c] {
+        r.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partitioned_node_catches_up_and_nothing_acknowledged_is_lost() {
+    let (dirs, team, owner, bob, carol) = team();
+    let a = Running::start(dirs[0].path(), team, SyncConfig::default(), true).await;
+    let b = Running::start(dirs[1].path(), team, SyncConfig::default(), true).await;
+    let c = Running::start(dirs[2].path(), team, SyncConfig::default(), true).await;
+    b.dial(&a).await;
+    c.dial(&a).await;
+    let mut acked = vec![create_product(&a.handle, &owner, "p0").await];
+    converge(&[&a.handle, &b.handle, &c.handle], 6).await;
+
+    // Partition: C goes away; A and B keep writing.
+    c.stop().await;
+    for i in 1..=3 {
+        acked.push(create_product(&a.handle, &owner, &format!("a{i}")).await);
+        acked.push(create_product(&b.handle, &bob, &format!("b{i}")).await);
+    }
+    converge(&[&a.handle, &b.handle], 12).await;
+
+    // C writes offline, then restarts from its store.
+    let c_off = Running::start(dirs[2].path(), team, SyncConfig::default(), false).await;
+    let mut offline = Vec::new();
+    for i in 1..=2 {
+        offline.push(create_product(&c_off.handle, &carol, &format!("c{i}")).await);
+    }
+    c_off.stop().await;
+    {
+        let node = Node::open(dirs[2].path()).unwrap();
+        let r = &node.teams()[&team];
+        assert_eq!(r.ops().len(), 8);
+        assert!(offline.iter().all(|h| r.has(h)));
+    }
+    acked.extend(offline);
+
+    // Heal.
+    let c = Running::start(dirs[2].path(), team, SyncConfig::default(), true).await;
+    c.dial(&a).await;
+    converge(&[&a.handle, &b.handle, &c.handle], 14).await;
+
+    // Every acknowledged op is durable on every node.
+    for r in [a, b, c] {
+        r.stop().await;
+    }
+    let mut heads = Vec::new();
+    for d in &dirs {
+        let node = Node::open(d.path()).unwrap();
+        let r = &node.teams()[&team];
+        assert_eq!(r.ops().len(), 14);
+        for h in &acked {
+            assert!(r.has(h), "op {h} lost");
+        }
+        heads.push(r.heads());
+    }
+    assert!(heads.iter().all(|h| *h == heads[0]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn anti_entropy_alone_converges() {
+    let (dirs, team, owner, bob, carol) = team();
+    let a = Running::start(dirs[0].path(), team, fast(false), true).await;
+    let b = Running::start(dirs[1].path(), team, fast(false), true).await;
+    let c = Running::start(dirs[2].path(), team, fast(false), true).await;
+    b.dial(&a).await;
+    c.dial(&a).await;
+    create_product(&a.handle, &owner, "web").await;
+    create_product(&b.handle, &bob, "api").await;
+    create_product(&c.handle, &carol, "db").await;
+    converge(&[&a.handle, &b.handle, &c.handle], 8).await;
+    for r in [a, b, c] {
+        r.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_node_is_disconnected_and_gets_nothing_more() {
+    let (dirs, team, owner, _bob, _carol) = team();
+    let a = Running::start(dirs[0].path(), team, SyncConfig::default(), true).await;
+    let b = Running::start(dirs[1].path(), team, SyncConfig::default(), true).await;
+    let c = Running::start(dirs[2].path(), team, SyncConfig::default(), true).await;
+    b.dial(&a).await;
+    c.dial(&a).await;
+    converge(&[&a.handle, &b.handle, &c.handle], 5).await;
+    let b_peer = b.mesh.local_peer_id();
+
+    let body = a
+        .handle
+        .prepare(owner.public(), Action::NodeRemove { node: c.node.key() })
+        .await
+        .unwrap();
+    a.handle.submit(body.sign(&owner).unwrap()).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while a.mesh.handle().peers().await.unwrap() != vec![b_peer] {
+        assert!(Instant::now() < deadline, "C is still connected to A");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    create_product(&a.handle, &owner, "after").await;
+    converge(&[&a.handle, &b.handle], 7).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(c.handle.op_count().await.unwrap() <= 6);
+    assert!(c.handle.state().await.unwrap().products.is_empty());
+    for r in [a, b, c] {
+        r.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_and_forged_ops_are_dropped_or_quarantined() {
+    use shoal_node::mesh::{SyncRequest, SyncResponse};
+
+    let (dirs, team, owner, _bob, _carol) = team();
+    let a = Running::start(dirs[0].path(), team, SyncConfig::default(), true).await;
+    let a_peer = a.mesh.local_peer_id();
+    // A bare mesh with B's identity, talking to A directly.
+    let seed = Node::open(dirs[1].path()).unwrap().key_seed();
+    let cancel = CancellationToken::new();
+    let (mesh, mut events) = Mesh::spawn(
+        MeshConfig {
+            identity_seed: seed,
+            psk: PSK,
+            mdns: false,
+            agent_version: "shoal-test".into(),
+        },
+        cancel.clone(),
+    )
+    .unwrap();
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    let mh = mesh.handle();
+    mh.set_allowed([a_peer].into()).await.unwrap();
+    mh.dial(a.addr.clone().unwrap()).await.unwrap();
+
+    let id = a
+        .handle
+        .next_context(owner.public())
+        .await
+        .unwrap()
+        .new_id(0);
+    let body = a
+        .handle
+        .prepare(
+            owner.public(),
+            Action::ProductCreate {
+                id: id.clone(),
+                name: "forged".into(),
+                kind: ProductKind::Complex,
+                description: String::new(),
+                version: None,
+            },
+        )
+        .await
+        .unwrap();
+    let mut forged = body.sign(&owner).unwrap();
+    forged.body.action = Action::ProductCreate {
+        id,
+        name: "other".into(),
+        kind: ProductKind::Complex,
+        description: String::new(),
+        version: None,
+    };
+    let batch = vec![vec![0xff; 10], vec![1], Vec::new(), forged.encode()];
+    let deadline = Instant::now() + WAIT;
+    let answer = loop {
+        match mh.request(a_peer, SyncRequest::Push(batch.clone())).await {
+            Ok(answer) => break answer,
+            Err(e) => assert!(Instant::now() < deadline, "A never answered: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(answer, SyncResponse::Ack);
+    assert_eq!(a.handle.op_count().await.unwrap(), 5);
+
+    mesh.shutdown().await.unwrap();
+    a.stop().await;
+    let node = Node::open(dirs[0].path()).unwrap();
+    let quarantined = node.store().quarantined(team).unwrap();
+    assert_eq!(quarantined.len(), 1);
+    assert_eq!(quarantined[0].0, forged.hash());
+}
