@@ -65,30 +65,103 @@ pub fn run(config_dir: &Path, args: RunArgs, up: bool) -> Result<()> {
     if node.teams().is_empty() {
         bail!("this node is in no team yet: run `shoal up` to create one");
     }
+    let listen: shoal_node::mesh::Multiaddr = args.listen.parse().with_context(|| {
+        format!(
+            "--listen {:?} is not a multiaddr such as /ip4/0.0.0.0/tcp/4001",
+            args.listen
+        )
+    })?;
     writeln!(out, "node {} (runtime {})", node.key(), runtime)?;
-    for (team, r) in node.teams() {
-        let name = r.state().info().map(|i| i.name.clone()).unwrap_or_default();
-        writeln!(out, "team {name} ({team}): {} ops", r.ops().len())?;
-    }
-    writeln!(out, "ready; data in {}", node.data_dir().display())?;
     out.flush()?;
     drop(out);
 
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+    rt.block_on(serve(node, listen, !args.no_mdns))
+}
+
+/// Prints a status line; a closed stdout must not stop the daemon.
+fn say(line: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Runs one mesh and one sync engine per team until SIGINT or SIGTERM, then
+/// stops them in order (the sync engines snapshot on the way out).
+async fn serve(mut node: Node, listen: shoal_node::mesh::Multiaddr, mdns: bool) -> Result<()> {
+    use shoal_node::mesh::{Mesh, MeshConfig};
+    use shoal_node::sync::{SyncConfig, SyncEngine};
+    use tokio::signal::unix::{SignalKind, signal};
+    use tokio_util::sync::CancellationToken;
+
+    let cancel = CancellationToken::new();
+    let mut running = Vec::new();
+    let teams: Vec<_> = node.teams().keys().copied().collect();
+    for team in teams {
+        let record = node
+            .record(team)?
+            .with_context(|| format!("team {team} has no record in the store"))?;
+        let Some(replica) = node.take_replica(team) else {
+            continue;
+        };
+        let name = replica
+            .state()
+            .info()
+            .map(|i| i.name.clone())
+            .unwrap_or_default();
+        let ops = replica.ops().len();
+        let (mesh, events) = Mesh::spawn(
+            MeshConfig {
+                identity_seed: node.key_seed(),
+                psk: record.psk,
+                mdns,
+                agent_version: format!("shoal/{}", env!("CARGO_PKG_VERSION")),
+            },
+            cancel.child_token(),
+        )?;
+        let addrs = mesh
+            .handle()
+            .listen(listen.clone())
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let sync = SyncEngine::spawn(
+            replica,
+            node.store(),
+            node.key(),
+            mesh.handle(),
+            events,
+            SyncConfig::default(),
+            cancel.child_token(),
+        )?;
+        say(format_args!("team {name} ({team}): {ops} ops"));
+        for a in addrs {
+            say(format_args!(
+                "listening on {a}/p2p/{}",
+                mesh.local_peer_id()
+            ));
         }
-        anyhow::Ok(())
-    })?;
+        running.push((mesh, sync));
+    }
+    say(format_args!("ready; data in {}", node.data_dir().display()));
+
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    cancel.cancel();
+    for (mesh, sync) in running {
+        sync.shutdown()
+            .await
+            .context("the sync engine did not stop cleanly")?;
+        mesh.join().await.context("the mesh did not stop cleanly")?;
+    }
     node.snapshot_all()
         .context("cannot save the final snapshot")?;
-    println!("stopped");
+    say(format_args!("stopped"));
     Ok(())
 }

@@ -62,6 +62,12 @@ struct RunArgs {
     /// The node's name in a new team (default: the host name).
     #[arg(long)]
     name: Option<String>,
+    /// Where the mesh listens.
+    #[arg(long, default_value = "/ip4/0.0.0.0/tcp/0")]
+    listen: String,
+    /// Do not look for peers on the LAN with mDNS.
+    #[arg(long)]
+    no_mdns: bool,
 }
 
 #[derive(Subcommand, Debug)]

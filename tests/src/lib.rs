@@ -84,6 +84,8 @@ pub struct Daemon {
     pub child: std::process::Child,
     /// Lines the daemon printed before it said `ready`.
     pub banner: Vec<String>,
+    /// Later lines.
+    pub lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl Daemon {
@@ -128,15 +130,22 @@ impl Daemon {
                 }
             }
         }
-        Ok(Daemon { child, banner })
+        Ok(Daemon {
+            child,
+            banner,
+            lines: rx,
+        })
     }
 
-    /// Sends SIGTERM and waits for the exit code.
-    pub fn terminate(mut self) -> std::io::Result<i32> {
+    /// Sends SIGTERM, waits for the exit code and returns it with the
+    /// lines printed after `ready`.
+    pub fn terminate(mut self) -> std::io::Result<(i32, Vec<String>)> {
         Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()?;
-        Ok(self.child.wait()?.code().unwrap_or(-1))
+        let code = self.child.wait()?.code().unwrap_or(-1);
+        let rest = self.lines.try_iter().collect();
+        Ok((code, rest))
     }
 }
 

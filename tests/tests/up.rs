@@ -22,6 +22,9 @@ fn up_creates_profile_and_team_then_restarts_into_them() {
             "none",
             "--name",
             "laptop",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-mdns",
         ],
         WAIT,
     )
@@ -41,21 +44,44 @@ fn up_creates_profile_and_team_then_restarts_into_them() {
         .trim_end_matches(')')
         .to_string();
     assert_eq!(team_id.len(), 64, "{team_line}");
-    assert_eq!(d.terminate().unwrap(), 0);
+    // The mesh listens where it says.
+    let listen = d
+        .banner
+        .iter()
+        .find(|l| l.starts_with("listening on /ip4/127.0.0.1/tcp/"))
+        .unwrap();
+    let port: u16 = listen.split('/').nth(4).unwrap().parse().unwrap();
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "{listen}"
+    );
+    let (code, rest) = d.terminate().unwrap();
+    assert_eq!(code, 0);
+    assert!(rest.iter().any(|l| l == "stopped"), "{rest:?}");
 
     // The profile exists now; a second `up` creates nothing and reloads the team.
     let r = u.shoal(&["profile", "show", "-o", "json"]).unwrap();
     assert_eq!(r.code, 0, "{r:?}");
     let d = Daemon::start(
         &u,
-        &["node", "run", "--data-dir", data_arg, "--runtime", "none"],
+        &[
+            "node",
+            "run",
+            "--data-dir",
+            data_arg,
+            "--runtime",
+            "none",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-mdns",
+        ],
         WAIT,
     )
     .unwrap();
     let banner = d.banner.join("\n");
     assert!(!banner.contains("created"), "{banner}");
-    assert!(banner.contains(&team_id), "{banner}");
-    assert_eq!(d.terminate().unwrap(), 0);
+    assert!(banner.contains(&format!("({team_id}): 1 ops")), "{banner}");
+    assert_eq!(d.terminate().unwrap().0, 0);
 }
 
 #[test]

@@ -21,12 +21,12 @@ mod tests;
 use std::collections::BTreeSet;
 use std::fmt;
 
-use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use identity::{key_from_peer_id, keypair_from_seed, peer_id_from_key};
+pub use libp2p::{Multiaddr, PeerId};
 pub use swarm::{HANDSHAKE_TIMEOUT, IDENTIFY_PROTOCOL, REQUEST_TIMEOUT};
 pub use wire::{JoinReply, JoinRequest, SyncRequest, SyncResponse, WireError};
 
