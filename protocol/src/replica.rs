@@ -581,16 +581,19 @@ impl Replica {
     }
 
     fn reject(&mut self, op: &Op, hash: OpHash, reason: Rejection) {
-        if let Ok(c) = am::Change::from_bytes(op.body.change.clone()) {
-            self.rejected_changes.insert(c.hash());
-        }
-        let log = op.log();
-        let seq = op.body.seq;
-        // A fork leaves the log's applied ops valid; anything else poisons
-        // the rest of the log.
-        if !matches!(reason, Rejection::Fork { .. }) {
-            let e = self.rejected_logs.entry(log).or_insert(seq);
-            *e = (*e).min(seq);
+        // Anyone can send a corrupted copy of a real op: only an op that
+        // really is its author's (and this team's) speaks for its log and
+        // change. A fork leaves the log's applied ops valid.
+        let authentic = !matches!(
+            reason,
+            Rejection::BadSignature | Rejection::WrongTeam(_) | Rejection::Version(_)
+        );
+        if authentic && !matches!(reason, Rejection::Fork { .. }) {
+            if let Ok(c) = am::Change::from_bytes(op.body.change.clone()) {
+                self.rejected_changes.insert(c.hash());
+            }
+            let e = self.rejected_logs.entry(op.log()).or_insert(op.body.seq);
+            *e = (*e).min(op.body.seq);
         }
         self.quarantine.insert(
             hash,
