@@ -631,3 +631,22 @@ fn removed_members_and_nodes_lose_their_rights() {
         .unwrap_err();
     assert!(err.to_string().contains("not a member"), "{err}");
 }
+
+#[test]
+fn snapshots_restore_the_same_replica_and_refuse_garbage() {
+    let t = team();
+    let ops: Vec<Op> = t.a.ops().iter().map(|a| a.op.clone()).collect();
+    let snap = t.a.save_doc();
+    assert!(snap.starts_with(shoal_protocol::replica::SNAPSHOT_MAGIC));
+    let r = Replica::restore(&snap, ops.clone()).unwrap();
+    assert_eq!(r.state(), t.a.state());
+    assert_eq!(r.heads(), t.a.heads());
+    assert_eq!(r.version_vector(), t.a.version_vector());
+    // A bare Automerge document (an older snapshot) restores too.
+    let r = Replica::restore(&t.a.doc().save(), ops.clone()).unwrap();
+    assert_eq!(r.state(), t.a.state());
+    // Garbage, a truncated snapshot, or one missing ops is an error, not a panic.
+    assert!(Replica::restore(b"garbage", ops.clone()).is_err());
+    assert!(Replica::restore(&snap[..snap.len() / 2], ops.clone()).is_err());
+    assert!(Replica::restore(&snap, ops[..ops.len() - 1].to_vec()).is_err());
+}
