@@ -789,7 +789,7 @@ impl Replica {
     /// so a restart needs no field-by-field read of the document. Ops remain
     /// the source of truth. Layout: [`SNAPSHOT_MAGIC`] ++ postcard((doc, state)).
     pub fn save_doc(&self) -> Vec<u8> {
-        let mut out = SNAPSHOT_MAGIC.to_vec();
+        let out = SNAPSHOT_MAGIC.to_vec();
         match postcard::to_extend(&(self.doc.save(), &self.state), out) {
             Ok(v) => v,
             // Plain data always encodes; fall back to the bare document.
