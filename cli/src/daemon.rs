@@ -28,7 +28,7 @@ fn runtime(arg: Option<&str>) -> Result<Runtime> {
 }
 
 /// Runs the daemon; with `up`, first creates what is missing.
-pub fn run(config_dir: &Path, args: RunArgs, up: bool) -> Result<()> {
+pub fn run(config_dir: &Path, socket: &Path, args: RunArgs, up: bool) -> Result<()> {
     let data_dir = args.data_dir.clone().unwrap_or_else(node::default_data_dir);
     let runtime = runtime(args.runtime.as_deref())?;
     let mut node = Node::open(&data_dir)
@@ -80,7 +80,7 @@ pub fn run(config_dir: &Path, args: RunArgs, up: bool) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(serve(node, listen, !args.no_mdns))
+    rt.block_on(serve(node, listen, !args.no_mdns, socket))
 }
 
 /// Prints a status line; a closed stdout must not stop the daemon.
@@ -90,9 +90,16 @@ fn say(line: std::fmt::Arguments<'_>) {
     let _ = out.flush();
 }
 
-/// Runs one mesh and one sync engine per team until SIGINT or SIGTERM, then
-/// stops them in order (the sync engines snapshot on the way out).
-async fn serve(mut node: Node, listen: shoal_node::mesh::Multiaddr, mdns: bool) -> Result<()> {
+/// Runs one mesh and one sync engine per team, and the control API over
+/// them, until SIGINT or SIGTERM; then stops the API, then the engines (they
+/// snapshot on the way out).
+async fn serve(
+    mut node: Node,
+    listen: shoal_node::mesh::Multiaddr,
+    mdns: bool,
+    socket: &Path,
+) -> Result<()> {
+    use shoal_node::api::{self, ApiState, ApiTeam};
     use shoal_node::mesh::{Mesh, MeshConfig};
     use shoal_node::sync::{SyncConfig, SyncEngine};
     use tokio::signal::unix::{SignalKind, signal};
@@ -100,6 +107,12 @@ async fn serve(mut node: Node, listen: shoal_node::mesh::Multiaddr, mdns: bool) 
 
     let cancel = CancellationToken::new();
     let mut running = Vec::new();
+    let agent_version = format!("shoal/{}", env!("CARGO_PKG_VERSION"));
+    let mut api_state = ApiState {
+        node: node.key(),
+        agent_version: agent_version.clone(),
+        teams: Default::default(),
+    };
     let teams: Vec<_> = node.teams().keys().copied().collect();
     for team in teams {
         let record = node
@@ -119,7 +132,7 @@ async fn serve(mut node: Node, listen: shoal_node::mesh::Multiaddr, mdns: bool) 
                 identity_seed: node.key_seed(),
                 psk: record.psk,
                 mdns,
-                agent_version: format!("shoal/{}", env!("CARGO_PKG_VERSION")),
+                agent_version: agent_version.clone(),
             },
             cancel.child_token(),
         )?;
@@ -138,6 +151,13 @@ async fn serve(mut node: Node, listen: shoal_node::mesh::Multiaddr, mdns: bool) 
             cancel.child_token(),
         )?;
         say(format_args!("team {name} ({team}): {ops} ops"));
+        api_state.teams.insert(
+            team,
+            ApiTeam {
+                name,
+                sync: sync.handle(),
+            },
+        );
         for a in addrs {
             say(format_args!(
                 "listening on {a}/p2p/{}",
@@ -146,6 +166,19 @@ async fn serve(mut node: Node, listen: shoal_node::mesh::Multiaddr, mdns: bool) 
         }
         running.push((mesh, sync));
     }
+    let api_cancel = cancel.child_token();
+    let server = match api::serve(socket, api_state, api_cancel.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            cancel.cancel();
+            for (mesh, sync) in running {
+                let _ = sync.shutdown().await;
+                let _ = mesh.join().await;
+            }
+            return Err(e).context("cannot start the control API");
+        }
+    };
+    say(format_args!("control socket {}", server.path().display()));
     say(format_args!("ready; data in {}", node.data_dir().display()));
 
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
@@ -153,6 +186,8 @@ async fn serve(mut node: Node, listen: shoal_node::mesh::Multiaddr, mdns: bool) 
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+    api_cancel.cancel();
+    let api_done = server.join().await;
     cancel.cancel();
     for (mesh, sync) in running {
         sync.shutdown()
@@ -162,6 +197,7 @@ async fn serve(mut node: Node, listen: shoal_node::mesh::Multiaddr, mdns: bool) 
     }
     node.snapshot_all()
         .context("cannot save the final snapshot")?;
+    api_done.context("the control API did not stop cleanly")?;
     say(format_args!("stopped"));
     Ok(())
 }

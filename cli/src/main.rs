@@ -7,8 +7,10 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
 
+mod client;
 mod daemon;
 mod profile;
+mod read;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -20,6 +22,13 @@ struct Cli {
     /// Where the profile (your key pair) lives.
     #[arg(long, global = true, env = "SHOAL_CONFIG_DIR")]
     config_dir: Option<PathBuf>,
+    /// The daemon's control socket (default: $XDG_RUNTIME_DIR/shoal/shoal.sock,
+    /// /run/shoal/shoal.sock for root).
+    #[arg(long, global = true, env = "SHOAL_SOCKET")]
+    socket: Option<PathBuf>,
+    /// The team a command is about; needed only when the daemon holds several.
+    #[arg(long, global = true, env = "SHOAL_TEAM")]
+    team: Option<String>,
     /// Output format of listings.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -44,6 +53,12 @@ enum Command {
     /// Your profile: name, email and key pair.
     #[command(subcommand)]
     Profile(ProfileCmd),
+    /// The teams this node's daemon holds.
+    #[command(subcommand)]
+    Team(TeamCmd),
+    /// The members of a team.
+    #[command(subcommand)]
+    Member(MemberCmd),
     /// Prints shell completions.
     Completion {
         #[arg(value_enum)]
@@ -74,6 +89,25 @@ struct RunArgs {
 enum NodeCmd {
     /// Runs the daemon in the foreground until SIGINT or SIGTERM.
     Run(RunArgs),
+    /// Lists the nodes of a team.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum TeamCmd {
+    /// Lists the teams the daemon holds.
+    List,
+    /// Shows a team: ids, counts, state heads and hash.
+    Show {
+        /// Team name or id (default: --team, else the daemon's only team).
+        team: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MemberCmd {
+    /// Lists the members of a team.
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -91,6 +125,10 @@ enum ProfileCmd {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let dir = profile::config_dir(cli.config_dir.as_deref())?;
+    let socket = cli
+        .socket
+        .clone()
+        .unwrap_or_else(shoal_node::api::default_socket_path);
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Profile(ProfileCmd::Init { name, email }) => {
@@ -112,13 +150,51 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Up(args) => daemon::run(&dir, args, true)?,
-        Command::Node(NodeCmd::Run(args)) => daemon::run(&dir, args, false)?,
+        Command::Up(args) => daemon::run(&dir, &socket, args, true)?,
+        Command::Node(NodeCmd::Run(args)) => daemon::run(&dir, &socket, args, false)?,
+        Command::Team(TeamCmd::List) => ask(
+            |c| async move { read::team_list(&c, cli.output, &mut out).await },
+            &socket,
+        )?,
+        Command::Team(TeamCmd::Show { team }) => {
+            let team = team.or(cli.team);
+            ask(
+                |c| async move { read::team_show(&c, team.as_deref(), cli.output, &mut out).await },
+                &socket,
+            )?
+        }
+        Command::Member(MemberCmd::List) => {
+            let team = cli.team;
+            ask(
+                |c| async move { read::member_list(&c, team.as_deref(), cli.output, &mut out).await },
+                &socket,
+            )?
+        }
+        Command::Node(NodeCmd::List) => {
+            let team = cli.team;
+            ask(
+                |c| async move { read::node_list(&c, team.as_deref(), cli.output, &mut out).await },
+                &socket,
+            )?
+        }
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "shoal", &mut out);
         }
     }
     Ok(())
+}
+
+/// Runs one request-answer exchange with the daemon on `socket`.
+fn ask<F, Fut>(f: F, socket: &std::path::Path) -> anyhow::Result<()>
+where
+    F: FnOnce(client::Client) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    rt.block_on(f(client::Client::new(socket)))
 }
 
 fn main() -> ExitCode {

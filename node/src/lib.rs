@@ -1,5 +1,6 @@
 //! The shoal daemon.
 
+pub mod api;
 pub mod daemon;
 pub mod mesh;
 pub mod store;

@@ -67,12 +67,19 @@ impl User {
         self.dir.path()
     }
 
-    /// Runs `shoal ARGS` with this user's config dir.
+    /// This user's default control socket (`SHOAL_SOCKET` for the commands
+    /// and daemons run through these helpers), inside the temp dir.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("shoal.sock")
+    }
+
+    /// Runs `shoal ARGS` with this user's config dir and socket.
     pub fn shoal(&self, args: &[&str]) -> std::io::Result<Run> {
         Command::new(shoal_bin())
             .args(args)
             .env("SHOAL_CONFIG_DIR", self.config_dir())
-            .env_remove("SHOAL_SOCKET")
+            .env("SHOAL_SOCKET", self.socket())
+            .env_remove("SHOAL_TEAM")
             .output()
             .map(Run::from)
     }
@@ -96,6 +103,7 @@ impl Daemon {
         let mut child = Command::new(shoal_bin())
             .args(args)
             .env("SHOAL_CONFIG_DIR", user.config_dir())
+            .env("SHOAL_SOCKET", user.socket())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             .spawn()?;

@@ -1,0 +1,197 @@
+//! Read-only commands answered by the daemon: `team list|show`,
+//! `member list`, `node list`.
+
+use std::io::Write;
+
+use anyhow::{Result, bail};
+use serde_json::Value;
+
+use crate::Output;
+use crate::client::Client;
+
+/// Percent-encodes one path segment.
+fn segment(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The team a command is about: the one given, else the daemon's only team.
+async fn pick_team(client: &Client, given: Option<&str>) -> Result<String> {
+    if let Some(t) = given {
+        return Ok(t.to_string());
+    }
+    let list = client.get("/v1/teams").await?;
+    let teams = list.as_array().map(Vec::as_slice).unwrap_or_default();
+    match teams {
+        [only] => Ok(str_of(only, "id")),
+        [] => bail!("this daemon holds no team: create one with `shoal up`"),
+        many => {
+            let names: Vec<String> = many.iter().map(|t| str_of(t, "name")).collect();
+            bail!(
+                "this daemon holds several teams ({}): pass --team NAME",
+                names.join(", ")
+            )
+        }
+    }
+}
+
+fn str_of(v: &Value, field: &str) -> String {
+    match v.get(field) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn short(hex: &str) -> String {
+    hex.chars().take(8).collect()
+}
+
+/// Prints rows under headers, columns padded to their widest cell.
+fn table(out: &mut impl Write, headers: &[&str], rows: &[Vec<String>]) -> Result<()> {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| -> String {
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(cell);
+            } else {
+                s.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        s
+    };
+    writeln!(out, "{}", line(headers.to_vec()))?;
+    for row in rows {
+        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
+    }
+    Ok(())
+}
+
+fn json(out: &mut impl Write, v: &Value) -> Result<()> {
+    writeln!(out, "{}", serde_json::to_string(v)?)?;
+    Ok(())
+}
+
+fn list_of(v: &Value) -> &[Value] {
+    v.as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
+fn status(v: &Value) -> String {
+    if v.get("removed").is_some_and(|r| !r.is_null()) {
+        "removed".into()
+    } else {
+        "active".into()
+    }
+}
+
+pub async fn team_list(client: &Client, output: Output, out: &mut impl Write) -> Result<()> {
+    let v = client.get("/v1/teams").await?;
+    match output {
+        Output::Json => json(out, &v),
+        Output::Table => {
+            let rows: Vec<Vec<String>> = list_of(&v)
+                .iter()
+                .map(|t| vec![str_of(t, "name"), str_of(t, "id"), str_of(t, "ops")])
+                .collect();
+            table(out, &["NAME", "ID", "OPS"], &rows)
+        }
+    }
+}
+
+pub async fn team_show(
+    client: &Client,
+    team: Option<&str>,
+    output: Output,
+    out: &mut impl Write,
+) -> Result<()> {
+    let team = pick_team(client, team).await?;
+    let v = client.get(&format!("/v1/teams/{}", segment(&team))).await?;
+    match output {
+        Output::Json => json(out, &v),
+        Output::Table => {
+            for field in ["name", "id", "members", "nodes", "ops", "state_hash"] {
+                writeln!(out, "{:<11}{}", field, str_of(&v, field))?;
+            }
+            let heads: Vec<String> = list_of(v.get("heads").unwrap_or(&Value::Null))
+                .iter()
+                .filter_map(|h| h.as_str().map(str::to_string))
+                .collect();
+            writeln!(out, "{:<11}{}", "heads", heads.join(" "))?;
+            Ok(())
+        }
+    }
+}
+
+pub async fn member_list(
+    client: &Client,
+    team: Option<&str>,
+    output: Output,
+    out: &mut impl Write,
+) -> Result<()> {
+    let team = pick_team(client, team).await?;
+    let v = client
+        .get(&format!("/v1/teams/{}/members", segment(&team)))
+        .await?;
+    match output {
+        Output::Json => json(out, &v),
+        Output::Table => {
+            let rows: Vec<Vec<String>> = list_of(&v)
+                .iter()
+                .map(|m| {
+                    let email = str_of(m, "email");
+                    vec![
+                        str_of(m, "name"),
+                        str_of(m, "role"),
+                        short(&str_of(m, "key")),
+                        if email.is_empty() { "-".into() } else { email },
+                        status(m),
+                    ]
+                })
+                .collect();
+            table(out, &["NAME", "ROLE", "KEY", "EMAIL", "STATUS"], &rows)
+        }
+    }
+}
+
+pub async fn node_list(
+    client: &Client,
+    team: Option<&str>,
+    output: Output,
+    out: &mut impl Write,
+) -> Result<()> {
+    let team = pick_team(client, team).await?;
+    let v = client
+        .get(&format!("/v1/teams/{}/nodes", segment(&team)))
+        .await?;
+    match output {
+        Output::Json => json(out, &v),
+        Output::Table => {
+            let rows: Vec<Vec<String>> = list_of(&v)
+                .iter()
+                .map(|n| {
+                    vec![
+                        str_of(n, "name"),
+                        str_of(n, "runtime"),
+                        short(&str_of(n, "key")),
+                        str_of(n, "agent_version"),
+                        status(n),
+                    ]
+                })
+                .collect();
+            table(out, &["NAME", "RUNTIME", "KEY", "AGENT", "STATUS"], &rows)
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! The local control API (§4): HTTP+JSON on a Unix socket, used by the CLI.
+//!
+//! The daemon never holds a member's private key. A write goes in two steps:
+//! `POST /v1/teams/{team}/prepare` returns the unsigned op body made against
+//! the current state, the CLI signs it with the profile key, and
+//! `POST /v1/teams/{team}/ops` verifies and commits the signed op.
+//!
+//! Every route is under `/v1`; every error is `{ "error": "..." }`. The
+//! reference is `docs/api.md`.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::unix::fs::{
+    DirBuilderExt as _, FileTypeExt as _, MetadataExt as _, PermissionsExt as _,
+};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use shoal_protocol::model::TeamState;
+use shoal_protocol::replica::PrepareError;
+use shoal_protocol::{Action, Op, PublicKey, Report, TeamId};
+use tokio::net::UnixListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::sync::{SyncError, SyncHandle};
+
+/// Largest request body accepted (an op is at most 4 MiB, twice that in hex).
+const MAX_BODY: usize = 9 * 1024 * 1024;
+
+/// Where the daemon listens when no `--socket` is given:
+/// `$XDG_RUNTIME_DIR/shoal/shoal.sock` when `XDG_RUNTIME_DIR` is set,
+/// `/run/shoal/shoal.sock` for root without it, and
+/// `$TMPDIR/shoal-$UID/shoal.sock` for anyone else.
+pub fn default_socket_path() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("shoal").join("shoal.sock");
+    }
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    match uid {
+        Some(0) => PathBuf::from("/run/shoal/shoal.sock"),
+        Some(uid) => std::env::temp_dir()
+            .join(format!("shoal-{uid}"))
+            .join("shoal.sock"),
+        None => std::env::temp_dir().join("shoal").join("shoal.sock"),
+    }
+}
+
+/// Errors starting the control API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("cannot create the socket directory {path}: {source}")]
+    Dir { path: PathBuf, source: io::Error },
+    #[error("another shoal daemon answers on {0}: stop it first, or pass --socket")]
+    InUse(PathBuf),
+    #[error("{0} exists and is not a socket: move it away, or pass --socket")]
+    NotSocket(PathBuf),
+    #[error("cannot listen on {path}: {source}")]
+    Bind { path: PathBuf, source: io::Error },
+    #[error("the control API task failed: {0}")]
+    Task(String),
+}
+
+/// One team the daemon serves.
+#[derive(Debug, Clone)]
+pub struct ApiTeam {
+    /// The team's name when the daemon started (the live name is read from
+    /// the state when there is one).
+    pub name: String,
+    pub sync: SyncHandle,
+}
+
+/// What the API serves: the node and its teams.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    pub node: PublicKey,
+    /// Sent as `agent_version` by `GET /v1/node`.
+    pub agent_version: String,
+    pub teams: BTreeMap<TeamId, ApiTeam>,
+}
+
+/// The running control API.
+#[derive(Debug)]
+pub struct ApiServer {
+    path: PathBuf,
+    task: JoinHandle<io::Result<()>>,
+}
+
+impl ApiServer {
+    /// The socket the API listens on.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Waits for the server to stop (after its cancel token fired and open
+    /// requests finished), then removes the socket file.
+    pub async fn join(self) -> Result<(), ApiError> {
+        let res = self.task.await;
+        let _ = std::fs::remove_file(&self.path);
+        match res {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ApiError::Task(e.to_string())),
+            Err(e) => Err(ApiError::Task(e.to_string())),
+        }
+    }
+}
+
+/// Binds `path` (parent dir created 0700, a stale socket replaced, the new
+/// one set to 0600) and serves the API until `cancel` fires.
+pub async fn serve(
+    path: &Path,
+    state: ApiState,
+    cancel: CancellationToken,
+) -> Result<ApiServer, ApiError> {
+    let listener = bind(path).await?;
+    let app = router(state);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await
+    });
+    Ok(ApiServer {
+        path: path.to_path_buf(),
+        task,
+    })
+}
+
+async fn bind(path: &Path) -> Result<UnixListener, ApiError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|source| ApiError::Dir {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if tokio::net::UnixStream::connect(path).await.is_ok() {
+                return Err(ApiError::InUse(path.to_path_buf()));
+            }
+            std::fs::remove_file(path).map_err(|source| ApiError::Bind {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        Ok(_) => return Err(ApiError::NotSocket(path.to_path_buf())),
+        Err(_) => {}
+    }
+    let bind_err = |source| ApiError::Bind {
+        path: path.to_path_buf(),
+        source,
+    };
+    let listener = UnixListener::bind(path).map_err(bind_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+    Ok(listener)
+}
+
+/// The routes, for serving on any listener.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/node", get(node))
+        .route("/v1/teams", get(teams))
+        .route("/v1/teams/{team}", get(team))
+        .route("/v1/teams/{team}/members", get(members))
+        .route("/v1/teams/{team}/nodes", get(nodes))
+        .route("/v1/teams/{team}/prepare", post(prepare))
+        .route("/v1/teams/{team}/ops", post(submit))
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(Arc::new(state))
+}
+
+type Shared = State<Arc<ApiState>>;
+
+/// An error answer: a status and `{ "error": message }`.
+#[derive(Debug)]
+struct Fail(StatusCode, String);
+
+impl IntoResponse for Fail {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<SyncError> for Fail {
+    fn from(e: SyncError) -> Self {
+        let status = match &e {
+            SyncError::Closed => StatusCode::SERVICE_UNAVAILABLE,
+            SyncError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            SyncError::Prepare(PrepareError::Rule(_)) => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Fail(status, e.to_string())
+    }
+}
+
+type Answer = Result<(StatusCode, axum::Json<Value>), Fail>;
+
+fn ok(v: Value) -> Answer {
+    Ok((StatusCode::OK, axum::Json(v)))
+}
+
+async fn not_found() -> Fail {
+    Fail(
+        StatusCode::NOT_FOUND,
+        "no such route: see docs/api.md for the routes under /v1".into(),
+    )
+}
+
+fn team_name(state: &TeamState, fallback: &str) -> String {
+    state
+        .info()
+        .map(|i| i.name.clone())
+        .unwrap_or_else(|| fallback.to_string())
+}
+
+/// Finds a team by id (hex) or by name.
+async fn resolve(api: &ApiState, arg: &str) -> Result<(TeamId, TeamState, SyncHandle), Fail> {
+    if let Ok(id) = arg.parse::<TeamId>()
+        && let Some(t) = api.teams.get(&id)
+    {
+        let state = t.sync.state().await?;
+        return Ok((id, state, t.sync.clone()));
+    }
+    let mut found = Vec::new();
+    for (id, t) in &api.teams {
+        let state = t.sync.state().await?;
+        if team_name(&state, &t.name) == arg {
+            found.push((*id, state, t.sync.clone()));
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(Fail(
+            StatusCode::NOT_FOUND,
+            format!("this daemon holds no team {arg:?}: see `shoal team list`"),
+        )),
+        _ => Err(Fail(
+            StatusCode::CONFLICT,
+            format!("several teams are named {arg:?}: give the team id instead"),
+        )),
+    }
+}
+
+async fn node(State(api): Shared) -> Answer {
+    ok(json!({
+        "key": api.node.to_hex(),
+        "agent_version": api.agent_version,
+    }))
+}
+
+async fn teams(State(api): Shared) -> Answer {
+    let mut list = Vec::new();
+    for (id, t) in &api.teams {
+        let state = t.sync.state().await?;
+        list.push(json!({
+            "id": id.to_hex(),
+            "name": team_name(&state, &t.name),
+            "ops": t.sync.op_count().await?,
+        }));
+    }
+    ok(Value::Array(list))
+}
+
+async fn team(State(api): Shared, UrlPath(arg): UrlPath<String>) -> Answer {
+    let (id, state, sync) = resolve(&api, &arg).await?;
+    let fallback = api.teams.get(&id).map(|t| t.name.as_str()).unwrap_or("");
+    ok(json!({
+        "id": id.to_hex(),
+        "name": team_name(&state, fallback),
+        "members": state.members.values().filter(|m| m.removed.is_none()).count(),
+        "nodes": state.nodes.values().filter(|n| n.removed.is_none()).count(),
+        "ops": sync.op_count().await?,
+        "heads": sync.heads().await?,
+        "state_hash": hex::encode(sync.state_hash().await?),
+    }))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, Fail> {
+    serde_json::to_value(v).map_err(|e| Fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+async fn members(State(api): Shared, UrlPath(arg): UrlPath<String>) -> Answer {
+    let (_, state, _) = resolve(&api, &arg).await?;
+    let list: Vec<_> = state.members.values().collect();
+    ok(to_json(&list)?)
+}
+
+async fn nodes(State(api): Shared, UrlPath(arg): UrlPath<String>) -> Answer {
+    let (_, state, _) = resolve(&api, &arg).await?;
+    let list: Vec<_> = state.nodes.values().collect();
+    ok(to_json(&list)?)
+}
+
+fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Fail> {
+    serde_json::from_slice(body).map_err(|e| {
+        Fail(
+            StatusCode::BAD_REQUEST,
+            format!("the request body is not the JSON this route takes ({e}): see docs/api.md"),
+        )
+    })
+}
+
+#[derive(Deserialize)]
+struct PrepareRequest {
+    author: String,
+    action: Action,
+}
+
+async fn prepare(State(api): Shared, UrlPath(arg): UrlPath<String>, body: Bytes) -> Answer {
+    let (_, _, sync) = resolve(&api, &arg).await?;
+    let req: PrepareRequest = parse_body(&body)?;
+    let author: PublicKey = req.author.parse().map_err(|e| {
+        Fail(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "author {:?} is not a public key ({e}): send the profile's 64-hex key",
+                req.author
+            ),
+        )
+    })?;
+    let op_body = sync.prepare(author, req.action).await?;
+    let bytes = postcard::to_stdvec(&op_body)
+        .map_err(|e| Fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    ok(json!({ "body": hex::encode(bytes) }))
+}
+
+#[derive(Deserialize)]
+struct OpRequest {
+    op: String,
+}
+
+fn report_json(r: &Report) -> Value {
+    json!({
+        "applied": r.applied.iter().map(|h| h.to_hex()).collect::<Vec<_>>(),
+        "rejected": r.rejected.iter().map(|(h, why)| json!({
+            "op": h.to_hex(),
+            "reason": why.to_string(),
+        })).collect::<Vec<_>>(),
+        "waiting": r.waiting.iter().map(|(h, why)| json!({
+            "op": h.to_hex(),
+            "reason": format!("{why:?}"),
+        })).collect::<Vec<_>>(),
+        "duplicate": r.duplicate,
+    })
+}
+
+async fn submit(State(api): Shared, UrlPath(arg): UrlPath<String>, body: Bytes) -> Answer {
+    let (_, _, sync) = resolve(&api, &arg).await?;
+    let req: OpRequest = parse_body(&body)?;
+    let bytes = hex::decode(req.op.trim()).map_err(|e| {
+        Fail(
+            StatusCode::BAD_REQUEST,
+            format!("op is not hex ({e}): send hex of the encoded signed op"),
+        )
+    })?;
+    let op = Op::decode(&bytes).map_err(|e| Fail(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let hash = op.hash();
+    match sync.submit(op).await {
+        Ok(report) => {
+            let status = if report.rejected.is_empty() {
+                StatusCode::OK
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            Ok((status, axum::Json(report_json(&report))))
+        }
+        Err(SyncError::Rejected(why)) => Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(json!({
+                "error": format!("the op was refused: {why}"),
+                "applied": [],
+                "rejected": [{ "op": hash.to_hex(), "reason": why.to_string() }],
+                "waiting": [],
+                "duplicate": false,
+            })),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,257 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+//! The control API served on a temp socket over a real sync engine: reads,
+//! and the prepare → sign → submit write path.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use shoal_node::api::{self, ApiState, ApiTeam};
+use shoal_node::daemon::{Node, now_ms};
+use shoal_node::mesh::{Mesh, MeshConfig};
+use shoal_node::store::TeamRecord;
+use shoal_node::sync::{SyncConfig, SyncEngine};
+use shoal_protocol::model::{ProductKind, Role};
+use shoal_protocol::{Action, Op, OpBody, Replica, SecretKey, testkit};
+use tokio_util::sync::CancellationToken;
+
+async fn call(
+    sock: &Path,
+    method: Method,
+    route: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let stream = tokio::net::UnixStream::connect(sock).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let bytes = body
+        .map(|b| Bytes::from(serde_json::to_vec(&b).unwrap()))
+        .unwrap_or_default();
+    let req = Request::builder()
+        .method(method)
+        .uri(route)
+        .header("host", "shoal")
+        .header("connection", "close")
+        .header("content-type", "application/json")
+        .body(Full::new(bytes))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    drop(sender);
+    let _ = conn.await;
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+async fn prepare(
+    sock: &Path,
+    team: &str,
+    author: &SecretKey,
+    action: &Action,
+) -> (StatusCode, Value) {
+    call(
+        sock,
+        Method::POST,
+        &format!("/v1/teams/{team}/prepare"),
+        Some(json!({ "author": author.public().to_hex(), "action": action })),
+    )
+    .await
+}
+
+fn sign(answer: &Value, key: &SecretKey) -> Op {
+    let bytes = hex::decode(answer["body"].as_str().unwrap()).unwrap();
+    let body: OpBody = postcard::from_bytes(&bytes).unwrap();
+    body.sign(key).unwrap()
+}
+
+async fn submit(sock: &Path, team: &str, op: &Op) -> (StatusCode, Value) {
+    call(
+        sock,
+        Method::POST,
+        &format!("/v1/teams/{team}/ops"),
+        Some(json!({ "op": hex::encode(op.encode()) })),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn reads_and_the_prepare_sign_submit_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let node_key = SecretKey::from_seed(Node::open(dir.path()).unwrap().key_seed());
+    let owner = testkit::key(1);
+    let bob = testkit::key(2);
+    let now = now_ms();
+    let genesis = testkit::genesis(&owner, &node_key, now);
+    let mut r = Replica::from_genesis(genesis.clone()).unwrap();
+    let mut ops = vec![genesis];
+    ops.extend(
+        testkit::invite_and_join(
+            &mut r,
+            &owner,
+            node_key.public(),
+            &bob,
+            "bob",
+            Role::User,
+            None,
+            now + 10,
+        )
+        .unwrap(),
+    );
+    let team = r.team();
+    let mut node = Node::open(dir.path()).unwrap();
+    node.install_team(TeamRecord::new("team", [7; 32], now), ops.clone())
+        .unwrap();
+    let record = node.record(team).unwrap().unwrap();
+    let replica = node.take_replica(team).unwrap();
+    let cancel = CancellationToken::new();
+    let (mesh, events) = Mesh::spawn(
+        MeshConfig {
+            identity_seed: node.key_seed(),
+            psk: record.psk,
+            mdns: false,
+            agent_version: "shoal-test".into(),
+        },
+        cancel.child_token(),
+    )
+    .unwrap();
+    let engine = SyncEngine::spawn(
+        replica,
+        node.store(),
+        node.key(),
+        mesh.handle(),
+        events,
+        SyncConfig::default(),
+        cancel.child_token(),
+    )
+    .unwrap();
+
+    let sock = dir.path().join("run").join("api.sock");
+    let mut teams = BTreeMap::new();
+    teams.insert(
+        team,
+        ApiTeam {
+            name: "team".into(),
+            sync: engine.handle(),
+        },
+    );
+    let state = ApiState {
+        node: node.key(),
+        agent_version: "shoal/test".into(),
+        teams,
+    };
+    let api_cancel = cancel.child_token();
+    let server = api::serve(&sock, state.clone(), api_cancel.clone())
+        .await
+        .unwrap();
+    // A second server on the same socket is refused while the first answers.
+    let again = api::serve(&sock, state, CancellationToken::new()).await;
+    assert!(matches!(again, Err(api::ApiError::InUse(_))), "{again:?}");
+
+    let (s, v) = call(&sock, Method::GET, "/v1/node", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["key"], node.key().to_hex().as_str());
+    assert_eq!(v["agent_version"], "shoal/test");
+
+    let (s, v) = call(&sock, Method::GET, "/v1/teams", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v[0]["id"], team.to_hex().as_str());
+    assert_eq!(v[0]["ops"], ops.len());
+
+    // By name and by id.
+    let (s, by_name) = call(&sock, Method::GET, "/v1/teams/team", None).await;
+    assert_eq!(s, StatusCode::OK, "{by_name}");
+    let (_, by_id) = call(&sock, Method::GET, &format!("/v1/teams/{team}"), None).await;
+    assert_eq!(by_name, by_id);
+    assert_eq!(by_id["members"], 2);
+    assert_eq!(by_id["nodes"], 1);
+    assert_eq!(by_id["state_hash"].as_str().unwrap().len(), 64);
+
+    let (s, v) = call(&sock, Method::GET, "/v1/teams/team/members", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    let (s, v) = call(&sock, Method::GET, "/v1/teams/team/nodes", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v[0]["key"], node.key().to_hex().as_str());
+
+    let (s, v) = call(&sock, Method::GET, "/v1/teams/nope", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(
+        v["error"].as_str().unwrap().contains("shoal team list"),
+        "{v}"
+    );
+
+    // Prepare, sign here, submit: applied.
+    let c = engine.handle().next_context(owner.public()).await.unwrap();
+    let create = Action::ProductCreate {
+        id: c.new_id(0),
+        name: "web".into(),
+        kind: ProductKind::Simple,
+        description: String::new(),
+        version: Some(c.new_id(1)),
+    };
+    let (s, v) = prepare(&sock, "team", &owner, &create).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let op = sign(&v, &owner);
+    let (s, v) = submit(&sock, "team", &op).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["applied"], json!([op.hash().to_hex()]));
+    assert_eq!(engine.handle().op_count().await.unwrap(), ops.len() + 1);
+
+    // The rules refuse a user's admin-only action at prepare: 409.
+    let (s, v) = prepare(
+        &sock,
+        "team",
+        &bob,
+        &Action::RegistryRemove { id: "nope".into() },
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(!v["error"].as_str().unwrap().is_empty());
+
+    // A tampered op is refused at submit: 422 with the reason.
+    let c = engine.handle().next_context(owner.public()).await.unwrap();
+    let create = Action::ProductCreate {
+        id: c.new_id(0),
+        name: "db".into(),
+        kind: ProductKind::Simple,
+        description: String::new(),
+        version: Some(c.new_id(1)),
+    };
+    let (s, v) = prepare(&sock, "team", &owner, &create).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let mut op = sign(&v, &owner);
+    op.body.hlc.ms += 1;
+    let (s, v) = submit(&sock, "team", &op).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["rejected"][0]["op"], op.hash().to_hex().as_str());
+    assert!(v["error"].as_str().unwrap().contains("signature"), "{v}");
+
+    // Malformed requests get JSON errors.
+    let (s, v) = call(
+        &sock,
+        Method::POST,
+        "/v1/teams/team/ops",
+        Some(json!({"op": "zz"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"].is_string());
+    let (s, v) = call(&sock, Method::GET, "/v2/whatever", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(v["error"].is_string());
+
+    // Stop: the socket goes away.
+    api_cancel.cancel();
+    server.join().await.unwrap();
+    assert!(!sock.exists());
+    cancel.cancel();
+    engine.shutdown().await.unwrap();
+    mesh.join().await.unwrap();
+}
