@@ -382,6 +382,22 @@ fn next_index(
 // The store
 // ---------------------------------------------------------------------------
 
+/// The schema version stored in the `meta_v1` table.
+fn read_schema(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    p: &Path,
+) -> Result<u32, StoreError> {
+    let v = meta
+        .get(SCHEMA_KEY)
+        .at(p)?
+        .ok_or_else(|| corrupt(p, "it has no schema version"))?;
+    let bytes: [u8; 4] = v
+        .value()
+        .try_into()
+        .map_err(|_| corrupt(p, "its schema version is malformed"))?;
+    Ok(u32::from_be_bytes(bytes))
+}
+
 /// The node's durable store. Cheap to share behind an `Arc`: every method
 /// takes `&self`, reads run concurrently and writes are serialised.
 #[derive(Debug)]
@@ -437,16 +453,7 @@ impl Store {
             .map(|t| t.name().to_string())
             .collect();
         let found = if names.iter().any(|n| n == META.name()) {
-            let meta = txn.open_table(META).at(p)?;
-            let v = meta
-                .get(SCHEMA_KEY)
-                .at(p)?
-                .ok_or_else(|| corrupt(p, "it has no schema version"))?;
-            let bytes: [u8; 4] = v
-                .value()
-                .try_into()
-                .map_err(|_| corrupt(p, "its schema version is malformed"))?;
-            Some(u32::from_be_bytes(bytes))
+            Some(read_schema(&txn.open_table(META).at(p)?, p)?)
         } else if names.is_empty() {
             None
         } else {
@@ -518,16 +525,7 @@ impl Store {
     pub fn schema_version(&self) -> Result<u32, StoreError> {
         let p = &self.path;
         let txn = self.read()?;
-        let meta = txn.open_table(META).at(p)?;
-        let v = meta
-            .get(SCHEMA_KEY)
-            .at(p)?
-            .ok_or_else(|| corrupt(p, "it has no schema version"))?;
-        let bytes: [u8; 4] = v
-            .value()
-            .try_into()
-            .map_err(|_| corrupt(p, "its schema version is malformed"))?;
-        Ok(u32::from_be_bytes(bytes))
+        read_schema(&txn.open_table(META).at(p)?, p)
     }
 
     // -- teams --------------------------------------------------------------
