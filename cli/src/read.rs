@@ -135,35 +135,48 @@ pub async fn team_show(
     }
 }
 
+/// Fetches one of a team's list routes and prints it as JSON or as a table
+/// with one row per item.
+async fn team_listing(
+    client: &Client,
+    team: Option<&str>,
+    route: &str,
+    headers: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+    output: Output,
+    out: &mut impl Write,
+) -> Result<()> {
+    let team = pick_team(client, team).await?;
+    let v = client
+        .get(&format!("/v1/teams/{}/{route}", segment(&team)))
+        .await?;
+    match output {
+        Output::Json => json(out, &v),
+        Output::Table => {
+            let rows: Vec<Vec<String>> = list_of(&v).iter().map(row).collect();
+            table(out, headers, &rows)
+        }
+    }
+}
+
 pub async fn member_list(
     client: &Client,
     team: Option<&str>,
     output: Output,
     out: &mut impl Write,
 ) -> Result<()> {
-    let team = pick_team(client, team).await?;
-    let v = client
-        .get(&format!("/v1/teams/{}/members", segment(&team)))
-        .await?;
-    match output {
-        Output::Json => json(out, &v),
-        Output::Table => {
-            let rows: Vec<Vec<String>> = list_of(&v)
-                .iter()
-                .map(|m| {
-                    let email = str_of(m, "email");
-                    vec![
-                        str_of(m, "name"),
-                        str_of(m, "role"),
-                        short(&str_of(m, "key")),
-                        if email.is_empty() { "-".into() } else { email },
-                        status(m),
-                    ]
-                })
-                .collect();
-            table(out, &["NAME", "ROLE", "KEY", "EMAIL", "STATUS"], &rows)
-        }
-    }
+    let row = |m: &Value| {
+        let email = str_of(m, "email");
+        vec![
+            str_of(m, "name"),
+            str_of(m, "role"),
+            short(&str_of(m, "key")),
+            if email.is_empty() { "-".into() } else { email },
+            status(m),
+        ]
+    };
+    let headers = ["NAME", "ROLE", "KEY", "EMAIL", "STATUS"];
+    team_listing(client, team, "members", &headers, row, output, out).await
 }
 
 pub async fn node_list(
@@ -172,26 +185,15 @@ pub async fn node_list(
     output: Output,
     out: &mut impl Write,
 ) -> Result<()> {
-    let team = pick_team(client, team).await?;
-    let v = client
-        .get(&format!("/v1/teams/{}/nodes", segment(&team)))
-        .await?;
-    match output {
-        Output::Json => json(out, &v),
-        Output::Table => {
-            let rows: Vec<Vec<String>> = list_of(&v)
-                .iter()
-                .map(|n| {
-                    vec![
-                        str_of(n, "name"),
-                        str_of(n, "runtime"),
-                        short(&str_of(n, "key")),
-                        str_of(n, "agent_version"),
-                        status(n),
-                    ]
-                })
-                .collect();
-            table(out, &["NAME", "RUNTIME", "KEY", "AGENT", "STATUS"], &rows)
-        }
-    }
+    let row = |n: &Value| {
+        vec![
+            str_of(n, "name"),
+            str_of(n, "runtime"),
+            short(&str_of(n, "key")),
+            str_of(n, "agent_version"),
+            status(n),
+        ]
+    };
+    let headers = ["NAME", "RUNTIME", "KEY", "AGENT", "STATUS"];
+    team_listing(client, team, "nodes", &headers, row, output, out).await
 }
