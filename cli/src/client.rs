@@ -29,7 +29,6 @@ impl Client {
     }
 
     /// `POST route` with a JSON body.
-    #[allow(dead_code)]
     pub async fn post(&self, route: &str, body: &Value) -> Result<Value> {
         self.call(Method::POST, route, Some(body)).await
     }

@@ -4,8 +4,12 @@
 use std::io::Write as _;
 use std::path::Path;
 
-use anyhow::{Context as _, Result, bail};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
 use shoal_node::daemon::{self as node, Node};
+use shoal_node::service::{self, ServiceConfig};
+use shoal_node::sync::SyncConfig;
 use shoal_protocol::action::NewMember;
 use shoal_protocol::model::Runtime;
 
@@ -62,9 +66,6 @@ pub fn run(config_dir: &Path, socket: &Path, args: RunArgs, up: bool) -> Result<
             writeln!(out, "created team {team_name} ({team})")?;
         }
     }
-    if node.teams().is_empty() {
-        bail!("this node is in no team yet: run `shoal up` to create one");
-    }
     let listen: shoal_node::mesh::Multiaddr = args.listen.parse().with_context(|| {
         format!(
             "--listen {:?} is not a multiaddr such as /ip4/0.0.0.0/tcp/4001",
@@ -72,132 +73,51 @@ pub fn run(config_dir: &Path, socket: &Path, args: RunArgs, up: bool) -> Result<
         )
     })?;
     writeln!(out, "node {} (runtime {})", node.key(), runtime)?;
+    if node.teams().is_empty() {
+        writeln!(
+            out,
+            "this node is in no team yet: `shoal team create NAME`, `shoal team join TICKET` or `shoal node join TICKET`"
+        )?;
+    }
     out.flush()?;
     drop(out);
 
+    let config = ServiceConfig {
+        listen,
+        mdns: !args.no_mdns,
+        socket: socket.to_path_buf(),
+        name: args.name.clone().unwrap_or_else(host_name),
+        runtime,
+        sync: SyncConfig::default(),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(serve(node, listen, !args.no_mdns, socket))
+    rt.block_on(async move {
+        let shutdown = async {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        };
+        service::run(node, config, Arc::new(say), shutdown).await
+    })
+    .context("the daemon stopped with an error")
 }
 
 /// Prints a status line; a closed stdout must not stop the daemon.
-fn say(line: std::fmt::Arguments<'_>) {
+fn say(line: String) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
-}
-
-/// Runs one mesh and one sync engine per team, and the control API over
-/// them, until SIGINT or SIGTERM; then stops the API, then the engines (they
-/// snapshot on the way out).
-async fn serve(
-    mut node: Node,
-    listen: shoal_node::mesh::Multiaddr,
-    mdns: bool,
-    socket: &Path,
-) -> Result<()> {
-    use shoal_node::api::{self, ApiState, ApiTeam};
-    use shoal_node::mesh::{Mesh, MeshConfig};
-    use shoal_node::sync::{SyncConfig, SyncEngine};
-    use tokio::signal::unix::{SignalKind, signal};
-    use tokio_util::sync::CancellationToken;
-
-    let cancel = CancellationToken::new();
-    let mut running = Vec::new();
-    let agent_version = format!("shoal/{}", env!("CARGO_PKG_VERSION"));
-    let mut api_state = ApiState {
-        node: node.key(),
-        agent_version: agent_version.clone(),
-        teams: Default::default(),
-    };
-    let teams: Vec<_> = node.teams().keys().copied().collect();
-    for team in teams {
-        let record = node
-            .record(team)?
-            .with_context(|| format!("team {team} has no record in the store"))?;
-        let Some(replica) = node.take_replica(team) else {
-            continue;
-        };
-        let name = replica
-            .state()
-            .info()
-            .map(|i| i.name.clone())
-            .unwrap_or_default();
-        let ops = replica.ops().len();
-        let (mesh, events) = Mesh::spawn(
-            MeshConfig {
-                identity_seed: node.key_seed(),
-                psk: record.psk,
-                mdns,
-                agent_version: agent_version.clone(),
-            },
-            cancel.child_token(),
-        )?;
-        let addrs = mesh
-            .handle()
-            .listen(listen.clone())
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        let sync = SyncEngine::spawn(
-            replica,
-            node.store(),
-            node.key(),
-            mesh.handle(),
-            events,
-            SyncConfig::default(),
-            cancel.child_token(),
-        )?;
-        say(format_args!("team {name} ({team}): {ops} ops"));
-        api_state.teams.insert(
-            team,
-            ApiTeam {
-                name,
-                sync: sync.handle(),
-            },
-        );
-        for a in addrs {
-            say(format_args!(
-                "listening on {a}/p2p/{}",
-                mesh.local_peer_id()
-            ));
-        }
-        running.push((mesh, sync));
-    }
-    let api_cancel = cancel.child_token();
-    let server = match api::serve(socket, api_state, api_cancel.clone()).await {
-        Ok(s) => s,
-        Err(e) => {
-            cancel.cancel();
-            for (mesh, sync) in running {
-                let _ = sync.shutdown().await;
-                let _ = mesh.join().await;
-            }
-            return Err(e).context("cannot start the control API");
-        }
-    };
-    say(format_args!("control socket {}", server.path().display()));
-    say(format_args!("ready; data in {}", node.data_dir().display()));
-
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    api_cancel.cancel();
-    let api_done = server.join().await;
-    cancel.cancel();
-    for (mesh, sync) in running {
-        sync.shutdown()
-            .await
-            .context("the sync engine did not stop cleanly")?;
-        mesh.join().await.context("the mesh did not stop cleanly")?;
-    }
-    node.snapshot_all()
-        .context("cannot save the final snapshot")?;
-    api_done.context("the control API did not stop cleanly")?;
-    say(format_args!("stopped"));
-    Ok(())
 }

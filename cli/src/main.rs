@@ -6,11 +6,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
+use shoal_protocol::model::{Role, Runtime};
 
 mod client;
 mod daemon;
 mod profile;
 mod read;
+mod write;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -91,6 +93,23 @@ enum NodeCmd {
     Run(RunArgs),
     /// Lists the nodes of a team.
     List,
+    /// Makes a ticket for a new node and prints the install command; the
+    /// ticket alone is the last line.
+    Add {
+        name: String,
+        /// docker, kubernetes or none.
+        #[arg(long, default_value = "docker")]
+        runtime: String,
+        /// How long the ticket works (e.g. 30m, 24h, 7d).
+        #[arg(long, default_value = "24h")]
+        expires: String,
+    },
+    /// Enrolls this machine's daemon as a node, with a ticket from `node add`.
+    Join { ticket: String },
+    /// Shows one node: key, runtime, status, agent, addresses.
+    Show { node: String },
+    /// Removes a node from the team (it is disconnected at once).
+    Remove { node: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -102,12 +121,30 @@ enum TeamCmd {
         /// Team name or id (default: --team, else the daemon's only team).
         team: Option<String>,
     },
+    /// Creates a team owned by your profile, with this node as its first node.
+    Create { name: String },
+    /// Makes a single-use member ticket; the ticket is the last line.
+    Invite {
+        /// The new member's role: admin or user.
+        #[arg(long, default_value = "user")]
+        role: String,
+        /// How long the ticket works (e.g. 30m, 24h, 7d).
+        #[arg(long, default_value = "24h")]
+        expires: String,
+    },
+    /// Joins a team with a ticket from `team invite`: your profile becomes a
+    /// member and this machine's daemon one of the team's nodes.
+    Join { ticket: String },
 }
 
 #[derive(Subcommand, Debug)]
 enum MemberCmd {
     /// Lists the members of a team.
     List,
+    /// Changes a member's role (admin or user).
+    Role { member: String, role: String },
+    /// Removes a member from the team.
+    Remove { member: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -177,11 +214,118 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &socket,
             )?
         }
+        Command::Team(TeamCmd::Create { name }) => ask(
+            |c| async move { write::team_create(c, &dir, &name, &mut out).await },
+            &socket,
+        )?,
+        Command::Team(TeamCmd::Invite { role, expires }) => {
+            let role = parse_role(&role)?;
+            let life = write::parse_lifetime(&expires)?;
+            let team = cli.team;
+            ask(
+                |c| async move {
+                    let s = write::Session::open(c, &dir, team.as_deref()).await?;
+                    write::team_invite(&s, role, life, &mut out).await
+                },
+                &socket,
+            )?
+        }
+        Command::Team(TeamCmd::Join { ticket }) => ask(
+            |c| async move { write::team_join(c, &dir, &ticket, &mut out).await },
+            &socket,
+        )?,
+        Command::Member(MemberCmd::Role { member, role }) => {
+            let role = parse_role(&role)?;
+            let team = cli.team;
+            ask(
+                |c| async move {
+                    let s = write::Session::open(c, &dir, team.as_deref()).await?;
+                    write::member_role(&s, &member, role, &mut out).await
+                },
+                &socket,
+            )?
+        }
+        Command::Member(MemberCmd::Remove { member }) => {
+            let team = cli.team;
+            ask(
+                |c| async move {
+                    let s = write::Session::open(c, &dir, team.as_deref()).await?;
+                    write::member_remove(&s, &member, &mut out).await
+                },
+                &socket,
+            )?
+        }
+        Command::Node(NodeCmd::Add {
+            name,
+            runtime,
+            expires,
+        }) => {
+            let runtime = Runtime::parse(&runtime).ok_or_else(|| {
+                Usage(format!(
+                    "unknown runtime {runtime:?}: use docker, kubernetes or none"
+                ))
+            })?;
+            let life = write::parse_lifetime(&expires)?;
+            let team = cli.team;
+            ask(
+                |c| async move {
+                    let s = write::Session::open(c, &dir, team.as_deref()).await?;
+                    write::node_add(&s, &name, runtime, life, &mut out).await
+                },
+                &socket,
+            )?
+        }
+        Command::Node(NodeCmd::Join { ticket }) => ask(
+            |c| async move { write::node_join(c, &ticket, &mut out).await },
+            &socket,
+        )?,
+        Command::Node(NodeCmd::Show { node }) => {
+            let team = cli.team;
+            let json_out = cli.output == Output::Json;
+            ask(
+                |c| async move {
+                    write::node_show(&c, team.as_deref(), &node, json_out, &mut out).await
+                },
+                &socket,
+            )?
+        }
+        Command::Node(NodeCmd::Remove { node }) => {
+            let team = cli.team;
+            ask(
+                |c| async move {
+                    let s = write::Session::open(c, &dir, team.as_deref()).await?;
+                    write::node_remove(&s, &node, &mut out).await
+                },
+                &socket,
+            )?
+        }
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "shoal", &mut out);
         }
     }
     Ok(())
+}
+
+/// A usage error (exit code 2) found after parsing.
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+fn parse_role(s: &str) -> anyhow::Result<Role> {
+    match Role::parse(s) {
+        Some(Role::Owner) => {
+            Err(Usage("a team has exactly one owner: the role is admin or user".into()).into())
+        }
+        Some(r) => Ok(r),
+        None => Err(Usage(format!("unknown role {s:?}: use admin or user")).into()),
+    }
 }
 
 /// Runs one request-answer exchange with the daemon on `socket`.
@@ -214,7 +358,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            if e.downcast_ref::<Usage>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::Output;
 use crate::client::Client;
 
 /// Percent-encodes one path segment.
-fn segment(s: &str) -> String {
+pub(crate) fn segment(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -23,7 +23,7 @@ fn segment(s: &str) -> String {
 }
 
 /// The team a command is about: the one given, else the daemon's only team.
-async fn pick_team(client: &Client, given: Option<&str>) -> Result<String> {
+pub(crate) async fn pick_team(client: &Client, given: Option<&str>) -> Result<String> {
     if let Some(t) = given {
         return Ok(t.to_string());
     }
@@ -31,7 +31,9 @@ async fn pick_team(client: &Client, given: Option<&str>) -> Result<String> {
     let teams = list.as_array().map(Vec::as_slice).unwrap_or_default();
     match teams {
         [only] => Ok(str_of(only, "id")),
-        [] => bail!("this daemon holds no team: create one with `shoal up`"),
+        [] => bail!(
+            "this daemon holds no team: create one with `shoal team create NAME` or join one with `shoal team join TICKET`"
+        ),
         many => {
             let names: Vec<String> = many.iter().map(|t| str_of(t, "name")).collect();
             bail!(
@@ -42,7 +44,7 @@ async fn pick_team(client: &Client, given: Option<&str>) -> Result<String> {
     }
 }
 
-fn str_of(v: &Value, field: &str) -> String {
+pub(crate) fn str_of(v: &Value, field: &str) -> String {
     match v.get(field) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Null) | None => String::new(),

@@ -24,14 +24,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shoal_protocol::model::TeamState;
+use shoal_protocol::action::NewMember;
+use shoal_protocol::model::{Runtime, TeamState};
 use shoal_protocol::replica::PrepareError;
+use shoal_protocol::ticket::Ticket;
 use shoal_protocol::{Action, Op, PublicKey, Report, TeamId};
 use tokio::net::UnixListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::sync::{SyncError, SyncHandle};
+use crate::join::JoinError;
+use crate::service::{ServiceError, ServiceHandle, TeamEntry, TeamMap};
+use crate::sync::SyncError;
 
 /// Largest request body accepted (an op is at most 4 MiB, twice that in hex).
 const MAX_BODY: usize = 9 * 1024 * 1024;
@@ -69,22 +73,24 @@ pub enum ApiError {
     Task(String),
 }
 
-/// One team the daemon serves.
-#[derive(Debug, Clone)]
-pub struct ApiTeam {
-    /// The team's name when the daemon started (the live name is read from
-    /// the state when there is one).
-    pub name: String,
-    pub sync: SyncHandle,
-}
-
-/// What the API serves: the node and its teams.
+/// What the API serves: the node, its teams and the service that runs them.
 #[derive(Debug, Clone)]
 pub struct ApiState {
     pub node: PublicKey,
+    /// This node's name in teams it creates or joins.
+    pub name: String,
+    pub runtime: Runtime,
     /// Sent as `agent_version` by `GET /v1/node`.
     pub agent_version: String,
-    pub teams: BTreeMap<TeamId, ApiTeam>,
+    pub teams: TeamMap,
+    pub service: ServiceHandle,
+}
+
+impl ApiState {
+    /// A copy of the live team table (entries are cheap handles).
+    fn teams(&self) -> BTreeMap<TeamId, TeamEntry> {
+        self.teams.read().map(|m| m.clone()).unwrap_or_default()
+    }
 }
 
 /// The running control API.
@@ -172,8 +178,14 @@ async fn bind(path: &Path) -> Result<UnixListener, ApiError> {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/node", get(node))
-        .route("/v1/teams", get(teams))
+        .route("/v1/teams", get(teams).post(create_team))
+        .route("/v1/teams/genesis", post(genesis))
         .route("/v1/teams/{team}", get(team))
+        .route("/v1/teams/{team}/bootstrap", get(bootstrap))
+        .route("/v1/teams/{team}/ids", post(ids))
+        .route("/v1/teams/{team}/peers", get(peers))
+        .route("/v1/join", post(join))
+        .route("/v1/join/{team}", post(finish_join))
         .route("/v1/teams/{team}/members", get(members))
         .route("/v1/teams/{team}/nodes", get(nodes))
         .route("/v1/teams/{team}/prepare", post(prepare))
@@ -192,6 +204,28 @@ struct Fail(StatusCode, String);
 impl IntoResponse for Fail {
     fn into_response(self) -> Response {
         (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<ServiceError> for Fail {
+    fn from(e: ServiceError) -> Self {
+        let status = match &e {
+            ServiceError::Ticket(_) | ServiceError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ServiceError::AlreadyIn(_) => StatusCode::CONFLICT,
+            ServiceError::NoPendingJoin(_) => StatusCode::NOT_FOUND,
+            ServiceError::Join(JoinError::Refused(_) | JoinError::WrongTeam) => {
+                StatusCode::FORBIDDEN
+            }
+            ServiceError::Join(_) => StatusCode::BAD_GATEWAY,
+            ServiceError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ServiceError::Closed => StatusCode::SERVICE_UNAVAILABLE,
+            ServiceError::Sync(SyncError::Prepare(PrepareError::Rule(_)))
+            | ServiceError::Daemon(crate::daemon::DaemonError::Prepare(PrepareError::Rule(_))) => {
+                StatusCode::CONFLICT
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Fail(status, e.to_string())
     }
 }
 
@@ -228,18 +262,19 @@ fn team_name(state: &TeamState, fallback: &str) -> String {
 }
 
 /// Finds a team by id (hex) or by name.
-async fn resolve(api: &ApiState, arg: &str) -> Result<(TeamId, TeamState, SyncHandle), Fail> {
+async fn resolve(api: &ApiState, arg: &str) -> Result<(TeamId, TeamState, TeamEntry), Fail> {
+    let teams = api.teams();
     if let Ok(id) = arg.parse::<TeamId>()
-        && let Some(t) = api.teams.get(&id)
+        && let Some(t) = teams.get(&id)
     {
         let state = t.sync.state().await?;
-        return Ok((id, state, t.sync.clone()));
+        return Ok((id, state, t.clone()));
     }
     let mut found = Vec::new();
-    for (id, t) in &api.teams {
+    for (id, t) in &teams {
         let state = t.sync.state().await?;
         if team_name(&state, &t.name) == arg {
-            found.push((*id, state, t.sync.clone()));
+            found.push((*id, state, t.clone()));
         }
     }
     match found.len() {
@@ -258,13 +293,16 @@ async fn resolve(api: &ApiState, arg: &str) -> Result<(TeamId, TeamState, SyncHa
 async fn node(State(api): Shared) -> Answer {
     ok(json!({
         "key": api.node.to_hex(),
+        "name": api.name,
+        "runtime": api.runtime.to_string(),
         "agent_version": api.agent_version,
+        "teams": api.teams().len(),
     }))
 }
 
 async fn teams(State(api): Shared) -> Answer {
     let mut list = Vec::new();
-    for (id, t) in &api.teams {
+    for (id, t) in &api.teams() {
         let state = t.sync.state().await?;
         list.push(json!({
             "id": id.to_hex(),
@@ -276,11 +314,11 @@ async fn teams(State(api): Shared) -> Answer {
 }
 
 async fn team(State(api): Shared, UrlPath(arg): UrlPath<String>) -> Answer {
-    let (id, state, sync) = resolve(&api, &arg).await?;
-    let fallback = api.teams.get(&id).map(|t| t.name.as_str()).unwrap_or("");
+    let (id, state, entry) = resolve(&api, &arg).await?;
+    let sync = &entry.sync;
     ok(json!({
         "id": id.to_hex(),
-        "name": team_name(&state, fallback),
+        "name": team_name(&state, &entry.name),
         "members": state.members.values().filter(|m| m.removed.is_none()).count(),
         "nodes": state.nodes.values().filter(|n| n.removed.is_none()).count(),
         "ops": sync.op_count().await?,
@@ -321,7 +359,8 @@ struct PrepareRequest {
 }
 
 async fn prepare(State(api): Shared, UrlPath(arg): UrlPath<String>, body: Bytes) -> Answer {
-    let (_, _, sync) = resolve(&api, &arg).await?;
+    let (_, _, entry) = resolve(&api, &arg).await?;
+    let sync = entry.sync;
     let req: PrepareRequest = parse_body(&body)?;
     let author: PublicKey = req.author.parse().map_err(|e| {
         Fail(
@@ -359,15 +398,10 @@ fn report_json(r: &Report) -> Value {
 }
 
 async fn submit(State(api): Shared, UrlPath(arg): UrlPath<String>, body: Bytes) -> Answer {
-    let (_, _, sync) = resolve(&api, &arg).await?;
+    let (_, _, entry) = resolve(&api, &arg).await?;
+    let sync = entry.sync;
     let req: OpRequest = parse_body(&body)?;
-    let bytes = hex::decode(req.op.trim()).map_err(|e| {
-        Fail(
-            StatusCode::BAD_REQUEST,
-            format!("op is not hex ({e}): send hex of the encoded signed op"),
-        )
-    })?;
-    let op = Op::decode(&bytes).map_err(|e| Fail(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let op = decode_op(&req.op)?;
     let hash = op.hash();
     match sync.submit(op).await {
         Ok(report) => {
@@ -390,4 +424,145 @@ async fn submit(State(api): Shared, UrlPath(arg): UrlPath<String>, body: Bytes) 
         )),
         Err(e) => Err(e.into()),
     }
+}
+
+fn decode_op(hex_op: &str) -> Result<Op, Fail> {
+    let bytes = hex::decode(hex_op.trim()).map_err(|e| {
+        Fail(
+            StatusCode::BAD_REQUEST,
+            format!("op is not hex ({e}): send hex of the encoded signed op"),
+        )
+    })?;
+    Op::decode(&bytes).map_err(|e| Fail(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+fn body_hex(body: &shoal_protocol::OpBody) -> Result<String, Fail> {
+    postcard::to_stdvec(body)
+        .map(hex::encode)
+        .map_err(|e| Fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+#[derive(Deserialize)]
+struct GenesisRequest {
+    name: String,
+    owner: NewMember,
+}
+
+async fn genesis(State(api): Shared, body: Bytes) -> Answer {
+    let req: GenesisRequest = parse_body(&body)?;
+    let op_body = api.service.genesis_body(req.name, req.owner).await?;
+    ok(json!({ "body": body_hex(&op_body)? }))
+}
+
+async fn create_team(State(api): Shared, body: Bytes) -> Answer {
+    let req: OpRequest = parse_body(&body)?;
+    let op = decode_op(&req.op)?;
+    let (id, name) = api.service.create_team(op).await?;
+    ok(json!({ "id": id.to_hex(), "name": name }))
+}
+
+/// What a ticket needs from this node: the team's network key and where to
+/// reach it (this node first, then other nodes the team knows addresses of).
+async fn bootstrap(State(api): Shared, UrlPath(arg): UrlPath<String>) -> Answer {
+    let (id, state, entry) = resolve(&api, &arg).await?;
+    let mut addrs = entry.addrs.clone();
+    let me = api.node.to_hex();
+    for n in state.nodes.values() {
+        if n.removed.is_some() || n.key == me {
+            continue;
+        }
+        let Ok(key) = n.key.parse::<PublicKey>() else {
+            continue;
+        };
+        let Ok(peer) = crate::mesh::peer_id_from_key(&key) else {
+            continue;
+        };
+        addrs.extend(
+            n.addresses
+                .iter()
+                .take(2)
+                .map(|a| format!("{a}/p2p/{peer}")),
+        );
+        if addrs.len() >= 8 {
+            break;
+        }
+    }
+    ok(json!({
+        "id": id.to_hex(),
+        "name": team_name(&state, &entry.name),
+        "psk": hex::encode(entry.psk),
+        "bootstrap": addrs,
+    }))
+}
+
+#[derive(Deserialize)]
+struct IdsRequest {
+    author: String,
+    #[serde(default = "one")]
+    count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The ids the next op of `author` on this node will give the entities it
+/// creates (ids derive from the op's log and seq).
+async fn ids(State(api): Shared, UrlPath(arg): UrlPath<String>, body: Bytes) -> Answer {
+    let (_, _, entry) = resolve(&api, &arg).await?;
+    let req: IdsRequest = parse_body(&body)?;
+    let author: PublicKey = req.author.parse().map_err(|e| {
+        Fail(
+            StatusCode::BAD_REQUEST,
+            format!("author {:?} is not a public key ({e})", req.author),
+        )
+    })?;
+    let ctx = entry.sync.next_context(author).await?;
+    let ids: Vec<String> = (0..req.count.min(64)).map(|k| ctx.new_id(k)).collect();
+    ok(json!({ "ids": ids }))
+}
+
+/// The team's peers this node is connected to, as node keys.
+async fn peers(State(api): Shared, UrlPath(arg): UrlPath<String>) -> Answer {
+    let (_, _, entry) = resolve(&api, &arg).await?;
+    let peers = entry
+        .mesh
+        .peers()
+        .await
+        .map_err(|e| Fail(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let keys: Vec<String> = peers
+        .iter()
+        .filter_map(|p| crate::mesh::key_from_peer_id(p).ok())
+        .map(|k| k.to_hex())
+        .collect();
+    ok(json!({ "peers": keys }))
+}
+
+#[derive(Deserialize)]
+struct JoinRequestBody {
+    ticket: String,
+    #[serde(default)]
+    member: Option<NewMember>,
+}
+
+async fn join(State(api): Shared, body: Bytes) -> Answer {
+    let req: JoinRequestBody = parse_body(&body)?;
+    let ticket =
+        Ticket::decode(&req.ticket).map_err(|e| Fail(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let step = api.service.join(ticket, req.member).await?;
+    let body = match &step.body {
+        Some(b) => Value::String(body_hex(b)?),
+        None => Value::Null,
+    };
+    ok(json!({ "team": step.team.to_hex(), "name": step.name, "body": body }))
+}
+
+async fn finish_join(State(api): Shared, UrlPath(arg): UrlPath<String>, body: Bytes) -> Answer {
+    let team: TeamId = arg
+        .parse()
+        .map_err(|_| Fail(StatusCode::BAD_REQUEST, format!("{arg:?} is not a team id")))?;
+    let req: OpRequest = parse_body(&body)?;
+    let op = decode_op(&req.op)?;
+    let step = api.service.finish_join(team, op).await?;
+    ok(json!({ "team": step.team.to_hex(), "name": step.name }))
 }

@@ -43,6 +43,8 @@ pub enum DaemonError {
     Random(String),
     #[error("this node already holds team {0}")]
     TeamExists(String),
+    #[error("cannot sign: {0}")]
+    Sign(String),
 }
 
 /// 32 random bytes from the operating system.
@@ -235,6 +237,39 @@ impl Node {
             .put_snapshot(team, entries.len() as u64, &replica.save_doc())?;
         self.teams.insert(team, replica);
         Ok(team)
+    }
+
+    /// Signs an op body with the node key (ops the node makes in its own
+    /// name: joins, address updates, deployment reports).
+    pub fn sign(&self, body: OpBody) -> Result<Op, DaemonError> {
+        body.sign(&self.key)
+            .map_err(|e| DaemonError::Sign(e.to_string()))
+    }
+
+    /// Commits a team this node has just joined: its record, every applied
+    /// op in application order, its quarantine and a snapshot. The replica
+    /// stays with the caller.
+    pub fn persist_team(&self, record: &TeamRecord, replica: &Replica) -> Result<(), DaemonError> {
+        let team = replica.team();
+        if self.store.team(team)?.is_some() {
+            return Err(DaemonError::TeamExists(team.short()));
+        }
+        let entries: Vec<_> = replica
+            .ops()
+            .iter()
+            .map(|a| (a.hash, a.op.log(), a.op.body.seq, a.op.encode()))
+            .collect();
+        self.store.append_ops(team, &entries)?;
+        for (hash, q) in replica.quarantine() {
+            self.store
+                .put_quarantined(team, *hash, &q.reason.to_string(), &q.op.encode())?;
+        }
+        self.store
+            .put_snapshot(team, entries.len() as u64, &replica.save_doc())?;
+        // The record last: a team without one is not loaded at start, so a
+        // crash half-way leaves nothing that looks joined.
+        self.store.put_team(team, record)?;
+        Ok(())
     }
 
     /// Snapshots every team whose snapshot is behind, so the next start is fast.

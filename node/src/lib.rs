@@ -2,6 +2,8 @@
 
 pub mod api;
 pub mod daemon;
+pub mod join;
 pub mod mesh;
+pub mod service;
 pub mod store;
 pub mod sync;

@@ -568,6 +568,44 @@ impl Store {
         Ok(out)
     }
 
+    /// Removes `team` and everything of it (record, ops, order, logs,
+    /// quarantine, snapshot) in one transaction. Used to undo a join that
+    /// the team refused.
+    pub fn delete_team(&self, team: TeamId) -> Result<(), StoreError> {
+        let p = &self.path;
+        let txn = self.write()?;
+        {
+            txn.open_table(TEAMS).at(p)?.remove(&team.0).at(p)?;
+            txn.open_table(SNAPSHOTS).at(p)?.remove(&team.0).at(p)?;
+            let (lo, hi) = (
+                op_key(&team, &OpHash([0; 32])),
+                op_key(&team, &OpHash([0xff; 32])),
+            );
+            txn.open_table(OPS)
+                .at(p)?
+                .retain_in::<&[u8; 64], _>(&lo..=&hi, |_, _| false)
+                .at(p)?;
+            txn.open_table(QUARANTINE)
+                .at(p)?
+                .retain_in::<&[u8; 64], _>(&lo..=&hi, |_, _| false)
+                .at(p)?;
+            let (lo, hi) = (order_key(&team, 0), order_key(&team, u64::MAX));
+            txn.open_table(ORDER)
+                .at(p)?
+                .retain_in::<&[u8; 40], _>(&lo..=&hi, |_, _| false)
+                .at(p)?;
+            let mut lo = [0u8; 104];
+            let mut hi = [0xffu8; 104];
+            lo[..32].copy_from_slice(&team.0);
+            hi[..32].copy_from_slice(&team.0);
+            txn.open_table(LOGS)
+                .at(p)?
+                .retain_in::<&[u8; 104], _>(&lo..=&hi, |_, _| false)
+                .at(p)?;
+        }
+        txn.commit().at(p)
+    }
+
     // -- ops ----------------------------------------------------------------
 
     /// Appends applied ops of `team`, in the order they were applied, in one
@@ -922,6 +960,36 @@ mod tests {
             !format!("{b:?}").contains("2, 2"),
             "psk must not be printed"
         );
+    }
+
+    #[test]
+    fn delete_team_removes_only_that_team() {
+        let (_dir, path) = temp();
+        let store = Store::open(&path).unwrap();
+        for t in [team(1), team(2)] {
+            store
+                .put_team(t, &TeamRecord::new("x", [1; 32], 0))
+                .unwrap();
+            store
+                .append_ops(t, &[entry(1, 1, 1), entry(2, 1, 2)])
+                .unwrap();
+            store.put_quarantined(t, hash(9), "bad", &[9]).unwrap();
+            store.put_snapshot(t, 2, &[1, 2, 3]).unwrap();
+        }
+        store.delete_team(team(1)).unwrap();
+        assert_eq!(store.team(team(1)).unwrap(), None);
+        assert_eq!(store.op_count(team(1)).unwrap(), 0);
+        assert!(store.ops_in_order(team(1)).unwrap().is_empty());
+        assert!(store.quarantined(team(1)).unwrap().is_empty());
+        assert!(store.snapshot(team(1)).unwrap().is_none());
+        assert_eq!(store.log_head(team(1), log(1)).unwrap(), None);
+        assert_eq!(store.get_op(team(1), hash(1)).unwrap(), None);
+        // The other team is untouched, and the deleted one can come back.
+        assert_eq!(store.op_count(team(2)).unwrap(), 2);
+        assert_eq!(store.quarantined(team(2)).unwrap().len(), 1);
+        assert_eq!(store.log_head(team(2), log(1)).unwrap(), Some(2));
+        store.append_ops(team(1), &[entry(1, 1, 1)]).unwrap();
+        assert_eq!(store.op_count(team(1)).unwrap(), 1);
     }
 
     #[test]

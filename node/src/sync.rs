@@ -21,7 +21,8 @@
 //! - keeps the mesh allow list equal to the team's current nodes (without
 //!   this one), so a removed node is disconnected at once;
 //! - snapshots the document every [`SNAPSHOT_EVERY`] ops and at shutdown;
-//! - refuses join requests: admitting newcomers is not part of replication.
+//! - admits newcomers holding a ticket ([`crate::join`]): shows them the
+//!   team's ops while their invite is good, and applies their join op.
 //!
 //! Network calls (requests to peers, pushes) run in tasks of their own and
 //! report back through an internal channel: the actor never waits on a peer,
@@ -35,8 +36,9 @@ use std::time::Duration;
 use libp2p::{Multiaddr, PeerId};
 use shoal_protocol::model::TeamState;
 use shoal_protocol::replica::{PrepareError, VersionVector};
+use shoal_protocol::rules;
 use shoal_protocol::{
-    Action, Op, OpBody, OpContext, OpHash, PublicKey, Rejection, Replica, Report, TeamId,
+    Action, Hlc, Op, OpBody, OpContext, OpHash, PublicKey, Rejection, Replica, Report, TeamId,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
@@ -44,7 +46,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use crate::daemon::{SNAPSHOT_EVERY, now_ms};
-use crate::mesh::wire::split_batches;
+use crate::join::{self, JoinAnswer, JoinMsg};
+use crate::mesh::wire::{self, split_batches};
 use crate::mesh::{JoinReply, MeshEvent, MeshHandle, SyncRequest, SyncResponse, peer_id_from_key};
 use crate::store::{OpEntry, Store, StoreError};
 
@@ -458,11 +461,114 @@ impl Actor {
                     self.after_change().await;
                 }
             }
-            MeshEvent::Join { peer, reply, .. } => {
-                debug!(%peer, "join request: not served by the sync engine");
-                let _ = reply.send(JoinReply::Refused(
-                    "this node does not admit new members or nodes".into(),
-                ));
+            MeshEvent::Join {
+                peer,
+                request,
+                reply,
+            } => {
+                let (answer, changed) = self.join_request(peer, &request.payload);
+                let answer = match answer {
+                    Ok(a) => match wire::encode(&a) {
+                        Ok(bytes) => JoinReply::Accepted(bytes),
+                        Err(e) => JoinReply::Refused(format!("cannot encode the answer: {e}")),
+                    },
+                    Err(why) => {
+                        debug!(%peer, team = %self.team.short(), "join refused: {why}");
+                        JoinReply::Refused(why)
+                    }
+                };
+                let _ = reply.send(answer);
+                if changed {
+                    self.after_change().await;
+                }
+            }
+        }
+    }
+
+    /// Answers a join message from a ticket holder (see [`crate::join`]).
+    /// Returns the answer (or why it is refused) and whether the state changed.
+    fn join_request(&mut self, peer: PeerId, payload: &[u8]) -> (Result<JoinAnswer, String>, bool) {
+        let msg = match wire::decode::<JoinMsg>(payload) {
+            Ok(m) => m,
+            Err(e) => return (Err(format!("malformed join message: {e}")), false),
+        };
+        let now = Hlc::new(now_ms(), u32::MAX);
+        match msg {
+            JoinMsg::Fetch {
+                team,
+                invite,
+                newcomer,
+                proof,
+                have,
+            } => {
+                if team != self.team {
+                    return (Err("this node serves another team".into()), false);
+                }
+                let checked = rules::check_ticket(
+                    self.replica.state(),
+                    &team,
+                    &invite,
+                    &newcomer,
+                    &proof,
+                    now,
+                );
+                match checked {
+                    Ok(_) => (Ok(join::fetch_page(&self.replica, &have)), false),
+                    Err(e) => (Err(e.to_string()), false),
+                }
+            }
+            JoinMsg::Submit { team, op } => {
+                if team != self.team {
+                    return (Err("this node serves another team".into()), false);
+                }
+                let op = match Op::decode(&op) {
+                    Ok(op) => op,
+                    Err(e) => return (Err(format!("malformed op: {e}")), false),
+                };
+                // Only a join op, for a ticket that is still good, is taken
+                // from a stranger: nothing else reaches the replica (or its
+                // quarantine) through this door.
+                let ticket = match &op.body.action {
+                    Action::MemberJoin {
+                        invite,
+                        member,
+                        proof,
+                        ..
+                    } => (invite, member.key, proof),
+                    Action::NodeJoin {
+                        invite,
+                        node,
+                        proof,
+                        ..
+                    } => (invite, node.key, proof),
+                    _ => return (Err("only a join op can be submitted here".into()), false),
+                };
+                let checked = rules::check_ticket(
+                    self.replica.state(),
+                    &team,
+                    ticket.0,
+                    &ticket.1,
+                    ticket.2,
+                    now,
+                );
+                if let Err(e) = checked {
+                    return (Err(e.to_string()), false);
+                }
+                let hash = op.hash();
+                match self.submit(op) {
+                    Ok(report) if self.replica.has(&hash) => {
+                        debug!(%peer, team = %self.team.short(), applied = report.applied.len(), "admitted a newcomer");
+                        (Ok(JoinAnswer::Admitted), true)
+                    }
+                    Ok(_) => (
+                        Err(
+                            "the join op depends on ops this node does not hold yet: try again"
+                                .into(),
+                        ),
+                        false,
+                    ),
+                    Err(e) => (Err(e.to_string()), false),
+                }
             }
         }
     }

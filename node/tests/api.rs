@@ -3,20 +3,20 @@
 //! The control API served on a temp socket over a real sync engine: reads,
 //! and the prepare → sign → submit write path.
 
-use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use shoal_node::api::{self, ApiState, ApiTeam};
+use shoal_node::api;
 use shoal_node::daemon::{Node, now_ms};
-use shoal_node::mesh::{Mesh, MeshConfig};
+use shoal_node::service::{self, ServiceConfig, ServiceError};
 use shoal_node::store::TeamRecord;
-use shoal_node::sync::{SyncConfig, SyncEngine};
-use shoal_protocol::model::{ProductKind, Role};
+use shoal_node::sync::SyncConfig;
+use shoal_protocol::model::{ProductKind, Role, Runtime};
 use shoal_protocol::{Action, Op, OpBody, Replica, SecretKey, testkit};
 use tokio_util::sync::CancellationToken;
 
@@ -81,6 +81,18 @@ async fn submit(sock: &Path, team: &str, op: &Op) -> (StatusCode, Value) {
     .await
 }
 
+async fn new_ids(sock: &Path, author: &SecretKey) -> Vec<String> {
+    let (s, v) = call(
+        sock,
+        Method::POST,
+        "/v1/teams/team/ids",
+        Some(json!({ "author": author.public().to_hex(), "count": 2 })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    serde_json::from_value(v["ids"].clone()).unwrap()
+}
+
 #[tokio::test]
 async fn reads_and_the_prepare_sign_submit_path() {
     let dir = tempfile::tempdir().unwrap();
@@ -108,56 +120,53 @@ async fn reads_and_the_prepare_sign_submit_path() {
     let mut node = Node::open(dir.path()).unwrap();
     node.install_team(TeamRecord::new("team", [7; 32], now), ops.clone())
         .unwrap();
-    let record = node.record(team).unwrap().unwrap();
-    let replica = node.take_replica(team).unwrap();
-    let cancel = CancellationToken::new();
-    let (mesh, events) = Mesh::spawn(
-        MeshConfig {
-            identity_seed: node.key_seed(),
-            psk: record.psk,
-            mdns: false,
-            agent_version: "shoal-test".into(),
-        },
-        cancel.child_token(),
-    )
-    .unwrap();
-    let engine = SyncEngine::spawn(
-        replica,
-        node.store(),
-        node.key(),
-        mesh.handle(),
-        events,
-        SyncConfig::default(),
-        cancel.child_token(),
-    )
-    .unwrap();
+    let node_pub = node.key();
 
     let sock = dir.path().join("run").join("api.sock");
-    let mut teams = BTreeMap::new();
-    teams.insert(
-        team,
-        ApiTeam {
-            name: "team".into(),
-            sync: engine.handle(),
-        },
-    );
-    let state = ApiState {
-        node: node.key(),
-        agent_version: "shoal/test".into(),
-        teams,
+    let config = ServiceConfig {
+        listen: "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+        mdns: false,
+        socket: sock.clone(),
+        name: "laptop".into(),
+        runtime: Runtime::None,
+        sync: SyncConfig::default(),
     };
-    let api_cancel = cancel.child_token();
-    let server = api::serve(&sock, state.clone(), api_cancel.clone())
-        .await
-        .unwrap();
-    // A second server on the same socket is refused while the first answers.
-    let again = api::serve(&sock, state, CancellationToken::new()).await;
-    assert!(matches!(again, Err(api::ApiError::InUse(_))), "{again:?}");
+    let stop = CancellationToken::new();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<String>(64);
+    let say: Arc<dyn Fn(String) + Send + Sync> = Arc::new(move |line| {
+        let _ = ready_tx.try_send(line);
+    });
+    let daemon = tokio::spawn(service::run(
+        node,
+        config.clone(),
+        say,
+        stop.clone().cancelled_owned(),
+    ));
+    while let Some(line) = ready_rx.recv().await {
+        if line.starts_with("ready") {
+            break;
+        }
+    }
+    // A second daemon on the same socket is refused while the first answers.
+    let other = tempfile::tempdir().unwrap();
+    let again = service::run(
+        Node::open(other.path()).unwrap(),
+        config,
+        Arc::new(|_| {}),
+        std::future::pending(),
+    )
+    .await;
+    assert!(
+        matches!(again, Err(ServiceError::Api(api::ApiError::InUse(_)))),
+        "{again:?}"
+    );
 
     let (s, v) = call(&sock, Method::GET, "/v1/node", None).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(v["key"], node.key().to_hex().as_str());
-    assert_eq!(v["agent_version"], "shoal/test");
+    assert_eq!(v["key"], node_pub.to_hex().as_str());
+    assert_eq!(v["name"], "laptop");
+    assert_eq!(v["runtime"], "none");
+    assert!(v["agent_version"].as_str().unwrap().starts_with("shoal/"));
 
     let (s, v) = call(&sock, Method::GET, "/v1/teams", None).await;
     assert_eq!(s, StatusCode::OK);
@@ -178,7 +187,7 @@ async fn reads_and_the_prepare_sign_submit_path() {
     assert_eq!(v.as_array().unwrap().len(), 2);
     let (s, v) = call(&sock, Method::GET, "/v1/teams/team/nodes", None).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(v[0]["key"], node.key().to_hex().as_str());
+    assert_eq!(v[0]["key"], node_pub.to_hex().as_str());
 
     let (s, v) = call(&sock, Method::GET, "/v1/teams/nope", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
@@ -188,13 +197,13 @@ async fn reads_and_the_prepare_sign_submit_path() {
     );
 
     // Prepare, sign here, submit: applied.
-    let c = engine.handle().next_context(owner.public()).await.unwrap();
+    let ids = new_ids(&sock, &owner).await;
     let create = Action::ProductCreate {
-        id: c.new_id(0),
+        id: ids[0].clone(),
         name: "web".into(),
         kind: ProductKind::Simple,
         description: String::new(),
-        version: Some(c.new_id(1)),
+        version: Some(ids[1].clone()),
     };
     let (s, v) = prepare(&sock, "team", &owner, &create).await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -202,7 +211,8 @@ async fn reads_and_the_prepare_sign_submit_path() {
     let (s, v) = submit(&sock, "team", &op).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["applied"], json!([op.hash().to_hex()]));
-    assert_eq!(engine.handle().op_count().await.unwrap(), ops.len() + 1);
+    let (_, v) = call(&sock, Method::GET, "/v1/teams/team", None).await;
+    assert_eq!(v["ops"], ops.len() + 1);
 
     // The rules refuse a user's admin-only action at prepare: 409.
     let (s, v) = prepare(
@@ -216,13 +226,13 @@ async fn reads_and_the_prepare_sign_submit_path() {
     assert!(!v["error"].as_str().unwrap().is_empty());
 
     // A tampered op is refused at submit: 422 with the reason.
-    let c = engine.handle().next_context(owner.public()).await.unwrap();
+    let ids = new_ids(&sock, &owner).await;
     let create = Action::ProductCreate {
-        id: c.new_id(0),
+        id: ids[0].clone(),
         name: "db".into(),
         kind: ProductKind::Simple,
         description: String::new(),
-        version: Some(c.new_id(1)),
+        version: Some(ids[1].clone()),
     };
     let (s, v) = prepare(&sock, "team", &owner, &create).await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -248,10 +258,10 @@ async fn reads_and_the_prepare_sign_submit_path() {
     assert!(v["error"].is_string());
 
     // Stop: the socket goes away.
-    api_cancel.cancel();
-    server.join().await.unwrap();
+    stop.cancel();
+    daemon.await.unwrap().unwrap();
     assert!(!sock.exists());
-    cancel.cancel();
-    engine.shutdown().await.unwrap();
-    mesh.join().await.unwrap();
+    // The daemon stopped cleanly: the node reopens with every op.
+    let node = Node::open(dir.path()).unwrap();
+    assert_eq!(node.teams()[&team].ops().len(), ops.len() + 1);
 }

@@ -15,6 +15,7 @@ pub mod op;
 pub mod replica;
 pub mod rules;
 pub mod testkit;
+pub mod ticket;
 pub mod view;
 
 pub use action::Action;

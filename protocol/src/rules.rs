@@ -560,6 +560,25 @@ fn check_invite(
     newcomer: &PublicKey,
     proof: &crate::keys::Signature,
 ) -> Result<InviteKind, RuleError> {
+    let team = ctx.team.ok_or_else(|| RuleError::Invite {
+        id: id.to_string(),
+        why: "the op names no team".into(),
+    })?;
+    check_ticket(s, &team, id, newcomer, proof, ctx.hlc)
+}
+
+/// Whether `newcomer` may redeem invite `id` of `team` with `proof` at time
+/// `now`, in state `s`: the invite exists, is not revoked, expired or used,
+/// and the proof is the invite key's signature. Nodes call it before they
+/// hand a team's ops to a stranger holding a ticket.
+pub fn check_ticket(
+    s: &TeamState,
+    team: &TeamId,
+    id: &str,
+    newcomer: &PublicKey,
+    proof: &crate::keys::Signature,
+    now: crate::hlc::Hlc,
+) -> Result<InviteKind, RuleError> {
     let bad = |why: &str| RuleError::Invite {
         id: id.to_string(),
         why: why.to_string(),
@@ -571,7 +590,7 @@ fn check_invite(
     if inv.revoked {
         return Err(bad("it was revoked; ask for a new ticket"));
     }
-    if ctx.hlc > inv.expires {
+    if now > inv.expires {
         return Err(bad("it has expired; ask for a new ticket"));
     }
     let used = s.members.values().any(|m| m.invite.as_deref() == Some(id))
@@ -579,12 +598,11 @@ fn check_invite(
     if used {
         return Err(bad("it was already used; a ticket works once"));
     }
-    let team = ctx.team.ok_or_else(|| bad("the op names no team"))?;
     let key: PublicKey = inv
         .invite_key
         .parse()
         .map_err(|_| bad("the invite key is malformed"))?;
-    if !key.verify(&join_proof_message(&team, id, newcomer), proof) {
+    if !key.verify(&join_proof_message(team, id, newcomer), proof) {
         return Err(bad(
             "the ticket's proof does not verify: the ticket was tampered with",
         ));

@@ -249,7 +249,7 @@ async fn unknown_peer_may_only_join() {
 
     // The join protocol is still answered.
     let request = JoinRequest {
-        ticket_proof: b"ticket".to_vec(),
+        payload: b"ticket".to_vec(),
     };
     let (reply, ()) = tokio::join!(
         c.handle

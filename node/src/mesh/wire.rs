@@ -67,7 +67,7 @@ pub enum SyncResponse {
 /// by the join protocol; the mesh only carries it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinRequest {
-    pub ticket_proof: Vec<u8>,
+    pub payload: Vec<u8>,
 }
 
 /// The answer to a [`JoinRequest`].
@@ -332,7 +332,7 @@ mod tests {
             assert_eq!(decode::<SyncResponse>(&encode(&r).unwrap()).unwrap(), r);
         }
         let j = JoinRequest {
-            ticket_proof: vec![5; 64],
+            payload: vec![5; 64],
         };
         assert_eq!(decode::<JoinRequest>(&encode(&j).unwrap()).unwrap(), j);
         let j = JoinReply::Accepted(vec![6]);
