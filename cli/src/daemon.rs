@@ -13,7 +13,7 @@ use shoal_node::sync::SyncConfig;
 use shoal_protocol::action::NewMember;
 use shoal_protocol::model::Runtime;
 
-use crate::{RunArgs, profile};
+use crate::{LogFormat, RunArgs, profile};
 
 fn host_name() -> String {
     std::fs::read_to_string("/etc/hostname")
@@ -31,8 +31,24 @@ fn runtime(arg: Option<&str>) -> Result<Runtime> {
     }
 }
 
+/// Sends the daemon's `tracing` events to stderr, as human lines or JSON.
+fn init_logs(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SHOAL_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,libp2p_mdns=warn,libp2p_swarm=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second init (never in the binary) is not an error worth stopping for.
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Human => builder.try_init(),
+    };
+}
+
 /// Runs the daemon; with `up`, first creates what is missing.
 pub fn run(config_dir: &Path, socket: &Path, args: RunArgs, up: bool) -> Result<()> {
+    init_logs(args.log_format);
     let data_dir = args.data_dir.clone().unwrap_or_else(node::default_data_dir);
     let runtime = runtime(args.runtime.as_deref())?;
     let mut node = Node::open(&data_dir)

@@ -85,6 +85,16 @@ struct RunArgs {
     /// Do not look for peers on the LAN with mDNS.
     #[arg(long)]
     no_mdns: bool,
+    /// Log lines on stderr: human or json. The level comes from SHOAL_LOG
+    /// (e.g. `debug`, `shoal_node=debug,libp2p=info`; default `info`).
+    #[arg(long, env = "SHOAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -108,6 +118,8 @@ enum NodeCmd {
     Join { ticket: String },
     /// Shows one node: key, runtime, status, agent, addresses.
     Show { node: String },
+    /// Lists the team's nodes this daemon is connected to now.
+    Peers,
     /// Removes a node from the team (it is disconnected at once).
     Remove { node: String },
 }
@@ -286,6 +298,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 |c| async move {
                     write::node_show(&c, team.as_deref(), &node, json_out, &mut out).await
                 },
+                &socket,
+            )?
+        }
+        Command::Node(NodeCmd::Peers) => {
+            let team = cli.team;
+            ask(
+                |c| async move { read::node_peers(&c, team.as_deref(), cli.output, &mut out).await },
                 &socket,
             )?
         }

@@ -199,3 +199,37 @@ pub async fn node_list(
     let headers = ["NAME", "RUNTIME", "KEY", "AGENT", "STATUS"];
     team_listing(client, team, "nodes", &headers, row, output, out).await
 }
+
+pub async fn node_peers(
+    client: &Client,
+    team: Option<&str>,
+    output: Output,
+    out: &mut impl Write,
+) -> Result<()> {
+    let team = pick_team(client, team).await?;
+    let route = |tail: &str| format!("/v1/teams/{}/{tail}", segment(&team));
+    let peers = client.get(&route("peers")).await?;
+    let nodes = client.get(&route("nodes")).await?;
+    let name_of = |key: &str| {
+        list_of(&nodes)
+            .iter()
+            .find(|n| str_of(n, "key") == key)
+            .map(|n| str_of(n, "name"))
+            .unwrap_or_default()
+    };
+    let list: Vec<Value> = list_of(peers.get("peers").unwrap_or(&Value::Null))
+        .iter()
+        .filter_map(Value::as_str)
+        .map(|k| serde_json::json!({ "key": k, "name": name_of(k) }))
+        .collect();
+    match output {
+        Output::Json => json(out, &Value::Array(list)),
+        Output::Table => {
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|p| vec![str_of(p, "name"), str_of(p, "key")])
+                .collect();
+            table(out, &["NAME", "KEY"], &rows)
+        }
+    }
+}

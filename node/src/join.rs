@@ -100,6 +100,11 @@ pub fn bootstrap_peers(addrs: &[String]) -> Vec<(PeerId, Multiaddr)> {
         .collect()
 }
 
+/// Attempts per join message when the connection fails (not when the team
+/// refuses): a connection can drop while the two sides settle.
+pub const JOIN_ATTEMPTS: u32 = 3;
+const RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
+
 async fn call(
     mesh: &MeshHandle,
     peer: PeerId,
@@ -109,13 +114,22 @@ async fn call(
     let request = JoinRequest {
         payload: wire::encode(msg)?,
     };
-    match mesh.join(peer, vec![addr.clone()], request).await {
-        Ok(JoinReply::Accepted(bytes)) => Ok(wire::decode::<JoinAnswer>(&bytes)?),
-        Ok(JoinReply::Refused(why)) => Err(JoinError::Refused(why)),
-        Err(e @ (MeshError::Dial(_) | MeshError::Request { .. })) => {
-            Err(JoinError::Unreachable(e.to_string()))
+    let mut attempt = 1;
+    loop {
+        let err = match mesh.join(peer, vec![addr.clone()], request.clone()).await {
+            Ok(JoinReply::Accepted(bytes)) => return Ok(wire::decode::<JoinAnswer>(&bytes)?),
+            Ok(JoinReply::Refused(why)) => return Err(JoinError::Refused(why)),
+            Err(MeshError::Closed) => {
+                return Err(JoinError::Unreachable("the mesh is shut down".into()));
+            }
+            Err(e) => e,
+        };
+        if attempt >= JOIN_ATTEMPTS {
+            return Err(JoinError::Unreachable(err.to_string()));
         }
-        Err(e) => Err(JoinError::Unreachable(e.to_string())),
+        debug!(%peer, attempt, "join call failed, retrying: {err}");
+        attempt += 1;
+        tokio::time::sleep(RETRY_DELAY * attempt).await;
     }
 }
 

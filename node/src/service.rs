@@ -622,6 +622,12 @@ impl Service {
             let _ = mesh.shutdown().await;
             return Err(e.into());
         }
+        // Once the team applies the op, its nodes talk to this one at once:
+        // allow them now (their requests wait for the sync engine below).
+        let allowed = team_peers(&replica, self.node.key());
+        if let Err(e) = mesh.handle().set_allowed(allowed).await {
+            warn!(team = %team.short(), "cannot allow the team's nodes: {e}");
+        }
         let submitted = tokio::time::timeout(
             JOIN_STEP_TIMEOUT,
             join::submit(&mesh.handle(), peer, &addr, team, &op),
@@ -688,4 +694,21 @@ impl Service {
             warn!("cannot save the final snapshot: {e}");
         }
     }
+}
+
+/// The peer ids of a team's current nodes, without `me`.
+fn team_peers(
+    replica: &Replica,
+    me: shoal_protocol::PublicKey,
+) -> std::collections::BTreeSet<PeerId> {
+    let state = replica.state();
+    state
+        .nodes
+        .keys()
+        .filter_map(|k| shoal_protocol::view::effective_node(state, k))
+        .filter(|n| n.removed.is_none())
+        .filter_map(|n| n.key.parse::<shoal_protocol::PublicKey>().ok())
+        .filter(|k| *k != me)
+        .filter_map(|k| crate::mesh::peer_id_from_key(&k).ok())
+        .collect()
 }

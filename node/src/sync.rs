@@ -525,6 +525,10 @@ impl Actor {
                     Ok(op) => op,
                     Err(e) => return (Err(format!("malformed op: {e}")), false),
                 };
+                // A retried submit of an op already applied is admitted again.
+                if self.replica.has(&op.hash()) {
+                    return (Ok(JoinAnswer::Admitted), false);
+                }
                 // Only a join op, for a ticket that is still good, is taken
                 // from a stranger: nothing else reaches the replica (or its
                 // quarantine) through this door.

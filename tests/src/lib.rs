@@ -99,9 +99,38 @@ impl Daemon {
     /// Starts `shoal ARGS` for `user` and waits (up to `wait`) for its
     /// `ready` line.
     pub fn start(user: &User, args: &[&str], wait: std::time::Duration) -> std::io::Result<Daemon> {
+        Self::spawn(user, Command::new(shoal_bin()).args(args), wait)
+    }
+
+    /// Like [`Daemon::start`], but `args` begin with a wrapper command (such
+    /// as `ip netns exec NS`) that runs `shoal` with the rest; the word
+    /// `shoal` in `args` is replaced by the binary's path.
+    pub fn start_wrapped(
+        user: &User,
+        args: &[&str],
+        wait: std::time::Duration,
+    ) -> std::io::Result<Daemon> {
+        let bin = shoal_bin();
+        let (first, rest) = args
+            .split_first()
+            .ok_or_else(|| std::io::Error::other("no command"))?;
+        let mut cmd = Command::new(first);
+        for a in rest {
+            if *a == "shoal" {
+                cmd.arg(&bin);
+            } else {
+                cmd.arg(a);
+            }
+        }
+        Self::spawn(user, &mut cmd, wait)
+    }
+
+    fn spawn(user: &User, cmd: &mut Command, wait: std::time::Duration) -> std::io::Result<Daemon> {
         use std::io::BufRead as _;
-        let mut child = Command::new(shoal_bin())
-            .args(args)
+        // Quiet daemons unless the run asks for more (SHOAL_LOG=debug).
+        let log = std::env::var("SHOAL_LOG").unwrap_or_else(|_| "warn".into());
+        let mut child = cmd
+            .env("SHOAL_LOG", log)
             .env("SHOAL_CONFIG_DIR", user.config_dir())
             .env("SHOAL_SOCKET", user.socket())
             .stdout(std::process::Stdio::piped())
@@ -162,4 +191,167 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+impl Run {
+    /// The last line of stdout (tickets are printed last).
+    pub fn last_line(&self) -> String {
+        self.stdout.lines().last().unwrap_or_default().to_string()
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(
+    timeout: std::time::Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// One machine in a test: a person's config dir, a data dir and a running
+/// daemon on loopback (no mDNS).
+#[derive(Debug)]
+pub struct Peer {
+    pub user: User,
+    pub data: tempfile::TempDir,
+    pub name: String,
+    /// Where the mesh listens (`--listen`).
+    pub listen: String,
+    /// A wrapper the daemon runs under, ending in the word `shoal` (e.g.
+    /// `ip netns exec NS shoal`); empty to run it directly.
+    pub wrap: Vec<String>,
+    pub daemon: Option<Daemon>,
+}
+
+/// How long a test waits for a daemon to be ready or for replicas to agree.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Peer {
+    /// A machine whose daemon is not started yet.
+    pub fn new(name: &str) -> std::io::Result<Peer> {
+        Ok(Peer {
+            user: User::new()?,
+            data: tempfile::tempdir()?,
+            name: name.to_string(),
+            listen: "/ip4/127.0.0.1/tcp/0".into(),
+            wrap: Vec::new(),
+            daemon: None,
+        })
+    }
+
+    /// Starts the daemon (`node run`, runtime none) and waits until it is ready.
+    pub fn start(&mut self) -> std::io::Result<&mut Peer> {
+        let data = self.data.path().to_string_lossy().into_owned();
+        let mut args: Vec<String> = self.wrap.clone();
+        let run = [
+            "node",
+            "run",
+            "--data-dir",
+            &data,
+            "--listen",
+            &self.listen,
+            "--no-mdns",
+            "--runtime",
+            "none",
+            "--name",
+            &self.name,
+        ];
+        args.extend(run.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.daemon = Some(if self.wrap.is_empty() {
+            Daemon::start(&self.user, &args, WAIT)?
+        } else {
+            Daemon::start_wrapped(&self.user, &args, WAIT)?
+        });
+        Ok(self)
+    }
+
+    /// Stops the daemon with SIGTERM; returns its exit code.
+    pub fn stop(&mut self) -> std::io::Result<i32> {
+        match self.daemon.take() {
+            Some(d) => d.terminate().map(|(code, _)| code),
+            None => Ok(0),
+        }
+    }
+
+    /// Kills the daemon with SIGKILL (no clean shutdown).
+    pub fn kill(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            let _ = d.child.kill();
+            let _ = d.child.wait();
+        }
+    }
+
+    /// Runs `shoal ARGS` as this machine's person.
+    pub fn shoal(&self, args: &[&str]) -> Run {
+        self.user.shoal(args).unwrap_or_else(|e| Run {
+            code: -1,
+            stdout: String::new(),
+            stderr: e.to_string(),
+        })
+    }
+
+    /// Runs `shoal ARGS` and panics with its output unless it succeeds.
+    pub fn ok(&self, args: &[&str]) -> Run {
+        let r = self.shoal(args);
+        assert_eq!(r.code, 0, "shoal {args:?} on {} failed: {r:?}", self.name);
+        r
+    }
+
+    /// `team show -o json` of this machine's daemon.
+    pub fn team(&self) -> Option<serde_json::Value> {
+        let r = self.shoal(&["team", "show", "-o", "json"]);
+        if r.code != 0 {
+            return None;
+        }
+        serde_json::from_str(&r.stdout).ok()
+    }
+
+    /// (ops, state hash) of the team, when the daemon answers.
+    pub fn fingerprint(&self) -> Option<(u64, String)> {
+        let t = self.team()?;
+        Some((t["ops"].as_u64()?, t["state_hash"].as_str()?.to_string()))
+    }
+}
+
+/// Waits until every peer reports the same state hash; returns it.
+pub fn converge(peers: &[&Peer], timeout: std::time::Duration) -> Option<(u64, String)> {
+    wait_for(timeout, || {
+        let first = peers.first()?.fingerprint()?;
+        for p in &peers[1..] {
+            if p.fingerprint()? != first {
+                return None;
+            }
+        }
+        Some(first)
+    })
+}
+
+/// A team of an owner's machine (`shoal up` equivalent: profile + team)
+/// and members who joined with tickets, each with a daemon of their own.
+pub fn team_of(names: &[&str]) -> std::io::Result<Vec<Peer>> {
+    let mut peers = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let mut p = Peer::new(name)?;
+        p.ok(&["profile", "init", "--name", &format!("{name}-person")]);
+        p.start()?;
+        if i == 0 {
+            p.ok(&["team", "create", "crew"]);
+        } else {
+            let first: &Peer = &peers[0];
+            let ticket = first.ok(&["team", "invite", "--role", "admin"]).last_line();
+            p.ok(&["team", "join", &ticket]);
+        }
+        peers.push(p);
+    }
+    Ok(peers)
 }

@@ -1,0 +1,234 @@
+//! The team lifecycle across real daemons on loopback: joining with
+//! tickets, convergence, durability, partitions, removal and ticket misuse.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use shoal_protocol::ticket::Ticket;
+use shoal_tests::{Peer, WAIT, converge, team_of, wait_for};
+
+fn ops(p: &Peer) -> u64 {
+    p.fingerprint().map(|(n, _)| n).unwrap_or(0)
+}
+
+#[test]
+fn three_daemons_join_and_converge_on_changes_made_anywhere() {
+    let mut peers = team_of(&["a", "b"]).unwrap();
+    // C joins as a node only, with a node ticket made on B.
+    let mut c = Peer::new("c").unwrap();
+    c.start().unwrap();
+    let add = peers[1].ok(&["node", "add", "c", "--runtime", "none"]);
+    assert!(add.stdout.contains("install.sh"), "{}", add.stdout);
+    let joined = c.ok(&["node", "join", &add.last_line()]);
+    assert!(
+        joined.stdout.contains("joined team crew"),
+        "{}",
+        joined.stdout
+    );
+    peers.push(c);
+    let [a, b, c] = &peers[..] else {
+        unreachable!()
+    };
+
+    let before = converge(&[a, b, c], WAIT).expect("the three replicas agree");
+    let t = a.team().unwrap();
+    assert_eq!(
+        (t["members"].as_u64(), t["nodes"].as_u64()),
+        (Some(2), Some(3))
+    );
+
+    // A change made on each node reaches the others.
+    b.ok(&["node", "add", "spare", "--runtime", "docker"]);
+    converge(&[a, b, c], WAIT).unwrap();
+    a.ok(&["member", "role", "b-person", "user"]);
+    let after = converge(&[a, b, c], WAIT).expect("the replicas agree again");
+    assert!(after.0 >= before.0 + 2, "{before:?} -> {after:?}");
+    let members = c.ok(&["member", "list", "-o", "json"]).stdout;
+    let members: serde_json::Value = serde_json::from_str(&members).unwrap();
+    let b_role = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "b-person")
+        .unwrap()["role"]
+        .clone();
+    assert_eq!(b_role, "user");
+    // B is a user now: admin work is refused with the reason.
+    let r = b.shoal(&["team", "invite"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("needs the admin role"), "{}", r.stderr);
+
+    // Every node knows the others' addresses and sees them connected.
+    let shown = c.ok(&["node", "show", "a"]).stdout;
+    assert!(shown.contains("connected"), "{shown}");
+    assert!(shown.contains("/ip4/127.0.0.1/tcp/"), "{shown}");
+}
+
+#[test]
+fn ticket_misuse_gets_clear_errors() {
+    let peers = team_of(&["a"]).unwrap();
+    let a = &peers[0];
+    let mut b = Peer::new("b").unwrap();
+    b.ok(&["profile", "init", "--name", "bea"]);
+    b.start().unwrap();
+
+    // Not a ticket at all, and a damaged one.
+    let r = b.shoal(&["team", "join", "hello"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("not a shoal ticket"), "{}", r.stderr);
+    let ticket = a.ok(&["team", "invite"]).last_line();
+    let mut damaged = ticket.clone();
+    let i = damaged.len() / 2;
+    let swap = if &damaged[i..=i] == "A" { "B" } else { "A" };
+    damaged.replace_range(i..=i, swap);
+    let r = b.shoal(&["team", "join", &damaged]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("damaged"), "{}", r.stderr);
+
+    // A forged one (well-formed, wrong invite key) is refused by the team.
+    let mut forged = Ticket::decode(&ticket).unwrap();
+    forged.invite_seed[0] ^= 1;
+    let r = b.shoal(&["team", "join", &forged.encode().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("does not verify"), "{}", r.stderr);
+
+    // A member ticket is not a node ticket, and the other way round.
+    let r = b.shoal(&["node", "join", &ticket]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("member ticket"), "{}", r.stderr);
+    let node_ticket = a
+        .ok(&["node", "add", "edge", "--runtime", "none"])
+        .last_line();
+    let r = b.shoal(&["team", "join", &node_ticket]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("node ticket"), "{}", r.stderr);
+    // A node ticket is bound to its name: this daemon is called "b".
+    let r = b.shoal(&["node", "join", &node_ticket]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("bound to node edge"), "{}", r.stderr);
+
+    // Used once: works. Twice (from another machine): refused.
+    b.ok(&["team", "join", &ticket]);
+    let mut c = Peer::new("c").unwrap();
+    c.ok(&["profile", "init", "--name", "cid"]);
+    c.start().unwrap();
+    let r = c.shoal(&["team", "join", &ticket]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("already used"), "{}", r.stderr);
+
+    // Expired.
+    let short = a.ok(&["team", "invite", "--expires", "1s"]).last_line();
+    std::thread::sleep(Duration::from_millis(1500));
+    let r = c.shoal(&["team", "join", &short]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("expired"), "{}", r.stderr);
+
+    // Usage errors exit 2.
+    assert_eq!(a.shoal(&["team", "invite", "--role", "owner"]).code, 2);
+    assert_eq!(a.shoal(&["team", "invite", "--role", "boss"]).code, 2);
+    // Nothing of the refused joins reached the team.
+    let t = a.team().unwrap();
+    assert_eq!(
+        (t["members"].as_u64(), t["nodes"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert!(c.shoal(&["team", "show"]).stderr.contains("holds no team"));
+}
+
+#[test]
+fn a_removed_node_is_cut_off_and_a_removed_member_is_refused() {
+    let peers = team_of(&["a", "b", "c"]).unwrap();
+    let [a, b, c] = &peers[..] else {
+        unreachable!()
+    };
+    converge(&[a, b, c], WAIT).unwrap();
+
+    // Remove member b-person (B's node stays): B's daemon refuses its admin
+    // work at once, and the team refuses any op of b-person made after.
+    a.ok(&["member", "remove", "b-person"]);
+    wait_for(WAIT, || {
+        let r = b.shoal(&["team", "invite"]);
+        (r.code == 1 && r.stderr.contains("not a member")).then_some(())
+    })
+    .expect("b-person's invite refused after removal");
+
+    // Remove node C: A and B disconnect it at once and refuse it after.
+    let c_key = node_key(a, "c");
+    assert!(peers_of(a).contains(&c_key));
+    a.ok(&["node", "remove", "c"]);
+    converge(&[a, b], WAIT).unwrap();
+    wait_for(WAIT, || {
+        (!peers_of(a).contains(&c_key) && !peers_of(b).contains(&c_key)).then_some(())
+    })
+    .expect("A and B no longer connected to C");
+    // C keeps running and redialing, but stays cut off.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!peers_of(a).contains(&c_key));
+    assert!(!peers_of(b).contains(&c_key));
+}
+
+/// The key of node `name`, as `node list -o json` on `p` shows it.
+fn node_key(p: &Peer, name: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&p.ok(&["node", "list", "-o", "json"]).stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == name)
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Keys of the nodes `p`'s daemon is connected to.
+fn peers_of(p: &Peer) -> Vec<String> {
+    let r = p.ok(&["node", "peers", "-o", "json"]);
+    let v: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
+    v.iter()
+        .map(|p| p["key"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn killed_daemon_keeps_every_acknowledged_op_and_catches_up() {
+    let mut peers = team_of(&["a", "b"]).unwrap();
+    converge(&[&peers[0], &peers[1]], WAIT).unwrap();
+    let base = ops(&peers[1]);
+
+    // Writes stream into B; B is killed with SIGKILL in the middle.
+    let user_dir = peers[1].user.config_dir().to_path_buf();
+    let sock = peers[1].user.socket();
+    let writer = std::thread::spawn(move || {
+        let mut acked = 0u64;
+        for _ in 0..40 {
+            let r = std::process::Command::new(shoal_tests::shoal_bin())
+                .args(["team", "invite"])
+                .env("SHOAL_CONFIG_DIR", &user_dir)
+                .env("SHOAL_SOCKET", &sock)
+                .output()
+                .unwrap();
+            if r.status.success() {
+                acked += 1;
+            } else {
+                break;
+            }
+        }
+        acked
+    });
+    wait_for(WAIT, || (ops(&peers[1]) >= base + 8).then_some(())).unwrap();
+    peers[1].kill();
+    let acked = writer.join().unwrap();
+    assert!(acked >= 8, "{acked}");
+
+    // Meanwhile A writes; then B comes back.
+    peers[0].ok(&["team", "invite"]);
+    peers[1].start().unwrap();
+    let after_restart = ops(&peers[1]);
+    assert!(
+        after_restart >= base + acked,
+        "B acknowledged {acked} ops after {base}, holds {after_restart} after a kill -9"
+    );
+    let (n, _) = converge(&[&peers[0], &peers[1]], WAIT).expect("B catches up");
+    assert!(n > base + acked, "A's op while B was down is there too");
+}
