@@ -336,22 +336,112 @@ pub fn converge(peers: &[&Peer], timeout: std::time::Duration) -> Option<(u64, S
     })
 }
 
-/// A team of an owner's machine (`shoal up` equivalent: profile + team)
-/// and members who joined with tickets, each with a daemon of their own.
+/// A team of an owner's machine and members who joined with tickets, each
+/// with a daemon of their own, all on loopback.
 pub fn team_of(names: &[&str]) -> std::io::Result<Vec<Peer>> {
-    let mut peers = Vec::new();
-    for (i, name) in names.iter().enumerate() {
-        let mut p = Peer::new(name)?;
-        p.ok(&["profile", "init", "--name", &format!("{name}-person")]);
-        p.start()?;
-        if i == 0 {
-            p.ok(&["team", "create", "crew"]);
-        } else {
-            let first: &Peer = &peers[0];
-            let ticket = first.ok(&["team", "invite", "--role", "admin"]).last_line();
-            p.ok(&["team", "join", &ticket]);
-        }
-        peers.push(p);
-    }
+    let mut peers = names
+        .iter()
+        .map(|n| Peer::new(n))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    form_team(&mut peers)?;
     Ok(peers)
+}
+
+/// Starts `peers` (configured, not started): the first creates team `crew`
+/// with its person as owner, the others join it as admins with tickets.
+pub fn form_team(peers: &mut [Peer]) -> std::io::Result<()> {
+    for i in 0..peers.len() {
+        let name = peers[i].name.clone();
+        peers[i].ok(&["profile", "init", "--name", &format!("{name}-person")]);
+        peers[i].start()?;
+        if i == 0 {
+            peers[i].ok(&["team", "create", "crew"]);
+        } else {
+            let ticket = peers[0]
+                .ok(&["team", "invite", "--role", "admin"])
+                .last_line();
+            peers[i].ok(&["team", "join", &ticket]);
+        }
+    }
+    Ok(())
+}
+
+/// A network namespace with a veth link to the host, made by a test and
+/// removed when dropped: the host side is `host_ip`, the namespace side
+/// `ns_ip`. Cutting the link partitions the namespace from the host.
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+    pub host_if: String,
+    pub host_ip: String,
+    pub ns_ip: String,
+}
+
+fn ip(args: &[&str]) -> std::io::Result<()> {
+    let out = Command::new("ip").args(args).output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+impl Netns {
+    /// Creates the namespace and link (needs root and iproute2).
+    pub fn create(tag: &str) -> std::io::Result<Netns> {
+        let id = std::process::id() % 250 + 1;
+        let n = Netns {
+            name: format!("shoal-{tag}-{}", std::process::id()),
+            host_if: format!("sh{tag}{id}h"),
+            host_ip: format!("10.201.{id}.1"),
+            ns_ip: format!("10.201.{id}.2"),
+        };
+        let ns_if = format!("sh{tag}{id}n");
+        ip(&["netns", "add", &n.name])?;
+        ip(&[
+            "link", "add", &n.host_if, "type", "veth", "peer", "name", &ns_if,
+        ])?;
+        ip(&["link", "set", &ns_if, "netns", &n.name])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/30", n.host_ip),
+            "dev",
+            &n.host_if,
+        ])?;
+        ip(&["link", "set", &n.host_if, "up"])?;
+        let inside = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &n.name, "ip"];
+            all.extend_from_slice(args);
+            ip(&all)
+        };
+        inside(&["addr", "add", &format!("{}/30", n.ns_ip), "dev", &ns_if])?;
+        inside(&["link", "set", &ns_if, "up"])?;
+        inside(&["link", "set", "lo", "up"])?;
+        Ok(n)
+    }
+
+    /// The wrapper that runs `shoal` inside the namespace.
+    pub fn wrap(&self) -> Vec<String> {
+        ["ip", "netns", "exec", &self.name, "shoal"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    /// Cuts (`false`) or restores (`true`) the link.
+    pub fn link(&self, up: bool) -> std::io::Result<()> {
+        ip(&["link", "set", &self.host_if, if up { "up" } else { "down" }])
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = ip(&["link", "del", &self.host_if]);
+        let _ = ip(&["netns", "del", &self.name]);
+    }
 }

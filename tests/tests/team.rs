@@ -232,3 +232,46 @@ fn killed_daemon_keeps_every_acknowledged_op_and_catches_up() {
     let (n, _) = converge(&[&peers[0], &peers[1]], WAIT).expect("B catches up");
     assert!(n > base + acked, "A's op while B was down is there too");
 }
+
+#[test]
+fn a_partition_heals_with_writes_on_both_sides() {
+    let ns = match shoal_tests::Netns::create("p") {
+        Ok(ns) => ns,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("skipped: cannot make a network namespace here ({e})");
+            return;
+        }
+        Err(e) => panic!("cannot make a network namespace: {e}"),
+    };
+    // A and C on the host side of the link, B inside the namespace.
+    let mut peers: Vec<Peer> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Peer::new(n).unwrap())
+        .collect();
+    peers[0].listen = format!("/ip4/{}/tcp/0", ns.host_ip);
+    peers[2].listen = format!("/ip4/{}/tcp/0", ns.host_ip);
+    peers[1].listen = format!("/ip4/{}/tcp/0", ns.ns_ip);
+    peers[1].wrap = ns.wrap();
+    shoal_tests::form_team(&mut peers).unwrap();
+    let [a, b, c] = &peers[..] else {
+        unreachable!()
+    };
+    let (base, _) = converge(&[a, b, c], WAIT).expect("the team forms across the link");
+
+    ns.link(false).unwrap();
+    // Both sides write while cut off from each other.
+    a.ok(&["team", "invite"]);
+    c.ok(&["node", "add", "edge-1", "--runtime", "none"]);
+    b.ok(&["team", "invite", "--role", "admin"]);
+    b.ok(&["team", "invite"]);
+    let ab = converge(&[a, c], WAIT).expect("A and C agree");
+    assert_eq!(ab.0, base + 2);
+    std::thread::sleep(Duration::from_secs(2));
+    let alone = b.fingerprint().unwrap();
+    assert_eq!(alone.0, base + 2, "B saw nothing of the other side");
+    assert_ne!(alone, ab);
+
+    ns.link(true).unwrap();
+    let healed = converge(&[a, b, c], WAIT).expect("all agree after the heal");
+    assert_eq!(healed.0, base + 4, "every write of both sides is kept");
+}
