@@ -4,6 +4,7 @@ pub mod api;
 pub mod daemon;
 pub mod join;
 pub mod mesh;
+pub mod registry;
 pub mod service;
 pub mod store;
 pub mod sync;
