@@ -5,7 +5,7 @@
 #
 # Steps:
 #   1. install the missing Debian packages (docker.io, docker-registry,
-#      busybox-static, iproute2, apache2-utils, curl)
+#      busybox-static, iproute2, apache2-utils, curl, shellcheck)
 #   2. start dockerd unless a Docker engine already answers
 #   3. start two local registries (Debian's docker-registry, run as plain
 #      processes): open on 127.0.0.1:5000, htpasswd auth on 127.0.0.1:5001
@@ -14,12 +14,15 @@
 #   5. export SHOAL_TEST_* for the tests and write them to $STATE_DIR/env
 #      (`source /tmp/shoal-test-env/env` to run single tests by hand)
 #   6. cargo fmt --check, cargo clippy -D warnings, cargo test --workspace
+#   7. scripts/test-install.sh: scripts/install.sh run for real in a
+#      throwaway container root, with the binary cargo built
 #
 # Environment:
 #   SHOAL_TEST_ENV_ONLY=1   do steps 1-5 and stop before cargo.
 #   SHOAL_TEST_NO_DOCKER=1  for developers only, never for CI: skip steps 1-5
-#                           (no packages, Docker, registries or images); tests
-#                           that need them skip themselves. Refused when CI=true.
+#                           (no packages, Docker, registries or images) and 7;
+#                           tests that need them skip themselves. Refused when
+#                           CI=true.
 #   SHOAL_TEST_STATE_DIR    state dir (default /tmp/shoal-test-env): logs,
 #                           registry data, the generated password, the env file.
 #
@@ -37,7 +40,7 @@ total_start=$(now)
 
 # ---------------------------------------------------------------- step 1
 install_packages() {
-    section "1/6 Debian packages"
+    section "1/7 Debian packages"
     local -a missing=()
     command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
     command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
@@ -46,6 +49,7 @@ install_packages() {
     command -v ip >/dev/null 2>&1 || missing+=(iproute2)
     command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
+    command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 
     if ((${#missing[@]} == 0)); then
         info "all present"
@@ -80,7 +84,7 @@ show_dockerd_errors() {
 }
 
 start_dockerd() {
-    section "2/6 Docker engine"
+    section "2/7 Docker engine"
     if docker_answers; then
         info "Docker engine already answers ($(docker version -f '{{.Server.Version}}' 2>/dev/null || echo '?'))"
         return
@@ -217,7 +221,7 @@ ensure_registry() {
 }
 
 start_registries() {
-    section "3/6 registries"
+    section "3/7 registries"
     command -v docker-registry >/dev/null 2>&1 || die "docker-registry not found (package docker-registry)"
     ensure_registry open "$SHOAL_REGISTRY_ADDR" 200
 
@@ -279,7 +283,7 @@ smoke_test() {
 }
 
 build_images() {
-    section "4/6 test images"
+    section "4/7 test images"
     export SHOAL_TEST_REGISTRY=$SHOAL_REGISTRY_ADDR
     export SHOAL_TEST_AUTH_REGISTRY=$SHOAL_AUTH_REGISTRY_ADDR
     export SHOAL_TEST_REGISTRY_USER=$SHOAL_REGISTRY_USER
@@ -290,7 +294,7 @@ build_images() {
 
 # ---------------------------------------------------------------- step 5
 write_env() {
-    section "5/6 test environment"
+    section "5/7 test environment"
     export SHOAL_TEST_DOCKER=1
     export SHOAL_TEST_REGISTRY=$SHOAL_REGISTRY_ADDR
     export SHOAL_TEST_AUTH_REGISTRY=$SHOAL_AUTH_REGISTRY_ADDR
@@ -320,7 +324,7 @@ timed() {
 
 if [[ ${SHOAL_TEST_NO_DOCKER:-} == 1 ]]; then
     [[ ${CI:-} != true ]] || die "SHOAL_TEST_NO_DOCKER=1 is for developers only; CI must run the Docker tests"
-    section "1-5/6 test environment skipped (SHOAL_TEST_NO_DOCKER=1)"
+    section "1-5/7 test environment skipped (SHOAL_TEST_NO_DOCKER=1)"
     info "tests that need Docker or the registries will be skipped"
     unset SHOAL_TEST_DOCKER SHOAL_TEST_REGISTRY SHOAL_TEST_AUTH_REGISTRY \
         SHOAL_TEST_REGISTRY_USER SHOAL_TEST_REGISTRY_PASSWORD
@@ -345,13 +349,21 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -x ${HOME:-/root}/.cargo/bin/cargo ]
     PATH=${HOME:-/root}/.cargo/bin:$PATH
 fi
 
-section "6/6 cargo fmt --all --check"
+section "6/7 cargo fmt --all --check"
 cargo fmt --all --check
 
-section "6/6 cargo clippy --workspace --all-targets -- -D warnings"
+section "6/7 cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-section "6/6 cargo test --workspace $*"
+section "6/7 cargo test --workspace $*"
 cargo test --workspace "$@"
+
+if [[ ${SHOAL_TEST_NO_DOCKER:-} == 1 ]]; then
+    section "7/7 scripts/test-install.sh skipped (SHOAL_TEST_NO_DOCKER=1: it needs Docker)"
+else
+    section "7/7 scripts/test-install.sh"
+    cargo build -q -p shoal --bin shoal
+    "$here/test-install.sh"
+fi
 
 section "all done in $(elapsed "$total_start")s"
