@@ -187,17 +187,41 @@ pub async fn node_list(
     output: Output,
     out: &mut impl Write,
 ) -> Result<()> {
-    let row = |n: &Value| {
-        vec![
-            str_of(n, "name"),
-            str_of(n, "runtime"),
-            short(&str_of(n, "key")),
-            str_of(n, "agent_version"),
-            status(n),
-        ]
+    let team = pick_team(client, team).await?;
+    let route = |tail: &str| format!("/v1/teams/{}/{tail}", segment(&team));
+    let mut nodes = client.get(&route("nodes")).await?;
+    let status = client.get(&route("status")).await?;
+    let status_of = |key: &str| {
+        list_of(&status)
+            .iter()
+            .find(|s| str_of(s, "key") == key)
+            .map(|s| str_of(s, "status"))
+            .unwrap_or_else(|| "unreachable".into())
     };
-    let headers = ["NAME", "RUNTIME", "KEY", "AGENT", "STATUS"];
-    team_listing(client, team, "nodes", &headers, row, output, out).await
+    if let Some(list) = nodes.as_array_mut() {
+        for n in list.iter_mut() {
+            let st = status_of(&str_of(n, "key"));
+            n["status"] = Value::String(st);
+        }
+    }
+    match output {
+        Output::Json => json(out, &nodes),
+        Output::Table => {
+            let rows: Vec<Vec<String>> = list_of(&nodes)
+                .iter()
+                .map(|n| {
+                    vec![
+                        str_of(n, "name"),
+                        str_of(n, "runtime"),
+                        short(&str_of(n, "key")),
+                        str_of(n, "agent_version"),
+                        str_of(n, "status"),
+                    ]
+                })
+                .collect();
+            table(out, &["NAME", "RUNTIME", "KEY", "AGENT", "STATUS"], &rows)
+        }
+    }
 }
 
 pub async fn node_peers(

@@ -408,21 +408,25 @@ pub async fn node_show(
     let list = client.get(&route("nodes")).await?;
     let list = list.as_array().cloned().unwrap_or_default();
     let n = find(&list, node, "node")?.clone();
-    let peers = client.get(&route("peers")).await?;
     let here = client.get("/v1/node").await?;
     let key = str_of(&n, "key");
-    let is_here = str_of(&here, "key") == key;
-    let connected = is_here
-        || peers["peers"]
-            .as_array()
-            .is_some_and(|p| p.iter().any(|k| k.as_str() == Some(key.as_str())));
-    let status = if is_here {
-        "this node"
-    } else if connected {
-        "connected"
+    let all = client.get(&route("status")).await?;
+    let st = all
+        .as_array()
+        .and_then(|l| l.iter().find(|s| str_of(s, "key") == key))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let status = if str_of(&here, "key") == key {
+        "this node".to_string()
     } else {
-        "unreachable"
+        let s = str_of(&st, "status");
+        if s.is_empty() {
+            "unreachable".into()
+        } else {
+            s
+        }
     };
+    let seen = st.get("seen_ms_ago").and_then(Value::as_u64);
     if json_out {
         let mut v = n;
         v["status"] = json!(status);
@@ -432,9 +436,20 @@ pub async fn node_show(
     writeln!(out, "{:<10}{}", "name", str_of(&n, "name"))?;
     writeln!(out, "{:<10}{}", "key", key)?;
     writeln!(out, "{:<10}{}", "runtime", str_of(&n, "runtime"))?;
-    writeln!(out, "{:<10}{}", "status", status)?;
+    match seen {
+        Some(ms) => writeln!(
+            out,
+            "{:<10}{} (heard {:.1}s ago)",
+            "status",
+            status,
+            ms as f64 / 1000.0
+        )?,
+        None => writeln!(out, "{:<10}{}", "status", status)?,
+    }
     writeln!(out, "{:<10}{}", "agent", str_of(&n, "agent_version"))?;
-    let addrs: Vec<String> = n["addresses"]
+    let addrs: Vec<String> = st
+        .get("addresses")
+        .unwrap_or(&n["addresses"])
         .as_array()
         .map(|a| {
             a.iter()

@@ -184,6 +184,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/teams/{team}/bootstrap", get(bootstrap))
         .route("/v1/teams/{team}/ids", post(ids))
         .route("/v1/teams/{team}/peers", get(peers))
+        .route("/v1/teams/{team}/status", get(status))
         .route("/v1/join", post(join))
         .route("/v1/join/{team}", post(finish_join))
         .route("/v1/teams/{team}/members", get(members))
@@ -565,4 +566,37 @@ async fn finish_join(State(api): Shared, UrlPath(arg): UrlPath<String>, body: By
     let op = decode_op(&req.op)?;
     let step = api.service.finish_join(team, op).await?;
     ok(json!({ "team": step.team.to_hex(), "name": step.name }))
+}
+
+/// Every node of the team with its liveness from heartbeats: `connected`
+/// (fresh heartbeat), `unreachable` (stale or none), `outdated` (speaks an
+/// older protocol), `removed`.
+async fn status(State(api): Shared, UrlPath(arg): UrlPath<String>) -> Answer {
+    let (_, state, entry) = resolve(&api, &arg).await?;
+    let beats = entry.sync.status().await?;
+    let mut list = Vec::new();
+    for n in state.nodes.values() {
+        let beat = beats.iter().find(|b| b.key.to_hex() == n.key);
+        let status = if n.removed.is_some() {
+            "removed"
+        } else if beat.is_some_and(|b| b.protocol_version < shoal_protocol::PROTOCOL_VERSION)
+            || n.protocol_version < shoal_protocol::PROTOCOL_VERSION
+        {
+            "outdated"
+        } else if beat.is_some_and(|b| b.connected) {
+            "connected"
+        } else {
+            "unreachable"
+        };
+        list.push(json!({
+            "key": n.key,
+            "name": n.name,
+            "status": status,
+            "this_node": n.key == api.node.to_hex(),
+            "seen_ms_ago": beat.map(|b| b.seen_ms_ago),
+            "agent_version": beat.map_or(n.agent_version.clone(), |b| b.agent_version.clone()),
+            "addresses": beat.map_or(n.addresses.clone(), |b| b.addresses.clone()),
+        }));
+    }
+    ok(Value::Array(list))
 }

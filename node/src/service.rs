@@ -20,7 +20,7 @@ use libp2p::{Multiaddr, PeerId};
 use shoal_protocol::action::{NewMember, NewNode};
 use shoal_protocol::model::{InviteKind, Runtime};
 use shoal_protocol::ticket::{Ticket, TicketError};
-use shoal_protocol::{Action, Op, OpBody, PROTOCOL_VERSION, Replica, TeamId};
+use shoal_protocol::{Action, Op, OpBody, PROTOCOL_VERSION, Replica, SecretKey, TeamId};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -30,7 +30,9 @@ use crate::daemon::{DaemonError, Node, now_ms};
 use crate::join::{self, JoinError};
 use crate::mesh::{Mesh, MeshConfig, MeshError, MeshEvent, MeshHandle};
 use crate::store::TeamRecord;
-use crate::sync::{SyncConfig, SyncEngine, SyncError, SyncHandle};
+use crate::sync::{
+    HEARTBEAT_INTERVAL, HeartbeatConfig, SyncConfig, SyncEngine, SyncError, SyncHandle,
+};
 
 /// Capacity of the command channel from the API to the service.
 pub const SERVICE_CHANNEL_CAPACITY: usize = 16;
@@ -334,13 +336,26 @@ impl Service {
         if addrs.is_empty() {
             addrs = mesh.handle().listen(self.config.listen.clone()).await?;
         }
+        let interval = self
+            .config
+            .sync
+            .heartbeat
+            .as_ref()
+            .map_or(HEARTBEAT_INTERVAL, |h| h.interval);
+        let mut sync_config = self.config.sync.clone();
+        sync_config.heartbeat = Some(HeartbeatConfig {
+            key: SecretKey::from_seed(self.node.key_seed()),
+            interval,
+            agent_version: self.agent_version.clone(),
+            addresses: addrs.iter().map(ToString::to_string).collect(),
+        });
         let sync = SyncEngine::spawn(
             replica,
             self.node.store(),
             self.node.key(),
             mesh.handle(),
             events,
-            self.config.sync.clone(),
+            sync_config,
             self.cancel.child_token(),
         )?;
         (self.say)(format!("team {name} ({team}): {ops} ops"));

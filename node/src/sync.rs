@@ -28,17 +28,21 @@
 //! report back through an internal channel: the actor never waits on a peer,
 //! so two nodes syncing toward each other cannot stall one another.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libp2p::{Multiaddr, PeerId};
+use shoal_protocol::heartbeat::{
+    HEARTBEAT_VERSION, Heartbeat, MAX_HEARTBEAT_ADDRESSES, SignedHeartbeat,
+};
 use shoal_protocol::model::TeamState;
 use shoal_protocol::replica::{PrepareError, VersionVector};
 use shoal_protocol::rules;
 use shoal_protocol::{
-    Action, Hlc, Op, OpBody, OpContext, OpHash, PublicKey, Rejection, Replica, Report, TeamId,
+    Action, Hlc, Op, OpBody, OpContext, OpHash, PublicKey, Rejection, Replica, Report, SecretKey,
+    TeamId,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
@@ -61,6 +65,12 @@ pub const ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(2);
 /// pushed again when it comes back from a peer.
 pub const PUSH_DEDUP_CAPACITY: usize = 4096;
 
+/// Default time between two heartbeats of a node.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
+/// A node whose latest heartbeat is older than this many intervals is
+/// `unreachable`.
+pub const HEARTBEAT_STALE_AFTER: u32 = 3;
+
 /// How the sync engine runs.
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
@@ -69,6 +79,9 @@ pub struct SyncConfig {
     pub push: bool,
     /// Time between two anti-entropy rounds.
     pub anti_entropy_interval: Duration,
+    /// Send this node's heartbeats (none when `None`; others' are still
+    /// taken and forwarded).
+    pub heartbeat: Option<HeartbeatConfig>,
 }
 
 impl Default for SyncConfig {
@@ -76,8 +89,32 @@ impl Default for SyncConfig {
         Self {
             push: true,
             anti_entropy_interval: ANTI_ENTROPY_INTERVAL,
+            heartbeat: None,
         }
     }
+}
+
+/// What this node says in its heartbeats, and how often.
+#[derive(Debug, Clone)]
+pub struct HeartbeatConfig {
+    /// The node key that signs them.
+    pub key: SecretKey,
+    pub interval: Duration,
+    pub agent_version: String,
+    pub addresses: Vec<String>,
+}
+
+/// A node's liveness as this node sees it, from heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub key: PublicKey,
+    /// Milliseconds since its latest heartbeat arrived.
+    pub seen_ms_ago: u64,
+    /// The latest heartbeat is fresh.
+    pub connected: bool,
+    pub agent_version: String,
+    pub protocol_version: u32,
+    pub addresses: Vec<String>,
 }
 
 /// Errors of the sync engine.
@@ -127,6 +164,9 @@ enum Command {
     },
     VersionVector {
         reply: Reply<VersionVector>,
+    },
+    Status {
+        reply: Reply<Vec<NodeStatus>>,
     },
 }
 
@@ -212,6 +252,11 @@ impl SyncHandle {
     pub async fn version_vector(&self) -> Result<VersionVector, SyncError> {
         self.call(|reply| Command::VersionVector { reply }).await
     }
+
+    /// Every node heard from by heartbeat (this one included when it sends them).
+    pub async fn status(&self) -> Result<Vec<NodeStatus>, SyncError> {
+        self.call(|reply| Command::Status { reply }).await
+    }
 }
 
 /// The running sync engine of one team: owns the actor task.
@@ -260,6 +305,7 @@ impl SyncEngine {
             allowed: None,
             pushed: VecDeque::new(),
             pushed_set: HashSet::new(),
+            beats: BTreeMap::new(),
             unsaved: Vec::new(),
             stored,
             snapshot,
@@ -318,6 +364,8 @@ struct Actor {
     allowed: Option<BTreeSet<PeerId>>,
     pushed: VecDeque<OpHash>,
     pushed_set: HashSet<OpHash>,
+    /// Each node's latest heartbeat and when it arrived.
+    beats: BTreeMap<PublicKey, (SignedHeartbeat, Instant)>,
     /// Applied ops whose commit failed; retried before anything else.
     unsaved: Vec<OpHash>,
     /// Ops of the team in the store.
@@ -343,6 +391,13 @@ impl Actor {
         }
         let mut tick = tokio::time::interval(self.config.anti_entropy_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let beat_every = self
+            .config
+            .heartbeat
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |h| h.interval);
+        let mut beat = tokio::time::interval(beat_every);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -360,6 +415,7 @@ impl Actor {
                 },
                 Some(msg) = self.internal_rx.recv() => self.internal(msg),
                 _ = tick.tick() => self.tick().await,
+                _ = beat.tick(), if self.config.heartbeat.is_some() => self.send_heartbeat(),
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     if let Err(e) = done
                         && e.is_panic()
@@ -413,6 +469,9 @@ impl Actor {
             Command::VersionVector { reply } => {
                 let _ = reply.send(self.replica.version_vector());
             }
+            Command::Status { reply } => {
+                let _ = reply.send(self.node_status());
+            }
         }
     }
 
@@ -455,6 +514,7 @@ impl Actor {
                     ),
                     SyncRequest::Ops(ops) => self.receive(peer, ops, false),
                     SyncRequest::Push(ops) => self.receive(peer, ops, true),
+                    SyncRequest::Heartbeat(hb) => (self.receive_heartbeat(peer, hb), false),
                 };
                 let _ = reply.send(response);
                 if changed {
@@ -483,6 +543,112 @@ impl Actor {
                 }
             }
         }
+    }
+
+    /// Signs and sends this node's heartbeat to every connected peer.
+    fn send_heartbeat(&mut self) {
+        let Some(cfg) = &self.config.heartbeat else {
+            return;
+        };
+        let beat = Heartbeat {
+            version: HEARTBEAT_VERSION,
+            team: self.team,
+            node: self.me,
+            sent_ms: now_ms(),
+            agent_version: cfg.agent_version.clone(),
+            protocol_version: shoal_protocol::PROTOCOL_VERSION,
+            addresses: cfg
+                .addresses
+                .iter()
+                .take(MAX_HEARTBEAT_ADDRESSES)
+                .cloned()
+                .collect(),
+        };
+        match SignedHeartbeat::sign(beat, &cfg.key) {
+            Ok(signed) => {
+                self.beats.insert(self.me, (signed.clone(), Instant::now()));
+                self.forward_heartbeat(signed, None);
+            }
+            Err(e) => warn!(team = %self.team.short(), "cannot sign a heartbeat: {e}"),
+        }
+    }
+
+    /// Sends a heartbeat to every connected peer but `except`.
+    fn forward_heartbeat(&mut self, hb: SignedHeartbeat, except: Option<PeerId>) {
+        let peers: Vec<PeerId> = self
+            .connected
+            .iter()
+            .copied()
+            .filter(|p| Some(*p) != except)
+            .collect();
+        if peers.is_empty() {
+            return;
+        }
+        let mesh = self.mesh.clone();
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            for peer in peers {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    sent = mesh.request(peer, SyncRequest::Heartbeat(hb.clone())) => {
+                        if let Err(e) = sent {
+                            debug!(%peer, "heartbeat not delivered: {e}");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Takes a heartbeat: signed by a current node of this team, newer than
+    /// the one held, not from the future. New ones are forwarded.
+    fn receive_heartbeat(&mut self, peer: PeerId, hb: SignedHeartbeat) -> SyncResponse {
+        if let Err(e) = hb.verify() {
+            warn!(%peer, team = %self.team.short(), "heartbeat refused: {e}");
+            return SyncResponse::Refused(e.to_string());
+        }
+        let b = &hb.beat;
+        if b.team != self.team {
+            return SyncResponse::Refused("a heartbeat of another team".into());
+        }
+        let key = b.node.to_hex();
+        let live = shoal_protocol::view::effective_node(self.replica.state(), &key)
+            .is_some_and(|n| n.removed.is_none());
+        if !live || b.node == self.me {
+            return SyncResponse::Ack;
+        }
+        if b.sent_ms > now_ms().saturating_add(shoal_protocol::hlc::MAX_FUTURE_MS) {
+            return SyncResponse::Refused("a heartbeat from the future".into());
+        }
+        let newer = self
+            .beats
+            .get(&b.node)
+            .is_none_or(|(held, _)| b.sent_ms > held.beat.sent_ms);
+        if newer {
+            self.beats.insert(b.node, (hb.clone(), Instant::now()));
+            self.forward_heartbeat(hb, Some(peer));
+        }
+        SyncResponse::Ack
+    }
+
+    fn node_status(&self) -> Vec<NodeStatus> {
+        let stale = self
+            .config
+            .heartbeat
+            .as_ref()
+            .map_or(HEARTBEAT_INTERVAL, |h| h.interval)
+            * HEARTBEAT_STALE_AFTER;
+        self.beats
+            .iter()
+            .map(|(key, (hb, at))| NodeStatus {
+                key: *key,
+                seen_ms_ago: u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX),
+                connected: *key == self.me || at.elapsed() <= stale,
+                agent_version: hb.beat.agent_version.clone(),
+                protocol_version: hb.beat.protocol_version,
+                addresses: hb.beat.addresses.clone(),
+            })
+            .collect()
     }
 
     /// Answers a join message from a ticket holder (see [`crate::join`]).

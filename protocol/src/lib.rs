@@ -8,6 +8,7 @@ pub mod action;
 pub mod audit;
 pub mod doc;
 pub mod effect;
+pub mod heartbeat;
 pub mod hlc;
 pub mod keys;
 pub mod model;

@@ -58,10 +58,29 @@ fn three_daemons_join_and_converge_on_changes_made_anywhere() {
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("needs the admin role"), "{}", r.stderr);
 
-    // Every node knows the others' addresses and sees them connected.
+    // Every node knows the others' addresses and, from their signed
+    // heartbeats, sees them connected.
+    wait_for(WAIT, || {
+        let v: serde_json::Value =
+            serde_json::from_str(&c.ok(&["node", "list", "-o", "json"]).stdout).ok()?;
+        let all = v.as_array()?;
+        (all.len() == 3 && all.iter().all(|n| n["status"] == "connected")).then_some(())
+    })
+    .expect("all three nodes connected, as seen from C");
     let shown = c.ok(&["node", "show", "a"]).stdout;
-    assert!(shown.contains("connected"), "{shown}");
+    assert!(shown.contains("connected (heard"), "{shown}");
     assert!(shown.contains("/ip4/127.0.0.1/tcp/"), "{shown}");
+
+    // A stopped node turns unreachable once its heartbeats stop.
+    let mut peers = peers;
+    peers[0].stop().unwrap();
+    let [_, b, c] = &peers[..] else { unreachable!() };
+    wait_for(WAIT, || {
+        let shown = c.ok(&["node", "show", "a"]).stdout;
+        shown.contains("unreachable").then_some(())
+    })
+    .expect("A unreachable, as seen from C");
+    assert!(b.ok(&["node", "show", "c"]).stdout.contains("connected"));
 }
 
 #[test]

@@ -48,6 +48,8 @@ pub enum SyncRequest {
     Ops(Vec<Vec<u8>>),
     /// Freshly committed ops, pushed live to connected peers.
     Push(Vec<Vec<u8>>),
+    /// A node's signed heartbeat, sent or forwarded (never an op).
+    Heartbeat(shoal_protocol::heartbeat::SignedHeartbeat),
 }
 
 /// A response on the sync protocol.
@@ -111,7 +113,7 @@ pub trait WireMessage: Serialize + DeserializeOwned + Send + Sync + 'static {
 impl WireMessage for SyncRequest {
     fn check(&self) -> Result<(), WireError> {
         match self {
-            SyncRequest::VersionVector(_) => Ok(()),
+            SyncRequest::VersionVector(_) | SyncRequest::Heartbeat(_) => Ok(()),
             SyncRequest::Ops(ops) | SyncRequest::Push(ops) => check_batch(ops),
         }
     }
