@@ -3,5 +3,6 @@
 pub mod api;
 pub mod daemon;
 pub mod mesh;
+pub mod runtime;
 pub mod store;
 pub mod sync;
