@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod join;
 pub mod mesh;
 pub mod registry;
+pub mod runtime;
 pub mod service;
 pub mod store;
 pub mod sync;

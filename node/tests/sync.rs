@@ -205,6 +205,7 @@ async fn converge(handles: &[&SyncHandle], ops: usize) {
 
 fn fast(push: bool) -> SyncConfig {
     SyncConfig {
+        heartbeat: None,
         push,
         anti_entropy_interval: Duration::from_millis(500),
     }
@@ -213,6 +214,7 @@ fn fast(push: bool) -> SyncConfig {
 /// Live push only: anti-entropy runs too rarely to matter within [`WAIT`].
 fn push_only() -> SyncConfig {
     SyncConfig {
+        heartbeat: None,
         push: true,
         anti_entropy_interval: Duration::from_secs(600),
     }

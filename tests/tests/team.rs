@@ -74,7 +74,9 @@ fn three_daemons_join_and_converge_on_changes_made_anywhere() {
     // A stopped node turns unreachable once its heartbeats stop.
     let mut peers = peers;
     peers[0].stop().unwrap();
-    let [_, b, c] = &peers[..] else { unreachable!() };
+    let [_, b, c] = &peers[..] else {
+        unreachable!()
+    };
     wait_for(WAIT, || {
         let shown = c.ok(&["node", "show", "a"]).stdout;
         shown.contains("unreachable").then_some(())
