@@ -196,11 +196,11 @@ pub fn router(state: ApiState) -> Router {
         .with_state(Arc::new(state))
 }
 
-type Shared = State<Arc<ApiState>>;
+pub(crate) type Shared = State<Arc<ApiState>>;
 
 /// An error answer: a status and `{ "error": message }`.
 #[derive(Debug)]
-struct Fail(StatusCode, String);
+pub(crate) struct Fail(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for Fail {
     fn into_response(self) -> Response {
@@ -242,9 +242,9 @@ impl From<SyncError> for Fail {
     }
 }
 
-type Answer = Result<(StatusCode, axum::Json<Value>), Fail>;
+pub(crate) type Answer = Result<(StatusCode, axum::Json<Value>), Fail>;
 
-fn ok(v: Value) -> Answer {
+pub(crate) fn ok(v: Value) -> Answer {
     Ok((StatusCode::OK, axum::Json(v)))
 }
 
@@ -263,7 +263,10 @@ fn team_name(state: &TeamState, fallback: &str) -> String {
 }
 
 /// Finds a team by id (hex) or by name.
-async fn resolve(api: &ApiState, arg: &str) -> Result<(TeamId, TeamState, TeamEntry), Fail> {
+pub(crate) async fn resolve(
+    api: &ApiState,
+    arg: &str,
+) -> Result<(TeamId, TeamState, TeamEntry), Fail> {
     let teams = api.teams();
     if let Ok(id) = arg.parse::<TeamId>()
         && let Some(t) = teams.get(&id)
@@ -344,7 +347,7 @@ async fn nodes(State(api): Shared, UrlPath(arg): UrlPath<String>) -> Answer {
     ok(to_json(&list)?)
 }
 
-fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Fail> {
+pub(crate) fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Fail> {
     serde_json::from_slice(body).map_err(|e| {
         Fail(
             StatusCode::BAD_REQUEST,

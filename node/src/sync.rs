@@ -134,6 +134,15 @@ pub enum SyncError {
 
 type Reply<T> = oneshot::Sender<T>;
 
+/// A read-only function run on the replica; it sends its own reply.
+struct ReadFn(Box<dyn FnOnce(&Replica) + Send>);
+
+impl fmt::Debug for ReadFn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ReadFn")
+    }
+}
+
 /// Commands from handles to the actor; each carries its reply channel.
 #[derive(Debug)]
 enum Command {
@@ -167,6 +176,10 @@ enum Command {
     },
     Status {
         reply: Reply<Vec<NodeStatus>>,
+    },
+    /// Runs a read-only function on the replica inside the actor.
+    Read {
+        f: ReadFn,
     },
 }
 
@@ -251,6 +264,25 @@ impl SyncHandle {
     /// Per log, the highest contiguous seq held.
     pub async fn version_vector(&self) -> Result<VersionVector, SyncError> {
         self.call(|reply| Command::VersionVector { reply }).await
+    }
+
+    /// Runs `f` on the team's replica (read-only, inside the actor, so keep
+    /// it short) and returns its result: audit views, op listings, plans.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Replica) -> T + Send + 'static,
+    ) -> Result<T, SyncError> {
+        let (tx, rx) = oneshot::channel();
+        let cmd = Command::Read {
+            f: ReadFn(Box::new(move |r| {
+                let _ = tx.send(f(r));
+            })),
+        };
+        self.commands
+            .send(cmd)
+            .await
+            .map_err(|_| SyncError::Closed)?;
+        rx.await.map_err(|_| SyncError::Closed)
     }
 
     /// Every node heard from by heartbeat (this one included when it sends them).
@@ -472,6 +504,7 @@ impl Actor {
             Command::Status { reply } => {
                 let _ = reply.send(self.node_status());
             }
+            Command::Read { f } => (f.0)(&self.replica),
         }
     }
 
