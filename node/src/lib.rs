@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod daemon;
+pub mod executor;
 pub mod join;
 pub mod mesh;
 pub mod registry;

@@ -27,8 +27,10 @@ use tracing::{info, warn};
 
 use crate::api::{self, ApiError, ApiState};
 use crate::daemon::{DaemonError, Node, now_ms};
+use crate::executor::{Executor, RuntimeFactory, Unsealer};
 use crate::join::{self, JoinError};
 use crate::mesh::{Mesh, MeshConfig, MeshError, MeshEvent, MeshHandle};
+use crate::runtime::{DockerRuntime, RuntimeError};
 use crate::store::TeamRecord;
 use crate::sync::{
     HEARTBEAT_INTERVAL, HeartbeatConfig, SyncConfig, SyncEngine, SyncError, SyncHandle,
@@ -212,6 +214,7 @@ struct PendingJoin {
 struct Running {
     mesh: Mesh,
     sync: SyncEngine,
+    executor: Option<Executor>,
 }
 
 struct Service {
@@ -374,11 +377,52 @@ impl Service {
         if let Ok(mut map) = self.teams.write() {
             map.insert(team, entry.clone());
         }
-        self.running.push(Running { mesh, sync });
+        let executor = self.executor_for(team, &entry.sync);
+        self.running.push(Running {
+            mesh,
+            sync,
+            executor,
+        });
         if let Err(e) = self.publish_node(&entry, &addrs).await {
             warn!(team = %team.short(), "cannot publish this node's addresses: {e}");
         }
         Ok(())
+    }
+
+    /// The executor of a team on a node with a container runtime.
+    fn executor_for(&self, team: TeamId, sync: &SyncHandle) -> Option<Executor> {
+        let factory: RuntimeFactory = match self.config.runtime {
+            Runtime::None => return None,
+            Runtime::Docker => Arc::new(|| {
+                Box::pin(async {
+                    let docker = DockerRuntime::connect(None).await?;
+                    Ok(Arc::new(docker) as Arc<dyn crate::runtime::Runtime>)
+                })
+            }),
+            Runtime::Kubernetes => {
+                Arc::new(|| {
+                    Box::pin(async {
+                        Err(RuntimeError::InvalidPlan {
+                        reason: "this shoal build cannot deploy to Kubernetes yet: target a docker node".into(),
+                    })
+                    })
+                })
+            }
+        };
+        Some(Executor::spawn(
+            team,
+            sync.clone(),
+            SecretKey::from_seed(self.node.key_seed()),
+            self.node.store(),
+            factory,
+            self.unsealer(),
+            self.cancel.child_token(),
+        ))
+    }
+
+    /// Opens values sealed to this node.
+    fn unsealer(&self) -> Unsealer {
+        Arc::new(|_sealed| Err("sealed values cannot be opened by this build".to_string()))
     }
 
     /// Records this node's addresses and version in the team when they
@@ -697,7 +741,15 @@ impl Service {
         for (_, p) in std::mem::take(&mut self.pending) {
             let _ = p.mesh.join().await;
         }
-        for Running { mesh, sync } in self.running.drain(..) {
+        for Running {
+            mesh,
+            sync,
+            executor,
+        } in self.running.drain(..)
+        {
+            if let Some(x) = executor {
+                x.shutdown().await;
+            }
             if let Err(e) = sync.shutdown().await {
                 warn!("a sync engine did not stop cleanly: {e}");
             }

@@ -44,7 +44,7 @@ use shoal_protocol::{
     Action, Hlc, Op, OpBody, OpContext, OpHash, PublicKey, Rejection, Replica, Report, SecretKey,
     TeamId,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
@@ -197,6 +197,8 @@ enum Internal {
 pub struct SyncHandle {
     commands: mpsc::Sender<Command>,
     team: TeamId,
+    /// The number of applied ops, bumped after every commit.
+    changes: watch::Receiver<u64>,
 }
 
 impl SyncHandle {
@@ -266,6 +268,12 @@ impl SyncHandle {
         self.call(|reply| Command::VersionVector { reply }).await
     }
 
+    /// A receiver that changes after every commit of new ops (its value is
+    /// the op count), for whoever acts on the state (the executor).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.clone()
+    }
+
     /// Runs `f` on the team's replica (read-only, inside the actor, so keep
     /// it short) and returns its result: audit views, op listings, plans.
     pub async fn read<T: Send + 'static>(
@@ -319,7 +327,9 @@ impl SyncEngine {
         let snapshot = store.snapshot(team)?.map_or(0, |(covers, _)| covers);
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
         let (int_tx, int_rx) = mpsc::channel(INTERNAL_CHANNEL_CAPACITY);
+        let (changes_tx, changes_rx) = watch::channel(replica.ops().len() as u64);
         let actor = Actor {
+            changes: changes_tx,
             team,
             me,
             replica,
@@ -349,6 +359,7 @@ impl SyncEngine {
             handle: SyncHandle {
                 commands: cmd_tx,
                 team,
+                changes: changes_rx,
             },
             cancel,
             task,
@@ -396,6 +407,8 @@ struct Actor {
     allowed: Option<BTreeSet<PeerId>>,
     pushed: VecDeque<OpHash>,
     pushed_set: HashSet<OpHash>,
+    /// Told the op count after every commit.
+    changes: watch::Sender<u64>,
     /// Each node's latest heartbeat and when it arrived.
     beats: BTreeMap<PublicKey, (SignedHeartbeat, Instant)>,
     /// Applied ops whose commit failed; retried before anything else.
@@ -827,6 +840,7 @@ impl Actor {
                 .collect();
             self.stored = self.store.append_ops(self.team, &entries)?;
             self.unsaved.clear();
+            self.changes.send_replace(self.replica.ops().len() as u64);
         }
         for (hash, why) in rejected {
             if let Some(q) = self.replica.quarantine().get(hash) {

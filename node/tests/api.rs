@@ -3,95 +3,22 @@
 //! The control API served on a temp socket over a real sync engine: reads,
 //! and the prepare → sign → submit write path.
 
-use std::path::Path;
 use std::sync::Arc;
 
-use http_body_util::{BodyExt as _, Full};
-use hyper::body::Bytes;
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
+use hyper::{Method, StatusCode};
+use serde_json::json;
 use shoal_node::api;
 use shoal_node::daemon::{Node, now_ms};
 use shoal_node::service::{self, ServiceConfig, ServiceError};
 use shoal_node::store::TeamRecord;
 use shoal_node::sync::SyncConfig;
 use shoal_protocol::model::{ProductKind, Role, Runtime};
-use shoal_protocol::{Action, Op, OpBody, Replica, SecretKey, testkit};
+use shoal_protocol::{Action, Replica, SecretKey, testkit};
 use tokio_util::sync::CancellationToken;
 
-async fn call(
-    sock: &Path,
-    method: Method,
-    route: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let stream = tokio::net::UnixStream::connect(sock).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
-    let bytes = body
-        .map(|b| Bytes::from(serde_json::to_vec(&b).unwrap()))
-        .unwrap_or_default();
-    let req = Request::builder()
-        .method(method)
-        .uri(route)
-        .header("host", "shoal")
-        .header("connection", "close")
-        .header("content-type", "application/json")
-        .body(Full::new(bytes))
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    let status = resp.status();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    drop(sender);
-    let _ = conn.await;
-    (status, serde_json::from_slice(&body).unwrap())
-}
-
-async fn prepare(
-    sock: &Path,
-    team: &str,
-    author: &SecretKey,
-    action: &Action,
-) -> (StatusCode, Value) {
-    call(
-        sock,
-        Method::POST,
-        &format!("/v1/teams/{team}/prepare"),
-        Some(json!({ "author": author.public().to_hex(), "action": action })),
-    )
-    .await
-}
-
-fn sign(answer: &Value, key: &SecretKey) -> Op {
-    let bytes = hex::decode(answer["body"].as_str().unwrap()).unwrap();
-    let body: OpBody = postcard::from_bytes(&bytes).unwrap();
-    body.sign(key).unwrap()
-}
-
-async fn submit(sock: &Path, team: &str, op: &Op) -> (StatusCode, Value) {
-    call(
-        sock,
-        Method::POST,
-        &format!("/v1/teams/{team}/ops"),
-        Some(json!({ "op": hex::encode(op.encode()) })),
-    )
-    .await
-}
-
-async fn new_ids(sock: &Path, author: &SecretKey) -> Vec<String> {
-    let (s, v) = call(
-        sock,
-        Method::POST,
-        "/v1/teams/team/ids",
-        Some(json!({ "author": author.public().to_hex(), "count": 2 })),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    serde_json::from_value(v["ids"].clone()).unwrap()
-}
+#[macro_use]
+mod common;
+use common::{call, new_ids, prepare, sign, submit};
 
 #[tokio::test]
 async fn reads_and_the_prepare_sign_submit_path() {

@@ -27,63 +27,14 @@ use shoal_protocol::model::{
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 
+#[macro_use]
+mod common;
+use common::test_env;
+
 /// Capacity of the progress channel the tests drain.
 const PROGRESS_CAPACITY: usize = 64;
 
 // ---------------------------------------------------------------- harness
-
-/// The test environment written by `scripts/test.sh`.
-struct TestEnv {
-    registry: String,
-    auth_registry: String,
-    user: String,
-    password: String,
-}
-
-fn test_env() -> Option<TestEnv> {
-    let dir =
-        std::env::var("SHOAL_TEST_STATE_DIR").unwrap_or_else(|_| "/tmp/shoal-test-env".into());
-    let path = format!("{dir}/env");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) => {
-            if std::env::var("CI").is_ok_and(|v| !v.is_empty()) {
-                panic!("CI is set but {path} cannot be read ({e}): run scripts/test.sh first");
-            }
-            eprintln!(
-                "skipping: {path} not found; run `SHOAL_TEST_ENV_ONLY=1 bash scripts/test.sh` to set up Docker and the registries"
-            );
-            return None;
-        }
-    };
-    let vars: BTreeMap<String, String> = text
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("export "))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.trim_matches(['\'', '"']).replace('\\', "")))
-        .collect();
-    let get = |k: &str| {
-        std::env::var(k)
-            .ok()
-            .or_else(|| vars.get(k).cloned())
-            .unwrap_or_else(|| panic!("{k} missing from {path}"))
-    };
-    Some(TestEnv {
-        registry: get("SHOAL_TEST_REGISTRY"),
-        auth_registry: get("SHOAL_TEST_AUTH_REGISTRY"),
-        user: get("SHOAL_TEST_REGISTRY_USER"),
-        password: get("SHOAL_TEST_REGISTRY_PASSWORD"),
-    })
-}
-
-macro_rules! env_or_skip {
-    () => {
-        match test_env() {
-            Some(env) => env,
-            None => return,
-        }
-    };
-}
 
 /// A team id and prefixes no other test (or run) uses.
 struct Ids {

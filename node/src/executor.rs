@@ -1,0 +1,534 @@
+//! The executor (§4 "Executor"): runs the deployments that target this node.
+//!
+//! One actor per team on a node with a container runtime. It wakes when the
+//! team's state changes (and every [`RESCAN_INTERVAL`] in any case), looks
+//! for deployments that target this node, are `in-progress`, are not marked
+//! `conflict`, and whose current try has no report yet, and runs each try in
+//! a task of its own (one at a time per prefix). A try builds its plan from
+//! the state ([`plan`], pure), hands it to the [`Runtime`], and reports the
+//! end as a signed `deployment.finish` op: status, container states, a short
+//! events summary and, on success, the frozen config. Detailed progress
+//! stays on the node, in the store's local table.
+//!
+//! After a crash the state still says `in-progress` for a try this node
+//! never reported: the executor runs that try again (a try replaces the
+//! prefix's containers, so running it twice is safe) and says so in the
+//! events. Nothing is left half-known: every try ends with a report.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_protocol::action::Outcome;
+use shoal_protocol::model::{
+    ContainerConfig, ContainerState, Deployment, DeploymentStatus, FrozenConfig, Image,
+    RegistryKind, Sealed, TeamState, VersionKind,
+};
+use shoal_protocol::{Action, PublicKey, SecretKey, TeamId};
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::daemon::now_ms;
+use crate::runtime::{
+    DeployPlan, ImageSource, PlannedContainer, ProgressEvent, PullPolicy, RegistryCredentials,
+    Runtime, RuntimeError, SecretValues,
+};
+use crate::store::Store;
+use crate::sync::{SyncError, SyncHandle};
+
+/// A rescan of the state even without a change (a missed wake-up costs at
+/// most this long).
+pub const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
+/// Progress events buffered between a runtime and the executor.
+pub const PROGRESS_CHANNEL_CAPACITY: usize = 256;
+/// Most events summarised in a report (the rules allow more; a short
+/// summary reads better).
+pub const MAX_REPORTED_EVENTS: usize = 40;
+/// Longest event line in a report.
+pub const MAX_EVENT_CHARS: usize = 200;
+/// Namespace of the executor's records in the store's local table.
+pub const LOCAL_NS: &str = "executor";
+
+/// Opens sealed values (deployment secrets, registry passwords) with this
+/// node's keys.
+pub type Unsealer = Arc<dyn Fn(&Sealed) -> Result<String, String> + Send + Sync>;
+
+/// Makes the runtime for a try; an error fails the try with its message
+/// (e.g. the Docker engine does not answer).
+pub type RuntimeFactory = Arc<
+    dyn Fn() -> futures::future::BoxFuture<'static, Result<Arc<dyn Runtime>, RuntimeError>>
+        + Send
+        + Sync,
+>;
+
+/// Why a plan cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("the deployment's version {0} is gone")]
+    NoVersion(String),
+    #[error("the version has no images")]
+    NoImages,
+    #[error("image {image} names registry {registry}, which is not in the team")]
+    NoRegistry { image: String, registry: String },
+    #[error("secret {key} cannot be opened on this node: {why}")]
+    Secret { key: String, why: String },
+    #[error(
+        "required secret {key} has no value for this node: set it with `shoal deploy create --secret {key}`"
+    )]
+    MissingSecret { key: String },
+    #[error("the password of registry {registry} cannot be opened on this node: {why}")]
+    RegistryPassword { registry: String, why: String },
+}
+
+/// The images a try of `d` runs, each with its layered config (image ←
+/// deployment ← instance) merged. An incremental deployment that succeeded
+/// before runs exactly its frozen config (that is what makes a redeploy of
+/// an obsolete one a rollback); others run their version as it is now.
+pub fn effective_images(
+    state: &TeamState,
+    d: &Deployment,
+) -> Result<(String, Vec<Image>), PlanError> {
+    let version = state
+        .versions
+        .get(&d.version)
+        .ok_or_else(|| PlanError::NoVersion(d.version.clone()))?;
+    if version.kind == VersionKind::Incremental
+        && let Some(frozen) = &d.frozen
+    {
+        return Ok((frozen.version_name.clone(), frozen.images.clone()));
+    }
+    if version.images.is_empty() {
+        return Err(PlanError::NoImages);
+    }
+    let deployment_level = ContainerConfig {
+        env: d.env.clone(),
+        ..ContainerConfig::default()
+    };
+    let images = version
+        .images
+        .iter()
+        .map(|img| {
+            let mut config = img.config.merged(&deployment_level);
+            if let Some(inst) = d.instances.get(&img.name) {
+                config = config.merged(inst);
+            }
+            let image = config.image.clone().unwrap_or_else(|| img.image.clone());
+            Image {
+                name: img.name.clone(),
+                image,
+                config,
+            }
+        })
+        .collect();
+    Ok((version.name.clone(), images))
+}
+
+/// The pull reference of an image in a registry of the team.
+fn image_source(state: &TeamState, img: &Image, open: &Unsealer) -> Result<ImageSource, PlanError> {
+    let r = &img.image;
+    let reg = state
+        .registries
+        .get(&r.registry)
+        .ok_or_else(|| PlanError::NoRegistry {
+            image: img.name.clone(),
+            registry: r.registry.clone(),
+        })?;
+    let host = |url: &Option<String>, default: &str| {
+        url.as_deref()
+            .map(|u| {
+                u.trim_start_matches("https://")
+                    .trim_start_matches("http://")
+                    .trim_end_matches('/')
+                    .to_string()
+            })
+            .unwrap_or_else(|| default.to_string())
+    };
+    let ns = |name: &str| match reg.namespace.as_deref() {
+        Some(ns) if !ns.is_empty() && !name.starts_with(&format!("{ns}/")) => {
+            format!("{ns}/{name}")
+        }
+        _ => name.to_string(),
+    };
+    let (reference, pull) = match reg.kind {
+        RegistryKind::Hub => (format!("{}:{}", ns(&r.name), r.tag), PullPolicy::IfChanged),
+        RegistryKind::V2 => (
+            format!("{}/{}:{}", host(&reg.url, "localhost"), ns(&r.name), r.tag),
+            PullPolicy::IfChanged,
+        ),
+        RegistryKind::Github => (
+            format!("{}/{}:{}", host(&reg.url, "ghcr.io"), ns(&r.name), r.tag),
+            PullPolicy::IfChanged,
+        ),
+        RegistryKind::Gitlab => (
+            format!(
+                "{}/{}:{}",
+                host(&reg.url, "registry.gitlab.com"),
+                ns(&r.name),
+                r.tag
+            ),
+            PullPolicy::IfChanged,
+        ),
+        RegistryKind::Unchecked if reg.name == "local" => {
+            (format!("{}:{}", r.name, r.tag), PullPolicy::Never)
+        }
+        RegistryKind::Unchecked => (format!("{}:{}", r.name, r.tag), PullPolicy::IfChanged),
+    };
+    let credentials = match (&reg.user, &reg.password) {
+        (Some(user), Some(sealed)) => Some(RegistryCredentials {
+            user: user.clone(),
+            password: open(sealed).map_err(|why| PlanError::RegistryPassword {
+                registry: reg.name.clone(),
+                why,
+            })?,
+        }),
+        _ => None,
+    };
+    Ok(ImageSource {
+        reference,
+        credentials,
+        pull,
+    })
+}
+
+/// The plan of the current try of `d` (pure: everything comes from the
+/// state and the unsealer).
+pub fn plan(
+    team: TeamId,
+    state: &TeamState,
+    d: &Deployment,
+    open: &Unsealer,
+) -> Result<(DeployPlan, FrozenConfig), PlanError> {
+    let (version_name, images) = effective_images(state, d)?;
+    let mut secrets = BTreeMap::new();
+    for (key, sealed) in &d.secrets {
+        let value = open(sealed).map_err(|why| PlanError::Secret {
+            key: key.clone(),
+            why,
+        })?;
+        secrets.insert(key.clone(), value);
+    }
+    let mut containers = Vec::new();
+    for img in &images {
+        for (key, decl) in &img.config.secrets {
+            if decl.required && !secrets.contains_key(key) {
+                return Err(PlanError::MissingSecret { key: key.clone() });
+            }
+        }
+        let mine: BTreeMap<String, String> = secrets
+            .iter()
+            .filter(|(k, _)| img.config.secrets.contains_key(*k) || d.secrets.contains_key(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut init_images = BTreeMap::new();
+        for init in &img.config.init_containers {
+            let src = image_source(
+                state,
+                &Image {
+                    name: init.name.clone(),
+                    image: init.image.clone(),
+                    config: ContainerConfig::default(),
+                },
+                open,
+            )?;
+            init_images.insert(init.name.clone(), src);
+        }
+        containers.push(PlannedContainer {
+            name: img.name.clone(),
+            config: img.config.clone(),
+            image: image_source(state, img, open)?,
+            init_images,
+            secrets: SecretValues(mine),
+        });
+    }
+    let plan = DeployPlan {
+        team: team.to_hex(),
+        deployment: d.id.clone(),
+        prefix: d.prefix.clone(),
+        version: version_name.clone(),
+        try_number: d.tries,
+        containers,
+    };
+    Ok((
+        plan,
+        FrozenConfig {
+            version_name,
+            images,
+        },
+    ))
+}
+
+/// The tries this node should run now: its in-progress, unreported,
+/// non-conflicting deployments, oldest first.
+pub fn due(state: &TeamState, me: &PublicKey) -> Vec<Deployment> {
+    let me = me.to_hex();
+    let mut list: Vec<Deployment> = state
+        .deployments
+        .values()
+        .filter(|d| d.node == me && d.status == DeploymentStatus::InProgress)
+        .filter(|d| d.finished_try < d.tries)
+        .filter(|d| !shoal_protocol::view::deployment_in_conflict(state, d))
+        .cloned()
+        .collect();
+    list.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+    list
+}
+
+/// The running executor of one team.
+#[derive(Debug)]
+pub struct Executor {
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Executor {
+    /// Spawns the actor; it stops when `cancel` fires (tries in flight are
+    /// abandoned and run again at the next start).
+    pub fn spawn(
+        team: TeamId,
+        sync: SyncHandle,
+        key: SecretKey,
+        store: Arc<Store>,
+        runtime: RuntimeFactory,
+        open: Unsealer,
+        cancel: CancellationToken,
+    ) -> Executor {
+        let actor = Actor {
+            team,
+            changes: sync.subscribe(),
+            sync,
+            key,
+            store,
+            runtime,
+            open,
+            cancel: cancel.clone(),
+            running: BTreeMap::new(),
+            tasks: JoinSet::new(),
+        };
+        Executor {
+            cancel,
+            task: tokio::spawn(actor.run()),
+        }
+    }
+
+    /// Stops the actor and waits for it.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+    }
+}
+
+struct Actor {
+    team: TeamId,
+    sync: SyncHandle,
+    changes: watch::Receiver<u64>,
+    key: SecretKey,
+    store: Arc<Store>,
+    runtime: RuntimeFactory,
+    open: Unsealer,
+    cancel: CancellationToken,
+    /// Prefix → (deployment, try) running now.
+    running: BTreeMap<String, (String, u32)>,
+    tasks: JoinSet<(String, String, u32)>,
+}
+
+impl Actor {
+    async fn run(mut self) {
+        let mut rescan = tokio::time::interval(RESCAN_INTERVAL);
+        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.cancel.cancelled() => break,
+                changed = self.changes.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    self.scan().await;
+                }
+                _ = rescan.tick() => self.scan().await,
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if let Ok((prefix, _, _)) = done {
+                        self.running.remove(&prefix);
+                    }
+                    self.scan().await;
+                }
+            }
+        }
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        debug!(team = %self.team.short(), "executor stopped");
+    }
+
+    async fn scan(&mut self) {
+        let me = self.key.public();
+        let found = self.sync.read(move |r| due(r.state(), &me)).await;
+        let Ok(list) = found else {
+            return;
+        };
+        let busy: BTreeSet<String> = self.running.keys().cloned().collect();
+        for d in list {
+            if busy.contains(&d.prefix) || self.running.contains_key(&d.prefix) {
+                continue;
+            }
+            self.running
+                .insert(d.prefix.clone(), (d.id.clone(), d.tries));
+            let job = Try {
+                team: self.team,
+                sync: self.sync.clone(),
+                key: self.key.clone(),
+                store: Arc::clone(&self.store),
+                runtime: Arc::clone(&self.runtime),
+                open: Arc::clone(&self.open),
+                cancel: self.cancel.clone(),
+            };
+            self.tasks.spawn(async move {
+                let (prefix, id, attempt) = (d.prefix.clone(), d.id.clone(), d.tries);
+                job.run(d).await;
+                (prefix, id, attempt)
+            });
+        }
+    }
+}
+
+/// One try, run in its own task.
+struct Try {
+    team: TeamId,
+    sync: SyncHandle,
+    key: SecretKey,
+    store: Arc<Store>,
+    runtime: RuntimeFactory,
+    open: Unsealer,
+    cancel: CancellationToken,
+}
+
+fn short_line(s: &str) -> String {
+    if s.chars().count() <= MAX_EVENT_CHARS {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(MAX_EVENT_CHARS - 1).collect();
+    out.push('…');
+    out
+}
+
+impl Try {
+    fn record_key(d: &Deployment) -> String {
+        format!("{}/{}", d.id, d.tries)
+    }
+
+    async fn run(self, d: Deployment) {
+        let mut events = Vec::new();
+        // A try started before a crash and never reported is run again.
+        let key = Self::record_key(&d);
+        let ns = format!("{LOCAL_NS}/{}", self.team.to_hex());
+        if let Ok(Some(_)) = self.store.get_local(&ns, &key) {
+            events.push("resumed after the node restarted".to_string());
+        }
+        if let Err(e) = self.store.put_local(&ns, &key, &now_ms().to_be_bytes()) {
+            warn!(team = %self.team.short(), "cannot record the try: {e}");
+        }
+        info!(team = %self.team.short(), deployment = %d.id, attempt = d.tries, prefix = %d.prefix, "deploying");
+        let state = match self.sync.state().await {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        let outcome = self.execute(&state, &d, &mut events).await;
+        let (outcome, containers, frozen) = match outcome {
+            Ok((containers, frozen)) => (Outcome::Successful, containers, Some(frozen)),
+            Err((reason, containers)) => (Outcome::Failed { reason }, containers, None),
+        };
+        let events: Vec<String> = events
+            .iter()
+            .rev()
+            .take(MAX_REPORTED_EVENTS)
+            .rev()
+            .map(|e| short_line(e))
+            .collect();
+        let action = Action::DeploymentFinish {
+            id: d.id.clone(),
+            attempt: d.tries,
+            outcome: outcome.clone(),
+            containers,
+            events,
+            frozen,
+        };
+        match self.report(action).await {
+            Ok(()) => {
+                info!(team = %self.team.short(), deployment = %d.id, attempt = d.tries, ?outcome, "reported");
+                let _ = self.store.delete_local(&ns, &key);
+            }
+            Err(e) => {
+                warn!(team = %self.team.short(), deployment = %d.id, "cannot report the try: {e}")
+            }
+        }
+    }
+
+    async fn report(&self, action: Action) -> Result<(), SyncError> {
+        let body = self.sync.prepare(self.key.public(), action).await?;
+        let op = body
+            .sign(&self.key)
+            .map_err(|e| SyncError::Task(e.to_string()))?;
+        self.sync.submit(op).await.map(|_| ())
+    }
+
+    async fn execute(
+        &self,
+        state: &TeamState,
+        d: &Deployment,
+        events: &mut Vec<String>,
+    ) -> Result<
+        (BTreeMap<String, ContainerState>, FrozenConfig),
+        (String, BTreeMap<String, ContainerState>),
+    > {
+        let none = BTreeMap::new;
+        let (plan, frozen) =
+            plan(self.team, state, d, &self.open).map_err(|e| (e.to_string(), none()))?;
+        let runtime = (self.runtime)()
+            .await
+            .map_err(|e| (e.to_string(), none()))?;
+        let (tx, mut rx) = mpsc::channel::<ProgressEvent>(PROGRESS_CHANNEL_CAPACITY);
+        let ns = format!("progress/{}", self.team.to_hex());
+        let deploy = runtime.deploy(&plan, &tx);
+        tokio::pin!(deploy);
+        let mut seq = 0u32;
+        let result = loop {
+            tokio::select! {
+                () = self.cancel.cancelled() => return Err(("the node stopped during the try".into(), none())),
+                r = &mut deploy => break r,
+                Some(ev) = rx.recv() => {
+                    let line = match &ev.container {
+                        Some(c) => format!("{:?} {c}: {}", ev.step, ev.message),
+                        None => format!("{:?}: {}", ev.step, ev.message),
+                    };
+                    seq += 1;
+                    let key = format!("{}/{}/{seq:06}", d.id, d.tries);
+                    let _ = self.store.put_local(&ns, &key, line.as_bytes());
+                    events.push(line);
+                }
+            }
+        };
+        while let Ok(ev) = rx.try_recv() {
+            events.push(format!("{:?}: {}", ev.step, ev.message));
+        }
+        match result {
+            Ok(out) => {
+                events.extend(out.events.iter().cloned());
+                Ok((out.containers, frozen))
+            }
+            Err(e) => {
+                // What runs now, so `deploy show` tells the truth.
+                let containers = runtime
+                    .containers(&plan.team, Some(&plan.prefix))
+                    .await
+                    .map(|list| {
+                        list.into_iter()
+                            .filter(|c| c.init.is_none())
+                            .map(|c| (c.container, c.state))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Err((e.to_string(), containers))
+            }
+        }
+    }
+}
