@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
-use shoal_protocol::model::{Role, Runtime};
+use shoal_protocol::model::{ContainerAction, Role, Runtime};
 
 mod client;
+mod container;
 mod daemon;
 mod profile;
 mod read;
@@ -61,6 +62,9 @@ enum Command {
     /// The members of a team.
     #[command(subcommand)]
     Member(MemberCmd),
+    /// A node's containers, from anywhere in the team.
+    #[command(subcommand)]
+    Container(ContainerCmd),
     /// Prints shell completions.
     Completion {
         #[arg(value_enum)]
@@ -147,6 +151,37 @@ enum TeamCmd {
     /// Joins a team with a ticket from `team invite`: your profile becomes a
     /// member and this machine's daemon one of the team's nodes.
     Join { ticket: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum ContainerCmd {
+    /// Lists a node's containers of this team, with their state.
+    List {
+        node: String,
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+    /// Starts a container (a signed, audited command the node carries out).
+    Start { node: String, container: String },
+    /// Stops a container.
+    Stop { node: String, container: String },
+    /// Restarts a container.
+    Restart { node: String, container: String },
+    /// Removes a container.
+    Remove { node: String, container: String },
+    /// Prints a container's logs.
+    Logs {
+        node: String,
+        container: String,
+        /// Keep printing new lines.
+        #[arg(long, short)]
+        follow: bool,
+        /// How many lines from the end (default 100).
+        #[arg(long)]
+        tail: Option<u64>,
+    },
+    /// Shows a container's engine document (secret values redacted).
+    Inspect { node: String, container: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -314,6 +349,59 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 |c| async move {
                     let s = write::Session::open(c, &dir, team.as_deref()).await?;
                     write::node_remove(&s, &node, &mut out).await
+                },
+                &socket,
+            )?
+        }
+        Command::Container(cmd) => {
+            let team = cli.team;
+            let output = cli.output;
+            ask(
+                |c| async move {
+                    let team = team.as_deref();
+                    let client = c.clone();
+                    let dir = &dir;
+                    let act = |node: String, container: String, action| async move {
+                        let s = write::Session::open(client, dir, team).await?;
+                        container::command(
+                            &s,
+                            &node,
+                            &container,
+                            action,
+                            &mut std::io::stdout().lock(),
+                        )
+                        .await
+                    };
+                    match cmd {
+                        ContainerCmd::List { node, prefix } => {
+                            container::list(&c, team, &node, prefix.as_deref(), output, &mut out)
+                                .await
+                        }
+                        ContainerCmd::Start { node, container } => {
+                            act(node, container, ContainerAction::Start).await
+                        }
+                        ContainerCmd::Stop { node, container } => {
+                            act(node, container, ContainerAction::Stop).await
+                        }
+                        ContainerCmd::Restart { node, container } => {
+                            act(node, container, ContainerAction::Restart).await
+                        }
+                        ContainerCmd::Remove { node, container } => {
+                            act(node, container, ContainerAction::Remove).await
+                        }
+                        ContainerCmd::Logs {
+                            node,
+                            container,
+                            follow,
+                            tail,
+                        } => {
+                            container::logs(&c, team, &node, &container, tail, follow, &mut out)
+                                .await
+                        }
+                        ContainerCmd::Inspect { node, container } => {
+                            container::inspect(&c, team, &node, &container, &mut out).await
+                        }
+                    }
                 },
                 &socket,
             )?

@@ -57,7 +57,11 @@ fn short(hex: &str) -> String {
 }
 
 /// Prints rows under headers, columns padded to their widest cell.
-fn table(out: &mut impl Write, headers: &[&str], rows: &[Vec<String>]) -> Result<()> {
+pub(crate) fn print_table(
+    out: &mut impl Write,
+    headers: &[&str],
+    rows: &[Vec<String>],
+) -> Result<()> {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -108,7 +112,7 @@ pub async fn team_list(client: &Client, output: Output, out: &mut impl Write) ->
                 .iter()
                 .map(|t| vec![str_of(t, "name"), str_of(t, "id"), str_of(t, "ops")])
                 .collect();
-            table(out, &["NAME", "ID", "OPS"], &rows)
+            print_table(out, &["NAME", "ID", "OPS"], &rows)
         }
     }
 }
@@ -156,7 +160,7 @@ async fn team_listing(
         Output::Json => json(out, &v),
         Output::Table => {
             let rows: Vec<Vec<String>> = list_of(&v).iter().map(row).collect();
-            table(out, headers, &rows)
+            print_table(out, headers, &rows)
         }
     }
 }
@@ -219,7 +223,7 @@ pub async fn node_list(
                     ]
                 })
                 .collect();
-            table(out, &["NAME", "RUNTIME", "KEY", "AGENT", "STATUS"], &rows)
+            print_table(out, &["NAME", "RUNTIME", "KEY", "AGENT", "STATUS"], &rows)
         }
     }
 }
@@ -253,7 +257,7 @@ pub async fn node_peers(
                 .iter()
                 .map(|p| vec![str_of(p, "name"), str_of(p, "key")])
                 .collect();
-            table(out, &["NAME", "KEY"], &rows)
+            print_table(out, &["NAME", "KEY"], &rows)
         }
     }
 }

@@ -470,6 +470,12 @@ pub async fn node_show(
     Ok(())
 }
 
+/// One live node of the session's team, by name or key prefix.
+pub async fn find_node(s: &Session, node: &str) -> Result<Value> {
+    let list = s.state_list("nodes").await?;
+    find(&list, node, "node").cloned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,6 +34,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::join::JoinError;
+use crate::query::{Answer as QueryAnswer, Query};
 use crate::service::{ServiceError, ServiceHandle, TeamEntry, TeamMap};
 use crate::sync::SyncError;
 
@@ -185,6 +186,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/teams/{team}/ids", post(ids))
         .route("/v1/teams/{team}/peers", get(peers))
         .route("/v1/teams/{team}/status", get(status))
+        .route("/v1/teams/{team}/nodes/{node}/containers", get(containers))
+        .route(
+            "/v1/teams/{team}/nodes/{node}/containers/{name}/logs",
+            get(container_logs),
+        )
+        .route(
+            "/v1/teams/{team}/nodes/{node}/containers/{name}/inspect",
+            get(container_inspect),
+        )
         .route("/v1/join", post(join))
         .route("/v1/join/{team}", post(finish_join))
         .route("/v1/teams/{team}/members", get(members))
@@ -602,4 +612,93 @@ async fn status(State(api): Shared, UrlPath(arg): UrlPath<String>) -> Answer {
         }));
     }
     ok(Value::Array(list))
+}
+
+/// Asks node `node` (name or key prefix) of the team a container question:
+/// this node answers itself, another is asked over the mesh.
+async fn ask_node(api: &ApiState, team: &str, node: &str, q: Query) -> Result<Value, Fail> {
+    let (_, state, entry) = resolve(api, team).await?;
+    let live: Vec<&shoal_protocol::model::Node> = state
+        .nodes
+        .values()
+        .filter(|n| n.removed.is_none())
+        .collect();
+    let by_key: Vec<&&shoal_protocol::model::Node> = live
+        .iter()
+        .filter(|n| node.len() >= 4 && n.key.starts_with(node))
+        .collect();
+    let target = match live.iter().find(|n| n.name == node) {
+        Some(n) => *n,
+        None if by_key.len() == 1 => *by_key[0],
+        None => {
+            return Err(Fail(
+                StatusCode::NOT_FOUND,
+                format!("no node {node:?} in this team: see `shoal node list`"),
+            ));
+        }
+    };
+    let answer = if target.key == api.node.to_hex() {
+        (entry.queries)(q).await
+    } else {
+        let key: PublicKey = target.key.parse().map_err(|_| {
+            Fail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "a node key does not parse".into(),
+            )
+        })?;
+        let peer = crate::mesh::peer_id_from_key(&key)
+            .map_err(|e| Fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        entry.sync.ask(peer, q).await?
+    };
+    match answer {
+        QueryAnswer::Containers(list) => to_json(&list),
+        QueryAnswer::Logs(lines) => Ok(json!({ "lines": lines })),
+        QueryAnswer::Inspect(text) => serde_json::from_str(&text).map_err(|e| {
+            Fail(
+                StatusCode::BAD_GATEWAY,
+                format!("malformed inspect output: {e}"),
+            )
+        }),
+        QueryAnswer::Error(why) => Err(Fail(
+            StatusCode::BAD_GATEWAY,
+            format!("node {} could not answer: {why}", target.name),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+struct ContainersQuery {
+    prefix: Option<String>,
+}
+
+async fn containers(
+    State(api): Shared,
+    UrlPath((team, node)): UrlPath<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<ContainersQuery>,
+) -> Answer {
+    ok(ask_node(&api, &team, &node, Query::Containers { prefix: q.prefix }).await?)
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    tail: Option<u64>,
+}
+
+async fn container_logs(
+    State(api): Shared,
+    UrlPath((team, node, name)): UrlPath<(String, String, String)>,
+    axum::extract::Query(q): axum::extract::Query<LogsQuery>,
+) -> Answer {
+    let query = Query::Logs {
+        container: name,
+        tail: q.tail,
+    };
+    ok(ask_node(&api, &team, &node, query).await?)
+}
+
+async fn container_inspect(
+    State(api): Shared,
+    UrlPath((team, node, name)): UrlPath<(String, String, String)>,
+) -> Answer {
+    ok(ask_node(&api, &team, &node, Query::Inspect { container: name }).await?)
 }

@@ -304,6 +304,7 @@ impl Executor {
             open,
             cancel: cancel.clone(),
             running: BTreeMap::new(),
+            commands: BTreeSet::new(),
             tasks: JoinSet::new(),
         };
         Executor {
@@ -330,6 +331,8 @@ struct Actor {
     cancel: CancellationToken,
     /// Prefix → (deployment, try) running now.
     running: BTreeMap<String, (String, u32)>,
+    /// Container commands being carried out now.
+    commands: BTreeSet<String>,
     tasks: JoinSet<(String, String, u32)>,
 }
 
@@ -348,8 +351,12 @@ impl Actor {
                 }
                 _ = rescan.tick() => self.scan().await,
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
-                    if let Ok((prefix, _, _)) = done {
-                        self.running.remove(&prefix);
+                    if let Ok((prefix, id, _)) = done {
+                        if prefix.is_empty() {
+                            self.commands.remove(&id);
+                        } else {
+                            self.running.remove(&prefix);
+                        }
                     }
                     self.scan().await;
                 }
@@ -360,7 +367,58 @@ impl Actor {
         debug!(team = %self.team.short(), "executor stopped");
     }
 
+    /// Carries out `container.command` ops that target this node and were
+    /// not carried out yet (each once; the result stays on the node).
+    async fn run_commands(&mut self) {
+        let me = self.key.public().to_hex();
+        let found = self
+            .sync
+            .read(move |r| {
+                r.state()
+                    .commands
+                    .values()
+                    .filter(|c| c.node == me)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .await;
+        let Ok(list) = found else {
+            return;
+        };
+        let ns = format!("commands/{}", self.team.to_hex());
+        for c in list {
+            if self.commands.contains(&c.id)
+                || matches!(self.store.get_local(&ns, &c.id), Ok(Some(_)))
+            {
+                continue;
+            }
+            self.commands.insert(c.id.clone());
+            let runtime = Arc::clone(&self.runtime);
+            let store = Arc::clone(&self.store);
+            let (ns, team) = (ns.clone(), self.team);
+            self.tasks.spawn(async move {
+                let result = match runtime().await {
+                    Ok(rt) => rt
+                        .command(&team.to_hex(), &c.container, c.action)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                let line = match &result {
+                    Ok(()) => format!("done: {} {}", c.action.as_str(), c.container),
+                    Err(e) => format!("failed: {} {}: {e}", c.action.as_str(), c.container),
+                };
+                info!(team = %team.short(), command = %c.id, "{line}");
+                if let Err(e) = store.put_local(&ns, &c.id, line.as_bytes()) {
+                    warn!("cannot record command {}: {e}", c.id);
+                }
+                (String::new(), c.id, 0)
+            });
+        }
+    }
+
     async fn scan(&mut self) {
+        self.run_commands().await;
         let me = self.key.public();
         let found = self.sync.read(move |r| due(r.state(), &me)).await;
         let Ok(list) = found else {

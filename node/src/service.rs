@@ -30,10 +30,11 @@ use crate::daemon::{DaemonError, Node, now_ms};
 use crate::executor::{Executor, RuntimeFactory, Unsealer};
 use crate::join::{self, JoinError};
 use crate::mesh::{Mesh, MeshConfig, MeshError, MeshEvent, MeshHandle};
+use crate::query::{self, QueryHandler};
 use crate::runtime::{DockerRuntime, RuntimeError};
 use crate::store::TeamRecord;
 use crate::sync::{
-    HEARTBEAT_INTERVAL, HeartbeatConfig, SyncConfig, SyncEngine, SyncError, SyncHandle,
+    HEARTBEAT_INTERVAL, HeartbeatConfig, Queries, SyncConfig, SyncEngine, SyncError, SyncHandle,
 };
 
 /// Capacity of the command channel from the API to the service.
@@ -57,7 +58,7 @@ pub struct ServiceConfig {
 }
 
 /// One team the daemon runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TeamEntry {
     /// The team's name when it started (the live name is in the state).
     pub name: String,
@@ -67,6 +68,17 @@ pub struct TeamEntry {
     pub psk: [u8; 32],
     /// This node's listen addresses on the team's mesh, ending in `/p2p/..`.
     pub addrs: Vec<String>,
+    /// Answers questions about this node's containers of the team.
+    pub queries: QueryHandler,
+}
+
+impl std::fmt::Debug for TeamEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TeamEntry")
+            .field("name", &self.name)
+            .field("addrs", &self.addrs)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The live table of running teams, shared with the control API.
@@ -345,7 +357,9 @@ impl Service {
             .heartbeat
             .as_ref()
             .map_or(HEARTBEAT_INTERVAL, |h| h.interval);
+        let queries = self.query_handler(team);
         let mut sync_config = self.config.sync.clone();
+        sync_config.queries = Some(Queries(Arc::clone(&queries)));
         sync_config.heartbeat = Some(HeartbeatConfig {
             key: SecretKey::from_seed(self.node.key_seed()),
             interval,
@@ -369,6 +383,7 @@ impl Service {
         }
         let entry = TeamEntry {
             name,
+            queries,
             sync: sync.handle(),
             mesh: mesh.handle(),
             psk: record.psk,
@@ -391,6 +406,28 @@ impl Service {
 
     /// The executor of a team on a node with a container runtime.
     fn executor_for(&self, team: TeamId, sync: &SyncHandle) -> Option<Executor> {
+        let factory = self.runtime_factory()?;
+        Some(Executor::spawn(
+            team,
+            sync.clone(),
+            SecretKey::from_seed(self.node.key_seed()),
+            self.node.store(),
+            factory,
+            self.unsealer(),
+            self.cancel.child_token(),
+        ))
+    }
+
+    /// Answers questions about this node's containers of `team`.
+    fn query_handler(&self, team: TeamId) -> QueryHandler {
+        match self.runtime_factory() {
+            Some(f) => query::runtime_handler(team, f),
+            None => query::no_runtime(),
+        }
+    }
+
+    /// Makes this node's runtime for each try or query; `None` without one.
+    fn runtime_factory(&self) -> Option<RuntimeFactory> {
         let factory: RuntimeFactory = match self.config.runtime {
             Runtime::None => return None,
             Runtime::Docker => Arc::new(|| {
@@ -409,15 +446,7 @@ impl Service {
                 })
             }
         };
-        Some(Executor::spawn(
-            team,
-            sync.clone(),
-            SecretKey::from_seed(self.node.key_seed()),
-            self.node.store(),
-            factory,
-            self.unsealer(),
-            self.cancel.child_token(),
-        ))
+        Some(factory)
     }
 
     /// Opens values sealed to this node.

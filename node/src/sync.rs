@@ -53,6 +53,7 @@ use crate::daemon::{SNAPSHOT_EVERY, now_ms};
 use crate::join::{self, JoinAnswer, JoinMsg};
 use crate::mesh::wire::{self, split_batches};
 use crate::mesh::{JoinReply, MeshEvent, MeshHandle, SyncRequest, SyncResponse, peer_id_from_key};
+use crate::query::{Answer, Query, QueryHandler};
 use crate::store::{OpEntry, Store, StoreError};
 
 /// Capacity of the command channel from handles to the actor.
@@ -82,6 +83,19 @@ pub struct SyncConfig {
     /// Send this node's heartbeats (none when `None`; others' are still
     /// taken and forwarded).
     pub heartbeat: Option<HeartbeatConfig>,
+    /// Answers peers' questions about this node's containers (refused
+    /// when `None`).
+    pub queries: Option<Queries>,
+}
+
+/// The query handler of a [`SyncConfig`].
+#[derive(Clone)]
+pub struct Queries(pub QueryHandler);
+
+impl fmt::Debug for Queries {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Queries")
+    }
 }
 
 impl Default for SyncConfig {
@@ -90,6 +104,7 @@ impl Default for SyncConfig {
             push: true,
             anti_entropy_interval: ANTI_ENTROPY_INTERVAL,
             heartbeat: None,
+            queries: None,
         }
     }
 }
@@ -180,6 +195,12 @@ enum Command {
     /// Runs a read-only function on the replica inside the actor.
     Read {
         f: ReadFn,
+    },
+    /// Asks a connected node of the team about its containers.
+    Ask {
+        peer: PeerId,
+        query: Query,
+        reply: Reply<Answer>,
     },
 }
 
@@ -291,6 +312,11 @@ impl SyncHandle {
             .await
             .map_err(|_| SyncError::Closed)?;
         rx.await.map_err(|_| SyncError::Closed)
+    }
+
+    /// Asks node `peer` about its containers (it must be connected).
+    pub async fn ask(&self, peer: PeerId, query: Query) -> Result<Answer, SyncError> {
+        self.call(|reply| Command::Ask { peer, query, reply }).await
     }
 
     /// Every node heard from by heartbeat (this one included when it sends them).
@@ -518,6 +544,18 @@ impl Actor {
                 let _ = reply.send(self.node_status());
             }
             Command::Read { f } => (f.0)(&self.replica),
+            Command::Ask { peer, query, reply } => {
+                let mesh = self.mesh.clone();
+                self.tasks.spawn(async move {
+                    let answer = match mesh.request(peer, SyncRequest::Query(query)).await {
+                        Ok(SyncResponse::Answer(a)) => a,
+                        Ok(SyncResponse::Refused(why)) => Answer::Error(why),
+                        Ok(other) => Answer::Error(format!("unexpected answer: {other:?}")),
+                        Err(e) => Answer::Error(format!("the node did not answer: {e}")),
+                    };
+                    let _ = reply.send(answer);
+                });
+            }
         }
     }
 
@@ -550,10 +588,29 @@ impl Actor {
             }
             MeshEvent::Request {
                 peer,
+                request: SyncRequest::Query(query),
+                reply,
+            } => match &self.config.queries {
+                Some(Queries(handler)) => {
+                    let answer = handler(query);
+                    self.tasks.spawn(async move {
+                        let _ = reply.send(SyncResponse::Answer(answer.await));
+                    });
+                }
+                None => {
+                    debug!(%peer, "container query refused: no runtime here");
+                    let _ = reply.send(SyncResponse::Refused(
+                        "this node answers no container queries".into(),
+                    ));
+                }
+            },
+            MeshEvent::Request {
+                peer,
                 request,
                 reply,
             } => {
                 let (response, changed) = match request {
+                    SyncRequest::Query(_) => (SyncResponse::Refused("unexpected".into()), false),
                     SyncRequest::VersionVector(_) => (
                         SyncResponse::VersionVector(self.replica.version_vector()),
                         false,

@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 use shoal_node::daemon::{Node, now_ms};
 use shoal_node::executor::{Executor, RuntimeFactory, Unsealer};
 use shoal_node::mesh::{Mesh, MeshConfig};
+use shoal_node::query::{Answer, Query};
 use shoal_node::runtime::{DockerRuntime, Runtime};
 use shoal_node::store::TeamRecord;
 use shoal_node::sync::{SyncConfig, SyncEngine, SyncHandle};
 use shoal_protocol::model::{
-    ContainerConfig, Deployment, DeploymentStatus, Image, ImageRef, ProductKind, RegistryKind,
-    VersionKind,
+    ContainerAction, ContainerConfig, Deployment, DeploymentStatus, Image, ImageRef, ProductKind,
+    RegistryKind, VersionKind,
 };
 use shoal_protocol::{Action, SecretKey, TeamId, testkit};
 use tokio_util::sync::CancellationToken;
@@ -383,6 +384,77 @@ async fn deploy_increase_rollback_and_a_bad_tag_on_a_real_engine() {
     let e = running_env(&docker, &team, &prefix, "web").await;
     assert!(e.contains(&"GREETING=one".to_string()), "{e:?}");
     assert!(e.contains(&"RELEASE=1.0.0".to_string()), "{e:?}");
+
+    // Container commands are ops the node carries out; queries answer from
+    // the engine.
+    let ask = shoal_node::query::runtime_handler(team, factory());
+    let listed = ask(Query::Containers {
+        prefix: Some(prefix.clone()),
+    })
+    .await;
+    let Answer::Containers(list) = listed else {
+        panic!("{listed:?}")
+    };
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].name, format!("{prefix}-web"));
+    let cmd = rig
+        .sync
+        .next_context(rig.owner.public())
+        .await
+        .unwrap()
+        .new_id(0);
+    rig.act(|ids| Action::ContainerCommand {
+        id: ids[0].clone(),
+        node,
+        container: format!("{prefix}-web"),
+        action: ContainerAction::Stop,
+    })
+    .await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let v = docker
+            .inspect(&team.to_hex(), &format!("{prefix}-web"))
+            .await
+            .unwrap();
+        if v["State"]["Running"] == false {
+            break;
+        }
+        assert!(Instant::now() < deadline, "command {cmd} never carried out");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rig.act(|ids| Action::ContainerCommand {
+        id: ids[0].clone(),
+        node,
+        container: format!("{prefix}-web"),
+        action: ContainerAction::Start,
+    })
+    .await;
+    let deadline = Instant::now() + WAIT;
+    while docker
+        .inspect(&team.to_hex(), &format!("{prefix}-web"))
+        .await
+        .unwrap()["State"]["Running"]
+        != true
+    {
+        assert!(Instant::now() < deadline, "start never carried out");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Answer::Inspect(doc) = ask(Query::Inspect {
+        container: format!("{prefix}-web"),
+    })
+    .await
+    else {
+        panic!("no inspect")
+    };
+    assert!(doc.contains("GREETING=one"), "{doc}");
+    let Answer::Error(why) = ask(Query::Inspect {
+        container: "nope".into(),
+    })
+    .await
+    else {
+        panic!("inspect of a missing container answered")
+    };
+    assert!(why.contains("nope"), "{why}");
 
     // A tag that does not exist ends the try failed, with the reason.
     rig.act(|ids| Action::VersionCreate {

@@ -206,6 +206,7 @@ async fn converge(handles: &[&SyncHandle], ops: usize) {
 fn fast(push: bool) -> SyncConfig {
     SyncConfig {
         heartbeat: None,
+        queries: None,
         push,
         anti_entropy_interval: Duration::from_millis(500),
     }
@@ -215,6 +216,7 @@ fn fast(push: bool) -> SyncConfig {
 fn push_only() -> SyncConfig {
     SyncConfig {
         heartbeat: None,
+        queries: None,
         push: true,
         anti_entropy_interval: Duration::from_secs(600),
     }

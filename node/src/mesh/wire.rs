@@ -50,6 +50,8 @@ pub enum SyncRequest {
     Push(Vec<Vec<u8>>),
     /// A node's signed heartbeat, sent or forwarded (never an op).
     Heartbeat(shoal_protocol::heartbeat::SignedHeartbeat),
+    /// A read-only question about the receiver's containers.
+    Query(crate::query::Query),
 }
 
 /// A response on the sync protocol.
@@ -63,6 +65,8 @@ pub enum SyncResponse {
     Ack,
     /// The request was understood but refused, with a reason.
     Refused(String),
+    /// The answer to a [`SyncRequest::Query`].
+    Answer(crate::query::Answer),
 }
 
 /// A join request: proof of holding an invite ticket. The content is defined
@@ -113,7 +117,9 @@ pub trait WireMessage: Serialize + DeserializeOwned + Send + Sync + 'static {
 impl WireMessage for SyncRequest {
     fn check(&self) -> Result<(), WireError> {
         match self {
-            SyncRequest::VersionVector(_) | SyncRequest::Heartbeat(_) => Ok(()),
+            SyncRequest::VersionVector(_) | SyncRequest::Heartbeat(_) | SyncRequest::Query(_) => {
+                Ok(())
+            }
             SyncRequest::Ops(ops) | SyncRequest::Push(ops) => check_batch(ops),
         }
     }
