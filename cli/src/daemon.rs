@@ -105,6 +105,7 @@ pub fn run(config_dir: &Path, socket: &Path, args: RunArgs, up: bool) -> Result<
         name: args.name.clone().unwrap_or_else(host_name),
         runtime,
         sync: SyncConfig::default(),
+        metrics: args.metrics,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -89,6 +89,9 @@ struct RunArgs {
     /// Do not look for peers on the LAN with mDNS.
     #[arg(long)]
     no_mdns: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, env = "SHOAL_METRICS")]
+    metrics: Option<std::net::SocketAddr>,
     /// Log lines on stderr: human or json. The level comes from SHOAL_LOG
     /// (e.g. `debug`, `shoal_node=debug,libp2p=info`; default `info`).
     #[arg(long, env = "SHOAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]

@@ -490,7 +490,16 @@ impl Try {
             Ok(s) => s,
             Err(_) => return,
         };
+        let started = std::time::Instant::now();
         let outcome = self.execute(&state, &d, &mut events).await;
+        crate::metrics::record_try(
+            if outcome.is_ok() {
+                "successful"
+            } else {
+                "failed"
+            },
+            started.elapsed().as_secs_f64(),
+        );
         let (outcome, containers, frozen) = match outcome {
             Ok((containers, frozen)) => (Outcome::Successful, containers, Some(frozen)),
             Err((reason, containers)) => (Outcome::Failed { reason }, containers, None),

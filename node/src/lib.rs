@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod executor;
 pub mod join;
 pub mod mesh;
+pub mod metrics;
 pub mod query;
 pub mod registry;
 pub mod runtime;

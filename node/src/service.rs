@@ -30,6 +30,7 @@ use crate::daemon::{DaemonError, Node, now_ms};
 use crate::executor::{Executor, RuntimeFactory, Unsealer};
 use crate::join::{self, JoinError};
 use crate::mesh::{Mesh, MeshConfig, MeshError, MeshEvent, MeshHandle};
+use crate::metrics;
 use crate::query::{self, QueryHandler};
 use crate::runtime::{DockerRuntime, RuntimeError};
 use crate::store::TeamRecord;
@@ -55,6 +56,8 @@ pub struct ServiceConfig {
     pub name: String,
     pub runtime: Runtime,
     pub sync: SyncConfig,
+    /// Serve Prometheus metrics here (`None`: no metrics endpoint).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// One team the daemon runs.
@@ -282,6 +285,23 @@ pub async fn run(
             return Err(e.into());
         }
     };
+    let metrics = match svc.config.metrics {
+        Some(addr) => {
+            match metrics::serve(addr, Arc::clone(&svc.teams), cancel.child_token()).await {
+                Ok(m) => {
+                    (svc.say)(format!("metrics on http://{}/metrics", m.addr));
+                    Some(m)
+                }
+                Err(e) => {
+                    api_cancel.cancel();
+                    let _ = server.join().await;
+                    svc.stop().await;
+                    return Err(ServiceError::Invalid(e.to_string()));
+                }
+            }
+        }
+        None => None,
+    };
     (svc.say)(format!("control socket {}", server.path().display()));
     (svc.say)(format!("ready; data in {}", svc.node.data_dir().display()));
 
@@ -297,6 +317,9 @@ pub async fn run(
     api_cancel.cancel();
     let api_done = server.join().await;
     svc.stop().await;
+    if let Some(m) = metrics {
+        m.join().await;
+    }
     api_done?;
     (svc.say)("stopped".into());
     Ok(())

@@ -20,6 +20,22 @@ use tokio_util::sync::CancellationToken;
 mod common;
 use common::{call, new_ids, prepare, sign, submit};
 
+/// A plain HTTP/1.0 GET over TCP (the metrics endpoint is not on the socket).
+async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(
+        out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200"),
+        "{out}"
+    );
+    out
+}
+
 #[tokio::test]
 async fn reads_and_the_prepare_sign_submit_path() {
     let dir = tempfile::tempdir().unwrap();
@@ -57,6 +73,7 @@ async fn reads_and_the_prepare_sign_submit_path() {
         name: "laptop".into(),
         runtime: Runtime::None,
         sync: SyncConfig::default(),
+        metrics: Some("127.0.0.1:0".parse().unwrap()),
     };
     let stop = CancellationToken::new();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<String>(64);
@@ -69,11 +86,36 @@ async fn reads_and_the_prepare_sign_submit_path() {
         say,
         stop.clone().cancelled_owned(),
     ));
+    let mut metrics_addr = String::new();
     while let Some(line) = ready_rx.recv().await {
+        if let Some(url) = line.strip_prefix("metrics on http://") {
+            metrics_addr = url.trim_end_matches("/metrics").to_string();
+        }
         if line.starts_with("ready") {
             break;
         }
     }
+    // The metrics endpoint answers with the documented names.
+    let text = http_get(&metrics_addr, "/metrics").await;
+    for name in [
+        "shoal_info{version=",
+        "shoal_teams 1",
+        "shoal_peers_connected{team=",
+        "shoal_ops_applied{team=",
+        "shoal_ops_quarantined{team=",
+        "shoal_ops_waiting{team=",
+        "shoal_nodes{team=",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    let applied: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("shoal_ops_applied{{team=\"{team}\"}} ")))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The ops installed and this node's address update, made before `ready`.
+    assert_eq!(applied, ops.len() + 1, "{text}");
     // A second daemon on the same socket is refused while the first answers.
     let other = tempfile::tempdir().unwrap();
     let again = service::run(
@@ -98,7 +140,7 @@ async fn reads_and_the_prepare_sign_submit_path() {
     let (s, v) = call(&sock, Method::GET, "/v1/teams", None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v[0]["id"], team.to_hex().as_str());
-    assert_eq!(v[0]["ops"], ops.len());
+    assert_eq!(v[0]["ops"], ops.len() + 1);
 
     // By name and by id.
     let (s, by_name) = call(&sock, Method::GET, "/v1/teams/team", None).await;
@@ -139,7 +181,7 @@ async fn reads_and_the_prepare_sign_submit_path() {
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["applied"], json!([op.hash().to_hex()]));
     let (_, v) = call(&sock, Method::GET, "/v1/teams/team", None).await;
-    assert_eq!(v["ops"], ops.len() + 1);
+    assert_eq!(v["ops"], ops.len() + 2);
 
     // The rules refuse a user's admin-only action at prepare: 409.
     let (s, v) = prepare(
@@ -190,5 +232,5 @@ async fn reads_and_the_prepare_sign_submit_path() {
     assert!(!sock.exists());
     // The daemon stopped cleanly: the node reopens with every op.
     let node = Node::open(dir.path()).unwrap();
-    assert_eq!(node.teams()[&team].ops().len(), ops.len() + 1);
+    assert_eq!(node.teams()[&team].ops().len(), ops.len() + 2);
 }

@@ -385,6 +385,15 @@ async fn deploy_increase_rollback_and_a_bad_tag_on_a_real_engine() {
     assert!(e.contains(&"GREETING=one".to_string()), "{e:?}");
     assert!(e.contains(&"RELEASE=1.0.0".to_string()), "{e:?}");
 
+    // Each try's duration is in the metrics.
+    let text = shoal_node::metrics::render(&Default::default())
+        .await
+        .unwrap();
+    assert!(
+        text.contains("shoal_executor_try_seconds_count{outcome=\"successful\"} 3"),
+        "{text}"
+    );
+
     // Container commands are ops the node carries out; queries answer from
     // the engine.
     let ask = shoal_node::query::runtime_handler(team, factory());

@@ -1,0 +1,237 @@
+//! Prometheus metrics, served on an opt-in address (`--metrics ADDR`,
+//! loopback by default) at `GET /metrics` in the text exposition format.
+//!
+//! Gauges are read from the running teams at each scrape (nothing to keep in
+//! step); the executor's try durations are a process-wide histogram
+//! ([`record_try`]). Metric names, all prefixed `shoal_`:
+//! - `shoal_info{version}` 1
+//! - `shoal_teams` teams this node runs
+//! - `shoal_peers_connected{team}` team nodes with a connection now
+//! - `shoal_ops_applied{team}` ops in the replica
+//! - `shoal_ops_quarantined{team}` ops refused and kept in quarantine
+//! - `shoal_ops_waiting{team}` ops held back for missing dependencies or a future clock
+//! - `shoal_nodes{team,status}` nodes by status (connected, unreachable, removed)
+//! - `shoal_deployments{team,status}` deployments by status
+//! - `shoal_executor_try_seconds{outcome}` histogram of deployment try durations
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::service::TeamMap;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TeamLabel {
+    team: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TeamStatus {
+    team: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: String,
+}
+
+type TryHistogram = Family<OutcomeLabel, Histogram, fn() -> Histogram>;
+
+fn try_histogram() -> &'static TryHistogram {
+    static H: OnceLock<TryHistogram> = OnceLock::new();
+    H.get_or_init(|| {
+        Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.25, 2.0, 12)))
+    })
+}
+
+/// Records one deployment try's duration (`outcome`: successful or failed).
+pub fn record_try(outcome: &str, seconds: f64) {
+    try_histogram()
+        .get_or_create(&OutcomeLabel {
+            outcome: outcome.to_string(),
+        })
+        .observe(seconds);
+}
+
+/// Errors starting the metrics endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The running metrics endpoint.
+#[derive(Debug)]
+pub struct MetricsServer {
+    pub addr: SocketAddr,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl MetricsServer {
+    /// Waits for the server to stop (after its token fired).
+    pub async fn join(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Serves `/metrics` on `addr` until `cancel` fires.
+pub async fn serve(
+    addr: SocketAddr,
+    teams: TeamMap,
+    cancel: CancellationToken,
+) -> Result<MetricsServer, MetricsError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| MetricsError::Bind { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| MetricsError::Bind { addr, source })?;
+    let app = Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(Arc::new(teams));
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await
+    });
+    Ok(MetricsServer { addr, task })
+}
+
+async fn scrape(State(teams): State<Arc<TeamMap>>) -> impl IntoResponse {
+    match render(&teams).await {
+        Ok(text) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            e,
+        ),
+    }
+}
+
+/// The metrics text of every running team.
+pub async fn render(teams: &TeamMap) -> Result<String, String> {
+    let entries = teams.read().map(|m| m.clone()).unwrap_or_default();
+    let mut reg = Registry::with_prefix("shoal");
+    let info = Family::<VersionLabel, Gauge>::default();
+    info.get_or_create(&VersionLabel {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    })
+    .set(1);
+    reg.register("info", "This build of shoal", info);
+    let team_count = Gauge::<i64>::default();
+    team_count.set(entries.len() as i64);
+    reg.register("teams", "Teams this node runs", team_count);
+
+    let peers = Family::<TeamLabel, Gauge>::default();
+    let applied = Family::<TeamLabel, Gauge>::default();
+    let quarantined = Family::<TeamLabel, Gauge>::default();
+    let waiting = Family::<TeamLabel, Gauge>::default();
+    let nodes = Family::<TeamStatus, Gauge>::default();
+    let deployments = Family::<TeamStatus, Gauge>::default();
+    for (id, entry) in &entries {
+        let team = id.to_hex();
+        let label = TeamLabel { team: team.clone() };
+        if let Ok(p) = entry.mesh.peers().await {
+            peers.get_or_create(&label).set(p.len() as i64);
+        }
+        let counts = entry
+            .sync
+            .read(|r| {
+                let s = r.state();
+                let mut by_status = std::collections::BTreeMap::<String, i64>::new();
+                for d in s.deployments.values() {
+                    *by_status.entry(d.status.as_str().to_string()).or_default() += 1;
+                }
+                (
+                    r.ops().len() as i64,
+                    r.quarantine().len() as i64,
+                    r.pending().count() as i64,
+                    by_status,
+                )
+            })
+            .await;
+        let Ok((ops, quar, wait, by_status)) = counts else {
+            continue;
+        };
+        applied.get_or_create(&label).set(ops);
+        quarantined.get_or_create(&label).set(quar);
+        waiting.get_or_create(&label).set(wait);
+        for (status, n) in by_status {
+            deployments
+                .get_or_create(&TeamStatus {
+                    team: team.clone(),
+                    status,
+                })
+                .set(n);
+        }
+        if let Ok(list) = entry.sync.status().await {
+            let state = entry.sync.state().await.map_err(|e| e.to_string())?;
+            for n in state.nodes.values() {
+                let status = if n.removed.is_some() {
+                    "removed"
+                } else if list.iter().any(|b| b.key.to_hex() == n.key && b.connected) {
+                    "connected"
+                } else {
+                    "unreachable"
+                };
+                nodes
+                    .get_or_create(&TeamStatus {
+                        team: team.clone(),
+                        status: status.to_string(),
+                    })
+                    .inc();
+            }
+        }
+    }
+    reg.register("peers_connected", "Team nodes with a connection now", peers);
+    reg.register("ops_applied", "Ops in the team's replica", applied);
+    reg.register(
+        "ops_quarantined",
+        "Ops refused and kept in quarantine",
+        quarantined,
+    );
+    reg.register(
+        "ops_waiting",
+        "Ops held back for missing dependencies or a future clock",
+        waiting,
+    );
+    reg.register("nodes", "Nodes of the team by status", nodes);
+    reg.register("deployments", "Deployments by status", deployments);
+    reg.register(
+        "executor_try_seconds",
+        "Duration of deployment tries on this node",
+        try_histogram().clone(),
+    );
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &reg).map_err(|e| e.to_string())?;
+    Ok(out)
+}
