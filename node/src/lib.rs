@@ -6,6 +6,7 @@ pub mod join;
 pub mod mesh;
 pub mod registry;
 pub mod runtime;
+pub mod secrets;
 pub mod service;
 pub mod store;
 pub mod sync;

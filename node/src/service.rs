@@ -470,7 +470,7 @@ impl Service {
             key: self.node.key(),
             name: self.config.name.clone(),
             runtime: self.config.runtime,
-            enc_key: String::new(),
+            enc_key: self.node.enc_public(),
             addresses: Vec::new(),
             agent_version: self.agent_version.clone(),
             protocol_version: PROTOCOL_VERSION,
