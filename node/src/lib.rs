@@ -1,6 +1,7 @@
 //! The shoal daemon.
 
 pub mod api;
+pub mod api_domain;
 pub mod daemon;
 pub mod join;
 pub mod mesh;

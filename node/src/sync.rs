@@ -197,6 +197,7 @@ enum Internal {
 pub struct SyncHandle {
     commands: mpsc::Sender<Command>,
     team: TeamId,
+    store: Arc<Store>,
 }
 
 impl SyncHandle {
@@ -211,6 +212,12 @@ impl SyncHandle {
 
     pub fn team(&self) -> TeamId {
         self.team
+    }
+
+    /// The node's store (shared with the actor): for reads the replica
+    /// does not answer, such as the ops as stored or this node's keys.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
     }
 
     /// Applies an op signed here, commits it and (with push on) pushes it to
@@ -319,6 +326,7 @@ impl SyncEngine {
         let snapshot = store.snapshot(team)?.map_or(0, |(covers, _)| covers);
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
         let (int_tx, int_rx) = mpsc::channel(INTERNAL_CHANNEL_CAPACITY);
+        let handle_store = Arc::clone(&store);
         let actor = Actor {
             team,
             me,
@@ -349,6 +357,7 @@ impl SyncEngine {
             handle: SyncHandle {
                 commands: cmd_tx,
                 team,
+                store: handle_store,
             },
             cancel,
             task,
