@@ -52,12 +52,12 @@ pub(crate) fn str_of(v: &Value, field: &str) -> String {
     }
 }
 
-fn short(hex: &str) -> String {
+pub(crate) fn short(hex: &str) -> String {
     hex.chars().take(8).collect()
 }
 
 /// Prints rows under headers, columns padded to their widest cell.
-fn table(out: &mut impl Write, headers: &[&str], rows: &[Vec<String>]) -> Result<()> {
+pub(crate) fn table(out: &mut impl Write, headers: &[&str], rows: &[Vec<String>]) -> Result<()> {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -82,12 +82,12 @@ fn table(out: &mut impl Write, headers: &[&str], rows: &[Vec<String>]) -> Result
     Ok(())
 }
 
-fn json(out: &mut impl Write, v: &Value) -> Result<()> {
+pub(crate) fn json(out: &mut impl Write, v: &Value) -> Result<()> {
     writeln!(out, "{}", serde_json::to_string(v)?)?;
     Ok(())
 }
 
-fn list_of(v: &Value) -> &[Value] {
+pub(crate) fn list_of(v: &Value) -> &[Value] {
     v.as_array().map(Vec::as_slice).unwrap_or_default()
 }
 
