@@ -15,7 +15,7 @@ use clap::Subcommand;
 use serde_json::Value;
 use shoal_protocol::Action;
 use shoal_protocol::action::DeploymentEdit;
-use shoal_protocol::model::Sealed;
+use shoal_protocol::model::{DeploymentStatus, Sealed};
 
 use crate::Usage;
 use crate::domain::{self, Ctx, dash, query, seg, when};
@@ -335,6 +335,14 @@ pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> 
             status,
             product,
         } => {
+            if let Some(st) = &status
+                && DeploymentStatus::parse(st).is_none()
+            {
+                return Err(Usage(format!(
+                    "--status {st:?}: use preparing, in-progress, successful, failed, obsolete or downgraded"
+                ))
+                .into());
+            }
             let v = ctx
                 .get(&format!(
                     "deployments{}",

@@ -89,6 +89,19 @@ fn api(p: &Peer, method: &str, route: &str, body: Option<&Value>) -> (u16, Value
     )
 }
 
+/// The signing key of `p`'s profile.
+fn profile_key(p: &Peer) -> SecretKey {
+    let profile: Value = serde_json::from_str(
+        &std::fs::read_to_string(p.user.config_dir().join("profile.json")).unwrap(),
+    )
+    .unwrap();
+    let seed: [u8; 32] = hex::decode(profile["signing_seed"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    SecretKey::from_seed(seed)
+}
+
 /// Prepares `action` as `key`'s op on `p`'s daemon and signs it.
 fn signed(p: &Peer, key: &SecretKey, action: &Action) -> shoal_protocol::Op {
     let (status, v) = api(
@@ -694,6 +707,11 @@ fn the_rules_of_the_domain_walked_through_from_the_cli() {
         1,
         &format!("node n1 still has {n} deployment(s): delete them first"),
     );
+    refused(
+        &a.shoal(&["deploy", "list", "--status", "done"]),
+        2,
+        "--status \"done\": use preparing, in-progress",
+    );
     let table = a.ok(&["deploy", "list", "--product", "api"]).stdout;
     assert!(table.starts_with("ID "), "{table}");
     assert_eq!(table.lines().count(), 3, "{table}");
@@ -777,15 +795,7 @@ fn the_rules_of_the_domain_walked_through_from_the_cli() {
 /// Two ops of one log at one seq (a fork) and an op whose signature was
 /// altered are refused, kept in quarantine and named by `audit verify`.
 fn audit_verify_names_forks_and_bad_signatures(a: &Peer) {
-    let profile: Value = serde_json::from_str(
-        &std::fs::read_to_string(a.user.config_dir().join("profile.json")).unwrap(),
-    )
-    .unwrap();
-    let seed: [u8; 32] = hex::decode(profile["signing_seed"].as_str().unwrap())
-        .unwrap()
-        .try_into()
-        .unwrap();
-    let me = SecretKey::from_seed(seed);
+    let me = profile_key(a);
     let update = |name: &str| Action::TeamUpdate {
         name: name.into(),
         description: String::new(),
@@ -815,6 +825,85 @@ fn audit_verify_names_forks_and_bad_signatures(a: &Peer) {
     // The team kept its name: neither refused op was applied.
     let t = a.team().unwrap();
     assert_eq!(t["name"], "crew");
+}
+
+/// Two members create a deployment for one slot from the same state (the
+/// ops are concurrent): both are applied, the later is marked `conflict`
+/// on every replica and cannot be started.
+fn concurrent_creates_mark_the_later_one_in_conflict(a: &Peer, b: &Peer) {
+    let version = parse(&a.ok(&["version", "show", "app", "1", "-o", "json"]))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let node: shoal_protocol::PublicKey = parse(&a.ok(&["node", "show", "a", "-o", "json"]))["key"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let create = |author: &SecretKey| {
+        let (status, v) = api(
+            a,
+            "POST",
+            "/v1/teams/crew/ids",
+            Some(&json!({ "author": author.public().to_hex(), "count": 1 })),
+        );
+        assert_eq!(status, 200, "{v}");
+        Action::DeploymentCreate {
+            id: v["ids"][0].as_str().unwrap().into(),
+            version: version.clone(),
+            node,
+            prefix: "race".into(),
+            env: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            instances: BTreeMap::new(),
+            protected: false,
+            note: String::new(),
+            force: false,
+        }
+    };
+    let (ka, kb) = (profile_key(a), profile_key(b));
+    let first = signed(a, &ka, &create(&ka));
+    let second = signed(a, &kb, &create(&kb));
+    assert_eq!(submit(a, &first).0, 200);
+    assert_eq!(submit(a, &second).0, 200);
+    let loser = match &second.body.action {
+        Action::DeploymentCreate { id, .. } => id.clone(),
+        _ => unreachable!(),
+    };
+    for p in [a, b] {
+        let list = wait_for(WAIT, || {
+            let l = parse(&p.ok(&["deploy", "list", "-o", "json"]));
+            (l.as_array()?
+                .iter()
+                .filter(|d| d["prefix"] == "race")
+                .count()
+                == 2)
+                .then_some(l)
+        })
+        .expect("both deployments reach every replica");
+        for d in list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["prefix"] == "race")
+        {
+            assert_eq!(d["conflict"], d["id"] == loser.as_str(), "{d}");
+        }
+    }
+    let table = a.ok(&["deploy", "list"]).stdout;
+    assert!(table.contains("preparing (conflict)"), "{table}");
+    let shown = a.ok(&["deploy", "show", &loser]).stdout;
+    assert!(
+        shown.contains("conflict: a concurrent deployment won"),
+        "{shown}"
+    );
+    refused(
+        &a.shoal(&["deploy", "start", &loser, "--detach"]),
+        1,
+        &format!(
+            "deployment {loser} lost a concurrent conflict for its slot: delete it or change its prefix"
+        ),
+    );
 }
 
 /// The local test environment (scripts/test.sh): the env file, else the
@@ -886,6 +975,8 @@ fn roles_runtimes_and_registry_credentials_sealed_for_every_node() {
         (ids_of(&l) == vec![id.clone()]).then_some(())
     })
     .unwrap_or_else(|| panic!("the deployment reaches a: {listed}"));
+
+    concurrent_creates_mark_the_later_one_in_conflict(&a, &b);
 
     let Some(env) = test_env() else {
         if std::env::var_os("CI").is_some() {
