@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use shoal_node::secrets::EncSecret;
 use shoal_protocol::action::Outcome;
-use shoal_protocol::model::{ContainerConfig, FrozenConfig, Image, ImageRef};
+use shoal_protocol::model::{ContainerConfig, ContainerState, FrozenConfig, Image, ImageRef};
 use shoal_protocol::{Action, OpBody, SecretKey};
 use shoal_tests::{Peer, Run, WAIT, wait_for};
 
@@ -159,11 +159,29 @@ fn finish(p: &Peer, node: &SecretKey, id: &str, attempt: u32, outcome: Outcome) 
             d["version"].as_str().unwrap(),
         ),
     });
+    let state = if frozen.is_some() {
+        "running"
+    } else {
+        "exited"
+    };
+    let containers = d["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let c = ContainerState {
+                state: state.into(),
+                exit_code: frozen.is_none().then_some(1),
+                image: i["ref"].as_str().unwrap().into(),
+            };
+            (i["name"].as_str().unwrap().to_string(), c)
+        })
+        .collect();
     let action = Action::DeploymentFinish {
         id: d["id"].as_str().unwrap().into(),
         attempt,
         outcome,
-        containers: BTreeMap::new(),
+        containers,
         events: vec![format!("try {attempt} done")],
         frozen,
     };
@@ -477,6 +495,18 @@ fn the_rules_of_the_domain_walked_through_from_the_cli() {
     assert!(v["frozen"].is_null(), "{v}");
     let shown = a.ok(&["deploy", "show", short]).stdout;
     assert!(shown.contains("image pull failed"), "{shown}");
+    assert!(
+        shown.contains("events of the last try:\n  try 1 done"),
+        "{shown}"
+    );
+    let busybox = shown
+        .lines()
+        .find(|l| l.starts_with("busybox "))
+        .unwrap_or_default();
+    assert!(
+        busybox.contains("exited") && busybox.ends_with(" 1"),
+        "{shown}"
+    );
     assert!(shown.contains("DB_PASSWORD (sealed for n1)"), "{shown}");
 
     // `start` waits for the node's report by default: a failure exits 1
@@ -503,6 +533,9 @@ fn the_rules_of_the_domain_walked_through_from_the_cli() {
     );
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("try 3: successful"), "{}", r.stdout);
+    let d = show(&a, &d1);
+    assert_eq!(d["containers"]["busybox"]["state"], "running");
+    assert_eq!(d["frozen"], "1.0.0");
 
     // A successful deployment freezes its incremental version.
     refused(
