@@ -78,7 +78,7 @@ pub async fn list(
             ]
         })
         .collect();
-    crate::read::print_table(
+    crate::read::table(
         out,
         &["NAME", "PREFIX", "STATE", "VERSION", "IMAGE", "PORTS"],
         &rows,

@@ -8,11 +8,19 @@ use std::process::ExitCode;
 use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
 use shoal_protocol::model::{ContainerAction, Role, Runtime};
 
+mod audit;
 mod client;
+mod compose;
+mod config;
 mod container;
 mod daemon;
+mod deploy;
+mod domain;
+mod parse;
+mod product;
 mod profile;
 mod read;
+mod registry;
 mod write;
 
 #[derive(Parser, Debug)]
@@ -65,6 +73,24 @@ enum Command {
     /// A node's containers, from anywhere in the team.
     #[command(subcommand)]
     Container(ContainerCmd),
+    /// Where images come from.
+    #[command(subcommand)]
+    Registry(registry::RegistryCmd),
+    /// Applications: simple (one rolling version) or complex.
+    #[command(subcommand)]
+    Product(product::ProductCmd),
+    /// A product's versions.
+    #[command(subcommand)]
+    Version(product::VersionCmd),
+    /// A version's images and their container configs.
+    #[command(subcommand)]
+    Image(product::ImageCmd),
+    /// Deployments: a version on a node under a prefix.
+    #[command(subcommand)]
+    Deploy(deploy::DeployCmd),
+    /// The audit log: every signed change, and its verification.
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
     /// Prints shell completions.
     Completion {
         #[arg(value_enum)]
@@ -217,6 +243,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(shoal_node::api::default_socket_path);
     let mut out = std::io::stdout().lock();
+    let cli_ctx = (dir.clone(), cli.team.clone(), cli.output);
     match cli.command {
         Command::Profile(ProfileCmd::Init { name, email }) => {
             let p = profile::init(&dir, &name, email.as_deref())?;
@@ -409,6 +436,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &socket,
             )?
         }
+        Command::Registry(cmd) => domain_cmd(&cli_ctx, &socket, |ctx| async move {
+            registry::run(&ctx, cmd, &mut out).await
+        })?,
+        Command::Product(cmd) => domain_cmd(&cli_ctx, &socket, |ctx| async move {
+            product::product(&ctx, cmd, &mut out).await
+        })?,
+        Command::Version(cmd) => domain_cmd(&cli_ctx, &socket, |ctx| async move {
+            product::version(&ctx, cmd, &mut out).await
+        })?,
+        Command::Image(cmd) => domain_cmd(&cli_ctx, &socket, |ctx| async move {
+            product::image(&ctx, cmd, &mut out).await
+        })?,
+        Command::Deploy(cmd) => domain_cmd(&cli_ctx, &socket, |ctx| async move {
+            deploy::run(&ctx, cmd, &mut out).await
+        })?,
+        Command::Audit(cmd) => domain_cmd(&cli_ctx, &socket, |ctx| async move {
+            audit::run(&ctx, cmd, &mut out).await
+        })?,
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "shoal", &mut out);
         }
@@ -436,6 +481,25 @@ fn parse_role(s: &str) -> anyhow::Result<Role> {
         Some(r) => Ok(r),
         None => Err(Usage(format!("unknown role {s:?}: use admin or user")).into()),
     }
+}
+
+/// Runs a domain command with its context (config dir, team, output).
+fn domain_cmd<F, Fut>(
+    (dir, team, output): &(PathBuf, Option<String>, Output),
+    socket: &std::path::Path,
+    f: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(domain::Ctx) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let ctx = |client| domain::Ctx {
+        client,
+        dir: dir.clone(),
+        team: team.clone(),
+        output: *output,
+    };
+    ask(|c| f(ctx(c)), socket)
 }
 
 /// Runs one request-answer exchange with the daemon on `socket`.

@@ -52,16 +52,12 @@ pub(crate) fn str_of(v: &Value, field: &str) -> String {
     }
 }
 
-fn short(hex: &str) -> String {
+pub(crate) fn short(hex: &str) -> String {
     hex.chars().take(8).collect()
 }
 
 /// Prints rows under headers, columns padded to their widest cell.
-pub(crate) fn print_table(
-    out: &mut impl Write,
-    headers: &[&str],
-    rows: &[Vec<String>],
-) -> Result<()> {
+pub(crate) fn table(out: &mut impl Write, headers: &[&str], rows: &[Vec<String>]) -> Result<()> {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -86,12 +82,12 @@ pub(crate) fn print_table(
     Ok(())
 }
 
-fn json(out: &mut impl Write, v: &Value) -> Result<()> {
+pub(crate) fn json(out: &mut impl Write, v: &Value) -> Result<()> {
     writeln!(out, "{}", serde_json::to_string(v)?)?;
     Ok(())
 }
 
-fn list_of(v: &Value) -> &[Value] {
+pub(crate) fn list_of(v: &Value) -> &[Value] {
     v.as_array().map(Vec::as_slice).unwrap_or_default()
 }
 
@@ -112,7 +108,7 @@ pub async fn team_list(client: &Client, output: Output, out: &mut impl Write) ->
                 .iter()
                 .map(|t| vec![str_of(t, "name"), str_of(t, "id"), str_of(t, "ops")])
                 .collect();
-            print_table(out, &["NAME", "ID", "OPS"], &rows)
+            table(out, &["NAME", "ID", "OPS"], &rows)
         }
     }
 }
@@ -160,7 +156,7 @@ async fn team_listing(
         Output::Json => json(out, &v),
         Output::Table => {
             let rows: Vec<Vec<String>> = list_of(&v).iter().map(row).collect();
-            print_table(out, headers, &rows)
+            table(out, headers, &rows)
         }
     }
 }
@@ -223,7 +219,7 @@ pub async fn node_list(
                     ]
                 })
                 .collect();
-            print_table(out, &["NAME", "RUNTIME", "KEY", "AGENT", "STATUS"], &rows)
+            table(out, &["NAME", "RUNTIME", "KEY", "AGENT", "STATUS"], &rows)
         }
     }
 }
@@ -257,7 +253,7 @@ pub async fn node_peers(
                 .iter()
                 .map(|p| vec![str_of(p, "name"), str_of(p, "key")])
                 .collect();
-            print_table(out, &["NAME", "KEY"], &rows)
+            table(out, &["NAME", "KEY"], &rows)
         }
     }
 }

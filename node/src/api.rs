@@ -201,6 +201,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/teams/{team}/nodes", get(nodes))
         .route("/v1/teams/{team}/prepare", post(prepare))
         .route("/v1/teams/{team}/ops", post(submit))
+        .merge(crate::api_domain::routes())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(Arc::new(state))

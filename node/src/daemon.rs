@@ -11,6 +11,7 @@ use shoal_protocol::model::Runtime;
 use shoal_protocol::replica::{GenesisError, PrepareError};
 use shoal_protocol::{Op, OpBody, PublicKey, Replica, SecretKey, TeamId};
 
+use crate::secrets::EncSecret;
 use crate::store::{Store, StoreError, TeamRecord};
 
 const LOCAL_NS: &str = "node";
@@ -139,6 +140,28 @@ impl Node {
         self.key.seed()
     }
 
+    /// The node's X25519 encryption secret, derived from its key seed:
+    /// deployment secrets and registry passwords are sealed to its public
+    /// half (§5, `crate::secrets`).
+    pub fn enc_secret(&self) -> EncSecret {
+        EncSecret::from_node_seed(&self.key.seed())
+    }
+
+    /// The public half of [`Node::enc_secret`], hex: the node's `enc_key`.
+    pub fn enc_public(&self) -> String {
+        self.enc_secret().public_hex()
+    }
+
+    /// The encryption secret of the node whose store `store` is, for code
+    /// that holds the store rather than the [`Node`] (the control API).
+    pub fn stored_enc_secret(store: &Store) -> Result<EncSecret, DaemonError> {
+        let seed = store
+            .get_local(LOCAL_NS, NODE_SEED_KEY)?
+            .ok_or(DaemonError::NodeKey)?;
+        let seed: [u8; 32] = seed.try_into().map_err(|_| DaemonError::NodeKey)?;
+        Ok(EncSecret::from_node_seed(&seed))
+    }
+
     pub fn teams(&self) -> &BTreeMap<TeamId, Replica> {
         &self.teams
     }
@@ -172,7 +195,7 @@ impl Node {
             key: self.key.public(),
             name: node_name.to_string(),
             runtime,
-            enc_key: String::new(),
+            enc_key: self.enc_public(),
             addresses: Vec::new(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             protocol_version: shoal_protocol::PROTOCOL_VERSION,

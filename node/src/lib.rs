@@ -1,6 +1,7 @@
 //! The shoal daemon.
 
 pub mod api;
+pub mod api_domain;
 pub mod daemon;
 pub mod executor;
 pub mod join;
@@ -9,6 +10,7 @@ pub mod metrics;
 pub mod query;
 pub mod registry;
 pub mod runtime;
+pub mod secrets;
 pub mod service;
 pub mod store;
 pub mod sync;

@@ -474,7 +474,25 @@ impl Service {
 
     /// Opens values sealed to this node.
     fn unsealer(&self) -> Unsealer {
-        Arc::new(|_sealed| Err("sealed values cannot be opened by this build".to_string()))
+        let secret = Arc::new(self.node.enc_secret());
+        let me = self.node.key().to_hex();
+        Arc::new(move |sealed| {
+            let data = if sealed.recipient == crate::secrets::NODES_RECIPIENT {
+                let copies = crate::secrets::sealed_set(sealed).map_err(|e| e.to_string())?;
+                copies.get(&me).cloned().ok_or_else(|| {
+                    "it was sealed before this node joined: add the registry again".to_string()
+                })?
+            } else if sealed.recipient == format!("node:{me}") {
+                sealed.data.clone()
+            } else {
+                return Err(format!(
+                    "it is sealed to {}, not to this node",
+                    sealed.recipient
+                ));
+            };
+            let bytes = secret.open(&data).map_err(|e| e.to_string())?;
+            String::from_utf8(bytes).map_err(|_| "the value is not text".to_string())
+        })
     }
 
     /// Records this node's addresses and version in the team when they
@@ -566,7 +584,7 @@ impl Service {
             key: self.node.key(),
             name: self.config.name.clone(),
             runtime: self.config.runtime,
-            enc_key: String::new(),
+            enc_key: self.node.enc_public(),
             addresses: Vec::new(),
             agent_version: self.agent_version.clone(),
             protocol_version: PROTOCOL_VERSION,

@@ -220,6 +220,7 @@ pub struct SyncHandle {
     team: TeamId,
     /// The number of applied ops, bumped after every commit.
     changes: watch::Receiver<u64>,
+    store: Arc<Store>,
 }
 
 impl SyncHandle {
@@ -234,6 +235,12 @@ impl SyncHandle {
 
     pub fn team(&self) -> TeamId {
         self.team
+    }
+
+    /// The node's store (shared with the actor): for reads the replica
+    /// does not answer, such as the ops as stored or this node's keys.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
     }
 
     /// Applies an op signed here, commits it and (with push on) pushes it to
@@ -354,6 +361,7 @@ impl SyncEngine {
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
         let (int_tx, int_rx) = mpsc::channel(INTERNAL_CHANNEL_CAPACITY);
         let (changes_tx, changes_rx) = watch::channel(replica.ops().len() as u64);
+        let handle_store = Arc::clone(&store);
         let actor = Actor {
             changes: changes_tx,
             team,
@@ -386,6 +394,7 @@ impl SyncEngine {
                 commands: cmd_tx,
                 team,
                 changes: changes_rx,
+                store: handle_store,
             },
             cancel,
             task,

@@ -294,9 +294,12 @@ impl RegistryKind {
 /// Ciphertext in the document: never plaintext (§5).
 #[derive(Clone, Debug, PartialEq, Eq, Hydrate, Reconcile, Serialize, Deserialize)]
 pub struct Sealed {
-    /// `node:<key hex>` for values sealed to a node, `team:<epoch>` for the team secrets key.
+    /// `node:<key hex>` for values sealed to a node, `team:<epoch>` for the
+    /// team secrets key, `nodes` for one sealed copy per node.
     pub recipient: String,
-    /// The sealed bytes, hex.
+    /// The sealed value in its versioned text form (`shoal-seal-v1:<hex>`),
+    /// or for `nodes` a `shoal-sealed-set-v1` list of `<node key> <sealed>`
+    /// lines (see `shoal_node::secrets`).
     pub data: String,
 }
 

@@ -805,8 +805,10 @@ pub fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
                     why: "a password needs a --user".into(),
                 });
             }
+            // Sealed to the team secrets key, or to each node of the team
+            // (`nodes`: one sealed copy per node in `data`).
             if let Some(p) = password
-                && !p.recipient.starts_with("team:")
+                && !(p.recipient.starts_with("team:") || p.recipient == "nodes")
             {
                 return Err(RuleError::SecretRecipient {
                     key: "password".into(),

@@ -1147,6 +1147,40 @@ fn authority_by_role_and_node() {
                 None,
             ),
             (
+                "admin adds a registry whose password is sealed to each node",
+                &f.admin,
+                Action::RegistryAdd {
+                    id: ctx(&f.admin, &f.n1).new_id(0),
+                    name: "private".into(),
+                    kind: RegistryKind::Unchecked,
+                    url: None,
+                    namespace: None,
+                    user: Some("u".into()),
+                    password: Some(Sealed {
+                        recipient: "nodes".into(),
+                        data: "shoal-sealed-set-v1".into(),
+                    }),
+                },
+                None,
+            ),
+            (
+                "a registry password sealed to one node only",
+                &f.admin,
+                Action::RegistryAdd {
+                    id: ctx(&f.admin, &f.n1).new_id(0),
+                    name: "private".into(),
+                    kind: RegistryKind::Unchecked,
+                    url: None,
+                    namespace: None,
+                    user: Some("u".into()),
+                    password: Some(Sealed {
+                        recipient: format!("node:{}", f.n1.public().to_hex()),
+                        data: "x".into(),
+                    }),
+                },
+                Some(|e| matches!(e, RuleError::SecretRecipient { .. })),
+            ),
+            (
                 "user invites",
                 &f.user,
                 Action::InviteCreate {

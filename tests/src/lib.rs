@@ -75,13 +75,38 @@ impl User {
 
     /// Runs `shoal ARGS` with this user's config dir and socket.
     pub fn shoal(&self, args: &[&str]) -> std::io::Result<Run> {
-        Command::new(shoal_bin())
-            .args(args)
+        self.command(args).output().map(Run::from)
+    }
+
+    /// The command `shoal ARGS` with this user's config dir and socket, to
+    /// add environment variables or stdin to before running it.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(shoal_bin());
+        cmd.args(args)
             .env("SHOAL_CONFIG_DIR", self.config_dir())
             .env("SHOAL_SOCKET", self.socket())
-            .env_remove("SHOAL_TEAM")
-            .output()
-            .map(Run::from)
+            .env_remove("SHOAL_TEAM");
+        cmd
+    }
+
+    /// Runs `shoal ARGS` with extra environment variables and `stdin`.
+    pub fn shoal_with(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdin: Option<&str>,
+    ) -> std::io::Result<Run> {
+        use std::io::Write as _;
+        let mut cmd = self.command(args);
+        cmd.envs(env.iter().copied())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn()?;
+        if let Some(mut pipe) = child.stdin.take() {
+            pipe.write_all(stdin.unwrap_or_default().as_bytes())?;
+        }
+        child.wait_with_output().map(Run::from)
     }
 }
 
@@ -100,6 +125,21 @@ impl Daemon {
     /// `ready` line.
     pub fn start(user: &User, args: &[&str], wait: std::time::Duration) -> std::io::Result<Daemon> {
         Self::spawn(user, Command::new(shoal_bin()).args(args), wait)
+    }
+
+    /// Like [`Daemon::start`] with the log level `log` (`SHOAL_LOG`) and
+    /// the daemon's stderr (its log lines) written to `stderr`.
+    pub fn start_logged(
+        user: &User,
+        args: &[&str],
+        log: &str,
+        stderr: &Path,
+        wait: std::time::Duration,
+    ) -> std::io::Result<Daemon> {
+        let file = std::fs::File::create(stderr)?;
+        let mut cmd = Command::new(shoal_bin());
+        cmd.args(args).env("SHOAL_LOG", log).stderr(file);
+        Self::spawn(user, &mut cmd, wait)
     }
 
     /// Like [`Daemon::start`], but `args` begin with a wrapper command (such
@@ -127,14 +167,16 @@ impl Daemon {
 
     fn spawn(user: &User, cmd: &mut Command, wait: std::time::Duration) -> std::io::Result<Daemon> {
         use std::io::BufRead as _;
-        // Quiet daemons unless the run asks for more (SHOAL_LOG=debug).
-        let log = std::env::var("SHOAL_LOG").unwrap_or_else(|_| "warn".into());
+        // Quiet daemons unless the run (or the caller) asks for more
+        // (SHOAL_LOG=debug); stderr is inherited unless the caller set it.
+        if !cmd.get_envs().any(|(k, _)| k == "SHOAL_LOG") {
+            let log = std::env::var("SHOAL_LOG").unwrap_or_else(|_| "warn".into());
+            cmd.env("SHOAL_LOG", log);
+        }
         let mut child = cmd
-            .env("SHOAL_LOG", log)
             .env("SHOAL_CONFIG_DIR", user.config_dir())
             .env("SHOAL_SOCKET", user.socket())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
             .spawn()?;
         let stdout = child
             .stdout
@@ -229,6 +271,11 @@ pub struct Peer {
     /// A wrapper the daemon runs under, ending in the word `shoal` (e.g.
     /// `ip netns exec NS shoal`); empty to run it directly.
     pub wrap: Vec<String>,
+    /// The daemon's runtime (`none` unless a test sets another).
+    pub runtime: String,
+    /// When set, the daemon logs at this level (`SHOAL_LOG`) into
+    /// [`Peer::log_file`] instead of the test's stderr.
+    pub log: Option<String>,
     pub daemon: Option<Daemon>,
 }
 
@@ -244,11 +291,18 @@ impl Peer {
             name: name.to_string(),
             listen: "/ip4/127.0.0.1/tcp/0".into(),
             wrap: Vec::new(),
+            runtime: "none".into(),
+            log: None,
             daemon: None,
         })
     }
 
-    /// Starts the daemon (`node run`, runtime none) and waits until it is ready.
+    /// Where the daemon's log lines go when [`Peer::log`] is set.
+    pub fn log_file(&self) -> PathBuf {
+        self.user.dir.path().join("daemon.log")
+    }
+
+    /// Starts the daemon (`node run`, runtime [`Peer::runtime`]) and waits until it is ready.
     pub fn start(&mut self) -> std::io::Result<&mut Peer> {
         let data = self.data.path().to_string_lossy().into_owned();
         let mut args: Vec<String> = self.wrap.clone();
@@ -261,13 +315,15 @@ impl Peer {
             &self.listen,
             "--no-mdns",
             "--runtime",
-            "none",
+            &self.runtime,
             "--name",
             &self.name,
         ];
         args.extend(run.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.daemon = Some(if self.wrap.is_empty() {
+        self.daemon = Some(if let Some(log) = &self.log {
+            Daemon::start_logged(&self.user, &args, log, &self.log_file(), WAIT)?
+        } else if self.wrap.is_empty() {
             Daemon::start(&self.user, &args, WAIT)?
         } else {
             Daemon::start_wrapped(&self.user, &args, WAIT)?
@@ -298,6 +354,17 @@ impl Peer {
             stdout: String::new(),
             stderr: e.to_string(),
         })
+    }
+
+    /// Runs `shoal ARGS` with extra environment variables and `stdin`.
+    pub fn shoal_with(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Run {
+        self.user
+            .shoal_with(args, env, stdin)
+            .unwrap_or_else(|e| Run {
+                code: -1,
+                stdout: String::new(),
+                stderr: e.to_string(),
+            })
     }
 
     /// Runs `shoal ARGS` and panics with its output unless it succeeds.

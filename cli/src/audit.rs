@@ -1,0 +1,133 @@
+//! `shoal audit list|verify`: the signed ops of the team are its audit log.
+
+use std::io::Write;
+
+use anyhow::{Result, bail};
+use clap::Subcommand;
+use serde_json::Value;
+
+use crate::Usage;
+use crate::domain::{Ctx, query, when};
+use crate::parse;
+use crate::read::{json, list_of, str_of, table};
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Lists the audit log, oldest first.
+    List {
+        /// From this time: RFC 3339, or a duration ago (2h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Up to this time: RFC 3339, or a duration ago.
+        #[arg(long)]
+        until: Option<String>,
+        /// A member or node name, or a key prefix.
+        #[arg(long)]
+        author: Option<String>,
+        /// An action (deployment.start) or a family of them (deployment.).
+        #[arg(long)]
+        action: Option<String>,
+        /// What the op is about: an id, key or name (or an id prefix).
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// Verifies every signature and every log's hash chain; exits 1 and
+    /// names each problem when one is broken, forked or signed wrongly.
+    Verify,
+}
+
+pub async fn run(ctx: &Ctx, cmd: AuditCmd, out: &mut impl Write) -> Result<()> {
+    match cmd {
+        AuditCmd::List {
+            since,
+            until,
+            author,
+            action,
+            target,
+        } => {
+            let usage = |e: anyhow::Error| -> anyhow::Error { Usage(e.to_string()).into() };
+            let since = since
+                .map(|s| parse::time_ms("--since", &s))
+                .transpose()
+                .map_err(usage)?
+                .map(|t| t.to_string());
+            let until = until
+                .map(|s| parse::time_ms("--until", &s))
+                .transpose()
+                .map_err(usage)?
+                .map(|t| t.to_string());
+            let v = ctx
+                .get(&format!(
+                    "audit{}",
+                    query(&[
+                        ("since_ms", since.as_deref()),
+                        ("until_ms", until.as_deref()),
+                        ("author", author.as_deref()),
+                        ("action", action.as_deref()),
+                        ("target", target.as_deref()),
+                    ])
+                ))
+                .await?;
+            if ctx.json() {
+                return json(out, &v);
+            }
+            let rows: Vec<Vec<String>> = list_of(&v)
+                .iter()
+                .map(|e| {
+                    let targets: Vec<String> = list_of(&e["targets"])
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(|t| t.chars().take(12).collect())
+                        .collect();
+                    vec![
+                        when(e["time_ms"].as_u64().unwrap_or(0)),
+                        str_of(e, "action"),
+                        str_of(e, "author_name"),
+                        str_of(e, "origin_name"),
+                        if targets.is_empty() {
+                            "-".into()
+                        } else {
+                            targets.join(",")
+                        },
+                        str_of(e, "status"),
+                        str_of(e, "hash").chars().take(12).collect(),
+                    ]
+                })
+                .collect();
+            table(
+                out,
+                &[
+                    "TIME", "ACTION", "AUTHOR", "ORIGIN", "TARGETS", "STATUS", "OP",
+                ],
+                &rows,
+            )
+        }
+        AuditCmd::Verify => {
+            let v = ctx.get("audit/verify").await?;
+            let problems = list_of(&v["problems"]);
+            if ctx.json() {
+                json(out, &v)?;
+            } else if problems.is_empty() {
+                writeln!(
+                    out,
+                    "ok: {} ops in {} logs, signatures and hash chains verified ({} as stored on disk)",
+                    str_of(&v, "ops"),
+                    str_of(&v, "logs"),
+                    str_of(&v, "stored_ops")
+                )?;
+            } else {
+                for p in problems {
+                    writeln!(out, "{}: {}", str_of(p, "kind"), str_of(p, "message"))?;
+                }
+            }
+            if let Some(first) = problems.first() {
+                bail!(
+                    "the audit log has {} problem(s), first: {}",
+                    problems.len(),
+                    str_of(first, "message")
+                );
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,713 @@
+//! `shoal deploy create|start|list|show|delete|copy|rollback`.
+//!
+//! Secret values come from this process's environment (`--secret KEY`) or
+//! a file (`--secret-file`), are sealed here to the target node's
+//! encryption key and only then leave this process: they are never in
+//! argv, output, the daemon's logs or the replicated state.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, bail};
+use clap::Subcommand;
+use serde_json::Value;
+use shoal_protocol::Action;
+use shoal_protocol::action::DeploymentEdit;
+use shoal_protocol::model::{DeploymentStatus, Sealed};
+
+use crate::Usage;
+use crate::domain::{self, Ctx, dash, query, seg, when};
+use crate::parse;
+use crate::read::{json, list_of, str_of, table};
+
+#[derive(Subcommand, Debug)]
+pub enum DeployCmd {
+    /// Places a version on a node under a prefix (status preparing); the
+    /// deployment id is the last line.
+    Create {
+        product: String,
+        version: String,
+        /// The target node (name or key).
+        #[arg(long)]
+        node: String,
+        /// A DNS label: containers are named <prefix>-<container>.
+        #[arg(long)]
+        prefix: String,
+        /// Deployment-wide environment variable KEY=VALUE (repeatable).
+        #[arg(long = "env", value_name = "K=V")]
+        env: Vec<String>,
+        /// A secret whose value is this process's environment variable KEY (repeatable).
+        #[arg(long = "secret", value_name = "KEY")]
+        secret: Vec<String>,
+        /// A file of KEY=VALUE secret lines.
+        #[arg(long)]
+        secret_file: Option<PathBuf>,
+        /// Protect it: a non-protected deployment cannot replace it without --force.
+        #[arg(long)]
+        protected: bool,
+        #[arg(long, default_value = "")]
+        note: String,
+        /// Create it even though a protected deployment holds the node and prefix.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Starts (or restarts) a deployment, then waits for the target node to
+    /// report the end unless --detach.
+    Start {
+        /// Deployment id, or the first characters of it.
+        deployment: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+        /// Start even though a protected deployment holds the node and prefix.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Edits a mutable deployment (preparing or failed, or successful for a
+    /// rolling version): note, prefix, protection, env and secrets.
+    Update {
+        deployment: String,
+        #[arg(long)]
+        note: Option<String>,
+        #[arg(long)]
+        prefix: Option<String>,
+        #[arg(long, conflicts_with = "unprotected")]
+        protected: bool,
+        #[arg(long)]
+        unprotected: bool,
+        /// Set an environment variable KEY=VALUE (repeatable).
+        #[arg(long = "env", value_name = "K=V")]
+        env: Vec<String>,
+        /// Remove an environment variable (repeatable).
+        #[arg(long = "unset-env", value_name = "KEY")]
+        unset_env: Vec<String>,
+        /// Set a secret from this process's environment variable KEY (repeatable).
+        #[arg(long = "secret", value_name = "KEY")]
+        secret: Vec<String>,
+        /// Set secrets from a file of KEY=VALUE lines.
+        #[arg(long)]
+        secret_file: Option<PathBuf>,
+        /// Remove a secret (repeatable).
+        #[arg(long = "unset-secret", value_name = "KEY")]
+        unset_secret: Vec<String>,
+    },
+    /// Lists deployments.
+    List {
+        #[arg(long)]
+        node: Option<String>,
+        /// preparing, in-progress, successful, failed, obsolete or downgraded.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        product: Option<String>,
+    },
+    /// Shows a deployment: status, tries, containers, events, conflicts.
+    Show { deployment: String },
+    /// Deletes a deployment that is not in progress.
+    Delete { deployment: String },
+    /// Copies a deployment (config, env, secrets) to another node or prefix;
+    /// the new id is the last line.
+    Copy {
+        deployment: String,
+        #[arg(long)]
+        node: String,
+        #[arg(long)]
+        prefix: String,
+    },
+    /// Redeploys the previous incremental version on a node and prefix.
+    Rollback {
+        product: String,
+        #[arg(long)]
+        node: String,
+        #[arg(long)]
+        prefix: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct WaitArgs {
+    /// Wait for the end of the try (the default).
+    #[arg(long, conflicts_with = "detach")]
+    wait: bool,
+    /// Return once started.
+    #[arg(long)]
+    detach: bool,
+    /// How long to wait (e.g. 10m, 1h).
+    #[arg(long, default_value = "30m")]
+    timeout: String,
+}
+
+/// Secret values by key, from the environment and a secret file (the file
+/// wins on equal keys). Values are never printed.
+pub fn secret_values(
+    keys: &[String],
+    file: Option<&std::path::Path>,
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for k in keys {
+        if k.is_empty() || k.contains('=') {
+            return Err(Usage(format!(
+                "--secret {:?}: give the name of an environment variable that holds the value, never the value itself",
+                k.split('=').next().unwrap_or_default()
+            ))
+            .into());
+        }
+        let v = env(k).ok_or_else(|| {
+            Usage(format!(
+                "--secret {k}: the environment variable {k} is not set; export it first, or put {k}=VALUE in a --secret-file"
+            ))
+        })?;
+        let v = v
+            .into_string()
+            .map_err(|_| anyhow!("--secret {k}: the value of {k} is not UTF-8 text"))?;
+        out.insert(k.clone(), v);
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow!("cannot read the secret file {}: {e}", path.display()))?;
+        let parsed = parse::secret_file(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        out.extend(parsed);
+    }
+    Ok(out)
+}
+
+fn short_id(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
+fn status_cell(d: &Value) -> String {
+    let mut s = str_of(d, "status");
+    if d["conflict"].as_bool() == Some(true) {
+        s.push_str(" (conflict)");
+    }
+    s
+}
+
+pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> {
+    match cmd {
+        DeployCmd::Create {
+            product,
+            version,
+            node,
+            prefix,
+            env,
+            secret,
+            secret_file,
+            protected,
+            note,
+            force,
+        } => {
+            let env = parse::key_values("--env", &env).map_err(|e| Usage(e.to_string()))?;
+            let values = secret_values(&secret, secret_file.as_deref(), |k| std::env::var_os(k))?;
+            let v = domain::version(ctx, &product, &version).await?;
+            let (node_key, node_name, enc_key) = domain::node(ctx, &node).await?;
+            let node_hex = node_key.to_hex();
+            let mut secrets: BTreeMap<String, Sealed> = BTreeMap::new();
+            for (k, value) in &values {
+                secrets.insert(
+                    k.clone(),
+                    shoal_node::secrets::seal_for_node(&node_hex, &enc_key, k, value)
+                        .map_err(|e| anyhow!("cannot seal secret {k} for node {node_name}: {e}"))?,
+                );
+            }
+            drop(values);
+            let s = ctx.session().await?;
+            let id = s.ids(1).await?.remove(0);
+            s.act(Action::DeploymentCreate {
+                id: id.clone(),
+                version: str_of(&v, "id"),
+                node: node_key,
+                prefix: prefix.clone(),
+                env,
+                secrets: secrets.clone(),
+                instances: BTreeMap::new(),
+                protected,
+                note,
+                force,
+            })
+            .await?;
+            writeln!(
+                out,
+                "created deployment {} of {} {} on {node_name}/{prefix} (preparing{}); start it with `shoal deploy start {}`",
+                short_id(&id),
+                str_of(&v, "product"),
+                str_of(&v, "name"),
+                if secrets.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", secrets {} sealed for {node_name}",
+                        secrets.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                },
+                short_id(&id)
+            )?;
+            writeln!(out, "{id}")?;
+            Ok(())
+        }
+        DeployCmd::Start {
+            deployment,
+            wait,
+            force,
+        } => {
+            let d = domain::deployment(ctx, &deployment).await?;
+            start(ctx, &d, force, &wait, out).await
+        }
+        DeployCmd::Update {
+            deployment,
+            note,
+            prefix,
+            protected,
+            unprotected,
+            env,
+            unset_env,
+            secret,
+            secret_file,
+            unset_secret,
+        } => {
+            let set_env = parse::key_values("--env", &env).map_err(|e| Usage(e.to_string()))?;
+            let values = secret_values(&secret, secret_file.as_deref(), |k| std::env::var_os(k))?;
+            let d = domain::deployment(ctx, &deployment).await?;
+            let id = str_of(&d, "id");
+            let mut edit = DeploymentEdit {
+                note,
+                prefix,
+                protected: match (protected, unprotected) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                },
+                ..Default::default()
+            };
+            if !set_env.is_empty() || !unset_env.is_empty() {
+                let mut e: BTreeMap<String, String> =
+                    serde_json::from_value(d["env"].clone()).unwrap_or_default();
+                e.extend(set_env);
+                for k in &unset_env {
+                    e.remove(k);
+                }
+                edit.env = Some(e);
+            }
+            if !values.is_empty() || !unset_secret.is_empty() {
+                let sealed = ctx.get(&format!("deployments/{}/sealed", seg(&id))).await?;
+                let mut all: BTreeMap<String, Sealed> =
+                    serde_json::from_value(sealed["secrets"].clone())
+                        .map_err(|e| anyhow!("the daemon sent malformed sealed secrets: {e}"))?;
+                let (node_key, node_name, enc_key) =
+                    domain::node(ctx, &str_of(&d, "node_key")).await?;
+                for (k, value) in &values {
+                    all.insert(
+                        k.clone(),
+                        shoal_node::secrets::seal_for_node(&node_key.to_hex(), &enc_key, k, value)
+                            .map_err(|e| {
+                                anyhow!("cannot seal secret {k} for node {node_name}: {e}")
+                            })?,
+                    );
+                }
+                for k in &unset_secret {
+                    all.remove(k);
+                }
+                edit.secrets = Some(all);
+            }
+            if edit == DeploymentEdit::default() {
+                return Err(Usage(
+                    "nothing to change: give --note, --prefix, --protected, --env, --secret or another edit".into(),
+                )
+                .into());
+            }
+            let s = ctx.session().await?;
+            s.act(Action::DeploymentUpdate {
+                id: id.clone(),
+                edit,
+            })
+            .await?;
+            writeln!(out, "updated deployment {}", short_id(&id))?;
+            Ok(())
+        }
+        DeployCmd::List {
+            node,
+            status,
+            product,
+        } => {
+            if let Some(st) = &status
+                && DeploymentStatus::parse(st).is_none()
+            {
+                return Err(Usage(format!(
+                    "--status {st:?}: use preparing, in-progress, successful, failed, obsolete or downgraded"
+                ))
+                .into());
+            }
+            let v = ctx
+                .get(&format!(
+                    "deployments{}",
+                    query(&[
+                        ("node", node.as_deref()),
+                        ("status", status.as_deref()),
+                        ("product", product.as_deref()),
+                    ])
+                ))
+                .await?;
+            if ctx.json() {
+                return json(out, &v);
+            }
+            let rows: Vec<Vec<String>> = list_of(&v)
+                .iter()
+                .map(|d| {
+                    vec![
+                        short_id(&str_of(d, "id")),
+                        str_of(d, "product"),
+                        str_of(d, "version"),
+                        str_of(d, "node"),
+                        str_of(d, "prefix"),
+                        status_cell(d),
+                        str_of(d, "tries"),
+                        if d["protected"].as_bool() == Some(true) {
+                            "yes".into()
+                        } else {
+                            "no".into()
+                        },
+                        dash(str_of(d, "note")),
+                    ]
+                })
+                .collect();
+            table(
+                out,
+                &[
+                    "ID",
+                    "PRODUCT",
+                    "VERSION",
+                    "NODE",
+                    "PREFIX",
+                    "STATUS",
+                    "TRIES",
+                    "PROTECTED",
+                    "NOTE",
+                ],
+                &rows,
+            )
+        }
+        DeployCmd::Show { deployment } => {
+            let d = domain::deployment(ctx, &deployment).await?;
+            if ctx.json() {
+                return json(out, &d);
+            }
+            show(&d, out)
+        }
+        DeployCmd::Delete { deployment } => {
+            let d = domain::deployment(ctx, &deployment).await?;
+            let s = ctx.session().await?;
+            s.act(Action::DeploymentDelete {
+                id: str_of(&d, "id"),
+            })
+            .await?;
+            writeln!(
+                out,
+                "deleted deployment {} of {} {} on {}/{}",
+                short_id(&str_of(&d, "id")),
+                str_of(&d, "product"),
+                str_of(&d, "version"),
+                str_of(&d, "node"),
+                str_of(&d, "prefix")
+            )?;
+            Ok(())
+        }
+        DeployCmd::Copy {
+            deployment,
+            node,
+            prefix,
+        } => {
+            let d = domain::deployment(ctx, &deployment).await?;
+            let (node_key, node_name, _) = domain::node(ctx, &node).await?;
+            if !list_of(&d["secrets"]).is_empty() && node_key.to_hex() != str_of(&d, "node_key") {
+                eprintln!(
+                    "warning: the copy's secrets stay sealed to {}: set them again for {node_name} before starting it",
+                    str_of(&d, "node")
+                );
+            }
+            let s = ctx.session().await?;
+            let id = s.ids(1).await?.remove(0);
+            s.act(Action::DeploymentCopy {
+                from: str_of(&d, "id"),
+                id: id.clone(),
+                node: node_key,
+                prefix: prefix.clone(),
+            })
+            .await?;
+            writeln!(
+                out,
+                "copied deployment {} to {} on {node_name}/{prefix} (preparing)",
+                short_id(&str_of(&d, "id")),
+                short_id(&id)
+            )?;
+            writeln!(out, "{id}")?;
+            Ok(())
+        }
+        DeployCmd::Rollback {
+            product,
+            node,
+            prefix,
+            wait,
+            force,
+        } => {
+            let d = ctx
+                .get(&format!(
+                    "products/{}/rollback{}",
+                    seg(&product),
+                    query(&[("node", Some(&node)), ("prefix", Some(&prefix))])
+                ))
+                .await?;
+            writeln!(
+                out,
+                "rolling back {} on {}/{} to version {} (deployment {})",
+                str_of(&d, "product"),
+                str_of(&d, "node"),
+                str_of(&d, "prefix"),
+                str_of(&d, "version"),
+                short_id(&str_of(&d, "id"))
+            )?;
+            start(ctx, &d, force, &wait, out).await
+        }
+    }
+}
+
+fn show(d: &Value, out: &mut impl Write) -> Result<()> {
+    let row = |out: &mut dyn Write, k: &str, v: String| writeln!(out, "{k:<13}{v}");
+    row(out, "id", str_of(d, "id"))?;
+    row(out, "product", str_of(d, "product"))?;
+    row(
+        out,
+        "version",
+        format!("{} ({})", str_of(d, "version"), str_of(d, "version_kind")),
+    )?;
+    row(out, "node", str_of(d, "node"))?;
+    row(out, "prefix", str_of(d, "prefix"))?;
+    let mut status = str_of(d, "status");
+    if d["conflict"].as_bool() == Some(true) {
+        status.push_str(
+            " (conflict: a concurrent deployment won this slot; it will not run: delete it or change its prefix)",
+        );
+    }
+    row(out, "status", status)?;
+    if !str_of(d, "reason").is_empty() {
+        row(out, "reason", str_of(d, "reason"))?;
+    }
+    row(out, "tries", str_of(d, "tries"))?;
+    row(
+        out,
+        "protected",
+        if d["protected"].as_bool() == Some(true) {
+            "yes".into()
+        } else {
+            "no".into()
+        },
+    )?;
+    row(out, "note", dash(str_of(d, "note")))?;
+    row(
+        out,
+        "created",
+        format!(
+            "{} by {}",
+            when(d["created_ms"].as_u64().unwrap_or(0)),
+            str_of(d, "created_by")
+        ),
+    )?;
+    let env: Vec<String> = d["env"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    row(out, "env", dash(env.join(" ")))?;
+    let secrets: Vec<String> = list_of(&d["secrets"])
+        .iter()
+        .filter_map(|k| k.as_str().map(str::to_string))
+        .collect();
+    row(
+        out,
+        "secrets",
+        if secrets.is_empty() {
+            "-".into()
+        } else {
+            format!("{} (sealed for {})", secrets.join(", "), str_of(d, "node"))
+        },
+    )?;
+    if !d["frozen"].is_null() {
+        row(out, "frozen", format!("config of {}", str_of(d, "frozen")))?;
+    }
+    writeln!(out)?;
+    let containers = d["containers"].as_object().cloned().unwrap_or_default();
+    let rows: Vec<Vec<String>> = list_of(&d["images"])
+        .iter()
+        .map(|i| {
+            let name = str_of(i, "name");
+            let st = containers.get(&name);
+            vec![
+                name,
+                str_of(i, "ref"),
+                st.map(|s| str_of(s, "state")).unwrap_or_else(|| "-".into()),
+                st.map(|s| dash(str_of(s, "exit_code")))
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    table(out, &["CONTAINER", "IMAGE", "STATE", "EXIT"], &rows)?;
+    let events = list_of(&d["events"]);
+    if !events.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "events of the last try:")?;
+        for e in events {
+            writeln!(out, "  {}", e.as_str().unwrap_or_default())?;
+        }
+    }
+    Ok(())
+}
+
+/// Starts `d` (a rollback when it is an obsolete deployment of an
+/// incremental version), then waits unless told not to.
+async fn start(
+    ctx: &Ctx,
+    d: &Value,
+    force: bool,
+    wait: &WaitArgs,
+    out: &mut impl Write,
+) -> Result<()> {
+    let timeout = humantime::parse_duration(&wait.timeout).map_err(|_| {
+        Usage(format!(
+            "--timeout {:?} is not a duration such as 10m or 1h",
+            wait.timeout
+        ))
+    })?;
+    let id = str_of(d, "id");
+    let rollback = str_of(d, "status") == "obsolete" && str_of(d, "version_kind") == "incremental";
+    let s = ctx.session().await?;
+    let action = if rollback {
+        Action::DeploymentRollback {
+            id: id.clone(),
+            force,
+        }
+    } else {
+        Action::DeploymentStart {
+            id: id.clone(),
+            force,
+        }
+    };
+    s.act(action).await?;
+    let now = domain::deployment(ctx, &id).await?;
+    let target = now["tries"].as_u64().unwrap_or(0);
+    writeln!(
+        out,
+        "started deployment {} of {} {} on {}/{} (try {target})",
+        short_id(&id),
+        str_of(d, "product"),
+        str_of(d, "version"),
+        str_of(d, "node"),
+        str_of(d, "prefix"),
+    )?;
+    if wait.detach {
+        writeln!(
+            out,
+            "not waiting; see its progress with `shoal deploy show {}`",
+            short_id(&id)
+        )?;
+        return Ok(());
+    }
+    out.flush()?;
+    // Whether the target node is reachable now: if not, say it will start later.
+    if let Ok(status) = ctx.get("status").await {
+        let key = str_of(d, "node_key");
+        let st = list_of(&status)
+            .iter()
+            .find(|n| str_of(n, "key") == key)
+            .map(|n| (str_of(n, "status"), n["this_node"].as_bool() == Some(true)));
+        if let Some((st, false)) = st
+            && st != "connected"
+        {
+            writeln!(
+                out,
+                "node {} is {st}: the deployment starts when it is back",
+                str_of(d, "node")
+            )?;
+        }
+    }
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        let cur = domain::deployment(ctx, &id)
+            .await
+            .map_err(|e| anyhow!("lost track of deployment {}: {e}", short_id(&id)))?;
+        let status = str_of(&cur, "status");
+        let finished = cur["finished_try"].as_u64().unwrap_or(0) >= target;
+        if status != last {
+            writeln!(out, "{}", status_line(&cur))?;
+            out.flush()?;
+            last = status.clone();
+        }
+        if finished && status != "in-progress" {
+            return match status.as_str() {
+                "failed" => Err(anyhow!(
+                    "deployment {} failed: {}",
+                    short_id(&id),
+                    dash(str_of(&cur, "reason"))
+                )),
+                _ => Ok(()),
+            };
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "deployment {} is still {status} after {}; it goes on: follow it with `shoal deploy show {}`",
+                short_id(&id),
+                wait.timeout,
+                short_id(&id)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn status_line(d: &Value) -> String {
+    let mut s = format!(
+        "{} try {}: {}",
+        short_id(&str_of(d, "id")),
+        str_of(d, "tries"),
+        str_of(d, "status")
+    );
+    if !str_of(d, "reason").is_empty() {
+        s.push_str(&format!(" ({})", str_of(d, "reason")));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_come_from_the_environment_and_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.env");
+        std::fs::write(&file, "B=from-file\nC=c\n").unwrap();
+        let env = |k: &str| match k {
+            "A" => Some("from-env".into()),
+            "B" => Some("shadowed".into()),
+            _ => None,
+        };
+        let v = secret_values(&["A".into(), "B".into()], Some(&file), env).unwrap();
+        assert_eq!(v["A"], "from-env");
+        assert_eq!(v["B"], "from-file");
+        assert_eq!(v["C"], "c");
+        let e = secret_values(&["MISSING".into()], None, env).unwrap_err();
+        assert!(e.to_string().contains("not set"), "{e}");
+        assert!(e.downcast_ref::<Usage>().is_some());
+        // A value typed on the command line is refused without echoing it.
+        let e = secret_values(&["A=hunter2".into()], None, env).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+}
