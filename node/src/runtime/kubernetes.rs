@@ -1469,12 +1469,16 @@ fn resource_map(r: Option<&Resources>) -> Result<Option<BTreeMap<String, Quantit
     Ok((!m.is_empty()).then_some(m))
 }
 
-/// A CPU amount as a Kubernetes quantity in millicores (`"500m"`).
+/// A CPU amount as a Kubernetes quantity: whole CPUs (`"2"`) or
+/// millicores (`"500m"`).
 pub fn cpu_quantity(s: &str) -> Result<Quantity, String> {
     let nanos = parse_cpu(s)?;
     let milli = (nanos + 500_000) / 1_000_000;
     if milli < 1 {
         return Err(format!("cpu {s:?}: less than 1m"));
+    }
+    if milli % 1000 == 0 {
+        return Ok(Quantity((milli / 1000).to_string()));
     }
     Ok(Quantity(format!("{milli}m")))
 }
@@ -1873,7 +1877,7 @@ mod tests {
         assert_eq!(memory_quantity("1.5g").unwrap().0, "1536Mi");
         assert_eq!(memory_quantity("1000").unwrap().0, "1000");
         assert_eq!(cpu_quantity("0.5").unwrap().0, "500m");
-        assert_eq!(cpu_quantity("2").unwrap().0, "2000m");
+        assert_eq!(cpu_quantity("2").unwrap().0, "2");
         assert_eq!(cpu_quantity("250m").unwrap().0, "250m");
         assert!(cpu_quantity("x").is_err());
     }
