@@ -1720,6 +1720,10 @@ impl PodFailure {
 /// on an image pull or a crash loop, or a pod the scheduler cannot place.
 pub fn pod_failure(pods: &[Pod]) -> Option<PodFailure> {
     for p in pods {
+        // A terminating pod (an old revision going away) decides nothing.
+        if p.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
         let pod = name_of(&p.metadata).to_owned();
         let Some(st) = &p.status else { continue };
         let statuses = st
