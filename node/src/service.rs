@@ -459,15 +459,14 @@ impl Service {
                     Ok(Arc::new(docker) as Arc<dyn crate::runtime::Runtime>)
                 })
             }),
-            Runtime::Kubernetes => {
-                Arc::new(|| {
-                    Box::pin(async {
-                        Err(RuntimeError::InvalidPlan {
-                        reason: "this shoal build cannot deploy to Kubernetes yet: target a docker node".into(),
-                    })
-                    })
+            Runtime::Kubernetes => Arc::new(|| {
+                Box::pin(async {
+                    // KUBECONFIG or the default kubeconfig, else the in-cluster service account.
+                    let kube: Result<_, RuntimeError> =
+                        crate::runtime::KubernetesRuntime::connect(None).await;
+                    Ok(Arc::new(kube?) as Arc<dyn crate::runtime::Runtime>)
                 })
-            }
+            }),
         };
         Some(factory)
     }

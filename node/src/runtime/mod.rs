@@ -19,6 +19,7 @@
 //! labels, never by its name alone.
 
 pub mod docker;
+pub mod kubernetes;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -30,6 +31,7 @@ use shoal_protocol::model::{ContainerAction, ContainerConfig, ContainerState, Pr
 use tokio::sync::mpsc;
 
 pub use docker::DockerRuntime;
+pub use kubernetes::KubernetesRuntime;
 
 /// Label: the team id owning the object.
 pub const LABEL_TEAM: &str = "io.shoal.team";
@@ -311,6 +313,15 @@ pub enum RuntimeError {
     ContainerNotFound { name: String },
     #[error("Docker engine error while {context}: {detail}")]
     Engine { context: String, detail: String },
+    #[error("Kubernetes API error while {context}: {detail}")]
+    Kubernetes { context: String, detail: String },
+    #[error("container {container}: the rollout failed: {detail}")]
+    Rollout {
+        container: String,
+        /// The Kubernetes reason (`CrashLoopBackOff`, `Unschedulable`, ...).
+        reason: String,
+        detail: String,
+    },
 }
 
 /// A container runtime. Object safe: the executor holds a `dyn Runtime`.
