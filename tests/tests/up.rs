@@ -80,7 +80,8 @@ fn up_creates_profile_and_team_then_restarts_into_them() {
     .unwrap();
     let banner = d.banner.join("\n");
     assert!(!banner.contains("created"), "{banner}");
-    assert!(banner.contains(&format!("({team_id}): 1 ops")), "{banner}");
+    // The genesis op and the address update the node published at its first start.
+    assert!(banner.contains(&format!("({team_id}): 2 ops")), "{banner}");
     assert_eq!(d.terminate().unwrap().0, 0);
 }
 
@@ -88,18 +89,30 @@ fn up_creates_profile_and_team_then_restarts_into_them() {
 fn node_run_without_a_team_says_what_to_do() {
     let u = User::new().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let r = u
-        .shoal(&[
+    // It serves its socket (to be joined to a team) and says how to get one.
+    let d = Daemon::start(
+        &u,
+        &[
             "node",
             "run",
             "--data-dir",
             data.path().to_str().unwrap(),
             "--runtime",
             "none",
-        ])
-        .unwrap();
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-mdns",
+        ],
+        WAIT,
+    )
+    .unwrap();
+    let banner = d.banner.join("\n");
+    assert!(banner.contains("in no team yet"), "{banner}");
+    assert!(banner.contains("shoal team join"), "{banner}");
+    let r = u.shoal(&["team", "show"]).unwrap();
     assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("shoal up"), "{r:?}");
+    assert!(r.stderr.contains("holds no team"), "{r:?}");
+    assert_eq!(d.terminate().unwrap().0, 0);
 }
 
 #[test]
