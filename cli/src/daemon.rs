@@ -106,6 +106,7 @@ pub fn run(config_dir: &Path, socket: &Path, args: RunArgs, up: bool) -> Result<
         runtime,
         sync: SyncConfig::default(),
         metrics: args.metrics,
+        pause_deployments: args.pause_deployments,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

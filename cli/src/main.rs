@@ -115,6 +115,10 @@ struct RunArgs {
     /// Do not look for peers on the LAN with mDNS.
     #[arg(long)]
     no_mdns: bool,
+    /// Keep deployments that target this node waiting instead of running
+    /// them (maintenance); they run once the node starts without this flag.
+    #[arg(long, env = "SHOAL_PAUSE_DEPLOYMENTS")]
+    pause_deployments: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
     #[arg(long, env = "SHOAL_METRICS")]
     metrics: Option<std::net::SocketAddr>,

@@ -58,6 +58,8 @@ pub struct ServiceConfig {
     pub sync: SyncConfig,
     /// Serve Prometheus metrics here (`None`: no metrics endpoint).
     pub metrics: Option<std::net::SocketAddr>,
+    /// Do not run deployments (they wait); container queries still answer.
+    pub pause_deployments: bool,
 }
 
 /// One team the daemon runs.
@@ -429,6 +431,9 @@ impl Service {
 
     /// The executor of a team on a node with a container runtime.
     fn executor_for(&self, team: TeamId, sync: &SyncHandle) -> Option<Executor> {
+        if self.config.pause_deployments {
+            return None;
+        }
         let factory = self.runtime_factory()?;
         Some(Executor::spawn(
             team,

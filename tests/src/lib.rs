@@ -273,6 +273,8 @@ pub struct Peer {
     pub wrap: Vec<String>,
     /// The daemon's runtime (`none` unless a test sets another).
     pub runtime: String,
+    /// More `node run` arguments.
+    pub extra: Vec<String>,
     /// When set, the daemon logs at this level (`SHOAL_LOG`) into
     /// [`Peer::log_file`] instead of the test's stderr.
     pub log: Option<String>,
@@ -292,6 +294,7 @@ impl Peer {
             listen: "/ip4/127.0.0.1/tcp/0".into(),
             wrap: Vec::new(),
             runtime: "none".into(),
+            extra: Vec::new(),
             log: None,
             daemon: None,
         })
@@ -320,6 +323,7 @@ impl Peer {
             &self.name,
         ];
         args.extend(run.iter().map(|s| s.to_string()));
+        args.extend(self.extra.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.daemon = Some(if let Some(log) = &self.log {
             Daemon::start_logged(&self.user, &args, log, &self.log_file(), WAIT)?

@@ -26,6 +26,8 @@ use shoal_tests::{Peer, Run, WAIT, wait_for};
 fn docker_peer(name: &str) -> (Peer, SecretKey, EncSecret) {
     let mut p = Peer::new(name).unwrap();
     p.runtime = "docker".into();
+    // The test reports tries itself, in the node's name.
+    p.extra = vec!["--pause-deployments".into()];
     let node = shoal_node::daemon::Node::open(p.data.path()).unwrap();
     let key = SecretKey::from_seed(node.key_seed());
     let enc = node.enc_secret();
