@@ -131,6 +131,11 @@ pub struct Replica {
     /// Per log, the lowest rejected seq: later ops of that log depend on it.
     rejected_logs: HashMap<LogId, u64>,
     max_hlc: Hlc,
+    /// Per applied op (same index as `applied`): its change's deps.
+    deps: Vec<Vec<ChangeHash>>,
+    /// Per applied op index: what its change wrote. Filled when the op is
+    /// validated, or on first need for ops restored from a snapshot.
+    touches: HashMap<usize, BTreeSet<Touch>>,
 }
 
 fn internal(e: impl std::fmt::Display) -> Rejection {
@@ -384,8 +389,11 @@ impl Replica {
             rejected_changes: HashSet::new(),
             rejected_logs: HashMap::new(),
             max_hlc: b.hlc,
+            deps: Vec::new(),
+            touches: HashMap::new(),
         };
-        r.record(op, hash);
+        r.record(op, hash, Vec::new());
+        r.touches.insert(0, touches);
         Ok(r)
     }
 
@@ -607,9 +615,10 @@ impl Replica {
         );
     }
 
-    fn record(&mut self, op: Op, change: ChangeHash) {
+    fn record(&mut self, op: Op, change: ChangeHash, deps: Vec<ChangeHash>) {
         let hash = op.hash();
         let idx = self.applied.len();
+        self.deps.push(deps);
         let log = op.log();
         self.max_hlc = self.max_hlc.max(op.body.hlc);
         self.applied.push(Applied { op, hash, change });
@@ -703,11 +712,7 @@ impl Replica {
         let pre: &TeamState = if fast {
             &self.state
         } else {
-            past_state = read_state(&AtHeads {
-                doc: &self.doc,
-                heads: &deps,
-            })
-            .map_err(|e| Step::Reject(internal(e)))?;
+            past_state = self.state_at(&deps).map_err(Step::Reject)?;
             &past_state
         };
         let ctx = OpContext {
@@ -766,8 +771,77 @@ impl Replica {
                 }
             }
         }
-        self.record(op.clone(), change_hash);
+        let idx = self.applied.len();
+        self.record(op.clone(), change_hash, deps);
+        self.touches.insert(idx, touches);
         Ok(change_hash)
+    }
+
+    /// The typed view at `heads`, a set of applied changes. An entity that
+    /// no change outside the causal past of `heads` wrote is the same there
+    /// as now, so only the entities those concurrent changes wrote are read
+    /// at `heads`; the rest is the current view. (A full read at historical
+    /// heads costs a clock computation per field and grows with the team.)
+    #[doc(hidden)]
+    pub fn state_at(&mut self, heads: &[ChangeHash]) -> Result<TeamState, Rejection> {
+        let mut past = vec![false; self.applied.len()];
+        let mut stack: Vec<usize> = Vec::new();
+        for h in heads {
+            match self.by_change.get(h) {
+                Some(&i) => stack.push(i),
+                None => return Err(internal("a head that is not applied")),
+            }
+        }
+        while let Some(i) = stack.pop() {
+            if std::mem::replace(&mut past[i], true) {
+                continue;
+            }
+            stack.extend(self.deps[i].iter().filter_map(|d| self.by_change.get(d)));
+        }
+        let mut stale: BTreeSet<(Collection, String)> = BTreeSet::new();
+        let mut full = false;
+        for (i, _) in past.iter().enumerate().filter(|(_, p)| !**p) {
+            match self.touches_of(i) {
+                Some(ts) => {
+                    for t in ts {
+                        match t {
+                            Touch::Entity(c, id) => {
+                                stale.insert((*c, id.clone()));
+                            }
+                            Touch::RootKey(_) => full = true,
+                        }
+                    }
+                }
+                None => full = true,
+            }
+            if full {
+                break;
+            }
+        }
+        let at = AtHeads {
+            doc: &self.doc,
+            heads,
+        };
+        if full {
+            return read_state(&at).map_err(internal);
+        }
+        let mut state = self.state.clone();
+        for (c, id) in stale {
+            state.set(c, &id, read_entity(&at, c, &id).map_err(internal)?);
+        }
+        Ok(state)
+    }
+
+    /// What the change of applied op `i` wrote, located at its own deps.
+    fn touches_of(&mut self, i: usize) -> Option<&BTreeSet<Touch>> {
+        if !self.touches.contains_key(&i) {
+            let change =
+                am::Change::from_bytes(self.applied.get(i)?.op.body.change.clone()).ok()?;
+            let deps = sorted(change.deps().to_vec());
+            let t = touched(&self.doc, Some(&deps), &change).ok()?;
+            self.touches.insert(i, t);
+        }
+        self.touches.get(&i)
     }
 
     /// Rebuilds the document and typed view from the applied ops, dropping
@@ -840,11 +914,13 @@ impl Replica {
             rejected_changes: HashSet::new(),
             rejected_logs: HashMap::new(),
             max_hlc: Hlc::ZERO,
+            deps: Vec::new(),
+            touches: HashMap::new(),
         };
         for op in std::iter::once(genesis).chain(iter) {
             let c = am::Change::from_bytes(op.body.change.clone())
                 .map_err(|e| GenesisError::Invalid(e.to_string()))?;
-            r.record(op, c.hash());
+            r.record(op, c.hash(), c.deps().to_vec());
         }
         // The snapshot must hold exactly the changes of the ops.
         let heads = doc.get_heads();

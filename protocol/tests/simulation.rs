@@ -17,7 +17,7 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::{FileFailurePersistence, TestRunner};
 
 use shoal_protocol::action::{Action, DeploymentEdit, Outcome};
-use shoal_protocol::doc::write_entity;
+use shoal_protocol::doc::{AtHeads, read_state, write_entity};
 use shoal_protocol::effect::{self, Write};
 use shoal_protocol::model::{
     Collection, ContainerConfig, Deployment, DeploymentStatus, Entity, FrozenConfig,
@@ -933,6 +933,30 @@ impl Sim {
                 self.peers[0].replica.state(),
                 "states of replicas 0 and {r}"
             );
+        }
+        // The view at each op's causal past (what its rules were checked
+        // against) equals a full read of the document at those heads, both
+        // on a live replica and on one restored from a snapshot.
+        let live = &self.peers[0].replica;
+        let ops: Vec<Op> = live.ops().iter().map(|a| a.op.clone()).collect();
+        let mut restored = Replica::restore(&live.save_doc(), ops.clone()).unwrap();
+        for replica in [&mut self.peers[0].replica, &mut restored] {
+            for op in &ops[1..] {
+                let change = automerge::Change::from_bytes(op.body.change.clone()).unwrap();
+                let mut deps = change.deps().to_vec();
+                deps.sort();
+                let full = read_state(&AtHeads {
+                    doc: replica.doc(),
+                    heads: &deps,
+                })
+                .unwrap();
+                assert_eq!(
+                    replica.state_at(&deps).unwrap(),
+                    full,
+                    "the view before {}",
+                    op.body.action.name()
+                );
+            }
         }
     }
 }
