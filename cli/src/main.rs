@@ -16,6 +16,7 @@ mod container;
 mod daemon;
 mod deploy;
 mod domain;
+mod node;
 mod parse;
 mod product;
 mod profile;
@@ -153,8 +154,13 @@ enum NodeCmd {
     },
     /// Enrolls this machine's daemon as a node, with a ticket from `node add`.
     Join { ticket: String },
-    /// Shows one node: key, runtime, status, agent, addresses.
-    Show { node: String },
+    /// Shows one node: key, runtime, status, agent version, addresses; for
+    /// this daemon's own node also peers and sync lag, ops (quarantined
+    /// ones too), runtime health and the store.
+    Show {
+        /// Node name or key prefix (default: this daemon's own node).
+        node: Option<String>,
+    },
     /// Lists the team's nodes this daemon is connected to now.
     Peers,
     /// Removes a node from the team (it is disconnected at once).
@@ -365,7 +371,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let json_out = cli.output == Output::Json;
             ask(
                 |c| async move {
-                    write::node_show(&c, team.as_deref(), &node, json_out, &mut out).await
+                    node::show(&c, team.as_deref(), node.as_deref(), json_out, &mut out).await
                 },
                 &socket,
             )?

@@ -191,17 +191,21 @@ pub async fn node_list(
     let route = |tail: &str| format!("/v1/teams/{}/{tail}", segment(&team));
     let mut nodes = client.get(&route("nodes")).await?;
     let status = client.get(&route("status")).await?;
-    let status_of = |key: &str| {
-        list_of(&status)
-            .iter()
-            .find(|s| str_of(s, "key") == key)
-            .map(|s| str_of(s, "status"))
-            .unwrap_or_else(|| "unreachable".into())
-    };
+    let status_of = |key: &str| list_of(&status).iter().find(|s| str_of(s, "key") == key);
     if let Some(list) = nodes.as_array_mut() {
         for n in list.iter_mut() {
             let st = status_of(&str_of(n, "key"));
-            n["status"] = Value::String(st);
+            n["status"] = Value::String(
+                st.map(|s| str_of(s, "status"))
+                    .unwrap_or_else(|| "unreachable".into()),
+            );
+            // The running version, from the latest heartbeat when there is one.
+            if let Some(v) = st
+                .map(|s| str_of(s, "agent_version"))
+                .filter(|v| !v.is_empty())
+            {
+                n["agent_version"] = Value::String(v);
+            }
         }
     }
     match output {
@@ -219,7 +223,7 @@ pub async fn node_list(
                     ]
                 })
                 .collect();
-            table(out, &["NAME", "RUNTIME", "KEY", "AGENT", "STATUS"], &rows)
+            table(out, &["NAME", "RUNTIME", "KEY", "VERSION", "STATUS"], &rows)
         }
     }
 }

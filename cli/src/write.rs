@@ -338,7 +338,7 @@ pub async fn node_add(
 }
 
 /// Finds one live entry of a team list by name, full key or key prefix.
-fn find<'a>(list: &'a [Value], arg: &str, what: &str) -> Result<&'a Value> {
+pub(crate) fn find<'a>(list: &'a [Value], arg: &str, what: &str) -> Result<&'a Value> {
     let live: Vec<&Value> = list
         .iter()
         .filter(|v| v.get("removed").is_none_or(Value::is_null))
@@ -393,80 +393,6 @@ pub async fn node_remove(s: &Session, node: &str, out: &mut impl Write) -> Resul
     let n = find(&list, node, "node")?;
     s.act(Action::NodeRemove { node: key_of(n)? }).await?;
     writeln!(out, "removed node {}", str_of(n, "name"))?;
-    Ok(())
-}
-
-pub async fn node_show(
-    client: &Client,
-    team: Option<&str>,
-    node: &str,
-    json_out: bool,
-    out: &mut impl Write,
-) -> Result<()> {
-    let team = pick_team(client, team).await?;
-    let route = |tail: &str| format!("/v1/teams/{}/{tail}", segment(&team));
-    let list = client.get(&route("nodes")).await?;
-    let list = list.as_array().cloned().unwrap_or_default();
-    let n = find(&list, node, "node")?.clone();
-    let here = client.get("/v1/node").await?;
-    let key = str_of(&n, "key");
-    let all = client.get(&route("status")).await?;
-    let st = all
-        .as_array()
-        .and_then(|l| l.iter().find(|s| str_of(s, "key") == key))
-        .cloned()
-        .unwrap_or(Value::Null);
-    let status = if str_of(&here, "key") == key {
-        "this node".to_string()
-    } else {
-        let s = str_of(&st, "status");
-        if s.is_empty() {
-            "unreachable".into()
-        } else {
-            s
-        }
-    };
-    let seen = st.get("seen_ms_ago").and_then(Value::as_u64);
-    if json_out {
-        let mut v = n;
-        v["status"] = json!(status);
-        writeln!(out, "{}", serde_json::to_string(&v)?)?;
-        return Ok(());
-    }
-    writeln!(out, "{:<10}{}", "name", str_of(&n, "name"))?;
-    writeln!(out, "{:<10}{}", "key", key)?;
-    writeln!(out, "{:<10}{}", "runtime", str_of(&n, "runtime"))?;
-    match seen {
-        Some(ms) => writeln!(
-            out,
-            "{:<10}{} (heard {:.1}s ago)",
-            "status",
-            status,
-            ms as f64 / 1000.0
-        )?,
-        None => writeln!(out, "{:<10}{}", "status", status)?,
-    }
-    writeln!(out, "{:<10}{}", "agent", str_of(&n, "agent_version"))?;
-    let addrs: Vec<String> = st
-        .get("addresses")
-        .unwrap_or(&n["addresses"])
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    writeln!(
-        out,
-        "{:<10}{}",
-        "addresses",
-        if addrs.is_empty() {
-            "-".into()
-        } else {
-            addrs.join(" ")
-        }
-    )?;
     Ok(())
 }
 

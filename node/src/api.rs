@@ -85,6 +85,8 @@ pub struct ApiState {
     pub agent_version: String,
     pub teams: TeamMap,
     pub service: ServiceHandle,
+    /// The node's store (for `GET /v1/node/store`).
+    pub store: Arc<crate::store::Store>,
 }
 
 impl ApiState {
@@ -202,6 +204,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/teams/{team}/prepare", post(prepare))
         .route("/v1/teams/{team}/ops", post(submit))
         .merge(crate::api_domain::routes())
+        .merge(crate::api_ops::routes())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(Arc::new(state))

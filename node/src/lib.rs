@@ -2,8 +2,10 @@
 
 pub mod api;
 pub mod api_domain;
+pub mod api_ops;
 pub mod daemon;
 pub mod executor;
+pub mod health;
 pub mod join;
 pub mod mesh;
 pub mod metrics;

@@ -8,8 +8,14 @@
 //! - `shoal_teams` teams this node runs
 //! - `shoal_peers_connected{team}` team nodes with a connection now
 //! - `shoal_ops_applied{team}` ops in the replica
-//! - `shoal_ops_quarantined{team}` ops refused and kept in quarantine
+//! - `shoal_ops_rejected_total{team}` ops refused since the daemon started (counter)
+//! - `shoal_ops_quarantined{team}` ops refused and kept in the store's quarantine
 //! - `shoal_ops_waiting{team}` ops held back for missing dependencies or a future clock
+//! - `shoal_sync_lag_ops{team,peer,direction}` ops one side lacks, from the
+//!   peer's version vector as last seen in anti-entropy: `direction="to_peer"`
+//!   ops here the peer lacks, `"from_peer"` ops the peer holds that are
+//!   missing here; `peer` is the node's name (its key when unnamed)
+//! - `shoal_store_size_bytes` size of the store file
 //! - `shoal_nodes{team,status}` nodes by status (connected, unreachable, removed)
 //! - `shoal_deployments{team,status}` deployments by status
 //! - `shoal_executor_try_seconds{outcome}` histogram of deployment try durations
@@ -23,6 +29,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -45,6 +52,13 @@ struct TeamStatus {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LagLabel {
+    team: String,
+    peer: String,
+    direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: String,
 }
@@ -56,10 +70,30 @@ struct VersionLabel {
 
 type TryHistogram = Family<OutcomeLabel, Histogram, fn() -> Histogram>;
 
+/// Outcomes of a try, each reported (at zero) before any try ran.
+const TRY_OUTCOMES: [&str; 2] = ["successful", "failed"];
+
+/// Every deployment status, each reported per team (0 when none).
+const DEPLOYMENT_STATUSES: [&str; 6] = [
+    "preparing",
+    "in-progress",
+    "successful",
+    "failed",
+    "obsolete",
+    "downgraded",
+];
+
 fn try_histogram() -> &'static TryHistogram {
     static H: OnceLock<TryHistogram> = OnceLock::new();
     H.get_or_init(|| {
-        Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.25, 2.0, 12)))
+        let h: TryHistogram =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.25, 2.0, 12)));
+        for outcome in TRY_OUTCOMES {
+            drop(h.get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            }));
+        }
+        h
     })
 }
 
@@ -153,6 +187,9 @@ pub async fn render(teams: &TeamMap) -> Result<String, String> {
 
     let peers = Family::<TeamLabel, Gauge>::default();
     let applied = Family::<TeamLabel, Gauge>::default();
+    let rejected = Family::<TeamLabel, Counter>::default();
+    let lag = Family::<LagLabel, Gauge>::default();
+    let store_size = Gauge::<i64>::default();
     let quarantined = Family::<TeamLabel, Gauge>::default();
     let waiting = Family::<TeamLabel, Gauge>::default();
     let nodes = Family::<TeamStatus, Gauge>::default();
@@ -167,24 +204,61 @@ pub async fn render(teams: &TeamMap) -> Result<String, String> {
             .sync
             .read(|r| {
                 let s = r.state();
-                let mut by_status = std::collections::BTreeMap::<String, i64>::new();
+                let mut by_status: std::collections::BTreeMap<String, i64> = DEPLOYMENT_STATUSES
+                    .iter()
+                    .map(|s| (s.to_string(), 0))
+                    .collect();
                 for d in s.deployments.values() {
                     *by_status.entry(d.status.as_str().to_string()).or_default() += 1;
                 }
-                (
-                    r.ops().len() as i64,
-                    r.quarantine().len() as i64,
-                    r.pending().count() as i64,
-                    by_status,
-                )
+                by_status
             })
             .await;
-        let Ok((ops, quar, wait, by_status)) = counts else {
+        let Ok(by_status) = counts else {
             continue;
         };
-        applied.get_or_create(&label).set(ops);
-        quarantined.get_or_create(&label).set(quar);
-        waiting.get_or_create(&label).set(wait);
+        let store = Arc::clone(entry.sync.store());
+        let team_id = *id;
+        let on_disk = tokio::task::spawn_blocking(move || {
+            (store.quarantine_count(team_id), store.size_bytes())
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let quar = on_disk.0.map_err(|e| e.to_string())?;
+        store_size.set(i64::try_from(on_disk.1.map_err(|e| e.to_string())?).unwrap_or(i64::MAX));
+        quarantined
+            .get_or_create(&label)
+            .set(i64::try_from(quar).unwrap_or(i64::MAX));
+        let Ok(stats) = entry.sync.stats().await else {
+            continue;
+        };
+        applied
+            .get_or_create(&label)
+            .set(i64::try_from(stats.applied).unwrap_or(i64::MAX));
+        waiting
+            .get_or_create(&label)
+            .set(i64::try_from(stats.waiting).unwrap_or(i64::MAX));
+        rejected.get_or_create(&label).inc_by(stats.rejected);
+        let state = entry.sync.state().await.map_err(|e| e.to_string())?;
+        for p in &stats.peers {
+            let key = p.key.to_hex();
+            let peer = state
+                .nodes
+                .get(&key)
+                .map(|n| n.name.clone())
+                .filter(|n| !n.is_empty())
+                .unwrap_or(key);
+            for (direction, n) in [("to_peer", p.they_lack), ("from_peer", p.we_lack)] {
+                if let Some(n) = n {
+                    lag.get_or_create(&LagLabel {
+                        team: team.clone(),
+                        peer: peer.clone(),
+                        direction: direction.to_string(),
+                    })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+            }
+        }
         for (status, n) in by_status {
             deployments
                 .get_or_create(&TeamStatus {
@@ -194,7 +268,6 @@ pub async fn render(teams: &TeamMap) -> Result<String, String> {
                 .set(n);
         }
         if let Ok(list) = entry.sync.status().await {
-            let state = entry.sync.state().await.map_err(|e| e.to_string())?;
             for n in state.nodes.values() {
                 let status = if n.removed.is_some() {
                     "removed"
@@ -215,6 +288,11 @@ pub async fn render(teams: &TeamMap) -> Result<String, String> {
     reg.register("peers_connected", "Team nodes with a connection now", peers);
     reg.register("ops_applied", "Ops in the team's replica", applied);
     reg.register(
+        "ops_rejected",
+        "Ops refused by this replica since the daemon started",
+        rejected,
+    );
+    reg.register(
         "ops_quarantined",
         "Ops refused and kept in quarantine",
         quarantined,
@@ -223,6 +301,16 @@ pub async fn render(teams: &TeamMap) -> Result<String, String> {
         "ops_waiting",
         "Ops held back for missing dependencies or a future clock",
         waiting,
+    );
+    reg.register(
+        "sync_lag_ops",
+        "Ops one side lacks, by peer: to_peer (the peer lacks) and from_peer (missing here), as of the last anti-entropy exchange",
+        lag,
+    );
+    reg.register(
+        "store_size_bytes",
+        "Size of the store file on disk",
+        store_size,
     );
     reg.register("nodes", "Nodes of the team by status", nodes);
     reg.register("deployments", "Deployments by status", deployments);
@@ -234,4 +322,53 @@ pub async fn render(teams: &TeamMap) -> Result<String, String> {
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &reg).map_err(|e| e.to_string())?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_protocol::model::DeploymentStatus;
+
+    #[test]
+    fn every_deployment_status_is_reported() {
+        for s in DEPLOYMENT_STATUSES {
+            assert!(DeploymentStatus::parse(s).is_some(), "{s}");
+        }
+        let all = [
+            DeploymentStatus::Preparing,
+            DeploymentStatus::InProgress,
+            DeploymentStatus::Successful,
+            DeploymentStatus::Failed,
+            DeploymentStatus::Obsolete,
+            DeploymentStatus::Downgraded,
+        ];
+        for d in all {
+            // A new status must be added to the list above, and here.
+            match d {
+                DeploymentStatus::Preparing
+                | DeploymentStatus::InProgress
+                | DeploymentStatus::Successful
+                | DeploymentStatus::Failed
+                | DeploymentStatus::Obsolete
+                | DeploymentStatus::Downgraded => {
+                    assert!(DEPLOYMENT_STATUSES.contains(&d.as_str()));
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn families_are_served_before_anything_happened() {
+        let text = render(&TeamMap::default()).await.unwrap();
+        for family in ["shoal_info", "shoal_teams", "shoal_executor_try_seconds"] {
+            assert!(
+                text.contains(&format!("# TYPE {family} ")),
+                "{family} missing:\n{text}"
+            );
+        }
+        assert!(
+            text.contains("shoal_executor_try_seconds_count{outcome=\"failed\"} 0"),
+            "{text}"
+        );
+    }
 }

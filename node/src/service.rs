@@ -278,6 +278,7 @@ pub async fn run(
         agent_version: svc.agent_version.clone(),
         teams: Arc::clone(&svc.teams),
         service: ServiceHandle { commands: tx },
+        store: svc.node.store(),
     };
     let api_cancel = cancel.child_token();
     let server = match api::serve(&svc.config.socket, api_state, api_cancel.clone()).await {

@@ -8,9 +8,11 @@
 //! range and per-team reads are prefix scans.
 //!
 //! The layout of the whole file has a schema version, kept in `meta_v1` and
-//! checked on every open: a file written by a newer shoal is refused (the
-//! user must upgrade), an older one is migrated in place, in one transaction,
-//! through [`MIGRATIONS`].
+//! checked on every open: a file written by a newer shoal is refused before
+//! anything is written to it (the user must install that shoal or a newer
+//! one), an older one is migrated in place, in one transaction, through
+//! [`MIGRATIONS`], each step logged. So upgrading a node is replacing the
+//! binary and restarting the daemon.
 //!
 //! Every write commits with immediate durability before the call returns, so
 //! a caller may acknowledge or forward an op as soon as
@@ -29,6 +31,7 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 use shoal_protocol::keys::{LogId, OpHash, TeamId};
+use tracing::{info, warn};
 
 /// Layout version of the whole store that this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -39,6 +42,12 @@ pub const TEAM_RECORD_VERSION: u8 = 1;
 /// Key of the schema version in `meta_v1`.
 const SCHEMA_KEY: &str = "schema_version";
 
+/// Key in `meta_v1` of the shoal release that last opened the file.
+const WRITTEN_BY_KEY: &str = "written_by";
+
+/// This build's release, recorded as `written_by`.
+const THIS_RELEASE: &str = env!("CARGO_PKG_VERSION");
+
 // ---------------------------------------------------------------------------
 // Tables. All integers are big-endian; ids, hashes and keys are their 32 raw
 // bytes. "++" is concatenation.
@@ -47,6 +56,8 @@ const SCHEMA_KEY: &str = "schema_version";
 /// `meta_v1`: store-wide values.
 /// - key: a UTF-8 name.
 /// - `"schema_version"` → u32 (4 bytes): the layout version of the file.
+/// - `"written_by"` → UTF-8: the shoal release that last opened the file
+///   (named when a newer file is refused, so the user knows what to install).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta_v1");
 
 /// `teams_v1`: the teams this node belongs to.
@@ -151,13 +162,15 @@ pub enum StoreError {
     )]
     OldFileFormat { path: PathBuf, found: u8 },
     #[error(
-        "the store at {} has schema version {found}, newer than version {supported} that this shoal build knows; upgrade shoal",
+        "the store at {} has schema version {found} (last opened by shoal {written_by}), newer than version {supported} that this shoal {THIS_RELEASE} knows; install shoal {written_by} or newer and start it again (the store was not changed)",
         path.display()
     )]
     SchemaTooNew {
         path: PathBuf,
         found: u32,
         supported: u32,
+        /// The release that last opened the file, or `"(unknown)"`.
+        written_by: String,
     },
     #[error(
         "cannot migrate the store at {} from schema version {from}: {detail}; the store was left unchanged, keep it and run the shoal release that wrote it",
@@ -398,6 +411,229 @@ fn read_schema(
     Ok(u32::from_be_bytes(bytes))
 }
 
+/// The release recorded as `written_by` in `meta_v1`, if any.
+fn read_written_by(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    p: &Path,
+) -> Result<Option<String>, StoreError> {
+    Ok(meta
+        .get(WRITTEN_BY_KEY)
+        .at(p)?
+        .map(|v| String::from_utf8_lossy(v.value()).into_owned()))
+}
+
+/// The store file seen through a layer that keeps every write in memory.
+///
+/// redb writes to a file as soon as it opens it read-write (its header, the
+/// allocator state at close), and its read-only open does not verify
+/// checksums, so it cannot be trusted with a damaged file. A file is first
+/// opened read-write, integrity checked, through this layer: the schema
+/// version is read without a byte of the file changed. Locks go to the file,
+/// so a running daemon is still detected.
+#[derive(Debug)]
+struct ProbeBackend {
+    file: FileBackend,
+    overlay: std::sync::Mutex<Overlay>,
+}
+
+#[derive(Debug)]
+struct Overlay {
+    /// The length redb set (the file's until it sets one).
+    len: u64,
+    /// File bytes at or past this offset read as zero (redb shrank the
+    /// storage below it at some point).
+    file_valid: u64,
+    /// Writes, oldest first.
+    writes: Vec<(u64, Vec<u8>)>,
+}
+
+impl ProbeBackend {
+    fn new(file: fs::File) -> std::io::Result<Self> {
+        let len = file.metadata()?.len();
+        Ok(Self {
+            file: FileBackend::new(file).map_err(std::io::Error::other)?,
+            overlay: std::sync::Mutex::new(Overlay {
+                len,
+                file_valid: len,
+                writes: Vec::new(),
+            }),
+        })
+    }
+
+    fn overlay(&self) -> std::sync::MutexGuard<'_, Overlay> {
+        self.overlay.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn out_of_range() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "read past the end of the store",
+    )
+}
+
+impl redb::StorageBackend for ProbeBackend {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        Ok(self.overlay().len)
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        let o = self.overlay();
+        let n = out.len() as u64;
+        let end = offset.checked_add(n).ok_or_else(out_of_range)?;
+        if end > o.len {
+            return Err(out_of_range());
+        }
+        let from_file = usize::try_from(o.file_valid.saturating_sub(offset).min(n))
+            .map_err(|_| out_of_range())?;
+        if from_file > 0 {
+            self.file.read(offset, &mut out[..from_file])?;
+        }
+        out[from_file..].fill(0);
+        for (at, data) in &o.writes {
+            let w_end = at + data.len() as u64;
+            if *at >= end || w_end <= offset {
+                continue;
+            }
+            let start = (*at).max(offset);
+            let stop = w_end.min(end);
+            let (dst, src) = ((start - offset) as usize, (start - at) as usize);
+            let len = (stop - start) as usize;
+            out[dst..dst + len].copy_from_slice(&data[src..src + len]);
+        }
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        let mut o = self.overlay();
+        if len < o.len {
+            o.file_valid = o.file_valid.min(len);
+            o.writes.retain(|(at, _)| *at < len);
+            for (at, data) in &mut o.writes {
+                let keep = usize::try_from(len - *at).unwrap_or(usize::MAX);
+                data.truncate(keep);
+            }
+        }
+        o.len = len;
+        Ok(())
+    }
+
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        let mut o = self.overlay();
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or_else(out_of_range)?;
+        if end > o.len {
+            return Err(out_of_range());
+        }
+        o.writes.push((offset, data.to_vec()));
+        Ok(())
+    }
+
+    fn close(&self) -> Result<(), std::io::Error> {
+        self.file.close()
+    }
+
+    fn try_lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.file.try_lock_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.file.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.file.lock_range(start, end)
+    }
+
+    fn lock_shared_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.file.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.file.unlock_range(start, end)
+    }
+
+    fn query_lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.file.query_lock_range(start, end)
+    }
+}
+
+/// The schema version and `written_by` of an existing, non-empty store
+/// file, read through a [`ProbeBackend`] so the file is not changed, after
+/// an integrity check. `Ok(None)` for a missing or empty file, or one
+/// without `meta_v1` (the read-write open then judges it).
+fn probe_schema(path: &Path) -> Result<Option<(u32, Option<String>)>, StoreError> {
+    let file = match fs::OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(StoreError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let io = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if file.metadata().map_err(io)?.len() == 0 {
+        return Ok(None);
+    }
+    let backend = ProbeBackend::new(file).map_err(io)?;
+    let mut builder = Builder::new();
+    builder.set_check_integrity_on_open(true);
+    let db = builder.create_with_backend(backend).at(path)?;
+    let txn = db.begin_read().at(path)?;
+    let meta = match txn.open_table(META) {
+        Ok(m) => m,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(classify(path, e.into())),
+    };
+    Ok(Some((
+        read_schema(&meta, path)?,
+        read_written_by(&meta, path)?,
+    )))
+}
+
+fn too_new(path: &Path, found: u32, supported: u32, written_by: Option<String>) -> StoreError {
+    StoreError::SchemaTooNew {
+        path: path.to_path_buf(),
+        found,
+        supported,
+        written_by: written_by.unwrap_or_else(|| "(unknown)".into()),
+    }
+}
+
 /// The node's durable store. Cheap to share behind an `Arc`: every method
 /// takes `&self`, reads run concurrently and writes are serialised.
 #[derive(Debug)]
@@ -415,6 +651,14 @@ impl Store {
     }
 
     fn open_with(path: &Path, current: u32, migrations: &[Migration]) -> Result<Store, StoreError> {
+        // A file of a newer schema is refused before it is opened for
+        // writing: opening it read-write would already rewrite its header.
+        // The probe's integrity check also reports a damaged file.
+        if let Some((found, written_by)) = probe_schema(path)?
+            && found > current
+        {
+            return Err(too_new(path, found, current, written_by));
+        }
         let path = path.to_path_buf();
         let io = |source| StoreError::Io {
             path: path.clone(),
@@ -452,10 +696,11 @@ impl Store {
             .at(p)?
             .map(|t| t.name().to_string())
             .collect();
-        let found = if names.iter().any(|n| n == META.name()) {
-            Some(read_schema(&txn.open_table(META).at(p)?, p)?)
+        let (found, written_by) = if names.iter().any(|n| n == META.name()) {
+            let meta = txn.open_table(META).at(p)?;
+            (Some(read_schema(&meta, p)?), read_written_by(&meta, p)?)
         } else if names.is_empty() {
-            None
+            (None, None)
         } else {
             return Err(corrupt(
                 p,
@@ -465,14 +710,16 @@ impl Store {
         match found {
             None => {}
             Some(0) => return Err(corrupt(p, "its schema version is 0")),
-            Some(v) if v > current => {
-                return Err(StoreError::SchemaTooNew {
-                    path: p.clone(),
-                    found: v,
-                    supported: current,
-                });
-            }
+            Some(v) if v > current => return Err(too_new(p, v, current, written_by)),
+            Some(v) if v == current => {}
             Some(v) => {
+                info!(
+                    store = %p.display(),
+                    from = v,
+                    to = current,
+                    last_opened_by = written_by.as_deref().unwrap_or("(unknown)"),
+                    "migrating the store to this shoal's schema"
+                );
                 for from in v..current {
                     let fail = |detail: String| StoreError::Migration {
                         path: p.clone(),
@@ -483,17 +730,30 @@ impl Store {
                         .ok()
                         .and_then(|i| migrations.get(i))
                         .ok_or_else(|| fail("this build has no migration for it".into()))?;
-                    step(&txn).map_err(|e| fail(e.to_string()))?;
+                    step(&txn).map_err(|e| {
+                        warn!(store = %p.display(), from, "store migration failed: {e}");
+                        fail(e.to_string())
+                    })?;
+                    info!(store = %p.display(), from, to = from + 1, "store migrated one schema step");
                 }
             }
         }
         create_tables(&txn).at(p)?;
-        if found != Some(current) {
+        {
             let mut meta = txn.open_table(META).at(p)?;
-            meta.insert(SCHEMA_KEY, current.to_be_bytes().as_slice())
-                .at(p)?;
+            if found != Some(current) {
+                meta.insert(SCHEMA_KEY, current.to_be_bytes().as_slice())
+                    .at(p)?;
+            }
+            if written_by.as_deref() != Some(THIS_RELEASE) {
+                meta.insert(WRITTEN_BY_KEY, THIS_RELEASE.as_bytes()).at(p)?;
+            }
         }
-        txn.commit().at(p)
+        txn.commit().at(p)?;
+        if let Some(from) = found.filter(|v| *v != current) {
+            info!(store = %p.display(), from, to = current, "store migration complete");
+        }
+        Ok(())
     }
 
     fn write(&self) -> Result<WriteTransaction, StoreError> {
@@ -526,6 +786,13 @@ impl Store {
         let p = &self.path;
         let txn = self.read()?;
         read_schema(&txn.open_table(META).at(p)?, p)
+    }
+
+    /// The shoal release recorded as the last to open the file.
+    pub fn written_by(&self) -> Result<Option<String>, StoreError> {
+        let p = &self.path;
+        let txn = self.read()?;
+        read_written_by(&txn.open_table(META).at(p)?, p)
     }
 
     // -- teams --------------------------------------------------------------
@@ -743,6 +1010,21 @@ impl Store {
             q.insert(&op_key(&team, &hash), value.as_slice()).at(p)?;
         }
         txn.commit().at(p)
+    }
+
+    /// How many ops of `team` are in quarantine.
+    pub fn quarantine_count(&self, team: TeamId) -> Result<u64, StoreError> {
+        let p = &self.path;
+        let txn = self.read()?;
+        let q = txn.open_table(QUARANTINE).at(p)?;
+        let lo = op_key(&team, &OpHash([0; 32]));
+        let hi = op_key(&team, &OpHash([0xff; 32]));
+        let mut n = 0u64;
+        for entry in q.range::<&[u8; 64]>(&lo..=&hi).at(p)? {
+            entry.at(p)?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Every quarantined op of `team` with its reason, ordered by op hash.
@@ -1277,23 +1559,25 @@ mod tests {
         {
             let store = Store::open(&path).unwrap();
             store.put_local("node", "seed", b"keep me").unwrap();
+            assert_eq!(store.written_by().unwrap().as_deref(), Some(THIS_RELEASE));
         }
         let newer = (SCHEMA_VERSION + 1).to_be_bytes();
         raw_insert(&path, META, SCHEMA_KEY, &newer);
+        raw_insert(&path, META, WRITTEN_BY_KEY, b"9.8.7");
+        let before = fs::read(&path).unwrap();
         let err = Store::open(&path).unwrap_err();
         assert!(
-            matches!(err, StoreError::SchemaTooNew { found, supported, .. }
-                if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION),
+            matches!(&err, StoreError::SchemaTooNew { found, supported, written_by, .. }
+                if *found == SCHEMA_VERSION + 1 && *supported == SCHEMA_VERSION && written_by == "9.8.7"),
             "{err}"
         );
-        assert!(err.to_string().contains("upgrade shoal"), "{err}");
-        // The file is left as it was.
-        let db = Database::create(&path).unwrap();
-        let txn = db.begin_read().unwrap();
-        let meta = txn.open_table(META).unwrap();
-        assert_eq!(
-            meta.get(SCHEMA_KEY).unwrap().unwrap().value(),
-            newer.as_slice()
+        let msg = err.to_string();
+        assert!(msg.contains("install shoal 9.8.7 or newer"), "{msg}");
+        assert!(msg.contains("not changed"), "{msg}");
+        // Not one byte of the file was written.
+        assert!(
+            fs::read(&path).unwrap() == before,
+            "the refused store was changed"
         );
     }
 

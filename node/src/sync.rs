@@ -132,6 +132,41 @@ pub struct NodeStatus {
     pub addresses: Vec<String>,
 }
 
+/// How far this node and one peer are apart, from the peer's version
+/// vector as last seen in anti-entropy (its request or its answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerLag {
+    pub key: PublicKey,
+    /// A connection to the peer is open now.
+    pub connected: bool,
+    /// Ops applied here that the peer lacks (`None`: no vector seen yet).
+    pub they_lack: Option<u64>,
+    /// Ops the peer holds that this node lacks (`None`: no vector seen yet).
+    pub we_lack: Option<u64>,
+    /// Milliseconds since the peer's vector was seen.
+    pub vector_age_ms: Option<u64>,
+}
+
+/// The sync engine's view of its team: peers and their lag, op counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Connected peers and peers whose vector was seen, by key.
+    pub peers: Vec<PeerLag>,
+    /// Ops applied in the replica.
+    pub applied: u64,
+    /// Ops held back for missing dependencies or a future clock.
+    pub waiting: u64,
+    /// Ops refused by this replica since the daemon started.
+    pub rejected: u64,
+}
+
+/// Ops `a` holds that `b` lacks, by version vectors.
+fn vector_gap(a: &VersionVector, b: &VersionVector) -> u64 {
+    a.iter()
+        .map(|(log, seq)| seq.saturating_sub(b.get(log).copied().unwrap_or(0)))
+        .sum()
+}
+
 /// Errors of the sync engine.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -191,6 +226,9 @@ enum Command {
     },
     Status {
         reply: Reply<Vec<NodeStatus>>,
+    },
+    Stats {
+        reply: Reply<SyncStats>,
     },
     /// Runs a read-only function on the replica inside the actor.
     Read {
@@ -330,6 +368,11 @@ impl SyncHandle {
     pub async fn status(&self) -> Result<Vec<NodeStatus>, SyncError> {
         self.call(|reply| Command::Status { reply }).await
     }
+
+    /// Peers with their sync lag, and op counts.
+    pub async fn stats(&self) -> Result<SyncStats, SyncError> {
+        self.call(|reply| Command::Stats { reply }).await
+    }
 }
 
 /// The running sync engine of one team: owns the actor task.
@@ -382,6 +425,8 @@ impl SyncEngine {
             pushed: VecDeque::new(),
             pushed_set: HashSet::new(),
             beats: BTreeMap::new(),
+            vectors: BTreeMap::new(),
+            rejected: 0,
             unsaved: Vec::new(),
             stored,
             snapshot,
@@ -446,6 +491,10 @@ struct Actor {
     changes: watch::Sender<u64>,
     /// Each node's latest heartbeat and when it arrived.
     beats: BTreeMap<PublicKey, (SignedHeartbeat, Instant)>,
+    /// Each peer's version vector as last seen in anti-entropy, and when.
+    vectors: BTreeMap<PeerId, (VersionVector, Instant)>,
+    /// Ops refused since the actor started.
+    rejected: u64,
     /// Applied ops whose commit failed; retried before anything else.
     unsaved: Vec<OpHash>,
     /// Ops of the team in the store.
@@ -552,6 +601,9 @@ impl Actor {
             Command::Status { reply } => {
                 let _ = reply.send(self.node_status());
             }
+            Command::Stats { reply } => {
+                let _ = reply.send(self.stats());
+            }
             Command::Read { f } => (f.0)(&self.replica),
             Command::Ask { peer, query, reply } => {
                 let mesh = self.mesh.clone();
@@ -620,10 +672,13 @@ impl Actor {
             } => {
                 let (response, changed) = match request {
                     SyncRequest::Query(_) => (SyncResponse::Refused("unexpected".into()), false),
-                    SyncRequest::VersionVector(_) => (
-                        SyncResponse::VersionVector(self.replica.version_vector()),
-                        false,
-                    ),
+                    SyncRequest::VersionVector(theirs) => {
+                        self.vectors.insert(peer, (theirs, Instant::now()));
+                        (
+                            SyncResponse::VersionVector(self.replica.version_vector()),
+                            false,
+                        )
+                    }
                     SyncRequest::Ops(ops) => self.receive(peer, ops, false),
                     SyncRequest::Push(ops) => self.receive(peer, ops, true),
                     SyncRequest::Heartbeat(hb) => (self.receive_heartbeat(peer, hb), false),
@@ -741,6 +796,37 @@ impl Actor {
             self.forward_heartbeat(hb, Some(peer));
         }
         SyncResponse::Ack
+    }
+
+    fn stats(&self) -> SyncStats {
+        let ours = self.replica.version_vector();
+        let peers: BTreeSet<PeerId> = self
+            .connected
+            .iter()
+            .chain(self.vectors.keys())
+            .copied()
+            .collect();
+        let peers = peers
+            .into_iter()
+            .filter_map(|peer| {
+                let key = crate::mesh::key_from_peer_id(&peer).ok()?;
+                let seen = self.vectors.get(&peer);
+                Some(PeerLag {
+                    key,
+                    connected: self.connected.contains(&peer),
+                    they_lack: seen.map(|(theirs, _)| vector_gap(&ours, theirs)),
+                    we_lack: seen.map(|(theirs, _)| vector_gap(theirs, &ours)),
+                    vector_age_ms: seen
+                        .map(|(_, at)| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX)),
+                })
+            })
+            .collect();
+        SyncStats {
+            peers,
+            applied: self.replica.ops().len() as u64,
+            waiting: self.replica.pending().count() as u64,
+            rejected: self.rejected,
+        }
     }
 
     fn node_status(&self) -> Vec<NodeStatus> {
@@ -908,6 +994,7 @@ impl Actor {
             self.unsaved.clear();
             self.changes.send_replace(self.replica.ops().len() as u64);
         }
+        self.rejected = self.rejected.saturating_add(rejected.len() as u64);
         for (hash, why) in rejected {
             if let Some(q) = self.replica.quarantine().get(hash) {
                 self.store
@@ -1031,6 +1118,7 @@ impl Actor {
         match self.mesh.set_allowed(peers.clone()).await {
             Ok(()) => {
                 self.connected.retain(|p| peers.contains(p));
+                self.vectors.retain(|p, _| peers.contains(p));
                 self.allowed = Some(peers);
             }
             Err(e) => debug!("cannot update the allow list: {e}"),
@@ -1046,6 +1134,7 @@ impl Actor {
                     .into_iter()
                     .map(|a| a.op.encode())
                     .collect();
+                self.vectors.insert(peer, (vv, Instant::now()));
                 if ops.is_empty() {
                     self.in_round.remove(&peer);
                     return;
@@ -1122,5 +1211,31 @@ async fn recv_event(events: &mut Option<mpsc::Receiver<MeshEvent>>) -> Option<Me
     match events {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_protocol::keys::LogId;
+
+    fn log(n: u8) -> LogId {
+        let k = SecretKey::from_seed([n; 32]).public();
+        LogId {
+            author: k,
+            origin: k,
+        }
+    }
+
+    #[test]
+    fn vector_gap_counts_what_one_side_lacks_per_log() {
+        let ours: VersionVector = [(log(1), 5), (log(2), 3)].into_iter().collect();
+        let theirs: VersionVector = [(log(1), 2), (log(3), 4)].into_iter().collect();
+        // They lack 3 ops of log 1 and all 3 of log 2.
+        assert_eq!(vector_gap(&ours, &theirs), 6);
+        // We lack the 4 ops of log 3; they are behind on log 1, not ahead.
+        assert_eq!(vector_gap(&theirs, &ours), 4);
+        assert_eq!(vector_gap(&ours, &ours), 0);
+        assert_eq!(vector_gap(&VersionVector::new(), &ours), 0);
     }
 }

@@ -137,6 +137,24 @@ impl DockerRuntime {
         self
     }
 
+    /// Asks the engine for its version: a cheap request that proves it
+    /// answers. Returns `Docker <version> (API <api version>)`.
+    pub async fn ping(&self) -> Result<String, RuntimeError> {
+        let v = self
+            .docker
+            .version()
+            .await
+            .map_err(|e| RuntimeError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                reason: error_chain(&e),
+            })?;
+        Ok(format!(
+            "Docker {} (API {})",
+            v.version.as_deref().unwrap_or("?"),
+            v.api_version.as_deref().unwrap_or("?")
+        ))
+    }
+
     /// The endpoint this runtime talks to.
     pub fn endpoint(&self) -> &str {
         &self.endpoint

@@ -153,6 +153,20 @@ impl KubernetesRuntime {
         Self::from_config(config)
     }
 
+    /// Asks the API server for its version: a cheap request that proves
+    /// it answers. Returns `Kubernetes <version> at <endpoint>`.
+    pub async fn ping(&self) -> Result<String, RuntimeError> {
+        let v = self
+            .client
+            .apiserver_version()
+            .await
+            .map_err(|e| RuntimeError::Kubernetes {
+                context: format!("asking the cluster at {} for its version", self.endpoint),
+                detail: error_chain(&e),
+            })?;
+        Ok(format!("Kubernetes {} at {}", v.git_version, self.endpoint))
+    }
+
     /// A runtime on an explicit client configuration.
     pub fn from_config(config: Config) -> Result<Self, RuntimeError> {
         let endpoint = config.cluster_url.to_string();
