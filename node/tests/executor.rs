@@ -527,6 +527,8 @@ async fn deploy_increase_rollback_and_a_bad_tag_on_a_real_engine() {
         force: false,
     })
     .await;
+    // The query handler shares the node's store: it goes with the node.
+    drop(ask);
     let dir = rig.stop().await;
     let rig = Rig::start(dir).await;
     let again = rig.finished(&d3, 2).await;
