@@ -8,6 +8,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
+use futures::StreamExt as _;
 use serde_json::Value;
 use shoal_protocol::Action;
 use shoal_protocol::model::ContainerAction;
@@ -19,7 +20,7 @@ use crate::write::{Session, find_node};
 
 /// How long a container command waits for the node to carry it out.
 const COMMAND_WAIT: Duration = Duration::from_secs(60);
-/// Between two polls of `logs --follow` and of a command's effect.
+/// Between two polls of a command's effect.
 const POLL: Duration = Duration::from_millis(500);
 
 fn route(team: &str, node: &str, tail: &str) -> String {
@@ -150,18 +151,6 @@ pub async fn command(
     }
 }
 
-/// New lines of `next` after what `prev` already showed (the two overlap
-/// when the log did not move past the tail).
-fn new_lines<'a>(prev: &[String], next: &'a [String]) -> &'a [String] {
-    let max = prev.len().min(next.len());
-    for k in (1..=max).rev() {
-        if prev[prev.len() - k..] == next[..k] {
-            return &next[k..];
-        }
-    }
-    next
-}
-
 pub async fn logs(
     client: &Client,
     team: Option<&str>,
@@ -184,23 +173,24 @@ pub async fn logs(
             anyhow::Ok(lines)
         }
     };
-    let mut shown = fetch(tail.unwrap_or(100)).await?;
-    for l in &shown {
+    if follow {
+        // Streamed from the node: each line once, as it is written, until
+        // the container stops.
+        let route = route(&team, node, &format!("/{}/follow", segment(container)));
+        let mut lines = crate::follow::container(client.clone(), route, tail.unwrap_or(100), None);
+        while let Some(chunk) = lines.next().await {
+            for l in chunk? {
+                writeln!(out, "{l}")?;
+            }
+            out.flush()?;
+        }
+        return Ok(());
+    }
+    for l in fetch(tail.unwrap_or(100)).await? {
         writeln!(out, "{l}")?;
     }
     out.flush()?;
-    if !follow {
-        return Ok(());
-    }
-    loop {
-        tokio::time::sleep(POLL).await;
-        let next = fetch(200).await?;
-        for l in new_lines(&shown, &next) {
-            writeln!(out, "{l}")?;
-        }
-        out.flush()?;
-        shown = next;
-    }
+    Ok(())
 }
 
 pub async fn inspect(
@@ -220,24 +210,4 @@ pub async fn inspect(
         .await?;
     writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn follow_prints_only_new_lines() {
-        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            new_lines(&s(&["a", "b"]), &s(&["a", "b", "c"])),
-            s(&["c"]).as_slice()
-        );
-        assert_eq!(
-            new_lines(&s(&["a", "b", "c"]), &s(&["b", "c", "d", "e"])),
-            s(&["d", "e"]).as_slice()
-        );
-        assert!(new_lines(&s(&["a", "b"]), &s(&["a", "b"])).is_empty());
-        assert_eq!(new_lines(&s(&["x"]), &s(&["y"])), s(&["y"]).as_slice());
-    }
 }

@@ -104,6 +104,19 @@ pub enum DeployCmd {
     },
     /// Shows a deployment: status, tries, containers, events, conflicts.
     Show { deployment: String },
+    /// Prints a deployment's progress (each try's steps, kept by its node)
+    /// and its containers' logs; with --follow, streams both from the node
+    /// as they are written, including the containers of later tries, until
+    /// interrupted.
+    Logs {
+        deployment: String,
+        /// Keep printing new lines.
+        #[arg(long, short)]
+        follow: bool,
+        /// Lines of each container's log from the end.
+        #[arg(long, default_value_t = 100)]
+        tail: u64,
+    },
     /// Deletes a deployment that is not in progress.
     Delete { deployment: String },
     /// Copies a deployment (config, env, secrets) to another node or prefix;
@@ -399,6 +412,14 @@ pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> 
             }
             show(&d, out)
         }
+        DeployCmd::Logs {
+            deployment,
+            follow,
+            tail,
+        } => {
+            let d = domain::deployment(ctx, &deployment).await?;
+            logs(ctx, &d, follow, tail, out).await
+        }
         DeployCmd::Delete { deployment } => {
             let d = domain::deployment(ctx, &deployment).await?;
             let s = ctx.session().await?;
@@ -472,6 +493,107 @@ pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> 
                 short_id(&str_of(&d, "id"))
             )?;
             start(ctx, &d, force, &wait, out).await
+        }
+    }
+}
+
+/// How often `deploy logs --follow` looks for new containers of the
+/// deployment (a later try replaces them).
+const CONTAINER_SCAN: Duration = Duration::from_secs(2);
+
+/// The deployment's containers on its node (not init containers): runtime
+/// name and container id.
+async fn containers_of(ctx: &Ctx, node_route: &str, d: &Value) -> Result<Vec<(String, String)>> {
+    let list = ctx
+        .client
+        .get(&format!(
+            "{node_route}/containers{}",
+            query(&[("prefix", Some(&str_of(d, "prefix")))])
+        ))
+        .await?;
+    let id = str_of(d, "id");
+    Ok(list_of(&list)
+        .iter()
+        .filter(|c| str_of(c, "deployment") == id && c["init"].is_null())
+        .map(|c| (str_of(c, "name"), str_of(c, "id")))
+        .collect())
+}
+
+async fn logs(ctx: &Ctx, d: &Value, follow: bool, tail: u64, out: &mut impl Write) -> Result<()> {
+    use futures::StreamExt as _;
+    let node_route = format!(
+        "{}/nodes/{}",
+        ctx.base().await?,
+        seg(&str_of(d, "node_key"))
+    );
+    let progress_route = format!(
+        "{node_route}/deployments/{}/progress",
+        seg(&str_of(d, "id"))
+    );
+    let follow_route = |name: &str| format!("{node_route}/containers/{}/follow", seg(name));
+    if !follow {
+        let mut progress = crate::follow::progress(ctx.client.clone(), progress_route, false);
+        while let Some(chunk) = progress.next().await {
+            for l in chunk? {
+                writeln!(out, "{l}")?;
+            }
+        }
+        for (name, _) in containers_of(ctx, &node_route, d).await? {
+            let v = ctx
+                .client
+                .get(&format!(
+                    "{node_route}/containers/{}/logs?tail={tail}",
+                    seg(&name)
+                ))
+                .await?;
+            for l in list_of(&v["lines"]) {
+                writeln!(out, "{name} | {}", l.as_str().unwrap_or_default())?;
+            }
+        }
+        return Ok(());
+    }
+    let mut all = futures::stream::SelectAll::new();
+    all.push(crate::follow::progress(
+        ctx.client.clone(),
+        progress_route,
+        true,
+    ));
+    let mut followed = std::collections::BTreeSet::new();
+    let mut scan = tokio::time::interval(CONTAINER_SCAN);
+    let mut warned = false;
+    loop {
+        tokio::select! {
+            _ = scan.tick() => match containers_of(ctx, &node_route, d).await {
+                Ok(list) => {
+                    warned = false;
+                    for (name, id) in list {
+                        if followed.insert(id) {
+                            all.push(crate::follow::container(
+                                ctx.client.clone(),
+                                follow_route(&name),
+                                tail,
+                                Some(name),
+                            ));
+                        }
+                    }
+                }
+                Err(e) if !warned => {
+                    warned = true;
+                    eprintln!("warning: cannot list the deployment's containers now: {e}");
+                }
+                Err(_) => {}
+            },
+            Some(chunk) = all.next() => {
+                match chunk {
+                    Ok(lines) => {
+                        for l in lines {
+                            writeln!(out, "{l}")?;
+                        }
+                        out.flush()?;
+                    }
+                    Err(e) => eprintln!("warning: {e}"),
+                }
+            }
         }
     }
 }

@@ -29,7 +29,7 @@ impl Ctx {
     }
 
     /// The team's route prefix, `/v1/teams/<team>`.
-    async fn base(&self) -> Result<String> {
+    pub async fn base(&self) -> Result<String> {
         let team = pick_team(&self.client, self.team.as_deref()).await?;
         Ok(format!("/v1/teams/{}", segment(&team)))
     }

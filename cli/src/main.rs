@@ -16,6 +16,7 @@ mod container;
 mod daemon;
 mod deploy;
 mod domain;
+mod follow;
 mod node;
 mod parse;
 mod product;

@@ -197,6 +197,14 @@ pub fn router(state: ApiState) -> Router {
             "/v1/teams/{team}/nodes/{node}/containers/{name}/inspect",
             get(container_inspect),
         )
+        .route(
+            "/v1/teams/{team}/nodes/{node}/containers/{name}/follow",
+            get(container_follow),
+        )
+        .route(
+            "/v1/teams/{team}/nodes/{node}/deployments/{deployment}/progress",
+            get(deployment_progress),
+        )
         .route("/v1/join", post(join))
         .route("/v1/join/{team}", post(finish_join))
         .route("/v1/teams/{team}/members", get(members))
@@ -657,6 +665,8 @@ async fn ask_node(api: &ApiState, team: &str, node: &str, q: Query) -> Result<Va
     match answer {
         QueryAnswer::Containers(list) => to_json(&list),
         QueryAnswer::Logs(lines) => Ok(json!({ "lines": lines })),
+        QueryAnswer::Follow(chunk) => to_json(&chunk),
+        QueryAnswer::Progress(lines) => Ok(json!({ "lines": lines })),
         QueryAnswer::Inspect(text) => serde_json::from_str(&text).map_err(|e| {
             Fail(
                 StatusCode::BAD_GATEWAY,
@@ -705,4 +715,63 @@ async fn container_inspect(
     UrlPath((team, node, name)): UrlPath<(String, String, String)>,
 ) -> Answer {
     ok(ask_node(&api, &team, &node, Query::Inspect { container: name }).await?)
+}
+
+#[derive(Deserialize)]
+struct FollowQuery {
+    tail: Option<u64>,
+    session: Option<u64>,
+    #[serde(default)]
+    after: u64,
+}
+
+/// The next lines of a follow session (one long poll; see `query`).
+async fn container_follow(
+    State(api): Shared,
+    UrlPath((team, node, name)): UrlPath<(String, String, String)>,
+    axum::extract::Query(q): axum::extract::Query<FollowQuery>,
+) -> Answer {
+    let query = Query::Follow {
+        container: name,
+        tail: q.tail,
+        session: q.session,
+        after: q.after,
+    };
+    ok(ask_node(&api, &team, &node, query).await?)
+}
+
+#[derive(Deserialize)]
+struct ProgressQuery {
+    /// `TRY/LINE` of the last line seen.
+    after: Option<String>,
+    #[serde(default)]
+    wait: bool,
+}
+
+/// A deployment's progress lines, kept by its target node.
+async fn deployment_progress(
+    State(api): Shared,
+    UrlPath((team, node, deployment)): UrlPath<(String, String, String)>,
+    axum::extract::Query(q): axum::extract::Query<ProgressQuery>,
+) -> Answer {
+    let after = match q.after.as_deref() {
+        None | Some("") => None,
+        Some(a) => {
+            let parsed = a
+                .split_once('/')
+                .and_then(|(t, l)| Some((t.parse().ok()?, l.parse().ok()?)));
+            Some(parsed.ok_or_else(|| {
+                Fail(
+                    StatusCode::BAD_REQUEST,
+                    format!("after={a:?}: expected TRY/LINE, such as 2/14"),
+                )
+            })?)
+        }
+    };
+    let query = Query::Progress {
+        deployment,
+        after,
+        wait: q.wait,
+    };
+    ok(ask_node(&api, &team, &node, query).await?)
 }

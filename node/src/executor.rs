@@ -439,6 +439,7 @@ impl Actor {
                 runtime: Arc::clone(&self.runtime),
                 open: Arc::clone(&self.open),
                 cancel: self.cancel.clone(),
+                seq: std::sync::atomic::AtomicU32::new(0),
             };
             self.tasks.spawn(async move {
                 let (prefix, id, attempt) = (d.prefix.clone(), d.id.clone(), d.tries);
@@ -458,6 +459,8 @@ struct Try {
     runtime: RuntimeFactory,
     open: Unsealer,
     cancel: CancellationToken,
+    /// Number of the last progress line written for this try.
+    seq: std::sync::atomic::AtomicU32,
 }
 
 fn short_line(s: &str) -> String {
@@ -474,6 +477,31 @@ impl Try {
         format!("{}/{}", d.id, d.tries)
     }
 
+    /// Keeps one line of the try's detailed progress in the store (what
+    /// `deploy logs` shows). Lines of a try resumed after a restart follow
+    /// the ones written before it.
+    fn progress(&self, d: &Deployment, line: &str) {
+        use std::sync::atomic::Ordering;
+        let ns = crate::query::progress_ns(&self.team, &d.id);
+        if self.seq.load(Ordering::Relaxed) == 0 {
+            let mine = format!("{:06}/", d.tries);
+            let before = self
+                .store
+                .list_local(&ns)
+                .map(|l| l.iter().filter(|(k, _)| k.starts_with(&mine)).count())
+                .unwrap_or(0);
+            self.seq.store(
+                u32::try_from(before).unwrap_or(u32::MAX - 1),
+                Ordering::Relaxed,
+            );
+        }
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        let key = crate::query::progress_key(d.tries, seq);
+        if let Err(e) = self.store.put_local(&ns, &key, line.as_bytes()) {
+            debug!(deployment = %d.id, "cannot keep a progress line: {e}");
+        }
+    }
+
     async fn run(self, d: Deployment) {
         let mut events = Vec::new();
         // A try started before a crash and never reported is run again.
@@ -481,6 +509,12 @@ impl Try {
         let ns = format!("{LOCAL_NS}/{}", self.team.to_hex());
         if let Ok(Some(_)) = self.store.get_local(&ns, &key) {
             events.push("resumed after the node restarted".to_string());
+            self.progress(
+                &d,
+                &format!("try {}: resumed after the node restarted", d.tries),
+            );
+        } else {
+            self.progress(&d, &format!("try {}: started", d.tries));
         }
         if let Err(e) = self.store.put_local(&ns, &key, &now_ms().to_be_bytes()) {
             warn!(team = %self.team.short(), "cannot record the try: {e}");
@@ -504,6 +538,12 @@ impl Try {
             Ok((containers, frozen)) => (Outcome::Successful, containers, Some(frozen)),
             Err((reason, containers)) => (Outcome::Failed { reason }, containers, None),
         };
+        match &outcome {
+            Outcome::Successful => self.progress(&d, &format!("try {}: successful", d.tries)),
+            Outcome::Failed { reason } => {
+                self.progress(&d, &format!("try {}: failed: {reason}", d.tries));
+            }
+        }
         let events: Vec<String> = events
             .iter()
             .rev()
@@ -554,10 +594,8 @@ impl Try {
             .await
             .map_err(|e| (e.to_string(), none()))?;
         let (tx, mut rx) = mpsc::channel::<ProgressEvent>(PROGRESS_CHANNEL_CAPACITY);
-        let ns = format!("progress/{}", self.team.to_hex());
         let deploy = runtime.deploy(&plan, &tx);
         tokio::pin!(deploy);
-        let mut seq = 0u32;
         let result = loop {
             tokio::select! {
                 () = self.cancel.cancelled() => return Err(("the node stopped during the try".into(), none())),
@@ -567,15 +605,15 @@ impl Try {
                         Some(c) => format!("{:?} {c}: {}", ev.step, ev.message),
                         None => format!("{:?}: {}", ev.step, ev.message),
                     };
-                    seq += 1;
-                    let key = format!("{}/{}/{seq:06}", d.id, d.tries);
-                    let _ = self.store.put_local(&ns, &key, line.as_bytes());
+                    self.progress(d, &line);
                     events.push(line);
                 }
             }
         };
         while let Ok(ev) = rx.try_recv() {
-            events.push(format!("{:?}: {}", ev.step, ev.message));
+            let line = format!("{:?}: {}", ev.step, ev.message);
+            self.progress(d, &line);
+            events.push(line);
         }
         match result {
             Ok(out) => {

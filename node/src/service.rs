@@ -450,7 +450,7 @@ impl Service {
     /// Answers questions about this node's containers of `team`.
     fn query_handler(&self, team: TeamId) -> QueryHandler {
         match self.runtime_factory() {
-            Some(f) => query::runtime_handler(team, f),
+            Some(f) => query::runtime_handler(team, f, self.node.store()),
             None => query::no_runtime(),
         }
     }

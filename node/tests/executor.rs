@@ -41,6 +41,7 @@ struct Rig {
     mesh: Option<Mesh>,
     executor: Option<Executor>,
     cancel: CancellationToken,
+    store: Arc<shoal_node::store::Store>,
 }
 
 fn factory() -> RuntimeFactory {
@@ -112,6 +113,7 @@ impl Rig {
             mesh: Some(mesh),
             executor: Some(executor),
             cancel,
+            store: node.store(),
         }
     }
 
@@ -396,7 +398,7 @@ async fn deploy_increase_rollback_and_a_bad_tag_on_a_real_engine() {
 
     // Container commands are ops the node carries out; queries answer from
     // the engine.
-    let ask = shoal_node::query::runtime_handler(team, factory());
+    let ask = shoal_node::query::runtime_handler(team, factory(), Arc::clone(&rig.store));
     let listed = ask(Query::Containers {
         prefix: Some(prefix.clone()),
     })
@@ -525,6 +527,8 @@ async fn deploy_increase_rollback_and_a_bad_tag_on_a_real_engine() {
         force: false,
     })
     .await;
+    // The query handler shares the node's store: it goes with the node.
+    drop(ask);
     let dir = rig.stop().await;
     let rig = Rig::start(dir).await;
     let again = rig.finished(&d3, 2).await;

@@ -1,0 +1,775 @@
+//! Deployments executed for real: two daemons on 127.0.0.1, `a` (runtime
+//! `none`, a member's laptop) and `b` (runtime `docker`, against this
+//! machine's Docker engine). Everything is done from `a`'s CLI; what runs
+//! on `b` is checked through the Docker engine itself (`docker inspect`)
+//! and by talking to the published HTTP port.
+//!
+//! Images come from the local registry with htpasswd auth
+//! (`scripts/test.sh`, `/tmp/shoal-test-env/env`), so a node that did not
+//! open the registry's sealed password could not pull them. Every run uses
+//! prefixes of its own, and removes what it made, even when it fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use shoal_tests::{Peer, Run, WAIT, form_team, wait_for};
+
+/// Long enough for pulls and the runtime's settle times on a busy machine.
+const DEPLOY_WAIT: Duration = Duration::from_secs(240);
+
+/// The test environment written by `scripts/test.sh`, or `None` (the test
+/// skips, except in CI).
+fn test_env() -> Option<BTreeMap<String, String>> {
+    let mut vars: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("SHOAL_TEST_"))
+        .collect();
+    let dir =
+        std::env::var("SHOAL_TEST_STATE_DIR").unwrap_or_else(|_| "/tmp/shoal-test-env".into());
+    if let Ok(text) = std::fs::read_to_string(Path::new(&dir).join("env")) {
+        for line in text.lines() {
+            if let Some((k, v)) = line.trim().trim_start_matches("export ").split_once('=') {
+                vars.entry(k.to_string())
+                    .or_insert_with(|| v.trim_matches(['"', '\'']).to_string());
+            }
+        }
+    }
+    let ok = vars.contains_key("SHOAL_TEST_AUTH_REGISTRY")
+        && vars.contains_key("SHOAL_TEST_REGISTRY_PASSWORD")
+        && docker(&["version"]).is_some();
+    if !ok {
+        if std::env::var_os("CI").is_some() {
+            panic!("CI runs need Docker and the test registries: run scripts/test.sh");
+        }
+        println!(
+            "skipping: no Docker engine or no /tmp/shoal-test-env/env (run SHOAL_TEST_ENV_ONLY=1 scripts/test.sh)"
+        );
+        return None;
+    }
+    Some(vars)
+}
+
+/// `docker ARGS`; its stdout when it succeeds.
+fn docker(args: &[&str]) -> Option<String> {
+    let out = Command::new("docker").args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `docker inspect NAME`, or `None` when there is no such container.
+fn inspect(name: &str) -> Option<Value> {
+    let text = docker(&["inspect", "--type", "container", name])?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    v.get(0).cloned()
+}
+
+/// A container's environment as a map.
+fn env_of(c: &Value) -> BTreeMap<String, String> {
+    c["Config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.as_str()?.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn label<'a>(c: &'a Value, key: &str) -> &'a str {
+    c["Config"]["Labels"][key].as_str().unwrap_or_default()
+}
+
+fn running(c: &Value) -> bool {
+    c["State"]["Running"].as_bool() == Some(true)
+}
+
+/// One HTTP GET to 127.0.0.1:`port`; the response, when there is one.
+fn http_get(port: u16) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.starts_with("HTTP/").then_some(body)
+}
+
+/// A TCP port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A prefix no other run uses.
+fn unique(base: &str) -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
+    format!(
+        "{base}{:x}",
+        (t ^ u128::from(std::process::id())) & 0xff_ffff
+    )
+}
+
+/// Removes the containers, networks and volumes of its prefixes when
+/// dropped (so a failing run leaves nothing behind either).
+struct Cleanup(Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let filter = format!("label=io.shoal.prefix={p}");
+            if let Some(ids) = docker(&["ps", "-aq", "--filter", &filter]) {
+                for id in ids.split_whitespace() {
+                    let _ = docker(&["rm", "-f", "-v", id]);
+                }
+            }
+            if let Some(names) = docker(&["ps", "-aq", "--filter", &format!("name=^{p}-")]) {
+                for id in names.split_whitespace() {
+                    let _ = docker(&["rm", "-f", "-v", id]);
+                }
+            }
+            let _ = docker(&["network", "rm", &format!("shoal-{p}")]);
+            if let Some(vols) = docker(&["volume", "ls", "-q"]) {
+                for v in vols.split_whitespace() {
+                    if v.starts_with(&format!("{p}-")) {
+                        let _ = docker(&["volume", "rm", "-f", v]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn parse(r: &Run) -> Value {
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {r:?}"))
+}
+
+fn show(a: &Peer, id: &str) -> Value {
+    parse(&a.ok(&["deploy", "show", id, "-o", "json"]))
+}
+
+fn status(a: &Peer, id: &str) -> String {
+    show(a, id)["status"].as_str().unwrap().to_string()
+}
+
+/// Waits until `a` sees deployment `id` in `want`.
+fn wait_status(a: &Peer, id: &str, want: &str) -> Value {
+    wait_for(WAIT, || {
+        let d = show(a, id);
+        (d["status"] == want).then_some(d)
+    })
+    .unwrap_or_else(|| panic!("deployment {id} never became {want}: {}", show(a, id)))
+}
+
+/// `a` (runtime none) and `b` (runtime docker) in team `crew`, with the
+/// authenticated test registry added from `a` (its password sealed to both).
+fn setup(env: &BTreeMap<String, String>) -> (Peer, Peer) {
+    let a = Peer::new("a").unwrap();
+    let mut b = Peer::new("b").unwrap();
+    b.runtime = "docker".into();
+    let mut peers = vec![a, b];
+    form_team(&mut peers).unwrap();
+    let b = peers.pop().unwrap();
+    let a = peers.pop().unwrap();
+    // b is a node of the team (as seen from a) before the password is sealed.
+    wait_for(WAIT, || {
+        let nodes = parse(&a.ok(&["node", "list", "-o", "json"]));
+        (nodes.as_array()?.len() == 2).then_some(())
+    })
+    .expect("a sees b's node");
+    let r = a.shoal_with(
+        &[
+            "registry",
+            "add",
+            "auth",
+            "--kind",
+            "v2",
+            "--url",
+            &env["SHOAL_TEST_AUTH_REGISTRY"],
+            "--user",
+            &env["SHOAL_TEST_REGISTRY_USER"],
+            "--password-stdin",
+        ],
+        &[],
+        Some(&format!("{}\n", env["SHOAL_TEST_REGISTRY_PASSWORD"])),
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    (a, b)
+}
+
+/// A shell command that ends at once on SIGTERM (a shell as PID 1 ignores
+/// it otherwise, and every replacement would wait for the stop timeout).
+fn sh(script: &str) -> String {
+    format!("trap 'exit 0' TERM; {script}")
+}
+
+/// Sets `args` (the container's command line) with `image config`.
+fn set_cmd(a: &Peer, product: &str, version: &str, image: &str, args: &[&str], extra: &[&str]) {
+    let mut all = vec!["image", "config", product, version, image];
+    for x in args {
+        all.extend(["--cmd", x]);
+    }
+    all.extend_from_slice(extra);
+    a.ok(&all);
+}
+
+/// `deploy start ID --wait`.
+fn start_wait(a: &Peer, id: &str) -> Run {
+    let mut cmd = a
+        .user
+        .command(&["deploy", "start", id, "--wait", "--timeout", "4m"]);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    Run::from(cmd.output().unwrap())
+}
+
+/// A long-running CLI command (`--follow`) whose stdout lines are read as
+/// they come; killed when dropped.
+struct Follower {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Follower {
+    fn spawn(a: &Peer, args: &[&str]) -> Follower {
+        use std::io::BufRead as _;
+        let mut cmd = a.user.command(args);
+        cmd.stdout(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Follower {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads lines until `done` holds for all lines so far; returns them.
+    fn until(&mut self, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = std::time::Instant::now() + DEPLOY_WAIT;
+        while !done(&self.seen) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(e) => panic!("{e}: the follower printed {:#?}", self.seen),
+            }
+        }
+        self.seen.clone()
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_member_deploys_rolls_back_and_manages_containers_on_a_docker_node() {
+    let Some(env) = test_env() else { return };
+    let prefix = unique("prod");
+    let rolling_prefix = unique("edge");
+    let _cleanup = Cleanup(vec![prefix.clone(), rolling_prefix.clone()]);
+    let (a, b) = setup(&env);
+    let registry = &env["SHOAL_TEST_AUTH_REGISTRY"];
+    let port = free_port();
+    let token = format!("token-{}", unique("s"));
+
+    // Product shop 1.0.0: a web server and a worker.
+    a.ok(&["product", "create", "shop"]);
+    a.ok(&["version", "create", "shop", "1.0.0"]);
+    a.ok(&[
+        "image",
+        "add",
+        "shop",
+        "1.0.0",
+        &format!("{registry}/shoal-test/httpd:1.0"),
+        "--name",
+        "web",
+    ]);
+    a.ok(&[
+        "image",
+        "add",
+        "shop",
+        "1.0.0",
+        &format!("{registry}/shoal-test/busybox:1.0"),
+        "--name",
+        "worker",
+    ]);
+    let images = parse(&a.ok(&["image", "list", "shop", "1.0.0", "-o", "json"]));
+    assert!(
+        images
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["registry"] == "auth"),
+        "{images}"
+    );
+    set_cmd(
+        &a,
+        "shop",
+        "1.0.0",
+        "web",
+        &[
+            "sh",
+            "-c",
+            &sh("httpd -f -p 8080 -h /www & wait $!; wait $!"),
+        ],
+        &["--port", &format!("{port}:8080"), "--env", "ROLE=web"],
+    );
+    set_cmd(
+        &a,
+        "shop",
+        "1.0.0",
+        "worker",
+        &[
+            "sh",
+            "-c",
+            &sh(
+                "echo worker $GREETING up; i=0; while true; do i=$((i+1)); echo tick $i; sleep 1 & wait $!; done",
+            ),
+        ],
+        &[
+            "--env",
+            "GREETING=hello {{version}}",
+            "--volume",
+            "data:/data",
+            "--secret",
+            "API_TOKEN",
+        ],
+    );
+
+    let created = a.shoal_with(
+        &[
+            "deploy",
+            "create",
+            "shop",
+            "1.0.0",
+            "--node",
+            "b",
+            "--prefix",
+            &prefix,
+            "--secret",
+            "API_TOKEN",
+        ],
+        &[("API_TOKEN", &token)],
+        None,
+    );
+    assert_eq!(created.code, 0, "{created:?}");
+    let d1 = created.last_line();
+    let r = start_wait(&a, &d1);
+    assert_eq!(r.code, 0, "deploy start --wait: {r:?}\n{}", show(&a, &d1));
+    assert!(r.stdout.contains("successful"), "{}", r.stdout);
+    assert_eq!(status(&a, &d1), "successful");
+
+    // What runs on b, as the engine sees it.
+    let team = a.team().unwrap();
+    let team_id = team["id"].as_str().unwrap_or_default().to_string();
+    let web_name = format!("{prefix}-web");
+    let worker_name = format!("{prefix}-worker");
+    let web = inspect(&web_name).expect("the web container exists");
+    let worker = inspect(&worker_name).expect("the worker container exists");
+    for (c, name) in [(&web, "web"), (&worker, "worker")] {
+        assert!(running(c), "{name} runs: {}", c["State"]);
+        assert_eq!(label(c, "io.shoal.prefix"), prefix);
+        assert_eq!(label(c, "io.shoal.deployment"), d1);
+        assert_eq!(label(c, "io.shoal.version"), "1.0.0");
+        assert_eq!(label(c, "io.shoal.try"), "1");
+        assert_eq!(label(c, "io.shoal.container"), name);
+        if !team_id.is_empty() {
+            assert_eq!(label(c, "io.shoal.team"), team_id);
+        } else {
+            assert!(!label(c, "io.shoal.team").is_empty());
+        }
+        let nets = c["NetworkSettings"]["Networks"].as_object().unwrap();
+        assert!(nets.contains_key(&format!("shoal-{prefix}")), "{nets:?}");
+    }
+    let wenv = env_of(&worker);
+    assert_eq!(wenv["GREETING"], "hello 1.0.0");
+    assert_eq!(wenv["API_TOKEN"], token, "the secret reaches the container");
+    assert_eq!(env_of(&web)["ROLE"], "web");
+    assert!(
+        worker["Mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["Destination"] == "/data" && m["Name"] == format!("{prefix}-data")),
+        "{}",
+        worker["Mounts"]
+    );
+    let bound = &web["HostConfig"]["PortBindings"]["8080/tcp"][0]["HostPort"];
+    assert_eq!(bound.as_str(), Some(port.to_string().as_str()), "{bound}");
+    let body = wait_for(WAIT, || http_get(port)).expect("the web port answers");
+    assert!(body.contains("hello from shoal-test/httpd:1.0"), "{body}");
+    // The secret's value shows nowhere on a's side.
+    let shown = a.ok(&["deploy", "show", &d1]).stdout;
+    assert!(
+        shown.contains("API_TOKEN") && !shown.contains(&token),
+        "{shown}"
+    );
+    let inspected = a.ok(&["container", "inspect", "b", &worker_name]).stdout;
+    assert!(!inspected.contains(&token), "inspect redacts: {inspected}");
+
+    // 1.1.0 with a changed env: 1.0.0's deployment becomes obsolete.
+    a.ok(&["version", "increase", "shop", "1.0.0", "1.1.0"]);
+    a.ok(&[
+        "image",
+        "config",
+        "shop",
+        "1.1.0",
+        "worker",
+        "--env",
+        "GREETING=bonjour {{version}}",
+    ]);
+    let created = a.shoal_with(
+        &[
+            "deploy",
+            "create",
+            "shop",
+            "1.1.0",
+            "--node",
+            "b",
+            "--prefix",
+            &prefix,
+            "--secret",
+            "API_TOKEN",
+        ],
+        &[("API_TOKEN", &token)],
+        None,
+    );
+    assert_eq!(created.code, 0, "{created:?}");
+    let d2 = created.last_line();
+    let r = start_wait(&a, &d2);
+    assert_eq!(r.code, 0, "{r:?}\n{}", show(&a, &d2));
+    assert_eq!(status(&a, &d2), "successful");
+    wait_status(&a, &d1, "obsolete");
+    let worker = inspect(&worker_name).unwrap();
+    assert!(running(&worker));
+    assert_eq!(env_of(&worker)["GREETING"], "bonjour 1.1.0");
+    assert_eq!(env_of(&worker)["API_TOKEN"], token);
+    assert_eq!(label(&worker, "io.shoal.deployment"), d2);
+    assert_eq!(label(&worker, "io.shoal.version"), "1.1.0");
+    assert!(wait_for(WAIT, || http_get(port)).is_some());
+
+    // Rollback: 1.0.0 runs again, exactly as frozen; 1.1.0's is downgraded.
+    let r = a.shoal(&[
+        "deploy",
+        "rollback",
+        "shop",
+        "--node",
+        "b",
+        "--prefix",
+        &prefix,
+        "--timeout",
+        "4m",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}\n{}", show(&a, &d1));
+    assert!(r.stdout.contains("to version 1.0.0"), "{}", r.stdout);
+    assert_eq!(status(&a, &d1), "successful");
+    wait_status(&a, &d2, "downgraded");
+    let worker = inspect(&worker_name).unwrap();
+    assert!(running(&worker));
+    assert_eq!(env_of(&worker)["GREETING"], "hello 1.0.0");
+    assert_eq!(env_of(&worker)["API_TOKEN"], token);
+    assert_eq!(label(&worker, "io.shoal.deployment"), d1);
+    assert_eq!(label(&worker, "io.shoal.version"), "1.0.0");
+    assert_eq!(label(&worker, "io.shoal.try"), "2");
+    let body = wait_for(WAIT, || http_get(port)).expect("the web port answers again");
+    assert!(body.contains("hello from shoal-test/httpd:1.0"), "{body}");
+
+    // A rolling version redeploys in place.
+    a.ok(&["product", "create", "tools", "--simple"]);
+    a.ok(&[
+        "image",
+        "add",
+        "tools",
+        "rolling",
+        &format!("{registry}/shoal-test/busybox:1.0"),
+        "--name",
+        "cron",
+    ]);
+    set_cmd(
+        &a,
+        "tools",
+        "rolling",
+        "cron",
+        &[
+            "sh",
+            "-c",
+            &sh("echo cron $MODE; while true; do sleep 1 & wait $!; done"),
+        ],
+        &["--env", "MODE=one"],
+    );
+    let d3 = a
+        .ok(&[
+            "deploy",
+            "create",
+            "tools",
+            "rolling",
+            "--node",
+            "b",
+            "--prefix",
+            &rolling_prefix,
+        ])
+        .last_line();
+    let r = start_wait(&a, &d3);
+    assert_eq!(r.code, 0, "{r:?}\n{}", show(&a, &d3));
+    let cron_name = format!("{rolling_prefix}-cron");
+    let first = inspect(&cron_name).unwrap();
+    assert_eq!(env_of(&first)["MODE"], "one");
+    a.ok(&[
+        "image", "config", "tools", "rolling", "cron", "--env", "MODE=two",
+    ]);
+    // `deploy logs --follow` on a streams the redeploy from b as it happens.
+    let mut follower = Follower::spawn(&a, &["deploy", "logs", &d3, "--follow"]);
+    follower.until(|l| l.iter().any(|x| x == &format!("{cron_name} | cron one")));
+    let r = start_wait(&a, &d3);
+    assert_eq!(r.code, 0, "{r:?}\n{}", show(&a, &d3));
+    let d = show(&a, &d3);
+    assert_eq!(
+        (d["status"].as_str(), d["tries"].as_u64()),
+        (Some("successful"), Some(2))
+    );
+    let seen = follower.until(|l| {
+        l.iter().any(|x| x == "try 2 | try 2: successful")
+            && l.iter().any(|x| x == &format!("{cron_name} | cron two"))
+    });
+    drop(follower);
+    for want in ["try 1 | try 1: started", "try 2 | try 2: started"] {
+        assert!(seen.iter().any(|x| x == want), "{want} in {seen:#?}");
+    }
+    assert!(
+        seen.iter().any(|x| x.starts_with("try 2 | Create cron")),
+        "{seen:#?}"
+    );
+    let second = inspect(&cron_name).unwrap();
+    assert!(running(&second));
+    assert_ne!(
+        first["Id"], second["Id"],
+        "a new container replaced the old one"
+    );
+    assert_eq!(env_of(&second)["MODE"], "two");
+    assert_eq!(label(&second, "io.shoal.deployment"), d3);
+    assert_eq!(label(&second, "io.shoal.try"), "2");
+    // The other prefix was not touched.
+    assert!(running(&inspect(&worker_name).unwrap()));
+
+    // Container commands from a act on b's containers.
+    let listed = parse(&a.ok(&["container", "list", "b", "--prefix", &prefix, "-o", "json"]));
+    let mut names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, [web_name.as_str(), worker_name.as_str()]);
+    let logs = a
+        .ok(&["container", "logs", "b", &worker_name, "--tail", "2000"])
+        .stdout;
+    assert!(logs.contains("worker hello 1.0.0 up"), "{logs}");
+    // Without --follow, deploy logs prints every try's progress and the
+    // containers' last lines.
+    let logs = a.ok(&["deploy", "logs", &d1]).stdout;
+    for want in [
+        "try 1 | try 1: successful".to_string(),
+        "try 2 | try 2: successful".to_string(),
+        format!("{worker_name} | worker hello 1.0.0 up"),
+    ] {
+        assert!(logs.lines().any(|l| l == want), "{want} in {logs}");
+    }
+    // container logs --follow streams each new line once, in order.
+    let mut follower = Follower::spawn(
+        &a,
+        &["container", "logs", "b", &worker_name, "-f", "--tail", "1"],
+    );
+    let ticks = |l: &[String]| -> Vec<u64> {
+        l.iter()
+            .filter_map(|x| x.strip_prefix("tick ")?.parse().ok())
+            .collect()
+    };
+    let seen = follower.until(|l| ticks(l).len() >= 4);
+    drop(follower);
+    let t = ticks(&seen);
+    assert!(
+        t.windows(2).all(|w| w[1] == w[0] + 1),
+        "ticks in order, none twice or lost: {t:?}"
+    );
+
+    a.ok(&["container", "stop", "b", &worker_name]);
+    assert!(!running(&inspect(&worker_name).unwrap()));
+    a.ok(&["container", "start", "b", &worker_name]);
+    assert!(running(&inspect(&worker_name).unwrap()));
+    let before = inspect(&web_name).unwrap()["State"]["StartedAt"].clone();
+    a.ok(&["container", "restart", "b", &web_name]);
+    let after = inspect(&web_name).unwrap();
+    assert!(running(&after));
+    assert_ne!(
+        after["State"]["StartedAt"], before,
+        "the web container restarted"
+    );
+    assert!(wait_for(WAIT, || http_get(port)).is_some());
+    let audit = parse(&a.ok(&[
+        "audit",
+        "list",
+        "--action",
+        "container.command",
+        "-o",
+        "json",
+    ]));
+    let entries = audit.as_array().unwrap();
+    assert_eq!(entries.len(), 3, "{audit}");
+    let b_key = parse(&a.ok(&["node", "show", "b", "-o", "json"]))["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for e in entries {
+        assert_eq!(e["author_name"], "a-person", "{e}");
+        assert_eq!(e["status"], "applied", "{e}");
+        assert!(
+            e["targets"]
+                .as_array()
+                .unwrap()
+                .contains(&Value::from(b_key.clone())),
+            "{e}"
+        );
+    }
+
+    drop(b);
+}
+
+#[test]
+fn failures_and_a_killed_node_end_in_a_definite_state() {
+    let Some(env) = test_env() else { return };
+    let bad_prefix = unique("bad");
+    let kill_prefix = unique("kill");
+    let _cleanup = Cleanup(vec![bad_prefix.clone(), kill_prefix.clone()]);
+    let (a, mut b) = setup(&env);
+    let registry = &env["SHOAL_TEST_AUTH_REGISTRY"];
+
+    // A tag the registry does not have: failed, with the reason.
+    a.ok(&["product", "create", "broken"]);
+    a.ok(&["version", "create", "broken", "1"]);
+    a.ok(&[
+        "image",
+        "add",
+        "broken",
+        "1",
+        &format!("{registry}/shoal-test/busybox:no-such-tag"),
+    ]);
+    let id = a
+        .ok(&[
+            "deploy",
+            "create",
+            "broken",
+            "1",
+            "--node",
+            "b",
+            "--prefix",
+            &bad_prefix,
+        ])
+        .last_line();
+    let r = start_wait(&a, &id);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("failed"), "{r:?}");
+    let d = show(&a, &id);
+    assert_eq!(d["status"], "failed", "{d}");
+    let reason = d["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("no-such-tag") && reason.contains("not found"),
+        "{reason}"
+    );
+    let text = a.ok(&["deploy", "show", &id]).stdout;
+    assert!(text.contains(reason), "{text}");
+
+    // Kill -9 of b while it deploys, then restart it.
+    a.ok(&["product", "create", "app"]);
+    a.ok(&["version", "create", "app", "1"]);
+    for name in ["one", "two"] {
+        a.ok(&[
+            "image",
+            "add",
+            "app",
+            "1",
+            &format!("{registry}/shoal-test/busybox:1.1"),
+            "--name",
+            name,
+        ]);
+        set_cmd(
+            &a,
+            "app",
+            "1",
+            name,
+            &["sh", "-c", &sh("while true; do sleep 1 & wait $!; done")],
+            &[],
+        );
+    }
+    let id = a
+        .ok(&[
+            "deploy",
+            "create",
+            "app",
+            "1",
+            "--node",
+            "b",
+            "--prefix",
+            &kill_prefix,
+        ])
+        .last_line();
+    a.ok(&["deploy", "start", &id, "--detach"]);
+    // The try is under way on b once its containers exist (the runtime
+    // then waits for them to settle before b reports).
+    let filter = format!("label=io.shoal.prefix={kill_prefix}");
+    wait_for(DEPLOY_WAIT, || {
+        let ids = docker(&["ps", "-aq", "--filter", &filter])?;
+        (!ids.trim().is_empty()).then_some(())
+    })
+    .expect("b starts the deployment");
+    b.kill();
+    let during = status(&a, &id);
+    b.start().unwrap();
+    let d = wait_for(DEPLOY_WAIT, || {
+        let d = show(&a, &id);
+        let done =
+            d["finished_try"].as_u64() >= d["tries"].as_u64() && d["status"] != "in-progress";
+        done.then_some(d)
+    })
+    .unwrap_or_else(|| panic!("the try never ended after the restart: {}", show(&a, &id)));
+    println!("status when b was killed: {during}; after its restart: {d}");
+    match d["status"].as_str().unwrap() {
+        "successful" => {
+            for name in ["one", "two"] {
+                let c = inspect(&format!("{kill_prefix}-{name}")).unwrap();
+                assert!(running(&c), "{name}: {}", c["State"]);
+                assert_eq!(label(&c, "io.shoal.deployment"), id);
+            }
+            let states = d["containers"].as_object().unwrap();
+            assert!(states.values().all(|s| s["state"] == "running"), "{d}");
+        }
+        "failed" => assert!(
+            !d["reason"].as_str().unwrap_or_default().is_empty(),
+            "a failed try says why: {d}"
+        ),
+        other => panic!("not a definite state: {other}: {d}"),
+    }
+}
