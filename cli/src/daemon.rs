@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use shoal_node::daemon::{self as node, Node};
+use shoal_node::runtime::kubernetes::KubeConnect;
 use shoal_node::service::{self, ServiceConfig};
 use shoal_node::sync::SyncConfig;
 use shoal_protocol::action::NewMember;
@@ -107,6 +108,14 @@ pub fn run(config_dir: &Path, socket: &Path, args: RunArgs, up: bool) -> Result<
         sync: SyncConfig::default(),
         metrics: args.metrics,
         pause_deployments: args.pause_deployments,
+        kube: KubeConnect {
+            kubeconfig: args
+                .kubeconfig
+                .as_deref()
+                .map(KubeConnect::split_list)
+                .unwrap_or_default(),
+            context: args.kube_context.clone(),
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

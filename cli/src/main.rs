@@ -124,6 +124,15 @@ struct RunArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
     #[arg(long, env = "SHOAL_METRICS")]
     metrics: Option<std::net::SocketAddr>,
+    /// Kubernetes runtime: the kubeconfig to connect with; several files
+    /// separated by ':' are merged as kubectl merges them (default: the
+    /// in-cluster service account, else ~/.kube/config).
+    #[arg(long, env = "KUBECONFIG", value_name = "PATH")]
+    kubeconfig: Option<std::ffi::OsString>,
+    /// Kubernetes runtime: the kubeconfig context to use (default: its
+    /// current context).
+    #[arg(long, value_name = "NAME")]
+    kube_context: Option<String>,
     /// Log lines on stderr: human or json. The level comes from SHOAL_LOG
     /// (e.g. `debug`, `shoal_node=debug,libp2p=info`; default `info`).
     #[arg(long, env = "SHOAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]

@@ -32,7 +32,8 @@ use crate::join::{self, JoinError};
 use crate::mesh::{Mesh, MeshConfig, MeshError, MeshEvent, MeshHandle};
 use crate::metrics;
 use crate::query::{self, QueryHandler};
-use crate::runtime::{DockerRuntime, RuntimeError};
+use crate::runtime::kubernetes::KubeConnect;
+use crate::runtime::{DockerRuntime, KubernetesRuntime, RuntimeError};
 use crate::store::TeamRecord;
 use crate::sync::{
     HEARTBEAT_INTERVAL, HeartbeatConfig, Queries, SyncConfig, SyncEngine, SyncError, SyncHandle,
@@ -60,6 +61,8 @@ pub struct ServiceConfig {
     pub metrics: Option<std::net::SocketAddr>,
     /// Do not run deployments (they wait); container queries still answer.
     pub pause_deployments: bool,
+    /// How the kubernetes runtime finds its cluster (unused by the others).
+    pub kube: KubeConnect,
 }
 
 /// One team the daemon runs.
@@ -102,6 +105,8 @@ pub enum ServiceError {
     Api(#[from] ApiError),
     #[error(transparent)]
     Ticket(#[from] TicketError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
     #[error("cannot join: {0}")]
     Join(#[from] JoinError),
     #[error("this node is already in team {0}: see `shoal team list`")]
@@ -243,6 +248,8 @@ struct Service {
     pending: BTreeMap<TeamId, PendingJoin>,
     cancel: CancellationToken,
     say: Arc<dyn Fn(String) + Send + Sync>,
+    /// The cluster client of a kubernetes node, made once at start.
+    kube: Option<KubernetesRuntime>,
 }
 
 /// Runs the daemon until `shutdown` completes. `say` receives the status
@@ -253,6 +260,16 @@ pub async fn run(
     say: Arc<dyn Fn(String) + Send + Sync>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServiceError> {
+    // A kubernetes node loads its cluster connection once, before anything
+    // starts, so a bad kubeconfig stops the daemon with a clear error.
+    let kube = match config.runtime {
+        Runtime::Kubernetes => {
+            let rt = KubernetesRuntime::connect(&config.kube).await?;
+            info!(endpoint = rt.endpoint(), "kubernetes runtime connected");
+            Some(rt)
+        }
+        Runtime::Docker | Runtime::None => None,
+    };
     let cancel = CancellationToken::new();
     let agent_version = format!("shoal/{}", env!("CARGO_PKG_VERSION"));
     let mut svc = Service {
@@ -264,6 +281,7 @@ pub async fn run(
         pending: BTreeMap::new(),
         cancel: cancel.clone(),
         say,
+        kube,
     };
     let started = svc.start_all().await;
     if let Err(e) = started {
@@ -465,14 +483,16 @@ impl Service {
                     Ok(Arc::new(docker) as Arc<dyn crate::runtime::Runtime>)
                 })
             }),
-            Runtime::Kubernetes => Arc::new(|| {
-                Box::pin(async {
-                    // KUBECONFIG or the default kubeconfig, else the in-cluster service account.
-                    let kube: Result<_, RuntimeError> =
-                        crate::runtime::KubernetesRuntime::connect(None).await;
-                    Ok(Arc::new(kube?) as Arc<dyn crate::runtime::Runtime>)
+            Runtime::Kubernetes => {
+                // Loaded at start; cloning shares the client.
+                let kube = self.kube.clone()?;
+                Arc::new(move || {
+                    let kube = kube.clone();
+                    Box::pin(async move {
+                        Ok::<_, RuntimeError>(Arc::new(kube) as Arc<dyn crate::runtime::Runtime>)
+                    })
                 })
-            }),
+            }
         };
         Some(factory)
     }

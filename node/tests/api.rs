@@ -75,6 +75,7 @@ async fn reads_and_the_prepare_sign_submit_path() {
         sync: SyncConfig::default(),
         metrics: Some("127.0.0.1:0".parse().unwrap()),
         pause_deployments: false,
+        kube: Default::default(),
     };
     let stop = CancellationToken::new();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<String>(64);

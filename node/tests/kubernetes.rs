@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
+use shoal_node::runtime::kubernetes::KubeConnect;
 use shoal_node::runtime::{
     DeployPlan, ImageSource, KubernetesRuntime, PlannedContainer, PullPolicy, RegistryCredentials,
     Runtime, RuntimeError, SecretValues,
@@ -27,6 +28,9 @@ use shoal_protocol::model::{
     Resources, SecretDecl, Strategy, Volume, VolumeKind,
 };
 use tokio::sync::mpsc;
+
+#[macro_use]
+mod common;
 
 // ------------------------------------------------------------------ fake
 
@@ -38,11 +42,246 @@ struct FakeState {
     objects: BTreeMap<Key, Value>,
     /// Every server-side apply body received, in order.
     applied: Vec<(Key, Value)>,
+    /// Every request served, in order.
+    requests: Vec<Request>,
     /// Deployments report a complete rollout as soon as they change.
     auto_rollout: bool,
+    /// Act as the Deployment controller (see [`FakeState::sync_deployment`]).
+    controller: bool,
+    /// The status of the pods the controller makes (default: running and
+    /// ready).
+    new_pod_status: Option<Value>,
     /// Pod logs by (namespace, pod).
     logs: BTreeMap<(String, String), String>,
     next_uid: u64,
+}
+
+/// One request the fake served.
+#[derive(Clone, Debug)]
+struct Request {
+    method: Method,
+    resource: String,
+    ns: String,
+    name: Option<String>,
+    selector: Option<String>,
+    /// The Authorization header.
+    auth: Option<String>,
+}
+
+const REVISION: &str = "deployment.kubernetes.io/revision";
+const HASH: &str = "pod-template-hash";
+
+/// A pod status: running, its container ready.
+fn ready_status() -> Value {
+    json!({
+        "phase": "Running",
+        "conditions": [{"type": "Ready", "status": "True"}],
+        "containerStatuses": [{
+            "name": "web", "image": "x", "imageID": "", "ready": true, "restartCount": 0,
+            "state": {"running": {}},
+        }],
+    })
+}
+
+fn is_ready(pod: &Value) -> bool {
+    pod["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+fn terminating(obj: &Value) -> bool {
+    !obj["metadata"]["deletionTimestamp"].is_null()
+}
+
+fn revision_of(obj: &Value) -> u64 {
+    obj["metadata"]["annotations"][REVISION]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The controller's pod-template-hash: a hash of the template (FNV-1a).
+fn template_hash(template: &Value) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in template.to_string().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")[..10].to_owned()
+}
+
+impl FakeState {
+    fn new_uid(&mut self) -> String {
+        self.next_uid += 1;
+        format!("uid-{}", self.next_uid)
+    }
+
+    /// Keys of the `resource` objects in `ns` that `owner_uid` owns.
+    fn owned(&self, resource: &str, ns: &str, owner_uid: &str) -> Vec<Key> {
+        self.objects
+            .iter()
+            .filter(|(k, v)| {
+                k.0 == resource
+                    && k.1 == ns
+                    && v["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|o| o.iter().any(|o| o["uid"] == owner_uid))
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// A minimal Deployment controller: the ReplicaSet of the Deployment's
+    /// current template (made with the next revision, or an older one
+    /// brought back with it), labelled with its pod-template-hash and
+    /// owning its pods, scaled to the Deployment's replicas; then the
+    /// status.
+    fn sync_deployment(&mut self, ns: &str, name: &str) {
+        let dkey = key("deployments", ns, name);
+        let d = self.objects[&dkey].clone();
+        let uid = d["metadata"]["uid"].as_str().unwrap().to_owned();
+        let template = d["spec"]["template"].clone();
+        let hash = template_hash(&template);
+        let newest = self
+            .owned("replicasets", ns, &uid)
+            .iter()
+            .map(|k| revision_of(&self.objects[k]))
+            .max()
+            .unwrap_or(0);
+        let rs_name = format!("{name}-{hash}");
+        let rs_key = key("replicasets", ns, &rs_name);
+        let revision = match self.objects.get(&rs_key).map(revision_of) {
+            Some(r) if r == newest => r,
+            Some(_) => {
+                let rs = self.objects.get_mut(&rs_key).unwrap();
+                rs["metadata"]["annotations"][REVISION] = json!((newest + 1).to_string());
+                newest + 1
+            }
+            None => {
+                let mut labels = template["metadata"]["labels"].clone();
+                labels[HASH] = json!(hash);
+                let rs_uid = self.new_uid();
+                let mut rs_template = template.clone();
+                rs_template["metadata"]["labels"] = labels.clone();
+                self.objects.insert(
+                    rs_key,
+                    json!({
+                        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                        "metadata": {
+                            "name": rs_name, "namespace": ns, "uid": rs_uid,
+                            "labels": labels,
+                            "annotations": {REVISION: (newest + 1).to_string()},
+                            "ownerReferences": [{
+                                "apiVersion": "apps/v1", "kind": "Deployment",
+                                "name": name, "uid": uid, "controller": true,
+                            }],
+                        },
+                        "spec": {
+                            "replicas": 0,
+                            "selector": {"matchLabels": labels},
+                            "template": rs_template,
+                        },
+                    }),
+                );
+                newest + 1
+            }
+        };
+        let want = d["spec"]["replicas"].as_i64().unwrap_or(1);
+        self.scale(ns, &rs_name, want);
+        let d = self.objects.get_mut(&dkey).unwrap();
+        d["metadata"]["annotations"][REVISION] = json!(revision.to_string());
+        self.update_status(ns, name);
+    }
+
+    /// Makes or ends pods of a ReplicaSet until `want` are active; ended
+    /// pods stay, terminating.
+    fn scale(&mut self, ns: &str, rs_name: &str, want: i64) {
+        let rs_key = key("replicasets", ns, rs_name);
+        let rs = self.objects[&rs_key].clone();
+        let rs_uid = rs["metadata"]["uid"].as_str().unwrap().to_owned();
+        let mut active: Vec<Key> = self
+            .owned("pods", ns, &rs_uid)
+            .into_iter()
+            .filter(|k| !terminating(&self.objects[k]))
+            .collect();
+        while (active.len() as i64) < want {
+            let uid = self.new_uid();
+            let pod_name = format!("{rs_name}-{}", uid.trim_start_matches("uid-"));
+            let pod = json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {
+                    "name": pod_name, "namespace": ns, "uid": uid,
+                    "labels": rs["spec"]["template"]["metadata"]["labels"],
+                    "ownerReferences": [{
+                        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                        "name": rs_name, "uid": rs_uid, "controller": true,
+                    }],
+                },
+                "spec": rs["spec"]["template"]["spec"],
+                "status": self.new_pod_status.clone().unwrap_or_else(ready_status),
+            });
+            let k = key("pods", ns, &pod_name);
+            self.objects.insert(k.clone(), pod);
+            active.push(k);
+        }
+        while (active.len() as i64) > want {
+            let k = active.pop().unwrap();
+            self.objects.get_mut(&k).unwrap()["metadata"]["deletionTimestamp"] =
+                json!("2026-01-01T00:00:00Z");
+        }
+        self.objects.get_mut(&rs_key).unwrap()["spec"]["replicas"] = json!(want);
+    }
+
+    /// The Deployment's status from its pods; once every pod of the current
+    /// revision is ready, the older ReplicaSets are scaled to zero.
+    fn update_status(&mut self, ns: &str, name: &str) {
+        let dkey = key("deployments", ns, name);
+        let d = self.objects[&dkey].clone();
+        let uid = d["metadata"]["uid"].as_str().unwrap().to_owned();
+        let want = d["spec"]["replicas"].as_i64().unwrap_or(1);
+        let current = revision_of(&d);
+        let sets = self.owned("replicasets", ns, &uid);
+        let pods_of = |st: &Self, rs: &Key| -> Vec<Value> {
+            let rs_uid = st.objects[rs]["metadata"]["uid"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            st.owned("pods", ns, &rs_uid)
+                .iter()
+                .map(|k| st.objects[k].clone())
+                .filter(|p| !terminating(p))
+                .collect()
+        };
+        let (new_sets, old_sets): (Vec<Key>, Vec<Key>) = sets
+            .into_iter()
+            .partition(|k| revision_of(&self.objects[k]) == current);
+        let new_ready = new_sets
+            .iter()
+            .flat_map(|k| pods_of(self, k))
+            .filter(is_ready)
+            .count() as i64;
+        if new_ready == want {
+            for k in &old_sets {
+                self.scale(ns, &k.2.clone(), 0);
+            }
+        }
+        let updated = new_sets.iter().flat_map(|k| pods_of(self, k)).count();
+        let all: Vec<Value> = new_sets
+            .iter()
+            .chain(&old_sets)
+            .flat_map(|k| pods_of(self, k))
+            .collect();
+        let ready = all.iter().filter(|p| is_ready(p)).count();
+        let d = self.objects.get_mut(&dkey).unwrap();
+        d["status"] = json!({
+            "observedGeneration": d["metadata"]["generation"],
+            "replicas": all.len(),
+            "updatedReplicas": updated,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+        });
+    }
 }
 
 /// The fake API server's state and the test's control handle on it.
@@ -65,6 +304,88 @@ impl Fake {
 
     fn set_auto_rollout(&self, on: bool) {
         self.with(|s| s.auto_rollout = on);
+    }
+
+    /// Acts as the Deployment controller; the pods it makes get `status`
+    /// (`None`: running and ready).
+    fn set_controller(&self, new_pod_status: Option<Value>) {
+        self.with(|s| {
+            s.controller = true;
+            s.new_pod_status = new_pod_status;
+        });
+    }
+
+    /// The pod-template-hash of a Deployment's ReplicaSet of `revision`.
+    fn revision_hash(&self, ns: &str, deployment: &str, revision: u64) -> Option<String> {
+        self.with(|s| {
+            s.objects
+                .iter()
+                .find(|(k, v)| {
+                    k.0 == "replicasets"
+                        && k.1 == ns
+                        && v["metadata"]["ownerReferences"][0]["name"] == deployment
+                        && revision_of(v) == revision
+                })
+                .map(|(_, v)| v["metadata"]["labels"][HASH].as_str().unwrap().to_owned())
+        })
+    }
+
+    /// Sets the status of every active pod of a Deployment's `revision`, as
+    /// the kubelet would, and lets the controller update the Deployment.
+    fn set_pods(&self, ns: &str, deployment: &str, revision: u64, status: Value) {
+        let hash = self.revision_hash(ns, deployment, revision).unwrap();
+        self.with(|s| {
+            for (k, p) in s.objects.iter_mut() {
+                if k.0 == "pods"
+                    && k.1 == ns
+                    && p["metadata"]["labels"][HASH] == hash.as_str()
+                    && !terminating(p)
+                {
+                    p["status"] = status.clone();
+                }
+            }
+            s.update_status(ns, deployment);
+        });
+    }
+
+    /// Pods of a Deployment's `revision`: (name, terminating).
+    fn pods_of(&self, ns: &str, deployment: &str, revision: u64) -> Vec<(String, bool)> {
+        let Some(hash) = self.revision_hash(ns, deployment, revision) else {
+            return Vec::new();
+        };
+        self.with(|s| {
+            s.objects
+                .iter()
+                .filter(|(k, p)| {
+                    k.0 == "pods" && k.1 == ns && p["metadata"]["labels"][HASH] == hash.as_str()
+                })
+                .map(|(k, p)| (k.2.clone(), terminating(p)))
+                .collect()
+        })
+    }
+
+    /// How many requests so far match `f`.
+    fn served(&self, f: impl Fn(&Request) -> bool) -> usize {
+        self.with(|s| s.requests.iter().filter(|r| f(r)).count())
+    }
+
+    /// How many times the Deployment was read by name.
+    fn reads_of(&self, ns: &str, deployment: &str) -> usize {
+        self.served(|r| {
+            r.method == Method::GET
+                && r.resource == "deployments"
+                && r.ns == ns
+                && r.name.as_deref() == Some(deployment)
+        })
+    }
+
+    /// Polls until `f` holds (60 s at most).
+    async fn until(&self, what: &str, f: impl Fn(&Fake) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !f(self) {
+            assert!(std::time::Instant::now() < deadline, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     fn applied(&self) -> Vec<(Key, Value)> {
@@ -125,6 +446,7 @@ fn kind_of(resource: &str) -> (&'static str, &'static str) {
         "services" => ("v1", "Service"),
         "secrets" => ("v1", "Secret"),
         "pods" => ("v1", "Pod"),
+        "replicasets" => ("apps/v1", "ReplicaSet"),
         "persistentvolumeclaims" => ("v1", "PersistentVolumeClaim"),
         _ => ("v1", "Unknown"),
     }
@@ -250,6 +572,17 @@ async fn handle(
     };
     let q = query(&uri);
     let mut st = fake.0.lock().unwrap();
+    st.requests.push(Request {
+        method: method.clone(),
+        resource: resource.clone(),
+        ns: ns.clone(),
+        name: name.clone(),
+        selector: q.get("labelSelector").cloned(),
+        auth: headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    });
     let (api_version, kind) = kind_of(&resource);
     match (method, name) {
         (Method::GET, Some(name)) if sub.as_deref() == Some("log") => {
@@ -331,7 +664,11 @@ async fn handle(
             if resource == "deployments" && st.auto_rollout {
                 complete(&mut new);
             }
-            st.objects.insert(k, new.clone());
+            st.objects.insert(k.clone(), new.clone());
+            if resource == "deployments" && st.controller {
+                st.sync_deployment(&ns, &name);
+                new = st.objects[&k].clone();
+            }
             ok_json(&new)
         }
         (Method::DELETE, Some(name)) => {
@@ -345,6 +682,25 @@ async fn handle(
             if resource == "namespaces" {
                 st.objects.retain(|k, _| k.1 != name);
             }
+            // The garbage collector: what the object owned goes with it.
+            let mut gone: Vec<Value> = vec![old["metadata"]["uid"].clone()];
+            while let Some(uid) = gone.pop().filter(|u| !u.is_null()) {
+                let owned: Vec<Key> = st
+                    .objects
+                    .iter()
+                    .filter(|(_, v)| {
+                        v["metadata"]["ownerReferences"]
+                            .as_array()
+                            .is_some_and(|o| o.iter().any(|o| o["uid"] == uid))
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in owned {
+                    if let Some(v) = st.objects.remove(&k) {
+                        gone.push(v["metadata"]["uid"].clone());
+                    }
+                }
+            }
             ok_json(&old)
         }
         (m, n) => status(
@@ -355,18 +711,25 @@ async fn handle(
     }
 }
 
-async fn start() -> (Fake, KubernetesRuntime) {
+/// Serves a fake API server on 127.0.0.1; its URL.
+async fn serve() -> (Fake, String) {
     let fake = Fake::default();
     let app = Router::new().fallback(handle).with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
-    let rt = KubernetesRuntime::from_config(config)
-        .unwrap()
-        .with_poll_interval(Duration::from_millis(20))
-        .with_rollout_timeout(Duration::from_secs(10));
-    (fake, rt)
+    (fake, format!("http://{addr}"))
+}
+
+fn quick(rt: KubernetesRuntime) -> KubernetesRuntime {
+    rt.with_poll_interval(Duration::from_millis(20))
+        .with_rollout_timeout(Duration::from_secs(10))
+}
+
+async fn start() -> (Fake, KubernetesRuntime) {
+    let (fake, url) = serve().await;
+    let config = kube::Config::new(url.parse().unwrap());
+    (fake, quick(KubernetesRuntime::from_config(config).unwrap()))
 }
 
 // ------------------------------------------------------------------ plans
@@ -639,16 +1002,19 @@ async fn a_deploy_waits_for_the_rollout_then_succeeds() {
     let p = plan("shop");
     let rt2 = rt.clone();
     let task = tokio::spawn(async move { deploy(&rt2, &p).await });
-    for _ in 0..200 {
-        if fake.get("deployments", "shop", "worker").is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The runtime keeps checking the unfinished rollouts, and does not
+    // return while they are unfinished.
+    fake.until("web's rollout checked three times", |f| {
+        f.reads_of("shop", "web") >= 3
+    })
+    .await;
     assert!(!task.is_finished(), "the deploy must wait for the rollouts");
     fake.finish_rollout("shop", "web");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let worker_reads = fake.reads_of("shop", "worker");
+    fake.until("worker checked twice more", |f| {
+        f.reads_of("shop", "worker") >= worker_reads + 2
+    })
+    .await;
     assert!(!task.is_finished(), "worker is still rolling out");
     fake.finish_rollout("shop", "worker");
     let events = task.await.unwrap().unwrap();
@@ -667,9 +1033,10 @@ async fn a_rollout_that_never_completes_times_out() {
     assert!(err.to_string().contains("rollout"), "{err}");
 }
 
+/// The error of a deploy whose pods all get `status`.
 async fn failing(status: Value) -> RuntimeError {
     let (fake, rt) = start().await;
-    fake.add_pod("shop", "web-5d8f-abcde", pod_labels("shop", "web"), status);
+    fake.set_controller(Some(status));
     deploy(&rt, &plan("shop")).await.unwrap_err()
 }
 
@@ -721,6 +1088,158 @@ async fn a_crash_loop_fails_the_try_with_its_reason() {
         other => panic!("{other}"),
     }
     assert!(err.to_string().contains("CrashLoopBackOff"), "{err}");
+}
+
+/// The plan with a changed web container: a new pod template, so a new
+/// revision.
+fn next_revision(p: &DeployPlan) -> DeployPlan {
+    let mut p = p.clone();
+    p.try_number += 1;
+    p.containers[0]
+        .config
+        .env
+        .insert("APP_ENV".into(), "canary".into());
+    p
+}
+
+fn web_pods_listed(fake: &Fake, hash: &str) -> usize {
+    fake.served(|r| {
+        r.method == Method::GET
+            && r.resource == "pods"
+            && r.name.is_none()
+            && r.selector.as_deref().is_some_and(|s| {
+                s.contains("io.shoal.container=web") && s.contains(&format!("{HASH}={hash}"))
+            })
+    })
+}
+
+#[tokio::test]
+async fn pods_of_an_older_revision_crash_looping_do_not_fail_the_new_one() {
+    let (fake, rt) = start().await;
+    let crash = waiting(
+        "CrashLoopBackOff",
+        "back-off 40s restarting failed container=web",
+    );
+    fake.set_controller(Some(crash));
+    let p = plan("shop");
+    let err = deploy(&rt, &p).await.unwrap_err();
+    assert!(err.to_string().contains("CrashLoopBackOff"), "{err}");
+
+    // The worker recovers (its template does not change); revision 2 of
+    // web: its pods start; revision 1's keep crash-looping meanwhile.
+    fake.set_pods("shop", "worker", 1, ready_status());
+    fake.set_controller(Some(waiting("ContainerCreating", "")));
+    let next = next_revision(&p);
+    let rt2 = rt.clone();
+    let task = tokio::spawn(async move { deploy(&rt2, &next).await });
+    fake.until("revision 2 made", |f| {
+        f.revision_hash("shop", "web", 2).is_some()
+    })
+    .await;
+    let hash = fake.revision_hash("shop", "web", 2).unwrap();
+    fake.until("revision 2's pods judged twice", |f| {
+        web_pods_listed(f, &hash) >= 2
+    })
+    .await;
+    let old = fake.pods_of("shop", "web", 1);
+    assert_eq!(old.len(), 3);
+    assert!(old.iter().all(|(_, terminating)| !terminating), "{old:?}");
+    assert!(
+        !task.is_finished(),
+        "the old revision's crash loop must not end the try"
+    );
+    // The listing judges the current revision too: web is starting.
+    let list = rt.containers(TEAM, Some("shop")).await.unwrap();
+    assert_eq!(list[0].name, "shop-web");
+    assert_eq!(list[0].state.state, "starting");
+
+    // Revision 2 becomes ready: the old pods terminate, the rollout completes.
+    fake.set_pods("shop", "web", 2, ready_status());
+    let old = fake.pods_of("shop", "web", 1);
+    assert!(old.iter().all(|(_, terminating)| *terminating), "{old:?}");
+    let events = task.await.unwrap().unwrap();
+    assert!(
+        events.iter().any(|e| e.contains("rollout complete")),
+        "{events:?}"
+    );
+    let list = rt.containers(TEAM, Some("shop")).await.unwrap();
+    assert_eq!(list[0].state.state, "running");
+}
+
+#[tokio::test]
+async fn a_new_revision_that_crash_loops_fails_with_its_reason() {
+    let (fake, rt) = start().await;
+    fake.set_controller(None);
+    let p = plan("shop");
+    deploy(&rt, &p).await.unwrap();
+    assert_eq!(fake.pods_of("shop", "web", 1).len(), 3);
+
+    fake.set_controller(Some(waiting(
+        "CrashLoopBackOff",
+        "back-off 10s restarting failed container=web",
+    )));
+    let err = deploy(&rt, &next_revision(&p)).await.unwrap_err();
+    let hash = fake.revision_hash("shop", "web", 2).unwrap();
+    match &err {
+        RuntimeError::Rollout {
+            container,
+            reason,
+            detail,
+        } => {
+            assert_eq!(container, "web");
+            assert_eq!(reason, "CrashLoopBackOff");
+            assert!(detail.contains(&format!("pod web-{hash}-")), "{detail}");
+        }
+        other => panic!("{other}"),
+    }
+    // Revision 1 still serves; its pods are untouched.
+    let old = fake.pods_of("shop", "web", 1);
+    assert!(old.iter().all(|(_, terminating)| !terminating), "{old:?}");
+}
+
+#[tokio::test]
+async fn terminating_pods_decide_nothing() {
+    let (fake, rt) = start().await;
+    fake.set_controller(None);
+    let mut p = plan("shop");
+    deploy(&rt, &p).await.unwrap();
+    let hash = fake.revision_hash("shop", "web", 1).unwrap();
+    // Scaled down from 3 to 1: the pod that stays is still starting; the
+    // two that go crash-loop on their way out.
+    let mut names: Vec<String> = fake
+        .pods_of("shop", "web", 1)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    names.sort();
+    fake.with(|s| {
+        for (i, n) in names.iter().enumerate() {
+            s.objects.get_mut(&key("pods", "shop", n)).unwrap()["status"] = if i == 0 {
+                waiting("ContainerCreating", "")
+            } else {
+                waiting(
+                    "CrashLoopBackOff",
+                    "back-off 10s restarting failed container=web",
+                )
+            };
+        }
+    });
+    p.containers[0].config.kubernetes.as_mut().unwrap().replicas = Some(1);
+    let listed = web_pods_listed(&fake, &hash);
+    let rt2 = rt.clone();
+    let task = tokio::spawn(async move { deploy(&rt2, &p).await });
+    fake.until("the pods judged twice while two terminate", |f| {
+        web_pods_listed(f, &hash) >= listed + 2
+    })
+    .await;
+    let pods = fake.pods_of("shop", "web", 1);
+    assert_eq!(pods.iter().filter(|(_, t)| *t).count(), 2, "{pods:?}");
+    assert!(!task.is_finished(), "terminating pods must not end the try");
+    fake.with(|s| {
+        s.objects.get_mut(&key("pods", "shop", &names[0])).unwrap()["status"] = ready_status();
+        s.update_status("shop", "web");
+    });
+    task.await.unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -897,6 +1416,202 @@ async fn remove_prefix_keeps_a_namespace_it_did_not_create() {
     assert_eq!(fake.count("services"), 1);
 }
 
+// ------------------------------------------------------------ kubeconfig
+
+/// Where nothing listens (connections are refused).
+const NOWHERE: &str = "http://127.0.0.1:1";
+
+/// A kubeconfig: (context, cluster server, user token) triples, and the
+/// current context.
+fn kubeconfig(contexts: &[(&str, &str, &str)], current: Option<&str>) -> String {
+    let mut y = String::from("apiVersion: v1\nkind: Config\nclusters:\n");
+    for (name, server, _) in contexts {
+        y += &format!("- name: {name}-cluster\n  cluster:\n    server: {server}\n");
+    }
+    y += "users:\n";
+    for (name, _, token) in contexts {
+        y += &format!("- name: {name}-user\n  user:\n    token: {token}\n");
+    }
+    y += "contexts:\n";
+    for (name, _, _) in contexts {
+        y += &format!(
+            "- name: {name}\n  context:\n    cluster: {name}-cluster\n    user: {name}-user\n"
+        );
+    }
+    if let Some(c) = current {
+        y += &format!("current-context: {c}\n");
+    }
+    y
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn connect_to(files: Vec<PathBuf>, context: Option<&str>) -> KubeConnect {
+    KubeConnect {
+        kubeconfig: files,
+        context: context.map(str::to_owned),
+    }
+}
+
+/// Deploys through `rt` and checks the fake got it with `token`.
+async fn deploys_through(fake: &Fake, rt: KubernetesRuntime, token: &str) {
+    fake.set_auto_rollout(true);
+    deploy(&quick(rt), &plan("shop")).await.unwrap();
+    assert!(fake.get("deployments", "shop", "web").is_some());
+    let bearer = format!("Bearer {token}");
+    assert!(
+        fake.served(|r| r.resource == "deployments" && r.auth.as_deref() == Some(&bearer)) > 0,
+        "the kubeconfig's user token is sent"
+    );
+    assert_eq!(
+        fake.served(|r| r.auth.as_deref() != Some(&bearer)),
+        0,
+        "only the kubeconfig's user token is sent"
+    );
+}
+
+#[tokio::test]
+async fn a_kubeconfig_file_pointing_at_the_fake_is_used() {
+    let (fake, url) = serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "config",
+        &kubeconfig(&[("fake", &url, "t0ken")], Some("fake")),
+    );
+    let rt = KubernetesRuntime::connect(&connect_to(vec![file], None))
+        .await
+        .unwrap();
+    assert_eq!(rt.endpoint(), format!("{url}/"));
+    deploys_through(&fake, rt, "t0ken").await;
+}
+
+#[tokio::test]
+async fn a_context_is_chosen_by_name() {
+    let (fake, url) = serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "config",
+        &kubeconfig(
+            &[
+                ("prod", NOWHERE, "prod-token"),
+                ("fake", &url, "fake-token"),
+            ],
+            Some("prod"),
+        ),
+    );
+    let current = KubernetesRuntime::connect(&connect_to(vec![file.clone()], None))
+        .await
+        .unwrap();
+    assert_eq!(current.endpoint(), format!("{NOWHERE}/"));
+    let rt = KubernetesRuntime::connect(&connect_to(vec![file.clone()], Some("fake")))
+        .await
+        .unwrap();
+    assert_eq!(rt.endpoint(), format!("{url}/"));
+    deploys_through(&fake, rt, "fake-token").await;
+
+    let err = KubernetesRuntime::connect(&connect_to(vec![file], Some("staging")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RuntimeError::KubeConfig { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("no context \"staging\"") && msg.contains("prod, fake"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn kubeconfig_files_in_a_list_are_merged_as_kubectl_merges_them() {
+    let (fake, url) = serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The first file sets the current context and the cluster; the second
+    // has the user, and a cluster of the same name that must lose.
+    let first = write(
+        dir.path(),
+        "a",
+        &format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
+             contexts:\n- name: fake\n  context:\n    cluster: c\n    user: u\n\
+             clusters:\n- name: c\n  cluster:\n    server: {url}\n"
+        ),
+    );
+    let second = write(
+        dir.path(),
+        "b",
+        &format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: other\n\
+             clusters:\n- name: c\n  cluster:\n    server: {NOWHERE}\n\
+             users:\n- name: u\n  user:\n    token: merged-token\n"
+        ),
+    );
+    let list = format!(
+        "{}:{}:{}",
+        first.display(),
+        dir.path().join("missing").display(),
+        second.display()
+    );
+    let files = KubeConnect::split_list(std::ffi::OsStr::new(&list));
+    assert_eq!(files.len(), 3);
+    let rt = KubernetesRuntime::connect(&connect_to(files, None))
+        .await
+        .unwrap();
+    assert_eq!(rt.endpoint(), format!("{url}/"));
+    deploys_through(&fake, rt, "merged-token").await;
+}
+
+#[tokio::test]
+async fn a_broken_kubeconfig_gives_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = write(dir.path(), "broken", "clusters: [this is: not {yaml");
+    let err = KubernetesRuntime::connect(&connect_to(vec![broken.clone()], None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RuntimeError::KubeConfig { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&broken.display().to_string()) && msg.contains("--kubeconfig"),
+        "{msg}"
+    );
+
+    let missing = dir.path().join("missing");
+    let err = KubernetesRuntime::connect(&connect_to(vec![missing.clone()], None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RuntimeError::KubeConfig { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&missing.display().to_string()),
+        "{err}"
+    );
+
+    let err = KubernetesRuntime::connect(&connect_to(
+        vec![missing.clone(), dir.path().join("also-missing")],
+        None,
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("none of these files exists"),
+        "{err}"
+    );
+
+    // A kubeconfig without a current context, and none named.
+    let file = write(
+        dir.path(),
+        "nocurrent",
+        &kubeconfig(&[("a", NOWHERE, "t")], None),
+    );
+    let err = KubernetesRuntime::connect(&connect_to(vec![file], None))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("--kube-context"), "{err}");
+}
+
 #[test]
 fn the_node_manifests_parse_and_grant_exactly_what_the_runtime_uses() {
     use k8s_openapi::api::apps::v1::Deployment;
@@ -969,6 +1684,7 @@ fn the_node_manifests_parse_and_grant_exactly_what_the_runtime_uses() {
         ("services", &write[..]),
         ("secrets", &write[..]),
         ("persistentvolumeclaims", &write[..]),
+        ("apps/replicasets", &read[..]),
         ("pods", &read[..]),
         ("pods/log", &["get"][..]),
     ]
@@ -1148,7 +1864,11 @@ async fn a_kubernetes_node_reports_a_deployment_successful_after_its_rollout() {
         assert!(std::time::Instant::now() < deadline, "never applied");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // It keeps checking the rollout and reports nothing before it is done.
+    fake.until("the rollout checked three times", |f| {
+        f.reads_of("front", "web") >= 3
+    })
+    .await;
     assert_eq!(
         read(deployment.clone()).await.status,
         DeploymentStatus::InProgress
@@ -1179,4 +1899,195 @@ async fn a_kubernetes_node_reports_a_deployment_successful_after_its_rollout() {
     executor.shutdown().await;
     engine.join().await.unwrap();
     mesh.join().await.unwrap();
+}
+
+/// The signed ops of a team whose owner made a product, a version with an
+/// nginx image, and a started deployment of it on `node` with prefix
+/// `front`; and the deployment's id.
+fn team_with_a_started_deployment(
+    owner: &shoal_protocol::SecretKey,
+    node: &shoal_protocol::SecretKey,
+) -> (Vec<shoal_protocol::Op>, String) {
+    use shoal_node::daemon::now_ms;
+    use shoal_protocol::model::{HUB_REGISTRY_ID, Image, ImageRef, ProductKind, VersionKind};
+    use shoal_protocol::{Action, Replica, testkit};
+
+    let origin = node.public();
+    let mut clock = testkit::Clock(now_ms());
+    let genesis = testkit::genesis(owner, node, clock.tick());
+    let mut r = Replica::from_genesis(genesis.clone()).unwrap();
+    let mut ops = vec![genesis];
+    let mut act = |make: &dyn Fn(&[String]) -> Action| -> String {
+        let now = clock.tick();
+        let ctx = testkit::ctx(&r, owner, origin, now);
+        let ids: Vec<String> = (0..4).map(|k| ctx.new_id(k)).collect();
+        let (op, _) = testkit::act(&mut r, owner, origin, now, make(&ids)).unwrap();
+        ops.push(op);
+        ids[0].clone()
+    };
+    let product = act(&|ids| Action::ProductCreate {
+        id: ids[0].clone(),
+        name: "web".into(),
+        kind: ProductKind::Complex,
+        description: String::new(),
+        version: None,
+    });
+    let version = act(&|ids| Action::VersionCreate {
+        id: ids[0].clone(),
+        product: product.clone(),
+        name: "1.0.0".into(),
+        kind: VersionKind::Incremental,
+        changelog: String::new(),
+        auto_copy: false,
+    });
+    act(&|_| Action::ImageAdd {
+        version: version.clone(),
+        image: Image {
+            name: "web".into(),
+            image: ImageRef {
+                registry: HUB_REGISTRY_ID.into(),
+                name: "library/nginx".into(),
+                tag: "1.27".into(),
+            },
+            config: ContainerConfig {
+                ports: vec![Port {
+                    internal: 80,
+                    external: None,
+                    protocol: Protocol::Tcp,
+                }],
+                ..ContainerConfig::default()
+            },
+        },
+    });
+    let deployment = act(&|ids| Action::DeploymentCreate {
+        id: ids[0].clone(),
+        version: version.clone(),
+        node: origin,
+        prefix: "front".into(),
+        env: BTreeMap::new(),
+        secrets: BTreeMap::new(),
+        instances: BTreeMap::new(),
+        protected: false,
+        note: String::new(),
+        force: false,
+    });
+    act(&|_| Action::DeploymentStart {
+        id: deployment.clone(),
+        force: false,
+    });
+    assert_eq!(r.state().deployments.len(), 1, "every op applies");
+    (ops, deployment)
+}
+
+fn daemon_config(dir: &Path, kube: KubeConnect) -> shoal_node::service::ServiceConfig {
+    shoal_node::service::ServiceConfig {
+        listen: "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+        mdns: false,
+        socket: dir.join("api.sock"),
+        name: "cluster".into(),
+        runtime: shoal_protocol::model::Runtime::Kubernetes,
+        sync: shoal_node::sync::SyncConfig::default(),
+        metrics: None,
+        pause_deployments: false,
+        kube,
+    }
+}
+
+/// A whole daemon (`service::run`) on the kubernetes runtime connects with
+/// the kubeconfig and context of its config, and reports the deployment
+/// that targets it `successful` once the rollout is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_deploys_through_the_kubeconfig_and_context_it_is_given() {
+    use shoal_node::daemon::{Node, now_ms};
+    use shoal_node::store::TeamRecord;
+    use shoal_protocol::{SecretKey, testkit};
+    use tokio_util::sync::CancellationToken;
+
+    let (fake, url) = serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "kubeconfig",
+        &kubeconfig(
+            &[
+                ("prod", NOWHERE, "prod-token"),
+                ("fake", &url, "daemon-token"),
+            ],
+            Some("prod"),
+        ),
+    );
+    let mut node = Node::open(&dir.path().join("node")).unwrap();
+    let node_key = SecretKey::from_seed(node.key_seed());
+    let (ops, deployment) = team_with_a_started_deployment(&testkit::key(1), &node_key);
+    let team = node
+        .install_team(TeamRecord::new("team", [7; 32], now_ms()), ops)
+        .unwrap();
+    let config = daemon_config(dir.path(), connect_to(vec![file], Some("fake")));
+    let sock = config.socket.clone();
+    let stop = CancellationToken::new();
+    let daemon = tokio::spawn(shoal_node::service::run(
+        node,
+        config,
+        Arc::new(|_| {}),
+        stop.clone().cancelled_owned(),
+    ));
+
+    fake.until("the deployment applied", |f| {
+        f.get("deployments", "front", "web").is_some()
+    })
+    .await;
+    fake.until("the rollout checked twice", |f| {
+        f.reads_of("front", "web") >= 2
+    })
+    .await;
+    let bearer = "Bearer daemon-token";
+    assert_eq!(
+        fake.served(|r| r.auth.as_deref() != Some(bearer)),
+        0,
+        "every request carries the chosen context's token"
+    );
+    fake.finish_rollout("front", "web");
+
+    let route = format!("/v1/teams/{team}/deployments/{deployment}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let (code, v) = common::call(&sock, Method::GET, &route, None).await;
+        assert_eq!(code, StatusCode::OK, "{v}");
+        if v["status"] != "in-progress" && v["status"] != "preparing" {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "never finished: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(done["status"], "successful", "{done}");
+
+    stop.cancel();
+    daemon.await.unwrap().unwrap();
+}
+
+/// A daemon on the kubernetes runtime with a kubeconfig it cannot load
+/// stops at once with the clear error, before it serves anything.
+#[tokio::test]
+async fn a_daemon_with_a_broken_kubeconfig_stops_with_a_clear_error() {
+    use shoal_node::daemon::Node;
+    use shoal_node::service::ServiceError;
+
+    let dir = tempfile::tempdir().unwrap();
+    let broken = write(dir.path(), "kubeconfig", "apiVersion: [v1");
+    let node = Node::open(&dir.path().join("node")).unwrap();
+    let config = daemon_config(dir.path(), connect_to(vec![broken.clone()], None));
+    let sock = config.socket.clone();
+    let err = shoal_node::service::run(node, config, Arc::new(|_| {}), std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ServiceError::Runtime(RuntimeError::KubeConfig { .. })),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&broken.display().to_string()) && msg.contains("--kubeconfig"),
+        "{msg}"
+    );
+    assert!(!sock.exists(), "nothing was served");
 }

@@ -1,8 +1,10 @@
 //! The Kubernetes runtime, on the API server through kube-rs.
 //!
-//! Connection: the kubeconfig given (`--kubeconfig`), else what
-//! [`kube::Config::infer`] finds: `KUBECONFIG` or `~/.kube/config` (current
-//! context), then the in-cluster service account.
+//! Connection ([`KubeConnect`], [`load_config`]): the kubeconfig files given
+//! (`--kubeconfig`, or `KUBECONFIG`, whose ':'-separated files are merged as
+//! kubectl merges them), else the in-cluster service account, else
+//! `~/.kube/config`; the context named by `--kube-context`, else the
+//! kubeconfig's current one. The daemon loads it once when it starts.
 //!
 //! A deployment's prefix is a namespace (created when missing, labelled with
 //! the team and prefix, and marked [`ANNOTATION_CREATED`] when shoal made
@@ -24,8 +26,11 @@
 //! stay. Objects of the prefix's previous containers that are not in the plan
 //! are deleted. The try then waits for every rollout to complete
 //! (observed generation caught up, every replica updated and available), or
-//! fails with the reason the pods give: an image that cannot be pulled, a
-//! crash loop, a pod that cannot be scheduled, a rollout past its deadline.
+//! fails with the reason the pods of the revision being rolled out give (the
+//! Deployment's newest ReplicaSet, matched by `pod-template-hash`; pods of
+//! older revisions and terminating pods decide nothing): an image that
+//! cannot be pulled, a crash loop, a pod that cannot be scheduled, a rollout
+//! past its deadline.
 //!
 //! Label values are at most 63 characters, so the team label holds the first
 //! [`TEAM_LABEL_CHARS`] characters of the team id; the full id, the version
@@ -34,8 +39,9 @@
 //! A container's runtime name is `<prefix>-<container>`, as with Docker.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -43,7 +49,7 @@ use futures::future::BoxFuture;
 use futures::{AsyncBufReadExt as _, FutureExt as _, StreamExt as _};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+    Deployment, DeploymentSpec, DeploymentStrategy, ReplicaSet, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
@@ -97,6 +103,12 @@ pub const DEFAULT_VOLUME_SIZE: &str = "1Gi";
 pub const DEFAULT_ROLLOUT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Time between two rollout checks.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// The annotation numbering a Deployment's revisions, on the Deployment
+/// (its current one) and on each of its ReplicaSets (set by the controller).
+pub const ANNOTATION_REVISION: &str = "deployment.kubernetes.io/revision";
+/// The label the controller puts on a ReplicaSet and its pods: the hash of
+/// their pod template.
+pub const LABEL_POD_TEMPLATE_HASH: &str = "pod-template-hash";
 /// Suffix of the Secret holding a container's secret env values.
 pub const SECRETS_SUFFIX: &str = "-secrets";
 /// Suffix of a container's image pull Secret.
@@ -128,29 +140,9 @@ impl fmt::Debug for KubernetesRuntime {
 }
 
 impl KubernetesRuntime {
-    /// Connects with the kubeconfig at `kubeconfig` (its current context),
-    /// or, without one, with what [`Config::infer`] finds: `KUBECONFIG` or
-    /// the default kubeconfig, then the in-cluster service account.
-    pub async fn connect(kubeconfig: Option<&Path>) -> Result<Self, RuntimeError> {
-        let config = match kubeconfig {
-            Some(path) => {
-                let file = Kubeconfig::read_from(path).map_err(|e| RuntimeError::Kubernetes {
-                    context: format!("reading the kubeconfig {}", path.display()),
-                    detail: error_chain(&e),
-                })?;
-                Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
-                    .await
-                    .map_err(|e| RuntimeError::Kubernetes {
-                        context: format!("loading the kubeconfig {}", path.display()),
-                        detail: error_chain(&e),
-                    })?
-            }
-            None => Config::infer().await.map_err(|e| RuntimeError::Kubernetes {
-                context: "finding the cluster (KUBECONFIG, ~/.kube/config or the in-cluster service account)".into(),
-                detail: error_chain(&e),
-            })?,
-        };
-        Self::from_config(config)
+    /// Connects as `connect` says (see [`load_config`]).
+    pub async fn connect(connect: &KubeConnect) -> Result<Self, RuntimeError> {
+        Self::from_config(load_config(connect).await?)
     }
 
     /// Asks the API server for its version: a cheap request that proves
@@ -492,19 +484,22 @@ impl KubernetesRuntime {
                         });
                     }
                     Rollout::Progressing(what) => {
-                        let pods = self
-                            .api::<Pod>(ns)
-                            .list(&ListParams::default().labels(&container_selector(
-                                &plan.team,
-                                &plan.prefix,
-                                &pc.name,
-                            )))
-                            .await
-                            .map_err(|e| {
-                                self.err(format!("listing pods of {ns}/{}", pc.name), e)
-                            })?;
-                        if let Some(f) = pod_failure(&pods.items) {
-                            return Err(f.into_error(&pc.name, &pc.image.reference));
+                        // Only the pods of the revision being rolled out
+                        // decide: an older one's may crash or linger.
+                        let selector = container_selector(&plan.team, &plan.prefix, &pc.name);
+                        if let Some(hash) = self.current_revision(ns, &d, &selector).await? {
+                            let pods = self
+                                .api::<Pod>(ns)
+                                .list(&ListParams::default().labels(&format!(
+                                    "{selector},{LABEL_POD_TEMPLATE_HASH}={hash}"
+                                )))
+                                .await
+                                .map_err(|e| {
+                                    self.err(format!("listing pods of {ns}/{}", pc.name), e)
+                                })?;
+                            if let Some(f) = pod_failure(&pods.items) {
+                                return Err(f.into_error(&pc.name, &pc.image.reference));
+                            }
                         }
                         last.insert(pc.name.clone(), what);
                         still.push(pc);
@@ -526,6 +521,27 @@ impl KubernetesRuntime {
             }
             tokio::time::sleep(self.poll_interval).await;
         }
+    }
+
+    /// The pod-template-hash of the revision a Deployment rolls out now, or
+    /// `None` while the controller has not made it yet.
+    async fn current_revision(
+        &self,
+        ns: &str,
+        d: &Deployment,
+        selector: &str,
+    ) -> Result<Option<String>, RuntimeError> {
+        let sets = self
+            .api::<ReplicaSet>(ns)
+            .list(&ListParams::default().labels(selector))
+            .await
+            .map_err(|e| {
+                self.err(
+                    format!("listing replica sets of {ns}/{}", name_of(&d.metadata)),
+                    e,
+                )
+            })?;
+        Ok(current_revision_hash(d, &sets.items))
     }
 
     // ------------------------------------------------------------ commands
@@ -551,22 +567,25 @@ impl KubernetesRuntime {
         prefix: Option<&str>,
     ) -> Result<Vec<ContainerInfo>, RuntimeError> {
         let lp = ListParams::default().labels(&team_selector(team));
-        let (deployments, pods) = match prefix {
+        let (deployments, sets, pods) = match prefix {
             Some(ns) => (
                 self.api::<Deployment>(ns).list(&lp).await,
+                self.api::<ReplicaSet>(ns).list(&lp).await,
                 self.api::<Pod>(ns).list(&lp).await,
             ),
             None => (
                 Api::<Deployment>::all(self.client.clone()).list(&lp).await,
+                Api::<ReplicaSet>::all(self.client.clone()).list(&lp).await,
                 Api::<Pod>::all(self.client.clone()).list(&lp).await,
             ),
         };
         let deployments = deployments.map_err(|e| self.err("listing the team's deployments", e))?;
+        let sets = sets.map_err(|e| self.err("listing the team's replica sets", e))?;
         let pods = pods.map_err(|e| self.err("listing the team's pods", e))?;
         let mut out: Vec<ContainerInfo> = deployments
             .items
             .iter()
-            .filter_map(|d| container_info(d, &pods.items))
+            .filter_map(|d| container_info(d, &sets.items, &pods.items))
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
@@ -832,6 +851,168 @@ impl Runtime for KubernetesRuntime {
     ) -> BoxFuture<'a, Result<Removed, RuntimeError>> {
         self.run_remove_prefix(team, prefix).boxed()
     }
+}
+
+// ---------------------------------------------------------------- connection
+
+/// Where the kubernetes runtime finds its cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KubeConnect {
+    /// Kubeconfig files, merged in order as kubectl merges `KUBECONFIG`
+    /// (the first file to set a value or name wins). Empty: the in-cluster
+    /// service account, else `~/.kube/config`.
+    pub kubeconfig: Vec<PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    pub context: Option<String>,
+}
+
+impl KubeConnect {
+    /// The files of a `KUBECONFIG`-style list (separated by ':'; empty
+    /// entries are ignored).
+    pub fn split_list(list: &OsStr) -> Vec<PathBuf> {
+        std::env::split_paths(list)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect()
+    }
+}
+
+/// Where a connection is loaded from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KubeSource {
+    /// The kubeconfig files given, merged.
+    Files(Vec<PathBuf>),
+    /// The pod's service account.
+    InCluster,
+    /// `~/.kube/config`.
+    DefaultFile(PathBuf),
+}
+
+impl fmt::Display for KubeSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Files(files) => {
+                let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+                write!(f, "the kubeconfig {}", names.join(":"))
+            }
+            Self::InCluster => f.write_str("the in-cluster service account"),
+            Self::DefaultFile(p) => write!(f, "the default kubeconfig {}", p.display()),
+        }
+    }
+}
+
+/// Chooses where to connect from: the files given, else the in-cluster
+/// service account when the node runs in a pod (`in_cluster`) and no
+/// context is named (a service account has no contexts), else the default
+/// kubeconfig. Pure; [`load_config`] looks at the machine.
+pub fn choose_source(
+    connect: &KubeConnect,
+    in_cluster: bool,
+    default_file: Option<PathBuf>,
+) -> Result<KubeSource, RuntimeError> {
+    if !connect.kubeconfig.is_empty() {
+        return Ok(KubeSource::Files(connect.kubeconfig.clone()));
+    }
+    if in_cluster && connect.context.is_none() {
+        return Ok(KubeSource::InCluster);
+    }
+    match default_file {
+        Some(p) => Ok(KubeSource::DefaultFile(p)),
+        None => Err(RuntimeError::KubeConfig {
+            origin: "this machine".into(),
+            detail: if connect.context.is_some() {
+                "a context is named, but no kubeconfig is given and ~/.kube/config does not exist"
+                    .into()
+            } else {
+                "no kubeconfig is given, ~/.kube/config does not exist, and the node does not run in a cluster".into()
+            },
+        }),
+    }
+}
+
+/// True when the node runs in a pod with a service account (as client-go
+/// decides: the service host and port are set and the token is mounted).
+fn in_cluster_possible() -> bool {
+    const TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+    ["KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"]
+        .iter()
+        .all(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
+        && Path::new(TOKEN).is_file()
+}
+
+fn default_kubeconfig() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty())?;
+    let p = PathBuf::from(home).join(".kube").join("config");
+    p.is_file().then_some(p)
+}
+
+/// Loads the client configuration `connect` describes (see
+/// [`choose_source`]). Every failure is a [`RuntimeError::KubeConfig`]
+/// that names the source.
+pub async fn load_config(connect: &KubeConnect) -> Result<Config, RuntimeError> {
+    let source = choose_source(connect, in_cluster_possible(), default_kubeconfig())?;
+    let fail = |detail: String| RuntimeError::KubeConfig {
+        origin: source.to_string(),
+        detail,
+    };
+    let files = match &source {
+        KubeSource::InCluster => {
+            return Config::incluster().map_err(|e| fail(error_chain(&e)));
+        }
+        KubeSource::Files(files) => files.clone(),
+        KubeSource::DefaultFile(p) => vec![p.clone()],
+    };
+    let merged = merge_kubeconfigs(&files).map_err(fail)?;
+    if let Some(name) = &connect.context
+        && !merged.contexts.iter().any(|c| &c.name == name)
+    {
+        let known: Vec<&str> = merged.contexts.iter().map(|c| c.name.as_str()).collect();
+        return Err(fail(format!(
+            "it has no context {name:?} (its contexts: {})",
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        )));
+    }
+    if connect.context.is_none() && merged.current_context.is_none() {
+        return Err(fail(
+            "it sets no current-context: name one with --kube-context".into(),
+        ));
+    }
+    let options = KubeConfigOptions {
+        context: connect.context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    Config::from_custom_kubeconfig(merged, &options)
+        .await
+        .map_err(|e| fail(error_chain(&e)))
+}
+
+/// Reads and merges kubeconfig files as kubectl merges `KUBECONFIG`: in
+/// order, the first to set a value wins; in a list of several, a file that
+/// does not exist is skipped, but one of them must.
+fn merge_kubeconfigs(files: &[PathBuf]) -> Result<Kubeconfig, String> {
+    let mut merged: Option<Kubeconfig> = None;
+    let which = |path: &Path, e: &dyn std::error::Error| {
+        if files.len() > 1 {
+            format!("{}: {}", path.display(), error_chain(e))
+        } else {
+            error_chain(e)
+        }
+    };
+    for path in files {
+        if files.len() > 1 && !path.exists() {
+            debug!(path = %path.display(), "kubeconfig in the list does not exist; skipped");
+            continue;
+        }
+        let file = Kubeconfig::read_from(path).map_err(|e| which(path, &e))?;
+        merged = Some(match merged {
+            None => file,
+            Some(m) => m.merge(file).map_err(|e| which(path, &e))?,
+        });
+    }
+    merged.ok_or_else(|| "none of these files exists".to_owned())
 }
 
 /// Collects progress for the caller and a summary for the report.
@@ -1700,6 +1881,47 @@ pub fn rollout_state(d: &Deployment) -> Rollout {
     ))
 }
 
+/// The pod-template-hash of the revision a Deployment rolls out now: of its
+/// ReplicaSets (owned by it), the one with the newest revision. `None` while
+/// the controller has not caught up with the Deployment (it has not seen its
+/// generation, or the Deployment names a revision none of `sets` has yet).
+pub fn current_revision_hash(d: &Deployment, sets: &[ReplicaSet]) -> Option<String> {
+    let generation = d.metadata.generation.unwrap_or(0);
+    let observed = d
+        .status
+        .as_ref()
+        .and_then(|s| s.observed_generation)
+        .unwrap_or(0);
+    if observed < generation {
+        return None;
+    }
+    let revision = |m: &ObjectMeta| -> Option<u64> {
+        m.annotations
+            .as_ref()?
+            .get(ANNOTATION_REVISION)?
+            .parse()
+            .ok()
+    };
+    let owned_by_d = |rs: &&ReplicaSet| {
+        rs.metadata.owner_references.iter().flatten().any(|o| {
+            o.kind == "Deployment"
+                && match (&d.metadata.uid, o.uid.is_empty()) {
+                    (Some(uid), false) => &o.uid == uid,
+                    _ => o.name == name_of(&d.metadata),
+                }
+        })
+    };
+    let (rev, newest) = sets
+        .iter()
+        .filter(owned_by_d)
+        .filter_map(|rs| Some((revision(&rs.metadata)?, rs)))
+        .max_by_key(|(rev, _)| *rev)?;
+    if revision(&d.metadata).is_some_and(|want| want != rev) {
+        return None;
+    }
+    label_of(&newest.metadata, LABEL_POD_TEMPLATE_HASH)
+}
+
 /// Why a pod cannot become ready, when the reason is final enough to fail a
 /// try.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1774,17 +1996,21 @@ pub fn pod_failure(pods: &[Pod]) -> Option<PodFailure> {
     None
 }
 
-fn container_info(d: &Deployment, pods: &[Pod]) -> Option<ContainerInfo> {
+fn container_info(d: &Deployment, sets: &[ReplicaSet], pods: &[Pod]) -> Option<ContainerInfo> {
     let prefix = label_of(&d.metadata, LABEL_PREFIX)?;
     let container = label_of(&d.metadata, LABEL_CONTAINER)?;
     let want = d.spec.replicas.unwrap_or(1);
     let st = d.status.clone().unwrap_or_default();
     let available = st.available_replicas.unwrap_or(0);
+    // The pods of the current revision (none while it is being made).
+    let hash = current_revision_hash(d, sets);
     let own: Vec<Pod> = pods
         .iter()
         .filter(|p| {
             label_of(&p.metadata, LABEL_PREFIX).as_deref() == Some(prefix.as_str())
                 && label_of(&p.metadata, LABEL_CONTAINER).as_deref() == Some(container.as_str())
+                && hash.is_some()
+                && label_of(&p.metadata, LABEL_POD_TEMPLATE_HASH) == hash
         })
         .cloned()
         .collect();
@@ -1918,6 +2144,116 @@ mod tests {
         assert_eq!(base64(b"bob:pw"), "Ym9iOnB3");
         assert_eq!(base64(b"ab"), "YWI=");
         assert_eq!(base64(b"a"), "YQ==");
+    }
+
+    #[test]
+    fn the_connection_source_follows_the_documented_order() {
+        let home = Some(PathBuf::from("/home/me/.kube/config"));
+        let given = KubeConnect {
+            kubeconfig: vec!["/etc/a".into(), "/etc/b".into()],
+            context: None,
+        };
+        // The files given win over the service account and ~/.kube/config.
+        assert_eq!(
+            choose_source(&given, true, home.clone()).unwrap(),
+            KubeSource::Files(vec!["/etc/a".into(), "/etc/b".into()])
+        );
+        // Then the in-cluster service account, then ~/.kube/config.
+        let none = KubeConnect::default();
+        assert_eq!(
+            choose_source(&none, true, home.clone()).unwrap(),
+            KubeSource::InCluster
+        );
+        assert_eq!(
+            choose_source(&none, false, home.clone()).unwrap(),
+            KubeSource::DefaultFile("/home/me/.kube/config".into())
+        );
+        // A named context lives in a kubeconfig, never in a service account.
+        let named = KubeConnect {
+            kubeconfig: Vec::new(),
+            context: Some("prod".into()),
+        };
+        assert_eq!(
+            choose_source(&named, true, home).unwrap(),
+            KubeSource::DefaultFile("/home/me/.kube/config".into())
+        );
+        // Nothing at all: the error says what to do.
+        let err = choose_source(&none, false, None).unwrap_err();
+        assert!(matches!(err, RuntimeError::KubeConfig { .. }), "{err}");
+        assert!(err.to_string().contains("--kubeconfig"), "{err}");
+        assert!(choose_source(&named, true, None).is_err());
+    }
+
+    #[test]
+    fn a_kubeconfig_list_splits_on_colons() {
+        assert_eq!(
+            KubeConnect::split_list(OsStr::new("/a/config::/b/config:")),
+            [PathBuf::from("/a/config"), PathBuf::from("/b/config")]
+        );
+        assert!(KubeConnect::split_list(OsStr::new("")).is_empty());
+    }
+
+    fn revision_set(name: &str, owner_uid: &str, revision: &str, hash: &str) -> ReplicaSet {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        ReplicaSet {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(BTreeMap::from([(
+                    LABEL_POD_TEMPLATE_HASH.to_owned(),
+                    hash.to_owned(),
+                )])),
+                annotations: Some(BTreeMap::from([(
+                    ANNOTATION_REVISION.to_owned(),
+                    revision.to_owned(),
+                )])),
+                owner_references: Some(vec![OwnerReference {
+                    api_version: "apps/v1".into(),
+                    kind: "Deployment".into(),
+                    name: "web".into(),
+                    uid: owner_uid.into(),
+                    controller: Some(true),
+                    ..OwnerReference::default()
+                }]),
+                ..ObjectMeta::default()
+            },
+            ..ReplicaSet::default()
+        }
+    }
+
+    #[test]
+    fn the_current_revision_is_the_newest_replica_set_of_the_deployment() {
+        use k8s_openapi::api::apps::v1::DeploymentStatus;
+        let deployment = |generation: i64, observed: i64, revision: Option<&str>| Deployment {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                uid: Some("d1".into()),
+                generation: Some(generation),
+                annotations: revision
+                    .map(|r| BTreeMap::from([(ANNOTATION_REVISION.to_owned(), r.to_owned())])),
+                ..ObjectMeta::default()
+            },
+            status: Some(DeploymentStatus {
+                observed_generation: Some(observed),
+                ..DeploymentStatus::default()
+            }),
+            ..Deployment::default()
+        };
+        let sets = [
+            revision_set("web-old", "d1", "9", "old"),
+            revision_set("web-new", "d1", "10", "new"),
+            // Another Deployment's newer set does not count.
+            revision_set("other", "d2", "11", "other"),
+        ];
+        let current = |d: &Deployment| current_revision_hash(d, &sets);
+        assert_eq!(
+            current(&deployment(3, 3, Some("10"))).as_deref(),
+            Some("new")
+        );
+        assert_eq!(current(&deployment(3, 3, None)).as_deref(), Some("new"));
+        // The controller has not seen the latest spec, or not made its set.
+        assert_eq!(current(&deployment(4, 3, Some("10"))), None);
+        assert_eq!(current(&deployment(3, 3, Some("11"))), None);
+        assert_eq!(current_revision_hash(&deployment(1, 1, None), &[]), None);
     }
 
     #[test]

@@ -315,6 +315,10 @@ pub enum RuntimeError {
     Engine { context: String, detail: String },
     #[error("Kubernetes API error while {context}: {detail}")]
     Kubernetes { context: String, detail: String },
+    #[error(
+        "cannot load the Kubernetes connection from {origin}: {detail} (pass a working kubeconfig with --kubeconfig PATH or KUBECONFIG, pick one of its contexts with --kube-context NAME, or run the node in a cluster with a service account)"
+    )]
+    KubeConfig { origin: String, detail: String },
     #[error("container {container}: the rollout failed: {detail}")]
     Rollout {
         container: String,
