@@ -87,6 +87,8 @@ pub struct ApiState {
     pub service: ServiceHandle,
     /// The node's store (for `GET /v1/node/store`).
     pub store: Arc<crate::store::Store>,
+    /// The cluster client of a kubernetes node (for `GET /v1/node/health`).
+    pub kube: Option<crate::runtime::KubernetesRuntime>,
 }
 
 impl ApiState {

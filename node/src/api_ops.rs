@@ -24,7 +24,7 @@ pub(crate) fn routes() -> Router<Arc<ApiState>> {
 /// Asks this node's runtime whether it answers (at most
 /// [`health::HEALTH_TIMEOUT`]). Always 200: `ok` says how it went.
 async fn node_health(State(api): Shared) -> Answer {
-    let h = health::check(api.runtime, health::HEALTH_TIMEOUT).await;
+    let h = health::check(api.runtime, api.kube.as_ref(), health::HEALTH_TIMEOUT).await;
     ok(serde_json::to_value(h)
         .map_err(|e| Fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?)
 }

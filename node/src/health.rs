@@ -1,10 +1,11 @@
 //! Runtime health: does this node's container runtime answer now?
 //!
 //! Asked by `shoal node show` through `GET /v1/node/health`: the daemon
-//! connects to its runtime the way the executor does (Docker: `DOCKER_HOST`
-//! or the default socket; Kubernetes: `KUBECONFIG`, `~/.kube/config` or the
-//! in-cluster service account) and makes one cheap request (Docker's
-//! version, the API server's version), bounded by [`HEALTH_TIMEOUT`].
+//! asks its runtime the way the executor does (Docker: `DOCKER_HOST` or the
+//! default socket; Kubernetes: the cluster client the daemon connected at
+//! start, from its kubeconfig or service account) with one cheap request
+//! (Docker's version, the API server's version), bounded by
+//! [`HEALTH_TIMEOUT`].
 
 use std::time::{Duration, Instant};
 
@@ -30,8 +31,13 @@ pub struct RuntimeHealth {
     pub elapsed_ms: u64,
 }
 
-/// Checks `runtime`, waiting at most `timeout`.
-pub async fn check(runtime: Runtime, timeout: Duration) -> RuntimeHealth {
+/// Checks `runtime`, waiting at most `timeout`. `kube` is the daemon's
+/// cluster client (kubernetes nodes connect once, at start).
+pub async fn check(
+    runtime: Runtime,
+    kube: Option<&KubernetesRuntime>,
+    timeout: Duration,
+) -> RuntimeHealth {
     let started = Instant::now();
     let answer = match runtime {
         Runtime::None => Ok("this node runs no containers (runtime none)".to_string()),
@@ -46,12 +52,12 @@ pub async fn check(runtime: Runtime, timeout: Duration) -> RuntimeHealth {
         .await
         .map_err(|e| format!("{e}; the executor cannot run deployments here until it answers")),
         Runtime::Kubernetes => within(timeout, async {
-            KubernetesRuntime::connect(None)
-                .await
-                .map_err(|e| e.to_string())?
-                .ping()
-                .await
-                .map_err(|e| e.to_string())
+            kube.ok_or_else(|| {
+                "no cluster client: the daemon did not connect at start".to_string()
+            })?
+            .ping()
+            .await
+            .map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| format!("{e}; the executor cannot run deployments here until it answers")),
@@ -83,7 +89,7 @@ mod tests {
 
     #[tokio::test]
     async fn none_is_healthy_and_says_why() {
-        let h = check(Runtime::None, HEALTH_TIMEOUT).await;
+        let h = check(Runtime::None, None, HEALTH_TIMEOUT).await;
         assert!(h.ok);
         assert_eq!(h.runtime, "none");
         assert!(h.detail.contains("no containers"), "{}", h.detail);

@@ -297,6 +297,7 @@ pub async fn run(
         teams: Arc::clone(&svc.teams),
         service: ServiceHandle { commands: tx },
         store: svc.node.store(),
+        kube: svc.kube.clone(),
     };
     let api_cancel = cancel.child_token();
     let server = match api::serve(&svc.config.socket, api_state, api_cancel.clone()).await {

@@ -25,6 +25,26 @@ pub fn shoal_bin() -> PathBuf {
             if release {
                 cmd.arg("--release");
             }
+            // Without the variables cargo sets for this test process: build
+            // scripts that track them (ring reads CARGO_MANIFEST_DIR) would
+            // otherwise see a change and rebuild half the tree each run.
+            for (k, _) in std::env::vars_os() {
+                let k = k.to_string_lossy();
+                if k == "OUT_DIR"
+                    || k.starts_with("CARGO_PKG_")
+                    || [
+                        "CARGO_MANIFEST_DIR",
+                        "CARGO_MANIFEST_PATH",
+                        "CARGO_CRATE_NAME",
+                        "CARGO_BIN_NAME",
+                        "CARGO_PRIMARY_PACKAGE",
+                        "CARGO_TARGET_TMPDIR",
+                    ]
+                    .contains(&k.as_ref())
+                {
+                    cmd.env_remove(k.as_ref());
+                }
+            }
             // Cheap when up to date; keeps the binary in step with the sources.
             let _ = cmd.status();
             bin

@@ -338,19 +338,31 @@ fn runtime_health_answers_ok_or_the_error() {
     assert!(table.contains("health      FAILING"), "{table}");
     drop(p);
 
-    // A Kubernetes runtime without a cluster to reach: the error, not ok.
+    // A Kubernetes runtime whose cluster does not answer: the error, not ok.
+    // (The kubeconfig loads, so the daemon starts; the API server is a
+    // loopback port nothing listens on.)
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\ncurrent-context: gone\n\
+         clusters:\n- name: gone\n  cluster:\n    server: http://127.0.0.1:1\n\
+         users:\n- name: u\n  user:\n    token: t\n\
+         contexts:\n- name: gone\n  context:\n    cluster: gone\n    user: u\n",
+    )
+    .unwrap();
+    let env = format!("KUBECONFIG={}", kubeconfig.display());
     let p = solo(
         "kubernetes",
-        &[
-            "env",
-            "KUBECONFIG=/nonexistent/kubeconfig",
-            "KUBERNETES_SERVICE_HOST=",
-            "shoal",
-        ],
+        &["env", &env, "KUBERNETES_SERVICE_HOST=", "shoal"],
     );
     let h = show(&p, None)["runtime_health"].clone();
     assert_eq!(h["runtime"], "kubernetes");
     assert_eq!(h["ok"], false, "{h}");
+    assert!(
+        h["detail"].as_str().unwrap().contains("127.0.0.1:1"),
+        "the error names the endpoint: {h}"
+    );
     drop(p);
 
     // The test engine, when this run has one.
