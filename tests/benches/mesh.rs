@@ -374,7 +374,7 @@ impl Api {
         v.as_array()
             .and_then(|l| l.iter().find(|t| t["id"] == self.id.as_str()))
             .and_then(|t| t["ops"].as_u64())
-            .ok_or_else(|| anyhow!("{} does not hold the team yet", format!("n{i}")))
+            .ok_or_else(|| anyhow!("n{i} does not hold the team yet"))
     }
 
     /// (ops, state hash) of daemon `i`.
@@ -413,7 +413,7 @@ impl Api {
             .filter_map(Value::as_str)
             .find(|a| a.ends_with(&me))
             .map(str::to_string)
-            .ok_or_else(|| anyhow!("{} has no address yet", format!("n{i}")))
+            .ok_or_else(|| anyhow!("n{i} has no address yet"))
     }
 
     /// Prepares a `product.create` of `author` on daemon `i` and signs it.
@@ -421,7 +421,7 @@ impl Api {
         let sock = &self.socks[i];
         let who = author.public().to_hex();
         let ids = ok_json(
-            &sock,
+            sock,
             "POST",
             &self.route("/ids"),
             Some(&json!({ "author": who, "count": 1 })),
@@ -434,7 +434,7 @@ impl Api {
             version: None,
         };
         let v = ok_json(
-            &sock,
+            sock,
             "POST",
             &self.route("/prepare"),
             Some(&json!({ "author": who, "action": action })),
