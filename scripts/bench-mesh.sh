@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Benchmark of the node daemon's mesh: prints figures, asserts nothing.
+#
+#   scripts/bench-mesh.sh [all|latency|stress|memory|restart]... [options]
+#   scripts/bench-mesh.sh --quick        # smaller sizes, a few minutes
+#   scripts/bench-mesh.sh --help         # every option
+#
+# Builds the release binary, then runs tests/benches/mesh.rs, which starts
+# real `shoal node run` processes on 127.0.0.1 with temp dirs and drives them
+# through their control sockets:
+#   latency  one op written on a random daemon until every daemon holds it
+#            (p50, p99) for meshes of 3, 10 and 30 daemons;
+#   stress   30 daemons, each joining through up to 10 random earlier ones;
+#            800 ops as 40 batches of 20 to random daemons, 10 batches at a
+#            time; seconds from the last acknowledged write until every
+#            daemon holds all 800 (a reference gossip-CRDT system: 2.5 s);
+#   memory   resident memory of one idle daemon (target: under 20 MB);
+#   restart  time from process start until the control API answers with the
+#            full state, for a store of 10,000 ops.
+# SHOAL_LOG=debug shows the daemons' logs (default: warnings only).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q -p shoal --bin shoal
+exec cargo bench -q -p shoal-tests --bench mesh -- "$@"
