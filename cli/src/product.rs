@@ -112,6 +112,14 @@ pub enum ImageCmd {
         version: String,
         container: String,
     },
+    /// Sets the start order of a version's images: the containers named
+    /// come first, in that order; the others follow in their current order.
+    Order {
+        product: String,
+        version: String,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
     /// Edits an image's container config field by field, or from a file;
     /// `--show` prints the effective config.
     Config(ConfigArgs),
@@ -576,8 +584,61 @@ pub async fn image(ctx: &Ctx, cmd: ImageCmd, out: &mut impl Write) -> Result<()>
             )?;
             Ok(())
         }
+        ImageCmd::Order {
+            product,
+            version,
+            containers,
+        } => {
+            let v = domain::version(ctx, &product, &version).await?;
+            let current: Vec<String> = list_of(&v["images"])
+                .iter()
+                .map(|i| str_of(i, "name"))
+                .collect();
+            let names = new_order(&current, &containers).map_err(|e| {
+                anyhow::anyhow!(
+                    "{e}: see `shoal image list {} {}`",
+                    str_of(&v, "product"),
+                    str_of(&v, "name")
+                )
+            })?;
+            if names == current {
+                writeln!(out, "the start order is already {}", names.join(", "))?;
+                return Ok(());
+            }
+            let s = ctx.session().await?;
+            s.act(Action::ImageOrder {
+                version: str_of(&v, "id"),
+                names: names.clone(),
+            })
+            .await?;
+            writeln!(
+                out,
+                "{} {} starts its containers in this order: {}",
+                str_of(&v, "product"),
+                str_of(&v, "name"),
+                names.join(", ")
+            )?;
+            Ok(())
+        }
         ImageCmd::Config(args) => image_config(ctx, args, out).await,
     }
+}
+
+/// The start order `image order` asks for: `first` in that order, then the
+/// rest of `current` in its order.
+fn new_order(current: &[String], first: &[String]) -> Result<Vec<String>, String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for name in first {
+        if !current.contains(name) {
+            return Err(format!("there is no container {name:?} in this version"));
+        }
+        if !seen.insert(name) {
+            return Err(format!("container {name:?} is named twice"));
+        }
+    }
+    let mut names = first.to_vec();
+    names.extend(current.iter().filter(|n| !seen.contains(n)).cloned());
+    Ok(names)
 }
 
 impl ConfigArgs {
@@ -784,4 +845,39 @@ async fn import(
         }
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::new_order;
+
+    fn names(s: &[&str]) -> Vec<String> {
+        s.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn named_containers_go_first_and_the_rest_keep_their_order() {
+        let current = names(&["db", "api", "web", "worker"]);
+        assert_eq!(
+            new_order(&current, &names(&["web", "db"])).unwrap(),
+            names(&["web", "db", "api", "worker"])
+        );
+        assert_eq!(
+            new_order(&current, &names(&["worker", "web", "api", "db"])).unwrap(),
+            names(&["worker", "web", "api", "db"])
+        );
+    }
+
+    #[test]
+    fn unknown_or_repeated_names_are_refused() {
+        let current = names(&["db", "api"]);
+        assert_eq!(
+            new_order(&current, &names(&["cache"])).unwrap_err(),
+            "there is no container \"cache\" in this version"
+        );
+        assert_eq!(
+            new_order(&current, &names(&["api", "api"])).unwrap_err(),
+            "container \"api\" is named twice"
+        );
+    }
 }

@@ -307,6 +307,38 @@ fn the_rules_of_the_domain_walked_through_from_the_cli() {
     let images = parse(&a.ok(&["image", "list", "shop", "1.0.0", "-o", "json"]));
     assert_eq!(images[0]["name"], "busybox");
     assert_eq!(images[0]["registry"], "local");
+
+    // Start order: the containers named go first, the others keep theirs.
+    a.ok(&[
+        "image",
+        "add",
+        "shop",
+        "1.0.0",
+        "127.0.0.1:5000/shoal-test/busybox:latest",
+        "--name",
+        "sidecar",
+    ]);
+    let order = |a: &Peer| -> Vec<String> {
+        parse(&a.ok(&["image", "list", "shop", "1.0.0", "-o", "json"]))
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(order(&a), ["busybox", "sidecar"]);
+    let r = a.ok(&["image", "order", "shop", "1.0.0", "sidecar"]);
+    assert!(r.stdout.contains("sidecar, busybox"), "{}", r.stdout);
+    assert_eq!(order(&a), ["sidecar", "busybox"]);
+    refused(
+        &a.shoal(&["image", "order", "shop", "1.0.0", "cache"]),
+        1,
+        "there is no container \"cache\" in this version: see `shoal image list shop 1.0.0`",
+    );
+    let audit = a.ok(&["audit", "list", "--action", "image.order"]);
+    assert!(audit.stdout.contains("image.order"), "{}", audit.stdout);
+    a.ok(&["image", "remove", "shop", "1.0.0", "sidecar"]);
+    assert_eq!(order(&a), ["busybox"]);
     let r = a.shoal(&["registry", "remove", "local"]);
     refused(
         &r,
@@ -440,6 +472,13 @@ fn the_rules_of_the_domain_walked_through_from_the_cli() {
     );
     refused(
         &a.shoal(&["image", "add", "shop", "1.0.0", "redis:7"]),
+        1,
+        &format!(
+            "version 1.0.0 is frozen (deployment {d1} is in-progress): increase it to make a new version"
+        ),
+    );
+    refused(
+        &a.shoal(&["image", "order", "shop", "1.0.0", "busybox"]),
         1,
         &format!(
             "version 1.0.0 is frozen (deployment {d1} is in-progress): increase it to make a new version"
