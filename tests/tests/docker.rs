@@ -663,6 +663,22 @@ fn a_member_deploys_rolls_back_and_manages_containers_on_a_docker_node() {
             "{e}"
         );
     }
+    let what: Vec<&str> = entries.iter().map(|e| e["what"].as_str().unwrap()).collect();
+    assert_eq!(
+        what,
+        [
+            format!("stop container {worker_name} on b"),
+            format!("start container {worker_name} on b"),
+            format!("restart container {web_name} on b"),
+        ],
+        "{audit}"
+    );
+    let table = a.ok(&["audit", "list", "--action", "container.command"]);
+    assert!(
+        table.stdout.contains(&format!("restart container {web_name} on b")),
+        "{}",
+        table.stdout
+    );
 
     drop(b);
 }
