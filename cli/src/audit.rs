@@ -74,21 +74,12 @@ pub async fn run(ctx: &Ctx, cmd: AuditCmd, out: &mut impl Write) -> Result<()> {
             let rows: Vec<Vec<String>> = list_of(&v)
                 .iter()
                 .map(|e| {
-                    let targets: Vec<String> = list_of(&e["targets"])
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .map(|t| t.chars().take(12).collect())
-                        .collect();
                     vec![
                         when(e["time_ms"].as_u64().unwrap_or(0)),
                         str_of(e, "action"),
                         str_of(e, "author_name"),
                         str_of(e, "origin_name"),
-                        if targets.is_empty() {
-                            "-".into()
-                        } else {
-                            targets.join(",")
-                        },
+                        str_of(e, "what"),
                         str_of(e, "status"),
                         str_of(e, "hash").chars().take(12).collect(),
                     ]
@@ -97,7 +88,7 @@ pub async fn run(ctx: &Ctx, cmd: AuditCmd, out: &mut impl Write) -> Result<()> {
             table(
                 out,
                 &[
-                    "TIME", "ACTION", "AUTHOR", "ORIGIN", "TARGETS", "STATUS", "OP",
+                    "TIME", "ACTION", "AUTHOR", "ORIGIN", "WHAT", "STATUS", "OP",
                 ],
                 &rows,
             )

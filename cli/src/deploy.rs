@@ -1,4 +1,4 @@
-//! `shoal deploy create|start|list|show|delete|copy|rollback`.
+//! `shoal deploy create|start|update|config|list|show|logs|delete|copy|rollback`.
 //!
 //! Secret values come from this process's environment (`--secret KEY`) or
 //! a file (`--secret-file`), are sealed here to the target node's
@@ -15,7 +15,7 @@ use clap::Subcommand;
 use serde_json::Value;
 use shoal_protocol::Action;
 use shoal_protocol::action::DeploymentEdit;
-use shoal_protocol::model::{DeploymentStatus, Sealed};
+use shoal_protocol::model::{ContainerConfig, DeploymentStatus, ImageRef, Sealed};
 
 use crate::Usage;
 use crate::domain::{self, Ctx, dash, query, seg, when};
@@ -91,6 +91,21 @@ pub enum DeployCmd {
         /// Remove a secret (repeatable).
         #[arg(long = "unset-secret", value_name = "KEY")]
         unset_secret: Vec<String>,
+    },
+    /// Edits a mutable deployment's override of one container's config
+    /// (the instance layer: image <- deployment <- instance, rightmost wins)
+    /// with the flags of `image config`; --show prints the effective config.
+    Config {
+        deployment: String,
+        container: String,
+        #[command(flatten)]
+        edits: crate::product::ConfigEdits,
+        /// Drop every override of this container first.
+        #[arg(long)]
+        reset: bool,
+        /// Print the effective config.
+        #[arg(long)]
+        show: bool,
     },
     /// Lists deployments.
     List {
@@ -343,6 +358,13 @@ pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> 
             writeln!(out, "updated deployment {}", short_id(&id))?;
             Ok(())
         }
+        DeployCmd::Config {
+            deployment,
+            container,
+            edits,
+            reset,
+            show,
+        } => instance_config(ctx, &deployment, &container, &edits, reset, show, out).await,
         DeployCmd::List {
             node,
             status,
@@ -831,5 +853,94 @@ mod tests {
         // A value typed on the command line is refused without echoing it.
         let e = secret_values(&["A=hunter2".into()], None, env).unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+}
+
+/// `deploy config`: reads and edits a deployment's instance layer.
+async fn instance_config(
+    ctx: &Ctx,
+    deployment: &str,
+    container: &str,
+    edits: &crate::product::ConfigEdits,
+    reset: bool,
+    show: bool,
+    out: &mut impl Write,
+) -> Result<()> {
+    let d = domain::deployment(ctx, deployment).await?;
+    let id = str_of(&d, "id");
+    let img = list_of(&d["images"])
+        .iter()
+        .find(|i| str_of(i, "name") == container)
+        .ok_or_else(|| {
+            anyhow!(
+                "version {} of {} has no container {container:?}: see `shoal image list {} {}`",
+                str_of(&d, "version"),
+                str_of(&d, "product"),
+                str_of(&d, "product"),
+                str_of(&d, "version")
+            )
+        })?;
+    let malformed = |e: serde_json::Error| anyhow!("the daemon sent a config this shoal cannot read: {e}");
+    let mut instances: BTreeMap<String, ContainerConfig> =
+        serde_json::from_value(d["instances"].clone()).map_err(malformed)?;
+    let mut inst = instances.get(container).cloned().unwrap_or_default();
+    if reset || edits.edits() {
+        if reset {
+            inst = ContainerConfig::default();
+        }
+        edits.apply(&mut inst)?;
+        if let Some(r) = edits.image_ref(ctx).await? {
+            inst.image = Some(r);
+        }
+        if inst == ContainerConfig::default() {
+            instances.remove(container);
+        } else {
+            instances.insert(container.to_owned(), inst.clone());
+        }
+        let s = ctx.session().await?;
+        s.act(Action::DeploymentUpdate {
+            id: id.clone(),
+            edit: DeploymentEdit {
+                instances: Some(instances),
+                ..Default::default()
+            },
+        })
+        .await?;
+        if !show {
+            writeln!(
+                out,
+                "updated the overrides of {container} in deployment {}",
+                short_id(&id)
+            )?;
+            return Ok(());
+        }
+    }
+    // The layers as the node merges them when it runs the deployment.
+    let base: ContainerConfig = serde_json::from_value(img["config"].clone()).map_err(malformed)?;
+    let deployment_level = ContainerConfig {
+        env: serde_json::from_value(d["env"].clone()).map_err(malformed)?,
+        ..ContainerConfig::default()
+    };
+    let merged = base.merged(&deployment_level).merged(&inst);
+    let (image, registry) = match &merged.image {
+        Some(r) => (
+            r.clone(),
+            crate::product::registry_name_of(ctx, &r.registry).await?,
+        ),
+        None => (
+            ImageRef {
+                registry: str_of(img, "registry_id"),
+                name: str_of(img, "image"),
+                tag: str_of(img, "tag"),
+            },
+            str_of(img, "registry"),
+        ),
+    };
+    let shown = crate::product::effective(&image, &registry, &merged)?;
+    if ctx.json() {
+        json(out, &shown)
+    } else {
+        write!(out, "{}", crate::config::to_yaml(&shown)?)?;
+        Ok(())
     }
 }

@@ -51,6 +51,23 @@ fn port_span(s: &str, whole: &str) -> Result<(u16, u16)> {
     }
 }
 
+/// `INTERNAL[/tcp|/udp]` (the first port of a range): which published port
+/// or range `--unset-port` removes.
+pub fn internal_port(s: &str) -> Result<(u16, Protocol)> {
+    let (body, protocol) = match s.rsplit_once('/') {
+        Some((b, "tcp")) => (b, Protocol::Tcp),
+        Some((b, "udp")) => (b, Protocol::Udp),
+        Some((_, p)) => bail!("--unset-port {s:?}: protocol {p:?} is not tcp or udp"),
+        None => (s, Protocol::Tcp),
+    };
+    let n = body
+        .parse::<u16>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| anyhow!("--unset-port {s:?}: give the internal port, 1-65535"))?;
+    Ok((n, protocol))
+}
+
 /// A published port or port range.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortSpec {
@@ -349,6 +366,16 @@ pub fn shell_words(s: &str) -> Result<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn internal_ports_for_unset() {
+        use shoal_protocol::model::Protocol;
+        assert_eq!(super::internal_port("80").unwrap(), (80, Protocol::Tcp));
+        assert_eq!(super::internal_port("53/udp").unwrap(), (53, Protocol::Udp));
+        assert!(super::internal_port("0").is_err());
+        assert!(super::internal_port("8080:80").is_err());
+        assert!(super::internal_port("80/sctp").is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -112,6 +112,14 @@ pub enum ImageCmd {
         version: String,
         container: String,
     },
+    /// Sets the start order of a version's images: the containers named
+    /// come first, in that order; the others follow in their current order.
+    Order {
+        product: String,
+        version: String,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
     /// Edits an image's container config field by field, or from a file;
     /// `--show` prints the effective config.
     Config(ConfigArgs),
@@ -122,6 +130,17 @@ pub struct ConfigArgs {
     product: String,
     version: String,
     container: String,
+    #[command(flatten)]
+    edits: ConfigEdits,
+    /// Print the effective config.
+    #[arg(long)]
+    show: bool,
+}
+
+/// The edits of a container config, shared by `image config` (the image
+/// layer) and `deploy config` (a deployment's instance layer).
+#[derive(clap::Args, Debug)]
+pub struct ConfigEdits {
     /// A new image reference.
     #[arg(long)]
     image: Option<String>,
@@ -131,12 +150,21 @@ pub struct ConfigArgs {
     /// Environment variable KEY=VALUE (repeatable).
     #[arg(long = "env", value_name = "K=V")]
     env: Vec<String>,
+    /// Remove an environment variable (repeatable).
+    #[arg(long = "unset-env", value_name = "KEY")]
+    unset_env: Vec<String>,
     /// Published port [EXTERNAL:]INTERNAL[/udp], or ranges (repeatable).
     #[arg(long = "port", value_name = "EXT:INT[/udp]")]
     port: Vec<String>,
+    /// Remove the published port (or range) of this INTERNAL[/udp] port (repeatable).
+    #[arg(long = "unset-port", value_name = "INT[/udp]")]
+    unset_port: Vec<String>,
     /// Named volume NAME:PATH[:ro], or tmpfs:PATH (repeatable).
     #[arg(long = "volume", value_name = "NAME:PATH[:ro]")]
     volume: Vec<String>,
+    /// Remove the volume mounted at PATH (repeatable).
+    #[arg(long = "unset-volume", value_name = "PATH")]
+    unset_volume: Vec<String>,
     /// no, always, unless-stopped or on-failure.
     #[arg(long)]
     restart: Option<String>,
@@ -146,15 +174,22 @@ pub struct ConfigArgs {
     /// Label KEY=VALUE (repeatable).
     #[arg(long = "label", value_name = "K=V")]
     label: Vec<String>,
+    /// Remove a label (repeatable).
+    #[arg(long = "unset-label", value_name = "KEY")]
+    unset_label: Vec<String>,
     /// A secret the container needs: its value is given per deployment (repeatable).
     #[arg(long = "secret", value_name = "KEY")]
     secret: Vec<String>,
+    /// No longer need this secret (repeatable).
+    #[arg(long = "unset-secret", value_name = "KEY")]
+    unset_secret: Vec<String>,
+    /// Unset a whole field: restart, cmd, command, user, working-dir, tty,
+    /// health, cpu, memory, expected, log-driver or image (repeatable).
+    #[arg(long = "unset", value_name = "FIELD")]
+    unset: Vec<String>,
     /// Replace the config with this YAML or JSON file (flags apply on top).
     #[arg(long)]
     file: Option<PathBuf>,
-    /// Print the effective config.
-    #[arg(long)]
-    show: bool,
 }
 
 pub async fn product(ctx: &Ctx, cmd: ProductCmd, out: &mut impl Write) -> Result<()> {
@@ -576,28 +611,120 @@ pub async fn image(ctx: &Ctx, cmd: ImageCmd, out: &mut impl Write) -> Result<()>
             )?;
             Ok(())
         }
+        ImageCmd::Order {
+            product,
+            version,
+            containers,
+        } => {
+            let v = domain::version(ctx, &product, &version).await?;
+            let current: Vec<String> = list_of(&v["images"])
+                .iter()
+                .map(|i| str_of(i, "name"))
+                .collect();
+            let names = new_order(&current, &containers).map_err(|e| {
+                anyhow::anyhow!(
+                    "{e}: see `shoal image list {} {}`",
+                    str_of(&v, "product"),
+                    str_of(&v, "name")
+                )
+            })?;
+            if names == current {
+                writeln!(out, "the start order is already {}", names.join(", "))?;
+                return Ok(());
+            }
+            let s = ctx.session().await?;
+            s.act(Action::ImageOrder {
+                version: str_of(&v, "id"),
+                names: names.clone(),
+            })
+            .await?;
+            writeln!(
+                out,
+                "{} {} starts its containers in this order: {}",
+                str_of(&v, "product"),
+                str_of(&v, "name"),
+                names.join(", ")
+            )?;
+            Ok(())
+        }
         ImageCmd::Config(args) => image_config(ctx, args, out).await,
     }
 }
 
-impl ConfigArgs {
-    fn edits(&self) -> bool {
+/// The start order `image order` asks for: `first` in that order, then the
+/// rest of `current` in its order.
+fn new_order(current: &[String], first: &[String]) -> Result<Vec<String>, String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for name in first {
+        if !current.contains(name) {
+            return Err(format!("there is no container {name:?} in this version"));
+        }
+        if !seen.insert(name) {
+            return Err(format!("container {name:?} is named twice"));
+        }
+    }
+    let mut names = first.to_vec();
+    names.extend(current.iter().filter(|n| !seen.contains(n)).cloned());
+    Ok(names)
+}
+
+impl ConfigEdits {
+    pub fn edits(&self) -> bool {
         self.image.is_some()
             || !self.env.is_empty()
+            || !self.unset_env.is_empty()
             || !self.port.is_empty()
+            || !self.unset_port.is_empty()
             || !self.volume.is_empty()
+            || !self.unset_volume.is_empty()
             || self.restart.is_some()
             || !self.cmd.is_empty()
             || !self.label.is_empty()
+            || !self.unset_label.is_empty()
             || !self.secret.is_empty()
+            || !self.unset_secret.is_empty()
+            || !self.unset.is_empty()
             || self.file.is_some()
     }
 
-    /// Applies the flags to `c`.
-    fn apply(&self, c: &mut ContainerConfig) -> Result<()> {
+    /// The image `--image` names, resolved against the team's registries.
+    pub async fn image_ref(&self, ctx: &Ctx) -> Result<Option<ImageRef>> {
+        match &self.image {
+            Some(r) => Ok(Some(
+                registry::image_ref(ctx, r, self.registry.as_deref()).await?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Applies every edit but `--image` to `c`: the file first, then the
+    /// removals, then the additions.
+    pub fn apply(&self, c: &mut ContainerConfig) -> Result<()> {
         let usage = |e: anyhow::Error| -> anyhow::Error { Usage(e.to_string()).into() };
         if let Some(f) = &self.file {
             *c = config::read_config(f)?;
+        }
+        for field in &self.unset {
+            unset_field(c, field)?;
+        }
+        for k in &self.unset_env {
+            c.env.remove(k);
+        }
+        for k in &self.unset_label {
+            c.labels.remove(k);
+        }
+        for k in &self.unset_secret {
+            c.secrets.remove(k);
+        }
+        for p in &self.unset_port {
+            let (internal, protocol) = parse::internal_port(p).map_err(usage)?;
+            c.ports
+                .retain(|x| (x.internal, x.protocol) != (internal, protocol));
+            c.port_ranges
+                .retain(|x| (x.internal_from, x.protocol) != (internal, protocol));
+        }
+        for path in &self.unset_volume {
+            c.volumes.retain(|x| &x.path != path);
         }
         c.env
             .extend(parse::key_values("--env", &self.env).map_err(usage)?);
@@ -641,8 +768,49 @@ impl ConfigArgs {
     }
 }
 
+/// The fields `--unset` takes, for its error message.
+const UNSET_FIELDS: &str =
+    "restart, cmd, command, user, working-dir, tty, health, cpu, memory, expected, log-driver, image";
+
+fn unset_field(c: &mut ContainerConfig, field: &str) -> Result<()> {
+    match field {
+        "restart" => c.restart = None,
+        "cmd" | "args" => c.args = None,
+        "command" | "entrypoint" => c.command = None,
+        "user" => c.user = None,
+        "working-dir" | "working_dir" => c.working_dir = None,
+        "tty" => c.tty = None,
+        "health" | "healthcheck" => c.health = None,
+        "cpu" => c.cpu = None,
+        "memory" => c.memory = None,
+        "expected" => c.expected = None,
+        "log-driver" | "log_driver" => {
+            c.log_driver = None;
+            c.log_options.clear();
+        }
+        "image" => c.image = None,
+        other => {
+            return Err(Usage(format!(
+                "--unset {other:?}: not a field that can be unset; one of {UNSET_FIELDS} (maps and lists have --unset-env, --unset-label, --unset-port, --unset-volume, --unset-secret)"
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// The name of the registry with id `id` (the id itself when it is gone).
+pub async fn registry_name_of(ctx: &Ctx, id: &str) -> Result<String> {
+    let list = ctx.get("registries").await?;
+    Ok(list_of(&list)
+        .iter()
+        .find(|x| str_of(x, "id") == id)
+        .map(|x| str_of(x, "name"))
+        .unwrap_or_else(|| id.to_owned()))
+}
+
 /// The config shown by `--show`: the image's config with its image ref.
-fn effective(image: &ImageRef, registry: &str, c: &ContainerConfig) -> Result<Value> {
+pub fn effective(image: &ImageRef, registry: &str, c: &ContainerConfig) -> Result<Value> {
     let mut v = serde_json::to_value(c)?;
     v["image"] = json!({
         "registry": registry,
@@ -663,16 +831,11 @@ async fn image_config(ctx: &Ctx, args: ConfigArgs, out: &mut impl Write) -> Resu
         tag: str_of(current, "tag"),
     };
     let mut registry_name = str_of(current, "registry");
-    if args.edits() {
-        args.apply(&mut c)?;
-        if let Some(r) = &args.image {
-            image = registry::image_ref(ctx, r, args.registry.as_deref()).await?;
-            let list = ctx.get("registries").await?;
-            registry_name = list_of(&list)
-                .iter()
-                .find(|x| str_of(x, "id") == image.registry)
-                .map(|x| str_of(x, "name"))
-                .unwrap_or_else(|| image.registry.clone());
+    if args.edits.edits() {
+        args.edits.apply(&mut c)?;
+        if let Some(r) = args.edits.image_ref(ctx).await? {
+            image = r;
+            registry_name = registry_name_of(ctx, &image.registry).await?;
         }
         let s = ctx.session().await?;
         s.act(Action::ImageConfig {
@@ -784,4 +947,39 @@ async fn import(
         }
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::new_order;
+
+    fn names(s: &[&str]) -> Vec<String> {
+        s.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn named_containers_go_first_and_the_rest_keep_their_order() {
+        let current = names(&["db", "api", "web", "worker"]);
+        assert_eq!(
+            new_order(&current, &names(&["web", "db"])).unwrap(),
+            names(&["web", "db", "api", "worker"])
+        );
+        assert_eq!(
+            new_order(&current, &names(&["worker", "web", "api", "db"])).unwrap(),
+            names(&["worker", "web", "api", "db"])
+        );
+    }
+
+    #[test]
+    fn unknown_or_repeated_names_are_refused() {
+        let current = names(&["db", "api"]);
+        assert_eq!(
+            new_order(&current, &names(&["cache"])).unwrap_err(),
+            "there is no container \"cache\" in this version"
+        );
+        assert_eq!(
+            new_order(&current, &names(&["api", "api"])).unwrap_err(),
+            "container \"api\" is named twice"
+        );
+    }
 }

@@ -5,9 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
+use crate::action::{Action, Outcome};
 use crate::hlc::Hlc;
 use crate::keys::{LogId, OpHash, TeamId};
-use crate::model::TeamState;
+use crate::model::{InviteKind, TeamState, VersionKind};
 use crate::op::Op;
 use crate::replica::Replica;
 
@@ -24,6 +25,9 @@ pub struct Entry {
     pub origin_name: String,
     pub seq: u64,
     pub targets: Vec<String>,
+    /// What the op did, in words, naming its targets as the team knows
+    /// them now (see [`describe`]).
+    pub what: String,
     /// `applied`, or `quarantined: <reason>`.
     pub status: String,
 }
@@ -65,7 +69,217 @@ fn entry(state: &TeamState, op: &Op, hash: &OpHash, status: String) -> Entry {
         origin,
         seq: b.seq,
         targets: b.action.targets(),
+        what: describe(state, &b.action),
         status,
+    }
+}
+
+/// A short account of an action, naming members, nodes, registries,
+/// products, versions and deployments by their names in `state` (an id or
+/// key prefix when the entity is gone). Secret values are never part of an
+/// action, so never of this text.
+pub fn describe(state: &TeamState, action: &Action) -> String {
+    let short = |id: &str| -> String { id.chars().take(8).collect() };
+    let who = |key: &str| -> String {
+        state
+            .members
+            .get(key)
+            .map(|m| m.name.clone())
+            .unwrap_or_else(|| short(key))
+    };
+    let node = |key: &str| -> String {
+        state
+            .nodes
+            .get(key)
+            .map(|n| n.name.clone())
+            .unwrap_or_else(|| short(key))
+    };
+    let product = |id: &str| -> String {
+        state
+            .products
+            .get(id)
+            .map(|p| p.name.clone())
+            .unwrap_or_else(|| short(id))
+    };
+    let version = |id: &str| -> String {
+        match state.versions.get(id) {
+            Some(v) => format!("{} {}", product(&v.product), v.name),
+            None => format!("version {}", short(id)),
+        }
+    };
+    let deployment = |id: &str| -> String {
+        match state.deployments.get(id) {
+            Some(d) => format!(
+                "{} ({} on {}/{})",
+                short(id),
+                version(&d.version),
+                node(&d.node),
+                d.prefix
+            ),
+            None => short(id),
+        }
+    };
+    let registry = |id: &str| -> String {
+        state
+            .registries
+            .get(id)
+            .map(|r| r.name.clone())
+            .unwrap_or_else(|| short(id))
+    };
+    match action {
+        Action::TeamCreate { name, owner, node, .. } => format!(
+            "created team {name} with owner {} and node {}",
+            owner.name, node.name
+        ),
+        Action::TeamUpdate { name, .. } => format!("renamed the team {name}"),
+        Action::InviteCreate { id, kind, .. } => match kind {
+            InviteKind::Member { role } => {
+                format!("invited a member as {} (invite {})", role.as_str(), short(id))
+            }
+            InviteKind::Node { name, runtime } => format!(
+                "invited node {name} ({}) (invite {})",
+                runtime.as_str(),
+                short(id)
+            ),
+        },
+        Action::InviteRevoke { id } => format!("revoked invite {}", short(id)),
+        Action::MemberJoin { member, node, .. } => match node {
+            Some(n) => format!("{} joined with node {}", member.name, n.name),
+            None => format!("{} joined", member.name),
+        },
+        Action::NodeJoin { node, .. } => {
+            format!("node {} ({}) joined", node.name, node.runtime.as_str())
+        }
+        Action::MemberRole { member, role } => format!(
+            "made {} {}",
+            who(&member.to_hex()),
+            role.as_str()
+        ),
+        Action::MemberRemove { member } => format!("removed member {}", who(&member.to_hex())),
+        Action::NodeRemove { node: n } => format!("removed node {}", node(&n.to_hex())),
+        Action::NodeUpdate { agent_version, .. } => {
+            format!("node runs shoal {agent_version}")
+        }
+        Action::RegistryAdd { name, kind, .. } => {
+            format!("added registry {name} ({})", kind.as_str())
+        }
+        Action::RegistryRemove { id } => format!("removed registry {}", registry(id)),
+        Action::ProductCreate { name, .. } => format!("created product {name}"),
+        Action::ProductRemove { id } => format!("removed product {}", product(id)),
+        Action::VersionCreate { product: p, name, kind, .. } => format!(
+            "created version {} {name} ({})",
+            product(p),
+            match kind {
+                VersionKind::Rolling => "rolling",
+                VersionKind::Incremental => "incremental",
+            }
+        ),
+        Action::VersionIncrease { from, name, .. } => {
+            format!("increased {} to {name}", version(from))
+        }
+        Action::VersionDefault { version: v } => format!("made {} the default", version(v)),
+        Action::VersionRemove { id } => format!("removed {}", version(id)),
+        Action::ImageAdd { version: v, image } => format!(
+            "added container {} ({}) to {}",
+            image.name,
+            image.image.name,
+            version(v)
+        ),
+        Action::ImageRemove { version: v, name } => {
+            format!("removed container {name} from {}", version(v))
+        }
+        Action::ImageConfig { version: v, name, .. } => {
+            format!("configured container {name} of {}", version(v))
+        }
+        Action::ImageOrder { version: v, names } => {
+            format!("ordered {}: {}", version(v), names.join(", "))
+        }
+        Action::DeploymentCreate {
+            id,
+            version: v,
+            node: n,
+            prefix,
+            ..
+        } => format!(
+            "created deployment {} of {} on {}/{prefix}",
+            short(id),
+            version(v),
+            node(&n.to_hex())
+        ),
+        Action::DeploymentUpdate { id, edit } => {
+            let mut parts = Vec::new();
+            if edit.note.is_some() {
+                parts.push("note");
+            }
+            if edit.prefix.is_some() {
+                parts.push("prefix");
+            }
+            if edit.protected.is_some() {
+                parts.push("protection");
+            }
+            if edit.env.is_some() {
+                parts.push("env");
+            }
+            if edit.secrets.is_some() {
+                parts.push("secrets");
+            }
+            if edit.instances.is_some() {
+                parts.push("container overrides");
+            }
+            format!("edited {} of deployment {}", parts.join(", "), deployment(id))
+        }
+        Action::DeploymentStart { id, .. } => format!("started deployment {}", deployment(id)),
+        Action::DeploymentRollback { id, .. } => {
+            format!("rolled back to deployment {}", deployment(id))
+        }
+        Action::DeploymentDelete { id } => format!("deleted deployment {}", deployment(id)),
+        Action::DeploymentCopy {
+            from,
+            id,
+            node: n,
+            prefix,
+        } => format!(
+            "copied deployment {} to {} on {}/{prefix}",
+            deployment(from),
+            short(id),
+            node(&n.to_hex())
+        ),
+        Action::DeploymentFinish {
+            id,
+            attempt,
+            outcome,
+            ..
+        } => match outcome {
+            Outcome::Successful => format!("try {attempt} of deployment {} succeeded", deployment(id)),
+            Outcome::Failed { reason } => format!(
+                "try {attempt} of deployment {} failed: {reason}",
+                deployment(id)
+            ),
+        },
+        Action::ContainerCommand {
+            node: n,
+            container,
+            action,
+            ..
+        } => format!(
+            "{} container {container} on {}",
+            action.as_str(),
+            node(&n.to_hex())
+        ),
+        Action::KeySeal { keys } => format!(
+            "sealed the team key to {}",
+            keys.iter()
+                .map(|k| {
+                    state
+                        .members
+                        .get(&k.recipient)
+                        .map(|m| m.name.clone())
+                        .or_else(|| state.nodes.get(&k.recipient).map(|n| format!("node {}", n.name)))
+                        .unwrap_or_else(|| short(&k.recipient))
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 

@@ -472,6 +472,7 @@ fn audit_lists_with_filters_and_verifies_chains() {
     assert_eq!(all.len(), t.a.ops().len());
     assert!(all.windows(2).all(|w| w[0].time_ms <= w[1].time_ms));
     assert_eq!(all[0].action, "team.create");
+    assert!(all[0].what.starts_with("created team "), "{}", all[0].what);
     let by_user = audit::list(
         &t.a,
         &Filter {
@@ -491,6 +492,13 @@ fn audit_lists_with_filters_and_verifies_chains() {
         },
     );
     assert_eq!(deps.len(), 1);
+    assert_eq!(
+        deps[0].what,
+        format!(
+            "created deployment {} of web rolling on n2/prod",
+            &deps[0].targets[0][..8]
+        )
+    );
     let prods = audit::list(
         &t.a,
         &Filter {

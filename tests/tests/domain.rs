@@ -307,6 +307,38 @@ fn the_rules_of_the_domain_walked_through_from_the_cli() {
     let images = parse(&a.ok(&["image", "list", "shop", "1.0.0", "-o", "json"]));
     assert_eq!(images[0]["name"], "busybox");
     assert_eq!(images[0]["registry"], "local");
+
+    // Start order: the containers named go first, the others keep theirs.
+    a.ok(&[
+        "image",
+        "add",
+        "shop",
+        "1.0.0",
+        "127.0.0.1:5000/shoal-test/busybox:latest",
+        "--name",
+        "sidecar",
+    ]);
+    let order = |a: &Peer| -> Vec<String> {
+        parse(&a.ok(&["image", "list", "shop", "1.0.0", "-o", "json"]))
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(order(&a), ["busybox", "sidecar"]);
+    let r = a.ok(&["image", "order", "shop", "1.0.0", "sidecar"]);
+    assert!(r.stdout.contains("sidecar, busybox"), "{}", r.stdout);
+    assert_eq!(order(&a), ["sidecar", "busybox"]);
+    refused(
+        &a.shoal(&["image", "order", "shop", "1.0.0", "cache"]),
+        1,
+        "there is no container \"cache\" in this version: see `shoal image list shop 1.0.0`",
+    );
+    let audit = a.ok(&["audit", "list", "--action", "image.order"]);
+    assert!(audit.stdout.contains("image.order"), "{}", audit.stdout);
+    a.ok(&["image", "remove", "shop", "1.0.0", "sidecar"]);
+    assert_eq!(order(&a), ["busybox"]);
     let r = a.shoal(&["registry", "remove", "local"]);
     refused(
         &r,
@@ -387,6 +419,86 @@ fn the_rules_of_the_domain_walked_through_from_the_cli() {
         ),
     );
 
+    // The instance layer: image <- deployment <- instance, rightmost wins.
+    let effective = |a: &Peer| {
+        parse(&a.ok(&[
+            "deploy", "config", &d1, "busybox", "--show", "-o", "json",
+        ]))
+    };
+    a.ok(&["deploy", "update", &d1, "--env", "LEVEL=deployment"]);
+    let r = a.ok(&[
+        "deploy",
+        "config",
+        &d1,
+        "busybox",
+        "--env",
+        "GREETING=override",
+        "--env",
+        "EXTRA=1",
+        "--port",
+        "9090:80",
+        "--label",
+        "tier=back",
+    ]);
+    assert!(r.stdout.contains("updated the overrides of busybox"), "{}", r.stdout);
+    let e = effective(&a);
+    assert_eq!(e["env"]["GREETING"], "override");
+    assert_eq!(e["env"]["EXTRA"], "1");
+    assert_eq!(e["env"]["LEVEL"], "deployment");
+    assert_eq!(e["labels"]["tier"], "back");
+    assert_eq!(e["ports"].as_array().unwrap().len(), 1, "{e}");
+    assert_eq!(e["ports"][0]["external"], 9090);
+    assert_eq!(e["restart"], "unless-stopped", "{e}");
+    let shown = parse(&a.ok(&["deploy", "show", &d1, "-o", "json"]));
+    assert_eq!(shown["instances"]["busybox"]["env"]["GREETING"], "override");
+    a.ok(&["deploy", "config", &d1, "busybox", "--unset-env", "EXTRA"]);
+    assert!(effective(&a)["env"].get("EXTRA").is_none());
+    refused(
+        &a.shoal(&["deploy", "config", &d1, "nosuch", "--env", "A=1"]),
+        1,
+        "version 1.0.0 of shop has no container \"nosuch\"",
+    );
+    refused(
+        &a.shoal(&["deploy", "config", &d1, "busybox", "--unset", "colour"]),
+        2,
+        "--unset \"colour\": not a field that can be unset",
+    );
+    a.ok(&["deploy", "config", &d1, "busybox", "--reset"]);
+    a.ok(&["deploy", "update", &d1, "--unset-env", "LEVEL"]);
+    let e = effective(&a);
+    assert_eq!(e["env"]["GREETING"], "hi {{version}}");
+    assert_eq!(e["ports"][0]["external"], 8080);
+    let shown = parse(&a.ok(&["deploy", "show", &d1, "-o", "json"]));
+    assert_eq!(shown["instances"], json!({}));
+
+    // Unsetting in the image layer.
+    a.ok(&[
+        "image", "config", "shop", "1.0.0", "busybox", "--env", "TMP=1", "--label", "x=y",
+    ]);
+    a.ok(&[
+        "image",
+        "config",
+        "shop",
+        "1.0.0",
+        "busybox",
+        "--unset-env",
+        "TMP",
+        "--unset-label",
+        "x",
+        "--unset",
+        "restart",
+    ]);
+    let c = parse(&a.ok(&[
+        "image", "config", "shop", "1.0.0", "busybox", "--show", "-o", "json",
+    ]));
+    assert!(c["env"].get("TMP").is_none(), "{c}");
+    assert!(c["labels"].get("x").is_none(), "{c}");
+    assert!(c["restart"].is_null(), "{c}");
+    assert_eq!(c["env"]["GREETING"], "hi {{version}}");
+    a.ok(&[
+        "image", "config", "shop", "1.0.0", "busybox", "--restart", "unless-stopped",
+    ]);
+
     // Start: every required secret needs a value sealed for the node.
     let short = &d1[..8];
     let r = a.shoal(&["deploy", "start", short, "--detach"]);
@@ -440,6 +552,13 @@ fn the_rules_of_the_domain_walked_through_from_the_cli() {
     );
     refused(
         &a.shoal(&["image", "add", "shop", "1.0.0", "redis:7"]),
+        1,
+        &format!(
+            "version 1.0.0 is frozen (deployment {d1} is in-progress): increase it to make a new version"
+        ),
+    );
+    refused(
+        &a.shoal(&["image", "order", "shop", "1.0.0", "busybox"]),
         1,
         &format!(
             "version 1.0.0 is frozen (deployment {d1} is in-progress): increase it to make a new version"
