@@ -4,7 +4,6 @@ use std::io::Write;
 
 use anyhow::{Result, bail};
 use clap::Subcommand;
-use serde_json::Value;
 
 use crate::Usage;
 use crate::domain::{Ctx, query, when};
@@ -87,9 +86,7 @@ pub async fn run(ctx: &Ctx, cmd: AuditCmd, out: &mut impl Write) -> Result<()> {
                 .collect();
             table(
                 out,
-                &[
-                    "TIME", "ACTION", "AUTHOR", "ORIGIN", "WHAT", "STATUS", "OP",
-                ],
+                &["TIME", "ACTION", "AUTHOR", "ORIGIN", "WHAT", "STATUS", "OP"],
                 &rows,
             )
         }

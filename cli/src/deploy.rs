@@ -99,7 +99,7 @@ pub enum DeployCmd {
         deployment: String,
         container: String,
         #[command(flatten)]
-        edits: crate::product::ConfigEdits,
+        edits: Box<crate::product::ConfigEdits>,
         /// Drop every override of this container first.
         #[arg(long)]
         reset: bool,
@@ -829,33 +829,6 @@ fn status_line(d: &Value) -> String {
     s
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_come_from_the_environment_and_a_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("s.env");
-        std::fs::write(&file, "B=from-file\nC=c\n").unwrap();
-        let env = |k: &str| match k {
-            "A" => Some("from-env".into()),
-            "B" => Some("shadowed".into()),
-            _ => None,
-        };
-        let v = secret_values(&["A".into(), "B".into()], Some(&file), env).unwrap();
-        assert_eq!(v["A"], "from-env");
-        assert_eq!(v["B"], "from-file");
-        assert_eq!(v["C"], "c");
-        let e = secret_values(&["MISSING".into()], None, env).unwrap_err();
-        assert!(e.to_string().contains("not set"), "{e}");
-        assert!(e.downcast_ref::<Usage>().is_some());
-        // A value typed on the command line is refused without echoing it.
-        let e = secret_values(&["A=hunter2".into()], None, env).unwrap_err();
-        assert!(!e.to_string().contains("hunter2"), "{e}");
-    }
-}
-
 /// `deploy config`: reads and edits a deployment's instance layer.
 async fn instance_config(
     ctx: &Ctx,
@@ -880,7 +853,8 @@ async fn instance_config(
                 str_of(&d, "version")
             )
         })?;
-    let malformed = |e: serde_json::Error| anyhow!("the daemon sent a config this shoal cannot read: {e}");
+    let malformed =
+        |e: serde_json::Error| anyhow!("the daemon sent a config this shoal cannot read: {e}");
     let mut instances: BTreeMap<String, ContainerConfig> =
         serde_json::from_value(d["instances"].clone()).map_err(malformed)?;
     let mut inst = instances.get(container).cloned().unwrap_or_default();
@@ -942,5 +916,32 @@ async fn instance_config(
     } else {
         write!(out, "{}", crate::config::to_yaml(&shown)?)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_come_from_the_environment_and_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.env");
+        std::fs::write(&file, "B=from-file\nC=c\n").unwrap();
+        let env = |k: &str| match k {
+            "A" => Some("from-env".into()),
+            "B" => Some("shadowed".into()),
+            _ => None,
+        };
+        let v = secret_values(&["A".into(), "B".into()], Some(&file), env).unwrap();
+        assert_eq!(v["A"], "from-env");
+        assert_eq!(v["B"], "from-file");
+        assert_eq!(v["C"], "c");
+        let e = secret_values(&["MISSING".into()], None, env).unwrap_err();
+        assert!(e.to_string().contains("not set"), "{e}");
+        assert!(e.downcast_ref::<Usage>().is_some());
+        // A value typed on the command line is refused without echoing it.
+        let e = secret_values(&["A=hunter2".into()], None, env).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
     }
 }

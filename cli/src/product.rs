@@ -122,7 +122,7 @@ pub enum ImageCmd {
     },
     /// Edits an image's container config field by field, or from a file;
     /// `--show` prints the effective config.
-    Config(ConfigArgs),
+    Config(Box<ConfigArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -647,7 +647,7 @@ pub async fn image(ctx: &Ctx, cmd: ImageCmd, out: &mut impl Write) -> Result<()>
             )?;
             Ok(())
         }
-        ImageCmd::Config(args) => image_config(ctx, args, out).await,
+        ImageCmd::Config(args) => image_config(ctx, *args, out).await,
     }
 }
 
@@ -769,8 +769,7 @@ impl ConfigEdits {
 }
 
 /// The fields `--unset` takes, for its error message.
-const UNSET_FIELDS: &str =
-    "restart, cmd, command, user, working-dir, tty, health, cpu, memory, expected, log-driver, image";
+const UNSET_FIELDS: &str = "restart, cmd, command, user, working-dir, tty, health, cpu, memory, expected, log-driver, image";
 
 fn unset_field(c: &mut ContainerConfig, field: &str) -> Result<()> {
     match field {

@@ -127,14 +127,20 @@ pub fn describe(state: &TeamState, action: &Action) -> String {
             .unwrap_or_else(|| short(id))
     };
     match action {
-        Action::TeamCreate { name, owner, node, .. } => format!(
+        Action::TeamCreate {
+            name, owner, node, ..
+        } => format!(
             "created team {name} with owner {} and node {}",
             owner.name, node.name
         ),
         Action::TeamUpdate { name, .. } => format!("renamed the team {name}"),
         Action::InviteCreate { id, kind, .. } => match kind {
             InviteKind::Member { role } => {
-                format!("invited a member as {} (invite {})", role.as_str(), short(id))
+                format!(
+                    "invited a member as {} (invite {})",
+                    role.as_str(),
+                    short(id)
+                )
             }
             InviteKind::Node { name, runtime } => format!(
                 "invited node {name} ({}) (invite {})",
@@ -150,11 +156,9 @@ pub fn describe(state: &TeamState, action: &Action) -> String {
         Action::NodeJoin { node, .. } => {
             format!("node {} ({}) joined", node.name, node.runtime.as_str())
         }
-        Action::MemberRole { member, role } => format!(
-            "made {} {}",
-            who(&member.to_hex()),
-            role.as_str()
-        ),
+        Action::MemberRole { member, role } => {
+            format!("made {} {}", who(&member.to_hex()), role.as_str())
+        }
         Action::MemberRemove { member } => format!("removed member {}", who(&member.to_hex())),
         Action::NodeRemove { node: n } => format!("removed node {}", node(&n.to_hex())),
         Action::NodeUpdate { agent_version, .. } => {
@@ -166,7 +170,12 @@ pub fn describe(state: &TeamState, action: &Action) -> String {
         Action::RegistryRemove { id } => format!("removed registry {}", registry(id)),
         Action::ProductCreate { name, .. } => format!("created product {name}"),
         Action::ProductRemove { id } => format!("removed product {}", product(id)),
-        Action::VersionCreate { product: p, name, kind, .. } => format!(
+        Action::VersionCreate {
+            product: p,
+            name,
+            kind,
+            ..
+        } => format!(
             "created version {} {name} ({})",
             product(p),
             match kind {
@@ -188,7 +197,9 @@ pub fn describe(state: &TeamState, action: &Action) -> String {
         Action::ImageRemove { version: v, name } => {
             format!("removed container {name} from {}", version(v))
         }
-        Action::ImageConfig { version: v, name, .. } => {
+        Action::ImageConfig {
+            version: v, name, ..
+        } => {
             format!("configured container {name} of {}", version(v))
         }
         Action::ImageOrder { version: v, names } => {
@@ -226,7 +237,11 @@ pub fn describe(state: &TeamState, action: &Action) -> String {
             if edit.instances.is_some() {
                 parts.push("container overrides");
             }
-            format!("edited {} of deployment {}", parts.join(", "), deployment(id))
+            format!(
+                "edited {} of deployment {}",
+                parts.join(", "),
+                deployment(id)
+            )
         }
         Action::DeploymentStart { id, .. } => format!("started deployment {}", deployment(id)),
         Action::DeploymentRollback { id, .. } => {
@@ -250,7 +265,9 @@ pub fn describe(state: &TeamState, action: &Action) -> String {
             outcome,
             ..
         } => match outcome {
-            Outcome::Successful => format!("try {attempt} of deployment {} succeeded", deployment(id)),
+            Outcome::Successful => {
+                format!("try {attempt} of deployment {} succeeded", deployment(id))
+            }
             Outcome::Failed { reason } => format!(
                 "try {attempt} of deployment {} failed: {reason}",
                 deployment(id)
@@ -274,7 +291,12 @@ pub fn describe(state: &TeamState, action: &Action) -> String {
                         .members
                         .get(&k.recipient)
                         .map(|m| m.name.clone())
-                        .or_else(|| state.nodes.get(&k.recipient).map(|n| format!("node {}", n.name)))
+                        .or_else(|| {
+                            state
+                                .nodes
+                                .get(&k.recipient)
+                                .map(|n| format!("node {}", n.name))
+                        })
                         .unwrap_or_else(|| short(&k.recipient))
                 })
                 .collect::<Vec<_>>()

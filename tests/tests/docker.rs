@@ -411,10 +411,16 @@ fn a_member_deploys_rolls_back_and_manages_containers_on_a_docker_node() {
     assert_eq!(wenv["GREETING"], "hello 1.0.0");
     assert_eq!(wenv["API_TOKEN"], token, "the secret reaches the container");
     assert_eq!(wenv["REGION"], "eu");
-    assert_eq!(wenv["STAGE"], "canary", "the instance override reaches its container");
+    assert_eq!(
+        wenv["STAGE"], "canary",
+        "the instance override reaches its container"
+    );
     assert_eq!(env_of(&web)["ROLE"], "web");
     assert_eq!(env_of(&web)["REGION"], "eu");
-    assert!(!env_of(&web).contains_key("STAGE"), "only worker is overridden");
+    assert!(
+        !env_of(&web).contains_key("STAGE"),
+        "only worker is overridden"
+    );
     assert!(
         worker["Mounts"]
             .as_array()
@@ -474,7 +480,11 @@ fn a_member_deploys_rolls_back_and_manages_containers_on_a_docker_node() {
     assert!(running(&worker));
     assert_eq!(env_of(&worker)["GREETING"], "bonjour 1.1.0");
     assert_eq!(env_of(&worker)["API_TOKEN"], token);
-    assert!(!env_of(&worker).contains_key("STAGE"), "{:?}", env_of(&worker));
+    assert!(
+        !env_of(&worker).contains_key("STAGE"),
+        "{:?}",
+        env_of(&worker)
+    );
     assert_eq!(label(&worker, "io.shoal.deployment"), d2);
     assert_eq!(label(&worker, "io.shoal.version"), "1.1.0");
     assert!(wait_for(WAIT, || http_get(port)).is_some());
@@ -499,7 +509,11 @@ fn a_member_deploys_rolls_back_and_manages_containers_on_a_docker_node() {
     assert!(running(&worker));
     assert_eq!(env_of(&worker)["GREETING"], "hello 1.0.0");
     assert_eq!(env_of(&worker)["API_TOKEN"], token);
-    assert_eq!(env_of(&worker)["STAGE"], "canary", "the frozen config keeps the override");
+    assert_eq!(
+        env_of(&worker)["STAGE"],
+        "canary",
+        "the frozen config keeps the override"
+    );
     assert_eq!(label(&worker, "io.shoal.deployment"), d1);
     assert_eq!(label(&worker, "io.shoal.version"), "1.0.0");
     assert_eq!(label(&worker, "io.shoal.try"), "2");
@@ -663,7 +677,10 @@ fn a_member_deploys_rolls_back_and_manages_containers_on_a_docker_node() {
             "{e}"
         );
     }
-    let what: Vec<&str> = entries.iter().map(|e| e["what"].as_str().unwrap()).collect();
+    let what: Vec<&str> = entries
+        .iter()
+        .map(|e| e["what"].as_str().unwrap())
+        .collect();
     assert_eq!(
         what,
         [
@@ -675,7 +692,9 @@ fn a_member_deploys_rolls_back_and_manages_containers_on_a_docker_node() {
     );
     let table = a.ok(&["audit", "list", "--action", "container.command"]);
     assert!(
-        table.stdout.contains(&format!("restart container {web_name} on b")),
+        table
+            .stdout
+            .contains(&format!("restart container {web_name} on b")),
         "{}",
         table.stdout
     );

@@ -420,11 +420,8 @@ fn the_rules_of_the_domain_walked_through_from_the_cli() {
     );
 
     // The instance layer: image <- deployment <- instance, rightmost wins.
-    let effective = |a: &Peer| {
-        parse(&a.ok(&[
-            "deploy", "config", &d1, "busybox", "--show", "-o", "json",
-        ]))
-    };
+    let effective =
+        |a: &Peer| parse(&a.ok(&["deploy", "config", &d1, "busybox", "--show", "-o", "json"]));
     a.ok(&["deploy", "update", &d1, "--env", "LEVEL=deployment"]);
     let r = a.ok(&[
         "deploy",
@@ -440,7 +437,11 @@ fn the_rules_of_the_domain_walked_through_from_the_cli() {
         "--label",
         "tier=back",
     ]);
-    assert!(r.stdout.contains("updated the overrides of busybox"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("updated the overrides of busybox"),
+        "{}",
+        r.stdout
+    );
     let e = effective(&a);
     assert_eq!(e["env"]["GREETING"], "override");
     assert_eq!(e["env"]["EXTRA"], "1");
@@ -496,7 +497,13 @@ fn the_rules_of_the_domain_walked_through_from_the_cli() {
     assert!(c["restart"].is_null(), "{c}");
     assert_eq!(c["env"]["GREETING"], "hi {{version}}");
     a.ok(&[
-        "image", "config", "shop", "1.0.0", "busybox", "--restart", "unless-stopped",
+        "image",
+        "config",
+        "shop",
+        "1.0.0",
+        "busybox",
+        "--restart",
+        "unless-stopped",
     ]);
 
     // Start: every required secret needs a value sealed for the node.
