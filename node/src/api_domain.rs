@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path as UrlPath, Query, State};
@@ -487,9 +488,54 @@ async fn deployments(
     ))
 }
 
-async fn deployment(State(api): Shared, UrlPath((team, arg)): UrlPath<(String, String)>) -> Answer {
-    let (_, s, _) = resolve(&api, &team).await?;
-    ok(deployment_json(&s, find_deployment(&s, &arg)?, true))
+/// Longest wait of one `GET .../deployments/{d}?unless=` long poll; short so
+/// the daemon's graceful shutdown never waits long on one.
+pub const DEPLOYMENT_WAIT_MAX: Duration = Duration::from_secs(5);
+
+#[derive(Deserialize, Default)]
+struct DeploymentQuery {
+    /// A `fingerprint` the client has seen: answer once the deployment
+    /// differs from it (or `wait_ms` passes).
+    unless: Option<String>,
+    wait_ms: Option<u64>,
+}
+
+/// A fingerprint of a deployment's JSON (serde_json maps are ordered, so
+/// equal views print equal). Only this daemon compares it, so the std
+/// hasher (fixed keys) is enough.
+fn fingerprint(v: &Value) -> String {
+    use std::hash::{DefaultHasher, Hash as _, Hasher as _};
+    let mut h = DefaultHasher::new();
+    v.to_string().hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+async fn deployment(
+    State(api): Shared,
+    UrlPath((team, arg)): UrlPath<(String, String)>,
+    Query(q): Query<DeploymentQuery>,
+) -> Answer {
+    let (_, _, entry) = resolve(&api, &team).await?;
+    let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(DEPLOYMENT_WAIT_MAX);
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut changes = entry.sync.subscribe();
+    loop {
+        // Marked seen before the state is read, so no change is missed.
+        changes.borrow_and_update();
+        let (_, s, _) = resolve(&api, &team).await?;
+        let mut v = deployment_json(&s, find_deployment(&s, &arg)?, true);
+        let fp = fingerprint(&v);
+        let unchanged = q.unless.as_deref() == Some(fp.as_str());
+        v["fingerprint"] = json!(fp);
+        if !unchanged {
+            return ok(v);
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => continue,
+            // Timed out, or the team's sync engine stopped.
+            Ok(Err(_)) | Err(_) => return ok(v),
+        }
+    }
 }
 
 /// The sealed secret values of a deployment (ciphertext only, as in the

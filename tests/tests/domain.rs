@@ -60,11 +60,15 @@ fn refused(r: &Run, code: i32, msg: &str) {
 
 /// One request to the daemon's control API, with curl.
 fn api(p: &Peer, method: &str, route: &str, body: Option<&Value>) -> (u16, Value) {
+    api_at(&p.user.socket(), method, route, body)
+}
+
+/// [`api`] on a socket path (for a request from another thread).
+fn api_at(sock: &Path, method: &str, route: &str, body: Option<&Value>) -> (u16, Value) {
     use std::io::Write as _;
-    let sock = p.user.socket();
     let mut cmd = std::process::Command::new("curl");
     cmd.args(["-s", "-w", "\n%{http_code}", "--unix-socket"])
-        .arg(&sock)
+        .arg(sock)
         .args(["-X", method, "-H", "content-type: application/json"]);
     if body.is_some() {
         cmd.args(["--data-binary", "@-"]);
@@ -418,6 +422,26 @@ fn the_rules_of_the_domain_walked_through_from_the_cli() {
             "deployment {d1} already exists for this version on n1 with prefix prod and is still preparing: start, edit or delete that one"
         ),
     );
+
+    // A long poll on a deployment answers when it changes.
+    let route = format!("/v1/teams/crew/deployments/{d1}");
+    let (status, first) = api(&a, "GET", &route, None);
+    assert_eq!(status, 200, "{first}");
+    let fp = first["fingerprint"].as_str().unwrap().to_owned();
+    let (_, same) = api(&a, "GET", &route, None);
+    assert_eq!(same["fingerprint"], fp.as_str(), "a view keeps its fingerprint");
+    let waiting = {
+        let (sock, route) = (a.user.socket(), format!("{route}?unless={fp}&wait_ms=5000"));
+        std::thread::spawn(move || api_at(&sock, "GET", &route, None))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    a.ok(&["deploy", "update", &d1, "--note", "watched"]);
+    let (status, changed) = waiting.join().unwrap();
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["note"], "watched", "the long poll answers with the change");
+    assert_ne!(changed["fingerprint"], fp.as_str());
+    let (_, stale) = api(&a, "GET", &format!("{route}?unless={fp}&wait_ms=5000"), None);
+    assert_eq!(stale["note"], "watched", "an old fingerprint answers at once");
 
     // The instance layer: image <- deployment <- instance, rightmost wins.
     let effective =
