@@ -783,8 +783,22 @@ async fn start(
     }
     let deadline = Instant::now() + timeout;
     let mut last = String::new();
+    let mut seen: Option<String> = None;
     loop {
-        let cur = domain::deployment(ctx, &id)
+        // A long poll: the daemon answers as soon as the deployment changes.
+        let tail = match &seen {
+            Some(fp) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                format!(
+                    "deployments/{}?unless={fp}&wait_ms={}",
+                    seg(&id),
+                    left.as_millis().min(u128::from(u64::MAX))
+                )
+            }
+            None => format!("deployments/{}", seg(&id)),
+        };
+        let cur = ctx
+            .get(&tail)
             .await
             .map_err(|e| anyhow!("lost track of deployment {}: {e}", short_id(&id)))?;
         let status = str_of(&cur, "status");
@@ -812,7 +826,11 @@ async fn start(
                 short_id(&id)
             );
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        match cur["fingerprint"].as_str() {
+            Some(fp) => seen = Some(fp.to_owned()),
+            // A daemon without long polls: poll.
+            None => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
     }
 }
 

@@ -123,20 +123,6 @@ pub async fn node(ctx: &Ctx, arg: &str) -> Result<(PublicKey, String, String)> {
     Ok((key, str_of(hit, "name"), str_of(hit, "enc_key")))
 }
 
-/// Every live node: (key, name, encryption key).
-pub async fn nodes(ctx: &Ctx) -> Result<Vec<(String, String, String)>> {
-    let list = ctx.get("nodes").await?;
-    Ok(list
-        .as_array()
-        .map(|l| {
-            l.iter()
-                .filter(|n| n.get("removed").is_none_or(Value::is_null))
-                .map(|n| (str_of(n, "key"), str_of(n, "name"), str_of(n, "enc_key")))
-                .collect()
-        })
-        .unwrap_or_default())
-}
-
 /// `-` for empty cells.
 pub fn dash(s: String) -> String {
     if s.is_empty() { "-".into() } else { s }

@@ -6,6 +6,7 @@ use std::io::{Read as _, Write};
 use anyhow::{Result, anyhow, bail};
 use clap::Subcommand;
 use serde_json::Value;
+use shoal_node::secrets::{TeamKey, seal_team_key, seal_to_team_key};
 use shoal_protocol::Action;
 use shoal_protocol::model::{HUB_REGISTRY_ID, ImageRef, RegistryKind};
 
@@ -149,22 +150,40 @@ async fn add(
     out: &mut impl Write,
 ) -> Result<()> {
     let s = ctx.session().await?;
-    let mut sealed_for = Vec::new();
+    let password_given = password.is_some();
+    let mut made_key = false;
     let password = match password {
         Some(p) => {
-            let nodes = domain::nodes(ctx).await?;
-            for (_, n, enc) in &nodes {
-                if enc.is_empty() {
-                    eprintln!(
-                        "warning: node {n} has no encryption key (an older shoal): it cannot use this registry's password"
-                    );
-                } else {
-                    sealed_for.push(n.clone());
+            let keys = ctx.get("keys").await?;
+            let current = keys["epoch"]
+                .as_u64()
+                .and_then(|e| u32::try_from(e).ok())
+                .zip(keys["public"].as_str());
+            let (epoch, public) = match current {
+                Some((e, public)) => (e, public.to_string()),
+                None => {
+                    // The team's first secret: make the team secrets key,
+                    // sealed to every node and admin.
+                    let key = TeamKey::generate(1);
+                    let mut sealed = Vec::new();
+                    for w in list_of(&keys["waiting"]) {
+                        sealed.push(seal_team_key(
+                            &key,
+                            &str_of(w, "recipient"),
+                            &str_of(w, "enc_key"),
+                        )?);
+                    }
+                    if !sealed.iter().any(|k| k.recipient.starts_with("node:")) {
+                        bail!(
+                            "no node of this team has an encryption key, so none could use the password: upgrade the team's nodes first"
+                        );
+                    }
+                    s.act(Action::KeySeal { keys: sealed }).await?;
+                    made_key = true;
+                    (1, key.public_hex())
                 }
-            }
-            let pairs: Vec<(String, String)> =
-                nodes.into_iter().map(|(k, _, enc)| (k, enc)).collect();
-            Some(shoal_node::secrets::seal_for_nodes(&pairs, &p)?)
+            };
+            Some(seal_to_team_key(epoch, &public, &p)?)
         }
         None => None,
     };
@@ -180,11 +199,16 @@ async fn add(
     })
     .await?;
     writeln!(out, "added registry {name} ({})", kind.as_str())?;
-    if !sealed_for.is_empty() {
+    if made_key {
         writeln!(
             out,
-            "its password is sealed for node(s) {}; a node that joins later needs the registry added again",
-            sealed_for.join(", ")
+            "made the team secrets key and sealed it to every node and admin"
+        )?;
+    }
+    if password_given {
+        writeln!(
+            out,
+            "its password is sealed with the team secrets key: every node of the team, and every node that joins later, can use it"
         )?;
     }
     Ok(())

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path as UrlPath, Query, State};
@@ -53,6 +54,7 @@ pub(crate) fn routes() -> Router<Arc<ApiState>> {
             "/v1/teams/{team}/deployments/{deployment}/sealed",
             get(deployment_sealed),
         )
+        .route("/v1/teams/{team}/keys", get(keys))
         .route("/v1/teams/{team}/audit", get(audit_list))
         .route("/v1/teams/{team}/audit/verify", get(audit_verify))
 }
@@ -160,10 +162,21 @@ fn registry_uses(s: &TeamState, id: &str) -> usize {
 }
 
 fn registry_json(s: &TeamState, r: &Registry) -> Value {
+    // The nodes that can open the password.
     let sealed_for: Option<Vec<String>> = r.password.as_ref().map(|p| {
-        secrets::sealed_set(p)
-            .map(|set| set.keys().map(|k| node_name(s, k)).collect())
-            .unwrap_or_else(|_| vec![p.recipient.clone()])
+        let team_epoch = p
+            .recipient
+            .strip_prefix(secrets::TEAM_RECIPIENT_PREFIX)
+            .and_then(|e| e.parse::<u32>().ok());
+        match team_epoch {
+            Some(epoch) => secrets::team_key_holders(s, epoch)
+                .iter()
+                .map(|k| node_name(s, k))
+                .collect(),
+            None => secrets::sealed_set(p)
+                .map(|set| set.keys().map(|k| node_name(s, k)).collect())
+                .unwrap_or_else(|_| vec![p.recipient.clone()]),
+        }
     });
     json!({
         "id": r.id,
@@ -325,14 +338,11 @@ async fn tags(
                 .await
                 .map_err(|e| Fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
                 .map_err(|e| Fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-            let password = secrets::open_registry_password(&secret, &api.node.to_hex(), &r)
+            let password = secrets::open_registry_password(&secret, &api.node.to_hex(), &s, &r)
                 .map_err(|e| {
                     Fail(
                         StatusCode::CONFLICT,
-                        format!(
-                            "cannot use the password of registry {}: {e}; remove the registry and add it again (`shoal registry add`) so it is sealed for this node",
-                            r.name
-                        ),
+                        format!("cannot use the password of registry {}: {e}", r.name),
                     )
                 })?
                 .unwrap_or_default();
@@ -487,9 +497,54 @@ async fn deployments(
     ))
 }
 
-async fn deployment(State(api): Shared, UrlPath((team, arg)): UrlPath<(String, String)>) -> Answer {
-    let (_, s, _) = resolve(&api, &team).await?;
-    ok(deployment_json(&s, find_deployment(&s, &arg)?, true))
+/// Longest wait of one `GET .../deployments/{d}?unless=` long poll; short so
+/// the daemon's graceful shutdown never waits long on one.
+pub const DEPLOYMENT_WAIT_MAX: Duration = Duration::from_secs(5);
+
+#[derive(Deserialize, Default)]
+struct DeploymentWait {
+    /// A `fingerprint` the client has seen: answer once the deployment
+    /// differs from it (or `wait_ms` passes).
+    unless: Option<String>,
+    wait_ms: Option<u64>,
+}
+
+/// A fingerprint of a deployment's JSON (serde_json maps are ordered, so
+/// equal views print equal). Only this daemon compares it, so the std
+/// hasher (fixed keys) is enough.
+fn fingerprint(v: &Value) -> String {
+    use std::hash::{DefaultHasher, Hash as _, Hasher as _};
+    let mut h = DefaultHasher::new();
+    v.to_string().hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+async fn deployment(
+    State(api): Shared,
+    UrlPath((team, arg)): UrlPath<(String, String)>,
+    Query(q): Query<DeploymentWait>,
+) -> Answer {
+    let (_, _, entry) = resolve(&api, &team).await?;
+    let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(DEPLOYMENT_WAIT_MAX);
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut changes = entry.sync.subscribe();
+    loop {
+        // Marked seen before the state is read, so no change is missed.
+        changes.borrow_and_update();
+        let (_, s, _) = resolve(&api, &team).await?;
+        let mut v = deployment_json(&s, find_deployment(&s, &arg)?, true);
+        let fp = fingerprint(&v);
+        let unchanged = q.unless.as_deref() == Some(fp.as_str());
+        v["fingerprint"] = json!(fp);
+        if !unchanged {
+            return ok(v);
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => continue,
+            // Timed out, or the team's sync engine stopped.
+            Ok(Err(_)) | Err(_) => return ok(v),
+        }
+    }
 }
 
 /// The sealed secret values of a deployment (ciphertext only, as in the
@@ -501,6 +556,32 @@ async fn deployment_sealed(
     let (_, s, _) = resolve(&api, &team).await?;
     let d = find_deployment(&s, &arg)?;
     ok(json!({ "id": d.id, "secrets": d.secrets }))
+}
+
+/// The team secrets key (§5) as the state holds it: the current epoch and
+/// public half, who holds which epoch (sealed copies are not sent), and the
+/// nodes and admins still waiting for the current one (or, before the team
+/// has a key, everyone who should get the first), with their encryption
+/// keys.
+async fn keys(State(api): Shared, UrlPath(team): UrlPath<String>) -> Answer {
+    let (_, s, _) = resolve(&api, &team).await?;
+    let current = secrets::team_public(&s);
+    let epoch = current.as_ref().map_or(1, |(e, _)| *e);
+    let holders: Vec<Value> = s
+        .keys
+        .values()
+        .map(|k| json!({ "recipient": k.recipient, "epoch": k.epoch }))
+        .collect();
+    let waiting: Vec<Value> = secrets::key_recipients_missing(&s, epoch)
+        .into_iter()
+        .map(|(recipient, enc_key)| json!({ "recipient": recipient, "enc_key": enc_key }))
+        .collect();
+    ok(json!({
+        "epoch": current.as_ref().map(|(e, _)| *e),
+        "public": current.map(|(_, p)| p),
+        "holders": holders,
+        "waiting": waiting,
+    }))
 }
 
 #[derive(Deserialize, Default)]

@@ -53,7 +53,9 @@ pub const LOCAL_NS: &str = "executor";
 
 /// Opens sealed values (deployment secrets, registry passwords) with this
 /// node's keys.
-pub type Unsealer = Arc<dyn Fn(&Sealed) -> Result<String, String> + Send + Sync>;
+/// It gets the team state, which holds the team secrets key sealed to
+/// this node.
+pub type Unsealer = Arc<dyn Fn(&TeamState, &Sealed) -> Result<String, String> + Send + Sync>;
 
 /// Makes the runtime for a try; an error fails the try with its message
 /// (e.g. the Docker engine does not answer).
@@ -178,7 +180,7 @@ fn image_source(state: &TeamState, img: &Image, open: &Unsealer) -> Result<Image
     let credentials = match (&reg.user, &reg.password) {
         (Some(user), Some(sealed)) => Some(RegistryCredentials {
             user: user.clone(),
-            password: open(sealed).map_err(|why| PlanError::RegistryPassword {
+            password: open(state, sealed).map_err(|why| PlanError::RegistryPassword {
                 registry: reg.name.clone(),
                 why,
             })?,
@@ -203,7 +205,7 @@ pub fn plan(
     let (version_name, images) = effective_images(state, d)?;
     let mut secrets = BTreeMap::new();
     for (key, sealed) in &d.secrets {
-        let value = open(sealed).map_err(|why| PlanError::Secret {
+        let value = open(state, sealed).map_err(|why| PlanError::Secret {
             key: key.clone(),
             why,
         })?;

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod executor;
 pub mod health;
 pub mod join;
+pub mod keeper;
 pub mod mesh;
 pub mod metrics;
 pub mod query;

@@ -29,6 +29,7 @@ use crate::api::{self, ApiError, ApiState};
 use crate::daemon::{DaemonError, Node, now_ms};
 use crate::executor::{Executor, RuntimeFactory, Unsealer};
 use crate::join::{self, JoinError};
+use crate::keeper::KeyKeeper;
 use crate::mesh::{Mesh, MeshConfig, MeshError, MeshEvent, MeshHandle};
 use crate::metrics;
 use crate::query::{self, QueryHandler};
@@ -237,6 +238,7 @@ struct Running {
     mesh: Mesh,
     sync: SyncEngine,
     executor: Option<Executor>,
+    keeper: KeyKeeper,
 }
 
 struct Service {
@@ -438,10 +440,18 @@ impl Service {
             map.insert(team, entry.clone());
         }
         let executor = self.executor_for(team, &entry.sync);
+        let keeper = KeyKeeper::spawn(
+            team,
+            entry.sync.clone(),
+            SecretKey::from_seed(self.node.key_seed()),
+            self.node.enc_secret(),
+            self.cancel.child_token(),
+        );
         self.running.push(Running {
             mesh,
             sync,
             executor,
+            keeper,
         });
         if let Err(e) = self.publish_node(&entry, &addrs).await {
             warn!(team = %team.short(), "cannot publish this node's addresses: {e}");
@@ -498,26 +508,14 @@ impl Service {
         Some(factory)
     }
 
-    /// Opens values sealed to this node.
+    /// Opens values sealed to this node (to it alone, in a per-node set, or
+    /// to the team secrets key it holds).
     fn unsealer(&self) -> Unsealer {
         let secret = Arc::new(self.node.enc_secret());
         let me = self.node.key().to_hex();
-        Arc::new(move |sealed| {
-            let data = if sealed.recipient == crate::secrets::NODES_RECIPIENT {
-                let copies = crate::secrets::sealed_set(sealed).map_err(|e| e.to_string())?;
-                copies.get(&me).cloned().ok_or_else(|| {
-                    "it was sealed before this node joined: add the registry again".to_string()
-                })?
-            } else if sealed.recipient == format!("node:{me}") {
-                sealed.data.clone()
-            } else {
-                return Err(format!(
-                    "it is sealed to {}, not to this node",
-                    sealed.recipient
-                ));
-            };
-            let bytes = secret.open(&data).map_err(|e| e.to_string())?;
-            String::from_utf8(bytes).map_err(|_| "the value is not text".to_string())
+        Arc::new(move |state, sealed| {
+            crate::secrets::open_sealed(&secret, &me, state, "the value", sealed)
+                .map_err(|e| e.to_string())
         })
     }
 
@@ -841,11 +839,13 @@ impl Service {
             mesh,
             sync,
             executor,
+            keeper,
         } in self.running.drain(..)
         {
             if let Some(x) = executor {
                 x.shutdown().await;
             }
+            keeper.shutdown().await;
             if let Err(e) = sync.shutdown().await {
                 warn!("a sync engine did not stop cleanly: {e}");
             }

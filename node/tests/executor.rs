@@ -54,7 +54,7 @@ fn factory() -> RuntimeFactory {
 }
 
 fn no_secrets() -> Unsealer {
-    Arc::new(|_| Err("no sealed values in this test".into()))
+    Arc::new(|_, _| Err("no sealed values in this test".into()))
 }
 
 impl Rig {

@@ -1767,7 +1767,7 @@ async fn a_kubernetes_node_reports_a_deployment_successful_after_its_rollout() {
             Box::pin(async move { Ok(Arc::new(rt) as Arc<dyn Runtime>) })
         })
     };
-    let unsealer: Unsealer = Arc::new(|_| Err("no sealed values in this test".into()));
+    let unsealer: Unsealer = Arc::new(|_, _| Err("no sealed values in this test".into()));
     let executor = Executor::spawn(
         team,
         sync.clone(),

@@ -60,11 +60,15 @@ fn refused(r: &Run, code: i32, msg: &str) {
 
 /// One request to the daemon's control API, with curl.
 fn api(p: &Peer, method: &str, route: &str, body: Option<&Value>) -> (u16, Value) {
+    api_at(&p.user.socket(), method, route, body)
+}
+
+/// [`api`] on a socket path (for a request from another thread).
+fn api_at(sock: &Path, method: &str, route: &str, body: Option<&Value>) -> (u16, Value) {
     use std::io::Write as _;
-    let sock = p.user.socket();
     let mut cmd = std::process::Command::new("curl");
     cmd.args(["-s", "-w", "\n%{http_code}", "--unix-socket"])
-        .arg(&sock)
+        .arg(sock)
         .args(["-X", method, "-H", "content-type: application/json"]);
     if body.is_some() {
         cmd.args(["--data-binary", "@-"]);
@@ -419,6 +423,41 @@ fn the_rules_of_the_domain_walked_through_from_the_cli() {
         ),
     );
 
+    // A long poll on a deployment answers when it changes.
+    let route = format!("/v1/teams/crew/deployments/{d1}");
+    let (status, first) = api(&a, "GET", &route, None);
+    assert_eq!(status, 200, "{first}");
+    let fp = first["fingerprint"].as_str().unwrap().to_owned();
+    let (_, same) = api(&a, "GET", &route, None);
+    assert_eq!(
+        same["fingerprint"],
+        fp.as_str(),
+        "a view keeps its fingerprint"
+    );
+    let waiting = {
+        let (sock, route) = (a.user.socket(), format!("{route}?unless={fp}&wait_ms=5000"));
+        std::thread::spawn(move || api_at(&sock, "GET", &route, None))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    a.ok(&["deploy", "update", &d1, "--note", "watched"]);
+    let (status, changed) = waiting.join().unwrap();
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(
+        changed["note"], "watched",
+        "the long poll answers with the change"
+    );
+    assert_ne!(changed["fingerprint"], fp.as_str());
+    let (_, stale) = api(
+        &a,
+        "GET",
+        &format!("{route}?unless={fp}&wait_ms=5000"),
+        None,
+    );
+    assert_eq!(
+        stale["note"], "watched",
+        "an old fingerprint answers at once"
+    );
+
     // The instance layer: image <- deployment <- instance, rightmost wins.
     let effective =
         |a: &Peer| parse(&a.ok(&["deploy", "config", &d1, "busybox", "--show", "-o", "json"]));
@@ -559,13 +598,6 @@ fn the_rules_of_the_domain_walked_through_from_the_cli() {
     );
     refused(
         &a.shoal(&["image", "add", "shop", "1.0.0", "redis:7"]),
-        1,
-        &format!(
-            "version 1.0.0 is frozen (deployment {d1} is in-progress): increase it to make a new version"
-        ),
-    );
-    refused(
-        &a.shoal(&["image", "order", "shop", "1.0.0", "busybox"]),
         1,
         &format!(
             "version 1.0.0 is frozen (deployment {d1} is in-progress): increase it to make a new version"
@@ -1161,6 +1193,11 @@ fn roles_runtimes_and_registry_credentials_sealed_for_every_node() {
     let r = add("auth", Some(&format!("{password}\n")));
     assert_eq!(r.code, 0, "{r:?}");
     assert!(!r.stdout.contains(password.as_str()), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("made the team secrets key"),
+        "the team's first secret makes its key: {}",
+        r.stdout
+    );
     assert_eq!(add("anon", None).code, 0);
     assert_eq!(add("wrong", Some("not-the-password")).code, 0);
     let r = a.shoal_with(
@@ -1228,6 +1265,64 @@ fn roles_runtimes_and_registry_credentials_sealed_for_every_node() {
         1,
         "has no image shoal-test/nothing-here",
     );
+
+    // A node that joins later gets the team secrets key from a node that
+    // holds it, and with it the registry's password.
+    let mut c = Peer::new("c").unwrap();
+    c.ok(&["profile", "init", "--name", "c-person"]);
+    c.start().unwrap();
+    let ticket = a.ok(&["team", "invite", "--role", "user"]).last_line();
+    c.ok(&["team", "join", &ticket]);
+    wait_for(WAIT, || {
+        let v = parse(&c.ok(&["registry", "list", "-o", "json"]));
+        let auth = v.as_array()?.iter().find(|r| r["name"] == "auth")?;
+        auth["sealed_for"]
+            .as_array()?
+            .contains(&json!("c"))
+            .then_some(())
+    })
+    .expect("the team key is sealed to c");
+    let tags = parse(&c.ok(&["registry", "tags", "auth", "shoal-test/many", "-o", "json"]));
+    assert_eq!(tags["tags"].as_array().unwrap().len(), 120, "{tags}");
+    let audit = parse(&a.ok(&["audit", "list", "--action", "key.seal", "-o", "json"]));
+    assert!(
+        audit.as_array().unwrap().iter().any(|e| e["what"]
+            .as_str()
+            .unwrap_or("")
+            .contains("node c")
+            && e["author_name"].as_str().unwrap_or("").starts_with("node ")),
+        "a node sealed the key to c: {audit}"
+    );
+    // A second password uses the same key: no new one is made.
+    let r = a.shoal_with(
+        &[
+            "registry",
+            "add",
+            "again",
+            "--kind",
+            "v2",
+            "--url",
+            host,
+            "--user",
+            user,
+            "--password-stdin",
+        ],
+        &[],
+        Some(&format!("{password}\n")),
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        !r.stdout.contains("made the team secrets key"),
+        "{}",
+        r.stdout
+    );
+    wait_for(WAIT, || {
+        (c.shoal(&["registry", "tags", "again", "shoal-test/many", "-o", "json"])
+            .code
+            == 0)
+            .then_some(())
+    })
+    .expect("c opens a password added after it joined");
 }
 
 #[test]

@@ -1,0 +1,204 @@
+//! The key keeper (§5): every node and every admin holds the team secrets
+//! key; the keeper seals it to those who do not yet.
+//!
+//! One actor per team on every node. It wakes when the team's state changes
+//! (and every [`RESCAN_INTERVAL`]); when this node holds the current team
+//! key while a live node or admin does not (a newcomer, a member made
+//! admin), it seals the key to them in one `key.seal` op signed by this
+//! node. Holders take turns by rank (the order of their keys): the first
+//! acts at once, the n-th only once a recipient has waited n ×
+//! [`TURN_DELAY`], so a newcomer usually gets one op and an offline holder
+//! blocks nobody. It stops when its [`CancellationToken`] is cancelled.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use shoal_protocol::model::SealedKey;
+use shoal_protocol::{Action, SecretKey, TeamId};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::secrets::{self, EncSecret};
+use crate::sync::{SyncError, SyncHandle};
+
+/// A rescan even without a change, so turns come round.
+pub const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
+/// How long the holder of rank n waits (× n) before sealing in its turn.
+pub const TURN_DELAY: Duration = Duration::from_secs(10);
+/// How long after sealing to a recipient this node tries again if the
+/// recipient still waits (its op was refused, say).
+pub const RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// The running keeper of one team.
+#[derive(Debug)]
+pub struct KeyKeeper {
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl KeyKeeper {
+    /// Spawns the actor for `team`; `key` signs its ops and `enc` opens the
+    /// team key sealed to this node.
+    pub fn spawn(
+        team: TeamId,
+        sync: SyncHandle,
+        key: SecretKey,
+        enc: EncSecret,
+        cancel: CancellationToken,
+    ) -> KeyKeeper {
+        let actor = Actor {
+            team,
+            changes: sync.subscribe(),
+            sync,
+            me: key.public().to_hex(),
+            key,
+            enc,
+            cancel: cancel.clone(),
+            waiting: BTreeMap::new(),
+            sealed: BTreeMap::new(),
+        };
+        KeyKeeper {
+            cancel,
+            task: tokio::spawn(actor.run()),
+        }
+    }
+
+    /// Stops the actor and waits for it.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// What one pass needs from the replica, read inside the sync actor.
+struct View {
+    epoch: u32,
+    /// The team key as sealed to this node, when it holds the current one.
+    mine: Option<SealedKey>,
+    /// (recipient, encryption key) of those still waiting.
+    missing: Vec<(String, String)>,
+    /// This node's rank among the holders of the current key.
+    rank: u32,
+}
+
+struct Actor {
+    team: TeamId,
+    sync: SyncHandle,
+    changes: watch::Receiver<u64>,
+    me: String,
+    key: SecretKey,
+    enc: EncSecret,
+    cancel: CancellationToken,
+    /// (epoch, recipient) → when this node first saw it waiting.
+    waiting: BTreeMap<(u32, String), Instant>,
+    /// (epoch, recipient) → when this node sealed the key to it.
+    sealed: BTreeMap<(u32, String), Instant>,
+}
+
+impl Actor {
+    async fn run(mut self) {
+        let mut rescan = tokio::time::interval(RESCAN_INTERVAL);
+        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.cancel.cancelled() => break,
+                changed = self.changes.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+                _ = rescan.tick() => {}
+            }
+            match self.pass().await {
+                Ok(()) => {}
+                Err(SyncError::Closed) => break,
+                Err(e) => debug!(team = %self.team.short(), "key keeper: {e}"),
+            }
+        }
+    }
+
+    async fn pass(&mut self) -> Result<(), SyncError> {
+        let me = self.me.clone();
+        let view = self
+            .sync
+            .read(move |r| {
+                let s = r.state();
+                let (epoch, _) = secrets::team_public(s)?;
+                let recipient = format!("node:{me}");
+                let mine = s.keys.get(&recipient).filter(|k| k.epoch == epoch).cloned();
+                let mut holders = secrets::team_key_holders(s, epoch);
+                holders.sort();
+                let rank = holders.iter().position(|k| *k == me).unwrap_or(0);
+                Some(View {
+                    epoch,
+                    mine,
+                    missing: secrets::key_recipients_missing(s, epoch),
+                    rank: u32::try_from(rank).unwrap_or(u32::MAX),
+                })
+            })
+            .await?;
+        let Some(view) = view else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let waiting_now: Vec<(u32, String)> = view
+            .missing
+            .iter()
+            .map(|(r, _)| (view.epoch, r.clone()))
+            .collect();
+        self.waiting.retain(|k, _| waiting_now.contains(k));
+        self.sealed
+            .retain(|k, at| waiting_now.contains(k) && now.duration_since(*at) < RETRY_AFTER);
+        let Some(mine) = view.mine else {
+            return Ok(());
+        };
+        let turn = TURN_DELAY.saturating_mul(view.rank);
+        let mut due = Vec::new();
+        for (recipient, enc_key) in view.missing {
+            let k = (view.epoch, recipient.clone());
+            let since = *self.waiting.entry(k.clone()).or_insert(now);
+            if !self.sealed.contains_key(&k) && now.duration_since(since) >= turn {
+                due.push((recipient, enc_key));
+            }
+        }
+        if due.is_empty() {
+            return Ok(());
+        }
+        let team_key = match secrets::open_sealed_key(&self.enc, &mine) {
+            Ok(k) => k,
+            Err(e) => {
+                warn!(team = %self.team.short(), "cannot open the team key sealed to this node: {e}");
+                return Ok(());
+            }
+        };
+        let mut keys = Vec::new();
+        for (recipient, enc_key) in &due {
+            match secrets::seal_team_key(&team_key, recipient, enc_key) {
+                Ok(k) => keys.push(k),
+                Err(e) => {
+                    warn!(team = %self.team.short(), %recipient, "cannot seal the team key: {e}")
+                }
+            }
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = keys.iter().map(|k| k.recipient.clone()).collect();
+        let body = self
+            .sync
+            .prepare(self.key.public(), Action::KeySeal { keys })
+            .await?;
+        let op = body
+            .sign(&self.key)
+            .map_err(|e| SyncError::Task(e.to_string()))?;
+        for r in &names {
+            self.sealed.insert((view.epoch, r.clone()), now);
+        }
+        self.sync.submit(op).await?;
+        info!(team = %self.team.short(), epoch = view.epoch, recipients = ?names, "sealed the team key");
+        Ok(())
+    }
+}
