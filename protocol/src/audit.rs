@@ -286,18 +286,10 @@ pub fn describe(state: &TeamState, action: &Action) -> String {
         Action::KeySeal { keys } => format!(
             "sealed the team key to {}",
             keys.iter()
-                .map(|k| {
-                    state
-                        .members
-                        .get(&k.recipient)
-                        .map(|m| m.name.clone())
-                        .or_else(|| {
-                            state
-                                .nodes
-                                .get(&k.recipient)
-                                .map(|n| format!("node {}", n.name))
-                        })
-                        .unwrap_or_else(|| short(&k.recipient))
+                .map(|k| match k.recipient.split_once(':') {
+                    Some(("member", key)) => who(key),
+                    Some(("node", key)) => format!("node {}", node(key)),
+                    _ => short(&k.recipient),
                 })
                 .collect::<Vec<_>>()
                 .join(", ")
