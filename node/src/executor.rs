@@ -48,6 +48,9 @@ pub const PROGRESS_CHANNEL_CAPACITY: usize = 256;
 pub const MAX_REPORTED_EVENTS: usize = 40;
 /// Longest event line in a report.
 pub const MAX_EVENT_CHARS: usize = 200;
+/// How many tries of a deployment keep their progress lines on the node
+/// (`deploy logs`); older ones are pruned when a try starts.
+pub const PROGRESS_TRIES_KEPT: u32 = 5;
 /// Namespace of the executor's records in the store's local table.
 pub const LOCAL_NS: &str = "executor";
 
@@ -486,16 +489,25 @@ impl Try {
         use std::sync::atomic::Ordering;
         let ns = crate::query::progress_ns(&self.team, &d.id);
         if self.seq.load(Ordering::Relaxed) == 0 {
-            let mine = format!("{:06}/", d.tries);
-            let before = self
-                .store
-                .list_local(&ns)
-                .map(|l| l.iter().filter(|(k, _)| k.starts_with(&mine)).count())
-                .unwrap_or(0);
+            let listed = self.store.list_local(&ns).unwrap_or_default();
+            let before = listed
+                .iter()
+                .filter(|(k, _)| crate::query::progress_try(k) == Some(d.tries))
+                .count();
             self.seq.store(
                 u32::try_from(before).unwrap_or(u32::MAX - 1),
                 Ordering::Relaxed,
             );
+            let old = crate::query::progress_to_prune(
+                listed.iter().map(|(k, _)| k.as_str()),
+                d.tries,
+                PROGRESS_TRIES_KEPT,
+            );
+            if !old.is_empty()
+                && let Err(e) = self.store.delete_local_keys(&ns, &old)
+            {
+                debug!(deployment = %d.id, "cannot prune old progress lines: {e}");
+            }
         }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed).saturating_add(1);
         let key = crate::query::progress_key(d.tries, seq);

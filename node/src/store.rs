@@ -1130,6 +1130,25 @@ impl Store {
         Ok(existed)
     }
 
+    /// Removes `keys` from namespace `ns` in one transaction; returns how
+    /// many were there.
+    pub fn delete_local_keys(&self, ns: &str, keys: &[String]) -> Result<usize, StoreError> {
+        let p = &self.path;
+        let txn = self.write()?;
+        let mut removed = 0;
+        {
+            let mut t = txn.open_table(LOCAL).at(p)?;
+            for key in keys {
+                let k = local_key(ns, key)?;
+                if t.remove(k.as_slice()).at(p)?.is_some() {
+                    removed += 1;
+                }
+            }
+        }
+        txn.commit().at(p)?;
+        Ok(removed)
+    }
+
     /// Every key and value of namespace `ns`, ordered by key bytes.
     pub fn list_local(&self, ns: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let p = &self.path;
@@ -1499,6 +1518,17 @@ mod tests {
         assert!(!store.delete_local("exec", "dep-1").unwrap());
         assert_eq!(store.get_local("exec", "dep-1").unwrap(), None);
         assert_eq!(store.list_local("exec").unwrap().len(), 2);
+        let gone = ["dep-2".to_string(), "nothing".to_string()];
+        assert_eq!(store.delete_local_keys("exec", &gone).unwrap(), 1);
+        assert_eq!(
+            store.list_local("exec").unwrap(),
+            vec![(String::new(), b"empty key".to_vec())]
+        );
+        assert_eq!(
+            store.list_local("ab").unwrap().len(),
+            1,
+            "other namespaces stay"
+        );
         let long = "n".repeat(70_000);
         assert!(matches!(
             store.put_local(&long, "k", b""),
