@@ -66,6 +66,37 @@ pub const ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(2);
 /// pushed again when it comes back from a peer.
 pub const PUSH_DEDUP_CAPACITY: usize = 4096;
 
+/// How many peers a node relays a heartbeat or a pushed op to, when it is
+/// not its origin (the origin sends to every connected peer). A relay to
+/// every peer makes each message cost N² requests in a full mesh of N;
+/// a few random relays still reach every node of a partial mesh, and
+/// anti-entropy covers what gossip misses.
+pub const RELAY_FANOUT: usize = 4;
+
+/// Up to `fanout` of `connected`, none of `except`, picked by rotating them
+/// (in order) by `spin`, so each message (and each relaying node) goes
+/// another way.
+fn pick_relays(
+    connected: &BTreeSet<PeerId>,
+    except: &[Option<PeerId>],
+    spin: u64,
+    fanout: usize,
+) -> Vec<PeerId> {
+    let mut peers: Vec<PeerId> = connected
+        .iter()
+        .copied()
+        .filter(|p| !except.contains(&Some(*p)))
+        .collect();
+    if peers.len() <= fanout {
+        return peers;
+    }
+    let n = peers.len();
+    let start = usize::try_from(spin % n as u64).unwrap_or(0);
+    peers.rotate_left(start);
+    peers.truncate(fanout);
+    peers
+}
+
 /// Default time between two heartbeats of a node.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
 /// A node whose latest heartbeat is older than this many intervals is
@@ -424,6 +455,7 @@ impl SyncEngine {
             allowed: None,
             pushed: VecDeque::new(),
             pushed_set: HashSet::new(),
+            spin_salt: u64::from_le_bytes(me.as_bytes()[..8].try_into().unwrap_or_default()),
             beats: BTreeMap::new(),
             vectors: BTreeMap::new(),
             rejected: 0,
@@ -468,6 +500,8 @@ impl SyncEngine {
 struct Actor {
     team: TeamId,
     me: PublicKey,
+    /// Varies relay choices from node to node ([`Actor::relay_peers`]).
+    spin_salt: u64,
     replica: Replica,
     store: Arc<Store>,
     mesh: MeshHandle,
@@ -633,7 +667,7 @@ impl Actor {
             return Err(SyncError::Rejected(why));
         }
         if self.config.push {
-            self.push(&report.applied);
+            self.push(&report.applied, None);
         }
         Ok(report)
     }
@@ -742,12 +776,14 @@ impl Actor {
 
     /// Sends a heartbeat to every connected peer but `except`.
     fn forward_heartbeat(&mut self, hb: SignedHeartbeat, except: Option<PeerId>) {
-        let peers: Vec<PeerId> = self
-            .connected
-            .iter()
-            .copied()
-            .filter(|p| Some(*p) != except)
-            .collect();
+        let peers: Vec<PeerId> = match except {
+            // This node's own heartbeat goes to every connected peer.
+            None => self.connected.iter().copied().collect(),
+            Some(from) => {
+                let origin = peer_id_from_key(&hb.beat.node).ok();
+                self.relay_peers(&[Some(from), origin], hb.beat.sent_ms)
+            }
+        };
         if peers.is_empty() {
             return;
         }
@@ -770,32 +806,45 @@ impl Actor {
     /// Takes a heartbeat: signed by a current node of this team, newer than
     /// the one held, not from the future. New ones are forwarded.
     fn receive_heartbeat(&mut self, peer: PeerId, hb: SignedHeartbeat) -> SyncResponse {
-        if let Err(e) = hb.verify() {
-            warn!(%peer, team = %self.team.short(), "heartbeat refused: {e}");
-            return SyncResponse::Refused(e.to_string());
-        }
         let b = &hb.beat;
         if b.team != self.team {
             return SyncResponse::Refused("a heartbeat of another team".into());
         }
+        // Copies of a beat arrive from several peers: only one that would
+        // replace the held beat is worth checking its signature.
+        let newer = self
+            .beats
+            .get(&b.node)
+            .is_none_or(|(held, _)| b.sent_ms > held.beat.sent_ms);
+        if !newer || b.node == self.me {
+            return SyncResponse::Ack;
+        }
+        if let Err(e) = hb.verify() {
+            warn!(%peer, team = %self.team.short(), "heartbeat refused: {e}");
+            return SyncResponse::Refused(e.to_string());
+        }
         let key = b.node.to_hex();
         let live = shoal_protocol::view::effective_node(self.replica.state(), &key)
             .is_some_and(|n| n.removed.is_none());
-        if !live || b.node == self.me {
+        if !live {
             return SyncResponse::Ack;
         }
         if b.sent_ms > now_ms().saturating_add(shoal_protocol::hlc::MAX_FUTURE_MS) {
             return SyncResponse::Refused("a heartbeat from the future".into());
         }
-        let newer = self
-            .beats
-            .get(&b.node)
-            .is_none_or(|(held, _)| b.sent_ms > held.beat.sent_ms);
-        if newer {
-            self.beats.insert(b.node, (hb.clone(), Instant::now()));
-            self.forward_heartbeat(hb, Some(peer));
-        }
+        self.beats.insert(b.node, (hb.clone(), Instant::now()));
+        self.forward_heartbeat(hb, Some(peer));
         SyncResponse::Ack
+    }
+
+    /// Up to [`RELAY_FANOUT`] connected peers, none of `except`.
+    fn relay_peers(&self, except: &[Option<PeerId>], spin: u64) -> Vec<PeerId> {
+        pick_relays(
+            &self.connected,
+            except,
+            spin.wrapping_add(self.spin_salt),
+            RELAY_FANOUT,
+        )
     }
 
     fn stats(&self) -> SyncStats {
@@ -970,7 +1019,7 @@ impl Actor {
             );
         }
         if pushed && self.config.push {
-            self.push(&applied);
+            self.push(&applied, Some(peer));
         }
         (SyncResponse::Ack, !applied.is_empty())
     }
@@ -1040,7 +1089,10 @@ impl Actor {
     }
 
     /// Pushes committed ops not pushed before to every connected peer.
-    fn push(&mut self, hashes: &[OpHash]) {
+    /// Pushes newly applied ops: to every connected peer when they start
+    /// here (`from` is `None`), else, relaying ops pushed by `from`, to a
+    /// few peers ([`RELAY_FANOUT`]).
+    fn push(&mut self, hashes: &[OpHash], from: Option<PeerId>) {
         let mut ops = Vec::new();
         for hash in hashes {
             if !self.pushed_set.insert(*hash) {
@@ -1059,13 +1111,29 @@ impl Actor {
         if ops.is_empty() || self.connected.is_empty() {
             return;
         }
+        let to = from.map(|from| {
+            let spin = hashes
+                .first()
+                .map(|h| u64::from_le_bytes(h.0[..8].try_into().unwrap_or_default()))
+                .unwrap_or_default();
+            self.relay_peers(&[Some(from)], spin)
+        });
+        if to.as_ref().is_some_and(Vec::is_empty) {
+            return;
+        }
         let mesh = self.mesh.clone();
         let cancel = self.cancel.clone();
         self.tasks.spawn(async move {
             for batch in split_batches(ops) {
+                let sent = async {
+                    match &to {
+                        Some(peers) => mesh.broadcast_to(peers.clone(), batch).await,
+                        None => mesh.broadcast(batch).await,
+                    }
+                };
                 tokio::select! {
                     () = cancel.cancelled() => return,
-                    sent = mesh.broadcast(batch) => if let Err(e) = sent {
+                    sent = sent => if let Err(e) = sent {
                         debug!("push failed: {e}");
                     },
                 }
@@ -1170,7 +1238,7 @@ impl Actor {
         let report = self.replica.retry_future(now_ms());
         if !report.applied.is_empty() || !report.rejected.is_empty() {
             match self.persist(&report.applied, &report.rejected) {
-                Ok(()) if self.config.push => self.push(&report.applied),
+                Ok(()) if self.config.push => self.push(&report.applied, None),
                 Ok(()) => {}
                 Err(e) => error!(team = %self.team.short(), "cannot commit ops: {e}"),
             }
@@ -1225,6 +1293,27 @@ mod tests {
             author: k,
             origin: k,
         }
+    }
+
+    #[test]
+    fn relays_go_to_a_few_peers_never_back_and_vary() {
+        let peers: BTreeSet<PeerId> = (0..10).map(|_| PeerId::random()).collect();
+        let all: Vec<PeerId> = peers.iter().copied().collect();
+        let from = Some(all[3]);
+        let origin = Some(all[7]);
+        let mut seen = BTreeSet::new();
+        for spin in 0..20 {
+            let got = pick_relays(&peers, &[from, origin], spin, 4);
+            assert_eq!(got.len(), 4);
+            assert!(!got.contains(&all[3]) && !got.contains(&all[7]), "{got:?}");
+            let distinct: BTreeSet<_> = got.iter().collect();
+            assert_eq!(distinct.len(), 4);
+            seen.extend(got);
+        }
+        assert_eq!(seen.len(), 8, "every other peer gets its turn");
+        // Few peers: all of them but the excluded.
+        let few: BTreeSet<PeerId> = all[..3].iter().copied().collect();
+        assert_eq!(pick_relays(&few, &[Some(all[0])], 9, 4), all[1..3].to_vec());
     }
 
     #[test]

@@ -419,6 +419,63 @@ async fn malformed_and_forged_ops_are_dropped_or_quarantined() {
     assert_eq!(answer, SyncResponse::Ack);
     assert_eq!(a.handle.op_count().await.unwrap(), 5);
 
+    // Heartbeats: one not signed by its node is refused, however new; an
+    // older copy of a held one is ignored, not trusted.
+    use shoal_protocol::heartbeat::{HEARTBEAT_VERSION, Heartbeat, SignedHeartbeat};
+    let b_key = SecretKey::from_seed(seed);
+    let beat = |sent_ms: u64, addr: &str| Heartbeat {
+        version: HEARTBEAT_VERSION,
+        team,
+        node: b_key.public(),
+        sent_ms,
+        agent_version: "shoal-test".into(),
+        protocol_version: 1,
+        addresses: vec![addr.into()],
+    };
+    let sent = now_ms();
+    let beat_of_b = |a: &Running| {
+        let b = b_key.public();
+        let h = a.handle.clone();
+        async move {
+            h.status()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|n| n.key == b)
+                .map(|n| n.addresses)
+        }
+    };
+    let forged_beat = SignedHeartbeat::sign(beat(sent + 10, "/ip4/6.6.6.6/tcp/1"), &owner).unwrap();
+    let answer = mh
+        .request(a_peer, SyncRequest::Heartbeat(forged_beat))
+        .await
+        .unwrap();
+    assert!(matches!(answer, SyncResponse::Refused(_)), "{answer:?}");
+    assert_ne!(
+        beat_of_b(&a).await,
+        Some(vec!["/ip4/6.6.6.6/tcp/1".to_string()])
+    );
+    let good = SignedHeartbeat::sign(beat(sent + 20, "/ip4/127.0.0.1/tcp/9"), &b_key).unwrap();
+    let answer = mh
+        .request(a_peer, SyncRequest::Heartbeat(good))
+        .await
+        .unwrap();
+    assert_eq!(answer, SyncResponse::Ack);
+    assert_eq!(
+        beat_of_b(&a).await,
+        Some(vec!["/ip4/127.0.0.1/tcp/9".to_string()])
+    );
+    let stale = SignedHeartbeat::sign(beat(sent + 15, "/ip4/6.6.6.6/tcp/2"), &owner).unwrap();
+    let answer = mh
+        .request(a_peer, SyncRequest::Heartbeat(stale))
+        .await
+        .unwrap();
+    assert_eq!(answer, SyncResponse::Ack);
+    assert_eq!(
+        beat_of_b(&a).await,
+        Some(vec!["/ip4/127.0.0.1/tcp/9".to_string()])
+    );
+
     mesh.shutdown().await.unwrap();
     a.stop().await;
     let node = Node::open(dirs[0].path()).unwrap();

@@ -285,7 +285,7 @@ impl Actor {
                     .send_request_with_addresses(&peer, request, addrs);
                 self.pending_sync.insert(id, Some(reply));
             }
-            Command::Broadcast { ops, reply } => {
+            Command::Broadcast { ops, to, reply } => {
                 let request = match wire::encode(&SyncRequest::Push(ops)) {
                     Ok(bytes) => bytes,
                     Err(e) => {
@@ -297,6 +297,7 @@ impl Actor {
                     .connected
                     .keys()
                     .filter(|p| self.allowed.contains(p))
+                    .filter(|p| to.as_ref().is_none_or(|to| to.contains(p)))
                     .copied()
                     .collect();
                 for peer in &peers {

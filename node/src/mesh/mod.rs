@@ -152,6 +152,8 @@ pub(crate) enum Command {
     },
     Broadcast {
         ops: Vec<Vec<u8>>,
+        /// Only these peers (those connected and allowed); `None`: all.
+        to: Option<Vec<PeerId>>,
         reply: Reply<Result<usize, MeshError>>,
     },
     Join {
@@ -242,7 +244,27 @@ impl MeshHandle {
     /// Pushes freshly committed ops to every connected allowed peer, without
     /// waiting for their acknowledgements. Returns how many peers it went to.
     pub async fn broadcast(&self, ops: Vec<Vec<u8>>) -> Result<usize, MeshError> {
-        self.call(|reply| Command::Broadcast { ops, reply }).await?
+        self.call(|reply| Command::Broadcast {
+            ops,
+            to: None,
+            reply,
+        })
+        .await?
+    }
+
+    /// Like [`MeshHandle::broadcast`], to those of `peers` that are
+    /// connected and allowed.
+    pub async fn broadcast_to(
+        &self,
+        peers: Vec<PeerId>,
+        ops: Vec<Vec<u8>>,
+    ) -> Result<usize, MeshError> {
+        self.call(|reply| Command::Broadcast {
+            ops,
+            to: Some(peers),
+            reply,
+        })
+        .await?
     }
 
     /// Calls the join protocol of `peer` (which need not be allowed), dialing
