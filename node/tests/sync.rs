@@ -445,31 +445,27 @@ async fn malformed_and_forged_ops_are_dropped_or_quarantined() {
                 .map(|n| n.addresses)
         }
     };
-    let forged_beat = SignedHeartbeat::sign(beat(sent + 10, "/ip4/6.6.6.6/tcp/1"), &owner).unwrap();
-    let answer = mh
-        .request(a_peer, SyncRequest::Heartbeat(forged_beat))
-        .await
-        .unwrap();
+    let send = |b: Heartbeat, key: &SecretKey| {
+        let (mh, hb) = (mh.clone(), SignedHeartbeat::sign(b, key).unwrap());
+        async move {
+            mh.request(a_peer, SyncRequest::Heartbeat(hb))
+                .await
+                .unwrap()
+        }
+    };
+    let answer = send(beat(sent + 10, "/ip4/6.6.6.6/tcp/1"), &owner).await;
     assert!(matches!(answer, SyncResponse::Refused(_)), "{answer:?}");
     assert_ne!(
         beat_of_b(&a).await,
         Some(vec!["/ip4/6.6.6.6/tcp/1".to_string()])
     );
-    let good = SignedHeartbeat::sign(beat(sent + 20, "/ip4/127.0.0.1/tcp/9"), &b_key).unwrap();
-    let answer = mh
-        .request(a_peer, SyncRequest::Heartbeat(good))
-        .await
-        .unwrap();
+    let answer = send(beat(sent + 20, "/ip4/127.0.0.1/tcp/9"), &b_key).await;
     assert_eq!(answer, SyncResponse::Ack);
     assert_eq!(
         beat_of_b(&a).await,
         Some(vec!["/ip4/127.0.0.1/tcp/9".to_string()])
     );
-    let stale = SignedHeartbeat::sign(beat(sent + 15, "/ip4/6.6.6.6/tcp/2"), &owner).unwrap();
-    let answer = mh
-        .request(a_peer, SyncRequest::Heartbeat(stale))
-        .await
-        .unwrap();
+    let answer = send(beat(sent + 15, "/ip4/6.6.6.6/tcp/2"), &owner).await;
     assert_eq!(answer, SyncResponse::Ack);
     assert_eq!(
         beat_of_b(&a).await,

@@ -79,28 +79,17 @@ fn entry(state: &TeamState, op: &Op, hash: &OpHash, status: String) -> Entry {
 /// key prefix when the entity is gone). Secret values are never part of an
 /// action, so never of this text.
 pub fn describe(state: &TeamState, action: &Action) -> String {
-    let short = |id: &str| -> String { id.chars().take(8).collect() };
-    let who = |key: &str| -> String {
-        state
-            .members
-            .get(key)
-            .map(|m| m.name.clone())
-            .unwrap_or_else(|| short(key))
-    };
-    let node = |key: &str| -> String {
-        state
-            .nodes
-            .get(key)
-            .map(|n| n.name.clone())
-            .unwrap_or_else(|| short(key))
-    };
-    let product = |id: &str| -> String {
-        state
-            .products
-            .get(id)
-            .map(|p| p.name.clone())
-            .unwrap_or_else(|| short(id))
-    };
+    fn short(id: &str) -> String {
+        id.chars().take(8).collect()
+    }
+    /// The name of entity `id` of a collection, else a prefix of the id.
+    fn named<T>(m: &BTreeMap<String, T>, id: &str, name: impl Fn(&T) -> &str) -> String {
+        m.get(id).map_or_else(|| short(id), |e| name(e).to_owned())
+    }
+    let who = |key: &str| named(&state.members, key, |m| &m.name);
+    let node = |key: &str| named(&state.nodes, key, |n| &n.name);
+    let product = |id: &str| named(&state.products, id, |p| &p.name);
+    let registry = |id: &str| named(&state.registries, id, |r| &r.name);
     let version = |id: &str| -> String {
         match state.versions.get(id) {
             Some(v) => format!("{} {}", product(&v.product), v.name),
@@ -118,13 +107,6 @@ pub fn describe(state: &TeamState, action: &Action) -> String {
             ),
             None => short(id),
         }
-    };
-    let registry = |id: &str| -> String {
-        state
-            .registries
-            .get(id)
-            .map(|r| r.name.clone())
-            .unwrap_or_else(|| short(id))
     };
     match action {
         Action::TeamCreate {
