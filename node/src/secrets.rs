@@ -345,29 +345,22 @@ pub fn team_public(state: &TeamState) -> Option<(u32, String)> {
     best
 }
 
-/// Opens the team key `recipient` holds in `state` with its encryption
-/// secret; it must be the current key.
+/// Opens the team key of `epoch` that `recipient` holds in `state`, with
+/// the recipient's encryption secret.
 pub fn open_team_key(
     secret: &EncSecret,
     recipient: &str,
     state: &TeamState,
+    epoch: u32,
 ) -> Result<TeamKey, SecretsError> {
-    let Some((epoch, public)) = team_public(state) else {
-        return Err(SecretsError::Malformed(
-            "the team has no secrets key".into(),
-        ));
-    };
-    let missing = || SecretsError::NoTeamKey {
-        what: "the team key".into(),
-        epoch,
-        holder: recipient.to_string(),
-    };
-    let k = state.keys.get(recipient).ok_or_else(missing)?;
-    let (e, p, _) = team_key_parts(&k.sealed)?;
-    if e != epoch || p != public {
-        return Err(missing());
+    match state.keys.get(recipient) {
+        Some(k) if k.epoch == epoch => open_sealed_key(secret, k),
+        _ => Err(SecretsError::NoTeamKey {
+            what: "the team key".into(),
+            epoch,
+            holder: recipient.to_string(),
+        }),
     }
-    open_sealed_key(secret, k)
 }
 
 /// Opens one sealed team key with the recipient's encryption secret, and
@@ -388,15 +381,6 @@ pub fn open_sealed_key(secret: &EncSecret, k: &SealedKey) -> Result<TeamKey, Sec
         ));
     }
     Ok(key)
-}
-
-/// Seals a team-wide secret `value` to the team's current key (`None` when
-/// the team has no key yet).
-pub fn seal_to_team(state: &TeamState, value: &str) -> Result<Option<Sealed>, SecretsError> {
-    let Some((epoch, public)) = team_public(state) else {
-        return Ok(None);
-    };
-    seal_to_team_key(epoch, &public, value).map(Some)
 }
 
 /// Seals `value` to the team key of `epoch` whose public half is `public`.
@@ -480,18 +464,17 @@ pub fn open_sealed(
         let epoch: u32 = epoch
             .parse()
             .map_err(|_| SecretsError::Malformed(format!("recipient {}", sealed.recipient)))?;
-        let me = format!("node:{me_hex}");
-        let held = state.keys.get(&me);
-        let key = match held {
-            Some(k) if k.epoch == epoch => open_sealed_key(secret, k)?,
-            _ => {
-                return Err(SecretsError::NoTeamKey {
-                    what: what.to_string(),
-                    epoch,
-                    holder: "this node".into(),
-                });
-            }
-        };
+        let key =
+            open_team_key(secret, &format!("node:{me_hex}"), state, epoch).map_err(
+                |e| match e {
+                    SecretsError::NoTeamKey { .. } => SecretsError::NoTeamKey {
+                        what: what.to_string(),
+                        epoch,
+                        holder: "this node".into(),
+                    },
+                    other => other,
+                },
+            )?;
         return String::from_utf8(key.open(&sealed.data)?).map_err(|_| SecretsError::NotText {
             key: what.to_string(),
         });
@@ -706,6 +689,12 @@ mod tests {
         ));
     }
 
+    /// A value sealed to the team's current key, as an admin's CLI does.
+    fn team_seal(st: &TeamState, value: &str) -> Option<Sealed> {
+        let (epoch, public) = team_public(st)?;
+        Some(seal_to_team_key(epoch, &public, value).unwrap())
+    }
+
     fn node_entity(key: &str, enc: &EncSecret) -> shoal_protocol::model::Node {
         shoal_protocol::model::Node {
             key: key.to_string(),
@@ -728,7 +717,7 @@ mod tests {
         let (key_b, b) = node(2);
         let mut st = TeamState::default();
         assert_eq!(team_public(&st), None);
-        assert_eq!(seal_to_team(&st, "pw").unwrap(), None);
+        assert_eq!(team_seal(&st, "pw"), None);
         st.nodes.insert(key_a.clone(), node_entity(&key_a, &a));
         st.nodes.insert(key_b.clone(), node_entity(&key_b, &b));
         let missing = key_recipients_missing(&st, 1);
@@ -744,7 +733,7 @@ mod tests {
             key_recipients_missing(&st, 1),
             vec![(format!("node:{key_b}"), b.public_hex())]
         );
-        let sealed = seal_to_team(&st, "pa55").unwrap().unwrap();
+        let sealed = team_seal(&st, "pa55").unwrap();
         assert_eq!(sealed.recipient, "team:1");
         assert!(!sealed.data.contains("pa55"));
         assert_eq!(open_sealed(&a, &key_a, &st, "pw", &sealed).unwrap(), "pa55");
@@ -755,9 +744,9 @@ mod tests {
         assert_eq!(team_key_holders(&st, 1), vec![key_a.clone()]);
 
         // a opens its copy and seals it to b: b opens the secret too.
-        let opened = open_team_key(&a, &format!("node:{key_a}"), &st).unwrap();
+        let opened = open_team_key(&a, &format!("node:{key_a}"), &st, 1).unwrap();
         assert_eq!(opened.public_hex(), k1.public_hex());
-        assert!(open_team_key(&b, &format!("node:{key_a}"), &st).is_err());
+        assert!(open_team_key(&b, &format!("node:{key_a}"), &st, 1).is_err());
         let for_b = seal_team_key(&opened, &format!("node:{key_b}"), &b.public_hex()).unwrap();
         st.keys.insert(for_b.recipient.clone(), for_b);
         assert_eq!(open_sealed(&b, &key_b, &st, "pw", &sealed).unwrap(), "pa55");
@@ -773,7 +762,7 @@ mod tests {
             open_sealed(&a, &key_a, &st, "pw", &sealed),
             Err(SecretsError::NoTeamKey { epoch: 1, .. })
         ));
-        let newer = seal_to_team(&st, "n3w").unwrap().unwrap();
+        let newer = team_seal(&st, "n3w").unwrap();
         assert_eq!(open_sealed(&a, &key_a, &st, "pw", &newer).unwrap(), "n3w");
         assert_eq!(
             key_recipients_missing(&st, 2),
@@ -800,7 +789,7 @@ mod tests {
                 },
             );
             assert_eq!(team_public(&st), None, "{bad}");
-            assert!(open_team_key(&a, &format!("node:{key_a}"), &st).is_err());
+            assert!(open_team_key(&a, &format!("node:{key_a}"), &st, 1).is_err());
         }
         // A sealed key whose secret does not match its public half.
         let k = TeamKey::generate(1);
@@ -809,7 +798,7 @@ mod tests {
         sk.sealed = sk.sealed.replace(&k.public_hex(), &other.public_hex());
         st.keys.insert(sk.recipient.clone(), sk);
         assert!(matches!(
-            open_team_key(&a, &format!("node:{key_a}"), &st),
+            open_team_key(&a, &format!("node:{key_a}"), &st, 1),
             Err(SecretsError::Malformed(_))
         ));
     }

@@ -1294,22 +1294,7 @@ fn roles_runtimes_and_registry_credentials_sealed_for_every_node() {
         "a node sealed the key to c: {audit}"
     );
     // A second password uses the same key: no new one is made.
-    let r = a.shoal_with(
-        &[
-            "registry",
-            "add",
-            "again",
-            "--kind",
-            "v2",
-            "--url",
-            host,
-            "--user",
-            user,
-            "--password-stdin",
-        ],
-        &[],
-        Some(&format!("{password}\n")),
-    );
+    let r = add("again", Some(&format!("{password}\n")));
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
         !r.stdout.contains("made the team secrets key"),
