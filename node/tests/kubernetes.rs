@@ -622,7 +622,8 @@ struct Selection {
 }
 
 impl Selection {
-    fn new(resource: &str, ns: &str, q: &BTreeMap<String, String>) -> Result<Self, Response> {
+    /// The selection, or why the request is bad.
+    fn new(resource: &str, ns: &str, q: &BTreeMap<String, String>) -> Result<Self, String> {
         let mut fields = Vec::new();
         for term in q
             .get("fieldSelector")
@@ -635,10 +636,8 @@ impl Selection {
                     fields.push((f.to_owned(), v.trim_start_matches('=').to_owned()));
                 }
                 _ => {
-                    return Err(status(
-                        StatusCode::BAD_REQUEST,
-                        "BadRequest",
-                        format!("field selector {term:?} is not supported by the fake"),
+                    return Err(format!(
+                        "field selector {term:?} is not supported by the fake"
                     ));
                 }
             }
@@ -846,7 +845,7 @@ async fn handle(
         (Method::GET, None) => {
             let sel = match Selection::new(&resource, &ns, &q) {
                 Ok(sel) => sel,
-                Err(response) => return response,
+                Err(why) => return status(StatusCode::BAD_REQUEST, "BadRequest", why),
             };
             if is_watch {
                 return watch(&st, sel, &q);
