@@ -3,10 +3,14 @@
 //! The kubernetes runtime against an in-process fake of the Kubernetes API
 //! server (real HTTP on 127.0.0.1, the kube client unchanged): the exact
 //! objects a plan becomes (golden files; `SHOAL_UPDATE_GOLDEN=1` rewrites
-//! them), idempotent re-applies, rollout success and failure reasons,
-//! container commands, removing a prefix, and the in-cluster manifests.
+//! them), idempotent re-applies, rollout success and failure reasons, a
+//! wait woken by watch events, container commands, removing a prefix, and
+//! the in-cluster manifests. The fake keeps resource versions and an event
+//! history and serves watches (chunked JSON lines, 410 Gone for a version
+//! it no longer keeps), as the API server does.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,6 +21,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt as _;
+use futures::stream::BoxStream;
 use serde_json::{Value, json};
 use shoal_node::runtime::kubernetes::KubeConnect;
 use shoal_node::runtime::{
@@ -27,7 +32,7 @@ use shoal_protocol::model::{
     ContainerAction, ContainerConfig, HealthCheck, KubernetesConfig, Port, Probe, Protocol,
     Resources, SecretDecl, Strategy, Volume, VolumeKind,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
 #[macro_use]
 mod common;
@@ -54,6 +59,42 @@ struct FakeState {
     /// Pod logs by (namespace, pod).
     logs: BTreeMap<(String, String), String>,
     next_uid: u64,
+    /// The last resource version given; every change takes the next one.
+    version: u64,
+    /// The objects as watchers last saw them (see [`FakeState::publish`]).
+    published: BTreeMap<Key, Value>,
+    /// The latest events, oldest first, for watches from a past version.
+    history: VecDeque<Event>,
+    /// How many events `history` keeps (default [`HISTORY`]).
+    history_limit: Option<usize>,
+    /// The version of the newest event dropped from `history`: a watch
+    /// from an older version gets 410 Gone.
+    compacted: u64,
+    /// Live events, to the open watches.
+    events: Events,
+}
+
+/// Events kept for watches from a past version, by default.
+const HISTORY: usize = 1000;
+/// How long a watch stays open when the request does not say.
+const WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// One change of an object, as a watch reports it.
+#[derive(Clone, Debug)]
+struct Event {
+    version: u64,
+    /// ADDED, MODIFIED or DELETED.
+    kind: &'static str,
+    key: Key,
+    object: Value,
+}
+
+struct Events(broadcast::Sender<Event>);
+
+impl Default for Events {
+    fn default() -> Self {
+        Self(broadcast::channel(1024).0)
+    }
 }
 
 /// One request the fake served.
@@ -66,6 +107,8 @@ struct Request {
     selector: Option<String>,
     /// The Authorization header.
     auth: Option<String>,
+    /// A watch (`watch=true` on a list).
+    watch: bool,
 }
 
 const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -112,6 +155,62 @@ fn template_hash(template: &Value) -> String {
 }
 
 impl FakeState {
+    /// Gives every object changed since the last call the next resource
+    /// version and tells the watchers, as the API server does on each
+    /// write. Runs whenever the lock is released, so the handler's writes,
+    /// the controller's and the test's own are all seen; a write that
+    /// changes nothing is no event, as with the API server.
+    fn publish(&mut self) {
+        let changed: Vec<(&'static str, Key)> = self
+            .objects
+            .iter()
+            .filter(|(k, v)| self.published.get(*k) != Some(*v))
+            .map(|(k, _)| {
+                let kind = if self.published.contains_key(k) {
+                    "MODIFIED"
+                } else {
+                    "ADDED"
+                };
+                (kind, k.clone())
+            })
+            .collect();
+        let deleted: Vec<Key> = self
+            .published
+            .keys()
+            .filter(|k| !self.objects.contains_key(*k))
+            .cloned()
+            .collect();
+        for (kind, k) in changed {
+            self.version += 1;
+            let obj = self.objects.get_mut(&k).unwrap();
+            obj["metadata"]["resourceVersion"] = json!(self.version.to_string());
+            let obj = obj.clone();
+            self.published.insert(k.clone(), obj.clone());
+            self.record(kind, k, obj);
+        }
+        for k in deleted {
+            self.version += 1;
+            let mut obj = self.published.remove(&k).unwrap();
+            obj["metadata"]["resourceVersion"] = json!(self.version.to_string());
+            self.record("DELETED", k, obj);
+        }
+    }
+
+    fn record(&mut self, kind: &'static str, key: Key, object: Value) {
+        let e = Event {
+            version: self.version,
+            kind,
+            key,
+            object,
+        };
+        // No open watch is no error.
+        let _ = self.events.0.send(e.clone());
+        self.history.push_back(e);
+        while self.history.len() > self.history_limit.unwrap_or(HISTORY) {
+            self.compacted = self.history.pop_front().unwrap().version;
+        }
+    }
+
     fn new_uid(&mut self) -> String {
         self.next_uid += 1;
         format!("uid-{}", self.next_uid)
@@ -290,7 +389,10 @@ struct Fake(Arc<Mutex<FakeState>>);
 
 impl Fake {
     fn with<T>(&self, f: impl FnOnce(&mut FakeState) -> T) -> T {
-        f(&mut self.0.lock().unwrap())
+        let mut st = self.0.lock().unwrap();
+        let out = f(&mut st);
+        st.publish();
+        out
     }
 
     fn get(&self, resource: &str, ns: &str, name: &str) -> Option<Value> {
@@ -510,6 +612,139 @@ fn query(uri: &Uri) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// What a list or a watch selects: a kind in a namespace (all when empty),
+/// by `labelSelector` and by `fieldSelector` on the name or namespace.
+struct Selection {
+    resource: String,
+    ns: String,
+    labels: Option<String>,
+    fields: Vec<(String, String)>,
+}
+
+impl Selection {
+    /// The selection, or why the request is bad.
+    fn new(resource: &str, ns: &str, q: &BTreeMap<String, String>) -> Result<Self, String> {
+        let mut fields = Vec::new();
+        for term in q
+            .get("fieldSelector")
+            .into_iter()
+            .flat_map(|s| s.split(','))
+            .filter(|t| !t.is_empty())
+        {
+            match term.split_once('=') {
+                Some((f @ ("metadata.name" | "metadata.namespace"), v)) => {
+                    fields.push((f.to_owned(), v.trim_start_matches('=').to_owned()));
+                }
+                _ => {
+                    return Err(format!(
+                        "field selector {term:?} is not supported by the fake"
+                    ));
+                }
+            }
+        }
+        Ok(Self {
+            resource: resource.to_owned(),
+            ns: ns.to_owned(),
+            labels: q.get("labelSelector").cloned(),
+            fields,
+        })
+    }
+
+    fn admits(&self, k: &Key, obj: &Value) -> bool {
+        k.0 == self.resource
+            && (self.ns.is_empty() || k.1 == self.ns)
+            && matches(self.labels.as_ref(), obj)
+            && self.fields.iter().all(|(f, v)| match f.as_str() {
+                "metadata.name" => k.2 == *v,
+                _ => k.1 == *v,
+            })
+    }
+}
+
+/// One line of a watch stream.
+fn watch_line(kind: &str, object: &Value) -> String {
+    json!({"type": kind, "object": object}).to_string() + "\n"
+}
+
+/// A streaming (chunked) watch response of `lines`.
+fn watch_response(lines: BoxStream<'static, String>) -> Response {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(lines.map(Ok::<_, Infallible>)))
+        .unwrap()
+}
+
+/// A watch, as the API server serves it: from `resourceVersion`, the
+/// changes since (410 Gone when they are no longer kept; from none or
+/// "0", the current objects as ADDED), then the live ones until
+/// `timeoutSeconds` or the client leaves.
+fn watch(st: &FakeState, sel: Selection, q: &BTreeMap<String, String>) -> Response {
+    let since = match q.get("resourceVersion").map(String::as_str) {
+        None | Some("" | "0") => None,
+        Some(v) => match v.parse::<u64>() {
+            Ok(v) => Some(v),
+            Err(_) => {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    format!("invalid resource version {v:?}"),
+                );
+            }
+        },
+    };
+    let timeout = match q.get("timeoutSeconds").map(|t| t.parse::<u64>()) {
+        None => WATCH_TIMEOUT,
+        Some(Ok(t)) => Duration::from_secs(t),
+        Some(Err(_)) => {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "invalid timeoutSeconds".into(),
+            );
+        }
+    };
+    let first: Vec<String> = match since {
+        None => st
+            .objects
+            .iter()
+            .filter(|(k, v)| sel.admits(k, v))
+            .map(|(_, v)| watch_line("ADDED", v))
+            .collect(),
+        Some(v) if v < st.compacted => {
+            let gone = json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {},
+                "status": "Failure", "reason": "Expired", "code": 410,
+                "message": format!("too old resource version: {v} ({})", st.compacted + 1),
+            });
+            return watch_response(futures::stream::iter([watch_line("ERROR", &gone)]).boxed());
+        }
+        Some(v) => st
+            .history
+            .iter()
+            .filter(|e| e.version > v && sel.admits(&e.key, &e.object))
+            .map(|e| watch_line(e.kind, &e.object))
+            .collect(),
+    };
+    // Subscribed under the lock: every later event comes live, none twice.
+    let rx = st.events.0.subscribe();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let live = futures::stream::unfold((rx, sel), move |(mut rx, sel)| async move {
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Ok(e)) if sel.admits(&e.key, &e.object) => {
+                    return Some((watch_line(e.kind, &e.object), (rx, sel)));
+                }
+                Ok(Ok(_)) => {}
+                // The time is up, or the watcher fell behind (the API
+                // server ends such a watch too).
+                Err(_) | Ok(Err(_)) => return None,
+            }
+        }
+    });
+    watch_response(futures::stream::iter(first).chain(live).boxed())
+}
+
 /// `k=v,k2=v2` selectors (equality only, which is all shoal uses).
 fn matches(selector: Option<&String>, obj: &Value) -> bool {
     let Some(sel) = selector.filter(|s| !s.is_empty()) else {
@@ -571,6 +806,9 @@ async fn handle(
         return status(StatusCode::NOT_FOUND, "NotFound", format!("no route {uri}"));
     };
     let q = query(&uri);
+    let is_watch = name.is_none()
+        && method == Method::GET
+        && matches!(q.get("watch").map(String::as_str), Some("true" | "1"));
     let mut st = fake.0.lock().unwrap();
     st.requests.push(Request {
         method: method.clone(),
@@ -582,6 +820,7 @@ async fn handle(
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
+        watch: is_watch,
     });
     let (api_version, kind) = kind_of(&resource);
     match (method, name) {
@@ -604,19 +843,22 @@ async fn handle(
             ),
         },
         (Method::GET, None) => {
+            let sel = match Selection::new(&resource, &ns, &q) {
+                Ok(sel) => sel,
+                Err(why) => return status(StatusCode::BAD_REQUEST, "BadRequest", why),
+            };
+            if is_watch {
+                return watch(&st, sel, &q);
+            }
             let items: Vec<Value> = st
                 .objects
                 .iter()
-                .filter(|(k, v)| {
-                    k.0 == resource
-                        && (ns.is_empty() || k.1 == ns)
-                        && matches(q.get("labelSelector"), v)
-                })
+                .filter(|(k, v)| sel.admits(k, v))
                 .map(|(_, v)| v.clone())
                 .collect();
             ok_json(&json!({
                 "apiVersion": api_version, "kind": format!("{kind}List"),
-                "metadata": {"resourceVersion": "1"}, "items": items,
+                "metadata": {"resourceVersion": st.version.to_string()}, "items": items,
             }))
         }
         (Method::PATCH, Some(name)) => {
@@ -664,12 +906,12 @@ async fn handle(
             if resource == "deployments" && st.auto_rollout {
                 complete(&mut new);
             }
-            st.objects.insert(k.clone(), new.clone());
+            st.objects.insert(k, new);
             if resource == "deployments" && st.controller {
                 st.sync_deployment(&ns, &name);
-                new = st.objects[&k].clone();
             }
-            ok_json(&new)
+            st.publish();
+            ok_json(&st.objects[&key(&resource, &ns, &name)])
         }
         (Method::DELETE, Some(name)) => {
             let Some(old) = st.objects.remove(&key(&resource, &ns, &name)) else {
@@ -701,6 +943,7 @@ async fn handle(
                     }
                 }
             }
+            st.publish();
             ok_json(&old)
         }
         (m, n) => status(
@@ -1031,6 +1274,258 @@ async fn a_rollout_that_never_completes_times_out() {
     let err = deploy(&rt, &plan("shop")).await.unwrap_err();
     assert!(matches!(err, RuntimeError::Timeout { .. }), "{err}");
     assert!(err.to_string().contains("rollout"), "{err}");
+}
+
+/// With no resync before the deploy's own timeout, only a watch event can
+/// end the wait in time: a rollout finished while the deploy waits
+/// succeeds (a broken watch fails with a timeout error).
+#[tokio::test]
+async fn a_waiting_deploy_wakes_on_a_watch_event_not_a_timer() {
+    let (fake, rt) = start().await;
+    let rt = rt
+        .with_poll_interval(Duration::from_secs(3600))
+        .with_rollout_timeout(Duration::from_secs(60));
+    let task = tokio::spawn(async move { deploy(&rt, &plan("shop")).await });
+    // Both watches open, and the check their first list brings done.
+    fake.until("the rollouts watched and checked twice", |f| {
+        let watches =
+            |resource: &str| f.served(|r| r.watch && r.resource == resource && r.ns == "shop") > 0;
+        watches("deployments") && watches("pods") && f.reads_of("shop", "worker") >= 2
+    })
+    .await;
+    assert!(!task.is_finished(), "the deploy must wait for the rollouts");
+    fake.finish_rollout("shop", "web");
+    fake.finish_rollout("shop", "worker");
+    let events = task.await.unwrap().unwrap();
+    assert!(
+        events.iter().any(|e| e.contains("rollout complete")),
+        "{events:?}"
+    );
+}
+
+/// A streaming HTTP response read one JSON line at a time.
+struct Lines {
+    body: hyper::body::Incoming,
+    buf: Vec<u8>,
+}
+
+impl Lines {
+    /// The next line (the whole body of a plain JSON answer), or `None`
+    /// when the response ends.
+    async fn next(&mut self) -> Option<Value> {
+        use http_body_util::BodyExt as _;
+        loop {
+            if let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=end).collect();
+                return Some(serde_json::from_slice(&line).unwrap());
+            }
+            let Some(frame) = self.body.frame().await else {
+                let rest = std::mem::take(&mut self.buf);
+                return (!rest.is_empty()).then(|| serde_json::from_slice(&rest).unwrap());
+            };
+            let frame = frame.unwrap();
+            if let Ok(data) = frame.into_data() {
+                self.buf.extend_from_slice(&data);
+            }
+        }
+    }
+
+    /// The next event's type, object name and resource version.
+    async fn event(&mut self) -> (String, String, String) {
+        let e = self.next().await.expect("an event");
+        let meta = &e["object"]["metadata"];
+        let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        (s(&e["type"]), s(&meta["name"]), s(&meta["resourceVersion"]))
+    }
+}
+
+/// A raw HTTP/1.1 GET of `path` on the fake at `url`. (Watches here give
+/// `timeoutSeconds`, so an event that never comes ends the stream and
+/// fails the test instead of hanging it.)
+async fn raw_get(url: &str, path: &str) -> (StatusCode, HeaderMap, Lines) {
+    let addr = url.trim_start_matches("http://").to_owned();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get(path)
+        .header(header::HOST, addr)
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    let (parts, body) = res.into_parts();
+    (
+        parts.status,
+        parts.headers,
+        Lines {
+            body,
+            buf: Vec::new(),
+        },
+    )
+}
+
+fn fake_deployment(name: &str, labels: Value) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "shop", "labels": labels, "generation": 1},
+        "spec": {"replicas": 1},
+    })
+}
+
+/// The fake serves watches as the API server does: every write takes the
+/// next resource version; a watch from a past version replays the changes
+/// since, in order, then streams the live ones (chunked JSON lines),
+/// selected by label and field; one from a version older than the kept
+/// history gets 410 Gone; `timeoutSeconds` ends it.
+#[tokio::test]
+async fn the_fake_replays_missed_changes_to_a_watch_and_refuses_a_too_old_one() {
+    let (fake, url) = serve().await;
+    fake.with(|s| s.history_limit = Some(3));
+    let path = "/apis/apps/v1/namespaces/shop/deployments";
+    fake.put(
+        "deployments",
+        "shop",
+        fake_deployment("a", json!({"tier": "x"})),
+    );
+    fake.put(
+        "deployments",
+        "shop",
+        fake_deployment("b", json!({"tier": "y"})),
+    );
+    let (code, _, mut list) = raw_get(&url, path).await;
+    assert_eq!(code, StatusCode::OK);
+    let list = list.next().await.unwrap();
+    assert_eq!(list["metadata"]["resourceVersion"], "2", "{list}");
+    assert_eq!(list["items"][1]["metadata"]["resourceVersion"], "2");
+
+    // Missed by a client that listed at 2.
+    fake.finish_rollout("shop", "a");
+    fake.put(
+        "deployments",
+        "shop",
+        fake_deployment("c", json!({"tier": "x"})),
+    );
+    fake.with(|s| {
+        s.objects.remove(&key("deployments", "shop", "a"));
+    });
+
+    let (code, headers, mut w) = raw_get(
+        &url,
+        &format!("{path}?watch=true&resourceVersion=2&timeoutSeconds=60&allowWatchBookmarks=true"),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(headers[header::TRANSFER_ENCODING], "chunked");
+    let ev = |t: &str, n: &str, v: &str| (t.to_owned(), n.to_owned(), v.to_owned());
+    assert_eq!(w.event().await, ev("MODIFIED", "a", "3"));
+    assert_eq!(w.event().await, ev("ADDED", "c", "4"));
+    assert_eq!(w.event().await, ev("DELETED", "a", "5"));
+    // Then the live changes.
+    fake.finish_rollout("shop", "b");
+    assert_eq!(w.event().await, ev("MODIFIED", "b", "6"));
+
+    // Selected by label, or by name: other objects' changes do not come.
+    let (_, _, mut by_label) = raw_get(
+        &url,
+        &format!("{path}?watch=1&resourceVersion=3&labelSelector=tier%3Dx&timeoutSeconds=60"),
+    )
+    .await;
+    assert_eq!(by_label.event().await, ev("ADDED", "c", "4"));
+    assert_eq!(by_label.event().await, ev("DELETED", "a", "5"));
+    let (_, _, mut by_name) = raw_get(
+        &url,
+        &format!(
+            "{path}?watch=true&resourceVersion=6&fieldSelector=metadata.name%3Dc&timeoutSeconds=60"
+        ),
+    )
+    .await;
+    fake.with(|s| {
+        let b = s.objects.get_mut(&key("deployments", "shop", "b")).unwrap();
+        b["metadata"]["annotations"] = json!({"touched": "yes"});
+    });
+    fake.finish_rollout("shop", "c");
+    assert_eq!(w.event().await, ev("MODIFIED", "b", "7"));
+    assert_eq!(w.event().await, ev("MODIFIED", "c", "8"));
+    assert_eq!(by_label.event().await, ev("MODIFIED", "c", "8"));
+    assert_eq!(by_name.event().await, ev("MODIFIED", "c", "8"));
+
+    // A write that changes nothing is no event; the list's version stays.
+    fake.finish_rollout("shop", "c");
+    let (_, _, mut list) = raw_get(&url, path).await;
+    assert_eq!(
+        list.next().await.unwrap()["metadata"]["resourceVersion"],
+        "8"
+    );
+
+    // Three events kept (6 to 8): from 5 they all are; from 4, not.
+    let (_, _, mut from5) = raw_get(
+        &url,
+        &format!("{path}?watch=true&resourceVersion=5&timeoutSeconds=60"),
+    )
+    .await;
+    assert_eq!(from5.event().await, ev("MODIFIED", "b", "6"));
+    let (code, _, mut gone) = raw_get(&url, &format!("{path}?watch=true&resourceVersion=4")).await;
+    assert_eq!(
+        code,
+        StatusCode::OK,
+        "the API server answers 410 in the stream"
+    );
+    let e = gone.next().await.unwrap();
+    assert_eq!(e["type"], "ERROR", "{e}");
+    assert_eq!(e["object"]["code"], 410, "{e}");
+    assert_eq!(e["object"]["reason"], "Expired", "{e}");
+    assert!(
+        gone.next().await.is_none(),
+        "the stream ends after the error"
+    );
+
+    // From no version: the current objects, as ADDED; the time given ends
+    // the watch.
+    let (_, _, mut all) = raw_get(&url, &format!("{path}?watch=true&timeoutSeconds=1")).await;
+    assert_eq!(all.event().await, ev("ADDED", "b", "7"));
+    assert_eq!(all.event().await, ev("ADDED", "c", "8"));
+    assert!(all.next().await.is_none(), "the watch ends at its timeout");
+}
+
+/// The kube client's own watch reads the fake's stream, the 410 included.
+#[tokio::test]
+async fn the_kube_client_watches_the_fake() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Api, WatchEvent, WatchParams};
+
+    let (fake, rt) = start().await;
+    fake.with(|s| s.history_limit = Some(1));
+    fake.put(
+        "deployments",
+        "shop",
+        fake_deployment("a", json!({"tier": "x"})),
+    );
+    let api: Api<Deployment> = Api::namespaced(rt.client().clone(), "shop");
+    let wp = WatchParams::default().labels("tier=x");
+    let mut w = api.watch(&wp, "1").await.unwrap().boxed();
+    fake.finish_rollout("shop", "a");
+    match w.next().await.unwrap().unwrap() {
+        WatchEvent::Modified(d) => {
+            assert_eq!(d.metadata.resource_version.as_deref(), Some("2"));
+            assert_eq!(d.status.unwrap().available_replicas, Some(1));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another change: only 3 is kept now.
+    fake.put(
+        "deployments",
+        "shop",
+        fake_deployment("b", json!({"tier": "y"})),
+    );
+    let mut w = api.watch(&wp, "0").await.unwrap().boxed();
+    assert!(matches!(w.next().await, Some(Ok(WatchEvent::Added(_)))));
+    let mut w = api.watch(&wp, "1").await.unwrap().boxed();
+    match w.next().await.unwrap() {
+        Ok(WatchEvent::Error(s)) => assert_eq!(s.code, 410),
+        other => panic!("{other:?}"),
+    }
 }
 
 /// The error of a deploy whose pods all get `status`.
@@ -1678,14 +2173,17 @@ fn the_node_manifests_parse_and_grant_exactly_what_the_runtime_uses() {
     }
     let write = ["create", "delete", "get", "list", "patch"];
     let read = ["get", "list"];
+    // A try waiting for its rollouts watches Deployments and pods.
+    let write_watch = ["create", "delete", "get", "list", "patch", "watch"];
+    let read_watch = ["get", "list", "watch"];
     let want: BTreeMap<String, Vec<String>> = [
         ("namespaces", &write[..]),
-        ("apps/deployments", &write[..]),
+        ("apps/deployments", &write_watch[..]),
         ("services", &write[..]),
         ("secrets", &write[..]),
         ("persistentvolumeclaims", &write[..]),
         ("apps/replicasets", &read[..]),
-        ("pods", &read[..]),
+        ("pods", &read_watch[..]),
         ("pods/log", &["get"][..]),
     ]
     .into_iter()

@@ -32,6 +32,16 @@
 //! cannot be pulled, a crash loop, a pod that cannot be scheduled, a rollout
 //! past its deadline.
 //!
+//! The try checks its rollouts when they change, not on a timer: it watches
+//! the team's Deployments and pods in the namespace (`watch=true` from the
+//! version of a list; a watch the server ends is opened again from the last
+//! version seen, one whose version has expired (410 Gone) lists again), and
+//! checks every rollout again on each event. A check also comes every poll
+//! interval ([`DEFAULT_POLL_INTERVAL`], [`KubernetesRuntime::with_poll_interval`])
+//! as a resync fallback, so a watch that is down or a server without watch
+//! only makes the wait slower. The try's timeout ends the wait when it
+//! comes: what the last check saw stands.
+//!
 //! Label values are at most 63 characters, so the team label holds the first
 //! [`TEAM_LABEL_CHARS`] characters of the team id; the full id, the version
 //! name and the names of the secret env keys are annotations.
@@ -42,7 +52,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -62,7 +72,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams};
+use kube::api::{
+    Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, WatchEvent, WatchParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde::Serialize;
@@ -72,7 +84,8 @@ use shoal_protocol::model::{
     ContainerAction, ContainerState, ExpectedRunState, HealthCheck, NetworkMode, Probe, Protocol,
     Resources, Strategy, VolumeKind,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
 use tracing::debug;
 
 use super::{
@@ -101,8 +114,14 @@ pub const DEFAULT_VOLUME_SIZE: &str = "1Gi";
 /// How long a try waits for its rollouts when no container's expected
 /// state gives a timeout.
 pub const DEFAULT_ROLLOUT_TIMEOUT: Duration = Duration::from_secs(300);
-/// Time between two rollout checks.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Time between two rollout checks when no watch event comes first (the
+/// resync fallback).
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
+/// How long the server keeps one watch open (kube's default, under the
+/// client's read timeout).
+const WATCH_TIMEOUT_S: u32 = 290;
+/// Time before a failed watch is tried again.
+const WATCH_RETRY: Duration = Duration::from_secs(2);
 /// The annotation numbering a Deployment's revisions, on the Deployment
 /// (its current one) and on each of its ReplicaSets (set by the controller).
 pub const ANNOTATION_REVISION: &str = "deployment.kubernetes.io/revision";
@@ -182,7 +201,7 @@ impl KubernetesRuntime {
         self
     }
 
-    /// Time between two rollout checks.
+    /// Time between two rollout checks when no watch event comes first.
     pub fn with_poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
         self
@@ -455,6 +474,13 @@ impl KubernetesRuntime {
         let started = Instant::now();
         let mut pending: Vec<&PlannedContainer> = plan.containers.iter().collect();
         let mut last: BTreeMap<String, String> = BTreeMap::new();
+        // Started before the first check: its list brings a check of its
+        // own, and every change after that list an event.
+        let changes = ChangeWatch::start(
+            &self.client,
+            ns,
+            &format!("{},{LABEL_PREFIX}={ns}", team_selector(&plan.team)),
+        );
         report
             .emit(
                 Step::Wait,
@@ -510,16 +536,28 @@ impl KubernetesRuntime {
             if pending.is_empty() {
                 return Ok(());
             }
-            if started.elapsed() >= timeout {
-                let pc = pending[0];
-                return Err(RuntimeError::Timeout {
-                    container: pc.name.clone(),
-                    expected: "a complete rollout".into(),
-                    seconds: timeout.as_secs(),
-                    last: last.remove(&pc.name).unwrap_or_default(),
-                });
+            // The next check comes with a change of the prefix's
+            // Deployments or pods; the resync covers a watch that is down
+            // and a server without watch.
+            let left = timeout.saturating_sub(started.elapsed());
+            if !left.is_zero() {
+                let resync = self.poll_interval.min(left);
+                tokio::select! {
+                    () = changes.changed() => continue,
+                    () = tokio::time::sleep(resync) => {}
+                }
+                if resync < left {
+                    continue;
+                }
             }
-            tokio::time::sleep(self.poll_interval).await;
+            // The deadline: what the last check saw stands.
+            let pc = pending[0];
+            return Err(RuntimeError::Timeout {
+                container: pc.name.clone(),
+                expected: "a complete rollout".into(),
+                seconds: timeout.as_secs(),
+                last: last.remove(&pc.name).unwrap_or_default(),
+            });
         }
     }
 
@@ -851,6 +889,145 @@ impl Runtime for KubernetesRuntime {
     ) -> BoxFuture<'a, Result<Removed, RuntimeError>> {
         self.run_remove_prefix(team, prefix).boxed()
     }
+}
+
+// --------------------------------------------------------------------- watch
+
+/// Wakes a waiting try when an object it watches changes: one watch of
+/// Deployments and one of pods in a namespace, re-established when the
+/// server ends them; stopped when dropped.
+struct ChangeWatch {
+    changed: Arc<Notify>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ChangeWatch {
+    fn start(client: &Client, ns: &str, selector: &str) -> Self {
+        let changed = Arc::new(Notify::new());
+        let tasks = vec![
+            tokio::spawn(watch_kind(
+                Api::<Deployment>::namespaced(client.clone(), ns),
+                selector.to_owned(),
+                changed.clone(),
+            )),
+            tokio::spawn(watch_kind(
+                Api::<Pod>::namespaced(client.clone(), ns),
+                selector.to_owned(),
+                changed.clone(),
+            )),
+        ];
+        Self { changed, tasks }
+    }
+
+    /// Returns once something changed since the last call (at once when it
+    /// already has: many changes make one wake-up).
+    async fn changed(&self) {
+        self.changed.notified().await;
+    }
+}
+
+impl Drop for ChangeWatch {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// How a watch of one kind ended.
+enum WatchEnd {
+    /// The server closed it (its timeout): watch again from the last
+    /// version seen.
+    Closed,
+    /// The version is older than the server keeps (410 Gone): list again.
+    Expired,
+    /// Any other error: list again after [`WATCH_RETRY`].
+    Failed,
+}
+
+/// Watches the objects of `api` matching `selector` for as long as the
+/// task lives, notifying `changed` on every change.
+async fn watch_kind<K>(api: Api<K>, selector: String, changed: Arc<Notify>)
+where
+    K: kube::Resource + Clone + DeserializeOwned + fmt::Debug + Send + 'static,
+{
+    loop {
+        // The version to watch from. Changes made while no watch was open
+        // are not seen, so the waiting try checks again.
+        let lp = ListParams::default().labels(&selector).limit(1);
+        let mut version = match api.list(&lp).await {
+            Ok(list) => list.metadata.resource_version.unwrap_or_default(),
+            Err(e) => {
+                debug!(error = %error_chain(&e), "cannot list for a watch; retrying");
+                tokio::time::sleep(WATCH_RETRY).await;
+                continue;
+            }
+        };
+        changed.notify_one();
+        loop {
+            let opened = Instant::now();
+            match watch_once(&api, &selector, &mut version, &changed).await {
+                WatchEnd::Closed => {
+                    // A server that ends watches at once must not make a
+                    // busy loop.
+                    if let Some(rest) = WATCH_RETRY.checked_sub(opened.elapsed()) {
+                        tokio::time::sleep(rest).await;
+                    }
+                }
+                WatchEnd::Expired => break,
+                WatchEnd::Failed => {
+                    tokio::time::sleep(WATCH_RETRY).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// One watch request from `version`, which follows the events.
+async fn watch_once<K>(
+    api: &Api<K>,
+    selector: &str,
+    version: &mut String,
+    changed: &Notify,
+) -> WatchEnd
+where
+    K: kube::Resource + Clone + DeserializeOwned + fmt::Debug + Send + 'static,
+{
+    let wp = WatchParams::default()
+        .labels(selector)
+        .timeout(WATCH_TIMEOUT_S);
+    let stream = match api.watch(&wp, version).await {
+        Ok(s) => s,
+        Err(kube::Error::Api(s)) if s.code == 410 => return WatchEnd::Expired,
+        Err(e) => {
+            debug!(error = %error_chain(&e), "cannot watch; retrying");
+            return WatchEnd::Failed;
+        }
+    };
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o)) => {
+                if let Some(v) = o.meta().resource_version.clone() {
+                    *version = v;
+                }
+                changed.notify_one();
+            }
+            Ok(WatchEvent::Bookmark(b)) => *version = b.metadata.resource_version,
+            Ok(WatchEvent::Error(s)) if s.code == 410 => return WatchEnd::Expired,
+            Err(kube::Error::Api(s)) if s.code == 410 => return WatchEnd::Expired,
+            Ok(WatchEvent::Error(s)) => {
+                debug!(code = s.code, message = %s.message, "the watch failed; retrying");
+                return WatchEnd::Failed;
+            }
+            Err(e) => {
+                debug!(error = %error_chain(&e), "the watch failed; retrying");
+                return WatchEnd::Failed;
+            }
+        }
+    }
+    WatchEnd::Closed
 }
 
 // ---------------------------------------------------------------- connection
