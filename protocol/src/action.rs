@@ -117,6 +117,18 @@ pub enum Action {
     RegistryRemove {
         id: String,
     },
+    /// Changes a registry's address or credentials; `None` keeps a field.
+    RegistryUpdate {
+        id: String,
+        url: Option<String>,
+        namespace: Option<String>,
+        /// New credentials: the user, and the password sealed like
+        /// `RegistryAdd`'s (a user alone keeps no password).
+        user: Option<String>,
+        password: Option<Sealed>,
+        /// Drops the user and password.
+        clear_credentials: bool,
+    },
     ProductCreate {
         id: String,
         name: String,
@@ -222,6 +234,15 @@ pub enum Action {
     KeySeal {
         keys: Vec<SealedKey>,
     },
+    /// Replaces the team secrets key (§5), after a member or node left: a
+    /// new key of the next epoch sealed to every node and admin who remain,
+    /// and every registry password sealed again to it (registry id →
+    /// password).
+    KeyRotate {
+        epoch: u32,
+        keys: Vec<SealedKey>,
+        registries: BTreeMap<String, Sealed>,
+    },
 }
 
 impl Action {
@@ -240,6 +261,7 @@ impl Action {
             Action::NodeUpdate { .. } => "node.update",
             Action::RegistryAdd { .. } => "registry.add",
             Action::RegistryRemove { .. } => "registry.remove",
+            Action::RegistryUpdate { .. } => "registry.update",
             Action::ProductCreate { .. } => "product.create",
             Action::ProductRemove { .. } => "product.remove",
             Action::VersionCreate { .. } => "version.create",
@@ -259,6 +281,7 @@ impl Action {
             Action::DeploymentFinish { .. } => "deployment.finish",
             Action::ContainerCommand { .. } => "container.command",
             Action::KeySeal { .. } => "key.seal",
+            Action::KeyRotate { .. } => "key.rotate",
         }
     }
 
@@ -288,7 +311,9 @@ impl Action {
             }
             Action::NodeRemove { node } => vec![node.to_hex()],
             Action::NodeUpdate { .. } => vec![],
-            Action::RegistryAdd { id, .. } | Action::RegistryRemove { id } => vec![id.clone()],
+            Action::RegistryAdd { id, .. }
+            | Action::RegistryRemove { id }
+            | Action::RegistryUpdate { id, .. } => vec![id.clone()],
             Action::ProductCreate { id, version, .. } => {
                 let mut v = vec![id.clone()];
                 v.extend(version.clone());
@@ -322,6 +347,13 @@ impl Action {
             }
             Action::ContainerCommand { id, node, .. } => vec![id.clone(), node.to_hex()],
             Action::KeySeal { keys } => keys.iter().map(|k| k.recipient.clone()).collect(),
+            Action::KeyRotate {
+                keys, registries, ..
+            } => registries
+                .keys()
+                .cloned()
+                .chain(keys.iter().map(|k| k.recipient.clone()))
+                .collect(),
         }
     }
 }

@@ -150,6 +150,29 @@ pub fn describe(state: &TeamState, action: &Action) -> String {
             format!("added registry {name} ({})", kind.as_str())
         }
         Action::RegistryRemove { id } => format!("removed registry {}", registry(id)),
+        Action::RegistryUpdate {
+            id,
+            url,
+            namespace,
+            user,
+            clear_credentials,
+            ..
+        } => {
+            let mut what = Vec::new();
+            if let Some(u) = url {
+                what.push(format!("url {u}"));
+            }
+            if let Some(n) = namespace {
+                what.push(format!("namespace {n}"));
+            }
+            if let Some(u) = user {
+                what.push(format!("credentials of {u}"));
+            }
+            if *clear_credentials {
+                what.push("no credentials".to_string());
+            }
+            format!("set {} of registry {}", what.join(", "), registry(id))
+        }
         Action::ProductCreate { name, .. } => format!("created product {name}"),
         Action::ProductRemove { id } => format!("removed product {}", product(id)),
         Action::VersionCreate {
@@ -264,6 +287,15 @@ pub fn describe(state: &TeamState, action: &Action) -> String {
             "{} container {container} on {}",
             action.as_str(),
             node(&n.to_hex())
+        ),
+        Action::KeyRotate {
+            epoch,
+            keys,
+            registries,
+        } => format!(
+            "rotated the team key to epoch {epoch}: sealed to {} node(s) and admin(s), {} registry password(s) sealed again",
+            keys.len(),
+            registries.len()
         ),
         Action::KeySeal { keys } => format!(
             "sealed the team key to {}",

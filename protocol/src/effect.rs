@@ -236,9 +236,8 @@ pub fn effect(s: &TeamState, ctx: &OpContext, action: &Action) -> Vec<Write> {
                     &key,
                 ));
             }
-            let sealed = format!("member:{key}");
-            if s.keys.contains_key(&sealed) {
-                out.push(del(Collection::Keys, &sealed));
+            for id in view::key_entries_of(s, &format!("member:{key}")) {
+                out.push(del(Collection::Keys, &id));
             }
         }
         A::NodeRemove { node: key } => {
@@ -252,9 +251,8 @@ pub fn effect(s: &TeamState, ctx: &OpContext, action: &Action) -> Vec<Write> {
                     &key,
                 ));
             }
-            let sealed = format!("node:{key}");
-            if s.keys.contains_key(&sealed) {
-                out.push(del(Collection::Keys, &sealed));
+            for id in view::key_entries_of(s, &format!("node:{key}")) {
+                out.push(del(Collection::Keys, &id));
             }
         }
         A::NodeUpdate {
@@ -297,6 +295,33 @@ pub fn effect(s: &TeamState, ctx: &OpContext, action: &Action) -> Vec<Write> {
             id,
         )),
         A::RegistryRemove { id } => out.push(del(Collection::Registries, id)),
+        A::RegistryUpdate {
+            id,
+            url,
+            namespace,
+            user,
+            password,
+            clear_credentials,
+        } => {
+            if let Some(r) = s.registries.get(id) {
+                let mut r = r.clone();
+                if let Some(u) = url {
+                    r.url = Some(u.clone());
+                }
+                if let Some(n) = namespace {
+                    r.namespace = Some(n.clone());
+                }
+                if *clear_credentials {
+                    r.user = None;
+                    r.password = None;
+                }
+                if let Some(u) = user {
+                    r.user = Some(u.clone());
+                    r.password = password.clone();
+                }
+                out.push(put(Entity::Registry(r), id));
+            }
+        }
         A::ProductCreate {
             id,
             name,
@@ -645,7 +670,38 @@ pub fn effect(s: &TeamState, ctx: &OpContext, action: &Action) -> Vec<Write> {
         )),
         A::KeySeal { keys } => {
             for k in keys {
-                out.push(put(Entity::Key(k.clone()), &k.recipient));
+                out.push(put(Entity::Key(k.clone()), &k.entity_id()));
+            }
+        }
+        A::KeyRotate {
+            epoch,
+            keys,
+            registries,
+        } => {
+            // Entries of those who should no longer hold the key, and of
+            // epochs before the previous one, go: every registry is sealed
+            // to the new key now, and one made concurrently with this op
+            // used at most the previous epoch.
+            for (id, k) in &s.keys {
+                if k.epoch.saturating_add(1) < *epoch
+                    || !view::key_recipient_eligible(s, &k.recipient)
+                {
+                    out.push(del(Collection::Keys, id));
+                }
+            }
+            for k in keys {
+                out.push(put(Entity::Key(k.clone()), &k.entity_id()));
+            }
+            for (id, password) in registries {
+                if let Some(r) = s.registries.get(id) {
+                    out.push(put(
+                        Entity::Registry(Registry {
+                            password: Some(password.clone()),
+                            ..r.clone()
+                        }),
+                        id,
+                    ));
+                }
             }
         }
     }

@@ -882,12 +882,59 @@ pub struct ContainerCommand {
     pub requested_by: String,
 }
 
+/// Prefix of the text of a sealed team secrets key:
+/// `shoal-team-key-v1:<epoch>:<team public key, 64 hex>:<sealed secret>`.
+pub const TEAM_KEY_PREFIX: &str = "shoal-team-key-v1:";
+
 /// The team secrets key sealed to one recipient (a node or an admin).
+///
+/// Stored under [`SealedKey::entity_id`], so a recipient keeps one entry per
+/// key it was given: the keys of older epochs (for values sealed before a
+/// rotation reached them) and two keys of one epoch made concurrently.
+/// Entries of the first release are stored under the bare recipient.
 #[derive(Clone, Debug, PartialEq, Eq, Hydrate, Reconcile, Serialize, Deserialize)]
 pub struct SealedKey {
     pub recipient: String,
     pub epoch: u32,
     pub sealed: String,
+}
+
+impl SealedKey {
+    /// The (epoch, team public key hex) the text names, when well formed.
+    pub fn named(&self) -> Option<(u32, &str)> {
+        let mut parts = self.sealed.strip_prefix(TEAM_KEY_PREFIX)?.splitn(3, ':');
+        let epoch = parts.next()?.parse().ok()?;
+        let public = parts.next()?;
+        let ok = public.len() == 64 && public.bytes().all(|b| b.is_ascii_hexdigit());
+        (ok && parts.next().is_some_and(|s| !s.is_empty())).then_some((epoch, public))
+    }
+
+    /// The team public key this is a copy of, when well formed.
+    pub fn public(&self) -> Option<&str> {
+        self.named().map(|(_, p)| p)
+    }
+
+    /// `<recipient>/<epoch>/<first 16 hex of the team public key>`.
+    pub fn entity_id(&self) -> String {
+        let fp = self.public().map_or("", |p| &p[..16]);
+        format!("{}/{}/{fp}", self.recipient, self.epoch)
+    }
+}
+
+/// The recipient a team-wide secret sealed to the team key of `epoch` with
+/// public half `public` names: `team:<epoch>:<first 16 hex of public>`.
+/// (The first release named only `team:<epoch>`.)
+pub fn team_recipient(epoch: u32, public: &str) -> String {
+    format!("team:{epoch}:{}", public.get(..16).unwrap_or(public))
+}
+
+/// The (epoch, public key prefix) a `team:` recipient names.
+pub fn parse_team_recipient(recipient: &str) -> Option<(u32, Option<&str>)> {
+    let rest = recipient.strip_prefix("team:")?;
+    match rest.split_once(':') {
+        Some((e, fp)) => Some((e.parse().ok()?, Some(fp))),
+        None => Some((rest.parse().ok()?, None)),
+    }
 }
 
 /// The whole typed view of the team document.

@@ -817,6 +817,48 @@ pub fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             }
             Ok(())
         }
+        A::RegistryUpdate {
+            id,
+            url,
+            namespace,
+            user,
+            password,
+            clear_credentials,
+        } => {
+            need_origin(s, ctx)?;
+            need_role(s, ctx, "registry.update", Role::Admin)?;
+            let r = found(s.registries.get(id), "registry", id)?;
+            let invalid = |why: &str| RuleError::Invalid {
+                what: "registry update",
+                value: r.name.clone(),
+                why: why.into(),
+            };
+            if password.is_some() && user.is_none() {
+                return Err(invalid("a password needs a --user"));
+            }
+            if url.is_none() && namespace.is_none() && user.is_none() && !clear_credentials {
+                return Err(invalid(
+                    "nothing to change: give --url, --namespace, --user with --password-stdin, or --no-credentials",
+                ));
+            }
+            if *clear_credentials && user.is_some() {
+                return Err(invalid(
+                    "either new credentials or --no-credentials, not both",
+                ));
+            }
+            if password.is_some() && user.is_none() {
+                return Err(invalid("a password needs a --user"));
+            }
+            if let Some(p) = password
+                && !p.recipient.starts_with("team:")
+            {
+                return Err(RuleError::SecretRecipient {
+                    key: "password".into(),
+                    recipient: p.recipient.clone(),
+                });
+            }
+            Ok(())
+        }
         A::RegistryRemove { id } => {
             need_origin(s, ctx)?;
             need_role(s, ctx, "registry.remove", Role::Admin)?;
@@ -1257,23 +1299,115 @@ pub fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
                 need_role(s, ctx, "key.seal", Role::Admin)?;
             }
             for k in keys {
-                let ok = match k.recipient.split_once(':') {
-                    Some(("node", key)) => view::effective_node(s, key).is_some(),
-                    Some(("member", key)) => {
-                        view::effective_role(s, key).is_some_and(|r| r >= Role::Admin)
-                    }
-                    _ => false,
-                };
-                if !ok {
-                    return Err(RuleError::Invalid {
-                        what: "key recipient",
-                        value: k.recipient.clone(),
-                        why: "the team secrets key is sealed only to nodes and admins".into(),
-                    });
+                check_sealed_key(s, k, k.epoch)?;
+            }
+            Ok(())
+        }
+        A::KeyRotate {
+            epoch,
+            keys,
+            registries,
+        } => {
+            need_origin(s, ctx)?;
+            need_role(s, ctx, "key.rotate", Role::Admin)?;
+            let current = view::team_key(s).map_or(0, |(e, _)| e);
+            let invalid = |what: &'static str, value: String, why: String| RuleError::Invalid {
+                what,
+                value,
+                why,
+            };
+            if *epoch != current + 1 {
+                return Err(invalid(
+                    "key epoch",
+                    epoch.to_string(),
+                    format!(
+                        "the team key is at epoch {current}, so a new one is {}",
+                        current + 1
+                    ),
+                ));
+            }
+            let mut public = None;
+            for k in keys {
+                check_sealed_key(s, k, *epoch)?;
+                let p = k.public();
+                if public.is_some_and(|q| q != p) {
+                    return Err(invalid(
+                        "key recipient",
+                        k.recipient.clone(),
+                        "every copy of a new team key is of the same key".into(),
+                    ));
+                }
+                public = Some(p);
+            }
+            let Some(Some(public)) = public else {
+                return Err(invalid(
+                    "team key",
+                    epoch.to_string(),
+                    "a new team key is sealed to at least one node".into(),
+                ));
+            };
+            for (r, _) in view::key_recipients(s) {
+                if !keys.iter().any(|k| k.recipient == r) {
+                    return Err(invalid(
+                        "team key",
+                        epoch.to_string(),
+                        format!(
+                            "the new key must be sealed to every node and admin; {r} is left out"
+                        ),
+                    ));
+                }
+            }
+            let want = crate::model::team_recipient(*epoch, public);
+            for (id, p) in registries {
+                let r = found(s.registries.get(id), "registry", id)?;
+                if p.recipient != want {
+                    return Err(invalid(
+                        "registry password",
+                        r.name.clone(),
+                        format!("sealed to {}, not to the new key {want}", p.recipient),
+                    ));
+                }
+            }
+            for r in s.registries.values() {
+                let team_sealed = r
+                    .password
+                    .as_ref()
+                    .is_some_and(|p| p.recipient.starts_with("team:"));
+                if team_sealed && !registries.contains_key(&r.id) {
+                    return Err(invalid(
+                        "team key",
+                        epoch.to_string(),
+                        format!(
+                            "the password of registry {} must be sealed again to the new key",
+                            r.name
+                        ),
+                    ));
                 }
             }
             Ok(())
         }
+    }
+}
+
+/// A copy of the team key for a node or an admin, of `epoch`, whose text
+/// names that epoch and a public key.
+fn check_sealed_key(s: &TeamState, k: &crate::model::SealedKey, epoch: u32) -> R {
+    let bad = |why: &str| RuleError::Invalid {
+        what: "key recipient",
+        value: k.recipient.clone(),
+        why: why.into(),
+    };
+    if !view::key_recipient_eligible(s, &k.recipient) {
+        return Err(bad(
+            "the team secrets key is sealed only to nodes and admins",
+        ));
+    }
+    match k.named() {
+        Some((e, _)) if e == k.epoch && e == epoch => Ok(()),
+        Some(_) => Err(bad("the sealed key names another epoch")),
+        None => Err(bad(
+            "the sealed key is not shoal-team-key-v1:<epoch>:<public key>:<sealed>",
+        )),
     }
 }
 

@@ -215,3 +215,61 @@ pub fn rollback_target<'a>(
         })
         .max_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)))
 }
+
+/// Whether `recipient` (`node:<key>` or `member:<key>`) should hold the team
+/// secrets key (§5): a live node, or a member who is an admin or the owner.
+pub fn key_recipient_eligible(state: &TeamState, recipient: &str) -> bool {
+    match recipient.split_once(':') {
+        Some(("node", key)) => effective_node(state, key).is_some(),
+        Some(("member", key)) => effective_role(state, key).is_some_and(|r| r >= Role::Admin),
+        _ => false,
+    }
+}
+
+/// Everyone who should hold the team secrets key and can (has an
+/// encryption key): (recipient, encryption key), nodes first.
+pub fn key_recipients(state: &TeamState) -> Vec<(String, String)> {
+    let nodes = state
+        .nodes
+        .values()
+        .map(|n| (format!("node:{}", n.key), &n.enc_key));
+    let members = state
+        .members
+        .values()
+        .map(|m| (format!("member:{}", m.key), &m.enc_key));
+    nodes
+        .chain(members)
+        .filter(|(r, enc)| !enc.is_empty() && key_recipient_eligible(state, r))
+        .map(|(r, enc)| (r, enc.clone()))
+        .collect()
+}
+
+/// The team's current secrets key: the greatest (epoch, public key hex)
+/// any well-formed entry holds, the same on every replica even when two
+/// keys of one epoch were made concurrently. `None` before the first.
+pub fn team_key(state: &TeamState) -> Option<(u32, String)> {
+    state
+        .keys
+        .values()
+        .filter_map(|k| k.named().filter(|(e, _)| *e == k.epoch))
+        .max()
+        .map(|(e, p)| (e, p.to_string()))
+}
+
+/// Whether `recipient` holds the team key (`epoch`, `public`).
+pub fn holds_key(state: &TeamState, recipient: &str, epoch: u32, public: &str) -> bool {
+    state
+        .keys
+        .values()
+        .any(|k| k.recipient == recipient && k.epoch == epoch && k.public() == Some(public))
+}
+
+/// The ids of `recipient`'s entries in the keys collection.
+pub fn key_entries_of(state: &TeamState, recipient: &str) -> Vec<String> {
+    state
+        .keys
+        .iter()
+        .filter(|(_, k)| k.recipient == recipient)
+        .map(|(id, _)| id.clone())
+        .collect()
+}

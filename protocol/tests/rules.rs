@@ -10,6 +10,7 @@ use shoal_protocol::hlc::Hlc;
 use shoal_protocol::model::*;
 use shoal_protocol::rules::{OpContext, RuleError, check};
 use shoal_protocol::testkit::key;
+use shoal_protocol::view;
 use shoal_protocol::{PublicKey, SecretKey, TeamId};
 
 const T0: u64 = 1_700_000_000_000;
@@ -1315,5 +1316,399 @@ fn refusals_say_what_to_do() {
     assert_eq!(
         e.to_string(),
         "node n1 still has 5 deployment(s): delete them first"
+    );
+}
+
+/// A copy of a team key of `epoch` (public key `public`, 64 hex) for
+/// `recipient`, in the text form the rules read.
+fn sealed_key(recipient: String, epoch: u32, public: &str) -> SealedKey {
+    SealedKey {
+        recipient,
+        epoch,
+        sealed: format!("{TEAM_KEY_PREFIX}{epoch}:{public}:shoal-seal-v1:00"),
+    }
+}
+
+/// The fixture with encryption keys for its nodes and admins, a team key
+/// of epoch 1 held by them, and `r1`'s password sealed to it.
+fn keyed() -> (Fx, String) {
+    let mut f = fx();
+    for n in f.s.nodes.values_mut() {
+        n.enc_key = "ee".repeat(32);
+    }
+    for m in f.s.members.values_mut() {
+        m.enc_key = "ee".repeat(32);
+    }
+    let one = "11".repeat(32);
+    for (r, _) in view::key_recipients(&f.s) {
+        let k = sealed_key(r, 1, &one);
+        f.s.keys.insert(k.entity_id(), k);
+    }
+    f.s.registries.get_mut("r1").unwrap().user = Some("u".into());
+    f.s.registries.get_mut("r1").unwrap().password = Some(Sealed {
+        recipient: team_recipient(1, &one),
+        data: "shoal-seal-v1:00".into(),
+    });
+    (f, one)
+}
+
+#[test]
+fn the_team_key_rotates_to_everyone_who_remains_with_every_password() {
+    let (f, one) = keyed();
+    let two = "22".repeat(32);
+    let everyone = || -> Vec<SealedKey> {
+        view::key_recipients(&f.s)
+            .into_iter()
+            .map(|(r, _)| sealed_key(r, 2, &two))
+            .collect()
+    };
+    let resealed = |public: &str| -> BTreeMap<String, Sealed> {
+        BTreeMap::from([(
+            "r1".to_string(),
+            Sealed {
+                recipient: team_recipient(2, public),
+                data: "shoal-seal-v1:01".into(),
+            },
+        )])
+    };
+    let rotate = |epoch, keys, registries| Action::KeyRotate {
+        epoch,
+        keys,
+        registries,
+    };
+    let mut left_out = everyone();
+    left_out.retain(|k| k.recipient != format!("node:{}", f.n2.public().to_hex()));
+    let mut mixed = everyone();
+    mixed[0] = sealed_key(mixed[0].recipient.clone(), 2, &"33".repeat(32));
+    let mut to_user = everyone();
+    to_user.push(sealed_key(
+        format!("member:{}", f.user.public().to_hex()),
+        2,
+        &two,
+    ));
+    let mut garbled = everyone();
+    garbled[0].sealed = "not a key".into();
+    run(
+        &f,
+        vec![
+            (
+                "an admin rotates",
+                &f.admin,
+                rotate(2, everyone(), resealed(&two)),
+                None,
+            ),
+            (
+                "the owner rotates",
+                &f.owner,
+                rotate(2, everyone(), resealed(&two)),
+                None,
+            ),
+            (
+                "a user may not rotate",
+                &f.user,
+                rotate(2, everyone(), resealed(&two)),
+                Some(|e| matches!(e, RuleError::Role { .. })),
+            ),
+            (
+                "the epoch after the current one only",
+                &f.admin,
+                rotate(3, everyone(), resealed(&two)),
+                Some(
+                    |e| matches!(e, RuleError::Invalid { what: "key epoch", why, .. } if why.contains("epoch 1")),
+                ),
+            ),
+            (
+                "a node left out",
+                &f.admin,
+                rotate(2, left_out, resealed(&two)),
+                Some(
+                    |e| matches!(e, RuleError::Invalid { why, .. } if why.contains("is left out")),
+                ),
+            ),
+            (
+                "two keys in one rotation",
+                &f.admin,
+                rotate(2, mixed, resealed(&two)),
+                Some(|e| matches!(e, RuleError::Invalid { why, .. } if why.contains("same key"))),
+            ),
+            (
+                "sealed to a user",
+                &f.admin,
+                rotate(2, to_user, resealed(&two)),
+                Some(
+                    |e| matches!(e, RuleError::Invalid { why, .. } if why.contains("only to nodes and admins")),
+                ),
+            ),
+            (
+                "a copy that is not a team key",
+                &f.admin,
+                rotate(2, garbled, resealed(&two)),
+                Some(
+                    |e| matches!(e, RuleError::Invalid { why, .. } if why.contains("shoal-team-key-v1")),
+                ),
+            ),
+            (
+                "a registry password left on the old key",
+                &f.admin,
+                rotate(2, everyone(), BTreeMap::new()),
+                Some(
+                    |e| matches!(e, RuleError::Invalid { why, .. } if why.contains("registry r1")),
+                ),
+            ),
+            (
+                "a password sealed to the old key",
+                &f.admin,
+                rotate(2, everyone(), resealed(&one)),
+                Some(|e| {
+                    matches!(
+                        e,
+                        RuleError::Invalid {
+                            what: "registry password",
+                            ..
+                        }
+                    )
+                }),
+            ),
+            (
+                "no copies at all",
+                &f.admin,
+                rotate(2, vec![], resealed(&two)),
+                Some(
+                    |e| matches!(e, RuleError::Invalid { why, .. } if why.contains("at least one")),
+                ),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn a_rotation_replaces_the_key_and_drops_copies_of_those_gone() {
+    let (mut f, one) = keyed();
+    // A copy left for a member since made a user, and one of an epoch two
+    // rotations back, both go; the epoch-1 copies stay for stragglers.
+    let demoted = sealed_key(format!("member:{}", f.user.public().to_hex()), 1, &one);
+    f.s.keys.insert(demoted.entity_id(), demoted.clone());
+    let two = "22".repeat(32);
+    let keys: Vec<SealedKey> = view::key_recipients(&f.s)
+        .into_iter()
+        .map(|(r, _)| sealed_key(r, 2, &two))
+        .collect();
+    let password = Sealed {
+        recipient: team_recipient(2, &two),
+        data: "shoal-seal-v1:02".into(),
+    };
+    let action = Action::KeyRotate {
+        epoch: 2,
+        keys: keys.clone(),
+        registries: BTreeMap::from([("r1".to_string(), password.clone())]),
+    };
+    let c = ctx(&f.admin, &f.n1);
+    check(&f.s, &c, &action).unwrap();
+    for w in shoal_protocol::effect::effect(&f.s, &c, &action) {
+        f.s.set(w.collection, &w.id, w.value);
+    }
+    assert_eq!(view::team_key(&f.s), Some((2, two.clone())));
+    assert!(!f.s.keys.contains_key(&demoted.entity_id()));
+    for k in &keys {
+        assert!(
+            view::holds_key(&f.s, &k.recipient, 2, &two),
+            "{}",
+            k.recipient
+        );
+        assert!(
+            view::holds_key(&f.s, &k.recipient, 1, &one),
+            "{}",
+            k.recipient
+        );
+    }
+    assert_eq!(f.s.registries["r1"].password, Some(password));
+    // Epoch 3 drops the epoch-1 copies.
+    let three = "33".repeat(32);
+    let action = Action::KeyRotate {
+        epoch: 3,
+        keys: keys
+            .iter()
+            .map(|k| sealed_key(k.recipient.clone(), 3, &three))
+            .collect(),
+        registries: BTreeMap::from([(
+            "r1".to_string(),
+            Sealed {
+                recipient: team_recipient(3, &three),
+                data: "shoal-seal-v1:03".into(),
+            },
+        )]),
+    };
+    check(&f.s, &c, &action).unwrap();
+    for w in shoal_protocol::effect::effect(&f.s, &c, &action) {
+        f.s.set(w.collection, &w.id, w.value);
+    }
+    assert!(
+        f.s.keys.values().all(|k| k.epoch >= 2),
+        "{:?}",
+        f.s.keys.keys()
+    );
+    // Removing a node drops every copy it held.
+    let gone = format!("node:{}", f.n2.public().to_hex());
+    let action = Action::NodeRemove {
+        node: f.n2.public(),
+    };
+    for w in shoal_protocol::effect::effect(&f.s, &c, &action) {
+        f.s.set(w.collection, &w.id, w.value);
+    }
+    assert!(f.s.keys.values().all(|k| k.recipient != gone));
+    assert!(!view::key_recipient_eligible(&f.s, &gone));
+}
+
+#[test]
+fn two_keys_of_one_epoch_are_both_kept_and_the_greater_is_current() {
+    let (mut f, _) = keyed();
+    let (a, b) = ("aa".repeat(32), "bb".repeat(32));
+    let r = format!("node:{}", f.n1.public().to_hex());
+    for public in [&b, &a] {
+        let c = ctx(&f.admin, &f.n1);
+        let action = Action::KeySeal {
+            keys: vec![sealed_key(r.clone(), 2, public)],
+        };
+        check(&f.s, &c, &action).unwrap();
+        for w in shoal_protocol::effect::effect(&f.s, &c, &action) {
+            f.s.set(w.collection, &w.id, w.value);
+        }
+    }
+    assert!(view::holds_key(&f.s, &r, 2, &a));
+    assert!(view::holds_key(&f.s, &r, 2, &b));
+    assert_eq!(view::team_key(&f.s), Some((2, b)));
+}
+
+#[test]
+fn registry_updates_change_credentials_or_address() {
+    let (f, one) = keyed();
+    let update = |url: Option<&str>, user: Option<&str>, password: Option<Sealed>, clear| {
+        Action::RegistryUpdate {
+            id: "r1".into(),
+            url: url.map(Into::into),
+            namespace: None,
+            user: user.map(Into::into),
+            password,
+            clear_credentials: clear,
+        }
+    };
+    let sealed = |recipient: String| Sealed {
+        recipient,
+        data: "shoal-seal-v1:04".into(),
+    };
+    run(
+        &f,
+        vec![
+            (
+                "new credentials",
+                &f.admin,
+                update(
+                    None,
+                    Some("v"),
+                    Some(sealed(team_recipient(1, &one))),
+                    false,
+                ),
+                None,
+            ),
+            (
+                "a new address",
+                &f.admin,
+                update(Some("http://127.0.0.1:5001"), None, None, false),
+                None,
+            ),
+            (
+                "no credentials",
+                &f.admin,
+                update(None, None, None, true),
+                None,
+            ),
+            (
+                "a user may not",
+                &f.user,
+                update(None, None, None, true),
+                Some(|e| matches!(e, RuleError::Role { .. })),
+            ),
+            (
+                "nothing to change",
+                &f.admin,
+                update(None, None, None, false),
+                Some(
+                    |e| matches!(e, RuleError::Invalid { why, .. } if why.starts_with("nothing to change")),
+                ),
+            ),
+            (
+                "both credentials and none",
+                &f.admin,
+                update(None, Some("v"), None, true),
+                Some(|e| matches!(e, RuleError::Invalid { why, .. } if why.contains("not both"))),
+            ),
+            (
+                "a password without a user",
+                &f.admin,
+                update(None, None, Some(sealed(team_recipient(1, &one))), false),
+                Some(
+                    |e| matches!(e, RuleError::Invalid { why, .. } if why.contains("needs a --user")),
+                ),
+            ),
+            (
+                "a password sealed to one node",
+                &f.admin,
+                update(
+                    None,
+                    Some("v"),
+                    Some(sealed(format!("node:{}", f.n1.public().to_hex()))),
+                    false,
+                ),
+                Some(|e| matches!(e, RuleError::SecretRecipient { .. })),
+            ),
+            (
+                "an unknown registry",
+                &f.admin,
+                Action::RegistryUpdate {
+                    id: "nope".into(),
+                    url: None,
+                    namespace: None,
+                    user: None,
+                    password: None,
+                    clear_credentials: true,
+                },
+                Some(|e| {
+                    matches!(
+                        e,
+                        RuleError::NotFound {
+                            what: "registry",
+                            ..
+                        }
+                    )
+                }),
+            ),
+        ],
+    );
+    // The effect keeps what is not given and pairs the user with its password.
+    let mut s = f.s.clone();
+    let c = ctx(&f.admin, &f.n1);
+    let action = update(
+        None,
+        Some("v"),
+        Some(sealed(team_recipient(1, &one))),
+        false,
+    );
+    for w in shoal_protocol::effect::effect(&s, &c, &action) {
+        s.set(w.collection, &w.id, w.value);
+    }
+    let r = &s.registries["r1"];
+    assert_eq!(r.user.as_deref(), Some("v"));
+    assert_eq!(r.url, f.s.registries["r1"].url);
+    assert_eq!(
+        r.password.as_ref().map(|p| p.data.as_str()),
+        Some("shoal-seal-v1:04")
+    );
+    let action = update(None, None, None, true);
+    for w in shoal_protocol::effect::effect(&s.clone(), &c, &action) {
+        s.set(w.collection, &w.id, w.value);
+    }
+    assert_eq!(
+        (&s.registries["r1"].user, &s.registries["r1"].password),
+        (&None, &None)
     );
 }
