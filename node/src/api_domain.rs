@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shoal_protocol::audit::{self, Filter, Problem};
@@ -55,6 +55,7 @@ pub(crate) fn routes() -> Router<Arc<ApiState>> {
             get(deployment_sealed),
         )
         .route("/v1/teams/{team}/keys", get(keys))
+        .route("/v1/teams/{team}/keys/rotation", post(key_rotation))
         .route("/v1/teams/{team}/audit", get(audit_list))
         .route("/v1/teams/{team}/audit/verify", get(audit_verify))
 }
@@ -164,18 +165,15 @@ fn registry_uses(s: &TeamState, id: &str) -> usize {
 fn registry_json(s: &TeamState, r: &Registry) -> Value {
     // The nodes that can open the password.
     let sealed_for: Option<Vec<String>> = r.password.as_ref().map(|p| {
-        let team_epoch = p
-            .recipient
-            .strip_prefix(secrets::TEAM_RECIPIENT_PREFIX)
-            .and_then(|e| e.parse::<u32>().ok());
-        match team_epoch {
-            Some(epoch) => secrets::team_key_holders(s, epoch)
+        if p.recipient.starts_with(secrets::TEAM_RECIPIENT_PREFIX) {
+            secrets::team_key_holders(s, &p.recipient)
                 .iter()
                 .map(|k| node_name(s, k))
-                .collect(),
-            None => secrets::sealed_set(p)
+                .collect()
+        } else {
+            secrets::sealed_set(p)
                 .map(|set| set.keys().map(|k| node_name(s, k)).collect())
-                .unwrap_or_else(|_| vec![p.recipient.clone()]),
+                .unwrap_or_else(|_| vec![p.recipient.clone()])
         }
     });
     json!({
@@ -566,13 +564,12 @@ async fn deployment_sealed(
 async fn keys(State(api): Shared, UrlPath(team): UrlPath<String>) -> Answer {
     let (_, s, _) = resolve(&api, &team).await?;
     let current = secrets::team_public(&s);
-    let epoch = current.as_ref().map_or(1, |(e, _)| *e);
     let holders: Vec<Value> = s
         .keys
         .values()
         .map(|k| json!({ "recipient": k.recipient, "epoch": k.epoch }))
         .collect();
-    let waiting: Vec<Value> = secrets::key_recipients_missing(&s, epoch)
+    let waiting: Vec<Value> = secrets::key_recipients_missing(&s)
         .into_iter()
         .map(|(recipient, enc_key)| json!({ "recipient": recipient, "enc_key": enc_key }))
         .collect();
@@ -581,6 +578,32 @@ async fn keys(State(api): Shared, UrlPath(team): UrlPath<String>) -> Answer {
         "public": current.map(|(_, p)| p),
         "holders": holders,
         "waiting": waiting,
+    }))
+}
+
+/// A rotation of the team secrets key (§5) for an admin to sign: this node
+/// makes the next epoch's key, seals it to every node and admin, and seals
+/// every registry password again to it (opened with the key this node
+/// holds). Only sealed values leave the node; the action is not submitted.
+async fn key_rotation(State(api): Shared, UrlPath(team): UrlPath<String>) -> Answer {
+    let (_, s, entry) = resolve(&api, &team).await?;
+    let store = Arc::clone(entry.sync.store());
+    let secret = tokio::task::spawn_blocking(move || Node::stored_enc_secret(&store))
+        .await
+        .map_err(|e| Fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| Fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let r = secrets::rotate(&secret, &api.node.to_hex(), &s).map_err(|e| {
+        let status = match e {
+            secrets::SecretsError::NoKeyYet => StatusCode::NOT_FOUND,
+            _ => StatusCode::CONFLICT,
+        };
+        Fail(status, format!("cannot rotate the team key on this node: {e}"))
+    })?;
+    ok(json!({
+        "action": r.action,
+        "epoch": r.epoch,
+        "recipients": r.recipients,
+        "registries": r.registries,
     }))
 }
 

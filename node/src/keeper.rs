@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use shoal_protocol::model::SealedKey;
+use shoal_protocol::model::{SealedKey, team_recipient};
 use shoal_protocol::{Action, SecretKey, TeamId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -126,16 +126,25 @@ impl Actor {
             .sync
             .read(move |r| {
                 let s = r.state();
-                let (epoch, _) = secrets::team_public(s)?;
+                let (epoch, public) = secrets::team_public(s)?;
                 let recipient = format!("node:{me}");
-                let mine = s.keys.get(&recipient).filter(|k| k.epoch == epoch).cloned();
-                let mut holders = secrets::team_key_holders(s, epoch);
+                let mine = s
+                    .keys
+                    .values()
+                    .find(|k| {
+                        k.recipient == recipient
+                            && k.epoch == epoch
+                            && k.public() == Some(public.as_str())
+                    })
+                    .cloned();
+                let mut holders =
+                    secrets::team_key_holders(s, &team_recipient(epoch, &public));
                 holders.sort();
                 let rank = holders.iter().position(|k| *k == me).unwrap_or(0);
                 Some(View {
                     epoch,
                     mine,
-                    missing: secrets::key_recipients_missing(s, epoch),
+                    missing: secrets::key_recipients_missing(s),
                     rank: u32::try_from(rank).unwrap_or(u32::MAX),
                 })
             })

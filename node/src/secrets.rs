@@ -23,19 +23,26 @@
 //!   [`SealedKey`] (recipient `node:<key>` or `member:<key>`) whose text is
 //!   `shoal-team-key-v1:<epoch>:<team public key hex>:<sealed secret>`
 //!   ([`seal_team_key`]). Team-wide secrets such as registry passwords are
-//!   sealed to the team's public key (recipient `team:<epoch>`,
-//!   [`seal_to_team`]), so whoever writes one needs only the public half,
+//!   sealed to the team's public key (recipient `team:<epoch>:<first 16 hex
+//!   of the public key>`, [`seal_to_team_key`]; the first release wrote
+//!   `team:<epoch>`), so whoever writes one needs only the public half,
 //!   and every holder of the key opens it ([`open_sealed`]). The admin whose
 //!   CLI first stores a team secret makes epoch 1 and seals it to every
 //!   node and admin; from then on every node seals it to newcomers
-//!   (`crate::keeper`).
+//!   (`crate::keeper`). Removing a member or a node rotates it: [`rotate`]
+//!   makes the next epoch's key, sealed to those who remain, with every
+//!   registry password sealed again to it (a `key.rotate` the admin signs).
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use crypto_box::aead::OsRng;
 use shoal_protocol::keys::hash_parts;
-use shoal_protocol::model::{Deployment, Registry, Sealed, SealedKey, TeamState};
+use shoal_protocol::model::{
+    Deployment, Registry, Sealed, SealedKey, TEAM_KEY_PREFIX, TeamState, parse_team_recipient,
+    team_recipient,
+};
+use shoal_protocol::{Action, view};
 
 /// Prefix of one sealed value in its text form.
 pub const SEAL_PREFIX: &str = "shoal-seal-v1:";
@@ -45,8 +52,6 @@ pub const NODES_RECIPIENT: &str = "nodes";
 const SET_HEADER: &str = "shoal-sealed-set-v1";
 /// Domain of the derivation of a node's encryption key from its key seed.
 const ENC_KEY_DOMAIN: &str = "shoal/node-encryption-key/v1";
-/// Prefix of a sealed team secrets key.
-pub const TEAM_KEY_PREFIX: &str = "shoal-team-key-v1:";
 /// Prefix of the recipient of a value sealed to the team secrets key.
 pub const TEAM_RECIPIENT_PREFIX: &str = "team:";
 /// Largest secret value accepted (a certificate or a key file fits).
@@ -77,6 +82,8 @@ pub enum SecretsError {
     TooLong { key: String },
     #[error("cannot seal: {0}")]
     Seal(String),
+    #[error("the team has no secrets key yet: it is made when an admin first stores a team secret (a registry password)")]
+    NoKeyYet,
     #[error(
         "{what} is sealed with the team secrets key (epoch {epoch}), which {holder} does not hold yet: a node of the team seals it to every node and admin; wait for it to sync"
     )]
@@ -324,43 +331,49 @@ pub fn seal_team_key(
     })
 }
 
-/// The team's current key epoch and its public key, hex: the newest epoch
-/// any recipient holds (`None` before the team has a key). Should two keys
-/// of one epoch exist (made concurrently), the one of the smallest
-/// recipient counts, the same on every replica.
+/// The team's current key epoch and its public key, hex (`None` before the
+/// team has a key): see [`view::team_key`].
 pub fn team_public(state: &TeamState) -> Option<(u32, String)> {
-    let mut best: Option<(u32, String)> = None;
-    // Keys iterate in recipient order: the first of an epoch wins.
-    for k in state.keys.values() {
-        let Ok((epoch, public, _)) = team_key_parts(&k.sealed) else {
-            continue;
-        };
-        if epoch != k.epoch {
-            continue;
-        }
-        if best.as_ref().is_none_or(|(e, _)| epoch > *e) {
-            best = Some((epoch, public.to_string()));
-        }
-    }
-    best
+    view::team_key(state)
 }
 
-/// Opens the team key of `epoch` that `recipient` holds in `state`, with
-/// the recipient's encryption secret.
+/// The copies of team keys of `epoch` that `recipient` holds, of the key
+/// whose public half starts with `fp` (any, when `None`).
+fn copies<'a>(
+    state: &'a TeamState,
+    recipient: &'a str,
+    epoch: u32,
+    fp: Option<&'a str>,
+) -> impl Iterator<Item = &'a SealedKey> {
+    state.keys.values().filter(move |k| {
+        k.recipient == recipient
+            && k.epoch == epoch
+            && fp.is_none_or(|fp| k.public().is_some_and(|p| p.starts_with(fp)))
+    })
+}
+
+/// Opens the team key of `epoch` (public half starting with `fp`, when
+/// given) that `recipient` holds in `state`, with the recipient's
+/// encryption secret.
 pub fn open_team_key(
     secret: &EncSecret,
     recipient: &str,
     state: &TeamState,
     epoch: u32,
+    fp: Option<&str>,
 ) -> Result<TeamKey, SecretsError> {
-    match state.keys.get(recipient) {
-        Some(k) if k.epoch == epoch => open_sealed_key(secret, k),
-        _ => Err(SecretsError::NoTeamKey {
-            what: "the team key".into(),
-            epoch,
-            holder: recipient.to_string(),
-        }),
+    let mut last = None;
+    for k in copies(state, recipient, epoch, fp) {
+        match open_sealed_key(secret, k) {
+            Ok(key) => return Ok(key),
+            Err(e) => last = Some(e),
+        }
     }
+    Err(last.unwrap_or_else(|| SecretsError::NoTeamKey {
+        what: "the team key".into(),
+        epoch,
+        holder: recipient.to_string(),
+    }))
 }
 
 /// Opens one sealed team key with the recipient's encryption secret, and
@@ -391,51 +404,90 @@ pub fn seal_to_team_key(epoch: u32, public: &str, value: &str) -> Result<Sealed,
         });
     }
     Ok(Sealed {
-        recipient: format!("{TEAM_RECIPIENT_PREFIX}{epoch}"),
+        recipient: team_recipient(epoch, public),
         data: seal(public, value.as_bytes())?,
     })
 }
 
-/// The live nodes and admins who should hold the team key and do not hold
-/// `epoch` yet, with their encryption keys: (recipient, enc key).
-pub fn key_recipients_missing(state: &TeamState, epoch: u32) -> Vec<(String, String)> {
-    let holds = |r: &str| state.keys.get(r).is_some_and(|k| k.epoch >= epoch);
-    let mut out = Vec::new();
-    for n in state.nodes.values() {
-        let r = format!("node:{}", n.key);
-        if shoal_protocol::view::effective_node(state, &n.key).is_some()
-            && !n.enc_key.is_empty()
-            && !holds(&r)
-        {
-            out.push((r, n.enc_key.clone()));
-        }
+/// The live nodes and admins who should hold the current team key and do
+/// not, with their encryption keys: (recipient, enc key). Before the team
+/// has a key, everyone who should get the first.
+pub fn key_recipients_missing(state: &TeamState) -> Vec<(String, String)> {
+    let mut all = view::key_recipients(state);
+    if let Some((epoch, public)) = view::team_key(state) {
+        all.retain(|(r, _)| !view::holds_key(state, r, epoch, &public));
     }
-    for m in state.members.values() {
-        let r = format!("member:{}", m.key);
-        if shoal_protocol::view::effective_role(state, &m.key)
-            .is_some_and(|role| role >= shoal_protocol::model::Role::Admin)
-            && !m.enc_key.is_empty()
-            && !holds(&r)
-        {
-            out.push((r, m.enc_key.clone()));
-        }
-    }
-    out
+    all
 }
 
-/// The nodes that can open a value sealed to the team key of `epoch`.
-pub fn team_key_holders(state: &TeamState, epoch: u32) -> Vec<String> {
+/// The nodes that can open a value sealed to `recipient` (`team:...`).
+pub fn team_key_holders(state: &TeamState, recipient: &str) -> Vec<String> {
+    let Some((epoch, fp)) = parse_team_recipient(recipient) else {
+        return Vec::new();
+    };
     state
         .nodes
         .values()
         .filter(|n| {
-            state
-                .keys
-                .get(&format!("node:{}", n.key))
-                .is_some_and(|k| k.epoch == epoch)
+            copies(state, &format!("node:{}", n.key), epoch, fp)
+                .next()
+                .is_some()
         })
         .map(|n| n.key.clone())
         .collect()
+}
+
+/// A new team key for the epoch after the current one, sealed to every
+/// node and admin of `state` (a `key.rotate`), with every registry password
+/// sealed to a team key opened by this node (`me_hex`, encryption secret
+/// `secret`) and sealed again to the new one.
+pub fn rotate(
+    secret: &EncSecret,
+    me_hex: &str,
+    state: &TeamState,
+) -> Result<Rotation, SecretsError> {
+    let (epoch, _) = view::team_key(state).ok_or(SecretsError::NoKeyYet)?;
+    let key = TeamKey::generate(epoch + 1);
+    let mut registries = BTreeMap::new();
+    let mut names = Vec::new();
+    for r in state.registries.values() {
+        let Some(p) = r.password.as_ref().filter(|p| p.recipient.starts_with("team:")) else {
+            continue;
+        };
+        let what = format!("the password of registry {}", r.name);
+        let plain = open_sealed(secret, me_hex, state, &what, p)?;
+        registries.insert(
+            r.id.clone(),
+            seal_to_team_key(key.epoch, &key.public_hex(), &plain)?,
+        );
+        names.push(r.name.clone());
+    }
+    let keys = view::key_recipients(state)
+        .iter()
+        .map(|(recipient, enc)| seal_team_key(&key, recipient, enc))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Rotation {
+        epoch: key.epoch,
+        recipients: keys.iter().map(|k| k.recipient.clone()).collect(),
+        registries: names,
+        action: Action::KeyRotate {
+            epoch: key.epoch,
+            keys,
+            registries,
+        },
+    })
+}
+
+/// A prepared rotation of the team key ([`rotate`]).
+#[derive(Debug)]
+pub struct Rotation {
+    /// The `key.rotate` to sign.
+    pub action: Action,
+    pub epoch: u32,
+    /// Who the new key is sealed to (`node:<key>`, `member:<key>`).
+    pub recipients: Vec<String>,
+    /// The names of the registries whose passwords are sealed again.
+    pub registries: Vec<String>,
 }
 
 /// Opens any value sealed for this node `me_hex` (encryption secret
@@ -460,12 +512,11 @@ pub fn open_sealed(
     if sealed.recipient == format!("node:{me_hex}") {
         return open_text(secret, what, &sealed.data);
     }
-    if let Some(epoch) = sealed.recipient.strip_prefix(TEAM_RECIPIENT_PREFIX) {
-        let epoch: u32 = epoch
-            .parse()
-            .map_err(|_| SecretsError::Malformed(format!("recipient {}", sealed.recipient)))?;
+    if sealed.recipient.starts_with(TEAM_RECIPIENT_PREFIX) {
+        let (epoch, fp) = parse_team_recipient(&sealed.recipient)
+            .ok_or_else(|| SecretsError::Malformed(format!("recipient {}", sealed.recipient)))?;
         let key =
-            open_team_key(secret, &format!("node:{me_hex}"), state, epoch).map_err(
+            open_team_key(secret, &format!("node:{me_hex}"), state, epoch, fp).map_err(
                 |e| match e {
                     SecretsError::NoTeamKey { .. } => SecretsError::NoTeamKey {
                         what: what.to_string(),
@@ -720,53 +771,140 @@ mod tests {
         assert_eq!(team_seal(&st, "pw"), None);
         st.nodes.insert(key_a.clone(), node_entity(&key_a, &a));
         st.nodes.insert(key_b.clone(), node_entity(&key_b, &b));
-        let missing = key_recipients_missing(&st, 1);
+        let missing = key_recipients_missing(&st);
         assert_eq!(missing.len(), 2, "{missing:?}");
 
         // Epoch 1, sealed to a only.
         let k1 = TeamKey::generate(1);
         let sk = seal_team_key(&k1, &format!("node:{key_a}"), &a.public_hex()).unwrap();
         assert!(!sk.sealed.contains(&hex::encode(k1.secret.0.to_bytes())));
-        st.keys.insert(sk.recipient.clone(), sk);
+        st.keys.insert(sk.entity_id(), sk);
         assert_eq!(team_public(&st), Some((1, k1.public_hex())));
         assert_eq!(
-            key_recipients_missing(&st, 1),
+            key_recipients_missing(&st),
             vec![(format!("node:{key_b}"), b.public_hex())]
         );
         let sealed = team_seal(&st, "pa55").unwrap();
-        assert_eq!(sealed.recipient, "team:1");
+        assert_eq!(sealed.recipient, team_recipient(1, &k1.public_hex()));
         assert!(!sealed.data.contains("pa55"));
         assert_eq!(open_sealed(&a, &key_a, &st, "pw", &sealed).unwrap(), "pa55");
         assert!(matches!(
             open_sealed(&b, &key_b, &st, "pw", &sealed),
             Err(SecretsError::NoTeamKey { epoch: 1, .. })
         ));
-        assert_eq!(team_key_holders(&st, 1), vec![key_a.clone()]);
+        assert_eq!(team_key_holders(&st, &sealed.recipient), vec![key_a.clone()]);
 
         // a opens its copy and seals it to b: b opens the secret too.
-        let opened = open_team_key(&a, &format!("node:{key_a}"), &st, 1).unwrap();
+        let opened = open_team_key(&a, &format!("node:{key_a}"), &st, 1, None).unwrap();
         assert_eq!(opened.public_hex(), k1.public_hex());
-        assert!(open_team_key(&b, &format!("node:{key_a}"), &st, 1).is_err());
+        assert!(open_team_key(&b, &format!("node:{key_a}"), &st, 1, None).is_err());
         let for_b = seal_team_key(&opened, &format!("node:{key_b}"), &b.public_hex()).unwrap();
-        st.keys.insert(for_b.recipient.clone(), for_b);
+        st.keys.insert(for_b.entity_id(), for_b);
         assert_eq!(open_sealed(&b, &key_b, &st, "pw", &sealed).unwrap(), "pa55");
-        assert!(key_recipients_missing(&st, 1).is_empty());
+        assert!(key_recipients_missing(&st).is_empty());
+        // A value of the first release, sealed to `team:1`, opens too.
+        let legacy = Sealed {
+            recipient: "team:1".into(),
+            data: seal(&k1.public_hex(), b"0ld").unwrap(),
+        };
+        assert_eq!(open_sealed(&b, &key_b, &st, "pw", &legacy).unwrap(), "0ld");
 
-        // A new epoch: secrets of the old one no longer open where the
-        // holder only has the new key; new secrets do.
+        // A new epoch: a keeps its epoch-1 copy beside the new one, so
+        // secrets of both open; b waits for the new one.
         let k2 = TeamKey::generate(2);
         let sk = seal_team_key(&k2, &format!("node:{key_a}"), &a.public_hex()).unwrap();
-        st.keys.insert(sk.recipient.clone(), sk);
+        st.keys.insert(sk.entity_id(), sk);
         assert_eq!(team_public(&st), Some((2, k2.public_hex())));
-        assert!(matches!(
-            open_sealed(&a, &key_a, &st, "pw", &sealed),
-            Err(SecretsError::NoTeamKey { epoch: 1, .. })
-        ));
+        assert_eq!(open_sealed(&a, &key_a, &st, "pw", &sealed).unwrap(), "pa55");
         let newer = team_seal(&st, "n3w").unwrap();
         assert_eq!(open_sealed(&a, &key_a, &st, "pw", &newer).unwrap(), "n3w");
+        assert!(matches!(
+            open_sealed(&b, &key_b, &st, "pw", &newer),
+            Err(SecretsError::NoTeamKey { epoch: 2, .. })
+        ));
         assert_eq!(
-            key_recipients_missing(&st, 2),
+            key_recipients_missing(&st),
             vec![(format!("node:{key_b}"), b.public_hex())]
+        );
+    }
+
+    #[test]
+    fn a_rotation_leaves_the_removed_node_unable_to_open_what_follows() {
+        use shoal_protocol::rules::OpContext;
+        let nodes = [node(1), node(2), node(3)];
+        let (key_a, a) = &nodes[0];
+        let (key_b, b) = &nodes[1];
+        let (key_c, c) = &nodes[2];
+        let mut st = TeamState::default();
+        let k1 = TeamKey::generate(1);
+        for (key, enc) in &nodes {
+            st.nodes.insert(key.clone(), node_entity(key, enc));
+            let sk = seal_team_key(&k1, &format!("node:{key}"), &enc.public_hex()).unwrap();
+            st.keys.insert(sk.entity_id(), sk);
+        }
+        let mut registry = |id: &str, password: Option<Sealed>| {
+            st.registries.insert(
+                id.into(),
+                Registry {
+                    id: id.into(),
+                    name: format!("reg-{id}"),
+                    kind: RegistryKind::V2,
+                    url: Some("http://127.0.0.1:5000".into()),
+                    namespace: None,
+                    user: Some("u".into()),
+                    password,
+                    created: Hlc::new(1, 0),
+                },
+            );
+        };
+        registry("r1", Some(seal_to_team_key(1, &k1.public_hex(), "s3cret").unwrap()));
+        registry("r2", None);
+        // Node c leaves.
+        st.nodes.get_mut(key_c).unwrap().removed = Some(Hlc::new(2, 0));
+        for id in view::key_entries_of(&st, &format!("node:{key_c}")) {
+            st.keys.remove(&id);
+        }
+        assert!(matches!(rotate(c, key_c, &st), Err(SecretsError::NoTeamKey { .. })));
+        let r = rotate(a, key_a, &st).unwrap();
+        assert_eq!(r.epoch, 2);
+        assert_eq!(r.registries, vec!["reg-r1".to_string()]);
+        assert_eq!(
+            r.recipients,
+            vec![format!("node:{key_a}"), format!("node:{key_b}")]
+        );
+        let ctx = OpContext {
+            team: None,
+            author: shoal_protocol::SecretKey::from_seed([9; 32]).public(),
+            origin: shoal_protocol::SecretKey::from_seed([9; 32]).public(),
+            seq: 1,
+            hlc: Hlc::new(3, 0),
+        };
+        let old = st.registries["r1"].password.clone().unwrap();
+        for w in shoal_protocol::effect::effect(&st, &ctx, &r.action) {
+            st.set(w.collection, &w.id, w.value);
+        }
+        let new = st.registries["r1"].password.clone().unwrap();
+        assert_ne!(new, old);
+        assert!(new.recipient.starts_with("team:2:"), "{}", new.recipient);
+        assert_eq!(st.registries["r2"].password, None);
+        for (key, enc) in [(key_a, a), (key_b, b)] {
+            let got = open_registry_password(enc, key, &st, &st.registries["r1"]).unwrap();
+            assert_eq!(got.as_deref(), Some("s3cret"));
+        }
+        // c, even with the epoch-1 copy it had, cannot open the new seal.
+        let mut with_old = st.clone();
+        let sk = seal_team_key(&k1, &format!("node:{key_c}"), &c.public_hex()).unwrap();
+        with_old.keys.insert(sk.entity_id(), sk);
+        assert!(open_registry_password(c, key_c, &with_old, &st.registries["r1"]).is_err());
+        assert!(matches!(
+            open_team_key(c, &format!("node:{key_c}"), &with_old, 2, None),
+            Err(SecretsError::NoTeamKey { .. })
+        ));
+        assert!(key_recipients_missing(&st).is_empty());
+        // No key, nothing to rotate.
+        assert_eq!(
+            rotate(a, key_a, &TeamState::default()).unwrap_err(),
+            SecretsError::NoKeyYet
         );
     }
 
@@ -789,7 +927,7 @@ mod tests {
                 },
             );
             assert_eq!(team_public(&st), None, "{bad}");
-            assert!(open_team_key(&a, &format!("node:{key_a}"), &st, 1).is_err());
+            assert!(open_team_key(&a, &format!("node:{key_a}"), &st, 1, None).is_err());
         }
         // A sealed key whose secret does not match its public half.
         let k = TeamKey::generate(1);
@@ -798,7 +936,7 @@ mod tests {
         sk.sealed = sk.sealed.replace(&k.public_hex(), &other.public_hex());
         st.keys.insert(sk.recipient.clone(), sk);
         assert!(matches!(
-            open_team_key(&a, &format!("node:{key_a}"), &st, 1),
+            open_team_key(&a, &format!("node:{key_a}"), &st, 1, None),
             Err(SecretsError::Malformed(_))
         ));
     }
