@@ -200,6 +200,10 @@ enum TeamCmd {
     /// Joins a team with a ticket from `team invite`: your profile becomes a
     /// member and this machine's daemon one of the team's nodes.
     Join { ticket: String },
+    /// Replaces the team secrets key with a new one sealed to every node and
+    /// admin, and seals every registry password again to it (admins; done
+    /// by `member remove` and `node remove` on their own).
+    RotateKey,
 }
 
 #[derive(Subcommand, Debug)]
@@ -323,6 +327,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 |c| async move {
                     let s = write::Session::open(c, &dir, team.as_deref()).await?;
                     write::team_invite(&s, role, life, &mut out).await
+                },
+                &socket,
+            )?
+        }
+        Command::Team(TeamCmd::RotateKey) => {
+            let team = cli.team;
+            ask(
+                |c| async move {
+                    let s = write::Session::open(c, &dir, team.as_deref()).await?;
+                    match write::rotate_key(&s).await? {
+                        Some(r) => write::print_rotated(&r, &mut out),
+                        None => anyhow::bail!(
+                            "this team has no secrets key yet: it is made when an admin first stores a registry password"
+                        ),
+                    }
                 },
                 &socket,
             )?

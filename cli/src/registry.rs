@@ -8,12 +8,13 @@ use clap::Subcommand;
 use serde_json::Value;
 use shoal_node::secrets::{TeamKey, seal_team_key, seal_to_team_key};
 use shoal_protocol::Action;
-use shoal_protocol::model::{HUB_REGISTRY_ID, ImageRef, RegistryKind};
+use shoal_protocol::model::{HUB_REGISTRY_ID, ImageRef, RegistryKind, Sealed};
 
 use crate::Usage;
 use crate::domain::{self, Ctx, dash, query, seg};
 use crate::parse;
 use crate::read::{json, list_of, str_of, table};
+use crate::write::Session;
 
 #[derive(Subcommand, Debug)]
 pub enum RegistryCmd {
@@ -36,6 +37,25 @@ pub enum RegistryCmd {
         /// Read the password or token from stdin (one line).
         #[arg(long, requires = "user")]
         password_stdin: bool,
+    },
+    /// Changes a registry's address or credentials (for example after its
+    /// password changed). A new password is read from stdin and sealed like
+    /// `add`'s.
+    Update {
+        name: String,
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long)]
+        namespace: Option<String>,
+        /// The user to log in as from now on (with --password-stdin).
+        #[arg(long, requires = "password_stdin")]
+        user: Option<String>,
+        /// Read the new password or token from stdin (one line).
+        #[arg(long, requires = "user")]
+        password_stdin: bool,
+        /// Drop the user and password: pull without logging in.
+        #[arg(long, conflicts_with_all = ["user", "password_stdin"])]
+        no_credentials: bool,
     },
     /// Lists the team's registries.
     List,
@@ -65,23 +85,46 @@ pub async fn run(ctx: &Ctx, cmd: RegistryCmd, out: &mut impl Write) -> Result<()
             password_stdin,
         } => {
             let kind = parse_kind(&kind)?;
-            let password = if password_stdin {
-                let mut buf = String::new();
-                std::io::stdin()
-                    .read_to_string(&mut buf)
-                    .map_err(|e| anyhow!("cannot read the password from stdin: {e}"))?;
-                let p = buf.trim_end_matches(['\n', '\r']).to_string();
-                if p.is_empty() {
-                    return Err(Usage(
-                        "--password-stdin: stdin held no password; pipe it in, e.g. `printf %s \"$PASS\" | shoal registry add ...`".into(),
-                    )
-                    .into());
-                }
-                Some(p)
-            } else {
-                None
-            };
+            let password = password_stdin.then(|| read_password("add")).transpose()?;
             add(ctx, &name, kind, url, namespace, user, password, out).await
+        }
+        RegistryCmd::Update {
+            name,
+            url,
+            namespace,
+            user,
+            password_stdin,
+            no_credentials,
+        } => {
+            let password = password_stdin
+                .then(|| read_password("update"))
+                .transpose()?;
+            let r = domain::registry(ctx, &name).await?;
+            let s = ctx.session().await?;
+            let (password, made_key) = match password {
+                Some(p) => {
+                    let (sealed, made) = seal_password(ctx, &s, &p).await?;
+                    (Some(sealed), made)
+                }
+                None => (None, false),
+            };
+            s.act(Action::RegistryUpdate {
+                id: str_of(&r, "id"),
+                url,
+                namespace,
+                user,
+                password,
+                clear_credentials: no_credentials,
+            })
+            .await?;
+            writeln!(out, "updated registry {}", str_of(&r, "name"))?;
+            if made_key {
+                writeln!(
+                    out,
+                    "made the team secrets key and sealed it to every node and admin"
+                )?;
+            }
+            Ok(())
         }
         RegistryCmd::List => {
             let v = ctx.get("registries").await?;
@@ -154,36 +197,9 @@ async fn add(
     let mut made_key = false;
     let password = match password {
         Some(p) => {
-            let keys = ctx.get("keys").await?;
-            let current = keys["epoch"]
-                .as_u64()
-                .and_then(|e| u32::try_from(e).ok())
-                .zip(keys["public"].as_str());
-            let (epoch, public) = match current {
-                Some((e, public)) => (e, public.to_string()),
-                None => {
-                    // The team's first secret: make the team secrets key,
-                    // sealed to every node and admin.
-                    let key = TeamKey::generate(1);
-                    let mut sealed = Vec::new();
-                    for w in list_of(&keys["waiting"]) {
-                        sealed.push(seal_team_key(
-                            &key,
-                            &str_of(w, "recipient"),
-                            &str_of(w, "enc_key"),
-                        )?);
-                    }
-                    if !sealed.iter().any(|k| k.recipient.starts_with("node:")) {
-                        bail!(
-                            "no node of this team has an encryption key, so none could use the password: upgrade the team's nodes first"
-                        );
-                    }
-                    s.act(Action::KeySeal { keys: sealed }).await?;
-                    made_key = true;
-                    (1, key.public_hex())
-                }
-            };
-            Some(seal_to_team_key(epoch, &public, &p)?)
+            let (sealed, made) = seal_password(ctx, &s, &p).await?;
+            made_key = made;
+            Some(sealed)
         }
         None => None,
     };
@@ -212,6 +228,53 @@ async fn add(
         )?;
     }
     Ok(())
+}
+
+/// A password piped to `registry <command> --password-stdin`.
+fn read_password(command: &str) -> Result<String> {
+    let mut buf = String::new();
+    std::io::stdin()
+        .read_to_string(&mut buf)
+        .map_err(|e| anyhow!("cannot read the password from stdin: {e}"))?;
+    let p = buf.trim_end_matches(['\n', '\r']).to_string();
+    if p.is_empty() {
+        return Err(Usage(format!(
+            "--password-stdin: stdin held no password; pipe it in, e.g. `printf %s \"$PASS\" | shoal registry {command} ...`"
+        ))
+        .into());
+    }
+    Ok(p)
+}
+
+/// `password` sealed to the team secrets key; before the team has one,
+/// this makes it (epoch 1, sealed to every node and admin in a `key.seal`)
+/// and says so with `true`.
+async fn seal_password(ctx: &Ctx, s: &Session, password: &str) -> Result<(Sealed, bool)> {
+    let keys = ctx.get("keys").await?;
+    let current = keys["epoch"]
+        .as_u64()
+        .and_then(|e| u32::try_from(e).ok())
+        .zip(keys["public"].as_str());
+    if let Some((epoch, public)) = current {
+        return Ok((seal_to_team_key(epoch, public, password)?, false));
+    }
+    // The team's first secret: make the team secrets key.
+    let key = TeamKey::generate(1);
+    let mut sealed = Vec::new();
+    for w in list_of(&keys["waiting"]) {
+        sealed.push(seal_team_key(
+            &key,
+            &str_of(w, "recipient"),
+            &str_of(w, "enc_key"),
+        )?);
+    }
+    if !sealed.iter().any(|k| k.recipient.starts_with("node:")) {
+        bail!(
+            "no node of this team has an encryption key, so none could use the password: upgrade the team's nodes first"
+        );
+    }
+    s.act(Action::KeySeal { keys: sealed }).await?;
+    Ok((seal_to_team_key(1, &key.public_hex(), password)?, true))
 }
 
 /// `host[:port]` of a URL, lowercased.

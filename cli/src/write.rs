@@ -16,7 +16,7 @@ use shoal_protocol::{Action, Hlc, OpBody, PublicKey, SecretKey, TeamId};
 
 use crate::client::Client;
 use crate::profile::{self, Profile};
-use crate::read::{pick_team, segment, str_of};
+use crate::read::{list_of, pick_team, segment, str_of};
 
 fn now_ms() -> u64 {
     shoal_node::daemon::now_ms()
@@ -383,17 +383,91 @@ pub async fn member_role(
 pub async fn member_remove(s: &Session, member: &str, out: &mut impl Write) -> Result<()> {
     let list = s.state_list("members").await?;
     let m = find(&list, member, "member")?;
+    let name = str_of(m, "name");
     s.act(Action::MemberRemove { member: key_of(m)? }).await?;
-    writeln!(out, "removed member {}", str_of(m, "name"))?;
-    Ok(())
+    writeln!(out, "removed member {name}")?;
+    rotate_after(s, &format!("member {name}"), out).await
 }
 
 pub async fn node_remove(s: &Session, node: &str, out: &mut impl Write) -> Result<()> {
     let list = s.state_list("nodes").await?;
     let n = find(&list, node, "node")?;
+    let name = str_of(n, "name");
     s.act(Action::NodeRemove { node: key_of(n)? }).await?;
-    writeln!(out, "removed node {}", str_of(n, "name"))?;
+    writeln!(out, "removed node {name}")?;
+    rotate_after(s, &format!("node {name}"), out).await
+}
+
+/// What a rotation of the team key did.
+pub struct Rotated {
+    pub epoch: u64,
+    pub recipients: usize,
+    pub registries: Vec<String>,
+}
+
+/// Rotates the team secrets key (§5): the local node prepares the next
+/// epoch's key sealed to every node and admin, with every registry password
+/// sealed again to it; this member signs it. `None` when the team has no
+/// key yet (nothing was ever sealed to it).
+pub async fn rotate_key(s: &Session) -> Result<Option<Rotated>> {
+    let keys = s.client.get(&s.route("keys")).await?;
+    if keys["epoch"].is_null() {
+        return Ok(None);
+    }
+    let v = s.client.post(&s.route("keys/rotation"), &json!({})).await?;
+    let action: Action = serde_json::from_value(v["action"].clone())
+        .map_err(|e| anyhow!("the daemon sent a malformed key rotation: {e}"))?;
+    let Action::KeyRotate { epoch, keys, .. } = &action else {
+        bail!("the daemon prepared an op other than a key rotation; not signing it");
+    };
+    let rotated = Rotated {
+        epoch: u64::from(*epoch),
+        recipients: keys.len(),
+        registries: list_of(&v["registries"])
+            .iter()
+            .filter_map(|r| r.as_str().map(str::to_string))
+            .collect(),
+    };
+    s.act(action).await?;
+    Ok(Some(rotated))
+}
+
+/// Prints what a rotation did.
+pub fn print_rotated(r: &Rotated, out: &mut impl Write) -> Result<()> {
+    writeln!(
+        out,
+        "rotated the team secrets key to epoch {}: sealed to {} node(s) and admin(s)",
+        r.epoch, r.recipients
+    )?;
+    if !r.registries.is_empty() {
+        writeln!(
+            out,
+            "sealed again to the new key: the password(s) of registry {}",
+            r.registries.join(", ")
+        )?;
+    }
     Ok(())
+}
+
+/// After `gone` left the team: rotates the team key so it cannot open what
+/// is sealed from now on.
+async fn rotate_after(s: &Session, gone: &str, out: &mut impl Write) -> Result<()> {
+    match rotate_key(s).await {
+        Ok(None) => Ok(()),
+        Ok(Some(r)) => {
+            print_rotated(&r, out)?;
+            if !r.registries.is_empty() {
+                writeln!(
+                    out,
+                    "{gone} could read these passwords until now: change them at their registries, then `shoal registry update NAME --user USER --password-stdin`"
+                )?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(anyhow!(
+            "{gone} is removed, but the team secrets key was not rotated: {e:#}\nrun `shoal team rotate-key` on a node of the team that holds the key"
+        )),
+    }
 }
 
 /// One live node of the session's team, by name or key prefix.

@@ -20,6 +20,7 @@ use shoal_protocol::audit::{self, Filter, Problem};
 use shoal_protocol::effect::copy_sources;
 use shoal_protocol::model::{
     Deployment, DeploymentStatus, Image, Product, Registry, TeamState, Version, VersionKind,
+    parse_team_recipient,
 };
 use shoal_protocol::{Op, rules, view};
 
@@ -176,9 +177,15 @@ fn registry_json(s: &TeamState, r: &Registry) -> Value {
                 .unwrap_or_else(|_| vec![p.recipient.clone()])
         }
     });
+    let key_epoch = r
+        .password
+        .as_ref()
+        .and_then(|p| parse_team_recipient(&p.recipient))
+        .map(|(epoch, _)| epoch);
     json!({
         "id": r.id,
         "name": r.name,
+        "key_epoch": key_epoch,
         "kind": r.kind.as_str(),
         "url": r.url,
         "namespace": r.namespace,
@@ -597,7 +604,10 @@ async fn key_rotation(State(api): Shared, UrlPath(team): UrlPath<String>) -> Ans
             secrets::SecretsError::NoKeyYet => StatusCode::NOT_FOUND,
             _ => StatusCode::CONFLICT,
         };
-        Fail(status, format!("cannot rotate the team key on this node: {e}"))
+        Fail(
+            status,
+            format!("cannot rotate the team key on this node: {e}"),
+        )
     })?;
     ok(json!({
         "action": r.action,

@@ -137,8 +137,7 @@ impl Actor {
                             && k.public() == Some(public.as_str())
                     })
                     .cloned();
-                let mut holders =
-                    secrets::team_key_holders(s, &team_recipient(epoch, &public));
+                let mut holders = secrets::team_key_holders(s, &team_recipient(epoch, &public));
                 holders.sort();
                 let rank = holders.iter().position(|k| *k == me).unwrap_or(0);
                 Some(View {

@@ -82,7 +82,9 @@ pub enum SecretsError {
     TooLong { key: String },
     #[error("cannot seal: {0}")]
     Seal(String),
-    #[error("the team has no secrets key yet: it is made when an admin first stores a team secret (a registry password)")]
+    #[error(
+        "the team has no secrets key yet: it is made when an admin first stores a team secret (a registry password)"
+    )]
     NoKeyYet,
     #[error(
         "{what} is sealed with the team secrets key (epoch {epoch}), which {holder} does not hold yet: a node of the team seals it to every node and admin; wait for it to sync"
@@ -451,7 +453,11 @@ pub fn rotate(
     let mut registries = BTreeMap::new();
     let mut names = Vec::new();
     for r in state.registries.values() {
-        let Some(p) = r.password.as_ref().filter(|p| p.recipient.starts_with("team:")) else {
+        let Some(p) = r
+            .password
+            .as_ref()
+            .filter(|p| p.recipient.starts_with("team:"))
+        else {
             continue;
         };
         let what = format!("the password of registry {}", r.name);
@@ -515,17 +521,16 @@ pub fn open_sealed(
     if sealed.recipient.starts_with(TEAM_RECIPIENT_PREFIX) {
         let (epoch, fp) = parse_team_recipient(&sealed.recipient)
             .ok_or_else(|| SecretsError::Malformed(format!("recipient {}", sealed.recipient)))?;
-        let key =
-            open_team_key(secret, &format!("node:{me_hex}"), state, epoch, fp).map_err(
-                |e| match e {
-                    SecretsError::NoTeamKey { .. } => SecretsError::NoTeamKey {
-                        what: what.to_string(),
-                        epoch,
-                        holder: "this node".into(),
-                    },
-                    other => other,
+        let key = open_team_key(secret, &format!("node:{me_hex}"), state, epoch, fp).map_err(
+            |e| match e {
+                SecretsError::NoTeamKey { .. } => SecretsError::NoTeamKey {
+                    what: what.to_string(),
+                    epoch,
+                    holder: "this node".into(),
                 },
-            )?;
+                other => other,
+            },
+        )?;
         return String::from_utf8(key.open(&sealed.data)?).map_err(|_| SecretsError::NotText {
             key: what.to_string(),
         });
@@ -792,7 +797,10 @@ mod tests {
             open_sealed(&b, &key_b, &st, "pw", &sealed),
             Err(SecretsError::NoTeamKey { epoch: 1, .. })
         ));
-        assert_eq!(team_key_holders(&st, &sealed.recipient), vec![key_a.clone()]);
+        assert_eq!(
+            team_key_holders(&st, &sealed.recipient),
+            vec![key_a.clone()]
+        );
 
         // a opens its copy and seals it to b: b opens the secret too.
         let opened = open_team_key(&a, &format!("node:{key_a}"), &st, 1, None).unwrap();
@@ -857,14 +865,20 @@ mod tests {
                 },
             );
         };
-        registry("r1", Some(seal_to_team_key(1, &k1.public_hex(), "s3cret").unwrap()));
+        registry(
+            "r1",
+            Some(seal_to_team_key(1, &k1.public_hex(), "s3cret").unwrap()),
+        );
         registry("r2", None);
         // Node c leaves.
         st.nodes.get_mut(key_c).unwrap().removed = Some(Hlc::new(2, 0));
         for id in view::key_entries_of(&st, &format!("node:{key_c}")) {
             st.keys.remove(&id);
         }
-        assert!(matches!(rotate(c, key_c, &st), Err(SecretsError::NoTeamKey { .. })));
+        assert!(matches!(
+            rotate(c, key_c, &st),
+            Err(SecretsError::NoTeamKey { .. })
+        ));
         let r = rotate(a, key_a, &st).unwrap();
         assert_eq!(r.epoch, 2);
         assert_eq!(r.registries, vec!["reg-r1".to_string()]);

@@ -1308,6 +1308,105 @@ fn roles_runtimes_and_registry_credentials_sealed_for_every_node() {
             .then_some(())
     })
     .expect("c opens a password added after it joined");
+
+    // Removing a node rotates the team key: the new one is sealed to those
+    // who remain, and every password again to it.
+    refused(
+        &b.shoal(&["team", "rotate-key"]),
+        1,
+        "key.rotate needs the admin role",
+    );
+    let r = a.ok(&["node", "remove", "c"]);
+    for want in [
+        "removed node c",
+        "rotated the team secrets key to epoch 2: sealed to 2 node(s) and admin(s)",
+        "the password(s) of registry",
+        "node c could read these passwords until now",
+    ] {
+        assert!(r.stdout.contains(want), "{want:?} in {}", r.stdout);
+    }
+    assert!(!r.stdout.contains(password.as_str()));
+    let with_password = |v: &Value| -> Vec<Value> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["password"] == true)
+            .cloned()
+            .collect()
+    };
+    wait_for(WAIT, || {
+        let v = parse(&b.ok(&["registry", "list", "-o", "json"]));
+        with_password(&v)
+            .iter()
+            .all(|r| r["key_epoch"] == 2 && r["sealed_for"] == json!(["a", "b"]))
+            .then_some(())
+    })
+    .expect("every password is sealed to the epoch-2 key, held by a and b");
+    for p in [&a, &b] {
+        for name in ["auth", "again"] {
+            let tags = parse(&p.ok(&["registry", "tags", name, "shoal-test/many", "-o", "json"]));
+            assert_eq!(tags["tags"].as_array().unwrap().len(), 120, "{tags}");
+        }
+    }
+    let audit = parse(&b.ok(&["audit", "list", "--action", "key.rotate", "-o", "json"]));
+    assert!(
+        audit.as_array().unwrap().iter().any(|e| e["what"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("rotated the team key to epoch 2")),
+        "{audit}"
+    );
+    // An explicit rotation makes epoch 3.
+    let r = a.ok(&["team", "rotate-key"]);
+    assert!(r.stdout.contains("epoch 3"), "{}", r.stdout);
+
+    // A password changed at the registry is changed in the team with
+    // `registry update`; a wrong one is refused by the registry.
+    let update = |pw: &str| {
+        a.shoal_with(
+            &[
+                "registry",
+                "update",
+                "auth",
+                "--user",
+                user,
+                "--password-stdin",
+            ],
+            &[],
+            Some(pw),
+        )
+    };
+    let r = update("not-it");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("updated registry auth"), "{}", r.stdout);
+    wait_for(WAIT, || {
+        let r = b.shoal(&["registry", "tags", "auth", "shoal-test/many"]);
+        r.stderr.contains("refused the credentials").then_some(())
+    })
+    .expect("b uses the updated (wrong) password");
+    assert_eq!(update(password).code, 0);
+    wait_for(WAIT, || {
+        (b.shoal(&["registry", "tags", "auth", "shoal-test/many"])
+            .code
+            == 0)
+            .then_some(())
+    })
+    .expect("b uses the updated password");
+    refused(
+        &a.shoal(&["registry", "update", "auth"]),
+        1,
+        "nothing to change",
+    );
+    let r = a.ok(&["registry", "update", "auth", "--no-credentials"]);
+    assert!(r.stdout.contains("updated registry auth"), "{}", r.stdout);
+    wait_for(WAIT, || {
+        let r = b.shoal(&["registry", "tags", "auth", "shoal-test/many"]);
+        r.stderr.contains("needs credentials").then_some(())
+    })
+    .expect("without credentials the registry asks for them");
+    let audit = parse(&a.ok(&["audit", "list", "--action", "registry.update", "-o", "json"]));
+    assert_eq!(audit.as_array().unwrap().len(), 3, "{audit}");
+    assert!(!audit.to_string().contains(password.as_str()));
 }
 
 #[test]
