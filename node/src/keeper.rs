@@ -2,10 +2,12 @@
 //! key; the keeper seals it to those who do not yet.
 //!
 //! One actor per team on every node. It wakes when the team's state changes
-//! (and every [`RESCAN_INTERVAL`]); when this node holds the current team
-//! key while a live node or admin does not (a newcomer, a member made
-//! admin), it seals the key to them in one `key.seal` op signed by this
-//! node. Holders take turns by rank (the order of their keys): the first
+//! (and every [`RESCAN_INTERVAL`]); when this node holds a key that is
+//! needed — the current team key, or an older one a registry password is
+//! still sealed to (one stored concurrently with a rotation, or with a
+//! second first key) — while a live node or admin does not (a newcomer, a
+//! member made admin, a node a concurrent rotation missed), it seals the key
+//! to them in one `key.seal` op signed by this node. Holders take turns by rank (the order of their keys): the first
 //! acts at once, the n-th only once a recipient has waited n ×
 //! [`TURN_DELAY`], so a newcomer usually gets one op and an offline holder
 //! blocks nobody. It stops when its [`CancellationToken`] is cancelled.
@@ -73,14 +75,15 @@ impl KeyKeeper {
     }
 }
 
-/// What one pass needs from the replica, read inside the sync actor.
-struct View {
+/// One key the keeper hands out, as one pass reads it from the replica.
+struct Needed {
     epoch: u32,
-    /// The team key as sealed to this node, when it holds the current one.
+    public: String,
+    /// The key as sealed to this node, when it holds it.
     mine: Option<SealedKey>,
-    /// (recipient, encryption key) of those still waiting.
+    /// (recipient, encryption key) of those still waiting for it.
     missing: Vec<(String, String)>,
-    /// This node's rank among the holders of the current key.
+    /// This node's rank among the holders of the key.
     rank: u32,
 }
 
@@ -92,10 +95,10 @@ struct Actor {
     key: SecretKey,
     enc: EncSecret,
     cancel: CancellationToken,
-    /// (epoch, recipient) → when this node first saw it waiting.
-    waiting: BTreeMap<(u32, String), Instant>,
-    /// (epoch, recipient) → when this node sealed the key to it.
-    sealed: BTreeMap<(u32, String), Instant>,
+    /// (team public key, recipient) → when this node first saw it waiting.
+    waiting: BTreeMap<(String, String), Instant>,
+    /// (team public key, recipient) → when this node sealed the key to it.
+    sealed: BTreeMap<(String, String), Instant>,
 }
 
 impl Actor {
@@ -122,79 +125,86 @@ impl Actor {
 
     async fn pass(&mut self) -> Result<(), SyncError> {
         let me = self.me.clone();
-        let view = self
+        let needed = self
             .sync
             .read(move |r| {
                 let s = r.state();
-                let (epoch, public) = secrets::team_public(s)?;
                 let recipient = format!("node:{me}");
-                let mine = s
-                    .keys
-                    .values()
-                    .find(|k| {
-                        k.recipient == recipient
-                            && k.epoch == epoch
-                            && k.public() == Some(public.as_str())
+                secrets::needed_keys(s)
+                    .into_iter()
+                    .map(|(epoch, public)| {
+                        let mine = s
+                            .keys
+                            .values()
+                            .find(|k| {
+                                k.recipient == recipient
+                                    && k.epoch == epoch
+                                    && k.public() == Some(public.as_str())
+                            })
+                            .cloned();
+                        let mut holders =
+                            secrets::team_key_holders(s, &team_recipient(epoch, &public));
+                        holders.sort();
+                        let rank = holders.iter().position(|k| *k == me).unwrap_or(0);
+                        Needed {
+                            missing: secrets::missing_key(s, epoch, &public),
+                            epoch,
+                            public,
+                            mine,
+                            rank: u32::try_from(rank).unwrap_or(u32::MAX),
+                        }
                     })
-                    .cloned();
-                let mut holders = secrets::team_key_holders(s, &team_recipient(epoch, &public));
-                holders.sort();
-                let rank = holders.iter().position(|k| *k == me).unwrap_or(0);
-                Some(View {
-                    epoch,
-                    mine,
-                    missing: secrets::key_recipients_missing(s),
-                    rank: u32::try_from(rank).unwrap_or(u32::MAX),
-                })
+                    .collect::<Vec<_>>()
             })
             .await?;
-        let Some(view) = view else {
-            return Ok(());
-        };
         let now = Instant::now();
-        let waiting_now: Vec<(u32, String)> = view
-            .missing
+        let waiting_now: Vec<(String, String)> = needed
             .iter()
-            .map(|(r, _)| (view.epoch, r.clone()))
+            .flat_map(|n| n.missing.iter().map(|(r, _)| (n.public.clone(), r.clone())))
             .collect();
         self.waiting.retain(|k, _| waiting_now.contains(k));
         self.sealed
             .retain(|k, at| waiting_now.contains(k) && now.duration_since(*at) < RETRY_AFTER);
-        let Some(mine) = view.mine else {
-            return Ok(());
-        };
-        let turn = TURN_DELAY.saturating_mul(view.rank);
-        let mut due = Vec::new();
-        for (recipient, enc_key) in view.missing {
-            let k = (view.epoch, recipient.clone());
-            let since = *self.waiting.entry(k.clone()).or_insert(now);
-            if !self.sealed.contains_key(&k) && now.duration_since(since) >= turn {
-                due.push((recipient, enc_key));
-            }
-        }
-        if due.is_empty() {
-            return Ok(());
-        }
-        let team_key = match secrets::open_sealed_key(&self.enc, &mine) {
-            Ok(k) => k,
-            Err(e) => {
-                warn!(team = %self.team.short(), "cannot open the team key sealed to this node: {e}");
-                return Ok(());
-            }
-        };
         let mut keys = Vec::new();
-        for (recipient, enc_key) in &due {
-            match secrets::seal_team_key(&team_key, recipient, enc_key) {
-                Ok(k) => keys.push(k),
+        let mut names = Vec::new();
+        for n in needed {
+            let Some(mine) = &n.mine else {
+                continue;
+            };
+            let turn = TURN_DELAY.saturating_mul(n.rank);
+            let mut due = Vec::new();
+            for (recipient, enc_key) in &n.missing {
+                let k = (n.public.clone(), recipient.clone());
+                let since = *self.waiting.entry(k.clone()).or_insert(now);
+                if !self.sealed.contains_key(&k) && now.duration_since(since) >= turn {
+                    due.push((recipient, enc_key));
+                }
+            }
+            if due.is_empty() {
+                continue;
+            }
+            let team_key = match secrets::open_sealed_key(&self.enc, mine) {
+                Ok(k) => k,
                 Err(e) => {
-                    warn!(team = %self.team.short(), %recipient, "cannot seal the team key: {e}")
+                    warn!(team = %self.team.short(), epoch = n.epoch, "cannot open the team key sealed to this node: {e}");
+                    continue;
+                }
+            };
+            for (recipient, enc_key) in due {
+                match secrets::seal_team_key(&team_key, recipient, enc_key) {
+                    Ok(k) => {
+                        keys.push(k);
+                        names.push((n.public.clone(), recipient.clone()));
+                    }
+                    Err(e) => {
+                        warn!(team = %self.team.short(), %recipient, "cannot seal the team key: {e}")
+                    }
                 }
             }
         }
         if keys.is_empty() {
             return Ok(());
         }
-        let names: Vec<String> = keys.iter().map(|k| k.recipient.clone()).collect();
         let body = self
             .sync
             .prepare(self.key.public(), Action::KeySeal { keys })
@@ -202,11 +212,12 @@ impl Actor {
         let op = body
             .sign(&self.key)
             .map_err(|e| SyncError::Task(e.to_string()))?;
-        for r in &names {
-            self.sealed.insert((view.epoch, r.clone()), now);
+        for k in &names {
+            self.sealed.insert(k.clone(), now);
         }
         self.sync.submit(op).await?;
-        info!(team = %self.team.short(), epoch = view.epoch, recipients = ?names, "sealed the team key");
+        let recipients: Vec<&String> = names.iter().map(|(_, r)| r).collect();
+        info!(team = %self.team.short(), ?recipients, "sealed the team key");
         Ok(())
     }
 }

@@ -415,10 +415,43 @@ pub fn seal_to_team_key(epoch: u32, public: &str, value: &str) -> Result<Sealed,
 /// not, with their encryption keys: (recipient, enc key). Before the team
 /// has a key, everyone who should get the first.
 pub fn key_recipients_missing(state: &TeamState) -> Vec<(String, String)> {
-    let mut all = view::key_recipients(state);
-    if let Some((epoch, public)) = view::team_key(state) {
-        all.retain(|(r, _)| !view::holds_key(state, r, epoch, &public));
+    match view::team_key(state) {
+        Some((epoch, public)) => missing_key(state, epoch, &public),
+        None => view::key_recipients(state),
     }
+}
+
+/// The team keys every node and admin should hold, as (epoch, public key
+/// hex): the current one, and every key a registry password is sealed to.
+pub fn needed_keys(state: &TeamState) -> Vec<(u32, String)> {
+    let mut out: Vec<(u32, String)> = view::team_key(state).into_iter().collect();
+    for r in state.registries.values() {
+        let Some((epoch, fp)) = r
+            .password
+            .as_ref()
+            .and_then(|p| parse_team_recipient(&p.recipient))
+        else {
+            continue;
+        };
+        for k in state.keys.values() {
+            let Some((e, public)) = k.named() else {
+                continue;
+            };
+            if e == epoch && k.epoch == e && fp.is_none_or(|fp| public.starts_with(fp)) {
+                out.push((e, public.to_string()));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The live nodes and admins who do not hold the team key (`epoch`,
+/// `public`), with their encryption keys: (recipient, enc key).
+pub fn missing_key(state: &TeamState, epoch: u32, public: &str) -> Vec<(String, String)> {
+    let mut all = view::key_recipients(state);
+    all.retain(|(r, _)| !view::holds_key(state, r, epoch, public));
     all
 }
 
@@ -919,6 +952,74 @@ mod tests {
         assert_eq!(
             rotate(a, key_a, &TeamState::default()).unwrap_err(),
             SecretsError::NoKeyYet
+        );
+    }
+
+    #[test]
+    fn keys_a_password_still_needs_are_handed_out_beside_the_current_one() {
+        let (key_a, a) = node(1);
+        let (key_b, b) = node(2);
+        let mut st = TeamState::default();
+        st.nodes.insert(key_a.clone(), node_entity(&key_a, &a));
+        st.nodes.insert(key_b.clone(), node_entity(&key_b, &b));
+        assert!(needed_keys(&st).is_empty());
+        // Two epoch-1 keys made at once; a holds both, b only the greater.
+        let (k, l) = {
+            let (x, y) = (TeamKey::generate(1), TeamKey::generate(1));
+            if x.public_hex() < y.public_hex() {
+                (x, y)
+            } else {
+                (y, x)
+            }
+        };
+        for (key, recipient, enc) in [(&k, &key_a, &a), (&l, &key_a, &a), (&l, &key_b, &b)] {
+            let sk = seal_team_key(key, &format!("node:{recipient}"), &enc.public_hex()).unwrap();
+            st.keys.insert(sk.entity_id(), sk);
+        }
+        assert_eq!(needed_keys(&st), vec![(1, l.public_hex())]);
+        assert!(missing_key(&st, 1, &l.public_hex()).is_empty());
+        // A password sealed to the lesser key makes it needed: b lacks it.
+        st.registries.insert(
+            "r".into(),
+            Registry {
+                id: "r".into(),
+                name: "r".into(),
+                kind: RegistryKind::V2,
+                url: None,
+                namespace: None,
+                user: Some("u".into()),
+                password: Some(seal_to_team_key(1, &k.public_hex(), "pw").unwrap()),
+                created: Hlc::new(1, 0),
+            },
+        );
+        let mut want = vec![(1, k.public_hex()), (1, l.public_hex())];
+        want.sort();
+        assert_eq!(needed_keys(&st), want);
+        assert_eq!(
+            missing_key(&st, 1, &k.public_hex()),
+            vec![(format!("node:{key_b}"), b.public_hex())]
+        );
+        assert_eq!(
+            team_key_holders(&st, &team_recipient(1, &k.public_hex())),
+            vec![key_a.clone()]
+        );
+        // Once a seals it to b, b opens the password.
+        let opened = open_team_key(
+            &a,
+            &format!("node:{key_a}"),
+            &st,
+            1,
+            Some(&k.public_hex()[..16]),
+        )
+        .unwrap();
+        let for_b = seal_team_key(&opened, &format!("node:{key_b}"), &b.public_hex()).unwrap();
+        st.keys.insert(for_b.entity_id(), for_b);
+        let r = st.registries["r"].clone();
+        assert_eq!(
+            open_registry_password(&b, &key_b, &st, &r)
+                .unwrap()
+                .as_deref(),
+            Some("pw")
         );
     }
 
