@@ -3,12 +3,67 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, Result, anyhow, bail};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
-use hyper::{Method, Request};
+use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+
+/// Why a call of the control API failed. Followers retry the transient
+/// ones ([`ClientError::is_transient`]); everything else is shown as is.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing accepts connections on the socket (no file, or nobody
+    /// listening on it).
+    #[error("no shoal daemon answers on {}: start one with `shoal up` (or pass --socket)", path.display())]
+    NoDaemon {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The connection broke before a whole answer came back.
+    #[error("{what}: {source}")]
+    Broken {
+        what: &'static str,
+        #[source]
+        source: hyper::Error,
+    },
+    /// The daemon answered with an error status and its message.
+    #[error("{message}")]
+    Status { status: StatusCode, message: String },
+    /// The answer is not JSON.
+    #[error("the daemon's answer ({status}) is not JSON: {source}")]
+    NotJson {
+        status: StatusCode,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot build the request: {0}")]
+    Request(String),
+}
+
+impl ClientError {
+    /// Whether asking again later may succeed: the daemon is gone or
+    /// restarting, the connection broke, or the daemon answered a 5xx
+    /// other than 502 (it is stopping, or the node it asked did not
+    /// answer in time). A 502 is the asked node's own refusal (no such
+    /// container, no runtime, a closed follow session) and a 4xx a
+    /// mistake in the request: asking again gives the same answer.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::NoDaemon { .. } | ClientError::Broken { .. } => true,
+            ClientError::Status { status, .. } => {
+                status.is_server_error() && *status != StatusCode::BAD_GATEWAY
+            }
+            ClientError::NotJson { .. } | ClientError::Request(_) => false,
+        }
+    }
+
+    /// The asked node refused (a 502 from the daemon): see [`Self::is_transient`].
+    pub fn is_node_refusal(&self) -> bool {
+        matches!(self, ClientError::Status { status, .. } if *status == StatusCode::BAD_GATEWAY)
+    }
+}
 
 /// The control socket of one daemon.
 #[derive(Debug, Clone)]
@@ -24,30 +79,43 @@ impl Client {
     }
 
     /// `GET route`; the JSON answer, or the server's error message.
-    pub async fn get(&self, route: &str) -> Result<Value> {
+    pub async fn get(&self, route: &str) -> anyhow::Result<Value> {
+        Ok(self.call(Method::GET, route, None).await?)
+    }
+
+    /// `GET route`, with the error kept typed (for callers that retry).
+    pub async fn try_get(&self, route: &str) -> Result<Value, ClientError> {
         self.call(Method::GET, route, None).await
     }
 
     /// `POST route` with a JSON body.
-    pub async fn post(&self, route: &str, body: &Value) -> Result<Value> {
-        self.call(Method::POST, route, Some(body)).await
+    pub async fn post(&self, route: &str, body: &Value) -> anyhow::Result<Value> {
+        Ok(self.call(Method::POST, route, Some(body)).await?)
     }
 
-    async fn call(&self, method: Method, route: &str, body: Option<&Value>) -> Result<Value> {
+    async fn call(
+        &self,
+        method: Method,
+        route: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
         let stream = tokio::net::UnixStream::connect(&self.path)
             .await
-            .map_err(|_| {
-                anyhow!(
-                    "no shoal daemon answers on {}: start one with `shoal up` (or pass --socket)",
-                    self.path.display()
-                )
+            .map_err(|source| ClientError::NoDaemon {
+                path: self.path.clone(),
+                source,
             })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .context("cannot talk HTTP to the daemon")?;
+            .map_err(|source| ClientError::Broken {
+                what: "cannot talk HTTP to the daemon",
+                source,
+            })?;
         let conn = tokio::spawn(conn);
         let bytes = match body {
-            Some(v) => Bytes::from(serde_json::to_vec(v)?),
+            Some(v) => {
+                Bytes::from(serde_json::to_vec(v).map_err(|e| ClientError::Request(e.to_string()))?)
+            }
             None => Bytes::new(),
         };
         let mut req = Request::builder()
@@ -58,29 +126,37 @@ impl Client {
         if body.is_some() {
             req = req.header(hyper::header::CONTENT_TYPE, "application/json");
         }
-        let req = req.body(Full::new(bytes))?;
+        let req = req
+            .body(Full::new(bytes))
+            .map_err(|e| ClientError::Request(e.to_string()))?;
         let resp = sender
             .send_request(req)
             .await
-            .context("the daemon closed the connection without answering")?;
+            .map_err(|source| ClientError::Broken {
+                what: "the daemon closed the connection without answering",
+                source,
+            })?;
         let status = resp.status();
         let body = resp
             .into_body()
             .collect()
             .await
-            .context("cannot read the daemon's answer")?
+            .map_err(|source| ClientError::Broken {
+                what: "cannot read the daemon's answer",
+                source,
+            })?
             .to_bytes();
         drop(sender);
         let _ = conn.await;
         let value: Value = serde_json::from_slice(&body)
-            .with_context(|| format!("the daemon's answer ({status}) is not JSON"))?;
+            .map_err(|source| ClientError::NotJson { status, source })?;
         if !status.is_success() {
-            let msg = value
+            let message = value
                 .get("error")
                 .and_then(Value::as_str)
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("the daemon answered {status}"));
-            bail!("{msg}");
+            return Err(ClientError::Status { status, message });
         }
         Ok(value)
     }

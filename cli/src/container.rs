@@ -177,7 +177,13 @@ pub async fn logs(
         // Streamed from the node: each line once, as it is written, until
         // the container stops.
         let route = route(&team, node, &format!("/{}/follow", segment(container)));
-        let mut lines = crate::follow::container(client.clone(), route, tail.unwrap_or(100), None);
+        let mut lines = crate::follow::container(
+            client.clone(),
+            route,
+            tail.unwrap_or(100),
+            None,
+            crate::follow::Link::default(),
+        );
         while let Some(chunk) = lines.next().await {
             for l in chunk? {
                 writeln!(out, "{l}")?;

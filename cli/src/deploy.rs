@@ -541,6 +541,12 @@ async fn containers_of(ctx: &Ctx, node_route: &str, d: &Value) -> Result<Vec<(St
         .collect())
 }
 
+/// Whether `e` is a call of the daemon that may succeed later.
+fn transient(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<crate::client::ClientError>()
+        .is_some_and(crate::client::ClientError::is_transient)
+}
+
 async fn logs(ctx: &Ctx, d: &Value, follow: bool, tail: u64, out: &mut impl Write) -> Result<()> {
     use futures::StreamExt as _;
     let node_route = format!(
@@ -554,7 +560,12 @@ async fn logs(ctx: &Ctx, d: &Value, follow: bool, tail: u64, out: &mut impl Writ
     );
     let follow_route = |name: &str| format!("{node_route}/containers/{}/follow", seg(name));
     if !follow {
-        let mut progress = crate::follow::progress(ctx.client.clone(), progress_route, false);
+        let mut progress = crate::follow::progress(
+            ctx.client.clone(),
+            progress_route,
+            false,
+            crate::follow::Link::default(),
+        );
         while let Some(chunk) = progress.next().await {
             for l in chunk? {
                 writeln!(out, "{l}")?;
@@ -574,15 +585,24 @@ async fn logs(ctx: &Ctx, d: &Value, follow: bool, tail: u64, out: &mut impl Writ
         }
         return Ok(());
     }
+    // The progress and every container's output share one link, so an
+    // outage is announced once. Progress is the backbone: its stream ends
+    // the command when it fails (refused, or given up); a container's
+    // stream failing (it was removed) only warns.
+    let link = crate::follow::Link::default();
+    let mut progress =
+        crate::follow::progress(ctx.client.clone(), progress_route, true, link.clone());
     let mut all = futures::stream::SelectAll::new();
-    all.push(crate::follow::progress(
-        ctx.client.clone(),
-        progress_route,
-        true,
-    ));
     let mut followed = std::collections::BTreeSet::new();
     let mut scan = tokio::time::interval(CONTAINER_SCAN);
     let mut warned = false;
+    let print = |out: &mut dyn Write, lines: Vec<String>| -> Result<()> {
+        for l in lines {
+            writeln!(out, "{l}")?;
+        }
+        out.flush()?;
+        Ok(())
+    };
     loop {
         tokio::select! {
             _ = scan.tick() => match containers_of(ctx, &node_route, d).await {
@@ -595,24 +615,25 @@ async fn logs(ctx: &Ctx, d: &Value, follow: bool, tail: u64, out: &mut impl Writ
                                 follow_route(&name),
                                 tail,
                                 Some(name),
+                                link.clone(),
                             ));
                         }
                     }
                 }
-                Err(e) if !warned => {
+                // An outage is for the followers to announce.
+                Err(e) if !warned && !link.is_lost() && !transient(&e) => {
                     warned = true;
                     eprintln!("warning: cannot list the deployment's containers now: {e}");
                 }
                 Err(_) => {}
             },
+            chunk = progress.next() => match chunk {
+                Some(chunk) => print(out, chunk?)?,
+                None => return Ok(()),
+            },
             Some(chunk) = all.next() => {
                 match chunk {
-                    Ok(lines) => {
-                        for l in lines {
-                            writeln!(out, "{l}")?;
-                        }
-                        out.flush()?;
-                    }
+                    Ok(lines) => print(out, lines)?,
                     Err(e) => eprintln!("warning: {e}"),
                 }
             }

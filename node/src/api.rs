@@ -258,6 +258,7 @@ impl From<SyncError> for Fail {
     fn from(e: SyncError) -> Self {
         let status = match &e {
             SyncError::Closed => StatusCode::SERVICE_UNAVAILABLE,
+            SyncError::Unanswered(_) => StatusCode::GATEWAY_TIMEOUT,
             SyncError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
             SyncError::Prepare(PrepareError::Rule(_)) => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -662,7 +663,20 @@ async fn ask_node(api: &ApiState, team: &str, node: &str, q: Query) -> Result<Va
         })?;
         let peer = crate::mesh::peer_id_from_key(&key)
             .map_err(|e| Fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        entry.sync.ask(peer, q).await?
+        match entry.sync.ask(peer, q).await {
+            Ok(answer) => answer,
+            // A 5xx other than 502: the node may answer later (followers retry).
+            Err(SyncError::Unanswered(why)) => {
+                return Err(Fail(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "node {} did not answer: {why} (is it online? see `shoal node list`)",
+                        target.name
+                    ),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
     };
     match answer {
         QueryAnswer::Containers(list) => to_json(&list),

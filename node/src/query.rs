@@ -159,7 +159,7 @@ pub type QueryHandler =
 /// A handler that asks the node's runtime (made by `runtime` per query)
 /// and reads progress lines from `store`.
 pub fn runtime_handler(team: TeamId, runtime: RuntimeFactory, store: Arc<Store>) -> QueryHandler {
-    let follows = Arc::new(Follows::default());
+    let follows = Arc::new(Follows::new());
     Arc::new(move |q| {
         let runtime = Arc::clone(&runtime);
         let store = Arc::clone(&store);
@@ -272,13 +272,30 @@ async fn progress(
 }
 
 /// The follow sessions of one team on this node.
-#[derive(Default)]
 struct Follows {
     sessions: Mutex<BTreeMap<u64, Arc<FollowBuf>>>,
     next: std::sync::atomic::AtomicU64,
 }
 
 impl Follows {
+    /// Session numbers start at a random point (below 2^52, so they stay
+    /// exact in any JSON reader): after a restart, an asker still holding
+    /// a number from before must get "closed", not another session's lines.
+    fn new() -> Follows {
+        let mut b = [0u8; 8];
+        let start = match getrandom::fill(&mut b) {
+            Ok(()) => u64::from_le_bytes(b) >> 13,
+            // Without randomness, the clock still differs between runs.
+            Err(_) => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64 >> 1),
+        };
+        Follows {
+            sessions: Mutex::new(BTreeMap::new()),
+            next: std::sync::atomic::AtomicU64::new(start),
+        }
+    }
+
     /// Opens a session reading `stream` into its buffer.
     fn open(&self, stream: crate::runtime::LogStream) -> Arc<FollowBuf> {
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;

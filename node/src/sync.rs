@@ -211,6 +211,10 @@ pub enum SyncError {
     Store(#[from] StoreError),
     #[error("the sync task failed: {0}")]
     Task(String),
+    /// A node asked over the mesh did not answer (not connected, gone, or
+    /// too slow); asking again later may succeed.
+    #[error("the node did not answer: {0}")]
+    Unanswered(String),
 }
 
 type Reply<T> = oneshot::Sender<T>;
@@ -269,7 +273,7 @@ enum Command {
     Ask {
         peer: PeerId,
         query: Query,
-        reply: Reply<Answer>,
+        reply: Reply<Result<Answer, SyncError>>,
     },
 }
 
@@ -392,7 +396,8 @@ impl SyncHandle {
 
     /// Asks node `peer` about its containers (it must be connected).
     pub async fn ask(&self, peer: PeerId, query: Query) -> Result<Answer, SyncError> {
-        self.call(|reply| Command::Ask { peer, query, reply }).await
+        self.call(|reply| Command::Ask { peer, query, reply })
+            .await?
     }
 
     /// Every node heard from by heartbeat (this one included when it sends them).
@@ -643,10 +648,10 @@ impl Actor {
                 let mesh = self.mesh.clone();
                 self.tasks.spawn(async move {
                     let answer = match mesh.request(peer, SyncRequest::Query(query)).await {
-                        Ok(SyncResponse::Answer(a)) => a,
-                        Ok(SyncResponse::Refused(why)) => Answer::Error(why),
-                        Ok(other) => Answer::Error(format!("unexpected answer: {other:?}")),
-                        Err(e) => Answer::Error(format!("the node did not answer: {e}")),
+                        Ok(SyncResponse::Answer(a)) => Ok(a),
+                        Ok(SyncResponse::Refused(why)) => Ok(Answer::Error(why)),
+                        Ok(other) => Ok(Answer::Error(format!("unexpected answer: {other:?}"))),
+                        Err(e) => Err(SyncError::Unanswered(e.to_string())),
                     };
                     let _ = reply.send(answer);
                 });

@@ -536,3 +536,110 @@ impl Drop for Netns {
         let _ = ip(&["netns", "del", &self.name]);
     }
 }
+
+/// A long-running CLI command (`--follow`) whose stdout and stderr lines
+/// are read as they come; killed when dropped.
+#[derive(Debug)]
+pub struct Follower {
+    pub child: std::process::Child,
+    out: std::sync::mpsc::Receiver<String>,
+    err: std::sync::mpsc::Receiver<String>,
+    /// Stdout lines so far.
+    pub seen: Vec<String>,
+    /// Stderr lines so far.
+    pub notes: Vec<String>,
+}
+
+/// Sends each line of `pipe` to a channel, from a thread of its own.
+fn lines_of(pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(pipe).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Follower {
+    /// Starts `shoal ARGS` as `user`, with extra environment variables.
+    pub fn spawn(user: &User, args: &[&str], env: &[(&str, &str)]) -> std::io::Result<Follower> {
+        let mut cmd = user.command(args);
+        cmd.envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn()?;
+        let out = child
+            .stdout
+            .take()
+            .ok_or_else(|| std::io::Error::other("no stdout"))?;
+        let err = child
+            .stderr
+            .take()
+            .ok_or_else(|| std::io::Error::other("no stderr"))?;
+        Ok(Follower {
+            child,
+            out: lines_of(out),
+            err: lines_of(err),
+            seen: Vec::new(),
+            notes: Vec::new(),
+        })
+    }
+
+    fn drain(&mut self) {
+        self.seen.extend(self.out.try_iter());
+        self.notes.extend(self.err.try_iter());
+    }
+
+    /// Reads lines until `done(stdout lines, stderr lines)` holds, or
+    /// `timeout` passes (`Err` with everything printed so far).
+    pub fn until(
+        &mut self,
+        timeout: std::time::Duration,
+        done: impl Fn(&[String], &[String]) -> bool,
+    ) -> Result<(), String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            self.drain();
+            if done(&self.seen, &self.notes) {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "the follower printed {:#?}\nand on stderr {:#?}",
+                    self.seen, self.notes
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Waits up to `timeout` for the command to end; its exit code.
+    pub fn exit(&mut self, timeout: std::time::Duration) -> Option<i32> {
+        let code = wait_for(timeout, || {
+            self.child
+                .try_wait()
+                .ok()
+                .flatten()
+                .map(|s| s.code().unwrap_or(-1))
+        });
+        if code.is_some() {
+            // The pipes closed with the process: read them to their end.
+            self.seen.extend(self.out.iter());
+            self.notes.extend(self.err.iter());
+        }
+        code
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

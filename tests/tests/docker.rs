@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use shoal_tests::{Peer, Run, WAIT, form_team, wait_for};
+use shoal_tests::{Follower, Peer, Run, WAIT, form_team, wait_for};
 
 /// Long enough for pulls and the runtime's settle times on a busy machine.
 const DEPLOY_WAIT: Duration = Duration::from_secs(240);
@@ -230,58 +230,6 @@ fn start_wait(a: &Peer, id: &str) -> Run {
     cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     Run::from(cmd.output().unwrap())
-}
-
-/// A long-running CLI command (`--follow`) whose stdout lines are read as
-/// they come; killed when dropped.
-struct Follower {
-    child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Follower {
-    fn spawn(a: &Peer, args: &[&str]) -> Follower {
-        use std::io::BufRead as _;
-        let mut cmd = a.user.command(args);
-        cmd.stdout(std::process::Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for l in std::io::BufReader::new(out).lines() {
-                let Ok(l) = l else { break };
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        Follower {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Reads lines until `done` holds for all lines so far; returns them.
-    fn until(&mut self, done: impl Fn(&[String]) -> bool) -> Vec<String> {
-        let deadline = std::time::Instant::now() + DEPLOY_WAIT;
-        while !done(&self.seen) {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => self.seen.push(l),
-                Err(e) => panic!("{e}: the follower printed {:#?}", self.seen),
-            }
-        }
-        self.seen.clone()
-    }
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
@@ -564,8 +512,12 @@ fn a_member_deploys_rolls_back_and_manages_containers_on_a_docker_node() {
         "image", "config", "tools", "rolling", "cron", "--env", "MODE=two",
     ]);
     // `deploy logs --follow` on a streams the redeploy from b as it happens.
-    let mut follower = Follower::spawn(&a, &["deploy", "logs", &d3, "--follow"]);
-    follower.until(|l| l.iter().any(|x| x == &format!("{cron_name} | cron one")));
+    let mut follower = Follower::spawn(&a.user, &["deploy", "logs", &d3, "--follow"], &[]).unwrap();
+    follower
+        .until(DEPLOY_WAIT, |l, _| {
+            l.iter().any(|x| x == &format!("{cron_name} | cron one"))
+        })
+        .unwrap();
     let r = start_wait(&a, &d3);
     assert_eq!(r.code, 0, "{r:?}\n{}", show(&a, &d3));
     let d = show(&a, &d3);
@@ -573,10 +525,13 @@ fn a_member_deploys_rolls_back_and_manages_containers_on_a_docker_node() {
         (d["status"].as_str(), d["tries"].as_u64()),
         (Some("successful"), Some(2))
     );
-    let seen = follower.until(|l| {
-        l.iter().any(|x| x == "try 2 | try 2: successful")
-            && l.iter().any(|x| x == &format!("{cron_name} | cron two"))
-    });
+    follower
+        .until(DEPLOY_WAIT, |l, _| {
+            l.iter().any(|x| x == "try 2 | try 2: successful")
+                && l.iter().any(|x| x == &format!("{cron_name} | cron two"))
+        })
+        .unwrap();
+    let seen = follower.seen.clone();
     drop(follower);
     for want in ["try 1 | try 1: started", "try 2 | try 2: started"] {
         assert!(seen.iter().any(|x| x == want), "{want} in {seen:#?}");
@@ -623,15 +578,20 @@ fn a_member_deploys_rolls_back_and_manages_containers_on_a_docker_node() {
     }
     // container logs --follow streams each new line once, in order.
     let mut follower = Follower::spawn(
-        &a,
+        &a.user,
         &["container", "logs", "b", &worker_name, "-f", "--tail", "1"],
-    );
+        &[],
+    )
+    .unwrap();
     let ticks = |l: &[String]| -> Vec<u64> {
         l.iter()
             .filter_map(|x| x.strip_prefix("tick ")?.parse().ok())
             .collect()
     };
-    let seen = follower.until(|l| ticks(l).len() >= 4);
+    follower
+        .until(DEPLOY_WAIT, |l, _| ticks(l).len() >= 4)
+        .unwrap();
+    let seen = follower.seen.clone();
     drop(follower);
     let t = ticks(&seen);
     assert!(
@@ -816,4 +776,157 @@ fn failures_and_a_killed_node_end_in_a_definite_state() {
         ),
         other => panic!("not a definite state: {other}: {d}"),
     }
+}
+
+/// The numbers of the `tick N` lines among `lines` (with or without a
+/// `NAME | ` label).
+fn ticks_of(lines: &[String]) -> Vec<u64> {
+    lines
+        .iter()
+        .filter_map(|x| {
+            let text = x.rsplit_once(" | ").map_or(x.as_str(), |(_, t)| t);
+            text.strip_prefix("tick ")?.parse().ok()
+        })
+        .collect()
+}
+
+fn said(notes: &[String], what: &str) -> usize {
+    notes.iter().filter(|x| x.contains(what)).count()
+}
+
+#[test]
+fn following_outlives_restarted_daemons() {
+    let Some(env) = test_env() else { return };
+    let prefix = unique("follow");
+    let _cleanup = Cleanup(vec![prefix.clone()]);
+    let (mut a, mut b) = setup(&env);
+    let registry = &env["SHOAL_TEST_AUTH_REGISTRY"];
+
+    // A rolling version (so it can be redeployed) whose container prints
+    // a numbered line every second.
+    a.ok(&["product", "create", "ticker", "--simple"]);
+    a.ok(&[
+        "image",
+        "add",
+        "ticker",
+        "rolling",
+        &format!("{registry}/shoal-test/busybox:1.0"),
+        "--name",
+        "tick",
+    ]);
+    set_cmd(
+        &a,
+        "ticker",
+        "rolling",
+        "tick",
+        &[
+            "sh",
+            "-c",
+            &sh("i=0; while true; do i=$((i+1)); echo tick $i; sleep 1 & wait $!; done"),
+        ],
+        &[],
+    );
+    let d = a
+        .ok(&[
+            "deploy", "create", "ticker", "rolling", "--node", "b", "--prefix", &prefix,
+        ])
+        .last_line();
+    let r = start_wait(&a, &d);
+    assert_eq!(r.code, 0, "{r:?}\n{}", show(&a, &d));
+    let name = format!("{prefix}-tick");
+
+    // Followers through a's daemon (the container, and the deployment's
+    // progress and output) and through b's own.
+    let follow = ["container", "logs", "b", &name, "-f", "--tail", "1"];
+    let mut via_a = Follower::spawn(&a.user, &follow, &[]).unwrap();
+    let mut deploy = Follower::spawn(
+        &a.user,
+        &["deploy", "logs", &d, "--follow", "--tail", "1"],
+        &[],
+    )
+    .unwrap();
+    let mut via_b = Follower::spawn(&b.user, &follow, &[]).unwrap();
+    for f in [&mut via_a, &mut deploy, &mut via_b] {
+        f.until(DEPLOY_WAIT, |l, _| ticks_of(l).len() >= 2).unwrap();
+    }
+    deploy
+        .until(WAIT, |l, _| {
+            l.iter().any(|x| x == "try 1 | try 1: successful")
+        })
+        .unwrap();
+
+    // a's daemon stops: its followers say so once and wait.
+    a.stop().unwrap();
+    for f in [&mut via_a, &mut deploy] {
+        f.until(WAIT, |_, e| said(e, "retrying") > 0).unwrap();
+    }
+    let shown = [via_a.seen.len(), deploy.seen.len()];
+    // Started again on the same data dir and socket: they go on from
+    // where they were (b still holds the follow session).
+    a.start().unwrap();
+    for (f, n) in [(&mut via_a, shown[0]), (&mut deploy, shown[1])] {
+        f.until(WAIT, |l, e| {
+            said(e, "reconnected") > 0 && ticks_of(&l[n.min(l.len())..]).len() >= 3
+        })
+        .unwrap();
+        assert_eq!(said(&f.notes, "retrying"), 1, "{:#?}", f.notes);
+        assert_eq!(said(&f.notes, "reconnected"), 1, "{:#?}", f.notes);
+        assert!(f.child.try_wait().unwrap().is_none(), "still following");
+    }
+    let t = ticks_of(&via_a.seen);
+    assert!(
+        t.windows(2).all(|w| w[1] == w[0] + 1),
+        "across a's restart: every line once, in order, none lost: {t:?}"
+    );
+
+    // b's daemon restarts: the node's follow sessions are gone with it, so
+    // the followers open new ones from the end (saying lines may have been
+    // missed) and never show a line twice.
+    let before = [via_a.seen.len(), via_b.seen.len(), deploy.seen.len()];
+    b.stop().unwrap();
+    via_b.until(WAIT, |_, e| said(e, "retrying") > 0).unwrap();
+    b.start().unwrap();
+    for (f, n) in [
+        (&mut via_a, before[0]),
+        (&mut via_b, before[1]),
+        (&mut deploy, before[2]),
+    ] {
+        f.until(WAIT, |l, e| {
+            said(e, "may be missing") > 0 && ticks_of(&l[n.min(l.len())..]).len() >= 3
+        })
+        .unwrap();
+        let t = ticks_of(&f.seen);
+        assert!(
+            t.windows(2).all(|w| w[1] > w[0]),
+            "every line once, in order: {t:?}"
+        );
+        assert!(f.child.try_wait().unwrap().is_none(), "still following");
+    }
+    assert_eq!(said(&via_b.notes, "reconnected"), 1, "{:#?}", via_b.notes);
+    drop(via_a);
+    drop(via_b);
+
+    // A new try after both restarts: the deployment's follower prints its
+    // progress as it comes, every line once and in order.
+    let r = start_wait(&a, &d);
+    assert_eq!(r.code, 0, "{r:?}\n{}", show(&a, &d));
+    deploy
+        .until(DEPLOY_WAIT, |l, _| {
+            l.iter().any(|x| x == "try 2 | try 2: successful")
+        })
+        .unwrap();
+    let progress = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|x| x.starts_with("try "))
+            .cloned()
+            .collect()
+    };
+    let all = a.ok(&["deploy", "logs", &d, "--tail", "0"]);
+    let all: Vec<String> = all.stdout.lines().map(str::to_string).collect();
+    assert_eq!(progress(&deploy.seen), progress(&all));
+    assert!(
+        deploy.child.try_wait().unwrap().is_none(),
+        "still following"
+    );
 }
