@@ -1507,9 +1507,48 @@ fn secret_values_never_leak() {
     d.node = "someone-else".into();
     assert!(shoal_node::secrets::open_deployment_secrets(&enc, "someone-else", &d).is_err());
 
+    // A registry password, through its first seal, a rotation of the team
+    // key (the node opens and seals it again) and an update.
+    let reg_first = format!("canary-registry-{stamp}");
+    let reg_second = format!("canary-registry-again-{stamp}");
+    let mut outputs = vec![created.stdout, created.stderr];
+    for (args, pw) in [
+        (
+            &[
+                "registry",
+                "add",
+                "private",
+                "--kind",
+                "v2",
+                "--url",
+                "127.0.0.1:9",
+                "--user",
+                "u",
+                "--password-stdin",
+            ][..],
+            Some(&reg_first),
+        ),
+        (&["team", "rotate-key"][..], None),
+        (
+            &[
+                "registry",
+                "update",
+                "private",
+                "--user",
+                "u",
+                "--password-stdin",
+            ][..],
+            Some(&reg_second),
+        ),
+    ] {
+        let r = a.shoal_with(args, &[], pw.map(String::as_str));
+        assert_eq!(r.code, 0, "{r:?}");
+        outputs.push(r.stdout);
+        outputs.push(r.stderr);
+    }
+
     // Never in any output, JSON included.
     a.ok(&["deploy", "start", &id, "--detach"]);
-    let mut outputs = vec![created.stdout, created.stderr];
     for args in [
         &["deploy", "show", &id][..],
         &["deploy", "show", &id, "-o", "json"],
@@ -1519,6 +1558,7 @@ fn secret_values_never_leak() {
             "image", "config", "app", "1.0", "web", "--show", "-o", "json",
         ],
         &["audit", "list", "-o", "json"],
+        &["registry", "list", "-o", "json"],
     ] {
         let r = a.ok(args);
         outputs.push(r.stdout);
@@ -1531,6 +1571,8 @@ fn secret_values_never_leak() {
         !all.contains(&from_env) && !all.contains(&from_file),
         "{all}"
     );
+    assert!(all.contains("rotated the team secrets key to epoch 2"));
+    assert!(!all.contains(&reg_first) && !all.contains(&reg_second));
 
     // Nor in the daemon's debug log, nor in the store's bytes (where the
     // plain env value, stored alike, is found).
@@ -1538,12 +1580,17 @@ fn secret_values_never_leak() {
     let log = std::fs::read_to_string(a.log_file()).unwrap();
     assert!(log.contains("DEBUG"), "the daemon logged at debug level");
     assert!(!log.contains(&from_env) && !log.contains(&from_file));
+    assert!(!log.contains(&reg_first) && !log.contains(&reg_second));
     let store = std::fs::read(a.data.path().join("shoal.redb")).unwrap();
     let found = |needle: &str| store.windows(needle.len()).any(|w| w == needle.as_bytes());
     assert!(found(&plain), "the store holds the plain env value as text");
     assert!(
         !found(&from_env) && !found(&from_file),
         "a secret is in the store"
+    );
+    assert!(
+        !found(&reg_first) && !found(&reg_second),
+        "a registry password is in the store"
     );
 }
 
