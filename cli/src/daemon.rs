@@ -71,7 +71,7 @@ pub fn run(config_dir: &Path, socket: &Path, args: RunArgs, up: bool) -> Result<
                 key: profile.public(),
                 name: profile.name.clone(),
                 email: profile.email.clone(),
-                enc_key: String::new(),
+                enc_key: profile.enc.public_hex(),
             };
             let node_name = args.name.clone().unwrap_or_else(host_name);
             let team_name = format!("{}-team", profile.name);

@@ -31,6 +31,9 @@ pub struct Profile {
     pub name: String,
     pub email: Option<String>,
     pub key: SecretKey,
+    /// The member's X25519 encryption key: what the team secrets key is
+    /// sealed to for an admin (§5). Its public half is published at join.
+    pub enc: shoal_node::secrets::EncSecret,
 }
 
 impl std::fmt::Debug for Profile {
@@ -108,11 +111,12 @@ pub fn load(dir: &Path) -> Result<Profile> {
     Ok(Profile {
         name: f.name,
         email: f.email,
-        key: {
-            // Both keys must be intact even though only signing is used here.
-            seed(&f.encryption_seed, "encryption key", &path)?;
-            SecretKey::from_seed(seed(&f.signing_seed, "signing key", &path)?)
-        },
+        key: SecretKey::from_seed(seed(&f.signing_seed, "signing key", &path)?),
+        enc: shoal_node::secrets::EncSecret::from_bytes(seed(
+            &f.encryption_seed,
+            "encryption key",
+            &path,
+        )?),
     })
 }
 

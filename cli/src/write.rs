@@ -167,7 +167,7 @@ pub async fn team_create(
         key: p.public(),
         name: p.name.clone(),
         email: p.email.clone(),
-        enc_key: String::new(),
+        enc_key: p.enc.public_hex(),
     };
     let v = client
         .post(
@@ -227,7 +227,7 @@ pub async fn team_join(
         key: p.public(),
         name: p.name.clone(),
         email: p.email.clone(),
-        enc_key: String::new(),
+        enc_key: p.enc.public_hex(),
     };
     let v = client
         .post(

@@ -1319,7 +1319,7 @@ fn roles_runtimes_and_registry_credentials_sealed_for_every_node() {
     let r = a.ok(&["node", "remove", "c"]);
     for want in [
         "removed node c",
-        "rotated the team secrets key to epoch 2: sealed to 2 node(s) and admin(s)",
+        "rotated the team secrets key to epoch 2: sealed to 3 node(s) and admin(s)",
         "the password(s) of registry",
         "node c could read these passwords until now",
     ] {
@@ -1355,6 +1355,36 @@ fn roles_runtimes_and_registry_credentials_sealed_for_every_node() {
             .unwrap_or("")
             .starts_with("rotated the team key to epoch 2")),
         "{audit}"
+    );
+    // The owner holds the new key too, sealed to its profile's encryption
+    // key; c holds nothing any more.
+    let keys = api(&a, "GET", "/v1/teams/crew/keys", None).1;
+    let holders: Vec<(String, u64)> = keys["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["recipient"].as_str().unwrap().to_string(),
+                h["epoch"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let owner_key = parse(&a.ok(&["member", "list", "-o", "json"]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "a-person")
+        .map(|m| m["key"].as_str().unwrap().to_string())
+        .unwrap();
+    assert!(
+        holders.contains(&(format!("member:{owner_key}"), 2)),
+        "{holders:?}"
+    );
+    assert_eq!(
+        holders.iter().filter(|(_, e)| *e == 2).count(),
+        3,
+        "{holders:?}"
     );
     // An explicit rotation makes epoch 3.
     let r = a.ok(&["team", "rotate-key"]);
