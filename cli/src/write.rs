@@ -371,12 +371,18 @@ pub async fn member_role(
 ) -> Result<()> {
     let list = s.state_list("members").await?;
     let m = find(&list, member, "member")?;
+    let was_admin = matches!(str_of(m, "role").as_str(), "admin" | "owner");
     s.act(Action::MemberRole {
         member: key_of(m)?,
         role,
     })
     .await?;
-    writeln!(out, "{} is now {role}", str_of(m, "name"))?;
+    let name = str_of(m, "name");
+    writeln!(out, "{name} is now {role}")?;
+    // An admin made a user held the team key: it no longer should.
+    if was_admin && role < Role::Admin {
+        return rotate_after(s, &format!("member {name}"), out).await;
+    }
     Ok(())
 }
 
@@ -449,8 +455,8 @@ pub fn print_rotated(r: &Rotated, out: &mut impl Write) -> Result<()> {
     Ok(())
 }
 
-/// After `gone` left the team: rotates the team key so it cannot open what
-/// is sealed from now on.
+/// After `gone` left the team (or stopped being an admin): rotates the team
+/// key so it cannot open what is sealed from now on.
 async fn rotate_after(s: &Session, gone: &str, out: &mut impl Write) -> Result<()> {
     match rotate_key(s).await {
         Ok(None) => Ok(()),

@@ -1338,7 +1338,14 @@ fn roles_runtimes_and_registry_credentials_sealed_for_every_node() {
         let v = parse(&b.ok(&["registry", "list", "-o", "json"]));
         with_password(&v)
             .iter()
-            .all(|r| r["key_epoch"] == 2 && r["sealed_for"] == json!(["a", "b"]))
+            .all(|r| {
+                let mut holders: Vec<&str> = r["sealed_for"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                holders.sort_unstable();
+                r["key_epoch"] == 2 && holders == ["a", "b"]
+            })
             .then_some(())
     })
     .expect("every password is sealed to the epoch-2 key, held by a and b");
@@ -1437,6 +1444,36 @@ fn roles_runtimes_and_registry_credentials_sealed_for_every_node() {
     let audit = parse(&a.ok(&["audit", "list", "--action", "registry.update", "-o", "json"]));
     assert_eq!(audit.as_array().unwrap().len(), 3, "{audit}");
     assert!(!audit.to_string().contains(password.as_str()));
+
+    // A user made admin is handed the key by a node; made a user again, a
+    // rotation leaves it without any copy.
+    let b_key = parse(&a.ok(&["member", "list", "-o", "json"]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "b-person")
+        .map(|m| m["key"].as_str().unwrap().to_string())
+        .unwrap();
+    let copies_of_b = || -> Vec<u64> {
+        api(&a, "GET", "/v1/teams/crew/keys", None).1["holders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["recipient"] == format!("member:{b_key}"))
+            .map(|h| h["epoch"].as_u64().unwrap())
+            .collect()
+    };
+    assert!(copies_of_b().is_empty());
+    a.ok(&["member", "role", "b-person", "admin"]);
+    wait_for(WAIT, || (copies_of_b() == vec![3]).then_some(()))
+        .expect("a node seals the current key to the new admin");
+    let r = a.ok(&["member", "role", "b-person", "user"]);
+    assert!(
+        r.stdout.contains("rotated the team secrets key to epoch 4"),
+        "{}",
+        r.stdout
+    );
+    assert!(copies_of_b().is_empty());
 }
 
 #[test]
