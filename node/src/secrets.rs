@@ -482,7 +482,10 @@ pub fn rotate(
     state: &TeamState,
 ) -> Result<Rotation, SecretsError> {
     let (epoch, _) = view::team_key(state).ok_or(SecretsError::NoKeyYet)?;
-    let key = TeamKey::generate(epoch + 1);
+    let next = epoch
+        .checked_add(1)
+        .ok_or_else(|| SecretsError::Seal("the team key is at the last epoch there is".into()))?;
+    let key = TeamKey::generate(next);
     let mut registries = BTreeMap::new();
     let mut names = Vec::new();
     for r in state.registries.values() {

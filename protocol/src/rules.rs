@@ -1298,8 +1298,20 @@ pub fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             if !is_node {
                 need_role(s, ctx, "key.seal", Role::Admin)?;
             }
+            // Copies of keys the team has, or a first key (epoch 1): a new
+            // epoch comes only with a rotation, which seals every password.
+            let current = view::team_key(s).map_or(0, |(e, _)| e);
             for k in keys {
                 check_sealed_key(s, k, k.epoch)?;
+                if k.epoch == 0 || (k.epoch > current && k.epoch != 1) {
+                    return Err(RuleError::Invalid {
+                        what: "key epoch",
+                        value: k.epoch.to_string(),
+                        why: format!(
+                            "the team key is at epoch {current}: a copy is of an epoch the team has, or the first key (1); use `shoal team rotate-key` for a new one"
+                        ),
+                    });
+                }
             }
             Ok(())
         }
@@ -1316,14 +1328,18 @@ pub fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
                 value,
                 why,
             };
-            if *epoch != current + 1 {
+            let Some(next) = current.checked_add(1) else {
                 return Err(invalid(
                     "key epoch",
                     epoch.to_string(),
-                    format!(
-                        "the team key is at epoch {current}, so a new one is {}",
-                        current + 1
-                    ),
+                    "the team key is at the last epoch there is".into(),
+                ));
+            };
+            if *epoch != next {
+                return Err(invalid(
+                    "key epoch",
+                    epoch.to_string(),
+                    format!("the team key is at epoch {current}, so a new one is {next}"),
                 ));
             }
             let mut public = None;

@@ -1561,22 +1561,36 @@ fn a_rotation_replaces_the_key_and_drops_copies_of_those_gone() {
 
 #[test]
 fn two_keys_of_one_epoch_are_both_kept_and_the_greater_is_current() {
-    let (mut f, _) = keyed();
+    let (mut f, one) = keyed();
     let (a, b) = ("aa".repeat(32), "bb".repeat(32));
     let r = format!("node:{}", f.n1.public().to_hex());
+    let c = ctx(&f.admin, &f.n1);
+    // A first key made concurrently with the team's (epoch 1), in either order.
     for public in [&b, &a] {
-        let c = ctx(&f.admin, &f.n1);
         let action = Action::KeySeal {
-            keys: vec![sealed_key(r.clone(), 2, public)],
+            keys: vec![sealed_key(r.clone(), 1, public)],
         };
         check(&f.s, &c, &action).unwrap();
         for w in shoal_protocol::effect::effect(&f.s, &c, &action) {
             f.s.set(w.collection, &w.id, w.value);
         }
     }
-    assert!(view::holds_key(&f.s, &r, 2, &a));
-    assert!(view::holds_key(&f.s, &r, 2, &b));
-    assert_eq!(view::team_key(&f.s), Some((2, b)));
+    for public in [&one, &a, &b] {
+        assert!(view::holds_key(&f.s, &r, 1, public), "{public}");
+    }
+    assert_eq!(view::team_key(&f.s), Some((1, b)));
+    // A new epoch comes only with a rotation.
+    let action = Action::KeySeal {
+        keys: vec![sealed_key(r.clone(), 2, &a)],
+    };
+    assert!(matches!(
+        check(&f.s, &c, &action),
+        Err(RuleError::Invalid { what: "key epoch", why, .. }) if why.contains("rotate-key")
+    ));
+    let action = Action::KeySeal {
+        keys: vec![sealed_key(r, 0, &a)],
+    };
+    assert!(check(&f.s, &c, &action).is_err());
 }
 
 #[test]
