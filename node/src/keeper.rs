@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use shoal_protocol::model::{SealedKey, team_recipient};
+use shoal_protocol::model::SealedKey;
 use shoal_protocol::{Action, SecretKey, TeamId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -133,17 +133,10 @@ impl Actor {
                 secrets::needed_keys(s)
                     .into_iter()
                     .map(|(epoch, public)| {
-                        let mine = s
-                            .keys
-                            .values()
-                            .find(|k| {
-                                k.recipient == recipient
-                                    && k.epoch == epoch
-                                    && k.public() == Some(public.as_str())
-                            })
+                        let mine = secrets::copies(s, &recipient, epoch, Some(&public))
+                            .next()
                             .cloned();
-                        let mut holders =
-                            secrets::team_key_holders(s, &team_recipient(epoch, &public));
+                        let mut holders = secrets::key_holders(s, epoch, Some(&public));
                         holders.sort();
                         let rank = holders.iter().position(|k| *k == me).unwrap_or(0);
                         Needed {

@@ -341,7 +341,7 @@ pub fn team_public(state: &TeamState) -> Option<(u32, String)> {
 
 /// The copies of team keys of `epoch` that `recipient` holds, of the key
 /// whose public half starts with `fp` (any, when `None`).
-fn copies<'a>(
+pub fn copies<'a>(
     state: &'a TeamState,
     recipient: &'a str,
     epoch: u32,
@@ -457,9 +457,14 @@ pub fn missing_key(state: &TeamState, epoch: u32, public: &str) -> Vec<(String, 
 
 /// The nodes that can open a value sealed to `recipient` (`team:...`).
 pub fn team_key_holders(state: &TeamState, recipient: &str) -> Vec<String> {
-    let Some((epoch, fp)) = parse_team_recipient(recipient) else {
-        return Vec::new();
-    };
+    parse_team_recipient(recipient)
+        .map(|(epoch, fp)| key_holders(state, epoch, fp))
+        .unwrap_or_default()
+}
+
+/// The nodes holding a team key of `epoch` whose public half starts with
+/// `fp` (any, when `None`).
+pub fn key_holders(state: &TeamState, epoch: u32, fp: Option<&str>) -> Vec<String> {
     state
         .nodes
         .values()

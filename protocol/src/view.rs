@@ -232,14 +232,16 @@ pub fn key_recipients(state: &TeamState) -> Vec<(String, String)> {
     let nodes = state
         .nodes
         .values()
+        .filter(|n| effective_node(state, &n.key).is_some())
         .map(|n| (format!("node:{}", n.key), &n.enc_key));
-    let members = state
+    let admins = state
         .members
         .values()
+        .filter(|m| effective_role(state, &m.key).is_some_and(|r| r >= Role::Admin))
         .map(|m| (format!("member:{}", m.key), &m.enc_key));
     nodes
-        .chain(members)
-        .filter(|(r, enc)| !enc.is_empty() && key_recipient_eligible(state, r))
+        .chain(admins)
+        .filter(|(_, enc)| !enc.is_empty())
         .map(|(r, enc)| (r, enc.clone()))
         .collect()
 }

@@ -1099,6 +1099,33 @@ fn concurrent_creates_mark_the_later_one_in_conflict(a: &Peer, b: &Peer) {
     );
 }
 
+/// The key of the member named `name`, as `p` lists it.
+fn member_key(p: &Peer, name: &str) -> String {
+    parse(&p.ok(&["member", "list", "-o", "json"]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .and_then(|m| m["key"].as_str())
+        .unwrap_or_else(|| panic!("no member {name}"))
+        .to_string()
+}
+
+/// Every copy of the team key in `p`'s replica: (recipient, epoch).
+fn key_copies(p: &Peer) -> Vec<(String, u64)> {
+    api(p, "GET", "/v1/teams/crew/keys", None).1["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["recipient"].as_str().unwrap().to_string(),
+                h["epoch"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// The local test environment (scripts/test.sh): the env file, else the
 /// process environment.
 fn test_env() -> Option<BTreeMap<String, String>> {
@@ -1365,25 +1392,8 @@ fn roles_runtimes_and_registry_credentials_sealed_for_every_node() {
     );
     // The owner holds the new key too, sealed to its profile's encryption
     // key; c holds nothing any more.
-    let keys = api(&a, "GET", "/v1/teams/crew/keys", None).1;
-    let holders: Vec<(String, u64)> = keys["holders"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| {
-            (
-                h["recipient"].as_str().unwrap().to_string(),
-                h["epoch"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    let owner_key = parse(&a.ok(&["member", "list", "-o", "json"]))
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "a-person")
-        .map(|m| m["key"].as_str().unwrap().to_string())
-        .unwrap();
+    let holders = key_copies(&a);
+    let owner_key = member_key(&a, "a-person");
     assert!(
         holders.contains(&(format!("member:{owner_key}"), 2)),
         "{holders:?}"
@@ -1447,20 +1457,12 @@ fn roles_runtimes_and_registry_credentials_sealed_for_every_node() {
 
     // A user made admin is handed the key by a node; made a user again, a
     // rotation leaves it without any copy.
-    let b_key = parse(&a.ok(&["member", "list", "-o", "json"]))
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "b-person")
-        .map(|m| m["key"].as_str().unwrap().to_string())
-        .unwrap();
+    let b_key = member_key(&a, "b-person");
     let copies_of_b = || -> Vec<u64> {
-        api(&a, "GET", "/v1/teams/crew/keys", None).1["holders"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|h| h["recipient"] == format!("member:{b_key}"))
-            .map(|h| h["epoch"].as_u64().unwrap())
+        key_copies(&a)
+            .into_iter()
+            .filter(|(r, _)| *r == format!("member:{b_key}"))
+            .map(|(_, epoch)| epoch)
             .collect()
     };
     assert!(copies_of_b().is_empty());
