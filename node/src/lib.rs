@@ -1,8 +1,6 @@
 //! The shoal daemon.
 
 pub mod api;
-pub mod api_domain;
-pub mod api_ops;
 pub mod daemon;
 pub mod executor;
 pub mod health;

@@ -236,3 +236,200 @@ async fn reads_and_the_prepare_sign_submit_path() {
     let node = Node::open(dir.path()).unwrap();
     assert_eq!(node.teams()[&team].ops().len(), ops.len() + 2);
 }
+
+/// Sends a raw HTTP/1.1 request and reads the status and the JSON body. The
+/// body is written from another task, so a server that answers before
+/// reading it all (413) does not block the test.
+async fn raw_call(
+    sock: &std::path::Path,
+    method: &str,
+    route: &str,
+    body: Vec<u8>,
+) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let stream = tokio::net::UnixStream::connect(sock).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let head = format!(
+        "{method} {route} HTTP/1.1\r\nhost: shoal\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(head.as_bytes()).await;
+        let _ = wr.write_all(&body).await;
+        wr
+    });
+    let mut out = Vec::new();
+    let _ = rd.read_to_end(&mut out).await;
+    writer.abort();
+    let text = String::from_utf8_lossy(&out);
+    let status: u16 = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let (_, json) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no body in {text:?}"));
+    (
+        status,
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json:?}")),
+    )
+}
+
+/// Creates a team named `name` through the API (genesis, signed, created).
+async fn create_team(sock: &std::path::Path, owner: &SecretKey, name: &str) -> String {
+    let (s, v) = call(
+        sock,
+        Method::POST,
+        "/v1/teams/genesis",
+        Some(json!({ "name": name, "owner": testkit::new_member(owner, "owner") })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let op = sign(&v, owner);
+    let (s, v) = call(
+        sock,
+        Method::POST,
+        "/v1/teams",
+        Some(json!({ "op": hex::encode(op.encode()) })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let created: shoal_api::teams::TeamCreated = serde_json::from_value(v).unwrap();
+    assert_eq!(created.name, name);
+    created.id
+}
+
+/// `-` names the daemon's only team (and says why not when there is none or
+/// several); the answers read back as the shoal-api types; a wrong method and
+/// an oversized body get the API's error body.
+#[tokio::test]
+async fn only_team_typed_answers_and_error_bodies() {
+    use shoal_api::{
+        audit, deployments, keys, members, node, nodes, products, registries, sync, teams,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("api.sock");
+    let config = ServiceConfig {
+        listen: "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+        mdns: false,
+        socket: sock.clone(),
+        name: "laptop".into(),
+        runtime: Runtime::None,
+        sync: SyncConfig::default(),
+        metrics: None,
+        pause_deployments: false,
+        kube: Default::default(),
+    };
+    let stop = CancellationToken::new();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<String>(64);
+    let say: Arc<dyn Fn(String) + Send + Sync> = Arc::new(move |line| {
+        let _ = ready_tx.try_send(line);
+    });
+    let daemon = tokio::spawn(service::run(
+        Node::open(dir.path()).unwrap(),
+        config,
+        say,
+        stop.clone().cancelled_owned(),
+    ));
+    while let Some(line) = ready_rx.recv().await {
+        if line.starts_with("ready") {
+            break;
+        }
+    }
+
+    // No team yet: the message says how to get one.
+    let (s, v) = call(&sock, Method::GET, "/v1/teams/-", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(
+        v["error"],
+        "this daemon holds no team: create one with `shoal team create NAME` or join one with `shoal team join TICKET`"
+    );
+
+    // One team: `-` is that team, for every route under it.
+    let owner = testkit::key(1);
+    let a = create_team(&sock, &owner, "alpha").await;
+    let (s, by_dash) = call(&sock, Method::GET, "/v1/teams/-", None).await;
+    assert_eq!(s, StatusCode::OK, "{by_dash}");
+    let (_, by_id) = call(&sock, Method::GET, &format!("/v1/teams/{a}"), None).await;
+    assert_eq!(by_dash, by_id);
+    let info: teams::TeamInfo = serde_json::from_value(by_dash).unwrap();
+    assert_eq!(
+        (info.id.as_str(), info.name.as_str()),
+        (a.as_str(), "alpha")
+    );
+
+    // Answers read back as the shoal-api types.
+    let get = |route: &'static str| {
+        let sock = sock.clone();
+        async move {
+            let (s, v) = call(&sock, Method::GET, route, None).await;
+            assert_eq!(s, StatusCode::OK, "{route}: {v}");
+            v
+        }
+    };
+    let n: node::NodeInfo = serde_json::from_value(get("/v1/node").await).unwrap();
+    assert_eq!((n.name.as_str(), n.teams), ("laptop", 1));
+    let _: node::StoreInfo = serde_json::from_value(get("/v1/node/store").await).unwrap();
+    let list: teams::TeamList = serde_json::from_value(get("/v1/teams").await).unwrap();
+    assert_eq!(list[0].name, "alpha");
+    let m: members::MemberList = serde_json::from_value(get("/v1/teams/-/members").await).unwrap();
+    assert_eq!(m[0].role, members::Role::Owner);
+    let _: nodes::NodeList = serde_json::from_value(get("/v1/teams/-/nodes").await).unwrap();
+    let st: nodes::StatusList = serde_json::from_value(get("/v1/teams/-/status").await).unwrap();
+    assert!(st[0].this_node);
+    let _: sync::TeamSync = serde_json::from_value(get("/v1/teams/-/sync").await).unwrap();
+    let _: teams::Peers = serde_json::from_value(get("/v1/teams/-/peers").await).unwrap();
+    let _: teams::Bootstrap = serde_json::from_value(get("/v1/teams/-/bootstrap").await).unwrap();
+    let r: registries::RegistryList =
+        serde_json::from_value(get("/v1/teams/-/registries").await).unwrap();
+    assert!(r[0].builtin);
+    let _: products::ProductList =
+        serde_json::from_value(get("/v1/teams/-/products").await).unwrap();
+    let _: deployments::DeploymentList =
+        serde_json::from_value(get("/v1/teams/-/deployments").await).unwrap();
+    let _: keys::TeamKeys = serde_json::from_value(get("/v1/teams/-/keys").await).unwrap();
+    let log: audit::AuditList = serde_json::from_value(get("/v1/teams/-/audit").await).unwrap();
+    assert!(!log.is_empty());
+    let verify: audit::AuditVerify =
+        serde_json::from_value(get("/v1/teams/-/audit/verify").await).unwrap();
+    assert!(verify.ok, "{verify:?}");
+
+    // A wrong method on a route, and a body over the limit: `{ "error" }`.
+    let (s, v) = call(&sock, Method::DELETE, "/v1/teams", None).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(v["error"].as_str().unwrap().contains("docs/api.md"), "{v}");
+    let (s, v) = raw_call(
+        &sock,
+        "POST",
+        "/v1/teams/-/ops",
+        vec![b' '; 10 * 1024 * 1024],
+    )
+    .await;
+    assert_eq!(s, 413, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("MiB"), "{v}");
+
+    // Several teams: `-` is refused with their names; names still resolve,
+    // the second team's too (the name cache learns new teams).
+    let b = create_team(&sock, &testkit::key(2), "beta").await;
+    let (s, v) = call(&sock, Method::GET, "/v1/teams/-", None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let mut names = ["alpha", "beta"];
+    if b < a {
+        names.reverse();
+    }
+    assert_eq!(
+        v["error"],
+        format!(
+            "this daemon holds several teams ({}): pass --team NAME",
+            names.join(", ")
+        )
+    );
+    let (s, v) = call(&sock, Method::GET, "/v1/teams/beta", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["id"], b.as_str());
+
+    stop.cancel();
+    daemon.await.unwrap().unwrap();
+}
