@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 use crate::daemon::now_ms;
 use crate::runtime::{
     DeployPlan, ImageSource, PlannedContainer, ProgressEvent, PullPolicy, RegistryCredentials,
-    Runtime, RuntimeError, SecretValues,
+    SecretValues,
 };
 use crate::store::Store;
 use crate::sync::{SyncError, SyncHandle};
@@ -60,13 +60,7 @@ pub const LOCAL_NS: &str = "executor";
 /// this node.
 pub type Unsealer = Arc<dyn Fn(&TeamState, &Sealed) -> Result<String, String> + Send + Sync>;
 
-/// Makes the runtime for a try; an error fails the try with its message
-/// (e.g. the Docker engine does not answer).
-pub type RuntimeFactory = Arc<
-    dyn Fn() -> futures::future::BoxFuture<'static, Result<Arc<dyn Runtime>, RuntimeError>>
-        + Send
-        + Sync,
->;
+pub use crate::runtime::RuntimeFactory;
 
 /// Why a plan cannot be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -487,18 +481,18 @@ impl Try {
     /// the ones written before it.
     fn progress(&self, d: &Deployment, line: &str) {
         use std::sync::atomic::Ordering;
-        let ns = crate::query::progress_ns(&self.team, &d.id);
+        let ns = crate::progress::progress_ns(&self.team, &d.id);
         if self.seq.load(Ordering::Relaxed) == 0 {
             let listed = self.store.list_local(&ns).unwrap_or_default();
             let before = listed
                 .iter()
-                .filter(|(k, _)| crate::query::progress_try(k) == Some(d.tries))
+                .filter(|(k, _)| crate::progress::progress_try(k) == Some(d.tries))
                 .count();
             self.seq.store(
                 u32::try_from(before).unwrap_or(u32::MAX - 1),
                 Ordering::Relaxed,
             );
-            let old = crate::query::progress_to_prune(
+            let old = crate::progress::progress_to_prune(
                 listed.iter().map(|(k, _)| k.as_str()),
                 d.tries,
                 PROGRESS_TRIES_KEPT,
@@ -510,7 +504,7 @@ impl Try {
             }
         }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed).saturating_add(1);
-        let key = crate::query::progress_key(d.tries, seq);
+        let key = crate::progress::progress_key(d.tries, seq);
         if let Err(e) = self.store.put_local(&ns, &key, line.as_bytes()) {
             debug!(deployment = %d.id, "cannot keep a progress line: {e}");
         }
