@@ -579,11 +579,13 @@ impl Try {
     }
 
     async fn report(&self, action: Action) -> Result<(), SyncError> {
-        let body = self.sync.prepare(self.key.public(), action).await?;
-        let op = body
-            .sign(&self.key)
-            .map_err(|e| SyncError::Task(e.to_string()))?;
-        self.sync.submit(op).await.map(|_| ())
+        let key = &self.key;
+        self.sync
+            .write_with(key.public(), action, |body| {
+                body.sign(key).map_err(|e| e.to_string())
+            })
+            .await
+            .map(|_| ())
     }
 
     async fn execute(

@@ -386,19 +386,18 @@ impl Service {
         {
             return Ok(());
         }
-        let body = entry
+        let action = Action::NodeUpdate {
+            addresses,
+            agent_version,
+            protocol_version: PROTOCOL_VERSION,
+        };
+        let node = &self.node;
+        entry
             .sync
-            .prepare(
-                self.node.key(),
-                Action::NodeUpdate {
-                    addresses,
-                    agent_version,
-                    protocol_version: PROTOCOL_VERSION,
-                },
-            )
+            .write_with(node.key(), action, |body| {
+                node.sign(body).map_err(|e| e.to_string())
+            })
             .await?;
-        let op = self.node.sign(body)?;
-        entry.sync.submit(op).await?;
         Ok(())
     }
 
