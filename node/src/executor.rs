@@ -274,6 +274,24 @@ pub fn due(state: &TeamState, me: &PublicKey) -> Vec<Deployment> {
     list
 }
 
+/// This node's in-progress tries that lost their slot to a concurrent,
+/// earlier deployment (§2 concurrency), with the winner's id. They are never
+/// run; the node finishes them as failed so that they do not stay
+/// in progress (and undeletable) for ever.
+pub fn lost_races(state: &TeamState, me: &PublicKey) -> Vec<(Deployment, String)> {
+    let me = me.to_hex();
+    state
+        .deployments
+        .values()
+        .filter(|d| d.node == me && d.status == DeploymentStatus::InProgress)
+        .filter(|d| d.finished_try < d.tries)
+        .filter_map(|d| {
+            let winner = shoal_protocol::view::conflict_winner(state, d)?;
+            Some((d.clone(), winner.id.clone()))
+        })
+        .collect()
+}
+
 /// The running executor of one team.
 #[derive(Debug)]
 pub struct Executor {
@@ -416,8 +434,45 @@ impl Actor {
         }
     }
 
+    /// Finishes as failed the tries that lost a race for their slot.
+    async fn fail_lost_races(&mut self) {
+        let me = self.key.public();
+        let Ok(lost) = self.sync.read(move |r| lost_races(r.state(), &me)).await else {
+            return;
+        };
+        for (d, winner) in lost {
+            let reason = format!(
+                "in conflict: deployment {winner} was created earlier for the same version, node and prefix and runs instead"
+            );
+            let action = Action::DeploymentFinish {
+                id: d.id.clone(),
+                attempt: d.tries,
+                outcome: Outcome::Failed { reason },
+                containers: BTreeMap::new(),
+                events: Vec::new(),
+                frozen: None,
+            };
+            let key = &self.key;
+            let done = self
+                .sync
+                .write_with(key.public(), action, |body| {
+                    body.sign(key).map_err(|e| e.to_string())
+                })
+                .await;
+            match done {
+                Ok(_) => {
+                    info!(team = %self.team.short(), deployment = %d.id, %winner, "finished a deployment that lost its slot")
+                }
+                Err(e) => {
+                    warn!(team = %self.team.short(), deployment = %d.id, "cannot finish a deployment in conflict: {e}")
+                }
+            }
+        }
+    }
+
     async fn scan(&mut self) {
         self.run_commands().await;
+        self.fail_lost_races().await;
         let me = self.key.public();
         let found = self.sync.read(move |r| due(r.state(), &me)).await;
         let Ok(list) = found else {
