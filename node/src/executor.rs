@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 use crate::daemon::now_ms;
 use crate::runtime::{
     DeployPlan, ImageSource, PlannedContainer, ProgressEvent, PullPolicy, RegistryCredentials,
-    Runtime, RuntimeError, SecretValues,
+    SecretValues,
 };
 use crate::store::Store;
 use crate::sync::{SyncError, SyncHandle};
@@ -60,13 +60,7 @@ pub const LOCAL_NS: &str = "executor";
 /// this node.
 pub type Unsealer = Arc<dyn Fn(&TeamState, &Sealed) -> Result<String, String> + Send + Sync>;
 
-/// Makes the runtime for a try; an error fails the try with its message
-/// (e.g. the Docker engine does not answer).
-pub type RuntimeFactory = Arc<
-    dyn Fn() -> futures::future::BoxFuture<'static, Result<Arc<dyn Runtime>, RuntimeError>>
-        + Send
-        + Sync,
->;
+pub use crate::runtime::RuntimeFactory;
 
 /// Why a plan cannot be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -280,6 +274,24 @@ pub fn due(state: &TeamState, me: &PublicKey) -> Vec<Deployment> {
     list
 }
 
+/// This node's in-progress tries that lost their slot to a concurrent,
+/// earlier deployment (§2 concurrency), with the winner's id. They are never
+/// run; the node finishes them as failed so that they do not stay
+/// in progress (and undeletable) for ever.
+pub fn lost_races(state: &TeamState, me: &PublicKey) -> Vec<(Deployment, String)> {
+    let me = me.to_hex();
+    state
+        .deployments
+        .values()
+        .filter(|d| d.node == me && d.status == DeploymentStatus::InProgress)
+        .filter(|d| d.finished_try < d.tries)
+        .filter_map(|d| {
+            let winner = shoal_protocol::view::conflict_winner(state, d)?;
+            Some((d.clone(), winner.id.clone()))
+        })
+        .collect()
+}
+
 /// The running executor of one team.
 #[derive(Debug)]
 pub struct Executor {
@@ -422,8 +434,45 @@ impl Actor {
         }
     }
 
+    /// Finishes as failed the tries that lost a race for their slot.
+    async fn fail_lost_races(&mut self) {
+        let me = self.key.public();
+        let Ok(lost) = self.sync.read(move |r| lost_races(r.state(), &me)).await else {
+            return;
+        };
+        for (d, winner) in lost {
+            let reason = format!(
+                "in conflict: deployment {winner} was created earlier for the same version, node and prefix and runs instead"
+            );
+            let action = Action::DeploymentFinish {
+                id: d.id.clone(),
+                attempt: d.tries,
+                outcome: Outcome::Failed { reason },
+                containers: BTreeMap::new(),
+                events: Vec::new(),
+                frozen: None,
+            };
+            let key = &self.key;
+            let done = self
+                .sync
+                .write_with(key.public(), action, |body| {
+                    body.sign(key).map_err(|e| e.to_string())
+                })
+                .await;
+            match done {
+                Ok(_) => {
+                    info!(team = %self.team.short(), deployment = %d.id, %winner, "finished a deployment that lost its slot")
+                }
+                Err(e) => {
+                    warn!(team = %self.team.short(), deployment = %d.id, "cannot finish a deployment in conflict: {e}")
+                }
+            }
+        }
+    }
+
     async fn scan(&mut self) {
         self.run_commands().await;
+        self.fail_lost_races().await;
         let me = self.key.public();
         let found = self.sync.read(move |r| due(r.state(), &me)).await;
         let Ok(list) = found else {
@@ -487,18 +536,18 @@ impl Try {
     /// the ones written before it.
     fn progress(&self, d: &Deployment, line: &str) {
         use std::sync::atomic::Ordering;
-        let ns = crate::query::progress_ns(&self.team, &d.id);
+        let ns = crate::progress::progress_ns(&self.team, &d.id);
         if self.seq.load(Ordering::Relaxed) == 0 {
             let listed = self.store.list_local(&ns).unwrap_or_default();
             let before = listed
                 .iter()
-                .filter(|(k, _)| crate::query::progress_try(k) == Some(d.tries))
+                .filter(|(k, _)| crate::progress::progress_try(k) == Some(d.tries))
                 .count();
             self.seq.store(
                 u32::try_from(before).unwrap_or(u32::MAX - 1),
                 Ordering::Relaxed,
             );
-            let old = crate::query::progress_to_prune(
+            let old = crate::progress::progress_to_prune(
                 listed.iter().map(|(k, _)| k.as_str()),
                 d.tries,
                 PROGRESS_TRIES_KEPT,
@@ -510,7 +559,7 @@ impl Try {
             }
         }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed).saturating_add(1);
-        let key = crate::query::progress_key(d.tries, seq);
+        let key = crate::progress::progress_key(d.tries, seq);
         if let Err(e) = self.store.put_local(&ns, &key, line.as_bytes()) {
             debug!(deployment = %d.id, "cannot keep a progress line: {e}");
         }
@@ -585,11 +634,13 @@ impl Try {
     }
 
     async fn report(&self, action: Action) -> Result<(), SyncError> {
-        let body = self.sync.prepare(self.key.public(), action).await?;
-        let op = body
-            .sign(&self.key)
-            .map_err(|e| SyncError::Task(e.to_string()))?;
-        self.sync.submit(op).await.map(|_| ())
+        let key = &self.key;
+        self.sync
+            .write_with(key.public(), action, |body| {
+                body.sign(key).map_err(|e| e.to_string())
+            })
+            .await
+            .map(|_| ())
     }
 
     async fn execute(

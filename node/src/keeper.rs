@@ -198,17 +198,15 @@ impl Actor {
         if keys.is_empty() {
             return Ok(());
         }
-        let body = self
-            .sync
-            .prepare(self.key.public(), Action::KeySeal { keys })
-            .await?;
-        let op = body
-            .sign(&self.key)
-            .map_err(|e| SyncError::Task(e.to_string()))?;
         for k in &names {
             self.sealed.insert(k.clone(), now);
         }
-        self.sync.submit(op).await?;
+        let key = &self.key;
+        self.sync
+            .write_with(key.public(), Action::KeySeal { keys }, |body| {
+                body.sign(key).map_err(|e| e.to_string())
+            })
+            .await?;
         let recipients: Vec<&String> = names.iter().map(|(_, r)| r).collect();
         info!(team = %self.team.short(), ?recipients, "sealed the team key");
         Ok(())

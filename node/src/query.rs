@@ -29,8 +29,9 @@ use serde::{Deserialize, Serialize};
 use shoal_protocol::TeamId;
 use tokio::sync::Notify;
 
-use crate::executor::RuntimeFactory;
+use crate::progress::{parse_progress_key, progress_ns};
 use crate::runtime::ContainerInfo;
+use crate::runtime::RuntimeFactory;
 use crate::store::Store;
 
 /// Most log lines one answer carries.
@@ -49,41 +50,6 @@ pub const MAX_FOLLOW_SESSIONS: usize = 64;
 pub const PROGRESS_POLL: Duration = Duration::from_millis(200);
 /// After the first new line, how long an answer waits for more to batch.
 const BATCH_WAIT: Duration = Duration::from_millis(50);
-
-/// The store namespace of a deployment's progress lines on its node; keys
-/// are `<try:06>/<seq:06>`.
-pub fn progress_ns(team: &TeamId, deployment: &str) -> String {
-    format!("progress/{}/{deployment}", team.to_hex())
-}
-
-/// The store key of a progress line.
-pub fn progress_key(attempt: u32, seq: u32) -> String {
-    format!("{attempt:06}/{seq:06}")
-}
-
-/// The try a progress line's key belongs to.
-pub fn progress_try(key: &str) -> Option<u32> {
-    parse_progress_key(key).map(|(attempt, _)| attempt)
-}
-
-/// The progress keys to delete when try `current` starts so that only the
-/// `kept` newest tries (`current` included) keep their lines.
-pub fn progress_to_prune<'a>(
-    keys: impl IntoIterator<Item = &'a str>,
-    current: u32,
-    kept: u32,
-) -> Vec<String> {
-    let oldest_kept = current.saturating_sub(kept.saturating_sub(1));
-    keys.into_iter()
-        .filter(|k| progress_try(k).is_some_and(|t| t < oldest_kept))
-        .map(str::to_owned)
-        .collect()
-}
-
-fn parse_progress_key(key: &str) -> Option<(u32, u32)> {
-    let (a, s) = key.split_once('/')?;
-    Some((a.parse().ok()?, s.parse().ok()?))
-}
 
 /// A question about this node's containers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -452,31 +418,4 @@ pub fn no_runtime() -> QueryHandler {
             Answer::Error("this node has no container runtime (runtime none)".into())
         })
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{progress_key, progress_to_prune, progress_try};
-
-    #[test]
-    fn only_the_newest_tries_keep_their_progress() {
-        let keys: Vec<String> = (1..=7)
-            .flat_map(|t| (1..=2).map(move |s| progress_key(t, s)))
-            .collect();
-        assert_eq!(progress_try(&keys[0]), Some(1));
-        // Try 7 starts, 5 kept: tries 3..=7 stay.
-        let pruned = progress_to_prune(keys.iter().map(String::as_str), 7, 5);
-        assert_eq!(
-            pruned,
-            [
-                progress_key(1, 1),
-                progress_key(1, 2),
-                progress_key(2, 1),
-                progress_key(2, 2)
-            ]
-        );
-        // Early tries prune nothing; keys that are not progress lines stay.
-        assert!(progress_to_prune(keys.iter().map(String::as_str), 3, 5).is_empty());
-        assert!(progress_to_prune(["junk", "x/y"], 100, 5).is_empty());
-    }
 }

@@ -13,32 +13,34 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libp2p::{Multiaddr, PeerId};
 use shoal_protocol::action::{NewMember, NewNode};
 use shoal_protocol::model::{InviteKind, Runtime};
-use shoal_protocol::ticket::{Ticket, TicketError};
+use shoal_protocol::ticket::Ticket;
 use shoal_protocol::{Action, Op, OpBody, PROTOCOL_VERSION, Replica, SecretKey, TeamId};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::api::{self, ApiError, ApiState};
+use crate::api::{self, ApiState};
 use crate::daemon::{DaemonError, Node, now_ms};
 use crate::executor::{Executor, RuntimeFactory, Unsealer};
-use crate::join::{self, JoinError};
+use crate::join;
 use crate::keeper::KeyKeeper;
-use crate::mesh::{Mesh, MeshConfig, MeshError, MeshEvent, MeshHandle};
+use crate::mesh::{Mesh, MeshConfig, MeshEvent};
 use crate::metrics;
 use crate::query::{self, QueryHandler};
 use crate::runtime::kubernetes::KubeConnect;
 use crate::runtime::{DockerRuntime, KubernetesRuntime, RuntimeError};
 use crate::store::TeamRecord;
 use crate::sync::{
-    HEARTBEAT_INTERVAL, HeartbeatConfig, Queries, SyncConfig, SyncEngine, SyncError, SyncHandle,
+    HEARTBEAT_INTERVAL, HeartbeatConfig, Queries, SyncConfig, SyncEngine, SyncHandle,
 };
+pub use crate::teams::ServiceError;
+use crate::teams::{Command, JoinStep, ServiceHandle, TeamEntry, TeamMap};
 
 /// Capacity of the command channel from the API to the service.
 pub const SERVICE_CHANNEL_CAPACITY: usize = 16;
@@ -64,161 +66,6 @@ pub struct ServiceConfig {
     pub pause_deployments: bool,
     /// How the kubernetes runtime finds its cluster (unused by the others).
     pub kube: KubeConnect,
-}
-
-/// One team the daemon runs.
-#[derive(Clone)]
-pub struct TeamEntry {
-    /// The team's name when it started (the live name is in the state).
-    pub name: String,
-    pub sync: SyncHandle,
-    pub mesh: MeshHandle,
-    /// The team's private-network key (for tickets).
-    pub psk: [u8; 32],
-    /// This node's listen addresses on the team's mesh, ending in `/p2p/..`.
-    pub addrs: Vec<String>,
-    /// Answers questions about this node's containers of the team.
-    pub queries: QueryHandler,
-}
-
-impl std::fmt::Debug for TeamEntry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TeamEntry")
-            .field("name", &self.name)
-            .field("addrs", &self.addrs)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The live table of running teams, shared with the control API.
-pub type TeamMap = Arc<RwLock<BTreeMap<TeamId, TeamEntry>>>;
-
-/// Errors of the service.
-#[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
-    #[error(transparent)]
-    Daemon(#[from] DaemonError),
-    #[error(transparent)]
-    Mesh(#[from] MeshError),
-    #[error(transparent)]
-    Sync(#[from] SyncError),
-    #[error(transparent)]
-    Api(#[from] ApiError),
-    #[error(transparent)]
-    Ticket(#[from] TicketError),
-    #[error(transparent)]
-    Runtime(#[from] RuntimeError),
-    #[error("cannot join: {0}")]
-    Join(#[from] JoinError),
-    #[error("this node is already in team {0}: see `shoal team list`")]
-    AlreadyIn(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error(
-        "no join of team {0} is in progress (it may have timed out): run `shoal team join` again"
-    )]
-    NoPendingJoin(String),
-    #[error("the daemon is shutting down")]
-    Closed,
-    #[error("joining took too long ({0}): check that the ticket's node is up, then try again")]
-    Timeout(&'static str),
-}
-
-type Reply<T> = oneshot::Sender<Result<T, ServiceError>>;
-
-/// What a join did, or still needs.
-#[derive(Debug, Clone)]
-pub struct JoinStep {
-    pub team: TeamId,
-    pub name: String,
-    /// For a member join: the op body for the member's CLI to sign and hand
-    /// to [`ServiceHandle::finish_join`]. `None` once joined.
-    pub body: Option<OpBody>,
-}
-
-#[derive(Debug)]
-enum Command {
-    GenesisBody {
-        name: String,
-        owner: NewMember,
-        reply: Reply<OpBody>,
-    },
-    CreateTeam {
-        op: Box<Op>,
-        reply: Reply<(TeamId, String)>,
-    },
-    Join {
-        ticket: Box<Ticket>,
-        member: Option<NewMember>,
-        reply: Reply<JoinStep>,
-    },
-    FinishJoin {
-        team: TeamId,
-        op: Box<Op>,
-        reply: Reply<JoinStep>,
-    },
-}
-
-/// A cloneable handle to the service.
-#[derive(Debug, Clone)]
-pub struct ServiceHandle {
-    commands: mpsc::Sender<Command>,
-}
-
-impl ServiceHandle {
-    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ServiceError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(make(tx))
-            .await
-            .map_err(|_| ServiceError::Closed)?;
-        rx.await.map_err(|_| ServiceError::Closed)?
-    }
-
-    /// The unsigned genesis op of a new team owned by `owner`, with this
-    /// node as its first node.
-    pub async fn genesis_body(
-        &self,
-        name: String,
-        owner: NewMember,
-    ) -> Result<OpBody, ServiceError> {
-        self.call(|reply| Command::GenesisBody { name, owner, reply })
-            .await
-    }
-
-    /// Creates a team from its signed genesis op and starts running it.
-    pub async fn create_team(&self, op: Op) -> Result<(TeamId, String), ServiceError> {
-        self.call(|reply| Command::CreateTeam {
-            op: Box::new(op),
-            reply,
-        })
-        .await
-    }
-
-    /// Redeems a ticket. A node ticket (no `member`) completes at once; a
-    /// member ticket returns the body of the member's join op to sign.
-    pub async fn join(
-        &self,
-        ticket: Ticket,
-        member: Option<NewMember>,
-    ) -> Result<JoinStep, ServiceError> {
-        self.call(|reply| Command::Join {
-            ticket: Box::new(ticket),
-            member,
-            reply,
-        })
-        .await
-    }
-
-    /// Completes a member join with the signed op.
-    pub async fn finish_join(&self, team: TeamId, op: Op) -> Result<JoinStep, ServiceError> {
-        self.call(|reply| Command::FinishJoin {
-            team,
-            op: Box::new(op),
-            reply,
-        })
-        .await
-    }
 }
 
 /// A team being joined: its mesh is up and its ops fetched; it waits for
@@ -539,19 +386,18 @@ impl Service {
         {
             return Ok(());
         }
-        let body = entry
+        let action = Action::NodeUpdate {
+            addresses,
+            agent_version,
+            protocol_version: PROTOCOL_VERSION,
+        };
+        let node = &self.node;
+        entry
             .sync
-            .prepare(
-                self.node.key(),
-                Action::NodeUpdate {
-                    addresses,
-                    agent_version,
-                    protocol_version: PROTOCOL_VERSION,
-                },
-            )
+            .write_with(node.key(), action, |body| {
+                node.sign(body).map_err(|e| e.to_string())
+            })
             .await?;
-        let op = self.node.sign(body)?;
-        entry.sync.submit(op).await?;
         Ok(())
     }
 

@@ -30,6 +30,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,6 +52,7 @@ use tracing::{debug, error, warn};
 
 use crate::daemon::{SNAPSHOT_EVERY, now_ms};
 use crate::join::{self, JoinAnswer, JoinMsg};
+use crate::lease::{Acquire, Held, LeaseError, Leases};
 use crate::mesh::wire::{self, split_batches};
 use crate::mesh::{JoinReply, MeshEvent, MeshHandle, SyncRequest, SyncResponse, peer_id_from_key};
 use crate::query::{Answer, Query, QueryHandler};
@@ -211,6 +213,8 @@ pub enum SyncError {
     Store(#[from] StoreError),
     #[error("the sync task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
     /// A node asked over the mesh did not answer (not connected, gone, or
     /// too slow); asking again later may succeed.
     #[error("the node did not answer: {0}")]
@@ -218,6 +222,9 @@ pub enum SyncError {
 }
 
 type Reply<T> = oneshot::Sender<T>;
+/// The reply to a writer waiting for a lease: the context its op will have
+/// and the lease's token.
+type LeaseReply = Reply<Result<(OpContext, u64), SyncError>>;
 
 /// A read-only function run on the replica; it sends its own reply.
 struct ReadFn(Box<dyn FnOnce(&Replica) + Send>);
@@ -238,7 +245,14 @@ enum Command {
     Prepare {
         author: PublicKey,
         action: Box<Action>,
+        /// The write lease the caller holds ([`SyncHandle::lease`]), if any.
+        lease: Option<u64>,
         reply: Reply<Result<OpBody, SyncError>>,
+    },
+    /// Waits for the write lease of `author`'s log on this node.
+    Lease {
+        author: PublicKey,
+        reply: LeaseReply,
     },
     NextContext {
         author: PublicKey,
@@ -333,9 +347,54 @@ impl SyncHandle {
         self.call(|reply| Command::Prepare {
             author,
             action: Box::new(action),
+            lease: None,
             reply,
         })
         .await?
+    }
+
+    /// Like [`SyncHandle::prepare`], under the write lease `token` got from
+    /// [`SyncHandle::lease`]: refused when the lease lapsed. A refused
+    /// prepare gives the lease up.
+    pub async fn prepare_leased(
+        &self,
+        author: PublicKey,
+        action: Action,
+        token: u64,
+    ) -> Result<OpBody, SyncError> {
+        self.call(|reply| Command::Prepare {
+            author,
+            action: Box::new(action),
+            lease: Some(token),
+            reply,
+        })
+        .await?
+    }
+
+    /// Waits for the write lease of `author`'s log on this node (see
+    /// `lease.rs`) and returns the context of the op it may write (to
+    /// derive ids) and the lease's token, which its prepare names. The
+    /// lease ends when that op is submitted, when its prepare is refused, or
+    /// after [`crate::lease::LEASE_TTL`] without a step.
+    pub async fn lease(&self, author: PublicKey) -> Result<(OpContext, u64), SyncError> {
+        self.call(|reply| Command::Lease { author, reply }).await?
+    }
+
+    /// Writes an op of `author` made on this node: waits for the write lease
+    /// of its log, prepares `action`, has `sign` sign it and submits it.
+    /// Every writer inside the daemon (executor, key keeper, the node's own
+    /// updates) goes through here, so their ops take turns instead of
+    /// forking the node's log when they run at once.
+    pub async fn write_with(
+        &self,
+        author: PublicKey,
+        action: Action,
+        sign: impl FnOnce(OpBody) -> Result<Op, String>,
+    ) -> Result<Report, SyncError> {
+        let (_, token) = self.lease(author).await?;
+        let body = self.prepare_leased(author, action, token).await?;
+        let op = sign(body).map_err(SyncError::Task)?;
+        self.submit(op).await
     }
 
     /// The context of the next op of `author` on this node (to derive ids).
@@ -467,6 +526,7 @@ impl SyncEngine {
             unsaved: Vec::new(),
             stored,
             snapshot,
+            leases: Leases::default(),
         };
         let task = tokio::runtime::Handle::try_current()
             .map_err(|e| SyncError::Task(e.to_string()))?
@@ -540,6 +600,8 @@ struct Actor {
     stored: u64,
     /// Ops covered by the latest snapshot.
     snapshot: u64,
+    /// Write leases of the logs made on this node, with their waiters.
+    leases: Leases<LeaseReply>,
 }
 
 impl fmt::Debug for Actor {
@@ -594,6 +656,9 @@ impl Actor {
             }
         }
         self.tasks.abort_all();
+        for reply in self.leases.drain() {
+            let _ = reply.send(Err(SyncError::Closed));
+        }
         self.retry_unsaved();
         self.snapshot(true);
         debug!(team = %self.team.short(), "sync stopped");
@@ -609,10 +674,20 @@ impl Actor {
             Command::Prepare {
                 author,
                 action,
+                lease,
                 reply,
             } => {
-                let body = self.replica.prepare(author, self.me, now_ms(), *action);
-                let _ = reply.send(body.map_err(SyncError::from));
+                let _ = reply.send(self.prepare(author, *action, lease));
+            }
+            Command::Lease { author, reply } => {
+                let seq = self.next_seq(author);
+                match self.leases.acquire(author, seq, Instant::now(), reply) {
+                    Ok(Acquire::Granted(held, reply)) => self.answer_lease(author, held, reply),
+                    Ok(Acquire::Queued) => {}
+                    Err((e, reply)) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
             }
             Command::NextContext { author, reply } => {
                 let _ = reply.send(self.replica.next_context(author, self.me, now_ms()));
@@ -643,7 +718,14 @@ impl Actor {
             Command::Stats { reply } => {
                 let _ = reply.send(self.stats());
             }
-            Command::Read { f } => (f.0)(&self.replica),
+            Command::Read { f } => {
+                // A read that panics drops its reply (the caller hears the
+                // engine is gone for that call); the engine goes on serving.
+                let replica = &self.replica;
+                if catch_unwind(AssertUnwindSafe(|| (f.0)(replica))).is_err() {
+                    error!(team = %self.team.short(), "a read of the replica panicked");
+                }
+            }
             Command::Ask { peer, query, reply } => {
                 let mesh = self.mesh.clone();
                 self.tasks.spawn(async move {
@@ -659,7 +741,107 @@ impl Actor {
         }
     }
 
+    /// The seq the next op of `author` on this node takes.
+    fn next_seq(&self, author: PublicKey) -> u64 {
+        self.replica.next_context(author, self.me, now_ms()).seq
+    }
+
+    /// Prepares an op of `author`, under its lease when `lease` names one.
+    fn prepare(
+        &mut self,
+        author: PublicKey,
+        action: Action,
+        lease: Option<u64>,
+    ) -> Result<OpBody, SyncError> {
+        let Some(token) = lease else {
+            return self.prepare_contained(author, action);
+        };
+        let seq = match self.leases.holder(&author, token, Instant::now()) {
+            Some(held) => held.seq,
+            None => return Err(LeaseError::Lapsed.into()),
+        };
+        let body = match self.prepare_contained(author, action) {
+            Ok(body) if body.seq == seq => Ok(body),
+            // The log moved on under the lease (an op of this log came from
+            // elsewhere): the ids the writer derived are stale.
+            Ok(_) => Err(SyncError::Lease(LeaseError::Lapsed)),
+            Err(e) => Err(e),
+        };
+        match body {
+            Ok(body) => {
+                if let Some(held) = self.leases.holder(&author, token, Instant::now()) {
+                    held.prepared = Some(body_hash(&body));
+                }
+                Ok(body)
+            }
+            Err(e) => {
+                let next = self.leases.abandon(&author, token);
+                self.serve_lease(author, next);
+                Err(e)
+            }
+        }
+    }
+
+    /// `Replica::prepare`, with a panic inside it (a bug, or a document an
+    /// op left in a state the replica cannot extend) turned into an error
+    /// for this one op: preparing changes nothing, so the engine goes on.
+    fn prepare_contained(&self, author: PublicKey, action: Action) -> Result<OpBody, SyncError> {
+        let name = action.name();
+        let (replica, me) = (&self.replica, self.me);
+        match catch_unwind(AssertUnwindSafe(|| {
+            replica.prepare(author, me, now_ms(), action)
+        })) {
+            Ok(body) => Ok(body?),
+            Err(_) => {
+                error!(team = %self.team.short(), action = name, "preparing an op panicked");
+                Err(SyncError::Task(format!(
+                    "preparing {name} failed inside this node's replica; nothing was written: see the daemon's log"
+                )))
+            }
+        }
+    }
+
+    /// Grants `author`'s free log to the next waiter, if any; waiters that
+    /// went away are skipped.
+    fn serve_lease(&mut self, author: PublicKey, mut next: Option<LeaseReply>) {
+        while let Some(reply) = next.take() {
+            if reply.is_closed() {
+                next = self.leases.release_waiter(&author);
+                continue;
+            }
+            let held = self
+                .leases
+                .grant(author, self.next_seq(author), Instant::now());
+            self.answer_lease(author, held, reply);
+        }
+    }
+
+    fn answer_lease(&mut self, author: PublicKey, held: Held, reply: LeaseReply) {
+        let ctx = self.replica.next_context(author, self.me, now_ms());
+        if reply.send(Ok((ctx, held.token))).is_err() {
+            // The writer is gone: pass the log on.
+            let next = self.leases.abandon(&author, held.token);
+            self.serve_lease(author, next);
+        }
+    }
+
     fn submit(&mut self, op: Op) -> Result<Report, SyncError> {
+        let (author, seq) = (op.body.author, op.body.seq);
+        let leased = op.body.origin == self.me;
+        if leased && !self.leases.admits(&author, seq, &body_hash(&op.body)) {
+            // Prepared under a lease that lapsed; another write holds the
+            // seq now, and taking this one would fork the log.
+            return Err(LeaseError::Lapsed.into());
+        }
+        let result = self.submit_op(op);
+        if leased {
+            let next = self.leases.release(&author, seq);
+            self.serve_lease(author, next);
+        }
+        result
+    }
+
+    fn submit_op(&mut self, op: Op) -> Result<Report, SyncError> {
         let hash = op.hash();
         let report = self.replica.apply(op, now_ms());
         let refused = report
@@ -1239,6 +1421,13 @@ impl Actor {
     }
 
     async fn tick(&mut self) {
+        let (next, timed_out) = self.leases.expire(Instant::now());
+        for reply in timed_out {
+            let _ = reply.send(Err(LeaseError::Timeout.into()));
+        }
+        for (author, reply) in next {
+            self.serve_lease(author, Some(reply));
+        }
         self.retry_unsaved();
         let report = self.replica.retry_future(now_ms());
         if !report.applied.is_empty() || !report.rejected.is_empty() {
@@ -1278,6 +1467,12 @@ impl Actor {
             let _ = tx.send(msg).await;
         });
     }
+}
+
+/// What a lease remembers of a prepared op: the hash of its body.
+fn body_hash(body: &OpBody) -> [u8; 32] {
+    let bytes = postcard::to_stdvec(body).unwrap_or_default();
+    shoal_protocol::keys::hash_parts("shoal/lease-body/v1", &[&bytes])
 }
 
 async fn recv_event(events: &mut Option<mpsc::Receiver<MeshEvent>>) -> Option<MeshEvent> {

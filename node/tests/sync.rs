@@ -479,3 +479,108 @@ async fn malformed_and_forged_ops_are_dropped_or_quarantined() {
     assert_eq!(quarantined.len(), 1);
     assert_eq!(quarantined[0].0, forged.hash());
 }
+
+/// Forty writes of one member made at once through one node, each needing
+/// fresh ids, all apply in one unforked log; without leases most of them
+/// take the same seq. A writer that lets its lease lapse cannot fork the
+/// log with its late op either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_writes_of_one_member_take_turns_and_never_fork() {
+    let (dirs, team, owner, _, _) = team();
+    let a = Running::start(dirs[0].path(), team, fast(false), false).await;
+    let before = a.handle.op_count().await.unwrap();
+    let mut writers = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let (h, owner) = (a.handle.clone(), owner.clone());
+        writers.spawn(async move {
+            let (c, token) = h.lease(owner.public()).await?;
+            let action = Action::ProductCreate {
+                id: c.new_id(0),
+                name: format!("p{i}"),
+                kind: ProductKind::Simple,
+                description: String::new(),
+                version: Some(c.new_id(1)),
+            };
+            let body = h.prepare_leased(owner.public(), action, token).await?;
+            // Give the others a chance to run between prepare and submit.
+            tokio::task::yield_now().await;
+            let op = body.sign(&owner).unwrap();
+            h.submit(op).await.map(|r| r.applied.len())
+        });
+    }
+    let mut applied = 0;
+    while let Some(done) = writers.join_next().await {
+        applied += done.unwrap().expect("every parallel write applies");
+    }
+    assert_eq!(applied, 40);
+    assert_eq!(a.handle.op_count().await.unwrap(), before + 40);
+    let state = a.handle.state().await.unwrap();
+    assert_eq!(state.products.len(), 40);
+    let refused = a.handle.read(|r| r.quarantine().len()).await.unwrap();
+    assert_eq!(refused, 0, "no fork was quarantined");
+
+    // A lease that lapses passes the seq on; the late op is refused at
+    // submit instead of forking the log.
+    let (c, token) = a.handle.lease(owner.public()).await.unwrap();
+    let late = a
+        .handle
+        .prepare_leased(
+            owner.public(),
+            Action::ProductCreate {
+                id: c.new_id(0),
+                name: "late".into(),
+                kind: ProductKind::Simple,
+                description: String::new(),
+                version: Some(c.new_id(1)),
+            },
+            token,
+        )
+        .await
+        .unwrap()
+        .sign(&owner)
+        .unwrap();
+    let next = tokio::time::timeout(
+        shoal_node::lease::LEASE_TTL * 3,
+        a.handle.lease(owner.public()),
+    )
+    .await
+    .expect("the lapsed lease passes on")
+    .unwrap();
+    assert_eq!(next.0.seq, late.body.seq);
+    let on_time = a
+        .handle
+        .prepare_leased(
+            owner.public(),
+            Action::ProductCreate {
+                id: next.0.new_id(0),
+                name: "on-time".into(),
+                kind: ProductKind::Simple,
+                description: String::new(),
+                version: Some(next.0.new_id(1)),
+            },
+            next.1,
+        )
+        .await
+        .unwrap()
+        .sign(&owner)
+        .unwrap();
+    let err = a.handle.submit(late).await.unwrap_err();
+    assert!(err.to_string().contains("lost its turn"), "{err}");
+    a.handle.submit(on_time).await.unwrap();
+    // The lapsed holder's token no longer prepares.
+    let err = a
+        .handle
+        .prepare_leased(
+            owner.public(),
+            Action::TeamUpdate {
+                name: "x".into(),
+                description: String::new(),
+            },
+            token,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("lost its turn"), "{err}");
+    assert_eq!(a.handle.read(|r| r.quarantine().len()).await.unwrap(), 0);
+    a.stop().await;
+}

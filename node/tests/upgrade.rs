@@ -5,7 +5,7 @@
 //! written by a newer release must be refused without a byte changed.
 //!
 //! The schema-1 file is written here with redb directly, byte for byte as
-//! the layout documented in `node/src/store.rs` says, not through `Store`:
+//! the layout documented in `node/src/store/schema.rs` says, not through `Store`:
 //! so a layout change that forgets its migration fails this test. When the
 //! schema moves past 1, this file keeps writing schema 1 and the test then
 //! checks the real migration.

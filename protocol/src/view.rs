@@ -4,29 +4,37 @@
 use crate::hlc::Hlc;
 use crate::model::{Deployment, DeploymentStatus, Node, Role, TeamState, Version, VersionKind};
 
-/// Deployments that must not be executed because a concurrent, earlier
-/// deployment took their slot (§2 concurrency): for rolling versions any two
-/// deployments of one (version, node, prefix); for incremental ones two
-/// `preparing` deployments. The earlier `(created, id)` wins.
+/// Whether `d` lost a concurrent race for its slot: another deployment of
+/// the same version, node and prefix that counts for the rule (any status
+/// for rolling versions, `preparing` for incremental ones) was created
+/// earlier (by clock, then id).
 pub fn deployment_in_conflict(state: &TeamState, d: &Deployment) -> bool {
-    let Some(v) = state.versions.get(&d.version) else {
-        return false;
-    };
+    conflict_winner(state, d).is_some()
+}
+
+/// The deployment that won `d`'s slot when `d` is in conflict: the earliest
+/// of the deployments it conflicts with.
+pub fn conflict_winner<'a>(state: &'a TeamState, d: &Deployment) -> Option<&'a Deployment> {
+    let v = state.versions.get(&d.version)?;
     let counts = |e: &Deployment| match v.kind {
         VersionKind::Rolling => true,
         VersionKind::Incremental => e.status == DeploymentStatus::Preparing,
     };
     if !counts(d) {
-        return false;
+        return None;
     }
-    state.deployments.values().any(|e| {
-        e.id != d.id
-            && e.version == d.version
-            && e.node == d.node
-            && e.prefix == d.prefix
-            && counts(e)
-            && (e.created, &e.id) < (d.created, &d.id)
-    })
+    state
+        .deployments
+        .values()
+        .filter(|e| {
+            e.id != d.id
+                && e.version == d.version
+                && e.node == d.node
+                && e.prefix == d.prefix
+                && counts(e)
+                && (e.created, &e.id) < (d.created, &d.id)
+        })
+        .min_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)))
 }
 
 /// Whether the member or node `key` that redeemed `invite` at `joined` lost

@@ -36,8 +36,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::join::JoinError;
-use crate::service::{ServiceError, ServiceHandle, TeamEntry, TeamMap};
 use crate::sync::SyncError;
+use crate::teams::{ServiceError, ServiceHandle, TeamEntry, TeamMap};
 
 mod audit;
 mod containers;
@@ -76,20 +76,7 @@ pub fn default_socket_path() -> PathBuf {
     }
 }
 
-/// Errors starting the control API.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("cannot create the socket directory {path}: {source}")]
-    Dir { path: PathBuf, source: io::Error },
-    #[error("another shoal daemon answers on {0}: stop it first, or pass --socket")]
-    InUse(PathBuf),
-    #[error("{0} exists and is not a socket: move it away, or pass --socket")]
-    NotSocket(PathBuf),
-    #[error("cannot listen on {path}: {source}")]
-    Bind { path: PathBuf, source: io::Error },
-    #[error("the control API task failed: {0}")]
-    Task(String),
-}
+pub use crate::socket::ApiError;
 
 /// What the API serves: the node, its teams and the service that runs them.
 #[derive(Debug, Clone)]

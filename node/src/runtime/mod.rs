@@ -449,6 +449,15 @@ pub fn is_dns_label(s: &str) -> bool {
         && b.iter().all(|c| ok(c) || *c == b'-')
 }
 
+/// Makes the runtime for a try; an error fails the try with its message
+/// (e.g. the Docker engine does not answer).
+pub type RuntimeFactory = std::sync::Arc<
+    dyn Fn()
+            -> futures::future::BoxFuture<'static, Result<std::sync::Arc<dyn Runtime>, RuntimeError>>
+        + Send
+        + Sync,
+>;
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
