@@ -430,6 +430,24 @@ async fn only_team_typed_answers_and_error_bodies() {
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["id"], b.as_str());
 
+    // A renamed team is found by its new name at once, no longer by the old.
+    let rename = Action::TeamUpdate {
+        name: "gamma".into(),
+        description: String::new(),
+    };
+    let (s, v) = prepare(&sock, "alpha", &owner, &rename).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = submit(&sock, "alpha", &sign(&v, &owner)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = call(&sock, Method::GET, "/v1/teams/gamma", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["id"].as_str(), v["name"].as_str()),
+        (Some(a.as_str()), Some("gamma"))
+    );
+    let (s, _) = call(&sock, Method::GET, "/v1/teams/alpha", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
     stop.cancel();
     daemon.await.unwrap().unwrap();
 }
