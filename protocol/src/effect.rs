@@ -5,9 +5,11 @@
 use std::collections::BTreeMap;
 
 use crate::action::{Action, NewMember, NewNode, Outcome};
+use crate::context::OpContext;
 use crate::model::*;
-use crate::rules::OpContext;
 use crate::view;
+
+pub use crate::context::copy_sources;
 
 /// One entity's value after the op (`None`: deleted).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,22 +107,6 @@ pub fn genesis(ctx: &OpContext, action: &Action) -> Vec<Write> {
             HUB_REGISTRY_ID,
         ),
     ]
-}
-
-/// Deployments copied by `increase` with auto-copy: the newest deployment of
-/// `v` on each (node, prefix), ordered by (node, prefix).
-pub fn copy_sources<'a>(s: &'a TeamState, v: &Version) -> Vec<&'a Deployment> {
-    let mut by_slot: BTreeMap<(&str, &str), &Deployment> = BTreeMap::new();
-    for d in s.deployments.values().filter(|d| d.version == v.id) {
-        let slot = (d.node.as_str(), d.prefix.as_str());
-        match by_slot.get(&slot) {
-            Some(e) if (e.created, &e.id) >= (d.created, &d.id) => {}
-            _ => {
-                by_slot.insert(slot, d);
-            }
-        }
-    }
-    by_slot.into_values().collect()
 }
 
 fn new_deployment(ctx: &OpContext, id: &str, base: &Deployment) -> Deployment {

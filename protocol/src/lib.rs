@@ -6,6 +6,7 @@
 
 pub mod action;
 pub mod audit;
+pub mod context;
 pub mod doc;
 pub mod effect;
 pub mod heartbeat;

@@ -3,58 +3,20 @@
 //! user hears at once) and every replica runs them again when it applies it.
 
 use crate::action::{Action, NewMember, NewNode, Outcome};
-use crate::hlc::Hlc;
-use crate::keys::{LogId, PublicKey, TeamId, hash_parts};
+use crate::context::copy_sources;
+use crate::keys::{PublicKey, TeamId};
 use crate::model::{
     Deployment, DeploymentStatus, HUB_REGISTRY_ID, InviteKind, ProductKind, RegistryKind, Role,
     Runtime, Sealed, TeamState, Version, VersionKind,
 };
 use crate::view;
 
-/// Most ids an op may create.
-pub const MAX_NEW_IDS: u32 = 4096;
+pub use crate::context::{MAX_NEW_IDS, OpContext, entity_id};
+
 /// Limits that keep one op's effect bounded.
 pub const MAX_EVENTS: usize = 100;
 pub const MAX_EVENT_LEN: usize = 500;
 pub const MAX_NAME_LEN: usize = 63;
-
-/// Who made an op, where and when.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OpContext {
-    pub team: Option<TeamId>,
-    pub author: PublicKey,
-    pub origin: PublicKey,
-    pub seq: u64,
-    pub hlc: Hlc,
-}
-
-impl OpContext {
-    pub fn log(&self) -> LogId {
-        LogId {
-            author: self.author,
-            origin: self.origin,
-        }
-    }
-
-    /// The `k`-th id an op of this log and seq may create.
-    pub fn new_id(&self, k: u32) -> String {
-        entity_id(&self.log(), self.seq, k)
-    }
-
-    fn is_new_id(&self, id: &str) -> bool {
-        (0..MAX_NEW_IDS).any(|k| self.new_id(k) == id)
-    }
-}
-
-/// Ids of created entities: derived from the creating op's log and seq, so
-/// concurrent creations on different logs can never collide.
-pub fn entity_id(log: &LogId, seq: u64, k: u32) -> String {
-    let h = hash_parts(
-        "shoal/entity-id/v1",
-        &[&log.actor_bytes(), &seq.to_be_bytes(), &k.to_be_bytes()],
-    );
-    hex::encode(&h[..12])
-}
 
 /// The message an invite key signs to let `newcomer` redeem `invite`.
 pub fn join_proof_message(team: &TeamId, invite: &str, newcomer: &PublicKey) -> Vec<u8> {
@@ -1001,7 +963,7 @@ pub fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
                 });
             }
             let expected = if v.auto_copy {
-                crate::effect::copy_sources(s, v).len()
+                copy_sources(s, v).len()
             } else {
                 0
             };
