@@ -16,6 +16,7 @@ pub mod model;
 pub mod op;
 pub mod replica;
 pub mod rules;
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod ticket;
 pub mod view;
