@@ -36,7 +36,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::pin::pin;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bollard::auth::DockerCredentials;
@@ -55,8 +54,8 @@ use bollard::query_parameters::{
     RemoveVolumeOptionsBuilder, RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::{API_DEFAULT_VERSION, Docker};
-use futures::future::{BoxFuture, join_all, try_join_all};
-use futures::{FutureExt as _, Stream, StreamExt as _};
+use futures::future::{join_all, try_join_all};
+use futures::{Stream, StreamExt as _};
 use serde_json::Value;
 use shoal_protocol::model::{
     ContainerAction, ContainerState, ExpectedRunState, HealthCheck, NetworkMode, Port, PortRange,
@@ -65,12 +64,14 @@ use shoal_protocol::model::{
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use super::common::{
+    Reporter, error_chain, redact_env, registry_host, runtime_from_run_methods, secret_keys,
+};
 use super::{
     ContainerInfo, DeployOutcome, DeployPlan, ImageSource, LABEL_CONTAINER, LABEL_DEPLOYMENT,
     LABEL_INIT, LABEL_NAMESPACE, LABEL_PREFIX, LABEL_SECRET_KEYS, LABEL_TEAM, LABEL_TRY,
     LABEL_VERSION, LABEL_VOLUME, LogLine, LogSource, LogStream, PlannedContainer, ProgressEvent,
-    PublishedPort, PullPolicy, REDACTED, Removed, Runtime, RuntimeError, Step, is_dns_label,
-    parse_cpu, parse_memory,
+    PublishedPort, PullPolicy, Removed, RuntimeError, Step, is_dns_label, parse_cpu, parse_memory,
 };
 
 /// The engine's socket when neither an endpoint nor `DOCKER_HOST` is given.
@@ -92,6 +93,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 pub const NETWORK_PREFIX: &str = "shoal-";
 /// Longest health check output quoted in an error.
 const HEALTH_OUTPUT_MAX: usize = 200;
+/// Docker Hub's server address in registry credentials.
+const DOCKER_HUB: &str = "docker.io";
 
 /// The Docker runtime. Cheap to clone (the client is shared).
 #[derive(Clone, Debug)]
@@ -932,18 +935,12 @@ impl DockerRuntime {
 
     async fn run_inspect(&self, team: &str, name: &str) -> Result<Value, RuntimeError> {
         let info = self.resolve(team, name).await?;
-        let keys: BTreeSet<String> = info
-            .config
-            .as_ref()
-            .and_then(|c| c.labels.as_ref())
-            .and_then(|l| l.get(LABEL_SECRET_KEYS))
-            .map(|s| {
-                s.split(',')
-                    .filter(|k| !k.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let keys = secret_keys(
+            info.config
+                .as_ref()
+                .and_then(|c| c.labels.as_ref())
+                .and_then(|l| l.get(LABEL_SECRET_KEYS)),
+        );
         let mut value = serde_json::to_value(&info).map_err(|e| RuntimeError::Engine {
             context: format!("inspecting container {name}"),
             detail: e.to_string(),
@@ -1005,100 +1002,7 @@ impl DockerRuntime {
     }
 }
 
-impl Runtime for DockerRuntime {
-    fn deploy<'a>(
-        &'a self,
-        plan: &'a DeployPlan,
-        progress: &'a mpsc::Sender<ProgressEvent>,
-    ) -> BoxFuture<'a, Result<DeployOutcome, RuntimeError>> {
-        self.run_deploy(plan, progress).boxed()
-    }
-
-    fn containers<'a>(
-        &'a self,
-        team: &'a str,
-        prefix: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Vec<ContainerInfo>, RuntimeError>> {
-        self.run_containers(team, prefix).boxed()
-    }
-
-    fn command<'a>(
-        &'a self,
-        team: &'a str,
-        container: &'a str,
-        action: ContainerAction,
-    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
-        self.run_command(team, container, action).boxed()
-    }
-
-    fn logs<'a>(
-        &'a self,
-        team: &'a str,
-        container: &'a str,
-        follow: bool,
-        tail: Option<u64>,
-    ) -> BoxFuture<'a, Result<LogStream, RuntimeError>> {
-        self.run_logs(team, container, follow, tail).boxed()
-    }
-
-    fn inspect<'a>(
-        &'a self,
-        team: &'a str,
-        container: &'a str,
-    ) -> BoxFuture<'a, Result<Value, RuntimeError>> {
-        self.run_inspect(team, container).boxed()
-    }
-
-    fn remove_prefix<'a>(
-        &'a self,
-        team: &'a str,
-        prefix: &'a str,
-    ) -> BoxFuture<'a, Result<Removed, RuntimeError>> {
-        self.run_remove_prefix(team, prefix).boxed()
-    }
-}
-
-// ---------------------------------------------------------------- progress
-
-/// Sends progress events and keeps the summary lines.
-struct Reporter<'a> {
-    tx: &'a mpsc::Sender<ProgressEvent>,
-    events: Mutex<Vec<String>>,
-}
-
-impl<'a> Reporter<'a> {
-    fn new(tx: &'a mpsc::Sender<ProgressEvent>) -> Self {
-        Self {
-            tx,
-            events: Mutex::new(Vec::new()),
-        }
-    }
-
-    async fn emit(&self, step: Step, container: Option<&str>, message: String) {
-        let line = match container {
-            Some(c) => format!("{c}: {message}"),
-            None => message.clone(),
-        };
-        debug!(?step, "{line}");
-        self.events
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(line);
-        let event = ProgressEvent {
-            step,
-            container: container.map(str::to_owned),
-            message,
-        };
-        // A caller that stopped listening does not stop the deployment.
-        let _ = self.tx.send(event).await;
-    }
-
-    fn into_events(self) -> Vec<String> {
-        self.events
-            .into_inner()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
+runtime_from_run_methods!(DockerRuntime);
 
 // ---------------------------------------------------------------- specs
 
@@ -1697,17 +1601,9 @@ fn docker_credentials(src: &ImageSource) -> Option<DockerCredentials> {
     src.credentials.as_ref().map(|c| DockerCredentials {
         username: Some(c.user.clone()),
         password: Some(c.password.clone()),
-        serveraddress: Some(registry_host(&src.reference)),
+        serveraddress: Some(registry_host(&src.reference, DOCKER_HUB)),
         ..Default::default()
     })
-}
-
-/// The registry host of a reference (`docker.io` when it names none).
-fn registry_host(reference: &str) -> String {
-    match reference.split_once('/') {
-        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first.to_owned(),
-        _ => "docker.io".to_owned(),
-    }
 }
 
 /// `sha256:…` from `repo@sha256:…`.
@@ -1775,19 +1671,6 @@ fn engine_message(e: &DockerError) -> String {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
-}
-
 /// Failures to talk to the engine at all (as opposed to its answers).
 fn is_transport_error(e: &DockerError) -> bool {
     matches!(
@@ -1822,24 +1705,6 @@ fn secs_i32(d: Duration) -> i32 {
 }
 
 // ---------------------------------------------------------------- inspect
-
-/// Replaces the values of secret keys in `Config.Env` by [`REDACTED`].
-fn redact_env(value: &mut Value, secret_keys: &BTreeSet<String>) {
-    let Some(env) = value
-        .get_mut("Config")
-        .and_then(|c| c.get_mut("Env"))
-        .and_then(Value::as_array_mut)
-    else {
-        return;
-    };
-    for entry in env {
-        let Some(s) = entry.as_str() else { continue };
-        let key = s.split_once('=').map_or(s, |(k, _)| k);
-        if secret_keys.contains(key) {
-            *entry = Value::String(format!("{key}={REDACTED}"));
-        }
-    }
-}
 
 // ---------------------------------------------------------------- logs
 
@@ -2083,11 +1948,14 @@ mod tests {
 
     #[test]
     fn registry_hosts_and_digests() {
-        assert_eq!(registry_host("127.0.0.1:5000/a/b:1"), "127.0.0.1:5000");
-        assert_eq!(registry_host("ghcr.io/org/app:1"), "ghcr.io");
-        assert_eq!(registry_host("localhost/app"), "localhost");
-        assert_eq!(registry_host("library/nginx:1"), "docker.io");
-        assert_eq!(registry_host("nginx"), "docker.io");
+        assert_eq!(
+            registry_host("127.0.0.1:5000/a/b:1", DOCKER_HUB),
+            "127.0.0.1:5000"
+        );
+        assert_eq!(registry_host("ghcr.io/org/app:1", DOCKER_HUB), "ghcr.io");
+        assert_eq!(registry_host("localhost/app", DOCKER_HUB), "localhost");
+        assert_eq!(registry_host("library/nginx:1", DOCKER_HUB), "docker.io");
+        assert_eq!(registry_host("nginx", DOCKER_HUB), "docker.io");
         assert_eq!(
             digest_part("127.0.0.1:5000/a@sha256:abc").as_deref(),
             Some("sha256:abc")
@@ -2124,21 +1992,6 @@ mod tests {
         assert_eq!(exit_code_of("Exited (3) 5 seconds ago"), Some(3));
         assert_eq!(exit_code_of("Exited (137) About a minute ago"), Some(137));
         assert_eq!(exit_code_of("Up 3 minutes"), None);
-    }
-
-    #[test]
-    fn inspect_output_redacts_secret_env_values() {
-        let mut v = serde_json::json!({
-            "Config": {"Env": ["PLAIN=1", "TOKEN=hunter2", "DB_PASS=x=y", "EMPTY"]}
-        });
-        let keys = BTreeSet::from(["TOKEN".to_owned(), "DB_PASS".to_owned()]);
-        redact_env(&mut v, &keys);
-        let env = &v["Config"]["Env"];
-        assert_eq!(env[0], "PLAIN=1");
-        assert_eq!(env[1], format!("TOKEN={REDACTED}"));
-        assert_eq!(env[2], format!("DB_PASS={REDACTED}"));
-        assert_eq!(env[3], "EMPTY");
-        assert!(!v.to_string().contains("hunter2"));
     }
 
     #[test]

@@ -52,11 +52,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
-use futures::{AsyncBufReadExt as _, FutureExt as _, StreamExt as _};
+use futures::{AsyncBufReadExt as _, StreamExt as _};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, ReplicaSet, RollingUpdateDeployment,
@@ -88,12 +87,14 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tracing::debug;
 
+use super::common::{
+    Reporter, error_chain, redact_env, registry_host, runtime_from_run_methods, secret_keys,
+};
 use super::{
     ContainerInfo, DeployOutcome, DeployPlan, ImageSource, LABEL_CONTAINER, LABEL_DEPLOYMENT,
     LABEL_NAMESPACE, LABEL_PREFIX, LABEL_SECRET_KEYS, LABEL_TEAM, LABEL_TRY, LABEL_VERSION,
     LABEL_VOLUME, LogLine, LogSource, LogStream, PlannedContainer, ProgressEvent, PublishedPort,
-    PullPolicy, REDACTED, Removed, Runtime, RuntimeError, Step, is_dns_label, parse_cpu,
-    parse_memory,
+    PullPolicy, Removed, RuntimeError, Step, is_dns_label, parse_cpu, parse_memory,
 };
 
 /// The field manager of every server-side apply.
@@ -132,6 +133,8 @@ pub const LABEL_POD_TEMPLATE_HASH: &str = "pod-template-hash";
 pub const SECRETS_SUFFIX: &str = "-secrets";
 /// Suffix of a container's image pull Secret.
 pub const REGISTRY_SUFFIX: &str = "-registry";
+/// Docker Hub's key in a `.dockerconfigjson`.
+const DOCKER_HUB_AUTH: &str = "https://index.docker.io/v1/";
 /// Waiting reasons of a pod's container that fail a rollout at once.
 const PULL_FAILURES: [&str; 3] = ["ImagePullBackOff", "ErrImagePull", "InvalidImageName"];
 const START_FAILURES: [&str; 3] = [
@@ -746,18 +749,12 @@ impl KubernetesRuntime {
 
     async fn run_inspect(&self, team: &str, name: &str) -> Result<Value, RuntimeError> {
         let d = self.resolve(team, name).await?;
-        let secret_keys: BTreeSet<String> = d
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(LABEL_SECRET_KEYS))
-            .map(|s| {
-                s.split(',')
-                    .filter(|k| !k.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let secret_keys = secret_keys(
+            d.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(LABEL_SECRET_KEYS)),
+        );
         let mut v = serde_json::to_value(&d).map_err(|e| RuntimeError::Kubernetes {
             context: format!("describing {name}"),
             detail: e.to_string(),
@@ -838,58 +835,7 @@ impl KubernetesRuntime {
     }
 }
 
-impl Runtime for KubernetesRuntime {
-    fn deploy<'a>(
-        &'a self,
-        plan: &'a DeployPlan,
-        progress: &'a mpsc::Sender<ProgressEvent>,
-    ) -> BoxFuture<'a, Result<DeployOutcome, RuntimeError>> {
-        self.run_deploy(plan, progress).boxed()
-    }
-
-    fn containers<'a>(
-        &'a self,
-        team: &'a str,
-        prefix: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Vec<ContainerInfo>, RuntimeError>> {
-        self.run_containers(team, prefix).boxed()
-    }
-
-    fn command<'a>(
-        &'a self,
-        team: &'a str,
-        container: &'a str,
-        action: ContainerAction,
-    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
-        self.run_command(team, container, action).boxed()
-    }
-
-    fn logs<'a>(
-        &'a self,
-        team: &'a str,
-        container: &'a str,
-        follow: bool,
-        tail: Option<u64>,
-    ) -> BoxFuture<'a, Result<LogStream, RuntimeError>> {
-        self.run_logs(team, container, follow, tail).boxed()
-    }
-
-    fn inspect<'a>(
-        &'a self,
-        team: &'a str,
-        container: &'a str,
-    ) -> BoxFuture<'a, Result<Value, RuntimeError>> {
-        self.run_inspect(team, container).boxed()
-    }
-
-    fn remove_prefix<'a>(
-        &'a self,
-        team: &'a str,
-        prefix: &'a str,
-    ) -> BoxFuture<'a, Result<Removed, RuntimeError>> {
-        self.run_remove_prefix(team, prefix).boxed()
-    }
-}
+runtime_from_run_methods!(KubernetesRuntime);
 
 // --------------------------------------------------------------------- watch
 
@@ -1192,43 +1138,6 @@ fn merge_kubeconfigs(files: &[PathBuf]) -> Result<Kubeconfig, String> {
     merged.ok_or_else(|| "none of these files exists".to_owned())
 }
 
-/// Collects progress for the caller and a summary for the report.
-struct Reporter<'a> {
-    tx: &'a mpsc::Sender<ProgressEvent>,
-    events: Mutex<Vec<String>>,
-}
-
-impl<'a> Reporter<'a> {
-    fn new(tx: &'a mpsc::Sender<ProgressEvent>) -> Self {
-        Self {
-            tx,
-            events: Mutex::new(Vec::new()),
-        }
-    }
-
-    async fn emit(&self, step: Step, container: Option<&str>, message: String) {
-        let line = match container {
-            Some(c) => format!("{c}: {message}"),
-            None => message.clone(),
-        };
-        if let Ok(mut e) = self.events.lock() {
-            e.push(line);
-        }
-        let _ = self
-            .tx
-            .send(ProgressEvent {
-                step,
-                container: container.map(str::to_owned),
-                message,
-            })
-            .await;
-    }
-
-    fn into_events(self) -> Vec<String> {
-        self.events.into_inner().unwrap_or_default()
-    }
-}
-
 // ---------------------------------------------------------------- builders
 
 /// Every object of one deployment, in the order they are applied.
@@ -1436,7 +1345,7 @@ fn build_container(
     for src in std::iter::once(&pc.image).chain(init_sources.iter().copied()) {
         if let Some(c) = &src.credentials {
             auths.insert(
-                registry_host(&src.reference),
+                registry_host(&src.reference, DOCKER_HUB_AUTH),
                 json!({
                     "username": c.user,
                     "password": c.password,
@@ -1881,16 +1790,6 @@ fn proto_name(p: Protocol) -> &'static str {
     }
 }
 
-/// The registry host of a pull reference, as a docker config key.
-fn registry_host(reference: &str) -> String {
-    match reference.split_once('/') {
-        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
-            first.to_owned()
-        }
-        _ => "https://index.docker.io/v1/".to_owned(),
-    }
-}
-
 fn base64(bytes: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
@@ -2252,40 +2151,6 @@ fn container_info(d: &Deployment, sets: &[ReplicaSet], pods: &[Pod]) -> Option<C
     })
 }
 
-/// Replaces the value of every env entry named in `secret_keys` (inspect
-/// output never holds a secret value).
-fn redact_env(v: &mut Value, secret_keys: &BTreeSet<String>) {
-    match v {
-        Value::Object(m) => {
-            if let (Some(Value::String(name)), Some(value)) =
-                (m.get("name").cloned(), m.get_mut("value"))
-                && secret_keys.contains(&name)
-            {
-                *value = Value::String(REDACTED.into());
-            }
-            for x in m.values_mut() {
-                redact_env(x, secret_keys);
-            }
-        }
-        Value::Array(a) => a.iter_mut().for_each(|x| redact_env(x, secret_keys)),
-        _ => {}
-    }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -2312,10 +2177,16 @@ mod tests {
         assert!(is_label_key("tier"));
         assert!(!is_label_key("/x"));
         assert_eq!(team_label(&"ab".repeat(32)).len(), TEAM_LABEL_CHARS);
-        assert_eq!(registry_host("ghcr.io/acme/web:1"), "ghcr.io");
-        assert_eq!(registry_host("127.0.0.1:5000/web:1"), "127.0.0.1:5000");
         assert_eq!(
-            registry_host("library/nginx:1"),
+            registry_host("ghcr.io/acme/web:1", DOCKER_HUB_AUTH),
+            "ghcr.io"
+        );
+        assert_eq!(
+            registry_host("127.0.0.1:5000/web:1", DOCKER_HUB_AUTH),
+            "127.0.0.1:5000"
+        );
+        assert_eq!(
+            registry_host("library/nginx:1", DOCKER_HUB_AUTH),
             "https://index.docker.io/v1/"
         );
         assert_eq!(base64(b"bob:pw"), "Ym9iOnB3");
