@@ -45,6 +45,7 @@ pub struct Objects {
     pub deployments: Vec<Deployment>,
     pub services: Vec<Service>,
 }
+
 /// Builds every object of a plan. Pure: nothing is touched, and an invalid
 /// plan or config is refused before anything is applied.
 pub fn build_objects(plan: &DeployPlan) -> Result<Objects, RuntimeError> {
@@ -85,12 +86,14 @@ pub fn build_objects(plan: &DeployPlan) -> Result<Objects, RuntimeError> {
     }
     Ok(out)
 }
+
 fn invalid(pc: &PlannedContainer, reason: impl Into<String>) -> RuntimeError {
     RuntimeError::InvalidConfig {
         container: pc.name.clone(),
         reason: reason.into(),
     }
 }
+
 fn build_container(
     plan: &DeployPlan,
     pc: &PlannedContainer,
@@ -572,6 +575,7 @@ fn build_container(
     }
     Ok(())
 }
+
 fn build_probe(p: &Probe, first_port: Option<u16>) -> Result<KubeProbe, String> {
     let port = p.port.or(first_port);
     let mut out = KubeProbe {
@@ -605,6 +609,7 @@ fn build_probe(p: &Probe, first_port: Option<u16>) -> Result<KubeProbe, String> 
     }
     Ok(out)
 }
+
 /// The Docker health check as an exec probe: `CMD` runs its arguments,
 /// `CMD-SHELL` runs them with `/bin/sh -c`, `NONE` has no probe.
 fn health_probe(h: &HealthCheck) -> Option<KubeProbe> {
@@ -627,6 +632,7 @@ fn health_probe(h: &HealthCheck) -> Option<KubeProbe> {
         ..KubeProbe::default()
     })
 }
+
 fn resource_map(r: Option<&Resources>) -> Result<Option<BTreeMap<String, Quantity>>, String> {
     let Some(r) = r else { return Ok(None) };
     let mut m = BTreeMap::new();
@@ -638,6 +644,7 @@ fn resource_map(r: Option<&Resources>) -> Result<Option<BTreeMap<String, Quantit
     }
     Ok((!m.is_empty()).then_some(m))
 }
+
 /// A CPU amount as a Kubernetes quantity: whole CPUs (`"2"`) or
 /// millicores (`"500m"`).
 pub fn cpu_quantity(s: &str) -> Result<Quantity, String> {
@@ -651,6 +658,7 @@ pub fn cpu_quantity(s: &str) -> Result<Quantity, String> {
     }
     Ok(Quantity(format!("{milli}m")))
 }
+
 /// A memory size as a Kubernetes quantity in the largest binary unit that
 /// divides it (`"256Mi"`, `"1Gi"`, else bytes).
 pub fn memory_quantity(s: &str) -> Result<Quantity, String> {
@@ -662,18 +670,21 @@ pub fn memory_quantity(s: &str) -> Result<Quantity, String> {
     }
     Ok(Quantity(bytes.to_string()))
 }
+
 fn kube_protocol(p: Protocol) -> &'static str {
     match p {
         Protocol::Tcp => "TCP",
         Protocol::Udp => "UDP",
     }
 }
+
 fn proto_name(p: Protocol) -> &'static str {
     match p {
         Protocol::Tcp => "tcp",
         Protocol::Udp => "udp",
     }
 }
+
 fn base64(bytes: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);

@@ -66,6 +66,7 @@ impl KubernetesRuntime {
             }
         }
     }
+
     pub(super) async fn run_remove_prefix(
         &self,
         team: &str,

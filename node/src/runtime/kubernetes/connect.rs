@@ -22,6 +22,7 @@ pub struct KubeConnect {
     /// The kubeconfig context to use (default: its current context).
     pub context: Option<String>,
 }
+
 impl KubeConnect {
     /// The files of a `KUBECONFIG`-style list (separated by ':'; empty
     /// entries are ignored).
@@ -31,6 +32,7 @@ impl KubeConnect {
             .collect()
     }
 }
+
 /// Where a connection is loaded from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KubeSource {
@@ -41,6 +43,7 @@ pub enum KubeSource {
     /// `~/.kube/config`.
     DefaultFile(PathBuf),
 }
+
 impl fmt::Display for KubeSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -53,6 +56,7 @@ impl fmt::Display for KubeSource {
         }
     }
 }
+
 /// Chooses where to connect from: the files given, else the in-cluster
 /// service account when the node runs in a pod (`in_cluster`) and no
 /// context is named (a service account has no contexts), else the default
@@ -81,6 +85,7 @@ pub fn choose_source(
         }),
     }
 }
+
 /// True when the node runs in a pod with a service account (as client-go
 /// decides: the service host and port are set and the token is mounted).
 fn in_cluster_possible() -> bool {
@@ -90,11 +95,13 @@ fn in_cluster_possible() -> bool {
         .all(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
         && Path::new(TOKEN).is_file()
 }
+
 fn default_kubeconfig() -> Option<PathBuf> {
     let home = std::env::var_os("HOME").filter(|h| !h.is_empty())?;
     let p = PathBuf::from(home).join(".kube").join("config");
     p.is_file().then_some(p)
 }
+
 /// Loads the client configuration `connect` describes (see
 /// [`choose_source`]). Every failure is a [`RuntimeError::KubeConfig`]
 /// that names the source.
@@ -138,6 +145,7 @@ pub async fn load_config(connect: &KubeConnect) -> Result<Config, RuntimeError> 
         .await
         .map_err(|e| fail(error_chain(&e)))
 }
+
 /// Reads and merges kubeconfig files as kubectl merges `KUBECONFIG`: in
 /// order, the first to set a value wins; in a list of several, a file that
 /// does not exist is skipped, but one of them must.

@@ -97,6 +97,7 @@ impl KubernetesRuntime {
             events: report.into_events(),
         })
     }
+
     pub(super) async fn apply<K>(&self, ns: &str, obj: &K, kind: &str) -> Result<K, RuntimeError>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
@@ -112,6 +113,7 @@ impl KubernetesRuntime {
             .await
             .map_err(|e| self.err(format!("applying {kind} {ns}/{name}"), e))
     }
+
     async fn ensure_namespace(
         &self,
         plan: &DeployPlan,
@@ -154,6 +156,7 @@ impl KubernetesRuntime {
             .map_err(|e| self.err(format!("applying namespace {name}"), e))?;
         Ok(())
     }
+
     /// Deletes the team's objects in the prefix that the plan no longer has.
     async fn remove_stale(
         &self,
@@ -221,6 +224,7 @@ impl KubernetesRuntime {
         }
         Ok(())
     }
+
     /// Deletes one object; a missing one is not an error. True when it was
     /// there.
     pub(super) async fn delete<K>(

@@ -32,6 +32,7 @@ impl KubernetesRuntime {
                 name: name.to_owned(),
             })
     }
+
     pub(super) async fn run_containers(
         &self,
         team: &str,
@@ -61,6 +62,7 @@ impl KubernetesRuntime {
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
+
     pub(super) async fn run_logs(
         &self,
         team: &str,
@@ -123,6 +125,7 @@ impl KubernetesRuntime {
             })
             .boxed())
     }
+
     pub(super) async fn run_inspect(&self, team: &str, name: &str) -> Result<Value, RuntimeError> {
         let d = self.resolve(team, name).await?;
         let secret_keys = secret_keys(

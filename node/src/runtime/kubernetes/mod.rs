@@ -112,6 +112,7 @@ pub struct KubernetesRuntime {
     rollout_timeout: Duration,
     poll_interval: Duration,
 }
+
 impl fmt::Debug for KubernetesRuntime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KubernetesRuntime")
@@ -126,6 +127,7 @@ impl KubernetesRuntime {
     pub async fn connect(connect: &KubeConnect) -> Result<Self, RuntimeError> {
         Self::from_config(load_config(connect).await?)
     }
+
     /// Asks the API server for its version: a cheap request that proves
     /// it answers. Returns `Kubernetes <version> at <endpoint>`.
     pub async fn ping(&self) -> Result<String, RuntimeError> {
@@ -139,6 +141,7 @@ impl KubernetesRuntime {
             })?;
         Ok(format!("Kubernetes {} at {}", v.git_version, self.endpoint))
     }
+
     /// A runtime on an explicit client configuration.
     pub fn from_config(config: Config) -> Result<Self, RuntimeError> {
         let endpoint = config.cluster_url.to_string();
@@ -154,25 +157,30 @@ impl KubernetesRuntime {
             poll_interval: DEFAULT_POLL_INTERVAL,
         })
     }
+
     /// How long a try waits for its rollouts (a container's expected-state
     /// timeout, when longer, wins).
     pub fn with_rollout_timeout(mut self, timeout: Duration) -> Self {
         self.rollout_timeout = timeout;
         self
     }
+
     /// Time between two rollout checks when no watch event comes first.
     pub fn with_poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
         self
     }
+
     /// The API server's URL.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }
+
     /// The kube client, for callers that need more of the API.
     pub fn client(&self) -> &Client {
         &self.client
     }
+
     fn api<K>(&self, ns: &str) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
@@ -180,6 +188,7 @@ impl KubernetesRuntime {
     {
         Api::namespaced(self.client.clone(), ns)
     }
+
     fn err(&self, context: impl Into<String>, e: kube::Error) -> RuntimeError {
         let context = context.into();
         let detail = match &e {

@@ -120,6 +120,7 @@ impl KubernetesRuntime {
             });
         }
     }
+
     /// The pod-template-hash of the revision a Deployment rolls out now, or
     /// `None` while the controller has not made it yet.
     async fn current_revision(
@@ -153,6 +154,7 @@ pub enum Rollout {
     /// The Deployment itself reports a failure (progress deadline).
     Failed { reason: String, detail: String },
 }
+
 /// The rollout state of a Deployment, from its status alone.
 pub fn rollout_state(d: &Deployment) -> Rollout {
     let generation = d.metadata.generation.unwrap_or(0);
@@ -184,6 +186,7 @@ pub fn rollout_state(d: &Deployment) -> Rollout {
         "{updated}/{want} updated, {available}/{want} available, {total} total"
     ))
 }
+
 /// The pod-template-hash of the revision a Deployment rolls out now: of its
 /// ReplicaSets (owned by it), the one with the newest revision. `None` while
 /// the controller has not caught up with the Deployment (it has not seen its
@@ -224,6 +227,7 @@ pub fn current_revision_hash(d: &Deployment, sets: &[ReplicaSet]) -> Option<Stri
     }
     label_of(&newest.metadata, LABEL_POD_TEMPLATE_HASH)
 }
+
 /// Why a pod cannot become ready, when the reason is final enough to fail a
 /// try.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -232,6 +236,7 @@ pub struct PodFailure {
     pub reason: String,
     pub message: String,
 }
+
 impl PodFailure {
     fn into_error(self, container: &str, reference: &str) -> RuntimeError {
         let detail = if self.message.is_empty() {
@@ -252,6 +257,7 @@ impl PodFailure {
         }
     }
 }
+
 /// The first failure among pods: a container (or init container) waiting
 /// on an image pull or a crash loop, or a pod the scheduler cannot place.
 pub fn pod_failure(pods: &[Pod]) -> Option<PodFailure> {

@@ -30,6 +30,7 @@ pub(super) struct ChangeWatch {
     changed: Arc<Notify>,
     tasks: Vec<JoinHandle<()>>,
 }
+
 impl ChangeWatch {
     pub(super) fn start(client: &Client, ns: &str, selector: &str) -> Self {
         let changed = Arc::new(Notify::new());
@@ -54,6 +55,7 @@ impl ChangeWatch {
         self.changed.notified().await;
     }
 }
+
 impl Drop for ChangeWatch {
     fn drop(&mut self) {
         for t in &self.tasks {
@@ -61,6 +63,7 @@ impl Drop for ChangeWatch {
         }
     }
 }
+
 /// How a watch of one kind ended.
 enum WatchEnd {
     /// The server closed it (its timeout): watch again from the last
@@ -71,6 +74,7 @@ enum WatchEnd {
     /// Any other error: list again after [`WATCH_RETRY`].
     Failed,
 }
+
 /// Watches the objects of `api` matching `selector` for as long as the
 /// task lives, notifying `changed` on every change.
 async fn watch_kind<K>(api: Api<K>, selector: String, changed: Arc<Notify>)
@@ -109,6 +113,7 @@ where
         }
     }
 }
+
 /// One watch request from `version`, which follows the events.
 async fn watch_once<K>(
     api: &Api<K>,
