@@ -1,5 +1,5 @@
 //! Helpers every runtime uses the same way: progress reporting, registry
-//! hosts of pull references, reading and redacting secret env keys in
+//! hosts of pull references, port protocol names, reading and redacting secret env keys in
 //! inspect output, error messages with their causes, and the [`Runtime`]
 //! impl that boxes a runtime's `run_*` methods.
 //!
@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use serde_json::Value;
+use shoal_protocol::model::Protocol;
 use tokio::sync::mpsc;
 use tracing::debug;
 
@@ -62,6 +63,14 @@ pub(crate) fn registry_host(reference: &str, docker_hub: &str) -> String {
     match reference.split_once('/') {
         Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first.to_owned(),
         _ => docker_hub.to_owned(),
+    }
+}
+
+/// A port protocol's lowercase name, as in `80/tcp` and port names.
+pub(crate) fn proto_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
     }
 }
 

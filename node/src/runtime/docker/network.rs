@@ -32,23 +32,11 @@ impl DockerRuntime {
                 Ok(())
             }
             Err(e) if status_of(&e) == Some(404) => {
-                let request = NetworkCreateRequest {
-                    name: name.clone(),
-                    driver: Some("bridge".into()),
-                    labels: Some(HashMap::from([
-                        (LABEL_TEAM.to_owned(), team.to_owned()),
-                        (LABEL_PREFIX.to_owned(), prefix.to_owned()),
-                    ])),
-                    ..Default::default()
-                };
-                self.docker
-                    .create_network(request)
-                    .await
-                    .map_err(|e| self.engine(format!("creating network {name}"), e))?;
-                report
-                    .emit(Step::Network, None, format!("created network {name}"))
-                    .await;
-                Ok(())
+                let labels = HashMap::from([
+                    (LABEL_TEAM.to_owned(), team.to_owned()),
+                    (LABEL_PREFIX.to_owned(), prefix.to_owned()),
+                ]);
+                self.create_network(&name, labels, report).await
             }
             Err(e) => Err(self.engine(format!("inspecting network {name}"), e)),
         }
@@ -64,23 +52,34 @@ impl DockerRuntime {
         match self.docker.inspect_network(name, None).await {
             Ok(_) => Ok(()),
             Err(e) if status_of(&e) == Some(404) => {
-                let request = NetworkCreateRequest {
-                    name: name.to_owned(),
-                    driver: Some("bridge".into()),
-                    labels: Some(HashMap::from([(LABEL_TEAM.to_owned(), team.to_owned())])),
-                    ..Default::default()
-                };
-                self.docker
-                    .create_network(request)
-                    .await
-                    .map_err(|e| self.engine(format!("creating network {name}"), e))?;
-                report
-                    .emit(Step::Network, None, format!("created network {name}"))
-                    .await;
-                Ok(())
+                let labels = HashMap::from([(LABEL_TEAM.to_owned(), team.to_owned())]);
+                self.create_network(name, labels, report).await
             }
             Err(e) => Err(self.engine(format!("inspecting network {name}"), e)),
         }
+    }
+
+    /// Creates a bridge network with `labels`.
+    async fn create_network(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+        report: &Reporter<'_>,
+    ) -> Result<(), RuntimeError> {
+        let request = NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("bridge".into()),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        self.docker
+            .create_network(request)
+            .await
+            .map_err(|e| self.engine(format!("creating network {name}"), e))?;
+        report
+            .emit(Step::Network, None, format!("created network {name}"))
+            .await;
+        Ok(())
     }
 
     pub(super) async fn ensure_volumes(

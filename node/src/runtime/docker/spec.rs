@@ -10,11 +10,11 @@ use bollard::models::{
     RestartPolicy as DockerRestartPolicy, RestartPolicyNameEnum,
 };
 use shoal_protocol::model::{
-    ExpectedRunState, HealthCheck, NetworkMode, Port, PortRange, Protocol, RestartPolicy, Volume,
-    VolumeKind,
+    ExpectedRunState, HealthCheck, NetworkMode, Port, PortRange, RestartPolicy, Volume, VolumeKind,
 };
 
 use super::{DEFAULT_EXPECTED_TIMEOUT, NETWORK_PREFIX};
+use crate::runtime::common::proto_name;
 use crate::runtime::{
     DeployPlan, LABEL_CONTAINER, LABEL_DEPLOYMENT, LABEL_INIT, LABEL_NAMESPACE, LABEL_PREFIX,
     LABEL_SECRET_KEYS, LABEL_TEAM, LABEL_TRY, LABEL_VERSION, PlannedContainer, RuntimeError,
@@ -345,13 +345,6 @@ fn healthcheck_is_active(h: Option<&HealthCheck>) -> bool {
     h.is_some_and(|h| h.command.first().map(String::as_str) != Some("NONE"))
 }
 
-fn proto(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-    }
-}
-
 /// Container port key (`"8080/tcp"`) → host ports (`""` lets the engine
 /// pick one; `"9000-9010"` lets it pick in a range).
 fn port_bindings(
@@ -363,7 +356,7 @@ fn port_bindings(
         if p.internal == 0 || p.external == Some(0) {
             return Err(format!("port {}: 0 is not a port", p.internal));
         }
-        out.entry(format!("{}/{}", p.internal, proto(p.protocol)))
+        out.entry(format!("{}/{}", p.internal, proto_name(p.protocol)))
             .or_default()
             .push(p.external.map(|e| e.to_string()).unwrap_or_default());
     }
@@ -385,12 +378,16 @@ fn port_bindings(
         let external_len = r.external_to - r.external_from;
         if internal_len == external_len {
             for i in 0..=internal_len {
-                out.entry(format!("{}/{}", r.internal_from + i, proto(r.protocol)))
-                    .or_default()
-                    .push((r.external_from + i).to_string());
+                out.entry(format!(
+                    "{}/{}",
+                    r.internal_from + i,
+                    proto_name(r.protocol)
+                ))
+                .or_default()
+                .push((r.external_from + i).to_string());
             }
         } else if internal_len == 0 {
-            out.entry(format!("{}/{}", r.internal_from, proto(r.protocol)))
+            out.entry(format!("{}/{}", r.internal_from, proto_name(r.protocol)))
                 .or_default()
                 .push(format!("{}-{}", r.external_from, r.external_to));
         } else {
@@ -497,6 +494,7 @@ fn health_config(h: &HealthCheck) -> Result<HealthConfig, String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use shoal_protocol::model::Protocol;
 
     fn port(internal: u16, external: Option<u16>, protocol: Protocol) -> Port {
         Port {

@@ -25,7 +25,7 @@ use shoal_protocol::model::{
 
 use super::meta::{is_label_key, is_label_value, team_label};
 use super::{ANNOTATION_REPLICAS, DEFAULT_VOLUME_SIZE, REGISTRY_SUFFIX, SECRETS_SUFFIX};
-use crate::runtime::common::registry_host;
+use crate::runtime::common::{proto_name, registry_host};
 use crate::runtime::{
     DeployPlan, ImageSource, LABEL_CONTAINER, LABEL_DEPLOYMENT, LABEL_NAMESPACE, LABEL_PREFIX,
     LABEL_SECRET_KEYS, LABEL_TEAM, LABEL_TRY, LABEL_VERSION, LABEL_VOLUME, PlannedContainer,
@@ -675,13 +675,6 @@ fn kube_protocol(p: Protocol) -> &'static str {
     match p {
         Protocol::Tcp => "TCP",
         Protocol::Udp => "UDP",
-    }
-}
-
-fn proto_name(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
     }
 }
 
