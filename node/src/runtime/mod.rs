@@ -18,6 +18,7 @@
 //! finds them again: a container belongs to a team and a prefix by its
 //! labels, never by its name alone.
 
+mod common;
 pub mod docker;
 pub mod kubernetes;
 
