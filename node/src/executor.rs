@@ -244,6 +244,7 @@ pub fn plan(
     let plan = DeployPlan {
         team: team.to_hex(),
         deployment: d.id.clone(),
+        product: d.product.clone(),
         prefix: d.prefix.clone(),
         version: version_name.clone(),
         try_number: d.tries,

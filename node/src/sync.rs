@@ -1158,6 +1158,17 @@ impl Actor {
                 if let Err(e) = checked {
                     return (Err(e.to_string()), false);
                 }
+                // A stranger's op is stored (applied or quarantined) only when
+                // it is authentic: signed by the key the ticket admits.
+                if op.body.author != ticket.1 || op.body.team != Some(self.team) {
+                    return (
+                        Err("the join op is not signed by the key the invite proof names".into()),
+                        false,
+                    );
+                }
+                if !op.verify_signature() {
+                    return (Err("the join op's signature does not verify".into()), false);
+                }
                 let hash = op.hash();
                 match self.submit(op) {
                     Ok(report) if self.replica.has(&hash) => {

@@ -110,6 +110,7 @@ fn plan(ids: &Ids, prefix: &str, version: &str, containers: Vec<PlannedContainer
     DeployPlan {
         team: ids.team.clone(),
         deployment: format!("dep-{prefix}"),
+        product: "product-1".into(),
         prefix: prefix.to_owned(),
         version: version.to_owned(),
         try_number: 1,

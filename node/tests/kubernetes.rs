@@ -1081,6 +1081,7 @@ fn plan(prefix: &str) -> DeployPlan {
     DeployPlan {
         team: TEAM.into(),
         deployment: "0123456789abcdef01234567".into(),
+        product: "product-1".into(),
         prefix: prefix.into(),
         version: "1.4.0".into(),
         try_number: 1,

@@ -584,3 +584,121 @@ async fn parallel_writes_of_one_member_take_turns_and_never_fork() {
     assert_eq!(a.handle.read(|r| r.quarantine().len()).await.unwrap(), 0);
     a.stop().await;
 }
+
+/// The join door takes from a ticket holder only an authentic join op: a
+/// join op whose signature was altered, or signed by another key than the
+/// invite proof names, is refused before anything is stored; the genuine
+/// op is admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_join_door_stores_only_authentic_join_ops() {
+    use shoal_node::join::{JoinAnswer, JoinMsg};
+    use shoal_node::mesh::{JoinReply, JoinRequest, wire};
+    use shoal_protocol::model::InviteKind;
+
+    let (dirs, team, owner, _bob, _carol) = team();
+    let a = Running::start(dirs[0].path(), team, SyncConfig::default(), true).await;
+    let a_peer = a.mesh.local_peer_id();
+    // An unused member invite.
+    let invite_key = testkit::key(77);
+    let c = a.handle.next_context(owner.public()).await.unwrap();
+    let invite = c.new_id(0);
+    let body = a
+        .handle
+        .prepare(
+            owner.public(),
+            Action::InviteCreate {
+                id: invite.clone(),
+                kind: InviteKind::Member { role: Role::User },
+                invite_key: invite_key.public(),
+                expires: shoal_protocol::Hlc::new(now_ms() + 3_600_000, 0),
+            },
+        )
+        .await
+        .unwrap();
+    a.handle.submit(body.sign(&owner).unwrap()).await.unwrap();
+    // The newcomer's join op, made on a replica of the team's ops.
+    let ops: Vec<shoal_protocol::Op> = a
+        .handle
+        .read(|r| r.ops().iter().map(|x| x.op.clone()).collect())
+        .await
+        .unwrap();
+    let mut local = Replica::from_genesis(ops[0].clone()).unwrap();
+    for op in &ops[1..] {
+        local.apply(op.clone(), now_ms());
+    }
+    let dave = testkit::key(40);
+    let proof = invite_key.sign(&shoal_protocol::rules::join_proof_message(
+        &team,
+        &invite,
+        &dave.public(),
+    ));
+    let (join, _) = testkit::act(
+        &mut local,
+        &dave,
+        a.node.key(),
+        now_ms(),
+        Action::MemberJoin {
+            invite,
+            member: testkit::new_member(&dave, "dave"),
+            node: None,
+            proof,
+        },
+    )
+    .unwrap();
+    let mut forged = join.clone();
+    forged.sig.0[0] ^= 1;
+    let mut wrong_key = join.clone();
+    wrong_key.body.author = testkit::key(42).public();
+
+    let cancel = CancellationToken::new();
+    let (mesh, mut events) = Mesh::spawn(
+        MeshConfig {
+            identity_seed: [41; 32],
+            psk: PSK,
+            mdns: false,
+            agent_version: "shoal-test".into(),
+        },
+        cancel.clone(),
+    )
+    .unwrap();
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    let mh = mesh.handle();
+    let submit = |op: &shoal_protocol::Op| {
+        let payload = wire::encode(&JoinMsg::Submit {
+            team,
+            op: op.encode(),
+        })
+        .unwrap();
+        let mh = mh.clone();
+        let addr = a.addr.clone().unwrap();
+        async move {
+            mh.join(a_peer, vec![addr], JoinRequest { payload })
+                .await
+                .unwrap()
+        }
+    };
+    let held = a.handle.op_count().await.unwrap();
+    for (op, why) in [
+        (&forged, "signature does not verify"),
+        (&wrong_key, "not signed by the key"),
+    ] {
+        match submit(op).await {
+            JoinReply::Refused(reason) => assert!(reason.contains(why), "{reason}"),
+            other => panic!("a bad join op was not refused: {other:?}"),
+        }
+    }
+    assert_eq!(a.handle.read(|r| r.quarantine().len()).await.unwrap(), 0);
+    assert_eq!(a.handle.op_count().await.unwrap(), held);
+    match submit(&join).await {
+        JoinReply::Accepted(bytes) => {
+            assert_eq!(
+                wire::decode::<JoinAnswer>(&bytes).unwrap(),
+                JoinAnswer::Admitted
+            );
+        }
+        other => panic!("the genuine join op was refused: {other:?}"),
+    }
+    assert_eq!(a.handle.op_count().await.unwrap(), held + 1);
+    cancel.cancel();
+    a.stop().await;
+}

@@ -6,6 +6,7 @@
 
 pub mod action;
 pub mod audit;
+pub mod context;
 pub mod doc;
 pub mod effect;
 pub mod heartbeat;
@@ -15,6 +16,7 @@ pub mod model;
 pub mod op;
 pub mod replica;
 pub mod rules;
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod ticket;
 pub mod view;

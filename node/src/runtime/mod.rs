@@ -18,6 +18,7 @@
 //! finds them again: a container belongs to a team and a prefix by its
 //! labels, never by its name alone.
 
+mod common;
 pub mod docker;
 pub mod kubernetes;
 
@@ -37,6 +38,9 @@ pub use kubernetes::KubernetesRuntime;
 pub const LABEL_TEAM: &str = "io.shoal.team";
 /// Label: the deployment id that made the container.
 pub const LABEL_DEPLOYMENT: &str = "io.shoal.deployment";
+/// Label: the product id of the deployment (several products may share a
+/// node and prefix; a try touches only its own product's objects).
+pub const LABEL_PRODUCT: &str = "io.shoal.product";
 /// Label: the deployment's prefix.
 pub const LABEL_PREFIX: &str = "io.shoal.prefix";
 /// Label: the version name deployed.
@@ -64,6 +68,9 @@ pub const REDACTED: &str = "<redacted>";
 pub struct DeployPlan {
     pub team: String,
     pub deployment: String,
+    /// The product id: objects of other products under the same prefix are
+    /// never touched by this plan's try.
+    pub product: String,
     /// DNS label; container names are `<prefix>-<container name>`.
     pub prefix: String,
     /// The version name: labels, and `{{version}}` in env values.
@@ -384,6 +391,24 @@ pub trait Runtime: Send + Sync + fmt::Debug {
         team: &'a str,
         prefix: &'a str,
     ) -> BoxFuture<'a, Result<Removed, RuntimeError>>;
+
+    /// Removes exactly one deployment's objects (found by their team and
+    /// deployment labels), the prefix's network when nothing else uses it,
+    /// and with `volumes` its volumes. Nothing left to remove is success.
+    fn teardown<'a>(
+        &'a self,
+        team: &'a str,
+        deployment: &'a str,
+        prefix: &'a str,
+        volumes: bool,
+    ) -> BoxFuture<'a, Result<Removed, RuntimeError>> {
+        let _ = (team, deployment, prefix, volumes);
+        Box::pin(async {
+            Err(RuntimeError::InvalidPlan {
+                reason: "this runtime cannot tear a deployment down yet".into(),
+            })
+        })
+    }
 }
 
 /// Parses a memory size: bytes, or a number with a binary unit suffix

@@ -1,0 +1,161 @@
+//! Watches that wake a waiting try when the Deployments or pods of its
+//! namespace change.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use kube::api::{Api, ListParams, WatchEvent, WatchParams};
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tracing::debug;
+
+use crate::runtime::common::error_chain;
+
+/// How long the server keeps one watch open (kube's default, under the
+/// client's read timeout).
+const WATCH_TIMEOUT_S: u32 = 290;
+/// Time before a failed watch is tried again.
+const WATCH_RETRY: Duration = Duration::from_secs(2);
+
+/// Wakes a waiting try when an object it watches changes: one watch of
+/// Deployments and one of pods in a namespace, re-established when the
+/// server ends them; stopped when dropped.
+pub(super) struct ChangeWatch {
+    changed: Arc<Notify>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ChangeWatch {
+    pub(super) fn start(client: &Client, ns: &str, selector: &str) -> Self {
+        let changed = Arc::new(Notify::new());
+        let tasks = vec![
+            tokio::spawn(watch_kind(
+                Api::<Deployment>::namespaced(client.clone(), ns),
+                selector.to_owned(),
+                changed.clone(),
+            )),
+            tokio::spawn(watch_kind(
+                Api::<Pod>::namespaced(client.clone(), ns),
+                selector.to_owned(),
+                changed.clone(),
+            )),
+        ];
+        Self { changed, tasks }
+    }
+
+    /// Returns once something changed since the last call (at once when it
+    /// already has: many changes make one wake-up).
+    pub(super) async fn changed(&self) {
+        self.changed.notified().await;
+    }
+}
+
+impl Drop for ChangeWatch {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// How a watch of one kind ended.
+enum WatchEnd {
+    /// The server closed it (its timeout): watch again from the last
+    /// version seen.
+    Closed,
+    /// The version is older than the server keeps (410 Gone): list again.
+    Expired,
+    /// Any other error: list again after [`WATCH_RETRY`].
+    Failed,
+}
+
+/// Watches the objects of `api` matching `selector` for as long as the
+/// task lives, notifying `changed` on every change.
+async fn watch_kind<K>(api: Api<K>, selector: String, changed: Arc<Notify>)
+where
+    K: kube::Resource + Clone + DeserializeOwned + fmt::Debug + Send + 'static,
+{
+    loop {
+        // The version to watch from. Changes made while no watch was open
+        // are not seen, so the waiting try checks again.
+        let lp = ListParams::default().labels(&selector).limit(1);
+        let mut version = match api.list(&lp).await {
+            Ok(list) => list.metadata.resource_version.unwrap_or_default(),
+            Err(e) => {
+                debug!(error = %error_chain(&e), "cannot list for a watch; retrying");
+                tokio::time::sleep(WATCH_RETRY).await;
+                continue;
+            }
+        };
+        changed.notify_one();
+        loop {
+            let opened = Instant::now();
+            match watch_once(&api, &selector, &mut version, &changed).await {
+                WatchEnd::Closed => {
+                    // A server that ends watches at once must not make a
+                    // busy loop.
+                    if let Some(rest) = WATCH_RETRY.checked_sub(opened.elapsed()) {
+                        tokio::time::sleep(rest).await;
+                    }
+                }
+                WatchEnd::Expired => break,
+                WatchEnd::Failed => {
+                    tokio::time::sleep(WATCH_RETRY).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// One watch request from `version`, which follows the events.
+async fn watch_once<K>(
+    api: &Api<K>,
+    selector: &str,
+    version: &mut String,
+    changed: &Notify,
+) -> WatchEnd
+where
+    K: kube::Resource + Clone + DeserializeOwned + fmt::Debug + Send + 'static,
+{
+    let wp = WatchParams::default()
+        .labels(selector)
+        .timeout(WATCH_TIMEOUT_S);
+    let stream = match api.watch(&wp, version).await {
+        Ok(s) => s,
+        Err(kube::Error::Api(s)) if s.code == 410 => return WatchEnd::Expired,
+        Err(e) => {
+            debug!(error = %error_chain(&e), "cannot watch; retrying");
+            return WatchEnd::Failed;
+        }
+    };
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o)) => {
+                if let Some(v) = o.meta().resource_version.clone() {
+                    *version = v;
+                }
+                changed.notify_one();
+            }
+            Ok(WatchEvent::Bookmark(b)) => *version = b.metadata.resource_version,
+            Ok(WatchEvent::Error(s)) if s.code == 410 => return WatchEnd::Expired,
+            Err(kube::Error::Api(s)) if s.code == 410 => return WatchEnd::Expired,
+            Ok(WatchEvent::Error(s)) => {
+                debug!(code = s.code, message = %s.message, "the watch failed; retrying");
+                return WatchEnd::Failed;
+            }
+            Err(e) => {
+                debug!(error = %error_chain(&e), "the watch failed; retrying");
+                return WatchEnd::Failed;
+            }
+        }
+    }
+    WatchEnd::Closed
+}
