@@ -10,7 +10,7 @@ use shoal_api::audit::{AuditEntry, AuditList, AuditQuery, AuditVerify, Problem, 
 use shoal_protocol::audit::{self, Filter, Problem as ChainProblem};
 use shoal_protocol::{Op, view};
 
-use super::{Answer, Api, Shared, blocking, ok, resolve};
+use super::common::{Answer, Api, Shared, blocking, ok, resolve};
 
 pub(super) fn routes() -> Router<Arc<Api>> {
     Router::new()

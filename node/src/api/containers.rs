@@ -15,7 +15,7 @@ use shoal_api::containers::{
 use shoal_protocol::PublicKey;
 use shoal_protocol::model::Node;
 
-use super::{Answer, Api, Fail, Shared, ok, resolve};
+use super::common::{Answer, Api, Fail, Shared, ok, resolve};
 use crate::query::{Answer as QueryAnswer, Query};
 use crate::sync::SyncError;
 

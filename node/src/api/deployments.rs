@@ -9,17 +9,13 @@ use axum::Router;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::routing::get;
 use shoal_api::deployments::{
-    Deployment as DeploymentView, DeploymentDetail, DeploymentList, DeploymentWait,
-    DeploymentsQuery, SealedSecrets,
+    DeploymentDetail, DeploymentList, DeploymentWait, DeploymentsQuery, SealedSecrets,
 };
-use shoal_protocol::model::{Deployment, DeploymentStatus, TeamState};
-use shoal_protocol::{rules, view};
+use shoal_protocol::model::{Deployment, DeploymentStatus};
 
-use super::lookup::{
-    find_deployment, find_node_key, find_product, find_version, member_name, node_name,
-};
-use super::products::image_view;
-use super::{Answer, Api, Fail, Shared, ok, resolve};
+use super::common::{Answer, Api, Fail, Shared, ok, resolve};
+use super::lookup::{find_deployment, find_node_key, find_product, find_version};
+use super::views::{deployment_detail, deployment_view};
 
 pub(super) fn routes() -> Router<Arc<Api>> {
     Router::new()
@@ -29,52 +25,6 @@ pub(super) fn routes() -> Router<Arc<Api>> {
             "/v1/teams/{team}/deployments/{deployment}/sealed",
             get(deployment_sealed),
         )
-}
-
-/// A deployment as listed.
-fn deployment_view(s: &TeamState, d: &Deployment) -> DeploymentView {
-    let v = s.versions.get(&d.version);
-    DeploymentView {
-        id: d.id.clone(),
-        product: s.products.get(&d.product).map(|p| p.name.clone()),
-        product_id: d.product.clone(),
-        version: v.map(|v| v.name.clone()),
-        version_id: d.version.clone(),
-        version_kind: v.map(|v| v.kind),
-        node: node_name(s, &d.node),
-        node_key: d.node.clone(),
-        prefix: d.prefix.clone(),
-        status: d.status,
-        tries: d.tries,
-        finished_try: d.finished_try,
-        reason: d.reason.clone(),
-        note: d.note.clone(),
-        protected: d.protected,
-        conflict: view::deployment_in_conflict(s, d),
-        mutable: rules::deployment_mutable(s, d),
-        deployable: rules::deployment_deployable(s, d),
-        created_ms: d.created.ms,
-        created_by: member_name(s, &d.created_by),
-        // Secret values never leave the node they are sealed to: keys only.
-        secrets: d.secrets.keys().cloned().collect(),
-    }
-}
-
-/// One deployment with its configuration and last try (no fingerprint).
-pub(super) fn deployment_detail(s: &TeamState, d: &Deployment) -> DeploymentDetail {
-    let v = s.versions.get(&d.version);
-    DeploymentDetail {
-        deployment: deployment_view(s, d),
-        env: d.env.clone(),
-        instances: d.instances.clone(),
-        containers: d.containers.clone(),
-        events: d.events.clone(),
-        frozen: d.frozen.as_ref().map(|f| f.version_name.clone()),
-        images: v
-            .map(|v| v.images.iter().map(|i| image_view(s, i)).collect())
-            .unwrap_or_default(),
-        fingerprint: None,
-    }
 }
 
 /// Oldest first.

@@ -12,8 +12,8 @@ use shoal_api::ops::OpRequest;
 use shoal_protocol::TeamId;
 use shoal_protocol::ticket::Ticket;
 
+use super::common::{Answer, Api, Fail, RawBody, Shared, ok, parse_body};
 use super::writes::{body_hex, decode_op};
-use super::{Answer, Api, Fail, RawBody, Shared, ok, parse_body};
 
 pub(super) fn routes() -> Router<Arc<Api>> {
     Router::new()

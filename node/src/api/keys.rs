@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use shoal_api::keys::{KeyHolder, KeyRotation, KeyWaiting, TeamKeys};
 
-use super::{Answer, Api, Fail, Shared, blocking, ok, resolve};
+use super::common::{Answer, Api, Fail, Shared, blocking, ok, resolve};
 use crate::daemon::Node;
 use crate::secrets;
 

@@ -5,7 +5,7 @@
 use shoal_protocol::model::{Deployment, Product, Registry, TeamState, Version};
 use shoal_protocol::view;
 
-use super::Fail;
+use super::common::Fail;
 use axum::http::StatusCode;
 
 /// A node's name, or the first characters of its key.

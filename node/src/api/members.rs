@@ -7,7 +7,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::routing::get;
 use shoal_api::members::MemberList;
 
-use super::{Answer, Api, Shared, ok, resolve};
+use super::common::{Answer, Api, Shared, ok, resolve};
 
 pub(super) fn routes() -> Router<Arc<Api>> {
     Router::new().route("/v1/teams/{team}/members", get(members))

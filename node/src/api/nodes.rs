@@ -8,7 +8,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::routing::get;
 use shoal_api::nodes::{Liveness, NodeList, NodeStatus, StatusList};
 
-use super::{Answer, Api, Shared, ok, resolve};
+use super::common::{Answer, Api, Shared, ok, resolve};
 
 pub(super) fn routes() -> Router<Arc<Api>> {
     Router::new()

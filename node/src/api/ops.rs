@@ -9,7 +9,7 @@ use axum::routing::get;
 use shoal_api::node::{NodeInfo, RuntimeHealth, StoreInfo};
 use shoal_api::sync::{OpCounts, PeerSync, TeamSync};
 
-use super::{Answer, Api, Shared, blocking, ok, resolve};
+use super::common::{Answer, Api, Shared, blocking, ok, resolve};
 use crate::health;
 
 pub(super) fn routes() -> Router<Arc<Api>> {

@@ -8,16 +8,16 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::routing::get;
 use shoal_api::deployments::DeploymentDetail;
 use shoal_api::products::{
-    Image as ImageView, Product as ProductView, ProductDetail, ProductList, RollbackQuery,
-    Version as VersionView, VersionDetail, VersionList, VersionSummary,
+    Product as ProductView, ProductDetail, ProductList, RollbackQuery, Version as VersionView,
+    VersionDetail, VersionList, VersionSummary,
 };
 use shoal_protocol::effect::copy_sources;
-use shoal_protocol::model::{Image, Product, TeamState, Version, VersionKind};
+use shoal_protocol::model::{Product, TeamState, Version, VersionKind};
 use shoal_protocol::{rules, view};
 
-use super::deployments::deployment_detail;
+use super::common::{Answer, Api, Fail, Shared, ok, resolve};
 use super::lookup::{find_node_key, find_product, find_version};
-use super::{Answer, Api, Fail, Shared, ok, resolve};
+use super::views::{deployment_detail, image_view};
 
 pub(super) fn routes() -> Router<Arc<Api>> {
     Router::new()
@@ -35,24 +35,6 @@ pub(super) fn routes() -> Router<Arc<Api>> {
             "/v1/teams/{team}/products/{product}/rollback",
             get(rollback),
         )
-}
-
-/// An image of a version, its registry named.
-pub(super) fn image_view(s: &TeamState, i: &Image) -> ImageView {
-    let registry = s
-        .registries
-        .get(&i.image.registry)
-        .map(|r| r.name.clone())
-        .unwrap_or_else(|| i.image.registry.clone());
-    ImageView {
-        name: i.name.clone(),
-        registry,
-        registry_id: i.image.registry.clone(),
-        image: i.image.name.clone(),
-        tag: i.image.tag.clone(),
-        reference: i.image.to_string(),
-        config: i.config.clone(),
-    }
 }
 
 /// A product; `versions` is filled by the caller (a count or the list).

@@ -11,8 +11,8 @@ use axum::routing::get;
 use shoal_api::registries::{Registry as RegistryView, RegistryList, Tags, TagsQuery};
 use shoal_protocol::model::{Registry, TeamState, parse_team_recipient};
 
+use super::common::{Answer, Api, Fail, Shared, blocking, ok, resolve};
 use super::lookup::{find_registry, node_name};
-use super::{Answer, Api, Fail, Shared, blocking, ok, resolve};
 use crate::daemon::Node;
 use crate::registry::{Credentials, RegistryClient, RegistrySpec, TagsError};
 use crate::secrets;

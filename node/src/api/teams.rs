@@ -15,10 +15,10 @@ use shoal_api::teams::{
 };
 use shoal_protocol::PublicKey;
 
-use super::writes::{body_hex, decode_op};
-use super::{
+use super::common::{
     Answer, Api, Fail, RawBody, Shared, ok, parse_author, parse_body, resolve, state_name,
 };
+use super::writes::{body_hex, decode_op};
 
 pub(super) fn routes() -> Router<Arc<Api>> {
     Router::new()

@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use shoal_api::ops::{OpReason, OpRequest, PrepareRequest, PreparedBody, SubmitReport};
 use shoal_protocol::{Op, OpBody, Report};
 
-use super::{Answer, Api, Fail, RawBody, Shared, ok, parse_author, parse_body, resolve};
+use super::common::{Answer, Api, Fail, RawBody, Shared, ok, parse_author, parse_body, resolve};
 use crate::sync::SyncError;
 
 pub(super) fn routes() -> Router<Arc<Api>> {
