@@ -11,6 +11,10 @@ pub struct PrepareRequest {
     /// The author's public key, hex.
     pub author: String,
     pub action: Action,
+    /// The write lease from `ids` (`lease: true`): the op is prepared at the
+    /// leased seq, or refused (409) when the lease lapsed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
 }
 
 /// An unsigned op body: the answer of `prepare` and `POST /v1/teams/genesis`.

@@ -69,12 +69,22 @@ pub struct IdsRequest {
     /// How many ids (1 when left out, at most 64 are given).
     #[serde(default = "one")]
     pub count: u32,
+    /// Also take the write lease of the author's log on this node: later
+    /// writers of that log wait until this one's op is submitted (or the
+    /// lease lapses, 10 s after its last step), so the ids stay fresh and
+    /// parallel writes do not fork the log. The answer's `lease` names it
+    /// in the `prepare` that follows.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lease: bool,
 }
 
 /// `POST /v1/teams/{team}/ids` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ids {
     pub ids: Vec<String>,
+    /// The write lease taken (`lease: true`), as a decimal token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
 }
 
 /// `GET /v1/teams/{team}/peers`: the team's nodes connected now, by key.

@@ -19,6 +19,7 @@ use shoal_protocol::replica::PrepareError;
 use shoal_protocol::{PublicKey, TeamId};
 
 use crate::join::JoinError;
+use crate::lease::LeaseError;
 use crate::sync::SyncError;
 use crate::teams::{ServiceError, ServiceHandle, TeamEntry, TeamMap};
 
@@ -164,6 +165,10 @@ impl From<SyncError> for Fail {
             SyncError::Unanswered(_) => StatusCode::GATEWAY_TIMEOUT,
             SyncError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
             SyncError::Prepare(PrepareError::Rule(_)) => StatusCode::CONFLICT,
+            SyncError::Lease(LeaseError::Lapsed) => StatusCode::CONFLICT,
+            SyncError::Lease(LeaseError::Busy | LeaseError::Timeout) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Fail(status, e.to_string())

@@ -127,9 +127,15 @@ async fn ids(
     let team = resolve(&api, &arg).await?;
     let req: IdsRequest = parse_body(&body)?;
     let author = parse_author(&req.author, "")?;
-    let ctx = team.entry.sync.next_context(author).await?;
+    let (ctx, lease) = if req.lease {
+        let (ctx, token) = team.entry.sync.lease(author).await?;
+        (ctx, Some(token.to_string()))
+    } else {
+        (team.entry.sync.next_context(author).await?, None)
+    };
     ok(Ids {
         ids: (0..req.count.min(64)).map(|k| ctx.new_id(k)).collect(),
+        lease,
     })
 }
 

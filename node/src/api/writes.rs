@@ -45,7 +45,21 @@ async fn prepare(
     let team = resolve(&api, &arg).await?;
     let req: PrepareRequest = parse_body(&body)?;
     let author = parse_author(&req.author, ": send the profile's 64-hex key")?;
-    let op_body = team.entry.sync.prepare(author, req.action).await?;
+    let op_body = match req.lease {
+        None => team.entry.sync.prepare(author, req.action).await?,
+        Some(token) => {
+            let token: u64 = token.parse().map_err(|_| {
+                Fail(
+                    StatusCode::BAD_REQUEST,
+                    format!("lease {token:?} is not a lease token: send the one `ids` answered"),
+                )
+            })?;
+            team.entry
+                .sync
+                .prepare_leased(author, req.action, token)
+                .await?
+        }
+    };
     ok(PreparedBody {
         body: body_hex(&op_body)?,
     })
