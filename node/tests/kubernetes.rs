@@ -1287,15 +1287,27 @@ async fn a_waiting_deploy_wakes_on_a_watch_event_not_a_timer() {
         .with_poll_interval(Duration::from_secs(3600))
         .with_rollout_timeout(Duration::from_secs(60));
     let task = tokio::spawn(async move { deploy(&rt, &plan("shop")).await });
-    // Both watches open, and the check their first list brings done.
-    fake.until("the rollouts watched and checked twice", |f| {
+    // Both watches open, and the check their first list brings done. The
+    // rollouts come in the plan's order: web's first, then worker's.
+    let watched = |f: &Fake, n: usize| {
         let watches =
-            |resource: &str| f.served(|r| r.watch && r.resource == resource && r.ns == "shop") > 0;
-        watches("deployments") && watches("pods") && f.reads_of("shop", "worker") >= 2
+            |resource: &str| f.served(|r| r.watch && r.resource == resource && r.ns == "shop") >= n;
+        watches("deployments") && watches("pods")
+    };
+    fake.until("web's rollout watched and checked twice", |f| {
+        watched(f, 1) && f.reads_of("shop", "web") >= 2
     })
     .await;
     assert!(!task.is_finished(), "the deploy must wait for the rollouts");
     fake.finish_rollout("shop", "web");
+    fake.until("worker's rollout watched and checked twice", |f| {
+        watched(f, 2) && f.reads_of("shop", "worker") >= 2
+    })
+    .await;
+    assert!(
+        !task.is_finished(),
+        "the deploy must wait for worker's rollout"
+    );
     fake.finish_rollout("shop", "worker");
     let events = task.await.unwrap().unwrap();
     assert!(
@@ -1621,9 +1633,10 @@ async fn pods_of_an_older_revision_crash_looping_do_not_fail_the_new_one() {
     let err = deploy(&rt, &p).await.unwrap_err();
     assert!(err.to_string().contains("CrashLoopBackOff"), "{err}");
 
-    // The worker recovers (its template does not change); revision 2 of
-    // web: its pods start; revision 1's keep crash-looping meanwhile.
-    fake.set_pods("shop", "worker", 1, ready_status());
+    // The worker was never applied: rollouts go in order, and web's
+    // failed. Revision 2 of web: its pods start; revision 1's keep
+    // crash-looping meanwhile.
+    assert!(fake.get("deployments", "shop", "worker").is_none());
     fake.set_controller(Some(waiting("ContainerCreating", "")));
     let next = next_revision(&p);
     let rt2 = rt.clone();
@@ -1649,7 +1662,9 @@ async fn pods_of_an_older_revision_crash_looping_do_not_fail_the_new_one() {
     assert_eq!(list[0].name, "shop-web");
     assert_eq!(list[0].state.state, "starting");
 
-    // Revision 2 becomes ready: the old pods terminate, the rollout completes.
+    // Revision 2 becomes ready: the old pods terminate, the rollout
+    // completes; then the worker's pods come up ready.
+    fake.set_controller(None);
     fake.set_pods("shop", "web", 2, ready_status());
     let old = fake.pods_of("shop", "web", 1);
     assert!(old.iter().all(|(_, terminating)| *terminating), "{old:?}");

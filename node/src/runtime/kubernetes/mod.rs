@@ -55,20 +55,24 @@ mod deploy;
 mod inspect;
 mod meta;
 mod rollout;
+mod teardown;
 mod watch;
 
 use std::fmt;
 use std::time::Duration;
 
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
 use kube::api::Api;
 use kube::{Client, Config};
 use tracing::debug;
 
 use super::RuntimeError;
-use super::common::{error_chain, runtime_from_run_methods};
+use super::common::error_chain;
 
 pub use build::{Objects, build_objects, cpu_quantity, memory_quantity};
 pub use connect::{KubeConnect, KubeSource, choose_source, load_config};
+pub use deploy::RESTORED;
 pub use meta::{is_label_key, is_label_value, team_label};
 pub use rollout::{PodFailure, Rollout, current_revision_hash, pod_failure, rollout_state};
 
@@ -206,4 +210,65 @@ impl KubernetesRuntime {
     }
 }
 
-runtime_from_run_methods!(KubernetesRuntime);
+impl super::Runtime for KubernetesRuntime {
+    fn deploy<'a>(
+        &'a self,
+        plan: &'a super::DeployPlan,
+        progress: &'a tokio::sync::mpsc::Sender<super::ProgressEvent>,
+    ) -> BoxFuture<'a, Result<super::DeployOutcome, RuntimeError>> {
+        self.run_deploy(plan, progress).boxed()
+    }
+
+    fn containers<'a>(
+        &'a self,
+        team: &'a str,
+        prefix: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<super::ContainerInfo>, RuntimeError>> {
+        self.run_containers(team, prefix).boxed()
+    }
+
+    fn command<'a>(
+        &'a self,
+        team: &'a str,
+        container: &'a str,
+        action: shoal_protocol::model::ContainerAction,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        self.run_command(team, container, action).boxed()
+    }
+
+    fn logs<'a>(
+        &'a self,
+        team: &'a str,
+        container: &'a str,
+        follow: bool,
+        tail: Option<u64>,
+    ) -> BoxFuture<'a, Result<super::LogStream, RuntimeError>> {
+        self.run_logs(team, container, follow, tail).boxed()
+    }
+
+    fn inspect<'a>(
+        &'a self,
+        team: &'a str,
+        container: &'a str,
+    ) -> BoxFuture<'a, Result<serde_json::Value, RuntimeError>> {
+        self.run_inspect(team, container).boxed()
+    }
+
+    fn remove_prefix<'a>(
+        &'a self,
+        team: &'a str,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, Result<super::Removed, RuntimeError>> {
+        self.run_remove_prefix(team, prefix).boxed()
+    }
+
+    fn teardown<'a>(
+        &'a self,
+        team: &'a str,
+        deployment: &'a str,
+        prefix: &'a str,
+        volumes: bool,
+    ) -> BoxFuture<'a, Result<super::Removed, RuntimeError>> {
+        self.run_teardown(team, deployment, prefix, volumes).boxed()
+    }
+}
