@@ -167,9 +167,10 @@ impl KubernetesRuntime {
             .fold(self.rollout_timeout, Duration::max);
         let deadline = Instant::now() + timeout;
 
+        // Read (and refused on a name clash) before anything is applied.
+        let before = self.before(plan, &objects).await?;
         self.ensure_namespace(plan, objects.namespace.clone(), &report)
             .await?;
-        let before = self.before(plan, &objects).await?;
         for c in &objects.claims {
             self.apply(ns, c, "persistent volume claim").await?;
             report
