@@ -23,14 +23,32 @@
 //! The objects are built by pure functions ([`build_objects`]) and written
 //! with server-side apply under the field manager [`FIELD_MANAGER`], so a
 //! re-deploy of the same plan changes nothing and fields other managers own
-//! stay. Objects of the prefix's previous containers that are not in the plan
-//! are deleted. The try then waits for every rollout to complete
-//! (observed generation caught up, every replica updated and available), or
-//! fails with the reason the pods of the revision being rolled out give (the
+//! stay. A config field a Deployment cannot honour
+//! ([`shoal_protocol::kubernetes::unsupported`]: networks, network modes
+//! other than host, restart policies other than always, log drivers, an
+//! expected state other than running) is refused, never ignored.
+//!
+//! Every object carries the product and deployment labels; several products
+//! share a namespace, and a try reads, replaces and removes only objects of
+//! its own product (a name another product's object holds is refused). The
+//! containers roll out one by one in the plan's order: a container's
+//! Secrets, Deployment and Service are applied, then the try waits for its
+//! rollout to complete (observed generation caught up, every replica
+//! updated and available) before the next container is applied; it fails
+//! with the reason the pods of the revision being rolled out give (the
 //! Deployment's newest ReplicaSet, matched by `pod-template-hash`; pods of
 //! older revisions and terminating pods decide nothing): an image that
 //! cannot be pulled, a crash loop, a pod that cannot be scheduled, a rollout
-//! past its deadline.
+//! past its deadline. When a rollout fails and the product had a previous
+//! version there, the objects the try changed are applied again as they
+//! were before it (those it created are deleted), so the last good version
+//! keeps serving, and the reason ends with [`RESTORED`]. Only after every
+//! rollout completed are the product's objects the plan no longer has
+//! deleted.
+//!
+//! Teardown deletes one deployment's objects (by the team and deployment
+//! labels; volume claims only when asked), and the namespace when shoal
+//! created it and no object of shoal is left in it.
 //!
 //! The try checks its rollouts when they change, not on a timer: it watches
 //! the team's Deployments and pods in the namespace (`watch=true` from the
