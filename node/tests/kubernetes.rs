@@ -4,8 +4,10 @@
 //! server (real HTTP on 127.0.0.1, the kube client unchanged): the exact
 //! objects a plan becomes (golden files; `SHOAL_UPDATE_GOLDEN=1` rewrites
 //! them), idempotent re-applies, rollout success and failure reasons, a
-//! wait woken by watch events, container commands, removing a prefix, and
-//! the in-cluster manifests. The fake keeps resource versions and an event
+//! wait woken by watch events, container commands, removing a prefix, the
+//! in-cluster manifests; products sharing a namespace, rollouts in the
+//! plan's order, the previous version restored after a failed rollout,
+//! tearing one deployment down, and the config fields refused. The fake keeps resource versions and an event
 //! history and serves watches (chunked JSON lines, 410 Gone for a version
 //! it no longer keeps), as the API server does.
 
