@@ -51,6 +51,9 @@ struct FakeState {
     applied: Vec<(Key, Value)>,
     /// Every request served, in order.
     requests: Vec<Request>,
+    /// Applies (`apply deployments/web`) and rollouts the test completed
+    /// (`complete deployments/web`), in the order they happened.
+    timeline: Vec<String>,
     /// Deployments report a complete rollout as soon as they change.
     auto_rollout: bool,
     /// Act as the Deployment controller (see [`FakeState::sync_deployment`]).
@@ -501,6 +504,7 @@ impl Fake {
         self.with(|s| {
             let d = s.objects.get_mut(&key("deployments", ns, name)).unwrap();
             complete(d);
+            s.timeline.push(format!("complete deployments/{name}"));
         });
     }
 
@@ -876,6 +880,7 @@ async fn handle(
                 assert_eq!(q.get("fieldManager").map(String::as_str), Some("shoal"));
                 assert_eq!(q.get("force").map(String::as_str), Some("true"));
                 st.applied.push((k.clone(), patch.clone()));
+                st.timeline.push(format!("apply {resource}/{name}"));
                 let mut base = old.clone().unwrap_or(json!({}));
                 merge_patch(&mut base, &patch);
                 base
@@ -2727,6 +2732,19 @@ async fn deployments_roll_out_in_the_plan_order_one_after_the_other() {
     assert!(!task.is_finished(), "worker is still rolling out");
     fake.finish_rollout("shop", "worker");
     let events = task.await.unwrap().unwrap();
+    let timeline = fake.with(|s| s.timeline.clone());
+    let when = |e: &str| {
+        timeline
+            .iter()
+            .position(|t| t == e)
+            .unwrap_or_else(|| panic!("no {e:?} in {timeline:?}"))
+    };
+    assert!(when("apply deployments/web") < when("complete deployments/web"));
+    assert!(
+        when("complete deployments/web") < when("apply deployments/worker"),
+        "{timeline:?}"
+    );
+    assert!(when("apply deployments/worker") < when("complete deployments/worker"));
     let line = |text: &str| {
         events
             .iter()
