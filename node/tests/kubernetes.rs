@@ -4,8 +4,10 @@
 //! server (real HTTP on 127.0.0.1, the kube client unchanged): the exact
 //! objects a plan becomes (golden files; `SHOAL_UPDATE_GOLDEN=1` rewrites
 //! them), idempotent re-applies, rollout success and failure reasons, a
-//! wait woken by watch events, container commands, removing a prefix, and
-//! the in-cluster manifests. The fake keeps resource versions and an event
+//! wait woken by watch events, container commands, removing a prefix, the
+//! in-cluster manifests; products sharing a namespace, rollouts in the
+//! plan's order, the previous version restored after a failed rollout,
+//! tearing one deployment down, and the config fields refused. The fake keeps resource versions and an event
 //! history and serves watches (chunked JSON lines, 410 Gone for a version
 //! it no longer keeps), as the API server does.
 
@@ -49,6 +51,9 @@ struct FakeState {
     applied: Vec<(Key, Value)>,
     /// Every request served, in order.
     requests: Vec<Request>,
+    /// Applies (`apply deployments/web`) and rollouts the test completed
+    /// (`complete deployments/web`), in the order they happened.
+    timeline: Vec<String>,
     /// Deployments report a complete rollout as soon as they change.
     auto_rollout: bool,
     /// Act as the Deployment controller (see [`FakeState::sync_deployment`]).
@@ -499,6 +504,7 @@ impl Fake {
         self.with(|s| {
             let d = s.objects.get_mut(&key("deployments", ns, name)).unwrap();
             complete(d);
+            s.timeline.push(format!("complete deployments/{name}"));
         });
     }
 
@@ -874,6 +880,7 @@ async fn handle(
                 assert_eq!(q.get("fieldManager").map(String::as_str), Some("shoal"));
                 assert_eq!(q.get("force").map(String::as_str), Some("true"));
                 st.applied.push((k.clone(), patch.clone()));
+                st.timeline.push(format!("apply {resource}/{name}"));
                 let mut base = old.clone().unwrap_or(json!({}));
                 merge_patch(&mut base, &patch);
                 base
@@ -1287,15 +1294,27 @@ async fn a_waiting_deploy_wakes_on_a_watch_event_not_a_timer() {
         .with_poll_interval(Duration::from_secs(3600))
         .with_rollout_timeout(Duration::from_secs(60));
     let task = tokio::spawn(async move { deploy(&rt, &plan("shop")).await });
-    // Both watches open, and the check their first list brings done.
-    fake.until("the rollouts watched and checked twice", |f| {
+    // Both watches open, and the check their first list brings done. The
+    // rollouts come in the plan's order: web's first, then worker's.
+    let watched = |f: &Fake, n: usize| {
         let watches =
-            |resource: &str| f.served(|r| r.watch && r.resource == resource && r.ns == "shop") > 0;
-        watches("deployments") && watches("pods") && f.reads_of("shop", "worker") >= 2
+            |resource: &str| f.served(|r| r.watch && r.resource == resource && r.ns == "shop") >= n;
+        watches("deployments") && watches("pods")
+    };
+    fake.until("web's rollout watched and checked twice", |f| {
+        watched(f, 1) && f.reads_of("shop", "web") >= 2
     })
     .await;
     assert!(!task.is_finished(), "the deploy must wait for the rollouts");
     fake.finish_rollout("shop", "web");
+    fake.until("worker's rollout watched and checked twice", |f| {
+        watched(f, 2) && f.reads_of("shop", "worker") >= 2
+    })
+    .await;
+    assert!(
+        !task.is_finished(),
+        "the deploy must wait for worker's rollout"
+    );
     fake.finish_rollout("shop", "worker");
     let events = task.await.unwrap().unwrap();
     assert!(
@@ -1621,9 +1640,10 @@ async fn pods_of_an_older_revision_crash_looping_do_not_fail_the_new_one() {
     let err = deploy(&rt, &p).await.unwrap_err();
     assert!(err.to_string().contains("CrashLoopBackOff"), "{err}");
 
-    // The worker recovers (its template does not change); revision 2 of
-    // web: its pods start; revision 1's keep crash-looping meanwhile.
-    fake.set_pods("shop", "worker", 1, ready_status());
+    // The worker was never applied: rollouts go in order, and web's
+    // failed. Revision 2 of web: its pods start; revision 1's keep
+    // crash-looping meanwhile.
+    assert!(fake.get("deployments", "shop", "worker").is_none());
     fake.set_controller(Some(waiting("ContainerCreating", "")));
     let next = next_revision(&p);
     let rt2 = rt.clone();
@@ -1649,7 +1669,9 @@ async fn pods_of_an_older_revision_crash_looping_do_not_fail_the_new_one() {
     assert_eq!(list[0].name, "shop-web");
     assert_eq!(list[0].state.state, "starting");
 
-    // Revision 2 becomes ready: the old pods terminate, the rollout completes.
+    // Revision 2 becomes ready: the old pods terminate, the rollout
+    // completes; then the worker's pods come up ready.
+    fake.set_controller(None);
     fake.set_pods("shop", "web", 2, ready_status());
     let old = fake.pods_of("shop", "web", 1);
     assert!(old.iter().all(|(_, terminating)| *terminating), "{old:?}");
@@ -2589,4 +2611,403 @@ async fn a_daemon_with_a_broken_kubeconfig_stops_with_a_clear_error() {
         "{msg}"
     );
     assert!(!sock.exists(), "nothing was served");
+}
+
+// ------------------------------------------------- products, order, undo
+
+/// `plan(prefix)` as another product's deployment, its containers renamed
+/// `api` and `cache`.
+fn other_product(prefix: &str) -> DeployPlan {
+    let mut p = plan(prefix);
+    p.product = "product-2".into();
+    p.deployment = "fedcba9876543210fedcba98".into();
+    p.containers[0].name = "api".into();
+    p.containers[1].name = "cache".into();
+    p
+}
+
+/// Names of the objects of `resource` in `ns`.
+fn names(fake: &Fake, resource: &str, ns: &str) -> Vec<String> {
+    fake.with(|s| {
+        s.objects
+            .keys()
+            .filter(|k| k.0 == resource && k.1 == ns)
+            .map(|k| k.2.clone())
+            .collect()
+    })
+}
+
+#[tokio::test]
+async fn two_products_share_a_namespace_and_each_keeps_its_objects() {
+    let (fake, rt) = start().await;
+    fake.set_auto_rollout(true);
+    let a = plan("shop");
+    let b = other_product("shop");
+    deploy(&rt, &a).await.unwrap();
+    deploy(&rt, &b).await.unwrap();
+    let all_deployments = ["api", "cache", "web", "worker"];
+    assert_eq!(names(&fake, "deployments", "shop"), all_deployments);
+    assert_eq!(names(&fake, "services", "shop"), ["api", "web"]);
+    assert_eq!(
+        names(&fake, "secrets", "shop"),
+        ["api-registry", "api-secrets", "web-registry", "web-secrets"]
+    );
+    assert_eq!(
+        names(&fake, "persistentvolumeclaims", "shop"),
+        ["api-data", "cache-config", "web-data", "worker-config"]
+    );
+    let web = fake.get("deployments", "shop", "web").unwrap();
+    assert_eq!(web["metadata"]["labels"]["io.shoal.product"], "product-1");
+    let api = fake.get("deployments", "shop", "api").unwrap();
+    assert_eq!(api["metadata"]["labels"]["io.shoal.product"], "product-2");
+    assert_eq!(
+        api["metadata"]["labels"]["io.shoal.deployment"],
+        "fedcba9876543210fedcba98"
+    );
+
+    // Deploying either again keeps the other's objects.
+    deploy(&rt, &a).await.unwrap();
+    assert_eq!(names(&fake, "deployments", "shop"), all_deployments);
+    // A product's stale objects go; the other product's stay.
+    let mut smaller = b.clone();
+    smaller.containers.truncate(1);
+    deploy(&rt, &smaller).await.unwrap();
+    assert_eq!(
+        names(&fake, "deployments", "shop"),
+        ["api", "web", "worker"]
+    );
+    assert_eq!(
+        names(&fake, "secrets", "shop"),
+        ["api-registry", "api-secrets", "web-registry", "web-secrets"]
+    );
+
+    // A name another product's object holds is not taken over.
+    let mut clash = b.clone();
+    clash.containers[0].name = "web".into();
+    let applied = fake.applied().len();
+    let err = deploy(&rt, &clash).await.unwrap_err();
+    assert!(matches!(err, RuntimeError::NameInUse { .. }), "{err}");
+    assert!(err.to_string().contains("another product"), "{err}");
+    assert_eq!(fake.applied().len(), applied, "nothing is applied");
+    let web = fake.get("deployments", "shop", "web").unwrap();
+    assert_eq!(web["metadata"]["labels"]["io.shoal.product"], "product-1");
+}
+
+#[tokio::test]
+async fn deployments_roll_out_in_the_plan_order_one_after_the_other() {
+    let (fake, rt) = start().await;
+    let p = plan("shop");
+    let rt2 = rt.clone();
+    let task = tokio::spawn(async move { deploy(&rt2, &p).await });
+    fake.until("web's rollout checked twice", |f| {
+        f.reads_of("shop", "web") >= 2
+    })
+    .await;
+    // Worker is not applied while web rolls out.
+    assert!(fake.get("deployments", "shop", "worker").is_none());
+    assert!(fake.get("deployments", "shop", "web").is_some());
+    let applied_before = fake.applied().len();
+    fake.finish_rollout("shop", "web");
+    fake.until("worker applied after web's rollout completed", |f| {
+        f.get("deployments", "shop", "worker").is_some()
+    })
+    .await;
+    // The apply order: web's objects, then (after its rollout) worker's.
+    let order: Vec<String> = fake
+        .applied()
+        .iter()
+        .map(|((resource, _, name), _)| format!("{resource}/{name}"))
+        .collect();
+    let at = |n: &str| order.iter().position(|o| o == n).unwrap();
+    assert!(at("deployments/web") < applied_before, "{order:?}");
+    assert!(at("deployments/worker") >= applied_before, "{order:?}");
+    assert!(
+        at("secrets/web-secrets") < at("deployments/web"),
+        "{order:?}"
+    );
+    fake.until("worker's rollout checked", |f| {
+        f.reads_of("shop", "worker") >= 1
+    })
+    .await;
+    assert!(!task.is_finished(), "worker is still rolling out");
+    fake.finish_rollout("shop", "worker");
+    let events = task.await.unwrap().unwrap();
+    let timeline = fake.with(|s| s.timeline.clone());
+    let when = |e: &str| {
+        timeline
+            .iter()
+            .position(|t| t == e)
+            .unwrap_or_else(|| panic!("no {e:?} in {timeline:?}"))
+    };
+    assert!(when("apply deployments/web") < when("complete deployments/web"));
+    assert!(
+        when("complete deployments/web") < when("apply deployments/worker"),
+        "{timeline:?}"
+    );
+    assert!(when("apply deployments/worker") < when("complete deployments/worker"));
+    let line = |text: &str| {
+        events
+            .iter()
+            .position(|e| e == text)
+            .unwrap_or_else(|| panic!("no {text:?} in {events:?}"))
+    };
+    assert!(line("waiting for the rollout of shop/web") < line("deployment shop/worker applied"));
+    assert!(
+        line("deployment shop/worker applied") < line("waiting for the rollout of shop/worker")
+    );
+}
+
+#[tokio::test]
+async fn a_failed_rollout_brings_the_previous_version_back() {
+    let (fake, rt) = start().await;
+    fake.set_controller(None);
+    let p = plan("shop");
+    deploy(&rt, &p).await.unwrap();
+    let good = fake.get("deployments", "shop", "web").unwrap();
+    let good_hash = fake.revision_hash("shop", "web", 1).unwrap();
+
+    // The next version's web crash-loops.
+    fake.set_controller(Some(waiting(
+        "CrashLoopBackOff",
+        "back-off 10s restarting failed container=web",
+    )));
+    let mut next = next_revision(&p);
+    next.containers[0]
+        .secrets
+        .0
+        .insert("DB_PASSWORD".into(), "wrong".into());
+    let err = deploy(&rt, &next).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("CrashLoopBackOff"), "{msg}");
+    assert!(msg.ends_with("previous version restored"), "{msg}");
+
+    // web's template is the good one again: its ReplicaSet is current.
+    let web = fake.get("deployments", "shop", "web").unwrap();
+    assert_eq!(web["spec"]["template"], good["spec"]["template"]);
+    assert_eq!(web["metadata"]["labels"]["io.shoal.try"], "1");
+    let current = revision_of(&web);
+    assert_eq!(
+        fake.revision_hash("shop", "web", current).as_deref(),
+        Some(good_hash.as_str())
+    );
+    let serving = fake.pods_of("shop", "web", current);
+    assert_eq!(serving.len(), 3);
+    assert!(serving.iter().all(|(_, t)| !t), "{serving:?}");
+    // The secret values are the previous ones too.
+    let secret = fake.get("secrets", "shop", "web-secrets").unwrap();
+    let want = serde_json::to_value(k8s_openapi::ByteString(b"s3cret-db-pass".to_vec())).unwrap();
+    assert_eq!(secret["data"]["DB_PASSWORD"], want);
+    // worker was never touched by the failed try.
+    let worker = fake.get("deployments", "shop", "worker").unwrap();
+    assert_eq!(worker["metadata"]["generation"], 1);
+
+    // A first deploy that fails has nothing to go back to: its objects
+    // stay for inspection, and the reason says nothing was restored.
+    let (fake, rt) = start().await;
+    fake.set_controller(Some(waiting("CrashLoopBackOff", "")));
+    let err = deploy(&rt, &plan("shop")).await.unwrap_err();
+    assert!(!err.to_string().contains("restored"), "{err}");
+    assert!(fake.get("deployments", "shop", "web").is_some());
+}
+
+#[tokio::test]
+async fn a_failed_rollout_of_a_later_container_restores_the_earlier_ones_too() {
+    let (fake, rt) = start().await;
+    fake.set_controller(None);
+    let p = plan("shop");
+    deploy(&rt, &p).await.unwrap();
+    let good_web = fake.get("deployments", "shop", "web").unwrap();
+    let good_worker = fake.get("deployments", "shop", "worker").unwrap();
+
+    // Both change; web rolls out fine, worker's pods cannot be scheduled.
+    let mut next = next_revision(&p);
+    next.containers[1]
+        .config
+        .env
+        .insert("QUEUE".into(), "urgent".into());
+    fake.set_controller(Some(waiting("ContainerCreating", "")));
+    let rt2 = rt.clone();
+    let task = tokio::spawn(async move { deploy(&rt2, &next).await });
+    fake.until("web's revision 2 made", |f| {
+        f.revision_hash("shop", "web", 2).is_some()
+    })
+    .await;
+    fake.set_pods("shop", "web", 2, ready_status());
+    fake.until("worker's revision 2 applied", |f| {
+        f.get("deployments", "shop", "worker")
+            .is_some_and(|w| w["metadata"]["generation"] == 2)
+    })
+    .await;
+    fake.until("worker's revision 2 made", |f| {
+        f.revision_hash("shop", "worker", 2).is_some()
+    })
+    .await;
+    fake.set_pods(
+        "shop",
+        "worker",
+        2,
+        json!({
+            "phase": "Pending",
+            "conditions": [{
+                "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "message": "0/3 nodes are available: 3 Insufficient memory.",
+            }],
+        }),
+    );
+    let err = task.await.unwrap().unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("Unschedulable"), "{msg}");
+    assert!(msg.ends_with("previous version restored"), "{msg}");
+    let web = fake.get("deployments", "shop", "web").unwrap();
+    assert_eq!(web["spec"]["template"], good_web["spec"]["template"]);
+    let worker = fake.get("deployments", "shop", "worker").unwrap();
+    assert_eq!(worker["spec"]["template"], good_worker["spec"]["template"]);
+}
+
+#[tokio::test]
+async fn teardown_removes_exactly_one_deployments_objects() {
+    let (fake, rt) = start().await;
+    fake.set_auto_rollout(true);
+    let a = plan("shop");
+    let b = other_product("shop");
+    deploy(&rt, &a).await.unwrap();
+    deploy(&rt, &b).await.unwrap();
+
+    let removed = rt
+        .teardown(TEAM, &a.deployment, "shop", false)
+        .await
+        .unwrap();
+    assert_eq!(removed.containers, ["shop-web", "shop-worker"]);
+    assert!(removed.volumes.is_empty() && removed.networks.is_empty());
+    assert_eq!(names(&fake, "deployments", "shop"), ["api", "cache"]);
+    assert_eq!(names(&fake, "services", "shop"), ["api"]);
+    assert_eq!(
+        names(&fake, "secrets", "shop"),
+        ["api-registry", "api-secrets"]
+    );
+    // Without `volumes` the claims stay.
+    assert_eq!(
+        names(&fake, "persistentvolumeclaims", "shop"),
+        ["api-data", "cache-config", "web-data", "worker-config"]
+    );
+    // Again: nothing left to remove is success.
+    assert_eq!(
+        rt.teardown(TEAM, &a.deployment, "shop", false)
+            .await
+            .unwrap(),
+        Default::default()
+    );
+
+    // The other product with its volumes: a's claims keep the namespace.
+    let removed = rt
+        .teardown(TEAM, &b.deployment, "shop", true)
+        .await
+        .unwrap();
+    assert_eq!(removed.containers, ["shop-api", "shop-cache"]);
+    assert_eq!(removed.volumes, ["api-data", "cache-config"]);
+    assert!(removed.networks.is_empty());
+    assert!(fake.get("namespaces", "", "shop").is_some());
+    assert_eq!(
+        names(&fake, "persistentvolumeclaims", "shop"),
+        ["web-data", "worker-config"]
+    );
+
+    // The last shoal objects go: so does the namespace shoal created.
+    let removed = rt
+        .teardown(TEAM, &a.deployment, "shop", true)
+        .await
+        .unwrap();
+    assert_eq!(removed.volumes, ["web-data", "worker-config"]);
+    assert_eq!(removed.networks, ["shop"]);
+    assert!(fake.get("namespaces", "", "shop").is_none());
+    assert_eq!(
+        rt.teardown(TEAM, &a.deployment, "shop", true)
+            .await
+            .unwrap(),
+        Default::default()
+    );
+}
+
+#[tokio::test]
+async fn teardown_keeps_a_namespace_shoal_did_not_create() {
+    let (fake, rt) = start().await;
+    fake.set_auto_rollout(true);
+    fake.put(
+        "namespaces",
+        "",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shared"}}),
+    );
+    let a = plan("shared");
+    deploy(&rt, &a).await.unwrap();
+    let removed = rt
+        .teardown(TEAM, &a.deployment, "shared", true)
+        .await
+        .unwrap();
+    assert_eq!(removed.containers, ["shared-web", "shared-worker"]);
+    assert!(removed.networks.is_empty());
+    assert!(fake.get("namespaces", "", "shared").is_some());
+    assert_eq!(fake.count("deployments"), 0);
+    assert_eq!(fake.count("secrets"), 0);
+    assert_eq!(fake.count("persistentvolumeclaims"), 0);
+}
+
+#[tokio::test]
+async fn config_fields_kubernetes_cannot_honour_are_refused_before_anything_is_applied() {
+    use shoal_protocol::model::{ExpectedRunState, ExpectedState, NetworkMode, RestartPolicy};
+    type Set = fn(&mut ContainerConfig);
+    let cases: Vec<(&str, Set)> = vec![
+        ("networks", |c| c.networks = vec!["back".into()]),
+        ("network_mode", |c| {
+            c.network_mode = Some(NetworkMode::Bridge)
+        }),
+        ("network_mode", |c| c.network_mode = Some(NetworkMode::None)),
+        ("restart", |c| c.restart = Some(RestartPolicy::No)),
+        ("restart", |c| c.restart = Some(RestartPolicy::OnFailure)),
+        ("restart", |c| {
+            c.restart = Some(RestartPolicy::UnlessStopped)
+        }),
+        ("log_driver", |c| c.log_driver = Some("syslog".into())),
+        ("log_options", |c| {
+            c.log_options.insert("max-size".into(), "1m".into());
+        }),
+        ("expected.state", |c| {
+            c.expected = Some(ExpectedState {
+                state: ExpectedRunState::Exited,
+                exit_code: Some(0),
+                timeout_s: None,
+            })
+        }),
+        ("expected.exit_code", |c| {
+            c.expected = Some(ExpectedState {
+                state: ExpectedRunState::Running,
+                exit_code: Some(3),
+                timeout_s: None,
+            })
+        }),
+    ];
+    let (fake, rt) = start().await;
+    fake.set_auto_rollout(true);
+    for (field, set) in cases {
+        let mut p = plan("shop");
+        set(&mut p.containers[1].config);
+        let err = deploy(&rt, &p).await.unwrap_err();
+        match &err {
+            RuntimeError::InvalidConfig { container, reason } => {
+                assert_eq!(container, "worker", "{field}");
+                assert!(
+                    reason.starts_with(&format!("{field}: ")),
+                    "{field}: {reason}"
+                );
+            }
+            other => panic!("{field}: {other}"),
+        }
+        assert!(fake.applied().is_empty(), "{field}: nothing is applied");
+    }
+    // What it honours deploys.
+    let mut p = plan("shop");
+    p.containers[1].config.restart = Some(RestartPolicy::Always);
+    p.containers[1].config.network_mode = Some(NetworkMode::Host);
+    deploy(&rt, &p).await.unwrap();
+    let worker = fake.get("deployments", "shop", "worker").unwrap();
+    assert_eq!(worker["spec"]["template"]["spec"]["hostNetwork"], true);
 }

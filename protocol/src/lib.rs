@@ -12,6 +12,7 @@ pub mod effect;
 pub mod heartbeat;
 pub mod hlc;
 pub mod keys;
+pub mod kubernetes;
 pub mod model;
 pub mod op;
 pub mod replica;

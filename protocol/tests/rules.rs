@@ -1726,3 +1726,236 @@ fn registry_updates_change_credentials_or_address() {
         (&None, &None)
     );
 }
+
+/// A Kubernetes node `k8s` with a preparing deployment `k-prep` of the
+/// rolling version `kv` (container `app` with `cfg`) on prefix `kube`, and a
+/// Docker deployment `kd-prep` of the same version on n1.
+fn kube_fx(cfg: ContainerConfig) -> Fx {
+    let mut f = fx();
+    let k8s = key(14);
+    let n = node(&k8s, "k8s", Runtime::Kubernetes);
+    f.s.nodes.insert(n.key.clone(), n);
+    let mut image = img("app", HUB_REGISTRY_ID);
+    image.config = cfg;
+    let v = version("kv", "web", VersionKind::Rolling, None, None, vec![image]);
+    f.s.versions.insert(v.id.clone(), v);
+    for d in [
+        dep(
+            "k-prep",
+            "web",
+            "kv",
+            &k8s,
+            "kube",
+            DeploymentStatus::Preparing,
+        ),
+        dep(
+            "kd-prep",
+            "web",
+            "kv",
+            &f.n1,
+            "kube",
+            DeploymentStatus::Preparing,
+        ),
+    ] {
+        f.s.deployments.insert(d.id.clone(), d);
+    }
+    f
+}
+
+/// Each config field the Kubernetes runtime cannot honour, set alone.
+fn kube_refused() -> Vec<(&'static str, ContainerConfig)> {
+    let base = ContainerConfig::default;
+    vec![
+        (
+            "networks",
+            ContainerConfig {
+                networks: vec!["back".into()],
+                ..base()
+            },
+        ),
+        (
+            "network_mode",
+            ContainerConfig {
+                network_mode: Some(NetworkMode::Bridge),
+                ..base()
+            },
+        ),
+        (
+            "network_mode",
+            ContainerConfig {
+                network_mode: Some(NetworkMode::None),
+                ..base()
+            },
+        ),
+        (
+            "restart",
+            ContainerConfig {
+                restart: Some(RestartPolicy::No),
+                ..base()
+            },
+        ),
+        (
+            "restart",
+            ContainerConfig {
+                restart: Some(RestartPolicy::OnFailure),
+                ..base()
+            },
+        ),
+        (
+            "restart",
+            ContainerConfig {
+                restart: Some(RestartPolicy::UnlessStopped),
+                ..base()
+            },
+        ),
+        (
+            "log_driver",
+            ContainerConfig {
+                log_driver: Some("syslog".into()),
+                ..base()
+            },
+        ),
+        (
+            "log_options",
+            ContainerConfig {
+                log_options: BTreeMap::from([("max-size".into(), "1m".into())]),
+                ..base()
+            },
+        ),
+        (
+            "expected.state",
+            ContainerConfig {
+                expected: Some(ExpectedState {
+                    state: ExpectedRunState::Exited,
+                    exit_code: Some(0),
+                    timeout_s: None,
+                }),
+                ..base()
+            },
+        ),
+        (
+            "expected.exit_code",
+            ContainerConfig {
+                expected: Some(ExpectedState {
+                    state: ExpectedRunState::Running,
+                    exit_code: Some(0),
+                    timeout_s: None,
+                }),
+                ..base()
+            },
+        ),
+    ]
+}
+
+fn refused_field(e: &RuleError, field: &str) -> bool {
+    let msg = e.to_string();
+    matches!(e, RuleError::Invalid { what: "config field", value, .. } if value == field)
+        && msg.contains(field)
+        && msg.contains("Kubernetes")
+        && msg.contains("container app")
+}
+
+#[test]
+fn a_kubernetes_node_refuses_at_start_what_it_cannot_honour() {
+    let start = |id: &str| Action::DeploymentStart {
+        id: id.into(),
+        force: false,
+    };
+    for (field, cfg) in kube_refused() {
+        let f = kube_fx(cfg);
+        let got = check(&f.s, &ctx(&f.user, &f.n1), &start("k-prep"));
+        match &got {
+            Err(e) if refused_field(e, field) => {}
+            other => panic!("{field}: {other:?}"),
+        }
+        // A Docker node honours it.
+        check(&f.s, &ctx(&f.user, &f.n1), &start("kd-prep")).unwrap();
+    }
+    // What Kubernetes honours starts: host networking, restart always, a
+    // running expected state with a timeout.
+    let f = kube_fx(ContainerConfig {
+        network_mode: Some(NetworkMode::Host),
+        restart: Some(RestartPolicy::Always),
+        expected: Some(ExpectedState {
+            state: ExpectedRunState::Running,
+            exit_code: None,
+            timeout_s: Some(120),
+        }),
+        ..ContainerConfig::default()
+    });
+    check(&f.s, &ctx(&f.user, &f.n1), &start("k-prep")).unwrap();
+    // The instance config is layered on top: it may make a config fit.
+    let mut f = kube_fx(ContainerConfig {
+        restart: Some(RestartPolicy::No),
+        ..ContainerConfig::default()
+    });
+    f.s.deployments.get_mut("k-prep").unwrap().instances.insert(
+        "app".into(),
+        ContainerConfig {
+            restart: Some(RestartPolicy::Always),
+            ..ContainerConfig::default()
+        },
+    );
+    check(&f.s, &ctx(&f.user, &f.n1), &start("k-prep")).unwrap();
+    // ... or make it unfit.
+    let mut f = kube_fx(ContainerConfig::default());
+    f.s.deployments.get_mut("k-prep").unwrap().instances.insert(
+        "app".into(),
+        ContainerConfig {
+            log_driver: Some("journald".into()),
+            ..ContainerConfig::default()
+        },
+    );
+    let e = check(&f.s, &ctx(&f.user, &f.n1), &start("k-prep")).unwrap_err();
+    assert!(refused_field(&e, "log_driver"), "{e}");
+}
+
+#[test]
+fn image_configs_of_a_version_on_a_kubernetes_node_hold_only_what_it_honours() {
+    let edit = |cfg: ContainerConfig| Action::ImageConfig {
+        version: "kv".into(),
+        name: "app".into(),
+        image: ImageRef {
+            registry: HUB_REGISTRY_ID.into(),
+            name: "app".into(),
+            tag: "2".into(),
+        },
+        config: cfg,
+    };
+    let add = |cfg: ContainerConfig| Action::ImageAdd {
+        version: "kv".into(),
+        image: Image {
+            name: "side".into(),
+            image: ImageRef {
+                registry: HUB_REGISTRY_ID.into(),
+                name: "side".into(),
+                tag: "1".into(),
+            },
+            config: cfg,
+        },
+    };
+    for (field, cfg) in kube_refused() {
+        let f = kube_fx(ContainerConfig::default());
+        let c = ctx(&f.user, &f.n1);
+        match check(&f.s, &c, &edit(cfg.clone())) {
+            Err(e) if refused_field(&e, field) => {}
+            other => panic!("image.config {field}: {other:?}"),
+        }
+        match check(&f.s, &c, &add(cfg.clone())) {
+            Err(e) if e.to_string().contains(field) && e.to_string().contains("side") => {}
+            other => panic!("image.add {field}: {other:?}"),
+        }
+        // Without the Kubernetes deployment, the version takes it.
+        let mut f = f;
+        f.s.deployments.remove("k-prep");
+        check(&f.s, &c, &edit(cfg.clone())).unwrap();
+        check(&f.s, &c, &add(cfg)).unwrap();
+    }
+    let f = kube_fx(ContainerConfig::default());
+    let fits = ContainerConfig {
+        restart: Some(RestartPolicy::Always),
+        env: BTreeMap::from([("A".into(), "b".into())]),
+        ..ContainerConfig::default()
+    };
+    check(&f.s, &ctx(&f.user, &f.n1), &edit(fits)).unwrap();
+}

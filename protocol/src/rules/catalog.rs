@@ -4,14 +4,16 @@
 use crate::action::Action;
 use crate::context::{OpContext, copy_sources};
 use crate::model::{
-    DeploymentStatus, HUB_REGISTRY_ID, ImageRef, ProductKind, RegistryKind, Role, TeamState,
-    Version, VersionKind,
+    ContainerConfig, DeploymentStatus, HUB_REGISTRY_ID, ImageRef, ProductKind, RegistryKind, Role,
+    Runtime, TeamState, Version, VersionKind,
 };
+use crate::view;
 
 use super::common::{
     R, RuleError, check_container_name, check_name, deployment_mutable, deployment_state_err,
     found, fresh, need_origin, need_role, not_in_family,
 };
+use super::deployment::check_kubernetes;
 
 /// Why an incremental version is frozen, if it is.
 pub fn version_frozen(s: &TeamState, v: &Version) -> Option<String> {
@@ -354,7 +356,8 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
                 "registry",
                 &image.image.registry,
             )?;
-            check_image_name(&image.image)
+            check_image_name(&image.image)?;
+            check_kubernetes_deployments(s, v, &image.name, &image.config)
         }
         A::ImageRemove { version, name } => {
             need_origin(s, ctx)?;
@@ -381,7 +384,7 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             if let Some(i) = &config.image {
                 found(s.registries.get(&i.registry), "registry", &i.registry)?;
             }
-            Ok(())
+            check_kubernetes_deployments(s, v, name, config)
         }
         A::ImageOrder { version, names } => {
             need_origin(s, ctx)?;
@@ -402,6 +405,31 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
         }
         _ => Err(not_in_family(action, "catalog")),
     }
+}
+
+/// An image config of a version deployed to a Kubernetes node must hold
+/// only fields that runtime honours, with each deployment's instance
+/// config layered on top.
+fn check_kubernetes_deployments(
+    s: &TeamState,
+    v: &Version,
+    name: &str,
+    config: &ContainerConfig,
+) -> R {
+    for d in s.deployments.values().filter(|d| d.version == v.id) {
+        let Some(n) = view::effective_node(s, &d.node) else {
+            continue;
+        };
+        if n.runtime != Runtime::Kubernetes {
+            continue;
+        }
+        let cfg = match d.instances.get(name) {
+            Some(inst) => config.merged(inst),
+            None => config.clone(),
+        };
+        check_kubernetes(name, &n.name, &cfg)?;
+    }
+    Ok(())
 }
 
 fn check_image_name(r: &ImageRef) -> R {

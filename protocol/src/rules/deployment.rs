@@ -304,6 +304,22 @@ fn target_node<'a>(s: &'a TeamState, key: &str) -> Result<&'a Node, RuleError> {
     Ok(n)
 }
 
+/// Refuses a config field a Kubernetes node cannot honour (see
+/// [`crate::kubernetes::unsupported`]), naming the first one.
+pub(super) fn check_kubernetes(container: &str, node: &str, cfg: &ContainerConfig) -> R {
+    match crate::kubernetes::unsupported(cfg).into_iter().next() {
+        None => Ok(()),
+        Some(u) => Err(RuleError::Invalid {
+            what: "config field",
+            value: u.field.to_owned(),
+            why: format!(
+                "container {container} is deployed to {node}, a Kubernetes node, which cannot honour it: {}",
+                u.why
+            ),
+        }),
+    }
+}
+
 fn check_instances(v: &Version, instances: &BTreeMap<String, ContainerConfig>) -> R {
     for name in instances.keys() {
         if !v.images.iter().any(|i| &i.name == name) {
@@ -336,6 +352,9 @@ fn check_start(s: &TeamState, d: &Deployment, force: bool) -> R {
             Some(inst) => img.config.merged(inst),
             None => img.config.clone(),
         };
+        if n.runtime == Runtime::Kubernetes {
+            check_kubernetes(&img.name, &n.name, &cfg)?;
+        }
         for (key, decl) in &cfg.secrets {
             if decl.required && !d.secrets.contains_key(key) {
                 return Err(RuleError::MissingSecret {

@@ -20,7 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::json;
 use shoal_protocol::model::{
-    ExpectedRunState, HealthCheck, NetworkMode, Probe, Protocol, Resources, Strategy, VolumeKind,
+    HealthCheck, NetworkMode, Probe, Protocol, Resources, Strategy, VolumeKind,
 };
 
 use super::meta::{is_label_key, is_label_value, team_label};
@@ -28,8 +28,8 @@ use super::{ANNOTATION_REPLICAS, DEFAULT_VOLUME_SIZE, REGISTRY_SUFFIX, SECRETS_S
 use crate::runtime::common::{proto_name, registry_host};
 use crate::runtime::{
     DeployPlan, ImageSource, LABEL_CONTAINER, LABEL_DEPLOYMENT, LABEL_NAMESPACE, LABEL_PREFIX,
-    LABEL_SECRET_KEYS, LABEL_TEAM, LABEL_TRY, LABEL_VERSION, LABEL_VOLUME, PlannedContainer,
-    PullPolicy, RuntimeError, is_dns_label, parse_cpu, parse_memory,
+    LABEL_PRODUCT, LABEL_SECRET_KEYS, LABEL_TEAM, LABEL_TRY, LABEL_VERSION, LABEL_VOLUME,
+    PlannedContainer, PullPolicy, RuntimeError, is_dns_label, parse_cpu, parse_memory,
 };
 
 /// Docker Hub's key in a `.dockerconfigjson`.
@@ -53,6 +53,13 @@ pub fn build_objects(plan: &DeployPlan) -> Result<Objects, RuntimeError> {
         return Err(RuntimeError::InvalidPlan {
             reason: format!("prefix {:?} is not a DNS label", plan.prefix),
         });
+    }
+    for (what, value) in [("product", &plan.product), ("deployment", &plan.deployment)] {
+        if value.is_empty() || !is_label_value(value) {
+            return Err(RuntimeError::InvalidPlan {
+                reason: format!("{what} id {value:?} is not a Kubernetes label value"),
+            });
+        }
     }
     if plan.containers.is_empty() {
         return Err(RuntimeError::InvalidPlan {
@@ -112,14 +119,15 @@ fn build_container(
     }
     let cfg = &pc.config;
     let kube_cfg = cfg.kubernetes.clone().unwrap_or_default();
-    if cfg
-        .expected
-        .as_ref()
-        .is_some_and(|e| e.state == ExpectedRunState::Exited)
+    // A field a Deployment cannot honour is refused, never ignored (the
+    // rules refuse the same fields when the deployment starts).
+    if let Some(u) = shoal_protocol::kubernetes::unsupported(cfg)
+        .into_iter()
+        .next()
     {
         return Err(invalid(
             pc,
-            "a container expected to exit cannot run as a Kubernetes Deployment",
+            format!("{u} (the Kubernetes runtime cannot honour it)"),
         ));
     }
     let per_kind = |m: &BTreeMap<String, BTreeMap<String, String>>, kinds: &[&str]| {
@@ -170,10 +178,18 @@ fn build_container(
         a.insert(LABEL_TEAM.to_owned(), plan.team.clone());
         a
     };
+    // Which product and deployment own an object (not on pods: the pod
+    // template stays the same across deployments of a product).
+    let owned_labels = |kinds: &[&str]| {
+        let mut l = object_labels(kinds);
+        l.insert(LABEL_PRODUCT.to_owned(), plan.product.clone());
+        l.insert(LABEL_DEPLOYMENT.to_owned(), plan.deployment.clone());
+        l
+    };
     let meta = |obj_name: String, kinds: &[&str]| ObjectMeta {
         name: Some(obj_name),
         namespace: Some(plan.prefix.clone()),
-        labels: Some(object_labels(kinds)),
+        labels: Some(owned_labels(kinds)),
         annotations: Some(object_annotations(kinds)),
         ..ObjectMeta::default()
     };
@@ -306,7 +322,7 @@ fn build_container(
                 ..KubeVolume::default()
             },
             VolumeKind::Rw | VolumeKind::Ro => {
-                let mut labels = object_labels(&["persistentvolumeclaim"]);
+                let mut labels = owned_labels(&["persistentvolumeclaim"]);
                 labels.insert(LABEL_VOLUME.to_owned(), v.name.clone());
                 out.claims.push(PersistentVolumeClaim {
                     metadata: ObjectMeta {
@@ -493,6 +509,7 @@ fn build_container(
     let mut dep_labels = config_labels;
     dep_labels.extend(object_labels(&["deployment"]));
     dep_labels.insert(LABEL_DEPLOYMENT.to_owned(), plan.deployment.clone());
+    dep_labels.insert(LABEL_PRODUCT.to_owned(), plan.product.clone());
     dep_labels.insert(LABEL_TRY.to_owned(), plan.try_number.to_string());
     if is_label_value(&plan.version) {
         dep_labels.insert(LABEL_VERSION.to_owned(), plan.version.clone());

@@ -1,25 +1,154 @@
-//! One try of a deployment: the namespace, server-side apply of the
-//! plan's objects, removal of the objects the plan no longer has.
+//! One try of a deployment: the namespace, then per container of the plan,
+//! in its order, server-side apply of its objects and the wait for its
+//! rollout, before the next is applied; at the end, removal of the objects
+//! of the product that the plan no longer has. A try touches only the
+//! objects of its own product (found by the product label), so several
+//! products share a prefix. When a rollout fails, the objects the try
+//! changed get their previous versions back (those it created go), so the
+//! last good version keeps serving.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use shoal_protocol::model::ContainerState;
 use tokio::sync::mpsc;
 
-use super::KubernetesRuntime;
 use super::build::{Objects, build_objects};
 use super::meta::{
-    apply_params, created_by_shoal, mark_created, name_of, team_label, team_selector,
+    apply_params, created_by_shoal, label_of, mark_created, name_of, product_selector, team_label,
+    team_selector,
 };
+use super::{ANNOTATION_REVISION, KubernetesRuntime};
 use crate::runtime::common::Reporter;
-use crate::runtime::{DeployOutcome, DeployPlan, LABEL_TEAM, ProgressEvent, RuntimeError, Step};
+use crate::runtime::{
+    DeployOutcome, DeployPlan, LABEL_CONTAINER, LABEL_PRODUCT, LABEL_TEAM, PlannedContainer,
+    ProgressEvent, RuntimeError, Step,
+};
+
+/// What the failure reason of a try ends with when the previous version
+/// was brought back.
+pub const RESTORED: &str = "previous version restored";
+
+/// The kinds of object a try replaces (and restores).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Deployment,
+    Service,
+    Secret,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Deployment => "deployment",
+            Kind::Service => "service",
+            Kind::Secret => "secret",
+        }
+    }
+}
+
+/// The team's objects in the prefix before the try, by name, as apply
+/// bodies that bring them back.
+#[derive(Default)]
+struct Before {
+    objects: BTreeMap<(&'static str, String), (Option<String>, Value)>,
+}
+
+impl Before {
+    fn insert<K: Serialize>(&mut self, kind: &'static str, meta: &ObjectMeta, obj: &K) {
+        let product = label_of(meta, LABEL_PRODUCT);
+        self.objects
+            .insert((kind, name_of(meta).to_owned()), (product, restorable(obj)));
+    }
+
+    fn get(&self, kind: &'static str, name: &str) -> Option<&(Option<String>, Value)> {
+        self.objects.get(&(kind, name.to_owned()))
+    }
+}
+
+/// One change a try made: the object, and its previous apply body (`None`:
+/// the try created it).
+struct Change {
+    kind: Kind,
+    name: String,
+    previous: Option<Value>,
+}
+
+/// An object read from the server as an apply body that brings it back:
+/// without status and the fields the server owns.
+fn restorable<K: Serialize>(obj: &K) -> Value {
+    let mut v = serde_json::to_value(obj).unwrap_or(Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("status");
+    }
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        for k in [
+            "managedFields",
+            "resourceVersion",
+            "uid",
+            "generation",
+            "creationTimestamp",
+            "selfLink",
+            "ownerReferences",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ] {
+            m.remove(k);
+        }
+        if let Some(a) = m.get_mut("annotations").and_then(Value::as_object_mut) {
+            a.remove(ANNOTATION_REVISION);
+        }
+    }
+    v
+}
+
+/// `e` with [`RESTORED`] at the end of its message.
+fn restored(e: RuntimeError, container: &str) -> RuntimeError {
+    match e {
+        RuntimeError::Rollout {
+            container,
+            reason,
+            detail,
+        } => RuntimeError::Rollout {
+            container,
+            reason,
+            detail: format!("{detail}; {RESTORED}"),
+        },
+        RuntimeError::Pull { reference, detail } => RuntimeError::Pull {
+            reference,
+            detail: format!("{detail}; {RESTORED}"),
+        },
+        RuntimeError::Kubernetes { context, detail } => RuntimeError::Kubernetes {
+            context,
+            detail: format!("{detail}; {RESTORED}"),
+        },
+        RuntimeError::Timeout {
+            container,
+            expected,
+            seconds,
+            last,
+        } => RuntimeError::Rollout {
+            container,
+            reason: "Timeout".into(),
+            detail: format!(
+                "{expected} did not come within {seconds}s (last seen: {last}); {RESTORED}"
+            ),
+        },
+        other => RuntimeError::Rollout {
+            container: container.to_owned(),
+            reason: "Failed".into(),
+            detail: format!("{other}; {RESTORED}"),
+        },
+    }
+}
 
 impl KubernetesRuntime {
     pub(super) async fn run_deploy(
@@ -30,12 +159,18 @@ impl KubernetesRuntime {
         let objects = build_objects(plan)?;
         let report = Reporter::new(progress);
         let ns = plan.prefix.as_str();
+        let timeout = plan
+            .containers
+            .iter()
+            .filter_map(|pc| pc.config.expected.as_ref()?.timeout_s)
+            .map(|s| Duration::from_secs(u64::from(s)))
+            .fold(self.rollout_timeout, Duration::max);
+        let deadline = Instant::now() + timeout;
 
+        // Read (and refused on a name clash) before anything is applied.
+        let before = self.before(plan, &objects).await?;
         self.ensure_namespace(plan, objects.namespace.clone(), &report)
             .await?;
-        for s in &objects.secrets {
-            self.apply(ns, s, "secret").await?;
-        }
         for c in &objects.claims {
             self.apply(ns, c, "persistent volume claim").await?;
             report
@@ -46,29 +181,34 @@ impl KubernetesRuntime {
                 )
                 .await;
         }
-        for d in &objects.deployments {
-            self.apply(ns, d, "deployment").await?;
-            let c = name_of(&d.metadata);
-            report
-                .emit(
-                    Step::Create,
-                    Some(c),
-                    format!("deployment {ns}/{c} applied"),
+        // A previous version to go back to: one of the plan's Deployments
+        // was there before the try.
+        let has_previous = objects
+            .deployments
+            .iter()
+            .any(|d| before.get("deployment", name_of(&d.metadata)).is_some());
+        let mut changes = Vec::new();
+        for pc in &plan.containers {
+            let r = self
+                .roll_out(
+                    plan,
+                    pc,
+                    &objects,
+                    &before,
+                    &mut changes,
+                    deadline,
+                    timeout,
+                    &report,
                 )
                 .await;
-        }
-        for s in &objects.services {
-            self.apply(ns, s, "service").await?;
+            if let Err(e) = r {
+                if !has_previous {
+                    return Err(e);
+                }
+                return Err(self.restore(plan, &pc.name, e, changes, &report).await);
+            }
         }
         self.remove_stale(plan, &objects, &report).await?;
-
-        let timeout = plan
-            .containers
-            .iter()
-            .filter_map(|pc| pc.config.expected.as_ref()?.timeout_s)
-            .map(|s| Duration::from_secs(u64::from(s)))
-            .fold(self.rollout_timeout, Duration::max);
-        self.wait_rollouts(plan, timeout, &report).await?;
 
         let containers = plan
             .containers
@@ -96,6 +236,191 @@ impl KubernetesRuntime {
             pulled: Vec::new(),
             events: report.into_events(),
         })
+    }
+
+    /// Reads the team's objects in the prefix, and refuses a plan whose
+    /// object names are taken by another product's.
+    async fn before(&self, plan: &DeployPlan, objects: &Objects) -> Result<Before, RuntimeError> {
+        let ns = plan.prefix.as_str();
+        let lp = ListParams::default().labels(&team_selector(&plan.team));
+        let mut before = Before::default();
+        let ctx = |what: &str| format!("listing {what} of {ns}");
+        for d in self
+            .api::<Deployment>(ns)
+            .list(&lp)
+            .await
+            .map_err(|e| self.err(ctx("deployments"), e))?
+        {
+            before.insert("deployment", &d.metadata, &d);
+        }
+        for s in self
+            .api::<Service>(ns)
+            .list(&lp)
+            .await
+            .map_err(|e| self.err(ctx("services"), e))?
+        {
+            before.insert("service", &s.metadata, &s);
+        }
+        for s in self
+            .api::<Secret>(ns)
+            .list(&lp)
+            .await
+            .map_err(|e| self.err(ctx("secrets"), e))?
+        {
+            before.insert("secret", &s.metadata, &s);
+        }
+        for c in self
+            .api::<PersistentVolumeClaim>(ns)
+            .list(&lp)
+            .await
+            .map_err(|e| self.err(ctx("volume claims"), e))?
+        {
+            before.insert("volume claim", &c.metadata, &c);
+        }
+        let names = objects
+            .deployments
+            .iter()
+            .map(|d| ("deployment", &d.metadata))
+            .chain(objects.services.iter().map(|s| ("service", &s.metadata)))
+            .chain(objects.secrets.iter().map(|s| ("secret", &s.metadata)))
+            .chain(objects.claims.iter().map(|c| ("volume claim", &c.metadata)));
+        for (kind, meta) in names {
+            let name = name_of(meta);
+            if let Some((Some(product), _)) = before.get(kind, name)
+                && *product != plan.product
+            {
+                return Err(RuntimeError::NameInUse {
+                    kind,
+                    name: format!("{ns}/{name} (of another product)"),
+                });
+            }
+        }
+        Ok(before)
+    }
+
+    /// Applies one container's objects and waits for its rollout.
+    #[allow(clippy::too_many_arguments)]
+    async fn roll_out(
+        &self,
+        plan: &DeployPlan,
+        pc: &PlannedContainer,
+        objects: &Objects,
+        before: &Before,
+        changes: &mut Vec<Change>,
+        deadline: Instant,
+        timeout: Duration,
+        report: &Reporter<'_>,
+    ) -> Result<(), RuntimeError> {
+        let ns = plan.prefix.as_str();
+        let mine = |m: &ObjectMeta| label_of(m, LABEL_CONTAINER).as_deref() == Some(&pc.name);
+        let mut record = |kind: Kind, name: &str| {
+            changes.push(Change {
+                kind,
+                name: name.to_owned(),
+                previous: before.get(kind.as_str(), name).map(|(_, v)| v.clone()),
+            });
+        };
+        for s in objects.secrets.iter().filter(|s| mine(&s.metadata)) {
+            record(Kind::Secret, name_of(&s.metadata));
+            self.apply(ns, s, "secret").await?;
+        }
+        for d in objects.deployments.iter().filter(|d| mine(&d.metadata)) {
+            record(Kind::Deployment, name_of(&d.metadata));
+            self.apply(ns, d, "deployment").await?;
+            let c = name_of(&d.metadata);
+            report
+                .emit(
+                    Step::Create,
+                    Some(c),
+                    format!("deployment {ns}/{c} applied"),
+                )
+                .await;
+        }
+        for s in objects.services.iter().filter(|s| mine(&s.metadata)) {
+            record(Kind::Service, name_of(&s.metadata));
+            self.apply(ns, s, "service").await?;
+        }
+        self.wait_rollouts(plan, &[pc], deadline, timeout, report)
+            .await
+    }
+
+    /// Undoes `changes` after `failure` (the previous objects applied again,
+    /// those the try created deleted); the error to report.
+    async fn restore(
+        &self,
+        plan: &DeployPlan,
+        container: &str,
+        failure: RuntimeError,
+        changes: Vec<Change>,
+        report: &Reporter<'_>,
+    ) -> RuntimeError {
+        let ns = plan.prefix.as_str();
+        for c in changes.iter().rev() {
+            let r = match (&c.previous, c.kind) {
+                (Some(prev), Kind::Deployment) => {
+                    self.apply_value::<Deployment>(ns, &c.name, prev).await
+                }
+                (Some(prev), Kind::Service) => self.apply_value::<Service>(ns, &c.name, prev).await,
+                (Some(prev), Kind::Secret) => self.apply_value::<Secret>(ns, &c.name, prev).await,
+                (None, Kind::Deployment) => self
+                    .delete::<Deployment>(ns, &c.name, "deployment")
+                    .await
+                    .map(drop),
+                (None, Kind::Service) => self
+                    .delete::<Service>(ns, &c.name, "service")
+                    .await
+                    .map(drop),
+                (None, Kind::Secret) => {
+                    self.delete::<Secret>(ns, &c.name, "secret").await.map(drop)
+                }
+            };
+            if let Err(e) = r {
+                return match failure {
+                    RuntimeError::Rollout {
+                        container,
+                        reason,
+                        detail,
+                    } => RuntimeError::Rollout {
+                        container,
+                        reason,
+                        detail: format!("{detail}; restoring the previous version failed: {e}"),
+                    },
+                    other => RuntimeError::Rollout {
+                        container: container.to_owned(),
+                        reason: "Failed".into(),
+                        detail: format!("{other}; restoring the previous version failed: {e}"),
+                    },
+                };
+            }
+            if c.kind == Kind::Deployment {
+                let what = if c.previous.is_some() {
+                    format!(
+                        "previous version of deployment {ns}/{} applied again",
+                        c.name
+                    )
+                } else {
+                    format!("deployment {ns}/{} of the failed try removed", c.name)
+                };
+                report.emit(Step::Remove, Some(&c.name), what).await;
+            }
+        }
+        restored(failure, container)
+    }
+
+    /// Server-side apply of a raw body (a previous version of an object).
+    async fn apply_value<K>(&self, ns: &str, name: &str, body: &Value) -> Result<(), RuntimeError>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + fmt::Debug,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        self.api::<K>(ns)
+            .patch(name, &apply_params(), &Patch::Apply(body))
+            .await
+            .map(drop)
+            .map_err(|e| self.err(format!("restoring {ns}/{name}"), e))
     }
 
     pub(super) async fn apply<K>(&self, ns: &str, obj: &K, kind: &str) -> Result<K, RuntimeError>
@@ -157,7 +482,8 @@ impl KubernetesRuntime {
         Ok(())
     }
 
-    /// Deletes the team's objects in the prefix that the plan no longer has.
+    /// Deletes the objects of the plan's product in the prefix that the plan
+    /// no longer has (left by its earlier deployments and tries).
     async fn remove_stale(
         &self,
         plan: &DeployPlan,
@@ -165,7 +491,12 @@ impl KubernetesRuntime {
         report: &Reporter<'_>,
     ) -> Result<(), RuntimeError> {
         let ns = plan.prefix.as_str();
-        let lp = ListParams::default().labels(&team_selector(&plan.team));
+        // Only the product's own objects: other products share the prefix.
+        let lp = ListParams::default().labels(&product_selector(
+            &plan.team,
+            &plan.prefix,
+            &plan.product,
+        ));
         let keep_deployments: BTreeSet<&str> = objects
             .deployments
             .iter()

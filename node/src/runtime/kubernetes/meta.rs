@@ -8,7 +8,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::PatchParams;
 
 use super::{ANNOTATION_CREATED, ANNOTATION_REPLICAS, FIELD_MANAGER, TEAM_LABEL_CHARS};
-use crate::runtime::{LABEL_CONTAINER, LABEL_PREFIX, LABEL_TEAM, is_dns_label};
+use crate::runtime::{
+    LABEL_CONTAINER, LABEL_DEPLOYMENT, LABEL_NAMESPACE, LABEL_PREFIX, LABEL_PRODUCT, LABEL_TEAM,
+    is_dns_label,
+};
 
 /// The team label's value: the team id, cut to fit a label value.
 pub fn team_label(team: &str) -> String {
@@ -21,6 +24,31 @@ pub fn team_label(team: &str) -> String {
 
 pub(super) fn team_selector(team: &str) -> String {
     format!("{LABEL_TEAM}={}", team_label(team))
+}
+
+/// The objects of one product in a prefix: what a try of that product may
+/// replace or remove.
+pub(super) fn product_selector(team: &str, prefix: &str, product: &str) -> String {
+    format!(
+        "{LABEL_TEAM}={},{LABEL_PREFIX}={prefix},{LABEL_PRODUCT}={product}",
+        team_label(team)
+    )
+}
+
+/// The objects a deployment's latest try applied.
+pub(super) fn deployment_selector(team: &str, deployment: &str) -> String {
+    format!(
+        "{LABEL_TEAM}={},{LABEL_DEPLOYMENT}={deployment}",
+        team_label(team)
+    )
+}
+
+/// True when an object carries a label of shoal's (of any team).
+pub(super) fn is_shoal_object(m: &ObjectMeta) -> bool {
+    m.deletion_timestamp.is_none()
+        && m.labels
+            .as_ref()
+            .is_some_and(|l| l.keys().any(|k| k.starts_with(LABEL_NAMESPACE)))
 }
 
 pub(super) fn container_selector(team: &str, prefix: &str, container: &str) -> String {

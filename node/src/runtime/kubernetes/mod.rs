@@ -23,14 +23,32 @@
 //! The objects are built by pure functions ([`build_objects`]) and written
 //! with server-side apply under the field manager [`FIELD_MANAGER`], so a
 //! re-deploy of the same plan changes nothing and fields other managers own
-//! stay. Objects of the prefix's previous containers that are not in the plan
-//! are deleted. The try then waits for every rollout to complete
-//! (observed generation caught up, every replica updated and available), or
-//! fails with the reason the pods of the revision being rolled out give (the
+//! stay. A config field a Deployment cannot honour
+//! ([`shoal_protocol::kubernetes::unsupported`]: networks, network modes
+//! other than host, restart policies other than always, log drivers, an
+//! expected state other than running) is refused, never ignored.
+//!
+//! Every object carries the product and deployment labels; several products
+//! share a namespace, and a try reads, replaces and removes only objects of
+//! its own product (a name another product's object holds is refused). The
+//! containers roll out one by one in the plan's order: a container's
+//! Secrets, Deployment and Service are applied, then the try waits for its
+//! rollout to complete (observed generation caught up, every replica
+//! updated and available) before the next container is applied; it fails
+//! with the reason the pods of the revision being rolled out give (the
 //! Deployment's newest ReplicaSet, matched by `pod-template-hash`; pods of
 //! older revisions and terminating pods decide nothing): an image that
 //! cannot be pulled, a crash loop, a pod that cannot be scheduled, a rollout
-//! past its deadline.
+//! past its deadline. When a rollout fails and the product had a previous
+//! version there, the objects the try changed are applied again as they
+//! were before it (those it created are deleted), so the last good version
+//! keeps serving, and the reason ends with [`RESTORED`]. Only after every
+//! rollout completed are the product's objects the plan no longer has
+//! deleted.
+//!
+//! Teardown deletes one deployment's objects (by the team and deployment
+//! labels; volume claims only when asked), and the namespace when shoal
+//! created it and no object of shoal is left in it.
 //!
 //! The try checks its rollouts when they change, not on a timer: it watches
 //! the team's Deployments and pods in the namespace (`watch=true` from the
@@ -55,20 +73,24 @@ mod deploy;
 mod inspect;
 mod meta;
 mod rollout;
+mod teardown;
 mod watch;
 
 use std::fmt;
 use std::time::Duration;
 
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
 use kube::api::Api;
 use kube::{Client, Config};
 use tracing::debug;
 
 use super::RuntimeError;
-use super::common::{error_chain, runtime_from_run_methods};
+use super::common::error_chain;
 
 pub use build::{Objects, build_objects, cpu_quantity, memory_quantity};
 pub use connect::{KubeConnect, KubeSource, choose_source, load_config};
+pub use deploy::RESTORED;
 pub use meta::{is_label_key, is_label_value, team_label};
 pub use rollout::{PodFailure, Rollout, current_revision_hash, pod_failure, rollout_state};
 
@@ -206,4 +228,65 @@ impl KubernetesRuntime {
     }
 }
 
-runtime_from_run_methods!(KubernetesRuntime);
+impl super::Runtime for KubernetesRuntime {
+    fn deploy<'a>(
+        &'a self,
+        plan: &'a super::DeployPlan,
+        progress: &'a tokio::sync::mpsc::Sender<super::ProgressEvent>,
+    ) -> BoxFuture<'a, Result<super::DeployOutcome, RuntimeError>> {
+        self.run_deploy(plan, progress).boxed()
+    }
+
+    fn containers<'a>(
+        &'a self,
+        team: &'a str,
+        prefix: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<super::ContainerInfo>, RuntimeError>> {
+        self.run_containers(team, prefix).boxed()
+    }
+
+    fn command<'a>(
+        &'a self,
+        team: &'a str,
+        container: &'a str,
+        action: shoal_protocol::model::ContainerAction,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        self.run_command(team, container, action).boxed()
+    }
+
+    fn logs<'a>(
+        &'a self,
+        team: &'a str,
+        container: &'a str,
+        follow: bool,
+        tail: Option<u64>,
+    ) -> BoxFuture<'a, Result<super::LogStream, RuntimeError>> {
+        self.run_logs(team, container, follow, tail).boxed()
+    }
+
+    fn inspect<'a>(
+        &'a self,
+        team: &'a str,
+        container: &'a str,
+    ) -> BoxFuture<'a, Result<serde_json::Value, RuntimeError>> {
+        self.run_inspect(team, container).boxed()
+    }
+
+    fn remove_prefix<'a>(
+        &'a self,
+        team: &'a str,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, Result<super::Removed, RuntimeError>> {
+        self.run_remove_prefix(team, prefix).boxed()
+    }
+
+    fn teardown<'a>(
+        &'a self,
+        team: &'a str,
+        deployment: &'a str,
+        prefix: &'a str,
+        volumes: bool,
+    ) -> BoxFuture<'a, Result<super::Removed, RuntimeError>> {
+        self.run_teardown(team, deployment, prefix, volumes).boxed()
+    }
+}

@@ -24,15 +24,18 @@ const START_FAILURES: [&str; 3] = [
 ];
 
 impl KubernetesRuntime {
+    /// Waits until the rollouts of `containers` are complete, until
+    /// `deadline` (the try's `timeout` from its start).
     pub(super) async fn wait_rollouts(
         &self,
         plan: &DeployPlan,
+        containers: &[&PlannedContainer],
+        deadline: Instant,
         timeout: Duration,
         report: &Reporter<'_>,
     ) -> Result<(), RuntimeError> {
         let ns = plan.prefix.as_str();
-        let started = Instant::now();
-        let mut pending: Vec<&PlannedContainer> = plan.containers.iter().collect();
+        let mut pending: Vec<&PlannedContainer> = containers.to_vec();
         let mut last: BTreeMap<String, String> = BTreeMap::new();
         // Started before the first check: its list brings a check of its
         // own, and every change after that list an event.
@@ -41,13 +44,15 @@ impl KubernetesRuntime {
             ns,
             &format!("{},{LABEL_PREFIX}={ns}", team_selector(&plan.team)),
         );
-        report
-            .emit(
-                Step::Wait,
-                None,
-                format!("waiting for the rollouts of {ns}"),
-            )
-            .await;
+        for pc in &pending {
+            report
+                .emit(
+                    Step::Wait,
+                    Some(&pc.name),
+                    format!("waiting for the rollout of {ns}/{}", pc.name),
+                )
+                .await;
+        }
         loop {
             let mut still = Vec::new();
             for pc in pending {
@@ -99,7 +104,7 @@ impl KubernetesRuntime {
             // The next check comes with a change of the prefix's
             // Deployments or pods; the resync covers a watch that is down
             // and a server without watch.
-            let left = timeout.saturating_sub(started.elapsed());
+            let left = deadline.saturating_duration_since(Instant::now());
             if !left.is_zero() {
                 let resync = self.poll_interval.min(left);
                 tokio::select! {
