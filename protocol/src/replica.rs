@@ -136,15 +136,26 @@ pub struct Replica {
     /// Per applied op index: what its change wrote. Filled when the op is
     /// validated, or on first need for ops restored from a snapshot.
     touches: HashMap<usize, BTreeSet<Touch>>,
+    /// The largest op counter of any applied change: the next change on top
+    /// of the whole document starts after it.
+    max_op: u64,
 }
 
 fn internal(e: impl std::fmt::Display) -> Rejection {
     Rejection::Internal(e.to_string())
 }
 
+/// Decodes change bytes. Automerge panics on some malformed changes (op
+/// counters past `u32::MAX`), so a panic is caught and reported as an error.
+fn decode_change(bytes: &[u8]) -> Result<am::Change, String> {
+    match catch_unwind(|| am::Change::from_bytes(bytes.to_vec())) {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("it cannot be decoded".into()),
+    }
+}
+
 fn parse_change(op: &Op) -> Result<am::Change, Rejection> {
-    let change = am::Change::from_bytes(op.body.change.clone())
-        .map_err(|e| Rejection::BadChange(e.to_string()))?;
+    let change = decode_change(&op.body.change).map_err(Rejection::BadChange)?;
     let log = op.log();
     if change.actor_id() != &log.actor() {
         return Err(Rejection::BadChange("its actor is not the op's log".into()));
@@ -345,34 +356,24 @@ impl Replica {
             hlc: b.hlc,
         };
         let writes = effect::genesis(&ctx, &b.action);
+        // The change must be exactly the one team.create implies.
+        let expected = make_change(&am::Automerge::new(), op.log(), b.hlc, &writes, 1)
+            .map_err(|e| Rejection::Internal(e.to_string()))?;
+        if expected != b.change {
+            return Err(
+                Rejection::BadChange("it is not the change team.create implies".into()).into(),
+            );
+        }
         let mut doc = am::Automerge::new();
-        let touches = touched(&doc, None, &change).map_err(Rejection::BadChange)?;
-        let mut allowed: BTreeSet<Touch> = Collection::ALL
+        let mut touches: BTreeSet<Touch> = Collection::ALL
             .iter()
             .map(|c| Touch::RootKey(c.key().to_string()))
             .collect();
-        allowed.extend(
-            writes
-                .iter()
-                .map(|w| Touch::Entity(w.collection, w.id.clone())),
-        );
-        if let Some(t) = touches.difference(&allowed).next() {
-            return Err(Rejection::OutOfScope {
-                path: path_text(t),
-                action: "team.create",
-            }
-            .into());
-        }
+        touches.extend(writes_touch(&writes));
         let hash = change.hash();
+        let max_op = change.max_op();
         doc.apply_changes([change])
             .map_err(|e| Rejection::BadChange(e.to_string()))?;
-        // Every collection must exist, so later ops never create one.
-        for c in Collection::ALL {
-            if doc.get(am::ROOT, c.key()).ok().flatten().is_none() {
-                return Err(bad("it does not create every collection"));
-            }
-        }
-        check_writes(&doc, None, &writes, "team.create")?;
         let state = read_state(&doc).map_err(internal)?;
         let team = TeamId(op.hash().0);
         let mut r = Replica {
@@ -391,8 +392,9 @@ impl Replica {
             max_hlc: b.hlc,
             deps: Vec::new(),
             touches: HashMap::new(),
+            max_op: 0,
         };
-        r.record(op, hash, Vec::new());
+        r.record(op, hash, Vec::new(), max_op);
         r.touches.insert(0, touches);
         Ok(r)
     }
@@ -546,7 +548,7 @@ impl Replica {
                     report.rejected.push((hash, reason));
                     // Whatever waited on this op can never apply.
                     let mut wake: Vec<OpHash> = Vec::new();
-                    if let Ok(c) = am::Change::from_bytes(op.body.change.clone()) {
+                    if let Ok(c) = decode_change(&op.body.change) {
                         wake.extend(
                             self.waiting
                                 .remove(&Wait::Change(c.hash()))
@@ -600,7 +602,7 @@ impl Replica {
             Rejection::BadSignature | Rejection::WrongTeam(_) | Rejection::Version(_)
         );
         if authentic && !matches!(reason, Rejection::Fork { .. }) {
-            if let Ok(c) = am::Change::from_bytes(op.body.change.clone()) {
+            if let Ok(c) = decode_change(&op.body.change) {
                 self.rejected_changes.insert(c.hash());
             }
             let e = self.rejected_logs.entry(op.log()).or_insert(op.body.seq);
@@ -615,8 +617,9 @@ impl Replica {
         );
     }
 
-    fn record(&mut self, op: Op, change: ChangeHash, deps: Vec<ChangeHash>) {
+    fn record(&mut self, op: Op, change: ChangeHash, deps: Vec<ChangeHash>, max_op: u64) {
         let hash = op.hash();
+        self.max_op = self.max_op.max(max_op);
         let idx = self.applied.len();
         self.deps.push(deps);
         let log = op.log();
@@ -678,6 +681,7 @@ impl Replica {
             return Err(Step::Wait(Wait::Log(log, b.seq - 1)));
         }
         let prev = self.log_op(&log, b.seq - 1);
+        let log_prev = prev.map(|a| a.change);
         if prev.map(|a| a.hash) != b.prev {
             return Err(Step::Reject(Rejection::Chain(format!(
                 "seq {} does not name the hash of seq {}",
@@ -724,35 +728,77 @@ impl Replica {
         };
         rules::check(pre, &ctx, &b.action).map_err(|e| Step::Reject(e.into()))?;
         let writes = effect::effect(pre, &ctx, &b.action);
-        // Path scope: the change writes only into the entities the action names.
-        let touches = touched(&self.doc, (!fast).then_some(deps.as_slice()), &change)
-            .map_err(|e| Step::Reject(Rejection::BadChange(e)))?;
-        let allowed: BTreeSet<Touch> = writes
-            .iter()
-            .map(|w| Touch::Entity(w.collection, w.id.clone()))
-            .collect();
-        if let Some(t) = touches.difference(&allowed).next() {
-            return Err(Step::Reject(Rejection::OutOfScope {
-                path: path_text(t),
-                action: b.action.name(),
-            }));
+        // The change must be byte for byte the one an honest `prepare` made
+        // from this action at these deps: rebuild it and compare hashes.
+        let carried = change.hash();
+        if fast {
+            // What the rebuilt change's header will be; checked first so a
+            // bad header never costs a rebuild of the document.
+            let mut want = self.doc.get_heads();
+            if let Some(p) = log_prev
+                && !want.contains(&p)
+            {
+                want.push(p);
+            }
+            if sorted(want) != deps {
+                return Err(Step::Reject(Rejection::BadChange(
+                    "its deps are not the document's heads".into(),
+                )));
+            }
+            if change.start_op().get() != self.max_op.saturating_add(1) {
+                return Err(Step::Reject(Rejection::BadChange(format!(
+                    "its start_op {} is not {}",
+                    change.start_op(),
+                    self.max_op.saturating_add(1)
+                ))));
+            }
+            // On top of the whole document: write the expected change into
+            // the live document; when it matches it *is* this op's change.
+            let made = commit_expected(&mut self.doc, log, b.hlc, &writes);
+            match made {
+                Ok((h, _)) if h == carried => {}
+                Ok((_, ends)) => {
+                    let expected = self.doc.get_last_local_change();
+                    self.rebuild();
+                    return Err(Step::Reject(self.mismatch(
+                        &change,
+                        expected.as_ref(),
+                        &deps,
+                        &writes,
+                        &ends,
+                        b.action.name(),
+                    )));
+                }
+                Err(e) => {
+                    self.rebuild();
+                    return Err(Step::Reject(internal(e)));
+                }
+            }
+        } else {
+            let mut past = self
+                .doc
+                .fork_at(&deps)
+                .map_err(|e| Step::Reject(internal(e)))?;
+            let (h, ends) = commit_expected(&mut past, log, b.hlc, &writes)
+                .map_err(|e| Step::Reject(internal(e)))?;
+            if h != carried {
+                let expected = past.get_last_local_change();
+                return Err(Step::Reject(self.mismatch(
+                    &change,
+                    expected.as_ref(),
+                    &deps,
+                    &writes,
+                    &ends,
+                    b.action.name(),
+                )));
+            }
+            self.doc
+                .apply_changes([change.clone()])
+                .map_err(|e| Step::Reject(Rejection::BadChange(e.to_string())))?;
         }
-        let change_hash = change.hash();
-        self.doc
-            .apply_changes([change])
-            .map_err(|e| Step::Reject(Rejection::BadChange(e.to_string())))?;
-        // Effect: at (causal past + this op) every entity is exactly as the action says.
-        let heads = [change_hash];
-        let checked = check_writes(
-            &self.doc,
-            (!fast).then_some(&heads[..]),
-            &writes,
-            b.action.name(),
-        );
-        if let Err(r) = checked {
-            self.rebuild();
-            return Err(Step::Reject(r));
-        }
+        let change_hash = carried;
+        let max_op = change.max_op();
+        let touches: BTreeSet<Touch> = writes_touch(&writes).collect();
         if fast {
             for w in writes {
                 self.state.set(w.collection, &w.id, w.value);
@@ -772,9 +818,65 @@ impl Replica {
             }
         }
         let idx = self.applied.len();
-        self.record(op.clone(), change_hash, deps);
+        self.record(op.clone(), change_hash, deps, max_op);
         self.touches.insert(idx, touches);
         Ok(change_hash)
+    }
+
+    /// Why a carried change differs from the one its action implies, for
+    /// the quarantine: the first difference found, in the terms of §3.
+    fn mismatch(
+        &self,
+        carried: &am::Change,
+        expected: Option<&am::Change>,
+        deps: &[ChangeHash],
+        writes: &[Write],
+        ends: &[usize],
+        action: &'static str,
+    ) -> Rejection {
+        let touches = match touched(&self.doc, Some(deps), carried) {
+            Ok(t) => t,
+            Err(e) => return Rejection::BadChange(e),
+        };
+        let allowed: BTreeSet<Touch> = writes_touch(writes).collect();
+        if let Some(t) = touches.difference(&allowed).next() {
+            return Rejection::OutOfScope {
+                path: path_text(t),
+                action,
+            };
+        }
+        let Some(expected) = expected else {
+            return Rejection::BadChange(format!("it is not the change {action} implies"));
+        };
+        if carried.start_op() != expected.start_op() {
+            return Rejection::BadChange(format!(
+                "its start_op {} is not {}",
+                carried.start_op(),
+                expected.start_op()
+            ));
+        }
+        if sorted(carried.deps().to_vec()) != sorted(expected.deps().to_vec()) {
+            return Rejection::BadChange("its deps are not those of its causal past".into());
+        }
+        let (got, want) = (carried.decode().operations, expected.decode().operations);
+        let first = got
+            .iter()
+            .zip(&want)
+            .position(|(g, w)| g != w)
+            .unwrap_or(got.len().min(want.len()));
+        let write = ends
+            .iter()
+            .position(|&end| first < end)
+            .or(writes.len().checked_sub(1))
+            .and_then(|k| writes.get(k));
+        match write {
+            Some(w) => Rejection::EffectMismatch {
+                action,
+                collection: w.collection,
+                id: w.id.clone(),
+            },
+            None => Rejection::BadChange(format!("it is not the change {action} implies")),
+        }
     }
 
     /// The typed view at `heads`, a set of applied changes. An entity that
@@ -835,8 +937,7 @@ impl Replica {
     /// What the change of applied op `i` wrote, located at its own deps.
     fn touches_of(&mut self, i: usize) -> Option<&BTreeSet<Touch>> {
         if !self.touches.contains_key(&i) {
-            let change =
-                am::Change::from_bytes(self.applied.get(i)?.op.body.change.clone()).ok()?;
+            let change = decode_change(&self.applied.get(i)?.op.body.change).ok()?;
             let deps = sorted(change.deps().to_vec());
             let t = touched(&self.doc, Some(&deps), &change).ok()?;
             self.touches.insert(i, t);
@@ -851,7 +952,7 @@ impl Replica {
         let changes: Vec<am::Change> = self
             .applied
             .iter()
-            .filter_map(|a| am::Change::from_bytes(a.op.body.change.clone()).ok())
+            .filter_map(|a| decode_change(&a.op.body.change).ok())
             .collect();
         // These changes were all applied before, so this succeeds.
         let _ = doc.apply_changes(changes);
@@ -916,11 +1017,12 @@ impl Replica {
             max_hlc: Hlc::ZERO,
             deps: Vec::new(),
             touches: HashMap::new(),
+            max_op: 0,
         };
         for op in std::iter::once(genesis).chain(iter) {
-            let c = am::Change::from_bytes(op.body.change.clone())
-                .map_err(|e| GenesisError::Invalid(e.to_string()))?;
-            r.record(op, c.hash(), c.deps().to_vec());
+            let c =
+                decode_change(&op.body.change).map_err(|e| GenesisError::Invalid(e.to_string()))?;
+            r.record(op, c.hash(), c.deps().to_vec(), c.max_op());
         }
         // The snapshot must hold exactly the changes of the ops.
         let heads = doc.get_heads();
@@ -945,28 +1047,46 @@ enum Step {
     Reject(Rejection),
 }
 
-/// Checks that in `doc` (at `heads`, or now) every written entity has
-/// exactly its expected value.
-fn check_writes(
-    doc: &am::Automerge,
-    heads: Option<&[ChangeHash]>,
+/// The entities `writes` names, in path-scope terms.
+fn writes_touch(writes: &[Write]) -> impl Iterator<Item = Touch> + '_ {
+    writes
+        .iter()
+        .map(|w| Touch::Entity(w.collection, w.id.clone()))
+}
+
+/// Commits `writes` to `doc` as one change of `log` at `hlc`, exactly as
+/// [`Replica::prepare`] does: the document's actor becomes the log's, a
+/// genesis change first creates every collection, and a change with no
+/// writes is an empty commit. Returns the change's hash and, per write, the
+/// number of ops written up to and including it.
+fn commit_expected(
+    doc: &mut am::Automerge,
+    log: LogId,
+    hlc: Hlc,
     writes: &[Write],
-    action: &'static str,
-) -> Result<(), Rejection> {
-    for w in writes {
-        let got = match heads {
-            Some(heads) => read_entity(&AtHeads { doc, heads }, w.collection, &w.id),
-            None => read_entity(doc, w.collection, &w.id),
-        };
-        if got.ok().as_ref() != Some(&w.value) {
-            return Err(Rejection::EffectMismatch {
-                action,
-                collection: w.collection,
-                id: w.id.clone(),
-            });
+) -> Result<(ChangeHash, Vec<usize>), String> {
+    use am::transaction::Transactable as _;
+    doc.set_actor(log.actor());
+    let opts = || am::transaction::CommitOptions::default().with_time(hlc.ms as i64);
+    let genesis = doc.get_heads().is_empty();
+    let mut tx = doc.transaction();
+    if genesis {
+        for c in Collection::ALL {
+            tx.put_object(am::ROOT, c.key(), am::ObjType::Map)
+                .map_err(|e| e.to_string())?;
         }
     }
-    Ok(())
+    let mut ends = Vec::with_capacity(writes.len());
+    for w in writes {
+        write_entity(&mut tx, w.collection, &w.id, w.value.as_ref()).map_err(|e| e.to_string())?;
+        ends.push(tx.pending_ops());
+    }
+    let (hash, _) = tx.commit_with(opts());
+    let hash = match hash {
+        Some(h) => h,
+        None => doc.empty_commit(opts()),
+    };
+    Ok((hash, ends))
 }
 
 /// Writes `writes` into a copy of `doc` as one change of `log` and returns its bytes.
@@ -978,25 +1098,7 @@ fn make_change(
     seq: u64,
 ) -> Result<Vec<u8>, PrepareError> {
     let mut doc = doc.fork();
-    doc.set_actor(log.actor());
-    let opts = || am::transaction::CommitOptions::default().with_time(hlc.ms as i64);
-    let genesis = doc.get_heads().is_empty();
-    let mut tx = doc.transaction();
-    if genesis {
-        use am::transaction::Transactable as _;
-        for c in Collection::ALL {
-            tx.put_object(am::ROOT, c.key(), am::ObjType::Map)
-                .map_err(|e| PrepareError::Internal(e.to_string()))?;
-        }
-    }
-    for w in writes {
-        write_entity(&mut tx, w.collection, &w.id, w.value.as_ref())
-            .map_err(|e| PrepareError::Internal(e.to_string()))?;
-    }
-    let (hash, _) = tx.commit_with(opts());
-    if hash.is_none() {
-        doc.empty_commit(opts());
-    }
+    commit_expected(&mut doc, log, hlc, writes).map_err(PrepareError::Internal)?;
     let change = doc
         .get_last_local_change()
         .ok_or_else(|| PrepareError::Internal("no change was made".into()))?;

@@ -1,0 +1,320 @@
+//! Ops from hostile authors that are validly signed but carry a change their
+//! action does not imply, clocks meant to stall everyone else, refused ops
+//! followed by honest ones of the same log, and floods of waiting ops (§3.1).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use automerge::{self as am, ExpandedChange, ReadDoc as _, legacy};
+use shoal_protocol::action::Action;
+use shoal_protocol::model::*;
+use shoal_protocol::replica::Rejection;
+use shoal_protocol::testkit::{self, Clock, act, ctx, invite_and_join, key, sign_op};
+use shoal_protocol::{Op, Replica, SecretKey};
+
+const NOW: u64 = 1_800_000_000_000;
+
+/// The owner on node n0 and an admin on node n1, both with a replica.
+struct Team {
+    genesis: Op,
+    ops: Vec<Op>,
+    main: Replica,
+    owner: SecretKey,
+    admin: SecretKey,
+    n0: SecretKey,
+    n1: SecretKey,
+    clock: Clock,
+}
+
+fn team() -> Team {
+    let (owner, admin, n0, n1) = (key(1), key(5), key(2), key(6));
+    let mut clock = Clock(NOW - 3_600_000);
+    let genesis = testkit::genesis(&owner, &n0, clock.tick());
+    let mut main = Replica::from_genesis(genesis.clone()).unwrap();
+    let ops = invite_and_join(
+        &mut main,
+        &owner,
+        n0.public(),
+        &admin,
+        "admin",
+        Role::Admin,
+        Some((&n1, "n1", Runtime::Docker)),
+        clock.tick(),
+    )
+    .unwrap();
+    clock.tick();
+    Team {
+        genesis,
+        ops,
+        main,
+        owner,
+        admin,
+        n0,
+        n1,
+        clock,
+    }
+}
+
+impl Team {
+    /// A fresh replica holding the history so far.
+    fn replica(&self) -> Replica {
+        let mut r = Replica::from_genesis(self.genesis.clone()).unwrap();
+        for o in &self.ops {
+            let rep = r.apply(o.clone(), NOW);
+            assert!(rep.rejected.is_empty(), "{rep:?}");
+        }
+        r
+    }
+
+    /// Runs `action` on the main replica; it joins the history.
+    fn run(&mut self, who: &SecretKey, origin: &SecretKey, action: Action) -> Op {
+        let (op, rep) = act(
+            &mut self.main,
+            who,
+            origin.public(),
+            self.clock.tick(),
+            action,
+        )
+        .unwrap();
+        assert_eq!(rep.applied, vec![op.hash()], "{rep:?}");
+        self.ops.push(op.clone());
+        op
+    }
+
+    fn product(&self, who: &SecretKey, origin: &SecretKey, name: &str) -> Action {
+        Action::ProductCreate {
+            id: ctx(&self.main, who, origin.public(), 0).new_id(0),
+            name: name.into(),
+            kind: ProductKind::Complex,
+            description: String::new(),
+            version: None,
+        }
+    }
+}
+
+/// `op` with its change decoded, edited by `f`, encoded again and the op
+/// signed again by `author`: what any author can do with automerge's API.
+fn edit_change(op: &Op, author: &SecretKey, f: impl FnOnce(&mut ExpandedChange)) -> Op {
+    let mut body = op.body.clone();
+    let mut expanded = am::Change::from_bytes(body.change.clone())
+        .unwrap()
+        .decode();
+    f(&mut expanded);
+    expanded.hash = None;
+    body.change = am::Change::from(expanded).raw_bytes().to_vec();
+    body.sign(author).unwrap()
+}
+
+/// Moves a change's ops to start at `start`: its own op ids move with it.
+fn move_start(e: &mut ExpandedChange, start: u64) {
+    let (old, actor) = (e.start_op.get(), e.actor_id.clone());
+    let shift = |id: &mut legacy::OpId| {
+        if id.1 == actor && id.0 >= old {
+            id.0 = id.0 - old + start;
+        }
+    };
+    for op in &mut e.operations {
+        if let legacy::ObjectId::Id(id) = &mut op.obj {
+            shift(id);
+        }
+        if let legacy::Key::Seq(legacy::ElementId::Id(id)) = &mut op.key {
+            shift(id);
+        }
+        let mut pred: Vec<legacy::OpId> = op.pred.iter().cloned().collect();
+        pred.iter_mut().for_each(shift);
+        op.pred = pred.into();
+    }
+    e.start_op = std::num::NonZeroU64::new(start).unwrap();
+}
+
+/// The legacy id of an object or op named by `id` in `doc`.
+fn legacy_id(id: &am::ObjId) -> legacy::OpId {
+    let text = id.to_string();
+    let (ctr, actor) = text.split_once('@').unwrap();
+    legacy::OpId(
+        ctr.parse().unwrap(),
+        am::ActorId::from(hex::decode(actor).unwrap()),
+    )
+}
+
+fn member_obj(doc: &am::Automerge, member: &SecretKey) -> am::ObjId {
+    let (_, members) = doc.get(am::ROOT, "members").unwrap().unwrap();
+    let (_, m) = doc
+        .get(&members, member.public().to_hex())
+        .unwrap()
+        .unwrap();
+    m
+}
+
+fn refused(r: &Replica, op: &Op) -> Rejection {
+    assert!(r.op(&op.hash()).is_none(), "the op was applied");
+    match r.quarantine().get(&op.hash()) {
+        Some(q) => q.reason.clone(),
+        None => panic!(
+            "the op is not in quarantine (pending: {})",
+            r.pending().count()
+        ),
+    }
+}
+
+#[test]
+fn a_start_op_near_the_counter_limit_is_refused_and_writers_go_on() {
+    let mut t = team();
+    let (admin, n1) = (t.admin.clone(), t.n1.clone());
+    let action = t.product(&admin, &n1, "big");
+    let honest = sign_op(&t.main, &admin, n1.public(), t.clock.tick(), action).unwrap();
+    // Counters just below the limit (the next change would overflow), and
+    // past it (automerge cannot even decode the change).
+    let len = am::Change::from_bytes(honest.body.change.clone())
+        .unwrap()
+        .len() as u64;
+    let near = edit_change(&honest, &admin, |e| {
+        move_start(e, u64::from(u32::MAX) - len - 1)
+    });
+    let past = edit_change(&honest, &admin, |e| move_start(e, u64::from(u32::MAX) - 1));
+    let mut r = t.replica();
+    for forged in [&near, &past] {
+        r.apply(forged.clone(), NOW);
+        assert!(matches!(refused(&r, forged), Rejection::BadChange(_)));
+    }
+    let forged = near;
+    // Everyone can still prepare and apply ops.
+    let owner = t.owner.clone();
+    let n0 = t.n0.clone();
+    let action = t.product(&owner, &n0, "next");
+    let (op, rep) = act(&mut r, &owner, n0.public(), NOW, action).unwrap();
+    assert_eq!(rep.applied, vec![op.hash()]);
+    t.main.apply(forged.clone(), NOW);
+    assert!(t.main.op(&forged.hash()).is_none());
+}
+
+#[test]
+fn a_pred_naming_an_unseen_removal_cannot_undo_it() {
+    let mut t = team();
+    let (admin, n1, owner, n0) = (t.admin.clone(), t.n1.clone(), t.owner.clone(), t.n0.clone());
+    // The admin, not yet aware of its removal, sets its own role: a write
+    // to its own member entry that the rules allow at that causal past.
+    let past = t.replica();
+    let own = Action::MemberRole {
+        member: admin.public(),
+        role: Role::Admin,
+    };
+    let honest = sign_op(&past, &admin, n1.public(), t.clock.tick(), own).unwrap();
+    // The owner removes the admin.
+    t.run(
+        &owner,
+        &n0,
+        Action::MemberRemove {
+            member: admin.public(),
+        },
+    );
+    let member = member_obj(t.main.doc(), &admin);
+    let (_, removal) = t.main.doc().get(&member, "removed").unwrap().unwrap();
+    // The admin's change overwrites the removal it never saw.
+    let forged = edit_change(&honest, &admin, |e| {
+        e.operations.push(legacy::Op {
+            action: legacy::OpType::Put(am::ScalarValue::Null),
+            obj: legacy::ObjectId::Id(legacy_id(&member)),
+            key: legacy::Key::Map("removed".into()),
+            pred: vec![legacy_id(&removal)].into(),
+            insert: false,
+        });
+    });
+    for first in [false, true] {
+        let mut r = Replica::from_genesis(t.genesis.clone()).unwrap();
+        if first {
+            r.apply(forged.clone(), NOW);
+        }
+        for o in &t.ops {
+            r.apply(o.clone(), NOW);
+        }
+        r.apply(forged.clone(), NOW);
+        refused(&r, &forged);
+        let m = &r.state().members[&admin.public().to_hex()];
+        assert!(m.removed.is_some(), "the removal was undone");
+        assert_eq!(r.state(), t.main.state());
+    }
+}
+
+#[test]
+fn a_key_the_action_does_not_name_inside_a_named_entity_is_refused() {
+    let t = team();
+    let (owner, n0) = (t.owner.clone(), t.n0.clone());
+    let action = Action::TeamUpdate {
+        name: "renamed".into(),
+        description: String::new(),
+    };
+    let honest = sign_op(&t.main, &owner, n0.public(), t.clock.0 + 1, action).unwrap();
+    let (_, team) = t.main.doc().get(am::ROOT, "team").unwrap().unwrap();
+    let (_, info) = t.main.doc().get(&team, TEAM_INFO_ID).unwrap().unwrap();
+    let forged = edit_change(&honest, &owner, |e| {
+        e.operations.push(legacy::Op {
+            action: legacy::OpType::Put(am::ScalarValue::Str("x".into())),
+            obj: legacy::ObjectId::Id(legacy_id(&info)),
+            key: legacy::Key::Map("smuggled".into()),
+            pred: Vec::new().into(),
+            insert: false,
+        });
+    });
+    let mut r = t.replica();
+    r.apply(forged.clone(), NOW);
+    let reason = refused(&r, &forged);
+    assert!(
+        matches!(
+            &reason,
+            Rejection::EffectMismatch {
+                collection: Collection::Team,
+                ..
+            }
+        ),
+        "{reason:?}"
+    );
+    assert!(r.doc().get(&info, "smuggled").unwrap().is_none());
+    // The honest op still applies.
+    let rep = r.apply(honest.clone(), NOW);
+    assert_eq!(rep.applied, vec![honest.hash()]);
+}
+
+#[test]
+fn an_honest_concurrent_op_is_reconstructed_at_its_own_deps() {
+    let mut t = team();
+    let (owner, n0, admin, n1) = (t.owner.clone(), t.n0.clone(), t.admin.clone(), t.n1.clone());
+    let mut b = t.replica();
+    // Both write concurrently, several times, then exchange.
+    let mut mine = Vec::new();
+    let mut theirs = Vec::new();
+    for i in 0..3 {
+        mine.push(t.run(&owner, &n0, t.product(&owner, &n0, &format!("a{i}"))));
+        let action = Action::ProductCreate {
+            id: ctx(&b, &admin, n1.public(), 0).new_id(0),
+            name: format!("b{i}"),
+            kind: ProductKind::Complex,
+            description: String::new(),
+            version: None,
+        };
+        let (op, rep) = act(&mut b, &admin, n1.public(), t.clock.tick(), action).unwrap();
+        assert_eq!(rep.applied.len(), 1);
+        theirs.push(op);
+    }
+    for o in &theirs {
+        let rep = t.main.apply(o.clone(), NOW);
+        assert_eq!(rep.applied, vec![o.hash()], "{rep:?}");
+    }
+    for o in &mine {
+        let rep = b.apply(o.clone(), NOW);
+        assert_eq!(rep.applied, vec![o.hash()], "{rep:?}");
+    }
+    assert_eq!(t.main.heads(), b.heads());
+    assert_eq!(t.main.state(), b.state());
+    // A change forged at a concurrent past is refused there too.
+    let action = t.product(&admin, &n1, "late");
+    let late = sign_op(&b, &admin, n1.public(), t.clock.tick(), action).unwrap();
+    let forged = edit_change(&late, &admin, |e| {
+        let s = e.start_op.get();
+        move_start(e, s + 1);
+    });
+    let mut r = t.replica();
+    for o in mine.iter().chain(&theirs) {
+        r.apply(o.clone(), NOW);
+    }
+    r.apply(forged.clone(), NOW);
+    assert!(matches!(refused(&r, &forged), Rejection::BadChange(_)));
+}
