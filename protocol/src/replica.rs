@@ -15,7 +15,7 @@ use automerge::{self as am, ChangeHash, ReadDoc as _};
 use crate::action::Action;
 use crate::doc::{AtHeads, read_entity, read_state, write_entity};
 use crate::effect::{self, Write};
-use crate::hlc::{Hlc, MAX_FUTURE_MS};
+use crate::hlc::{Hlc, MAX_COUNTER, MAX_FUTURE_MS};
 use crate::keys::{LogId, OpHash, PublicKey, TeamId};
 use crate::model::{Collection, TeamState};
 use crate::op::{OP_VERSION, Op, OpBody};
@@ -40,6 +40,8 @@ pub enum Rejection {
     Fork { seq: u64 },
     #[error("it depends on a rejected op")]
     DependsOnRejected,
+    #[error("its clock counter {0} is above the bound {MAX_COUNTER}")]
+    Counter(u32),
     #[error("its clock {hlc} is not after its causal past ({past})")]
     Clock { hlc: Hlc, past: Hlc },
     #[error("refused by the rules: {0}")]
@@ -343,6 +345,9 @@ impl Replica {
         }
         if !op.verify_signature() {
             return Err(Rejection::BadSignature.into());
+        }
+        if b.hlc.c > MAX_COUNTER {
+            return Err(Rejection::Counter(b.hlc.c).into());
         }
         let change = parse_change(&op)?;
         if !change.deps().is_empty() {
@@ -661,6 +666,9 @@ impl Replica {
         }
         if !op.verify_signature() {
             return Err(Step::Reject(Rejection::BadSignature));
+        }
+        if b.hlc.c > MAX_COUNTER {
+            return Err(Step::Reject(Rejection::Counter(b.hlc.c)));
         }
         let log = op.log();
         if let Some(&bad) = self.rejected_logs.get(&log)

@@ -3,12 +3,17 @@
 //! followed by honest ones of the same log, and floods of waiting ops (§3.1).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use automerge::transaction::CommitOptions;
 use automerge::{self as am, ExpandedChange, ReadDoc as _, legacy};
 use shoal_protocol::action::Action;
+use shoal_protocol::doc::write_entity;
+use shoal_protocol::effect;
+use shoal_protocol::hlc::{Hlc, MAX_COUNTER, MAX_FUTURE_MS};
 use shoal_protocol::model::*;
+use shoal_protocol::op::OP_VERSION;
 use shoal_protocol::replica::Rejection;
 use shoal_protocol::testkit::{self, Clock, act, ctx, invite_and_join, key, sign_op};
-use shoal_protocol::{Op, Replica, SecretKey};
+use shoal_protocol::{Op, OpBody, Replica, SecretKey};
 
 const NOW: u64 = 1_800_000_000_000;
 
@@ -317,4 +322,72 @@ fn an_honest_concurrent_op_is_reconstructed_at_its_own_deps() {
     }
     r.apply(forged.clone(), NOW);
     assert!(matches!(refused(&r, &forged), Rejection::BadChange(_)));
+}
+
+/// The op `prepare` would make for `action` on `r` if the clock said `hlc`.
+fn with_clock(r: &Replica, who: &SecretKey, origin: &SecretKey, hlc: Hlc, action: Action) -> Op {
+    let mut ctx = r.next_context(who.public(), origin.public(), hlc.ms);
+    ctx.hlc = hlc;
+    let writes = effect::effect(r.state(), &ctx, &action);
+    let log = ctx.log();
+    let mut doc = r.doc().fork();
+    doc.set_actor(log.actor());
+    let mut tx = doc.transaction();
+    for w in &writes {
+        write_entity(&mut tx, w.collection, &w.id, w.value.as_ref()).unwrap();
+    }
+    tx.commit_with(CommitOptions::default().with_time(hlc.ms as i64));
+    let change = doc.get_last_local_change().unwrap();
+    let body = OpBody {
+        version: OP_VERSION,
+        team: Some(r.team()),
+        author: who.public(),
+        origin: origin.public(),
+        seq: ctx.seq,
+        prev: r.log_op(&log, ctx.seq - 1).map(|a| a.hash),
+        hlc,
+        action,
+        change: change.raw_bytes().to_vec(),
+    };
+    body.sign(who).unwrap()
+}
+
+#[test]
+fn a_clock_at_the_counter_limit_does_not_stall_honest_writers() {
+    let t = team();
+    let (admin, n1, owner, n0) = (t.admin.clone(), t.n1.clone(), t.owner.clone(), t.n0.clone());
+    let soon = NOW + MAX_FUTURE_MS - 60_000;
+    // Past the bound: refused everywhere.
+    let action = t.product(&admin, &n1, "max");
+    let max = with_clock(&t.main, &admin, &n1, Hlc::new(soon, u32::MAX), action);
+    // At the bound: valid, and honest clocks move past it.
+    let action = t.product(&admin, &n1, "bound");
+    let bound = with_clock(&t.main, &admin, &n1, Hlc::new(soon, MAX_COUNTER), action);
+    let mut a = t.replica();
+    let mut b = t.replica();
+    for r in [&mut a, &mut b] {
+        let rep = r.apply(max.clone(), NOW);
+        assert_eq!(
+            rep.rejected,
+            vec![(max.hash(), Rejection::Counter(u32::MAX))]
+        );
+        let rep = r.apply(bound.clone(), NOW);
+        assert_eq!(rep.applied, vec![bound.hash()], "{rep:?}");
+    }
+    // Honest writers on both replicas keep writing, and each other's ops apply.
+    for i in 0..3 {
+        let action = Action::ProductCreate {
+            id: ctx(&a, &owner, n0.public(), 0).new_id(0),
+            name: format!("a{i}"),
+            kind: ProductKind::Complex,
+            description: String::new(),
+            version: None,
+        };
+        let (op, rep) = act(&mut a, &owner, n0.public(), NOW + i, action).unwrap();
+        assert_eq!(rep.applied, vec![op.hash()], "{rep:?}");
+        assert!(op.body.hlc > bound.body.hlc);
+        let rep = b.apply(op.clone(), NOW + i);
+        assert_eq!(rep.applied, vec![op.hash()], "{rep:?}");
+    }
+    assert_eq!(a.state(), b.state());
 }
