@@ -130,8 +130,10 @@ pub struct Replica {
     waiting: HashMap<Wait, Vec<OpHash>>,
     quarantine: BTreeMap<OpHash, Quarantined>,
     rejected_changes: HashSet<ChangeHash>,
-    /// Per log, the lowest rejected seq: later ops of that log depend on it.
-    rejected_logs: HashMap<LogId, u64>,
+    /// Authentic ops that were refused: an op naming one as its `prev`
+    /// depends on it and is refused too. (Refusal is by hash, never by seq:
+    /// another op at the same seq may still be valid.)
+    rejected_ops: HashSet<OpHash>,
     max_hlc: Hlc,
     /// Per applied op (same index as `applied`): its change's deps.
     deps: Vec<Vec<ChangeHash>>,
@@ -393,7 +395,7 @@ impl Replica {
             waiting: HashMap::new(),
             quarantine: BTreeMap::new(),
             rejected_changes: HashSet::new(),
-            rejected_logs: HashMap::new(),
+            rejected_ops: HashSet::new(),
             max_hlc: b.hlc,
             deps: Vec::new(),
             touches: HashMap::new(),
@@ -610,8 +612,7 @@ impl Replica {
             if let Ok(c) = decode_change(&op.body.change) {
                 self.rejected_changes.insert(c.hash());
             }
-            let e = self.rejected_logs.entry(op.log()).or_insert(op.body.seq);
-            *e = (*e).min(op.body.seq);
+            self.rejected_ops.insert(hash);
         }
         self.quarantine.insert(
             hash,
@@ -671,9 +672,7 @@ impl Replica {
             return Err(Step::Reject(Rejection::Counter(b.hlc.c)));
         }
         let log = op.log();
-        if let Some(&bad) = self.rejected_logs.get(&log)
-            && b.seq > bad
-        {
+        if b.prev.is_some_and(|p| self.rejected_ops.contains(&p)) {
             return Err(Step::Reject(Rejection::DependsOnRejected));
         }
         let change = parse_change(op).map_err(Step::Reject)?;
@@ -1021,7 +1020,7 @@ impl Replica {
             waiting: HashMap::new(),
             quarantine: BTreeMap::new(),
             rejected_changes: HashSet::new(),
-            rejected_logs: HashMap::new(),
+            rejected_ops: HashSet::new(),
             max_hlc: Hlc::ZERO,
             deps: Vec::new(),
             touches: HashMap::new(),

@@ -391,3 +391,71 @@ fn a_clock_at_the_counter_limit_does_not_stall_honest_writers() {
     }
     assert_eq!(a.state(), b.state());
 }
+
+#[test]
+fn a_refused_op_poisons_only_the_ops_that_depend_on_it() {
+    let mut t = team();
+    let (admin, n1) = (t.admin.clone(), t.n1.clone());
+    t.run(&admin, &n1, t.product(&admin, &n1, "first"));
+    // An authentic but invalid op at the log's next seq: it names no `prev`.
+    let action = t.product(&admin, &n1, "bad");
+    let mut body = t
+        .main
+        .prepare(admin.public(), n1.public(), t.clock.tick(), action)
+        .unwrap();
+    body.prev = None;
+    let bad = body.sign(&admin).unwrap();
+    // An op that builds on the invalid one.
+    let mut on_bad = with_clock(
+        &t.main,
+        &admin,
+        &n1,
+        Hlc::new(t.clock.tick(), 0),
+        t.product(&admin, &n1, "on-bad"),
+    )
+    .body;
+    on_bad.seq = bad.body.seq + 1;
+    on_bad.prev = Some(bad.hash());
+    let mut e = am::Change::from_bytes(on_bad.change.clone())
+        .unwrap()
+        .decode();
+    e.seq = on_bad.seq;
+    e.hash = None;
+    on_bad.change = am::Change::from(e).raw_bytes().to_vec();
+    let on_bad = on_bad.sign(&admin).unwrap();
+    // The valid op at the same seq, and the next one naming it.
+    let good = t.run(&admin, &n1, t.product(&admin, &n1, "good"));
+    let next = t.run(&admin, &n1, t.product(&admin, &n1, "next"));
+    assert_eq!((good.body.seq, bad.body.seq), (bad.body.seq, good.body.seq));
+    for order in [
+        [&bad, &on_bad, &good, &next],
+        [&on_bad, &bad, &next, &good],
+        [&next, &on_bad, &good, &bad],
+    ] {
+        let mut r = Replica::from_genesis(t.genesis.clone()).unwrap();
+        for o in &t.ops[..t.ops.len() - 2] {
+            r.apply(o.clone(), NOW);
+        }
+        for o in order {
+            r.apply(o.clone(), NOW);
+        }
+        // Once the valid op is in, the invalid one is also a fork.
+        let reason = refused(&r, &bad);
+        assert!(
+            matches!(reason, Rejection::Chain(_) | Rejection::Fork { .. }),
+            "{reason:?}"
+        );
+        let reason = refused(&r, &on_bad);
+        assert!(
+            matches!(reason, Rejection::DependsOnRejected | Rejection::Chain(_)),
+            "{reason:?}"
+        );
+        assert!(
+            r.op(&good.hash()).is_some(),
+            "the valid op at that seq applies"
+        );
+        assert!(r.op(&next.hash()).is_some(), "the op naming it applies");
+        assert_eq!(r.pending().count(), 0);
+        assert_eq!(r.state(), t.main.state());
+    }
+}
