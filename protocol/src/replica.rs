@@ -75,7 +75,113 @@ pub struct Report {
     pub applied: Vec<OpHash>,
     pub rejected: Vec<(OpHash, Rejection)>,
     pub waiting: Vec<(OpHash, Wait)>,
+    /// Waiting ops dropped to stay within the bounds on waiting ops; a peer
+    /// offers them again later.
+    pub dropped: Vec<OpHash>,
     pub duplicate: bool,
+}
+
+/// At most this many ops of one log wait (for a dependency, a log
+/// predecessor or their time); beyond it the log's oldest waiting op is dropped.
+pub const MAX_PENDING_PER_LOG: usize = 512;
+/// At most this many encoded bytes of one log's ops wait.
+pub const MAX_PENDING_BYTES_PER_LOG: usize = 16 * 1024 * 1024;
+/// At most this many ops wait in all; beyond it the oldest is dropped.
+pub const MAX_PENDING: usize = 4096;
+/// At most this many encoded bytes of ops wait in all.
+pub const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
+
+/// Ops waiting to be applied, in arrival order, bounded per log and in
+/// total: anyone can send validly signed ops that never become ready (a
+/// gap in a log, an unknown dependency, a far-future time). Sync offers
+/// ops in causal order, so an honest op rarely waits long, and a dropped
+/// one is offered again by the next anti-entropy round.
+#[derive(Debug, Default)]
+struct Pending {
+    ops: HashMap<OpHash, Held>,
+    order: BTreeMap<u64, OpHash>,
+    logs: HashMap<LogId, LogHeld>,
+    next: u64,
+    bytes: usize,
+}
+
+#[derive(Debug)]
+struct Held {
+    op: Op,
+    wait: Wait,
+    order: u64,
+    bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct LogHeld {
+    order: BTreeMap<u64, OpHash>,
+    bytes: usize,
+}
+
+impl Pending {
+    fn contains(&self, hash: &OpHash) -> bool {
+        self.ops.contains_key(hash)
+    }
+
+    fn remove(&mut self, hash: &OpHash) -> Option<(Op, Wait)> {
+        let held = self.ops.remove(hash)?;
+        self.order.remove(&held.order);
+        self.bytes -= held.bytes;
+        let log = held.op.log();
+        if let Some(l) = self.logs.get_mut(&log) {
+            l.order.remove(&held.order);
+            l.bytes -= held.bytes;
+            if l.order.is_empty() {
+                self.logs.remove(&log);
+            }
+        }
+        Some((held.op, held.wait))
+    }
+
+    /// Holds `op` until `wait` is over; returns the ops dropped to stay
+    /// within the bounds (oldest first), with what they waited for.
+    fn hold(&mut self, hash: OpHash, op: Op, wait: Wait) -> Vec<(OpHash, Wait)> {
+        self.remove(&hash);
+        let bytes = op.encode().len();
+        let log = op.log();
+        let order = self.next;
+        self.next += 1;
+        self.order.insert(order, hash);
+        self.bytes += bytes;
+        let l = self.logs.entry(log).or_default();
+        l.order.insert(order, hash);
+        l.bytes += bytes;
+        self.ops.insert(
+            hash,
+            Held {
+                op,
+                wait,
+                order,
+                bytes,
+            },
+        );
+        let mut dropped = Vec::new();
+        loop {
+            let victim = match self.logs.get(&log) {
+                Some(l)
+                    if l.order.len() > MAX_PENDING_PER_LOG
+                        || l.bytes > MAX_PENDING_BYTES_PER_LOG =>
+                {
+                    l.order.values().next().copied()
+                }
+                _ if self.ops.len() > MAX_PENDING || self.bytes > MAX_PENDING_BYTES => {
+                    self.order.values().next().copied()
+                }
+                _ => None,
+            };
+            match victim.and_then(|h| Some((h, self.remove(&h)?.1))) {
+                Some(d) => dropped.push(d),
+                None => break,
+            }
+        }
+        dropped
+    }
 }
 
 /// An applied op with its derived indexes.
@@ -126,7 +232,7 @@ pub struct Replica {
     by_hash: HashMap<OpHash, usize>,
     by_change: HashMap<ChangeHash, usize>,
     logs: HashMap<LogId, Vec<usize>>,
-    pending: HashMap<OpHash, Op>,
+    pending: Pending,
     waiting: HashMap<Wait, Vec<OpHash>>,
     quarantine: BTreeMap<OpHash, Quarantined>,
     rejected_changes: HashSet<ChangeHash>,
@@ -391,7 +497,7 @@ impl Replica {
             by_hash: HashMap::new(),
             by_change: HashMap::new(),
             logs: HashMap::new(),
-            pending: HashMap::new(),
+            pending: Pending::default(),
             waiting: HashMap::new(),
             quarantine: BTreeMap::new(),
             rejected_changes: HashSet::new(),
@@ -435,7 +541,7 @@ impl Replica {
     pub fn has(&self, hash: &OpHash) -> bool {
         self.by_hash.contains_key(hash)
             || self.quarantine.contains_key(hash)
-            || self.pending.contains_key(hash)
+            || self.pending.contains(hash)
     }
 
     pub fn quarantine(&self) -> &BTreeMap<OpHash, Quarantined> {
@@ -443,7 +549,7 @@ impl Replica {
     }
 
     pub fn pending(&self) -> impl Iterator<Item = (&OpHash, &Op)> {
-        self.pending.iter()
+        self.pending.ops.iter().map(|(h, held)| (h, &held.op))
     }
 
     /// The largest time of any applied op.
@@ -537,7 +643,7 @@ impl Replica {
                     self.pending.remove(&hash);
                     for key in [Wait::Change(change), Wait::Log(log, seq)] {
                         for h in self.waiting.remove(&key).unwrap_or_default() {
-                            if let Some(o) = self.pending.remove(&h) {
+                            if let Some((o, _)) = self.pending.remove(&h) {
                                 queue.push((o, h));
                             }
                         }
@@ -546,8 +652,16 @@ impl Replica {
                 Ok(None) => {}
                 Err(Step::Wait(w)) => {
                     report.waiting.push((hash, w.clone()));
-                    self.waiting.entry(w).or_default().push(hash);
-                    self.pending.insert(hash, op);
+                    self.waiting.entry(w.clone()).or_default().push(hash);
+                    for (h, w) in self.pending.hold(hash, op, w) {
+                        if let Some(v) = self.waiting.get_mut(&w) {
+                            v.retain(|x| *x != h);
+                            if v.is_empty() {
+                                self.waiting.remove(&w);
+                            }
+                        }
+                        report.dropped.push(h);
+                    }
                 }
                 Err(Step::Reject(reason)) => {
                     self.pending.remove(&hash);
@@ -568,7 +682,7 @@ impl Replica {
                             .unwrap_or_default(),
                     );
                     for h in wake {
-                        if let Some(o) = self.pending.remove(&h) {
+                        if let Some((o, _)) = self.pending.remove(&h) {
                             queue.push((o, h));
                         }
                     }
@@ -583,17 +697,20 @@ impl Replica {
         let keys: Vec<Wait> = self
             .waiting
             .keys()
-            .filter(|w| matches!(w, Wait::Future(t) if t.ms <= now_ms + MAX_FUTURE_MS))
+            .filter(
+                |w| matches!(w, Wait::Future(t) if t.ms <= now_ms.saturating_add(MAX_FUTURE_MS)),
+            )
             .cloned()
             .collect();
         let mut report = Report::default();
         for k in keys {
             for h in self.waiting.remove(&k).unwrap_or_default() {
-                if let Some(op) = self.pending.remove(&h) {
+                if let Some((op, _)) = self.pending.remove(&h) {
                     let r = self.apply(op, now_ms);
                     report.applied.extend(r.applied);
                     report.rejected.extend(r.rejected);
                     report.waiting.extend(r.waiting);
+                    report.dropped.extend(r.dropped);
                 }
             }
         }
@@ -1016,7 +1133,7 @@ impl Replica {
             by_hash: HashMap::new(),
             by_change: HashMap::new(),
             logs: HashMap::new(),
-            pending: HashMap::new(),
+            pending: Pending::default(),
             waiting: HashMap::new(),
             quarantine: BTreeMap::new(),
             rejected_changes: HashSet::new(),

@@ -459,3 +459,103 @@ fn a_refused_op_poisons_only_the_ops_that_depend_on_it() {
         assert_eq!(r.state(), t.main.state());
     }
 }
+
+/// A validly signed op of (`author`, `origin`) at `seq` that waits: its
+/// log's earlier ops never arrive. `pad` bytes of description make it big.
+fn waiting_op(team: &Replica, author: &SecretKey, origin: &SecretKey, seq: u64, pad: usize) -> Op {
+    let log = shoal_protocol::keys::LogId {
+        author: author.public(),
+        origin: origin.public(),
+    };
+    let hlc = Hlc::new(NOW - 1000, 0);
+    let change = ExpandedChange {
+        operations: Vec::new(),
+        actor_id: log.actor(),
+        hash: None,
+        seq,
+        start_op: std::num::NonZeroU64::new(1).unwrap(),
+        time: hlc.ms as i64,
+        message: None,
+        deps: Vec::new(),
+        extra_bytes: Vec::new(),
+        author: None,
+    };
+    let body = OpBody {
+        version: OP_VERSION,
+        team: Some(team.team()),
+        author: author.public(),
+        origin: origin.public(),
+        seq,
+        prev: None,
+        hlc,
+        action: Action::ProductCreate {
+            id: format!("p{seq}"),
+            name: format!("p{seq}"),
+            kind: ProductKind::Complex,
+            description: "x".repeat(pad),
+            version: None,
+        },
+        change: am::Change::from(change).raw_bytes().to_vec(),
+    };
+    body.sign(author).unwrap()
+}
+
+#[test]
+fn waiting_ops_are_bounded_per_log_and_in_total() {
+    use shoal_protocol::replica::{MAX_PENDING, MAX_PENDING_BYTES_PER_LOG, MAX_PENDING_PER_LOG};
+    let mut t = team();
+    let mut r = t.replica();
+    let n1 = t.n1.clone();
+    let pending_of = |r: &Replica, who: &SecretKey| {
+        r.pending()
+            .filter(|(_, o)| o.body.author == who.public())
+            .count()
+    };
+    // One log: the oldest waiting ops make way.
+    let flooder = key(200);
+    let ops: Vec<Op> = (2..MAX_PENDING_PER_LOG as u64 + 7)
+        .map(|seq| waiting_op(&r, &flooder, &n1, seq, 0))
+        .collect();
+    let mut dropped = Vec::new();
+    for o in &ops {
+        let rep = r.apply(o.clone(), NOW);
+        assert!(rep.rejected.is_empty() && rep.applied.is_empty(), "{rep:?}");
+        dropped.extend(rep.dropped);
+    }
+    assert_eq!(pending_of(&r, &flooder), MAX_PENDING_PER_LOG);
+    let oldest: Vec<_> = ops[..5].iter().map(Op::hash).collect();
+    assert_eq!(dropped, oldest);
+    assert!(!r.has(&oldest[0]) && r.has(&ops[5].hash()));
+    // Bytes of one log.
+    let big = key(201);
+    let pad = MAX_PENDING_BYTES_PER_LOG / 4;
+    for seq in 2..8 {
+        r.apply(waiting_op(&r, &big, &n1, seq, pad), NOW);
+    }
+    let held: usize = r
+        .pending()
+        .filter(|(_, o)| o.body.author == big.public())
+        .map(|(_, o)| o.encode().len())
+        .sum();
+    assert!(held <= MAX_PENDING_BYTES_PER_LOG, "{held}");
+    assert_eq!(pending_of(&r, &big), 3);
+    // In total, over many logs.
+    for k in 0..(MAX_PENDING / MAX_PENDING_PER_LOG) as u8 + 1 {
+        let who = key(210 + k);
+        for seq in 2..MAX_PENDING_PER_LOG as u64 + 2 {
+            r.apply(waiting_op(&r, &who, &n1, seq, 0), NOW);
+        }
+    }
+    assert_eq!(r.pending().count(), MAX_PENDING);
+    assert_eq!(pending_of(&r, &flooder), 0, "the oldest went first");
+    // Honest ops still apply, and an honest op that waits is applied when
+    // what it waits for arrives.
+    let (owner, n0) = (t.owner.clone(), t.n0.clone());
+    let first = t.run(&owner, &n0, t.product(&owner, &n0, "one"));
+    let second = t.run(&owner, &n0, t.product(&owner, &n0, "two"));
+    let rep = r.apply(second.clone(), NOW);
+    assert_eq!(rep.waiting.len(), 1, "{rep:?}");
+    let rep = r.apply(first.clone(), NOW);
+    assert_eq!(rep.applied, vec![first.hash(), second.hash()], "{rep:?}");
+    assert_eq!(r.state(), t.main.state());
+}
