@@ -249,6 +249,8 @@ pub struct Replica {
     /// The largest op counter of any applied change: the next change on top
     /// of the whole document starts after it.
     max_op: u64,
+    /// Per applied op index: the largest op counter of its change.
+    max_ops: Vec<u64>,
 }
 
 fn internal(e: impl std::fmt::Display) -> Rejection {
@@ -506,6 +508,7 @@ impl Replica {
             deps: Vec::new(),
             touches: HashMap::new(),
             max_op: 0,
+            max_ops: Vec::new(),
         };
         r.record(op, hash, Vec::new(), max_op);
         r.touches.insert(0, touches);
@@ -743,6 +746,7 @@ impl Replica {
     fn record(&mut self, op: Op, change: ChangeHash, deps: Vec<ChangeHash>, max_op: u64) {
         let hash = op.hash();
         self.max_op = self.max_op.max(max_op);
+        self.max_ops.push(max_op);
         let idx = self.applied.len();
         self.deps.push(deps);
         let log = op.log();
@@ -899,17 +903,13 @@ impl Replica {
                 }
             }
         } else {
-            let mut past = self
-                .doc
-                .fork_at(&deps)
+            let (expected, ends) = self
+                .expected_at(&deps, log, b.seq, b.hlc, &writes, log_prev)
                 .map_err(|e| Step::Reject(internal(e)))?;
-            let (h, ends) = commit_expected(&mut past, log, b.hlc, &writes)
-                .map_err(|e| Step::Reject(internal(e)))?;
-            if h != carried {
-                let expected = past.get_last_local_change();
+            if expected.hash() != carried {
                 return Err(Step::Reject(self.mismatch(
                     &change,
-                    expected.as_ref(),
+                    Some(&expected),
                     &deps,
                     &writes,
                     &ends,
@@ -945,6 +945,110 @@ impl Replica {
         self.record(op.clone(), change_hash, deps, max_op);
         self.touches.insert(idx, touches);
         Ok(change_hash)
+    }
+
+    /// The change `prepare` would have made for `writes` on a document
+    /// holding exactly the causal past of `deps` (not all applied changes).
+    /// Forking the document at the deps would replay the whole history;
+    /// instead the writes are made in a transaction isolated at the deps on
+    /// a copy of the document, which sees and overwrites what the past
+    /// holds, and the two things the rest of the document changes are set to
+    /// the past's: the first op counter (one past the largest counter in the
+    /// causal past; the change's own op ids move with it) and the deps (the
+    /// heads of the causal past, plus the log's previous change). Returns
+    /// the change and, per write, the number of ops written up to it.
+    fn expected_at(
+        &self,
+        deps: &[ChangeHash],
+        log: LogId,
+        seq: u64,
+        hlc: Hlc,
+        writes: &[Write],
+        log_prev: Option<ChangeHash>,
+    ) -> Result<(am::Change, Vec<usize>), String> {
+        use am::transaction::Transactable as _;
+        let mut past = vec![false; self.applied.len()];
+        let mut stack: Vec<usize> = deps
+            .iter()
+            .filter_map(|d| self.by_change.get(d).copied())
+            .collect();
+        while let Some(i) = stack.pop() {
+            if std::mem::replace(&mut past[i], true) {
+                continue;
+            }
+            stack.extend(self.deps[i].iter().filter_map(|d| self.by_change.get(d)));
+        }
+        let mut max_op = 0;
+        let mut inner: HashSet<ChangeHash> = HashSet::new();
+        for (i, _) in past.iter().enumerate().filter(|(_, p)| **p) {
+            max_op = max_op.max(self.max_ops[i]);
+            inner.extend(self.deps[i].iter().copied());
+        }
+        let mut heads: Vec<ChangeHash> = past
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| **p)
+            .map(|(i, _)| self.applied[i].change)
+            .filter(|h| !inner.contains(h))
+            .collect();
+        if let Some(p) = log_prev
+            && !heads.contains(&p)
+        {
+            heads.push(p);
+        }
+        let mut doc = self.doc.clone();
+        doc.set_actor(log.actor());
+        let mut tx = doc
+            .transaction_at(am::PatchLog::inactive(), deps)
+            .map_err(|e| e.to_string())?;
+        let mut ends = Vec::with_capacity(writes.len());
+        for w in writes {
+            write_entity(&mut tx, w.collection, &w.id, w.value.as_ref())
+                .map_err(|e| e.to_string())?;
+            ends.push(tx.pending_ops());
+        }
+        let opts = am::transaction::CommitOptions::default().with_time(hlc.ms as i64);
+        let mut e = match tx.commit_with(opts) {
+            (Some(_), _) => doc
+                .get_last_local_change()
+                .ok_or("no change was made")?
+                .decode(),
+            (None, _) => am::ExpandedChange {
+                operations: Vec::new(),
+                actor_id: log.actor(),
+                hash: None,
+                seq,
+                start_op: std::num::NonZeroU64::MIN,
+                time: hlc.ms as i64,
+                message: None,
+                deps: Vec::new(),
+                extra_bytes: Vec::new(),
+                author: None,
+            },
+        };
+        let start = max_op.saturating_add(1);
+        let old = e.start_op.get();
+        let actor = log.actor();
+        let shift = |id: &mut am::legacy::OpId| {
+            if id.1 == actor && id.0 >= old {
+                id.0 = id.0 - old + start;
+            }
+        };
+        for op in &mut e.operations {
+            if let am::legacy::ObjectId::Id(id) = &mut op.obj {
+                shift(id);
+            }
+            if let am::legacy::Key::Seq(am::legacy::ElementId::Id(id)) = &mut op.key {
+                shift(id);
+            }
+            let mut pred: Vec<am::legacy::OpId> = op.pred.iter().cloned().collect();
+            pred.iter_mut().for_each(shift);
+            op.pred = pred.into();
+        }
+        e.start_op = std::num::NonZeroU64::new(start).ok_or("op counter overflow")?;
+        e.deps = heads;
+        e.hash = None;
+        Ok((am::Change::from(e), ends))
     }
 
     /// Why a carried change differs from the one its action implies, for
@@ -1142,6 +1246,7 @@ impl Replica {
             deps: Vec::new(),
             touches: HashMap::new(),
             max_op: 0,
+            max_ops: Vec::new(),
         };
         for op in std::iter::once(genesis).chain(iter) {
             let c =
