@@ -15,7 +15,7 @@ use automerge::{self as am, ChangeHash, ReadDoc as _};
 use crate::action::Action;
 use crate::doc::{AtHeads, read_entity, read_state, write_entity};
 use crate::effect::{self, Write};
-use crate::hlc::{Hlc, MAX_FUTURE_MS};
+use crate::hlc::{Hlc, MAX_COUNTER, MAX_FUTURE_MS};
 use crate::keys::{LogId, OpHash, PublicKey, TeamId};
 use crate::model::{Collection, TeamState};
 use crate::op::{OP_VERSION, Op, OpBody};
@@ -40,6 +40,8 @@ pub enum Rejection {
     Fork { seq: u64 },
     #[error("it depends on a rejected op")]
     DependsOnRejected,
+    #[error("its clock counter {0} is above the bound {MAX_COUNTER}")]
+    Counter(u32),
     #[error("its clock {hlc} is not after its causal past ({past})")]
     Clock { hlc: Hlc, past: Hlc },
     #[error("refused by the rules: {0}")]
@@ -73,7 +75,113 @@ pub struct Report {
     pub applied: Vec<OpHash>,
     pub rejected: Vec<(OpHash, Rejection)>,
     pub waiting: Vec<(OpHash, Wait)>,
+    /// Waiting ops dropped to stay within the bounds on waiting ops; a peer
+    /// offers them again later.
+    pub dropped: Vec<OpHash>,
     pub duplicate: bool,
+}
+
+/// At most this many ops of one log wait (for a dependency, a log
+/// predecessor or their time); beyond it the log's oldest waiting op is dropped.
+pub const MAX_PENDING_PER_LOG: usize = 512;
+/// At most this many encoded bytes of one log's ops wait.
+pub const MAX_PENDING_BYTES_PER_LOG: usize = 16 * 1024 * 1024;
+/// At most this many ops wait in all; beyond it the oldest is dropped.
+pub const MAX_PENDING: usize = 4096;
+/// At most this many encoded bytes of ops wait in all.
+pub const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
+
+/// Ops waiting to be applied, in arrival order, bounded per log and in
+/// total: anyone can send validly signed ops that never become ready (a
+/// gap in a log, an unknown dependency, a far-future time). Sync offers
+/// ops in causal order, so an honest op rarely waits long, and a dropped
+/// one is offered again by the next anti-entropy round.
+#[derive(Debug, Default)]
+struct Pending {
+    ops: HashMap<OpHash, Held>,
+    order: BTreeMap<u64, OpHash>,
+    logs: HashMap<LogId, LogHeld>,
+    next: u64,
+    bytes: usize,
+}
+
+#[derive(Debug)]
+struct Held {
+    op: Op,
+    wait: Wait,
+    order: u64,
+    bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct LogHeld {
+    order: BTreeMap<u64, OpHash>,
+    bytes: usize,
+}
+
+impl Pending {
+    fn contains(&self, hash: &OpHash) -> bool {
+        self.ops.contains_key(hash)
+    }
+
+    fn remove(&mut self, hash: &OpHash) -> Option<(Op, Wait)> {
+        let held = self.ops.remove(hash)?;
+        self.order.remove(&held.order);
+        self.bytes -= held.bytes;
+        let log = held.op.log();
+        if let Some(l) = self.logs.get_mut(&log) {
+            l.order.remove(&held.order);
+            l.bytes -= held.bytes;
+            if l.order.is_empty() {
+                self.logs.remove(&log);
+            }
+        }
+        Some((held.op, held.wait))
+    }
+
+    /// Holds `op` until `wait` is over; returns the ops dropped to stay
+    /// within the bounds (oldest first), with what they waited for.
+    fn hold(&mut self, hash: OpHash, op: Op, wait: Wait) -> Vec<(OpHash, Wait)> {
+        self.remove(&hash);
+        let bytes = op.encode().len();
+        let log = op.log();
+        let order = self.next;
+        self.next += 1;
+        self.order.insert(order, hash);
+        self.bytes += bytes;
+        let l = self.logs.entry(log).or_default();
+        l.order.insert(order, hash);
+        l.bytes += bytes;
+        self.ops.insert(
+            hash,
+            Held {
+                op,
+                wait,
+                order,
+                bytes,
+            },
+        );
+        let mut dropped = Vec::new();
+        loop {
+            let victim = match self.logs.get(&log) {
+                Some(l)
+                    if l.order.len() > MAX_PENDING_PER_LOG
+                        || l.bytes > MAX_PENDING_BYTES_PER_LOG =>
+                {
+                    l.order.values().next().copied()
+                }
+                _ if self.ops.len() > MAX_PENDING || self.bytes > MAX_PENDING_BYTES => {
+                    self.order.values().next().copied()
+                }
+                _ => None,
+            };
+            match victim.and_then(|h| Some((h, self.remove(&h)?.1))) {
+                Some(d) => dropped.push(d),
+                None => break,
+            }
+        }
+        dropped
+    }
 }
 
 /// An applied op with its derived indexes.
@@ -124,27 +232,42 @@ pub struct Replica {
     by_hash: HashMap<OpHash, usize>,
     by_change: HashMap<ChangeHash, usize>,
     logs: HashMap<LogId, Vec<usize>>,
-    pending: HashMap<OpHash, Op>,
+    pending: Pending,
     waiting: HashMap<Wait, Vec<OpHash>>,
     quarantine: BTreeMap<OpHash, Quarantined>,
     rejected_changes: HashSet<ChangeHash>,
-    /// Per log, the lowest rejected seq: later ops of that log depend on it.
-    rejected_logs: HashMap<LogId, u64>,
+    /// Authentic ops that were refused: an op naming one as its `prev`
+    /// depends on it and is refused too. (Refusal is by hash, never by seq:
+    /// another op at the same seq may still be valid.)
+    rejected_ops: HashSet<OpHash>,
     max_hlc: Hlc,
     /// Per applied op (same index as `applied`): its change's deps.
     deps: Vec<Vec<ChangeHash>>,
     /// Per applied op index: what its change wrote. Filled when the op is
     /// validated, or on first need for ops restored from a snapshot.
     touches: HashMap<usize, BTreeSet<Touch>>,
+    /// The largest op counter of any applied change: the next change on top
+    /// of the whole document starts after it.
+    max_op: u64,
+    /// Per applied op index: the largest op counter of its change.
+    max_ops: Vec<u64>,
 }
 
 fn internal(e: impl std::fmt::Display) -> Rejection {
     Rejection::Internal(e.to_string())
 }
 
+/// Decodes change bytes. Automerge panics on some malformed changes (op
+/// counters past `u32::MAX`), so a panic is caught and reported as an error.
+fn decode_change(bytes: &[u8]) -> Result<am::Change, String> {
+    match catch_unwind(|| am::Change::from_bytes(bytes.to_vec())) {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("it cannot be decoded".into()),
+    }
+}
+
 fn parse_change(op: &Op) -> Result<am::Change, Rejection> {
-    let change = am::Change::from_bytes(op.body.change.clone())
-        .map_err(|e| Rejection::BadChange(e.to_string()))?;
+    let change = decode_change(&op.body.change).map_err(Rejection::BadChange)?;
     let log = op.log();
     if change.actor_id() != &log.actor() {
         return Err(Rejection::BadChange("its actor is not the op's log".into()));
@@ -333,6 +456,9 @@ impl Replica {
         if !op.verify_signature() {
             return Err(Rejection::BadSignature.into());
         }
+        if b.hlc.c > MAX_COUNTER {
+            return Err(Rejection::Counter(b.hlc.c).into());
+        }
         let change = parse_change(&op)?;
         if !change.deps().is_empty() {
             return Err(bad("it has dependencies"));
@@ -345,34 +471,24 @@ impl Replica {
             hlc: b.hlc,
         };
         let writes = effect::genesis(&ctx, &b.action);
+        // The change must be exactly the one team.create implies.
+        let expected = make_change(&am::Automerge::new(), op.log(), b.hlc, &writes, 1)
+            .map_err(|e| Rejection::Internal(e.to_string()))?;
+        if expected != b.change {
+            return Err(
+                Rejection::BadChange("it is not the change team.create implies".into()).into(),
+            );
+        }
         let mut doc = am::Automerge::new();
-        let touches = touched(&doc, None, &change).map_err(Rejection::BadChange)?;
-        let mut allowed: BTreeSet<Touch> = Collection::ALL
+        let mut touches: BTreeSet<Touch> = Collection::ALL
             .iter()
             .map(|c| Touch::RootKey(c.key().to_string()))
             .collect();
-        allowed.extend(
-            writes
-                .iter()
-                .map(|w| Touch::Entity(w.collection, w.id.clone())),
-        );
-        if let Some(t) = touches.difference(&allowed).next() {
-            return Err(Rejection::OutOfScope {
-                path: path_text(t),
-                action: "team.create",
-            }
-            .into());
-        }
+        touches.extend(writes_touch(&writes));
         let hash = change.hash();
+        let max_op = change.max_op();
         doc.apply_changes([change])
             .map_err(|e| Rejection::BadChange(e.to_string()))?;
-        // Every collection must exist, so later ops never create one.
-        for c in Collection::ALL {
-            if doc.get(am::ROOT, c.key()).ok().flatten().is_none() {
-                return Err(bad("it does not create every collection"));
-            }
-        }
-        check_writes(&doc, None, &writes, "team.create")?;
         let state = read_state(&doc).map_err(internal)?;
         let team = TeamId(op.hash().0);
         let mut r = Replica {
@@ -383,16 +499,18 @@ impl Replica {
             by_hash: HashMap::new(),
             by_change: HashMap::new(),
             logs: HashMap::new(),
-            pending: HashMap::new(),
+            pending: Pending::default(),
             waiting: HashMap::new(),
             quarantine: BTreeMap::new(),
             rejected_changes: HashSet::new(),
-            rejected_logs: HashMap::new(),
+            rejected_ops: HashSet::new(),
             max_hlc: b.hlc,
             deps: Vec::new(),
             touches: HashMap::new(),
+            max_op: 0,
+            max_ops: Vec::new(),
         };
-        r.record(op, hash, Vec::new());
+        r.record(op, hash, Vec::new(), max_op);
         r.touches.insert(0, touches);
         Ok(r)
     }
@@ -426,7 +544,7 @@ impl Replica {
     pub fn has(&self, hash: &OpHash) -> bool {
         self.by_hash.contains_key(hash)
             || self.quarantine.contains_key(hash)
-            || self.pending.contains_key(hash)
+            || self.pending.contains(hash)
     }
 
     pub fn quarantine(&self) -> &BTreeMap<OpHash, Quarantined> {
@@ -434,7 +552,7 @@ impl Replica {
     }
 
     pub fn pending(&self) -> impl Iterator<Item = (&OpHash, &Op)> {
-        self.pending.iter()
+        self.pending.ops.iter().map(|(h, held)| (h, &held.op))
     }
 
     /// The largest time of any applied op.
@@ -528,7 +646,7 @@ impl Replica {
                     self.pending.remove(&hash);
                     for key in [Wait::Change(change), Wait::Log(log, seq)] {
                         for h in self.waiting.remove(&key).unwrap_or_default() {
-                            if let Some(o) = self.pending.remove(&h) {
+                            if let Some((o, _)) = self.pending.remove(&h) {
                                 queue.push((o, h));
                             }
                         }
@@ -537,8 +655,16 @@ impl Replica {
                 Ok(None) => {}
                 Err(Step::Wait(w)) => {
                     report.waiting.push((hash, w.clone()));
-                    self.waiting.entry(w).or_default().push(hash);
-                    self.pending.insert(hash, op);
+                    self.waiting.entry(w.clone()).or_default().push(hash);
+                    for (h, w) in self.pending.hold(hash, op, w) {
+                        if let Some(v) = self.waiting.get_mut(&w) {
+                            v.retain(|x| *x != h);
+                            if v.is_empty() {
+                                self.waiting.remove(&w);
+                            }
+                        }
+                        report.dropped.push(h);
+                    }
                 }
                 Err(Step::Reject(reason)) => {
                     self.pending.remove(&hash);
@@ -546,7 +672,7 @@ impl Replica {
                     report.rejected.push((hash, reason));
                     // Whatever waited on this op can never apply.
                     let mut wake: Vec<OpHash> = Vec::new();
-                    if let Ok(c) = am::Change::from_bytes(op.body.change.clone()) {
+                    if let Ok(c) = decode_change(&op.body.change) {
                         wake.extend(
                             self.waiting
                                 .remove(&Wait::Change(c.hash()))
@@ -559,7 +685,7 @@ impl Replica {
                             .unwrap_or_default(),
                     );
                     for h in wake {
-                        if let Some(o) = self.pending.remove(&h) {
+                        if let Some((o, _)) = self.pending.remove(&h) {
                             queue.push((o, h));
                         }
                     }
@@ -574,17 +700,20 @@ impl Replica {
         let keys: Vec<Wait> = self
             .waiting
             .keys()
-            .filter(|w| matches!(w, Wait::Future(t) if t.ms <= now_ms + MAX_FUTURE_MS))
+            .filter(
+                |w| matches!(w, Wait::Future(t) if t.ms <= now_ms.saturating_add(MAX_FUTURE_MS)),
+            )
             .cloned()
             .collect();
         let mut report = Report::default();
         for k in keys {
             for h in self.waiting.remove(&k).unwrap_or_default() {
-                if let Some(op) = self.pending.remove(&h) {
+                if let Some((op, _)) = self.pending.remove(&h) {
                     let r = self.apply(op, now_ms);
                     report.applied.extend(r.applied);
                     report.rejected.extend(r.rejected);
                     report.waiting.extend(r.waiting);
+                    report.dropped.extend(r.dropped);
                 }
             }
         }
@@ -600,11 +729,10 @@ impl Replica {
             Rejection::BadSignature | Rejection::WrongTeam(_) | Rejection::Version(_)
         );
         if authentic && !matches!(reason, Rejection::Fork { .. }) {
-            if let Ok(c) = am::Change::from_bytes(op.body.change.clone()) {
+            if let Ok(c) = decode_change(&op.body.change) {
                 self.rejected_changes.insert(c.hash());
             }
-            let e = self.rejected_logs.entry(op.log()).or_insert(op.body.seq);
-            *e = (*e).min(op.body.seq);
+            self.rejected_ops.insert(hash);
         }
         self.quarantine.insert(
             hash,
@@ -615,8 +743,10 @@ impl Replica {
         );
     }
 
-    fn record(&mut self, op: Op, change: ChangeHash, deps: Vec<ChangeHash>) {
+    fn record(&mut self, op: Op, change: ChangeHash, deps: Vec<ChangeHash>, max_op: u64) {
         let hash = op.hash();
+        self.max_op = self.max_op.max(max_op);
+        self.max_ops.push(max_op);
         let idx = self.applied.len();
         self.deps.push(deps);
         let log = op.log();
@@ -659,10 +789,11 @@ impl Replica {
         if !op.verify_signature() {
             return Err(Step::Reject(Rejection::BadSignature));
         }
+        if b.hlc.c > MAX_COUNTER {
+            return Err(Step::Reject(Rejection::Counter(b.hlc.c)));
+        }
         let log = op.log();
-        if let Some(&bad) = self.rejected_logs.get(&log)
-            && b.seq > bad
-        {
+        if b.prev.is_some_and(|p| self.rejected_ops.contains(&p)) {
             return Err(Step::Reject(Rejection::DependsOnRejected));
         }
         let change = parse_change(op).map_err(Step::Reject)?;
@@ -678,6 +809,7 @@ impl Replica {
             return Err(Step::Wait(Wait::Log(log, b.seq - 1)));
         }
         let prev = self.log_op(&log, b.seq - 1);
+        let log_prev = prev.map(|a| a.change);
         if prev.map(|a| a.hash) != b.prev {
             return Err(Step::Reject(Rejection::Chain(format!(
                 "seq {} does not name the hash of seq {}",
@@ -724,35 +856,73 @@ impl Replica {
         };
         rules::check(pre, &ctx, &b.action).map_err(|e| Step::Reject(e.into()))?;
         let writes = effect::effect(pre, &ctx, &b.action);
-        // Path scope: the change writes only into the entities the action names.
-        let touches = touched(&self.doc, (!fast).then_some(deps.as_slice()), &change)
-            .map_err(|e| Step::Reject(Rejection::BadChange(e)))?;
-        let allowed: BTreeSet<Touch> = writes
-            .iter()
-            .map(|w| Touch::Entity(w.collection, w.id.clone()))
-            .collect();
-        if let Some(t) = touches.difference(&allowed).next() {
-            return Err(Step::Reject(Rejection::OutOfScope {
-                path: path_text(t),
-                action: b.action.name(),
-            }));
+        // The change must be byte for byte the one an honest `prepare` made
+        // from this action at these deps: rebuild it and compare hashes.
+        let carried = change.hash();
+        if fast {
+            // What the rebuilt change's header will be; checked first so a
+            // bad header never costs a rebuild of the document.
+            let mut want = self.doc.get_heads();
+            if let Some(p) = log_prev
+                && !want.contains(&p)
+            {
+                want.push(p);
+            }
+            if sorted(want) != deps {
+                return Err(Step::Reject(Rejection::BadChange(
+                    "its deps are not the document's heads".into(),
+                )));
+            }
+            if change.start_op().get() != self.max_op.saturating_add(1) {
+                return Err(Step::Reject(Rejection::BadChange(format!(
+                    "its start_op {} is not {}",
+                    change.start_op(),
+                    self.max_op.saturating_add(1)
+                ))));
+            }
+            // On top of the whole document: write the expected change into
+            // the live document; when it matches it *is* this op's change.
+            let made = commit_expected(&mut self.doc, log, b.hlc, &writes);
+            match made {
+                Ok((h, _)) if h == carried => {}
+                Ok((_, ends)) => {
+                    let expected = self.doc.get_last_local_change();
+                    self.rebuild();
+                    return Err(Step::Reject(self.mismatch(
+                        &change,
+                        expected.as_ref(),
+                        &deps,
+                        &writes,
+                        &ends,
+                        b.action.name(),
+                    )));
+                }
+                Err(e) => {
+                    self.rebuild();
+                    return Err(Step::Reject(internal(e)));
+                }
+            }
+        } else {
+            let (expected, ends) = self
+                .expected_at(&deps, log, b.seq, b.hlc, &writes, log_prev)
+                .map_err(|e| Step::Reject(internal(e)))?;
+            if expected.hash() != carried {
+                return Err(Step::Reject(self.mismatch(
+                    &change,
+                    Some(&expected),
+                    &deps,
+                    &writes,
+                    &ends,
+                    b.action.name(),
+                )));
+            }
+            self.doc
+                .apply_changes([change.clone()])
+                .map_err(|e| Step::Reject(Rejection::BadChange(e.to_string())))?;
         }
-        let change_hash = change.hash();
-        self.doc
-            .apply_changes([change])
-            .map_err(|e| Step::Reject(Rejection::BadChange(e.to_string())))?;
-        // Effect: at (causal past + this op) every entity is exactly as the action says.
-        let heads = [change_hash];
-        let checked = check_writes(
-            &self.doc,
-            (!fast).then_some(&heads[..]),
-            &writes,
-            b.action.name(),
-        );
-        if let Err(r) = checked {
-            self.rebuild();
-            return Err(Step::Reject(r));
-        }
+        let change_hash = carried;
+        let max_op = change.max_op();
+        let touches: BTreeSet<Touch> = writes_touch(&writes).collect();
         if fast {
             for w in writes {
                 self.state.set(w.collection, &w.id, w.value);
@@ -772,9 +942,169 @@ impl Replica {
             }
         }
         let idx = self.applied.len();
-        self.record(op.clone(), change_hash, deps);
+        self.record(op.clone(), change_hash, deps, max_op);
         self.touches.insert(idx, touches);
         Ok(change_hash)
+    }
+
+    /// The change `prepare` would have made for `writes` on a document
+    /// holding exactly the causal past of `deps` (not all applied changes).
+    /// Forking the document at the deps would replay the whole history;
+    /// instead the writes are made in a transaction isolated at the deps on
+    /// a copy of the document, which sees and overwrites what the past
+    /// holds, and the two things the rest of the document changes are set to
+    /// the past's: the first op counter (one past the largest counter in the
+    /// causal past; the change's own op ids move with it) and the deps (the
+    /// heads of the causal past, plus the log's previous change). Returns
+    /// the change and, per write, the number of ops written up to it.
+    fn expected_at(
+        &self,
+        deps: &[ChangeHash],
+        log: LogId,
+        seq: u64,
+        hlc: Hlc,
+        writes: &[Write],
+        log_prev: Option<ChangeHash>,
+    ) -> Result<(am::Change, Vec<usize>), String> {
+        use am::transaction::Transactable as _;
+        let mut past = vec![false; self.applied.len()];
+        let mut stack: Vec<usize> = deps
+            .iter()
+            .filter_map(|d| self.by_change.get(d).copied())
+            .collect();
+        while let Some(i) = stack.pop() {
+            if std::mem::replace(&mut past[i], true) {
+                continue;
+            }
+            stack.extend(self.deps[i].iter().filter_map(|d| self.by_change.get(d)));
+        }
+        let mut max_op = 0;
+        let mut inner: HashSet<ChangeHash> = HashSet::new();
+        for (i, _) in past.iter().enumerate().filter(|(_, p)| **p) {
+            max_op = max_op.max(self.max_ops[i]);
+            inner.extend(self.deps[i].iter().copied());
+        }
+        let mut heads: Vec<ChangeHash> = past
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| **p)
+            .map(|(i, _)| self.applied[i].change)
+            .filter(|h| !inner.contains(h))
+            .collect();
+        if let Some(p) = log_prev
+            && !heads.contains(&p)
+        {
+            heads.push(p);
+        }
+        let mut doc = self.doc.clone();
+        doc.set_actor(log.actor());
+        let mut tx = doc
+            .transaction_at(am::PatchLog::inactive(), deps)
+            .map_err(|e| e.to_string())?;
+        let mut ends = Vec::with_capacity(writes.len());
+        for w in writes {
+            write_entity(&mut tx, w.collection, &w.id, w.value.as_ref())
+                .map_err(|e| e.to_string())?;
+            ends.push(tx.pending_ops());
+        }
+        let opts = am::transaction::CommitOptions::default().with_time(hlc.ms as i64);
+        let mut e = match tx.commit_with(opts) {
+            (Some(_), _) => doc
+                .get_last_local_change()
+                .ok_or("no change was made")?
+                .decode(),
+            (None, _) => am::ExpandedChange {
+                operations: Vec::new(),
+                actor_id: log.actor(),
+                hash: None,
+                seq,
+                start_op: std::num::NonZeroU64::MIN,
+                time: hlc.ms as i64,
+                message: None,
+                deps: Vec::new(),
+                extra_bytes: Vec::new(),
+                author: None,
+            },
+        };
+        let start = max_op.saturating_add(1);
+        let old = e.start_op.get();
+        let actor = log.actor();
+        let shift = |id: &mut am::legacy::OpId| {
+            if id.1 == actor && id.0 >= old {
+                id.0 = id.0 - old + start;
+            }
+        };
+        for op in &mut e.operations {
+            if let am::legacy::ObjectId::Id(id) = &mut op.obj {
+                shift(id);
+            }
+            if let am::legacy::Key::Seq(am::legacy::ElementId::Id(id)) = &mut op.key {
+                shift(id);
+            }
+            let mut pred: Vec<am::legacy::OpId> = op.pred.iter().cloned().collect();
+            pred.iter_mut().for_each(shift);
+            op.pred = pred.into();
+        }
+        e.start_op = std::num::NonZeroU64::new(start).ok_or("op counter overflow")?;
+        e.deps = heads;
+        e.hash = None;
+        Ok((am::Change::from(e), ends))
+    }
+
+    /// Why a carried change differs from the one its action implies, for
+    /// the quarantine: the first difference found, in the terms of §3.
+    fn mismatch(
+        &self,
+        carried: &am::Change,
+        expected: Option<&am::Change>,
+        deps: &[ChangeHash],
+        writes: &[Write],
+        ends: &[usize],
+        action: &'static str,
+    ) -> Rejection {
+        let touches = match touched(&self.doc, Some(deps), carried) {
+            Ok(t) => t,
+            Err(e) => return Rejection::BadChange(e),
+        };
+        let allowed: BTreeSet<Touch> = writes_touch(writes).collect();
+        if let Some(t) = touches.difference(&allowed).next() {
+            return Rejection::OutOfScope {
+                path: path_text(t),
+                action,
+            };
+        }
+        let Some(expected) = expected else {
+            return Rejection::BadChange(format!("it is not the change {action} implies"));
+        };
+        if carried.start_op() != expected.start_op() {
+            return Rejection::BadChange(format!(
+                "its start_op {} is not {}",
+                carried.start_op(),
+                expected.start_op()
+            ));
+        }
+        if sorted(carried.deps().to_vec()) != sorted(expected.deps().to_vec()) {
+            return Rejection::BadChange("its deps are not those of its causal past".into());
+        }
+        let (got, want) = (carried.decode().operations, expected.decode().operations);
+        let first = got
+            .iter()
+            .zip(&want)
+            .position(|(g, w)| g != w)
+            .unwrap_or(got.len().min(want.len()));
+        let write = ends
+            .iter()
+            .position(|&end| first < end)
+            .or(writes.len().checked_sub(1))
+            .and_then(|k| writes.get(k));
+        match write {
+            Some(w) => Rejection::EffectMismatch {
+                action,
+                collection: w.collection,
+                id: w.id.clone(),
+            },
+            None => Rejection::BadChange(format!("it is not the change {action} implies")),
+        }
     }
 
     /// The typed view at `heads`, a set of applied changes. An entity that
@@ -835,8 +1165,7 @@ impl Replica {
     /// What the change of applied op `i` wrote, located at its own deps.
     fn touches_of(&mut self, i: usize) -> Option<&BTreeSet<Touch>> {
         if !self.touches.contains_key(&i) {
-            let change =
-                am::Change::from_bytes(self.applied.get(i)?.op.body.change.clone()).ok()?;
+            let change = decode_change(&self.applied.get(i)?.op.body.change).ok()?;
             let deps = sorted(change.deps().to_vec());
             let t = touched(&self.doc, Some(&deps), &change).ok()?;
             self.touches.insert(i, t);
@@ -851,7 +1180,7 @@ impl Replica {
         let changes: Vec<am::Change> = self
             .applied
             .iter()
-            .filter_map(|a| am::Change::from_bytes(a.op.body.change.clone()).ok())
+            .filter_map(|a| decode_change(&a.op.body.change).ok())
             .collect();
         // These changes were all applied before, so this succeeds.
         let _ = doc.apply_changes(changes);
@@ -908,19 +1237,21 @@ impl Replica {
             by_hash: HashMap::new(),
             by_change: HashMap::new(),
             logs: HashMap::new(),
-            pending: HashMap::new(),
+            pending: Pending::default(),
             waiting: HashMap::new(),
             quarantine: BTreeMap::new(),
             rejected_changes: HashSet::new(),
-            rejected_logs: HashMap::new(),
+            rejected_ops: HashSet::new(),
             max_hlc: Hlc::ZERO,
             deps: Vec::new(),
             touches: HashMap::new(),
+            max_op: 0,
+            max_ops: Vec::new(),
         };
         for op in std::iter::once(genesis).chain(iter) {
-            let c = am::Change::from_bytes(op.body.change.clone())
-                .map_err(|e| GenesisError::Invalid(e.to_string()))?;
-            r.record(op, c.hash(), c.deps().to_vec());
+            let c =
+                decode_change(&op.body.change).map_err(|e| GenesisError::Invalid(e.to_string()))?;
+            r.record(op, c.hash(), c.deps().to_vec(), c.max_op());
         }
         // The snapshot must hold exactly the changes of the ops.
         let heads = doc.get_heads();
@@ -945,28 +1276,46 @@ enum Step {
     Reject(Rejection),
 }
 
-/// Checks that in `doc` (at `heads`, or now) every written entity has
-/// exactly its expected value.
-fn check_writes(
-    doc: &am::Automerge,
-    heads: Option<&[ChangeHash]>,
+/// The entities `writes` names, in path-scope terms.
+fn writes_touch(writes: &[Write]) -> impl Iterator<Item = Touch> + '_ {
+    writes
+        .iter()
+        .map(|w| Touch::Entity(w.collection, w.id.clone()))
+}
+
+/// Commits `writes` to `doc` as one change of `log` at `hlc`, exactly as
+/// [`Replica::prepare`] does: the document's actor becomes the log's, a
+/// genesis change first creates every collection, and a change with no
+/// writes is an empty commit. Returns the change's hash and, per write, the
+/// number of ops written up to and including it.
+fn commit_expected(
+    doc: &mut am::Automerge,
+    log: LogId,
+    hlc: Hlc,
     writes: &[Write],
-    action: &'static str,
-) -> Result<(), Rejection> {
-    for w in writes {
-        let got = match heads {
-            Some(heads) => read_entity(&AtHeads { doc, heads }, w.collection, &w.id),
-            None => read_entity(doc, w.collection, &w.id),
-        };
-        if got.ok().as_ref() != Some(&w.value) {
-            return Err(Rejection::EffectMismatch {
-                action,
-                collection: w.collection,
-                id: w.id.clone(),
-            });
+) -> Result<(ChangeHash, Vec<usize>), String> {
+    use am::transaction::Transactable as _;
+    doc.set_actor(log.actor());
+    let opts = || am::transaction::CommitOptions::default().with_time(hlc.ms as i64);
+    let genesis = doc.get_heads().is_empty();
+    let mut tx = doc.transaction();
+    if genesis {
+        for c in Collection::ALL {
+            tx.put_object(am::ROOT, c.key(), am::ObjType::Map)
+                .map_err(|e| e.to_string())?;
         }
     }
-    Ok(())
+    let mut ends = Vec::with_capacity(writes.len());
+    for w in writes {
+        write_entity(&mut tx, w.collection, &w.id, w.value.as_ref()).map_err(|e| e.to_string())?;
+        ends.push(tx.pending_ops());
+    }
+    let (hash, _) = tx.commit_with(opts());
+    let hash = match hash {
+        Some(h) => h,
+        None => doc.empty_commit(opts()),
+    };
+    Ok((hash, ends))
 }
 
 /// Writes `writes` into a copy of `doc` as one change of `log` and returns its bytes.
@@ -978,25 +1327,7 @@ fn make_change(
     seq: u64,
 ) -> Result<Vec<u8>, PrepareError> {
     let mut doc = doc.fork();
-    doc.set_actor(log.actor());
-    let opts = || am::transaction::CommitOptions::default().with_time(hlc.ms as i64);
-    let genesis = doc.get_heads().is_empty();
-    let mut tx = doc.transaction();
-    if genesis {
-        use am::transaction::Transactable as _;
-        for c in Collection::ALL {
-            tx.put_object(am::ROOT, c.key(), am::ObjType::Map)
-                .map_err(|e| PrepareError::Internal(e.to_string()))?;
-        }
-    }
-    for w in writes {
-        write_entity(&mut tx, w.collection, &w.id, w.value.as_ref())
-            .map_err(|e| PrepareError::Internal(e.to_string()))?;
-    }
-    let (hash, _) = tx.commit_with(opts());
-    if hash.is_none() {
-        doc.empty_commit(opts());
-    }
+    commit_expected(&mut doc, log, hlc, writes).map_err(PrepareError::Internal)?;
     let change = doc
         .get_last_local_change()
         .ok_or_else(|| PrepareError::Internal("no change was made".into()))?;

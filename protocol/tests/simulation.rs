@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
+use automerge::legacy;
 use automerge::transaction::CommitOptions;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -191,7 +192,7 @@ fn kind_strategy() -> impl Strategy<Value = Kind> {
         1 => Just(Kind::Invite),
         1 => Just(Kind::Join),
         1 => Just(Kind::RegistryAdd),
-        1 => Just(Kind::Forge),
+        4 => Just(Kind::Forge),
     ]
 }
 
@@ -259,6 +260,8 @@ struct Stats {
     /// Steps after which some replica saw a deployment that lost a
     /// concurrent conflict for its slot.
     conflicts: usize,
+    /// Hostile ops sent (see `Sim::forge`).
+    forged: usize,
 }
 
 struct Sim {
@@ -271,8 +274,12 @@ struct Sim {
     delivered: Vec<BTreeSet<usize>>,
     clock: u64,
     newcomers: usize,
-    /// Ops made by bypassing the rules: every replica must refuse them.
+    /// Ops made by bypassing the rules or editing an honest op's change or
+    /// clock: every replica must refuse them.
     forged: BTreeSet<OpHash>,
+    /// The forged ops that carry a far-future time: they wait (or are
+    /// refused as a fork once their seq is taken), never apply.
+    future: BTreeSet<OpHash>,
     stats: Stats,
 }
 
@@ -395,6 +402,7 @@ impl Sim {
             clock,
             newcomers: 0,
             forged: BTreeSet::new(),
+            future: BTreeSet::new(),
             stats: Stats::default(),
         }
     }
@@ -783,24 +791,148 @@ impl Sim {
         }
     }
 
+    /// A hostile author on daemon `w` sends a validly signed op that must be
+    /// refused everywhere: one that bypassed the rules, or an honest op whose
+    /// change or clock it edited with automerge's public API. The author
+    /// then goes on writing honestly from that daemon, reusing the seq.
     fn forge(&mut self, w: usize, s: &Step) {
+        let variant = s.a % 9;
+        let op = if variant == 0 {
+            let peer = &self.peers[w];
+            let Some(author) = pick(&peer.writers, s.author) else {
+                return;
+            };
+            let action = Action::MemberRemove {
+                member: owner_key().public(),
+            };
+            let now = peer.now(self.clock);
+            forge_op(&peer.replica, &author, &peer.node, now, action, |_| {})
+        } else if variant == 8 {
+            // Writes outside its action: the owner's member entry.
+            let peer = &self.peers[w];
+            let Some(author) = pick(&peer.writers, s.author) else {
+                return;
+            };
+            let st = peer.replica.state();
+            let mut owner = st.members[&owner_key().public().to_hex()].clone();
+            owner.name = "taken".into();
+            let action = Action::TeamUpdate {
+                name: "t".into(),
+                description: String::new(),
+            };
+            let now = peer.now(self.clock);
+            forge_op(&peer.replica, &author, &peer.node, now, action, |w| {
+                w.push(Write {
+                    collection: Collection::Members,
+                    id: owner.key.clone(),
+                    value: Some(Entity::Member(owner)),
+                })
+            })
+        } else {
+            // An honest op, edited.
+            const KINDS: [Kind; 10] = [
+                Kind::ProductComplex,
+                Kind::ProductSimple,
+                Kind::VersionRolling,
+                Kind::VersionIncremental,
+                Kind::ImageAdd,
+                Kind::DeploymentCreate,
+                Kind::DeploymentUpdate,
+                Kind::Start,
+                Kind::MemberRole,
+                Kind::RegistryAdd,
+            ];
+            let honest_step = Step {
+                kind: KINDS[usize::from(s.c) % KINDS.len()],
+                ..s.clone()
+            };
+            let Some((author, action, false)) = self.action(w, &honest_step) else {
+                return;
+            };
+            let peer = &self.peers[w];
+            let now = peer.now(self.clock);
+            let Ok(honest) = sign_op(&peer.replica, &author, peer.node.public(), now, action)
+            else {
+                return;
+            };
+            let mut body = honest.body.clone();
+            let change = automerge::Change::from_bytes(body.change.clone()).unwrap();
+            let mut e = change.decode();
+            e.hash = None;
+            match variant {
+                1 => {
+                    let start = e.start_op.get() + 1 + u64::from(s.b % 3);
+                    move_start(&mut e, start);
+                }
+                2 => {
+                    let start = u64::from(u32::MAX) - e.operations.len() as u64 - 1;
+                    move_start(&mut e, start);
+                }
+                3 => {
+                    // A key the action does not name, in an object it writes.
+                    let obj = e
+                        .operations
+                        .iter()
+                        .map(|o| o.obj.clone())
+                        .find(|o| *o != legacy::ObjectId::Root)
+                        .unwrap_or(legacy::ObjectId::Root);
+                    e.operations.push(legacy::Op {
+                        action: legacy::OpType::Put(automerge::ScalarValue::Str("x".into())),
+                        obj,
+                        key: legacy::Key::Map("smuggled".into()),
+                        pred: Vec::new().into(),
+                        insert: false,
+                    });
+                }
+                4 => {
+                    // Preds: drop what an op overwrites, or claim to
+                    // overwrite the first op of the whole document.
+                    match e.operations.iter_mut().find(|o| !o.pred.is_empty()) {
+                        Some(o) => o.pred = Vec::new().into(),
+                        None => match e.operations.first_mut() {
+                            Some(o) => {
+                                let first = self.setup[0].log().actor();
+                                o.pred = vec![legacy::OpId(1, first)].into();
+                            }
+                            None => e.deps.clear(),
+                        },
+                    }
+                }
+                5 => body.hlc = Hlc::new(body.hlc.ms, u32::MAX),
+                6 => body.change.truncate(body.change.len() / 2),
+                _ => {
+                    // Far in the future: it waits (or is a fork once the
+                    // author's next honest op took its seq).
+                    body.hlc = Hlc::new(body.hlc.ms + DAY_MS, 0);
+                    e.time = body.hlc.ms as i64;
+                }
+            }
+            if !matches!(variant, 5 | 6) {
+                body.change = automerge::Change::from(e).raw_bytes().to_vec();
+            }
+            let op = body.sign(&author).unwrap();
+            if variant == 7 {
+                self.future.insert(op.hash());
+            }
+            op
+        };
         let peer = &mut self.peers[w];
-        let Some(author) = pick(&peer.writers, s.author) else {
-            return;
-        };
         let now = peer.now(self.clock);
-        let action = Action::MemberRemove {
-            member: owner_key().public(),
-        };
-        let op = forge_op(&peer.replica, &author, &peer.node, now, action, |_| {});
         let rep = peer.replica.apply(op.clone(), now);
-        assert!(
-            rep.applied.is_empty()
-                && matches!(rep.rejected.as_slice(), [(h, Rejection::Rule(_))] if *h == op.hash()),
-            "{rep:?}"
-        );
-        peer.writers.retain(|k| k.public() != author.public());
+        if self.future.contains(&op.hash()) {
+            assert!(rep.applied.is_empty() && rep.rejected.is_empty(), "{rep:?}");
+        } else {
+            assert!(
+                rep.applied.is_empty()
+                    && matches!(rep.rejected.as_slice(), [(h, r)] if *h == op.hash() && hostile(r)),
+                "variant {variant}: {rep:?}"
+            );
+        }
         self.forged.insert(op.hash());
+        self.stats.forged += 1;
+        if std::env::var_os("SHOAL_SIM_TRACE").is_some() {
+            eprintln!("forged variant {variant}");
+        }
         self.delivered[w].insert(self.ops.len());
         self.ops.push(op);
     }
@@ -867,11 +999,16 @@ impl Sim {
             .map(Op::hash)
             .filter(|h| !self.forged.contains(h))
             .collect();
-        let prints: Vec<Fingerprint> = self.peers.iter().map(|p| fingerprint(&p.replica)).collect();
+        let prints: Vec<Fingerprint> = self
+            .peers
+            .iter()
+            .map(|p| fingerprint(&p.replica, &self.future))
+            .collect();
         for (r, (peer, fp)) in self.peers.iter().zip(&prints).enumerate() {
             let replica = &peer.replica;
             let pending: Vec<_> = replica
                 .pending()
+                .filter(|(h, _)| !self.future.contains(h))
                 .map(|(h, o)| (*h, o.body.action.name()))
                 .collect();
             assert!(
@@ -888,17 +1025,18 @@ impl Sim {
                 honest.is_empty(),
                 "replica {r} refused ops made by honest replicas: {honest:?}"
             );
-            assert_eq!(
-                fp.quarantine.keys().copied().collect::<BTreeSet<_>>(),
-                self.forged,
-                "replica {r} applied a forged op"
+            let refused: BTreeSet<OpHash> = self.forged.difference(&self.future).copied().collect();
+            assert_eq!(fp.quarantine, refused, "replica {r} applied a forged op");
+            assert!(
+                replica.quarantine().values().all(|q| hostile(&q.reason)),
+                "{:?}",
+                replica.quarantine()
             );
             assert!(
-                fp.quarantine
-                    .values()
-                    .all(|q| matches!(q, Rejection::Rule(_))),
-                "{:?}",
-                fp.quarantine
+                self.future
+                    .iter()
+                    .all(|h| replica.op(h).is_none() && self.forged.contains(h)),
+                "replica {r} applied a forged op from the future"
             );
             assert_eq!(fp.applied, every, "replica {r} lacks ops");
             assert_eq!(
@@ -966,21 +1104,24 @@ impl Sim {
 struct Fingerprint {
     heads: Vec<automerge::ChangeHash>,
     applied: BTreeSet<OpHash>,
-    quarantine: BTreeMap<OpHash, Rejection>,
+    /// The refused ops (those from the far future aside: they may still
+    /// wait on one replica and be a refused fork on another).
+    quarantine: BTreeSet<OpHash>,
     versions: BTreeMap<shoal_protocol::LogId, u64>,
     conflicts: BTreeMap<String, bool>,
     roles: BTreeMap<String, Option<Role>>,
 }
 
-fn fingerprint(r: &Replica) -> Fingerprint {
+fn fingerprint(r: &Replica, future: &BTreeSet<OpHash>) -> Fingerprint {
     let s = r.state();
     Fingerprint {
         heads: r.heads(),
         applied: r.ops().iter().map(|a| a.hash).collect(),
         quarantine: r
             .quarantine()
-            .iter()
-            .map(|(h, q)| (*h, q.reason.clone()))
+            .keys()
+            .filter(|h| !future.contains(h))
+            .copied()
             .collect(),
         versions: r.version_vector(),
         conflicts: s
@@ -1040,11 +1181,13 @@ fn simulation_exercises_concurrency() {
         total.waited += s.waited;
         total.duplicates += s.duplicates;
         total.conflicts += s.conflicts;
+        total.forged += s.forged;
     }
     assert!(total.made >= 40, "{total:?}");
     assert!(total.concurrent >= 20, "{total:?}");
     assert!(total.waited > 0 && total.duplicates > 0, "{total:?}");
     assert!(total.conflicts > 0, "{total:?}");
+    assert!(total.forged >= 3, "{total:?}");
 }
 
 // ---------------------------------------------------------------------------
@@ -1314,6 +1457,41 @@ fn forge_op(
         change: change.raw_bytes().to_vec(),
     };
     body.sign(author).unwrap()
+}
+
+/// Why a hostile op may be refused: never a reason an honest op could get.
+fn hostile(r: &Rejection) -> bool {
+    matches!(
+        r,
+        Rejection::Rule(_)
+            | Rejection::BadChange(_)
+            | Rejection::OutOfScope { .. }
+            | Rejection::EffectMismatch { .. }
+            | Rejection::Counter(_)
+            | Rejection::Fork { .. }
+    )
+}
+
+/// Moves a change's ops to start at `start`: its own op ids move with it.
+fn move_start(e: &mut automerge::ExpandedChange, start: u64) {
+    let (old, actor) = (e.start_op.get(), e.actor_id.clone());
+    let shift = |id: &mut legacy::OpId| {
+        if id.1 == actor && id.0 >= old {
+            id.0 = id.0 - old + start;
+        }
+    };
+    for op in &mut e.operations {
+        if let legacy::ObjectId::Id(id) = &mut op.obj {
+            shift(id);
+        }
+        if let legacy::Key::Seq(legacy::ElementId::Id(id)) = &mut op.key {
+            shift(id);
+        }
+        let mut pred: Vec<legacy::OpId> = op.pred.iter().cloned().collect();
+        pred.iter_mut().for_each(shift);
+        op.pred = pred.into();
+    }
+    e.start_op = std::num::NonZeroU64::new(start).unwrap();
 }
 
 const HUB: &str = HUB_REGISTRY_ID;
