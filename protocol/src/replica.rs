@@ -56,6 +56,14 @@ pub enum Rejection {
     },
     #[error("internal error while validating: {0}")]
     Internal(String),
+    /// Its author lost the right it uses through `by`, an op concurrent
+    /// with it (or it depends on an op voided so).
+    #[error("voided by {}: its author lost the right it uses concurrently", by.to_hex())]
+    Voided { by: OpHash },
+    /// Another op holds the same log seq with a lower hash: the lower hash
+    /// wins a fork, on every replica.
+    #[error("fork lost: {} holds seq {seq} of this log", winner.to_hex())]
+    ForkLost { seq: u64, winner: OpHash },
 }
 
 /// Why an op waits instead of being applied now.
@@ -78,6 +86,9 @@ pub struct Report {
     /// Waiting ops dropped to stay within the bounds on waiting ops; a peer
     /// offers them again later.
     pub dropped: Vec<OpHash>,
+    /// Ops applied before and now taken out of the state (voided by a
+    /// revocation or a fork that arrived after them); they are in quarantine.
+    pub voided: Vec<OpHash>,
     pub duplicate: bool,
 }
 
@@ -206,6 +217,8 @@ pub enum PrepareError {
     Rule(#[from] RuleError),
     #[error("internal error preparing the op: {0}")]
     Internal(String),
+    #[error("op {seq} of this log (author and node) was voided; the log cannot go on")]
+    VoidedLog { seq: u64 },
 }
 
 /// Errors creating a replica from a genesis op.
@@ -251,6 +264,19 @@ pub struct Replica {
     max_op: u64,
     /// Per applied op index: the largest op counter of its change.
     max_ops: Vec<u64>,
+    /// Applied revocations (removal, role change, node removal, invite
+    /// revocation) with their writes at their causal past.
+    revokes: HashMap<OpHash, Vec<Write>>,
+    /// Voided ops and changes, with the op that voided them (the
+    /// revocation, or the winner of a fork).
+    void_by: HashMap<OpHash, OpHash>,
+    void_changes: HashMap<ChangeHash, OpHash>,
+    /// Per (log, seq), the lowest hash of an authentic op seen there.
+    seats: HashMap<(LogId, u64), OpHash>,
+    /// Ops applied before and voided during the current `apply`.
+    newly_voided: Vec<OpHash>,
+    /// Voided ops whose voider was voided in turn: offered again.
+    reoffer: Vec<Op>,
 }
 
 fn internal(e: impl std::fmt::Display) -> Rejection {
@@ -509,6 +535,12 @@ impl Replica {
             touches: HashMap::new(),
             max_op: 0,
             max_ops: Vec::new(),
+            revokes: HashMap::new(),
+            void_by: HashMap::new(),
+            void_changes: HashMap::new(),
+            seats: HashMap::new(),
+            newly_voided: Vec::new(),
+            reoffer: Vec::new(),
         };
         r.record(op, hash, Vec::new(), max_op);
         r.touches.insert(0, touches);
@@ -595,28 +627,46 @@ impl Replica {
         action: Action,
     ) -> Result<OpBody, PrepareError> {
         let ctx = self.next_context(author, origin, now_ms);
+        let log = ctx.log();
+        if self.logs.get(&log).map_or(0, |v| v.len() as u64) + 1 != ctx.seq {
+            return Err(PrepareError::VoidedLog { seq: ctx.seq - 1 });
+        }
         rules::check(&self.state, &ctx, &action)?;
         let writes = effect::effect(&self.state, &ctx, &action);
         let change = make_change(&self.doc, ctx.log(), ctx.hlc, &writes, ctx.seq)?;
-        let log = ctx.log();
         Ok(OpBody {
             version: OP_VERSION,
             team: Some(self.team),
             author,
             origin,
             seq: ctx.seq,
-            prev: self.log_op(&log, ctx.seq - 1).map(|a| a.hash),
+            prev: self.log_head(&log).1,
             hlc: ctx.hlc,
             action,
             change,
         })
     }
 
+    /// The seq and hash of a log's last op, voided ops included: a voided
+    /// op keeps its seat, so the log goes on after it (and what follows it
+    /// depends on it, so it is void too while it is).
+    fn log_head(&self, log: &LogId) -> (u64, Option<OpHash>) {
+        let mut n = self.logs.get(log).map_or(0, |v| v.len() as u64);
+        while self.seats.contains_key(&(*log, n + 1)) {
+            n += 1;
+        }
+        let hash = match self.log_op(log, n) {
+            Some(a) => Some(a.hash),
+            None => self.seats.get(&(*log, n)).copied(),
+        };
+        (n, hash)
+    }
+
     /// The context the next op of (author, origin) will have: use it to
     /// derive the ids an action creates ([`OpContext::new_id`]).
     pub fn next_context(&self, author: PublicKey, origin: PublicKey, now_ms: u64) -> OpContext {
         let log = LogId { author, origin };
-        let seq = self.logs.get(&log).map_or(0, |v| v.len() as u64) + 1;
+        let seq = self.log_head(&log).0 + 1;
         OpContext {
             team: Some(self.team),
             author,
@@ -640,10 +690,14 @@ impl Replica {
         while let Some((op, hash)) = queue.pop() {
             let log = op.log();
             let seq = op.body.seq;
-            match self.try_apply(&op, hash, now_ms) {
+            let step = self.try_apply(&op, hash, now_ms);
+            match step {
                 Ok(Some(change)) => {
                     report.applied.push(hash);
                     self.pending.remove(&hash);
+                    if self.revokes.contains_key(&hash) {
+                        self.void_concurrent(hash);
+                    }
                     for key in [Wait::Change(change), Wait::Log(log, seq)] {
                         for h in self.waiting.remove(&key).unwrap_or_default() {
                             if let Some((o, _)) = self.pending.remove(&h) {
@@ -691,8 +745,25 @@ impl Replica {
                     }
                 }
             }
+            self.drain_voided(&mut report, &mut queue);
         }
         report
+    }
+
+    /// Moves what the last step voided into `report` and queues the ops to
+    /// offer again.
+    fn drain_voided(&mut self, report: &mut Report, queue: &mut Vec<(Op, OpHash)>) {
+        for h in self.newly_voided.drain(..) {
+            report.applied.retain(|a| *a != h);
+            report.voided.push(h);
+        }
+        let mut again = std::mem::take(&mut self.reoffer);
+        // Latest first: the queue pops from the end, so causes come first.
+        again.sort_by_key(|o| std::cmp::Reverse((o.body.hlc, o.hash())));
+        for o in again {
+            let h = o.hash();
+            queue.push((o, h));
+        }
     }
 
     /// Retries ops that waited for the local clock to reach their time.
@@ -714,6 +785,7 @@ impl Replica {
                     report.rejected.extend(r.rejected);
                     report.waiting.extend(r.waiting);
                     report.dropped.extend(r.dropped);
+                    report.voided.extend(r.voided);
                 }
             }
         }
@@ -729,8 +801,20 @@ impl Replica {
             Rejection::BadSignature | Rejection::WrongTeam(_) | Rejection::Version(_)
         );
         if authentic && !matches!(reason, Rejection::Fork { .. }) {
+            let by = match reason {
+                Rejection::Voided { by } | Rejection::ForkLost { winner: by, .. } => Some(by),
+                _ => None,
+            };
             if let Ok(c) = decode_change(&op.body.change) {
                 self.rejected_changes.insert(c.hash());
+                if let Some(by) = by {
+                    self.void_changes.insert(c.hash(), by);
+                }
+            }
+            if let Some(by) = by {
+                self.void_by.insert(hash, by);
+                // A voided op was valid: it still holds its seat of the log.
+                self.seat(op.log(), op.body.seq, hash);
             }
             self.rejected_ops.insert(hash);
         }
@@ -741,10 +825,42 @@ impl Replica {
                 reason,
             },
         );
+        self.unvoid_victims_of(hash);
+    }
+
+    /// Ops that `hash` voided come back when `hash` is refused or voided
+    /// itself: they are offered again.
+    fn unvoid_victims_of(&mut self, hash: OpHash) {
+        let back: Vec<OpHash> = self
+            .void_by
+            .iter()
+            .filter(|(_, by)| **by == hash)
+            .map(|(h, _)| *h)
+            .collect();
+        for h in back {
+            self.void_by.remove(&h);
+            self.rejected_ops.remove(&h);
+            if let Some(q) = self.quarantine.remove(&h) {
+                if let Ok(c) = decode_change(&q.op.body.change) {
+                    self.rejected_changes.remove(&c.hash());
+                    self.void_changes.remove(&c.hash());
+                }
+                self.reoffer.push(q.op);
+            }
+        }
+    }
+
+    /// Notes an authentic op at (log, seq): the lowest hash holds the seat.
+    fn seat(&mut self, log: LogId, seq: u64, hash: OpHash) {
+        let e = self.seats.entry((log, seq)).or_insert(hash);
+        if hash < *e {
+            *e = hash;
+        }
     }
 
     fn record(&mut self, op: Op, change: ChangeHash, deps: Vec<ChangeHash>, max_op: u64) {
         let hash = op.hash();
+        self.seat(op.log(), op.body.seq, hash);
         self.max_op = self.max_op.max(max_op);
         self.max_ops.push(max_op);
         let idx = self.applied.len();
@@ -766,7 +882,9 @@ impl Replica {
         if self.by_hash.contains_key(&hash) {
             return Ok(None);
         }
-        match catch_unwind(AssertUnwindSafe(|| self.validate_and_apply(op, now_ms))) {
+        match catch_unwind(AssertUnwindSafe(|| {
+            self.validate_and_apply(op, hash, now_ms)
+        })) {
             Ok(r) => r.map(Some),
             Err(_) => {
                 // Never leave a half-applied change behind.
@@ -778,7 +896,12 @@ impl Replica {
         }
     }
 
-    fn validate_and_apply(&mut self, op: &Op, now_ms: u64) -> Result<ChangeHash, Step> {
+    fn validate_and_apply(
+        &mut self,
+        op: &Op,
+        hash: OpHash,
+        now_ms: u64,
+    ) -> Result<ChangeHash, Step> {
         let b = &op.body;
         if b.version != OP_VERSION {
             return Err(Step::Reject(Rejection::Version(b.version)));
@@ -793,8 +916,23 @@ impl Replica {
             return Err(Step::Reject(Rejection::Counter(b.hlc.c)));
         }
         let log = op.log();
-        if b.prev.is_some_and(|p| self.rejected_ops.contains(&p)) {
-            return Err(Step::Reject(Rejection::DependsOnRejected));
+        if let Some(p) = b.prev
+            && self.rejected_ops.contains(&p)
+        {
+            return Err(match self.void_by.get(&p).copied() {
+                Some(by) if self.contend(op, hash, by) => Step::Wait(Wait::Log(log, b.seq - 1)),
+                Some(by) => Step::Reject(Rejection::Voided { by }),
+                None => Step::Reject(Rejection::DependsOnRejected),
+            });
+        }
+        // A fork: the lowest authentic hash at a seat wins everywhere.
+        if let Some(&w) = self.seats.get(&(log, b.seq))
+            && w < hash
+        {
+            return Err(Step::Reject(Rejection::ForkLost {
+                seq: b.seq,
+                winner: w,
+            }));
         }
         let change = parse_change(op).map_err(Step::Reject)?;
         // The log's hash chain.
@@ -803,8 +941,35 @@ impl Replica {
             return Err(Step::Reject(Rejection::Chain("seq starts at 1".into())));
         }
         if b.seq <= have {
-            return Err(Step::Reject(Rejection::Fork { seq: b.seq }));
+            let prev = b.seq.checked_sub(1).and_then(|p| self.log_op(&log, p));
+            if prev.map(|a| a.hash) != b.prev {
+                return Err(Step::Reject(Rejection::Fork { seq: b.seq }));
+            }
+            // Whatever would make it wait comes first: a waiting op takes
+            // nothing from the log.
+            for dep in change.deps() {
+                if !self.by_change.contains_key(dep) && !self.rejected_changes.contains(dep) {
+                    return Err(Step::Wait(Wait::Change(*dep)));
+                }
+            }
+            if b.hlc.ms > now_ms.saturating_add(MAX_FUTURE_MS) {
+                return Err(Step::Wait(Wait::Future(b.hlc)));
+            }
+            // This op holds the seat now (lower hash, checked above): the
+            // applied op there and everything depending on it are void (and
+            // come back if this op is refused).
+            let Some(&idx) = self.logs.get(&log).and_then(|v| v.get(b.seq as usize - 1)) else {
+                return Err(Step::Reject(internal("a log without its ops")));
+            };
+            self.void_applied(vec![(
+                idx,
+                Rejection::ForkLost {
+                    seq: b.seq,
+                    winner: hash,
+                },
+            )]);
         }
+        let have = self.logs.get(&log).map_or(0, |v| v.len() as u64);
         if b.seq > have + 1 {
             return Err(Step::Wait(Wait::Log(log, b.seq - 1)));
         }
@@ -823,7 +988,11 @@ impl Replica {
             match self.by_change.get(dep) {
                 Some(&i) => past = past.max(self.applied[i].op.body.hlc),
                 None if self.rejected_changes.contains(dep) => {
-                    return Err(Step::Reject(Rejection::DependsOnRejected));
+                    return Err(match self.void_changes.get(dep).copied() {
+                        Some(by) if self.contend(op, hash, by) => Step::Wait(Wait::Change(*dep)),
+                        Some(by) => Step::Reject(Rejection::Voided { by }),
+                        None => Step::Reject(Rejection::DependsOnRejected),
+                    });
                 }
                 None => return Err(Step::Wait(Wait::Change(*dep))),
             }
@@ -840,12 +1009,10 @@ impl Replica {
         // deps include every head the causal past is the whole document.
         // (Automerge also names the log's previous change, often not a head.)
         let fast = self.doc.get_heads().iter().all(|h| deps.contains(h));
-        let past_state;
-        let pre: &TeamState = if fast {
-            &self.state
+        let past_state = if fast {
+            None
         } else {
-            past_state = self.state_at(&deps).map_err(Step::Reject)?;
-            &past_state
+            Some(self.state_at(&deps).map_err(Step::Reject)?)
         };
         let ctx = OpContext {
             team: Some(self.team),
@@ -854,8 +1021,24 @@ impl Replica {
             seq: b.seq,
             hlc: b.hlc,
         };
-        rules::check(pre, &ctx, &b.action).map_err(|e| Step::Reject(e.into()))?;
+        if let Some(ps) = &past_state {
+            rules::check(ps, &ctx, &b.action).map_err(|e| Step::Reject(e.into()))?;
+            // Revocation wins: an applied revocation concurrent with this op
+            // may take the right it uses. (On the fast path every applied
+            // op is in its causal past.)
+            if !self.revokes.is_empty() {
+                let past = self.past_of(&deps);
+                if let Some(by) = self.voided_by_applied(&past, op, hash, ps, &ctx) {
+                    return Err(Step::Reject(Rejection::Voided { by }));
+                }
+            }
+        }
+        let pre: &TeamState = past_state.as_ref().unwrap_or(&self.state);
+        if fast {
+            rules::check(pre, &ctx, &b.action).map_err(|e| Step::Reject(e.into()))?;
+        }
         let writes = effect::effect(pre, &ctx, &b.action);
+        let revoke = is_revocation(&b.action).then(|| writes.clone());
         // The change must be byte for byte the one an honest `prepare` made
         // from this action at these deps: rebuild it and compare hashes.
         let carried = change.hash();
@@ -944,6 +1127,9 @@ impl Replica {
         let idx = self.applied.len();
         self.record(op.clone(), change_hash, deps, max_op);
         self.touches.insert(idx, touches);
+        if let Some(w) = revoke {
+            self.revokes.insert(hash, w);
+        }
         Ok(change_hash)
     }
 
@@ -1162,6 +1348,242 @@ impl Replica {
         Ok(state)
     }
 
+    /// Which applied ops are in the causal past of `deps` (by index).
+    fn past_of(&self, deps: &[ChangeHash]) -> Vec<bool> {
+        let mut past = vec![false; self.applied.len()];
+        let mut stack: Vec<usize> = deps
+            .iter()
+            .filter_map(|d| self.by_change.get(d).copied())
+            .collect();
+        while let Some(i) = stack.pop() {
+            if std::mem::replace(&mut past[i], true) {
+                continue;
+            }
+            stack.extend(self.deps[i].iter().filter_map(|d| self.by_change.get(d)));
+        }
+        past
+    }
+
+    /// The typed view at applied op `i`'s causal past.
+    fn state_before(&mut self, i: usize) -> Result<TeamState, Rejection> {
+        let deps = self.deps.get(i).cloned().unwrap_or_default();
+        self.state_at(&deps)
+    }
+
+    /// Revocation wins: the applied revocation, concurrent with `op` (not in
+    /// `past`), that takes a right `op` uses, if any. Of two concurrent
+    /// revocations that each take the other's right, the earlier by
+    /// (HLC, op hash) stands.
+    fn voided_by_applied(
+        &mut self,
+        past: &[bool],
+        op: &Op,
+        hash: OpHash,
+        pre: &TeamState,
+        ctx: &OpContext,
+    ) -> Option<OpHash> {
+        let mut found: Vec<(Hlc, OpHash)> = Vec::new();
+        for (rh, rw) in &self.revokes {
+            let Some(&ri) = self.by_hash.get(rh) else {
+                continue;
+            };
+            let r = &self.applied[ri].op;
+            if past.get(ri).copied().unwrap_or(true) || !may_affect(&r.body.action, op) {
+                continue;
+            }
+            if loses(pre, rw, ctx, &op.body.action) {
+                found.push((r.body.hlc, *rh));
+            }
+        }
+        found.sort();
+        let own = is_revocation(&op.body.action).then(|| effect::effect(pre, ctx, &op.body.action));
+        for (rhlc, rh) in found {
+            // A revocation earlier than `rh` that takes `rh`'s right stands.
+            if let Some(w) = &own
+                && (op.body.hlc, hash) < (rhlc, rh)
+                && let Some(&ri) = self.by_hash.get(&rh)
+            {
+                let r = self.applied[ri].op.clone();
+                if may_affect(&op.body.action, &r)
+                    && let Ok(rpre) = self.state_before(ri)
+                    && loses(&rpre, w, &op_context(self.team, &r), &r.body.action)
+                {
+                    continue;
+                }
+            }
+            return Some(rh);
+        }
+        None
+    }
+
+    /// A revocation `op` that depends on an op voided by revocation `by`
+    /// still contends with `by`: when `op` is the earlier of the two by
+    /// (HLC, op hash) and takes the right `by` uses, `by` is void instead
+    /// (and what it voided comes back, `op`'s dependencies with it).
+    /// Returns whether `by` was voided. The state at `op`'s causal past is
+    /// read from a copy of the document holding the voided changes too.
+    fn contend(&mut self, op: &Op, hash: OpHash, by: OpHash) -> bool {
+        if !is_revocation(&op.body.action) {
+            return false;
+        }
+        let Some(&ri) = self.by_hash.get(&by) else {
+            return false;
+        };
+        let r = self.applied[ri].op.clone();
+        if (op.body.hlc, hash) >= (r.body.hlc, by)
+            || !self.revokes.contains_key(&by)
+            || !may_affect(&op.body.action, &r)
+        {
+            return false;
+        }
+        let Ok(change) = parse_change(op) else {
+            return false;
+        };
+        let mut voided: Vec<&Quarantined> = self
+            .quarantine
+            .iter()
+            .filter(|(h, _)| self.void_by.contains_key(*h))
+            .map(|(_, q)| q)
+            .collect();
+        voided.sort_by_key(|q| q.op.body.hlc);
+        let changes: Vec<am::Change> = voided
+            .iter()
+            .filter_map(|q| decode_change(&q.op.body.change).ok())
+            .collect();
+        let mut doc = self.doc.clone();
+        if doc.apply_changes(changes).is_err() {
+            return false;
+        }
+        let deps = sorted(change.deps().to_vec());
+        if deps.iter().any(|d| doc.get_change_by_hash(d).is_none()) {
+            return false;
+        }
+        let Ok(pre) = read_state(&AtHeads {
+            doc: &doc,
+            heads: &deps,
+        }) else {
+            return false;
+        };
+        let ctx = op_context(self.team, op);
+        if rules::check(&pre, &ctx, &op.body.action).is_err() {
+            return false;
+        }
+        let writes = effect::effect(&pre, &ctx, &op.body.action);
+        let Ok(rpre) = self.state_before(ri) else {
+            return false;
+        };
+        if !loses(&rpre, &writes, &op_context(self.team, &r), &r.body.action) {
+            return false;
+        }
+        self.void_applied(vec![(ri, Rejection::Voided { by: hash })]);
+        true
+    }
+
+    /// After revocation `hash` is applied: voids the applied ops concurrent
+    /// with it whose right it takes (not an earlier revocation taking its
+    /// own author's right: that one stands, and `hash` was refused).
+    fn void_concurrent(&mut self, hash: OpHash) {
+        let Some(&ri) = self.by_hash.get(&hash) else {
+            return;
+        };
+        let Some(rw) = self.revokes.get(&hash).cloned() else {
+            return;
+        };
+        let r = self.applied[ri].op.clone();
+        let past = self.past_of(&self.deps[ri].clone());
+        let mut roots = Vec::new();
+        for (i, in_past) in past.into_iter().enumerate() {
+            if i == ri || in_past || !may_affect(&r.body.action, &self.applied[i].op) {
+                continue;
+            }
+            let z = self.applied[i].op.clone();
+            let Ok(zpre) = self.state_before(i) else {
+                continue;
+            };
+            let zctx = op_context(self.team, &z);
+            if !loses(&zpre, &rw, &zctx, &z.body.action) {
+                continue;
+            }
+            roots.push((i, Rejection::Voided { by: hash }));
+        }
+        if !roots.is_empty() {
+            self.void_applied(roots);
+        }
+    }
+
+    /// Takes applied ops `roots` and every applied op depending on them out
+    /// of the state: they go to quarantine with the root's reason, the
+    /// document and typed view are rebuilt from the remaining ops (already
+    /// validated, so not validated again), and ops that a voided op had
+    /// voided are offered again.
+    fn void_applied(&mut self, roots: Vec<(usize, Rejection)>) {
+        let n = self.applied.len();
+        let mut mark: Vec<Option<Rejection>> = vec![None; n];
+        for (i, why) in roots {
+            if let Some(m) = mark.get_mut(i) {
+                *m = Some(why);
+            }
+        }
+        for i in 0..n {
+            if mark[i].is_some() {
+                continue;
+            }
+            let inherited = self.deps[i]
+                .iter()
+                .filter_map(|d| self.by_change.get(d))
+                .find_map(|&j| mark[j].clone());
+            mark[i] = inherited;
+        }
+        let old = std::mem::take(&mut self.applied);
+        let old_deps = std::mem::take(&mut self.deps);
+        let old_max = std::mem::take(&mut self.max_ops);
+        let old_touches = std::mem::take(&mut self.touches);
+        self.by_hash.clear();
+        self.by_change.clear();
+        self.logs.clear();
+        self.max_op = 0;
+        let mut voided = Vec::new();
+        for (i, ((a, deps), max_op)) in old.into_iter().zip(old_deps).zip(old_max).enumerate() {
+            match mark[i].take() {
+                Some(why) => {
+                    self.revokes.remove(&a.hash);
+                    self.newly_voided.push(a.hash);
+                    voided.push((a.op, a.hash, why));
+                }
+                None => {
+                    let idx = self.applied.len();
+                    if let Some(t) = old_touches.get(&i) {
+                        self.touches.insert(idx, t.clone());
+                    }
+                    self.record(a.op, a.change, deps, max_op);
+                }
+            }
+        }
+        // Quarantined with the root's reason; ops they had voided come back.
+        for (op, hash, why) in voided {
+            // Ops waiting on a voided op can never apply: offer them again
+            // so they are refused the same way.
+            let mut wake = self
+                .waiting
+                .remove(&Wait::Log(op.log(), op.body.seq))
+                .unwrap_or_default();
+            if let Ok(c) = decode_change(&op.body.change) {
+                wake.extend(
+                    self.waiting
+                        .remove(&Wait::Change(c.hash()))
+                        .unwrap_or_default(),
+                );
+            }
+            for h in wake {
+                if let Some((o, _)) = self.pending.remove(&h) {
+                    self.reoffer.push(o);
+                }
+            }
+            self.reject(&op, hash, why);
+        }
+        self.rebuild();
+    }
+
     /// What the change of applied op `i` wrote, located at its own deps.
     fn touches_of(&mut self, i: usize) -> Option<&BTreeSet<Touch>> {
         if !self.touches.contains_key(&i) {
@@ -1247,6 +1669,12 @@ impl Replica {
             touches: HashMap::new(),
             max_op: 0,
             max_ops: Vec::new(),
+            revokes: HashMap::new(),
+            void_by: HashMap::new(),
+            void_changes: HashMap::new(),
+            seats: HashMap::new(),
+            newly_voided: Vec::new(),
+            reoffer: Vec::new(),
         };
         for op in std::iter::once(genesis).chain(iter) {
             let c =
@@ -1267,6 +1695,17 @@ impl Replica {
         }
         r.doc = doc;
         r.state = state;
+        // Revocations keep voiding concurrent ops that arrive later.
+        for i in 0..r.applied.len() {
+            let op = r.applied[i].op.clone();
+            if is_revocation(&op.body.action) {
+                let pre = r
+                    .state_before(i)
+                    .map_err(|e| GenesisError::Invalid(e.to_string()))?;
+                let w = effect::effect(&pre, &op_context(r.team, &op), &op.body.action);
+                r.revokes.insert(r.applied[i].hash, w);
+            }
+        }
         Ok(r)
     }
 }
@@ -1274,6 +1713,57 @@ impl Replica {
 enum Step {
     Wait(Wait),
     Reject(Rejection),
+}
+
+/// Actions that take a right away: removal, role change, node removal,
+/// invite revocation.
+fn is_revocation(a: &Action) -> bool {
+    matches!(
+        a,
+        Action::MemberRemove { .. }
+            | Action::MemberRole { .. }
+            | Action::NodeRemove { .. }
+            | Action::InviteRevoke { .. }
+    )
+}
+
+/// Whether revocation `r` can take a right `op` uses: it names the op's
+/// author or origin, or the op redeems an invite (whose creator or
+/// itself `r` may revoke). A cheap filter before the rules are run again.
+fn may_affect(r: &Action, op: &Op) -> bool {
+    let b = &op.body;
+    let joins = matches!(
+        b.action,
+        Action::MemberJoin { .. } | Action::NodeJoin { .. }
+    );
+    match r {
+        Action::MemberRemove { member } | Action::MemberRole { member, .. } => {
+            b.author == *member || joins
+        }
+        Action::NodeRemove { node } => b.author == *node || b.origin == *node,
+        Action::InviteRevoke { .. } => joins,
+        _ => false,
+    }
+}
+
+/// Whether `action` by `ctx`, valid at `pre`, fails once `writes` (a
+/// revocation's) are applied on top of `pre`.
+fn loses(pre: &TeamState, writes: &[Write], ctx: &OpContext, action: &Action) -> bool {
+    let mut s = pre.clone();
+    for w in writes {
+        s.set(w.collection, &w.id, w.value.clone());
+    }
+    rules::check(&s, ctx, action).is_err()
+}
+
+fn op_context(team: TeamId, op: &Op) -> OpContext {
+    OpContext {
+        team: Some(team),
+        author: op.body.author,
+        origin: op.body.origin,
+        seq: op.body.seq,
+        hlc: op.body.hlc,
+    }
 }
 
 /// The entities `writes` names, in path-scope terms.

@@ -250,6 +250,13 @@ pub fn check_ticket(
     if now > inv.expires {
         return Err(bad("it has expired; ask for a new ticket"));
     }
+    // An invite dies with its creator's right to make it: a creator removed
+    // or demoted below admin takes the tickets they handed out with them.
+    if crate::view::effective_role(s, &inv.created_by).is_none_or(|r| r < Role::Admin) {
+        return Err(bad(
+            "its creator is no longer an admin; ask for a new ticket",
+        ));
+    }
     let used = s.members.values().any(|m| m.invite.as_deref() == Some(id))
         || s.nodes.values().any(|n| n.invite.as_deref() == Some(id));
     if used {
