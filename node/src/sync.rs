@@ -849,7 +849,9 @@ impl Actor {
             .iter()
             .find(|(h, _)| *h == hash)
             .map(|(_, why)| why.clone());
-        self.persist(&report.applied, &report.rejected)?;
+        let mut rejected = report.rejected.clone();
+        rejected.extend(voided(&self.replica, &report.voided));
+        self.persist(&report.applied, &rejected)?;
         if let Some(why) = refused {
             return Err(SyncError::Rejected(why));
         }
@@ -1205,6 +1207,7 @@ impl Actor {
             let report = self.replica.apply(op, now);
             applied.extend(report.applied);
             rejected.extend(report.rejected);
+            rejected.extend(voided(&self.replica, &report.voided));
         }
         for (hash, why) in &rejected {
             warn!(%peer, team = %self.team.short(), op = %hash, "op refused: {why}");
@@ -1394,12 +1397,30 @@ impl Actor {
     fn internal(&mut self, msg: Internal) {
         match msg {
             Internal::TheirVector { peer, vv } => {
-                let ops: Vec<Vec<u8>> = self
+                let mut ops: Vec<Vec<u8>> = self
                     .replica
                     .missing_for(&vv)
                     .into_iter()
                     .map(|a| a.op.encode())
                     .collect();
+                // Fork evidence travels: a peer at the same seq of a log may
+                // hold the other op of a fork, so both ops of every known
+                // fork of a log it holds go with the round (it skips those it has).
+                for (loser, winner) in self.replica.fork_evidence() {
+                    if vv.contains_key(&loser.log()) {
+                        ops.push(winner.encode());
+                        ops.push(loser.encode());
+                    }
+                }
+                // A version vector names seqs, not ops: the peer's op at its
+                // head seq of a log may be the other op of a fork. Our op at
+                // that seq goes along (one op per shared log; the peer skips
+                // it when it holds it) so a fork is found by whoever holds both.
+                for (log, seq) in &vv {
+                    if let Some(a) = self.replica.log_op(log, *seq) {
+                        ops.push(a.op.encode());
+                    }
+                }
                 self.vectors.insert(peer, (vv, Instant::now()));
                 if ops.is_empty() {
                     self.in_round.remove(&peer);
@@ -1441,8 +1462,10 @@ impl Actor {
         }
         self.retry_unsaved();
         let report = self.replica.retry_future(now_ms());
-        if !report.applied.is_empty() || !report.rejected.is_empty() {
-            match self.persist(&report.applied, &report.rejected) {
+        if !report.applied.is_empty() || !report.rejected.is_empty() || !report.voided.is_empty() {
+            let mut rejected = report.rejected.clone();
+            rejected.extend(voided(&self.replica, &report.voided));
+            match self.persist(&report.applied, &rejected) {
                 Ok(()) if self.config.push => self.push(&report.applied, None),
                 Ok(()) => {}
                 Err(e) => error!(team = %self.team.short(), "cannot commit ops: {e}"),
@@ -1491,6 +1514,15 @@ async fn recv_event(events: &mut Option<mpsc::Receiver<MeshEvent>>) -> Option<Me
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// Ops taken out of the state (voided after they were applied), with the
+/// reason they are quarantined for, so the store quarantines them too.
+fn voided(replica: &Replica, hashes: &[OpHash]) -> Vec<(OpHash, Rejection)> {
+    hashes
+        .iter()
+        .filter_map(|h| Some((*h, replica.quarantine().get(h)?.reason.clone())))
+        .collect()
 }
 
 #[cfg(test)]

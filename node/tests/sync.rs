@@ -702,3 +702,83 @@ async fn the_join_door_stores_only_authentic_join_ops() {
     cancel.cancel();
     a.stop().await;
 }
+
+/// Two signed ops at one seq of the owner's log (a cloned machine), one
+/// given to B and the other to C while they are apart: once they reach A,
+/// the fork evidence travels and all three nodes keep the same op (the
+/// lower hash), with the other quarantined as evidence everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fork_sent_to_two_nodes_resolves_the_same_everywhere() {
+    let (dirs, team, owner, _bob, _carol) = team();
+    let (x, y) = {
+        let mut node = Node::open(dirs[0].path()).unwrap();
+        let a_key = SecretKey::from_seed(node.key_seed());
+        let r = node.take_replica(team).unwrap();
+        let now = now_ms();
+        let make = |name: &str| {
+            let c = r.next_context(owner.public(), a_key.public(), now);
+            r.prepare(
+                owner.public(),
+                a_key.public(),
+                now,
+                Action::ProductCreate {
+                    id: c.new_id(0),
+                    name: name.into(),
+                    kind: ProductKind::Complex,
+                    description: String::new(),
+                    version: None,
+                },
+            )
+            .unwrap()
+            .sign(&owner)
+            .unwrap()
+        };
+        (make("left"), make("right"))
+    };
+    assert_eq!((x.body.seq, x.body.prev), (y.body.seq, y.body.prev));
+    let (winner, loser) = if x.hash() < y.hash() { (x, y) } else { (y, x) };
+    let a = Running::start(dirs[0].path(), team, fast(true), true).await;
+    let b = Running::start(dirs[1].path(), team, fast(true), true).await;
+    let c = Running::start(dirs[2].path(), team, fast(true), true).await;
+    // The loser first where it can do the most harm.
+    assert!(
+        !b.handle
+            .submit(loser.clone())
+            .await
+            .unwrap()
+            .applied
+            .is_empty()
+    );
+    assert!(
+        !c.handle
+            .submit(winner.clone())
+            .await
+            .unwrap()
+            .applied
+            .is_empty()
+    );
+    b.dial(&a).await;
+    c.dial(&a).await;
+    converge(&[&a.handle, &b.handle, &c.handle], 6).await;
+    let (w, l) = (winner.hash(), loser.hash());
+    for r in [&a, &b, &c] {
+        let (has_winner, evidence) = r
+            .handle
+            .read(move |rep| {
+                (
+                    rep.op(&w).is_some(),
+                    rep.fork_evidence()
+                        .iter()
+                        .map(|(lo, wi)| (lo.hash(), wi.hash()))
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .await
+            .unwrap();
+        assert!(has_winner);
+        assert_eq!(evidence, vec![(l, w)]);
+    }
+    for r in [a, b, c] {
+        r.stop().await;
+    }
+}

@@ -583,6 +583,24 @@ impl Replica {
         &self.quarantine
     }
 
+    /// Fork evidence: per lost fork, the losing op (in quarantine) and the
+    /// op holding its seat, both signed by the log's author.
+    pub fn fork_evidence(&self) -> Vec<(&Op, &Op)> {
+        self.quarantine
+            .values()
+            .filter_map(|q| match q.reason {
+                Rejection::ForkLost { winner, .. } => {
+                    let w = self
+                        .op(&winner)
+                        .map(|a| &a.op)
+                        .or_else(|| self.quarantine.get(&winner).map(|q| &q.op))?;
+                    Some((&q.op, w))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn pending(&self) -> impl Iterator<Item = (&OpHash, &Op)> {
         self.pending.ops.iter().map(|(h, held)| (h, &held.op))
     }
@@ -1676,9 +1694,16 @@ impl Replica {
             newly_voided: Vec::new(),
             reoffer: Vec::new(),
         };
+        // Ops voided after they were stored are not in the snapshot: they
+        // are offered again once the rest is restored (and voided again).
+        let mut again = Vec::new();
         for op in std::iter::once(genesis).chain(iter) {
             let c =
                 decode_change(&op.body.change).map_err(|e| GenesisError::Invalid(e.to_string()))?;
+            if doc.get_change_meta_by_hash(&c.hash()).is_none() && !r.applied.is_empty() {
+                again.push(op);
+                continue;
+            }
             r.record(op, c.hash(), c.deps().to_vec(), c.max_op());
         }
         // The snapshot must hold exactly the changes of the ops.
@@ -1705,6 +1730,10 @@ impl Replica {
                 let w = effect::effect(&pre, &op_context(r.team, &op), &op.body.action);
                 r.revokes.insert(r.applied[i].hash, w);
             }
+        }
+        for op in again {
+            let now = op.body.hlc.ms;
+            r.apply(op, now);
         }
         Ok(r)
     }
