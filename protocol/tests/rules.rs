@@ -1560,25 +1560,42 @@ fn a_rotation_replaces_the_key_and_drops_copies_of_those_gone() {
 }
 
 #[test]
-fn two_keys_of_one_epoch_are_both_kept_and_the_greater_is_current() {
+fn only_a_holder_of_a_key_seals_it() {
     let (mut f, one) = keyed();
     let (a, b) = ("aa".repeat(32), "bb".repeat(32));
     let r = format!("node:{}", f.n1.public().to_hex());
     let c = ctx(&f.admin, &f.n1);
-    // A first key made concurrently with the team's (epoch 1), in either order.
+    // A key nobody holds, at the current epoch, greater than the team's:
+    // it would become current and no one could open it.
     for public in [&b, &a] {
         let action = Action::KeySeal {
             keys: vec![sealed_key(r.clone(), 1, public)],
         };
-        check(&f.s, &c, &action).unwrap();
-        for w in shoal_protocol::effect::effect(&f.s, &c, &action) {
-            f.s.set(w.collection, &w.id, w.value);
-        }
+        assert!(matches!(
+            check(&f.s, &c, &action),
+            Err(RuleError::Invalid {
+                what: "team key",
+                ..
+            })
+        ));
     }
-    for public in [&one, &a, &b] {
-        assert!(view::holds_key(&f.s, &r, 1, public), "{public}");
+    // A copy of the key the author holds is fine.
+    let action = Action::KeySeal {
+        keys: vec![sealed_key(r.clone(), 1, &one)],
+    };
+    check(&f.s, &c, &action).unwrap();
+    for w in shoal_protocol::effect::effect(&f.s, &c, &action) {
+        f.s.set(w.collection, &w.id, w.value);
     }
-    assert_eq!(view::team_key(&f.s), Some((1, b)));
+    assert!(view::holds_key(&f.s, &r, 1, &one));
+    assert_eq!(view::team_key(&f.s), Some((1, one.clone())));
+    // The very first key of a team needs no holder.
+    let mut empty = f.s.clone();
+    empty.keys.clear();
+    let action = Action::KeySeal {
+        keys: vec![sealed_key(r.clone(), 1, &b)],
+    };
+    check(&empty, &c, &action).unwrap();
     // A new epoch comes only with a rotation.
     let action = Action::KeySeal {
         keys: vec![sealed_key(r.clone(), 2, &a)],

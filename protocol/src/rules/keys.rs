@@ -22,6 +22,10 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             // Copies of keys the team has, or a first key (epoch 1): a new
             // epoch comes only with a rotation, which seals every password.
             let current = view::team_key(s).map_or(0, |(e, _)| e);
+            let holders = [
+                format!("member:{}", ctx.author.to_hex()),
+                format!("node:{}", ctx.author.to_hex()),
+            ];
             for k in keys {
                 check_sealed_key(s, k, k.epoch)?;
                 if k.epoch == 0 || (k.epoch > current && k.epoch != 1) {
@@ -31,6 +35,20 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
                         why: format!(
                             "the team key is at epoch {current}: a copy is of an epoch the team has, or the first key (1); use `shoal team rotate-key` for a new one"
                         ),
+                    });
+                }
+                // Only a holder of a key seals it: the author has a copy of
+                // this (epoch, public key) already, unless it is the team's
+                // very first key. A key nobody holds never becomes current.
+                let first = k.epoch == 1 && s.keys.is_empty();
+                let held = s.keys.values().any(|h| {
+                    holders.contains(&h.recipient) && h.epoch == k.epoch && h.named() == k.named()
+                });
+                if !first && !held {
+                    return Err(RuleError::Invalid {
+                        what: "team key",
+                        value: k.epoch.to_string(),
+                        why: "its author holds no copy of this key: only a holder seals a key, and a new key comes with `shoal team rotate-key`".into(),
                     });
                 }
             }
