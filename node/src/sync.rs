@@ -516,6 +516,7 @@ impl SyncEngine {
             tasks: JoinSet::new(),
             connected: BTreeSet::new(),
             in_round: BTreeSet::new(),
+            more: BTreeSet::new(),
             allowed: None,
             pushed: VecDeque::new(),
             pushed_set: HashSet::new(),
@@ -582,6 +583,8 @@ struct Actor {
     connected: BTreeSet<PeerId>,
     /// Peers with an anti-entropy round in flight.
     in_round: BTreeSet<PeerId>,
+    /// Peers whose last round sent a full page: another round follows at once.
+    more: BTreeSet<PeerId>,
     /// The allow list last given to the mesh.
     allowed: Option<BTreeSet<PeerId>>,
     pushed: VecDeque<OpHash>,
@@ -1397,12 +1400,14 @@ impl Actor {
     fn internal(&mut self, msg: Internal) {
         match msg {
             Internal::TheirVector { peer, vv } => {
-                let mut ops: Vec<Vec<u8>> = self
+                // One bounded page per round; a full page starts the next round.
+                let (page, full) = self
                     .replica
-                    .missing_for(&vv)
-                    .into_iter()
-                    .map(|a| a.op.encode())
-                    .collect();
+                    .missing_page(&vv, ROUND_MAX_OPS, ROUND_MAX_BYTES);
+                let mut ops: Vec<Vec<u8>> = page.into_iter().map(|a| a.op.encode()).collect();
+                if full {
+                    self.more.insert(peer);
+                }
                 // Fork evidence travels: a peer at the same seq of a log may
                 // hold the other op of a fork, so both ops of every known
                 // fork of a log it holds go with the round (it skips those it has).
@@ -1448,6 +1453,9 @@ impl Actor {
             }
             Internal::RoundDone(peer) => {
                 self.in_round.remove(&peer);
+                if self.more.remove(&peer) && self.connected.contains(&peer) {
+                    self.start_round(peer);
+                }
             }
         }
     }
@@ -1515,6 +1523,11 @@ async fn recv_event(events: &mut Option<mpsc::Receiver<MeshEvent>>) -> Option<Me
         None => std::future::pending().await,
     }
 }
+
+/// At most this many ops are sent to one peer per anti-entropy round.
+const ROUND_MAX_OPS: usize = 1000;
+/// At most about this many encoded bytes of ops are sent per round.
+const ROUND_MAX_BYTES: usize = 8 * 1024 * 1024;
 
 /// Ops taken out of the state (voided after they were applied), with the
 /// reason they are quarantined for, so the store quarantines them too.

@@ -629,6 +629,37 @@ impl Replica {
         out.into_iter().map(|i| &self.applied[i]).collect()
     }
 
+    /// One page of what a peer with `theirs` lacks: the first of
+    /// [`Replica::missing_for`]'s ops, in causal order, at most `max_ops` ops
+    /// and `max_bytes` encoded bytes (always at least one op when any is
+    /// missing). A prefix in applied order is causally closed, so the peer
+    /// applies the page and asks again for the rest.
+    pub fn missing_page(
+        &self,
+        theirs: &VersionVector,
+        max_ops: usize,
+        max_bytes: usize,
+    ) -> (Vec<&Applied>, bool) {
+        let mut out: Vec<usize> = Vec::new();
+        for (log, idxs) in &self.logs {
+            let have = theirs.get(log).copied().unwrap_or(0) as usize;
+            out.extend(idxs.iter().skip(have));
+        }
+        out.sort_unstable();
+        let mut page = Vec::new();
+        let mut bytes = 0usize;
+        for &i in &out {
+            let a = &self.applied[i];
+            let size = a.op.encode().len();
+            if !page.is_empty() && (page.len() >= max_ops || bytes + size > max_bytes) {
+                return (page, true);
+            }
+            bytes += size;
+            page.push(a);
+        }
+        (page, false)
+    }
+
     /// The op of `log` at `seq` (1-based), if applied.
     pub fn log_op(&self, log: &LogId, seq: u64) -> Option<&Applied> {
         let idx = *self.logs.get(log)?.get(seq.checked_sub(1)? as usize)?;
