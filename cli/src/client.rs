@@ -78,6 +78,11 @@ impl Client {
         }
     }
 
+    /// The control socket's path.
+    pub fn socket(&self) -> &Path {
+        &self.path
+    }
+
     /// `GET route`; the JSON answer, or the server's error message.
     pub async fn get(&self, route: &str) -> anyhow::Result<Value> {
         Ok(self.call(Method::GET, route, None).await?)

@@ -17,13 +17,15 @@ use shoal_protocol::Action;
 use shoal_protocol::action::DeploymentEdit;
 use shoal_protocol::model::{ContainerConfig, DeploymentStatus, ImageRef, Sealed};
 
-use crate::Usage;
-use crate::domain::{self, Ctx, dash, query, seg, when};
-use crate::parse;
-use crate::read::{json, list_of, str_of, table};
+use crate::ctx::{Ctx, list_of, query, seg, str_of};
+use crate::edits::ConfigEdits;
+use crate::error::Usage;
+use crate::output::{dash, json, table, when};
+use crate::session::Session;
+use crate::{config, parse};
 
 #[derive(Subcommand, Debug)]
-pub enum DeployCmd {
+pub enum Cmd {
     /// Places a version on a node under a prefix (status preparing); the
     /// deployment id is the last line.
     Create {
@@ -99,7 +101,7 @@ pub enum DeployCmd {
         deployment: String,
         container: String,
         #[command(flatten)]
-        edits: Box<crate::product::ConfigEdits>,
+        edits: Box<ConfigEdits>,
         /// Drop every override of this container first.
         #[arg(long)]
         reset: bool,
@@ -217,9 +219,9 @@ fn status_cell(d: &Value) -> String {
     s
 }
 
-pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> {
+pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
     match cmd {
-        DeployCmd::Create {
+        Cmd::Create {
             product,
             version,
             node,
@@ -233,8 +235,8 @@ pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> 
         } => {
             let env = parse::key_values("--env", &env).map_err(|e| Usage(e.to_string()))?;
             let values = secret_values(&secret, secret_file.as_deref(), |k| std::env::var_os(k))?;
-            let v = domain::version(ctx, &product, &version).await?;
-            let (node_key, node_name, enc_key) = domain::node(ctx, &node).await?;
+            let v = ctx.version(&product, &version).await?;
+            let (node_key, node_name, enc_key) = ctx.node(&node).await?;
             let node_hex = node_key.to_hex();
             let mut secrets: BTreeMap<String, Sealed> = BTreeMap::new();
             for (k, value) in &values {
@@ -245,7 +247,7 @@ pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> 
                 );
             }
             drop(values);
-            let s = ctx.session().await?;
+            let s = Session::open(ctx).await?;
             let id = s.ids(1).await?.remove(0);
             s.act(Action::DeploymentCreate {
                 id: id.clone(),
@@ -279,15 +281,15 @@ pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> 
             writeln!(out, "{id}")?;
             Ok(())
         }
-        DeployCmd::Start {
+        Cmd::Start {
             deployment,
             wait,
             force,
         } => {
-            let d = domain::deployment(ctx, &deployment).await?;
+            let d = ctx.deployment(&deployment).await?;
             start(ctx, &d, force, &wait, out).await
         }
-        DeployCmd::Update {
+        Cmd::Update {
             deployment,
             note,
             prefix,
@@ -301,7 +303,7 @@ pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> 
         } => {
             let set_env = parse::key_values("--env", &env).map_err(|e| Usage(e.to_string()))?;
             let values = secret_values(&secret, secret_file.as_deref(), |k| std::env::var_os(k))?;
-            let d = domain::deployment(ctx, &deployment).await?;
+            let d = ctx.deployment(&deployment).await?;
             let id = str_of(&d, "id");
             let mut edit = DeploymentEdit {
                 note,
@@ -327,8 +329,7 @@ pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> 
                 let mut all: BTreeMap<String, Sealed> =
                     serde_json::from_value(sealed["secrets"].clone())
                         .map_err(|e| anyhow!("the daemon sent malformed sealed secrets: {e}"))?;
-                let (node_key, node_name, enc_key) =
-                    domain::node(ctx, &str_of(&d, "node_key")).await?;
+                let (node_key, node_name, enc_key) = ctx.node(&str_of(&d, "node_key")).await?;
                 for (k, value) in &values {
                     all.insert(
                         k.clone(),
@@ -349,7 +350,7 @@ pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> 
                 )
                 .into());
             }
-            let s = ctx.session().await?;
+            let s = Session::open(ctx).await?;
             s.act(Action::DeploymentUpdate {
                 id: id.clone(),
                 edit,
@@ -358,14 +359,14 @@ pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> 
             writeln!(out, "updated deployment {}", short_id(&id))?;
             Ok(())
         }
-        DeployCmd::Config {
+        Cmd::Config {
             deployment,
             container,
             edits,
             reset,
             show,
         } => instance_config(ctx, &deployment, &container, &edits, reset, show, out).await,
-        DeployCmd::List {
+        Cmd::List {
             node,
             status,
             product,
@@ -427,24 +428,24 @@ pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> 
                 &rows,
             )
         }
-        DeployCmd::Show { deployment } => {
-            let d = domain::deployment(ctx, &deployment).await?;
+        Cmd::Show { deployment } => {
+            let d = ctx.deployment(&deployment).await?;
             if ctx.json() {
                 return json(out, &d);
             }
             show(&d, out)
         }
-        DeployCmd::Logs {
+        Cmd::Logs {
             deployment,
             follow,
             tail,
         } => {
-            let d = domain::deployment(ctx, &deployment).await?;
+            let d = ctx.deployment(&deployment).await?;
             logs(ctx, &d, follow, tail, out).await
         }
-        DeployCmd::Delete { deployment } => {
-            let d = domain::deployment(ctx, &deployment).await?;
-            let s = ctx.session().await?;
+        Cmd::Delete { deployment } => {
+            let d = ctx.deployment(&deployment).await?;
+            let s = Session::open(ctx).await?;
             s.act(Action::DeploymentDelete {
                 id: str_of(&d, "id"),
             })
@@ -460,20 +461,20 @@ pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> 
             )?;
             Ok(())
         }
-        DeployCmd::Copy {
+        Cmd::Copy {
             deployment,
             node,
             prefix,
         } => {
-            let d = domain::deployment(ctx, &deployment).await?;
-            let (node_key, node_name, _) = domain::node(ctx, &node).await?;
+            let d = ctx.deployment(&deployment).await?;
+            let (node_key, node_name, _) = ctx.node(&node).await?;
             if !list_of(&d["secrets"]).is_empty() && node_key.to_hex() != str_of(&d, "node_key") {
                 eprintln!(
                     "warning: the copy's secrets stay sealed to {}: set them again for {node_name} before starting it",
                     str_of(&d, "node")
                 );
             }
-            let s = ctx.session().await?;
+            let s = Session::open(ctx).await?;
             let id = s.ids(1).await?.remove(0);
             s.act(Action::DeploymentCopy {
                 from: str_of(&d, "id"),
@@ -491,7 +492,7 @@ pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> 
             writeln!(out, "{id}")?;
             Ok(())
         }
-        DeployCmd::Rollback {
+        Cmd::Rollback {
             product,
             node,
             prefix,
@@ -752,7 +753,7 @@ async fn start(
     })?;
     let id = str_of(d, "id");
     let rollback = str_of(d, "status") == "obsolete" && str_of(d, "version_kind") == "incremental";
-    let s = ctx.session().await?;
+    let s = Session::open(ctx).await?;
     let action = if rollback {
         Action::DeploymentRollback {
             id: id.clone(),
@@ -765,7 +766,7 @@ async fn start(
         }
     };
     s.act(action).await?;
-    let now = domain::deployment(ctx, &id).await?;
+    let now = ctx.deployment(&id).await?;
     let target = now["tries"].as_u64().unwrap_or(0);
     writeln!(
         out,
@@ -873,12 +874,12 @@ async fn instance_config(
     ctx: &Ctx,
     deployment: &str,
     container: &str,
-    edits: &crate::product::ConfigEdits,
+    edits: &ConfigEdits,
     reset: bool,
     show: bool,
     out: &mut impl Write,
 ) -> Result<()> {
-    let d = domain::deployment(ctx, deployment).await?;
+    let d = ctx.deployment(deployment).await?;
     let id = str_of(&d, "id");
     let img = list_of(&d["images"])
         .iter()
@@ -910,7 +911,7 @@ async fn instance_config(
         } else {
             instances.insert(container.to_owned(), inst.clone());
         }
-        let s = ctx.session().await?;
+        let s = Session::open(ctx).await?;
         s.act(Action::DeploymentUpdate {
             id: id.clone(),
             edit: DeploymentEdit {
@@ -938,7 +939,7 @@ async fn instance_config(
     let (image, registry) = match &merged.image {
         Some(r) => (
             r.clone(),
-            crate::product::registry_name_of(ctx, &r.registry).await?,
+            crate::image_ref::registry_name_of(ctx, &r.registry).await?,
         ),
         None => (
             ImageRef {
@@ -949,11 +950,11 @@ async fn instance_config(
             str_of(img, "registry"),
         ),
     };
-    let shown = crate::product::effective(&image, &registry, &merged)?;
+    let shown = config::effective(&image, &registry, &merged)?;
     if ctx.json() {
         json(out, &shown)
     } else {
-        write!(out, "{}", crate::config::to_yaml(&shown)?)?;
+        write!(out, "{}", config::to_yaml(&shown)?)?;
         Ok(())
     }
 }

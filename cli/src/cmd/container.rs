@@ -8,53 +8,94 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
+use clap::Subcommand;
 use futures::StreamExt as _;
 use serde_json::Value;
 use shoal_protocol::Action;
 use shoal_protocol::model::ContainerAction;
 
-use crate::Output;
-use crate::client::Client;
-use crate::read::{pick_team, segment, str_of};
-use crate::write::{Session, find_node};
+use crate::ctx::{Ctx, segment, str_of};
+use crate::output::{Output, table};
+use crate::session::Session;
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Lists a node's containers of this team, with their state.
+    List {
+        node: String,
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+    /// Starts a container (a signed, audited command the node carries out).
+    Start { node: String, container: String },
+    /// Stops a container.
+    Stop { node: String, container: String },
+    /// Restarts a container.
+    Restart { node: String, container: String },
+    /// Removes a container.
+    Remove { node: String, container: String },
+    /// Prints a container's logs.
+    Logs {
+        node: String,
+        container: String,
+        /// Keep printing new lines.
+        #[arg(long, short)]
+        follow: bool,
+        /// How many lines from the end (default 100).
+        #[arg(long)]
+        tail: Option<u64>,
+    },
+    /// Shows a container's engine document (secret values redacted).
+    Inspect { node: String, container: String },
+}
 
 /// How long a container command waits for the node to carry it out.
 const COMMAND_WAIT: Duration = Duration::from_secs(60);
 /// Between two polls of a command's effect.
 const POLL: Duration = Duration::from_millis(500);
 
-fn route(team: &str, node: &str, tail: &str) -> String {
-    format!(
-        "/v1/teams/{}/nodes/{}/containers{tail}",
-        segment(team),
-        segment(node)
-    )
+pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
+    match cmd {
+        Cmd::List { node, prefix } => list(ctx, &node, prefix.as_deref(), out).await,
+        Cmd::Start { node, container } => {
+            command(ctx, &node, &container, ContainerAction::Start, out).await
+        }
+        Cmd::Stop { node, container } => {
+            command(ctx, &node, &container, ContainerAction::Stop, out).await
+        }
+        Cmd::Restart { node, container } => {
+            command(ctx, &node, &container, ContainerAction::Restart, out).await
+        }
+        Cmd::Remove { node, container } => {
+            command(ctx, &node, &container, ContainerAction::Remove, out).await
+        }
+        Cmd::Logs {
+            node,
+            container,
+            follow,
+            tail,
+        } => logs(ctx, &node, &container, tail, follow, out).await,
+        Cmd::Inspect { node, container } => inspect(ctx, &node, &container, out).await,
+    }
 }
 
-async fn list_of(
-    client: &Client,
-    team: &str,
-    node: &str,
-    prefix: Option<&str>,
-) -> Result<Vec<Value>> {
+/// The route of a node's containers (`tail` already encoded).
+async fn route(ctx: &Ctx, node: &str, tail: &str) -> Result<String> {
+    ctx.route(&format!("nodes/{}/containers{tail}", segment(node)))
+        .await
+}
+
+async fn list_of(ctx: &Ctx, node: &str, prefix: Option<&str>) -> Result<Vec<Value>> {
     let q = prefix
         .map(|p| format!("?prefix={}", segment(p)))
         .unwrap_or_default();
-    let v = client.get(&route(team, node, &q)).await?;
+    let v = ctx.client.get(&route(ctx, node, &q).await?).await?;
     Ok(v.as_array().cloned().unwrap_or_default())
 }
 
-pub async fn list(
-    client: &Client,
-    team: Option<&str>,
-    node: &str,
-    prefix: Option<&str>,
-    output: Output,
-    out: &mut impl Write,
-) -> Result<()> {
-    let team = pick_team(client, team).await?;
-    let list = list_of(client, &team, node, prefix).await?;
-    if output == Output::Json {
+async fn list(ctx: &Ctx, node: &str, prefix: Option<&str>, out: &mut impl Write) -> Result<()> {
+    let list = list_of(ctx, node, prefix).await?;
+    if ctx.output == Output::Json {
         writeln!(out, "{}", serde_json::to_string(&list)?)?;
         return Ok(());
     }
@@ -79,7 +120,7 @@ pub async fn list(
             ]
         })
         .collect();
-    crate::read::table(
+    table(
         out,
         &["NAME", "PREFIX", "STATE", "VERSION", "IMAGE", "PORTS"],
         &rows,
@@ -92,19 +133,20 @@ fn state_of(list: &[Value], name: &str) -> Option<String> {
         .map(|c| str_of(&c["state"], "state"))
 }
 
-pub async fn command(
-    s: &Session,
+async fn command(
+    ctx: &Ctx,
     node: &str,
     container: &str,
     action: ContainerAction,
     out: &mut impl Write,
 ) -> Result<()> {
-    let n = find_node(s, node).await?;
+    let s = Session::open(ctx).await?;
+    let n = ctx.find_node(node).await?;
     let key = str_of(&n, "key")
         .parse()
         .map_err(|e| anyhow!("the daemon sent a malformed node key: {e}"))?;
     let node_name = str_of(&n, "name");
-    let before = list_of(&s.client, &s.team, &node_name, None).await?;
+    let before = list_of(ctx, &node_name, None).await?;
     if state_of(&before, container).is_none() {
         bail!(
             "node {node_name} runs no container {container:?} of this team: see `shoal container list {node_name}`"
@@ -131,7 +173,7 @@ pub async fn command(
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     loop {
-        let now = list_of(&s.client, &s.team, &node_name, None).await?;
+        let now = list_of(ctx, &node_name, None).await?;
         let state = state_of(&now, container);
         if done(state.clone()) {
             writeln!(
@@ -151,34 +193,20 @@ pub async fn command(
     }
 }
 
-pub async fn logs(
-    client: &Client,
-    team: Option<&str>,
+async fn logs(
+    ctx: &Ctx,
     node: &str,
     container: &str,
     tail: Option<u64>,
     follow: bool,
     out: &mut impl Write,
 ) -> Result<()> {
-    let team = pick_team(client, team).await?;
-    let fetch = |tail: u64| {
-        let r = route(
-            &team,
-            node,
-            &format!("/{}/logs?tail={tail}", segment(container)),
-        );
-        async move {
-            let v = client.get(&r).await?;
-            let lines: Vec<String> = serde_json::from_value(v["lines"].clone()).unwrap_or_default();
-            anyhow::Ok(lines)
-        }
-    };
     if follow {
         // Streamed from the node: each line once, as it is written, until
         // the container stops.
-        let route = route(&team, node, &format!("/{}/follow", segment(container)));
+        let route = route(ctx, node, &format!("/{}/follow", segment(container))).await?;
         let mut lines = crate::follow::container(
-            client.clone(),
+            ctx.client.clone(),
             route,
             tail.unwrap_or(100),
             None,
@@ -192,28 +220,25 @@ pub async fn logs(
         }
         return Ok(());
     }
-    for l in fetch(tail.unwrap_or(100)).await? {
+    let tail = tail.unwrap_or(100);
+    let r = route(
+        ctx,
+        node,
+        &format!("/{}/logs?tail={tail}", segment(container)),
+    )
+    .await?;
+    let v = ctx.client.get(&r).await?;
+    let lines: Vec<String> = serde_json::from_value(v["lines"].clone()).unwrap_or_default();
+    for l in lines {
         writeln!(out, "{l}")?;
     }
     out.flush()?;
     Ok(())
 }
 
-pub async fn inspect(
-    client: &Client,
-    team: Option<&str>,
-    node: &str,
-    container: &str,
-    out: &mut impl Write,
-) -> Result<()> {
-    let team = pick_team(client, team).await?;
-    let v = client
-        .get(&route(
-            &team,
-            node,
-            &format!("/{}/inspect", segment(container)),
-        ))
-        .await?;
+async fn inspect(ctx: &Ctx, node: &str, container: &str, out: &mut impl Write) -> Result<()> {
+    let r = route(ctx, node, &format!("/{}/inspect", segment(container))).await?;
+    let v = ctx.client.get(&r).await?;
     writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
     Ok(())
 }

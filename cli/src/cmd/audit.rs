@@ -5,13 +5,13 @@ use std::io::Write;
 use anyhow::{Result, bail};
 use clap::Subcommand;
 
-use crate::Usage;
-use crate::domain::{Ctx, query, when};
+use crate::ctx::{Ctx, list_of, query, str_of};
+use crate::error::Usage;
+use crate::output::{json, table, when};
 use crate::parse;
-use crate::read::{json, list_of, str_of, table};
 
 #[derive(Subcommand, Debug)]
-pub enum AuditCmd {
+pub enum Cmd {
     /// Lists the audit log, oldest first.
     List {
         /// From this time: RFC 3339, or a duration ago (2h, 7d).
@@ -35,9 +35,9 @@ pub enum AuditCmd {
     Verify,
 }
 
-pub async fn run(ctx: &Ctx, cmd: AuditCmd, out: &mut impl Write) -> Result<()> {
+pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
     match cmd {
-        AuditCmd::List {
+        Cmd::List {
             since,
             until,
             author,
@@ -90,7 +90,7 @@ pub async fn run(ctx: &Ctx, cmd: AuditCmd, out: &mut impl Write) -> Result<()> {
                 &rows,
             )
         }
-        AuditCmd::Verify => {
+        Cmd::Verify => {
             let v = ctx.get("audit/verify").await?;
             let problems = list_of(&v["problems"]);
             if ctx.json() {

@@ -1,0 +1,202 @@
+//! Signing changes to a team. The daemon prepares each op against its
+//! state, this CLI checks that the body is the one asked for, signs it with
+//! the profile key, and hands it back for the daemon to verify and commit.
+//! The profile's secret key never leaves this process.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use serde_json::{Value, json};
+use shoal_protocol::model::InviteKind;
+use shoal_protocol::ticket::Ticket;
+use shoal_protocol::{Action, Hlc, OpBody, SecretKey, TeamId};
+
+use crate::ctx::{Ctx, list_of, str_of};
+use crate::profile::{self, Profile};
+
+pub fn now_ms() -> u64 {
+    shoal_node::daemon::now_ms()
+}
+
+/// The op body the daemon prepared (hex of its postcard encoding).
+pub fn decode_body(v: &Value) -> Result<OpBody> {
+    let hex_body = v
+        .get("body")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("the daemon sent no op body"))?;
+    let bytes = hex::decode(hex_body).context("the daemon sent an op body that is not hex")?;
+    postcard::from_bytes(&bytes).context("the daemon sent an op body this shoal cannot read")
+}
+
+/// The command's team and the member acting in it.
+#[derive(Debug)]
+pub struct Session<'a> {
+    pub ctx: &'a Ctx,
+    pub profile: Profile,
+}
+
+impl<'a> Session<'a> {
+    /// Loads the profile; the team is the context's.
+    pub async fn open(ctx: &'a Ctx) -> Result<Session<'a>> {
+        let profile = profile::load(&ctx.dir)?;
+        Ok(Session { ctx, profile })
+    }
+
+    /// The ids the next op of this member will give what it creates.
+    pub async fn ids(&self, count: u32) -> Result<Vec<String>> {
+        let v = self
+            .ctx
+            .client
+            .post(
+                &self.ctx.route("ids").await?,
+                &json!({ "author": self.profile.public().to_hex(), "count": count }),
+            )
+            .await?;
+        serde_json::from_value(v["ids"].clone()).context("the daemon sent malformed ids")
+    }
+
+    /// Prepares, checks, signs and submits `action`; returns the op's hash.
+    pub async fn act(&self, action: Action) -> Result<String> {
+        let me = self.profile.public();
+        let v = self
+            .ctx
+            .client
+            .post(
+                &self.ctx.route("prepare").await?,
+                &json!({ "author": me.to_hex(), "action": action }),
+            )
+            .await?;
+        let body = decode_body(&v)?;
+        // Sign only what was asked for.
+        if body.author != me || body.action != action {
+            bail!("the daemon prepared an op other than the one asked for; not signing it");
+        }
+        let op = body.sign(&self.profile.key)?;
+        let hash = op.hash().to_hex();
+        self.ctx
+            .client
+            .post(
+                &self.ctx.route("ops").await?,
+                &json!({ "op": hex::encode(op.encode()) }),
+            )
+            .await?;
+        Ok(hash)
+    }
+
+    /// Makes an invite and its ticket.
+    pub async fn invite(&self, kind: InviteKind, lifetime: Duration) -> Result<Ticket> {
+        let id = self.ids(1).await?.remove(0);
+        let seed = shoal_node::daemon::random32()?;
+        let invite_key = SecretKey::from_seed(seed).public();
+        let expires_ms =
+            now_ms().saturating_add(lifetime.as_millis().try_into().unwrap_or(u64::MAX));
+        self.act(Action::InviteCreate {
+            id: id.clone(),
+            kind: kind.clone(),
+            invite_key,
+            expires: Hlc::new(expires_ms, 0),
+        })
+        .await?;
+        let b = self.ctx.get("bootstrap").await?;
+        let team: TeamId = str_of(&b, "id")
+            .parse()
+            .context("the daemon sent a malformed team id")?;
+        let psk: [u8; 32] = hex::decode(str_of(&b, "psk"))
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| anyhow!("the daemon sent a malformed network key"))?;
+        let bootstrap: Vec<String> =
+            serde_json::from_value(b["bootstrap"].clone()).unwrap_or_default();
+        if bootstrap.is_empty() {
+            bail!("this node has no address to put in the ticket: is the daemon listening?");
+        }
+        Ok(Ticket {
+            team,
+            team_name: str_of(&b, "name"),
+            psk,
+            bootstrap,
+            invite: id,
+            invite_seed: seed,
+            kind,
+            expires_ms,
+        })
+    }
+}
+
+/// What a rotation of the team key did.
+#[derive(Debug)]
+pub struct Rotated {
+    pub epoch: u64,
+    pub recipients: usize,
+    pub registries: Vec<String>,
+}
+
+/// Rotates the team secrets key (§5): the local node prepares the next
+/// epoch's key sealed to every node and admin, with every registry password
+/// sealed again to it; this member signs it. `None` when the team has no
+/// key yet (nothing was ever sealed to it).
+pub async fn rotate_key(s: &Session<'_>) -> Result<Option<Rotated>> {
+    let keys = s.ctx.get("keys").await?;
+    if keys["epoch"].is_null() {
+        return Ok(None);
+    }
+    let v = s
+        .ctx
+        .client
+        .post(&s.ctx.route("keys/rotation").await?, &json!({}))
+        .await?;
+    let action: Action = serde_json::from_value(v["action"].clone())
+        .map_err(|e| anyhow!("the daemon sent a malformed key rotation: {e}"))?;
+    let Action::KeyRotate { epoch, keys, .. } = &action else {
+        bail!("the daemon prepared an op other than a key rotation; not signing it");
+    };
+    let rotated = Rotated {
+        epoch: u64::from(*epoch),
+        recipients: keys.len(),
+        registries: list_of(&v["registries"])
+            .iter()
+            .filter_map(|r| r.as_str().map(str::to_string))
+            .collect(),
+    };
+    s.act(action).await?;
+    Ok(Some(rotated))
+}
+
+/// Prints what a rotation did.
+pub fn print_rotated(r: &Rotated, out: &mut impl Write) -> Result<()> {
+    writeln!(
+        out,
+        "rotated the team secrets key to epoch {}: sealed to {} node(s) and admin(s)",
+        r.epoch, r.recipients
+    )?;
+    if !r.registries.is_empty() {
+        writeln!(
+            out,
+            "sealed again to the new key: the password(s) of registry {}",
+            r.registries.join(", ")
+        )?;
+    }
+    Ok(())
+}
+
+/// After `gone` left the team (or stopped being an admin): rotates the team
+/// key so it cannot open what is sealed from now on.
+pub async fn rotate_after(s: &Session<'_>, gone: &str, out: &mut impl Write) -> Result<()> {
+    match rotate_key(s).await {
+        Ok(None) => Ok(()),
+        Ok(Some(r)) => {
+            print_rotated(&r, out)?;
+            if !r.registries.is_empty() {
+                writeln!(
+                    out,
+                    "{gone} could read these passwords until now: change them at their registries, then `shoal registry update NAME --user USER --password-stdin`"
+                )?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(anyhow!(
+            "{gone} is removed, but the team secrets key was not rotated: {e:#}\nrun `shoal team rotate-key` on a node of the team that holds the key"
+        )),
+    }
+}
