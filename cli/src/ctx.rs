@@ -6,8 +6,14 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use anyhow::{Context as _, Result, anyhow, bail};
-use serde_json::Value;
+use anyhow::{Result, anyhow, bail};
+use serde::de::DeserializeOwned;
+use shoal_api::deployments::DeploymentDetail;
+use shoal_api::members::Member;
+use shoal_api::nodes::{Node, NodeList};
+use shoal_api::products::{ProductDetail, VersionDetail};
+use shoal_api::registries::Registry;
+use shoal_api::teams::TeamList;
 use shoal_protocol::PublicKey;
 
 use crate::client::Client;
@@ -62,21 +68,21 @@ impl Ctx {
     }
 
     /// `GET /v1/teams/<team>/<tail>` (`tail` already encoded).
-    pub async fn get(&self, tail: &str) -> Result<Value> {
+    pub async fn get<T: DeserializeOwned>(&self, tail: &str) -> Result<T> {
         let route = self.route(tail).await?;
         self.client.get(&route).await
     }
 
-    /// `GET` a registry, product, version or deployment by name or id.
-    pub async fn registry(&self, name: &str) -> Result<Value> {
+    /// A registry, product, version or deployment by name or id.
+    pub async fn registry(&self, name: &str) -> Result<Registry> {
         self.get(&format!("registries/{}", seg(name))).await
     }
 
-    pub async fn product(&self, name: &str) -> Result<Value> {
+    pub async fn product(&self, name: &str) -> Result<ProductDetail> {
         self.get(&format!("products/{}", seg(name))).await
     }
 
-    pub async fn version(&self, product: &str, version: &str) -> Result<Value> {
+    pub async fn version(&self, product: &str, version: &str) -> Result<VersionDetail> {
         self.get(&format!(
             "products/{}/versions/{}",
             seg(product),
@@ -85,51 +91,36 @@ impl Ctx {
         .await
     }
 
-    pub async fn deployment(&self, id: &str) -> Result<Value> {
+    pub async fn deployment(&self, id: &str) -> Result<DeploymentDetail> {
         self.get(&format!("deployments/{}", seg(id))).await
     }
 
     /// A live node of the team by name, full key or key prefix: (key, name,
-    /// encryption key).
+    /// encryption key). A name that several nodes carry is the first's.
     pub async fn node(&self, arg: &str) -> Result<(PublicKey, String, String)> {
-        let list = self.get("nodes").await?;
-        let live: Vec<&Value> = list
-            .as_array()
-            .map(|l| {
-                l.iter()
-                    .filter(|n| n.get("removed").is_none_or(Value::is_null))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let by_name: Vec<&&Value> = live.iter().filter(|n| str_of(n, "name") == arg).collect();
-        let hit = match by_name.as_slice() {
-            [one, ..] => **one,
-            [] => {
-                let by_key: Vec<&&Value> = live
+        let list: NodeList = self.get("nodes").await?;
+        let live: Vec<&Node> = list.iter().filter(|n| n.removed.is_none()).collect();
+        let hit = match live.iter().find(|n| n.name == arg) {
+            Some(one) => *one,
+            None => {
+                let by_key: Vec<&&Node> = live
                     .iter()
-                    .filter(|n| arg.len() >= 4 && str_of(n, "key").starts_with(arg))
+                    .filter(|n| arg.len() >= 4 && n.key.starts_with(arg))
                     .collect();
                 match by_key.as_slice() {
                     [one] => **one,
-                    [] => {
-                        return Err(anyhow!(
-                            "no node {arg:?} in this team: see `shoal node list`"
-                        ));
-                    }
-                    _ => return Err(anyhow!("several nodes match {arg:?}: give more of the key")),
+                    [] => bail!("no node {arg:?} in this team: see `shoal node list`"),
+                    _ => bail!("several nodes match {arg:?}: give more of the key"),
                 }
             }
         };
-        let key = str_of(hit, "key")
-            .parse()
-            .context("the daemon sent a malformed node key")?;
-        Ok((key, str_of(hit, "name"), str_of(hit, "enc_key")))
+        Ok((key_of(hit)?, hit.name.clone(), hit.enc_key.clone()))
     }
 
     /// One live node of the team, by name or key prefix.
-    pub async fn find_node(&self, node: &str) -> Result<Value> {
-        let list = self.get("nodes").await?;
-        find(list_of(&list), node, "node").cloned()
+    pub async fn find_node(&self, node: &str) -> Result<Node> {
+        let list: NodeList = self.get("nodes").await?;
+        find(&list, node, "node").cloned()
     }
 }
 
@@ -178,15 +169,14 @@ pub async fn pick_team(client: &Client, given: Option<&str>) -> Result<String> {
     if let Some(t) = given {
         return Ok(t.to_string());
     }
-    let list = client.get("/v1/teams").await?;
-    let teams = list.as_array().map(Vec::as_slice).unwrap_or_default();
-    match teams {
-        [only] => Ok(str_of(only, "id")),
+    let teams: TeamList = client.get("/v1/teams").await?;
+    match teams.as_slice() {
+        [only] => Ok(only.id.clone()),
         [] => bail!(
             "this daemon holds no team: create one with `shoal team create NAME` or join one with `shoal team join TICKET`"
         ),
         many => {
-            let names: Vec<String> = many.iter().map(|t| str_of(t, "name")).collect();
+            let names: Vec<&str> = many.iter().map(|t| t.name.as_str()).collect();
             bail!(
                 "this daemon holds several teams ({}): pass --team NAME",
                 names.join(", ")
@@ -195,30 +185,46 @@ pub async fn pick_team(client: &Client, given: Option<&str>) -> Result<String> {
     }
 }
 
-pub fn str_of(v: &Value, field: &str) -> String {
-    match v.get(field) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
+/// A member or node of the team's lists, as [`find`] looks it up.
+pub trait Listed {
+    fn name(&self) -> &str;
+    fn key(&self) -> &str;
+    fn removed(&self) -> bool;
+}
+
+impl Listed for Member {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn key(&self) -> &str {
+        &self.key
+    }
+    fn removed(&self) -> bool {
+        self.removed.is_some()
     }
 }
 
-pub fn list_of(v: &Value) -> &[Value] {
-    v.as_array().map(Vec::as_slice).unwrap_or_default()
+impl Listed for Node {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn key(&self) -> &str {
+        &self.key
+    }
+    fn removed(&self) -> bool {
+        self.removed.is_some()
+    }
 }
 
 /// Finds one live entry of a team list by name, full key or key prefix.
-pub fn find<'a>(list: &'a [Value], arg: &str, what: &str) -> Result<&'a Value> {
-    let live: Vec<&Value> = list
-        .iter()
-        .filter(|v| v.get("removed").is_none_or(Value::is_null))
-        .collect();
-    if let Some(v) = live.iter().find(|v| str_of(v, "name") == arg) {
+pub fn find<'a, T: Listed>(list: &'a [T], arg: &str, what: &str) -> Result<&'a T> {
+    let live: Vec<&T> = list.iter().filter(|v| !v.removed()).collect();
+    if let Some(v) = live.iter().find(|v| v.name() == arg) {
         return Ok(v);
     }
-    let by_key: Vec<&&Value> = live
+    let by_key: Vec<&&T> = live
         .iter()
-        .filter(|v| arg.len() >= 4 && str_of(v, "key").starts_with(arg))
+        .filter(|v| arg.len() >= 4 && v.key().starts_with(arg))
         .collect();
     match by_key.as_slice() {
         [one] => Ok(one),
@@ -227,9 +233,9 @@ pub fn find<'a>(list: &'a [Value], arg: &str, what: &str) -> Result<&'a Value> {
     }
 }
 
-/// The `key` of a member or node.
-pub fn key_of(v: &Value) -> Result<PublicKey> {
-    str_of(v, "key")
+/// The public key of a member or node.
+pub fn key_of(v: &impl Listed) -> Result<PublicKey> {
+    v.key()
         .parse()
         .map_err(|e| anyhow!("the daemon sent a malformed key: {e}"))
 }
@@ -237,17 +243,25 @@ pub fn key_of(v: &Value) -> Result<PublicKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    fn member(name: &str, key: &str, removed: bool) -> Member {
+        serde_json::from_value(serde_json::json!({
+            "key": key, "name": name, "email": null, "role": "user",
+            "enc_key": "", "joined": {"ms": 1, "c": 0}, "invite": null,
+            "removed": if removed { serde_json::json!({"ms": 5, "c": 0}) } else { serde_json::Value::Null },
+        }))
+        .unwrap()
+    }
 
     #[test]
     fn find_by_name_or_key_prefix() {
         let list = vec![
-            json!({"name": "a", "key": "abcd1234", "removed": null}),
-            json!({"name": "b", "key": "abce5678", "removed": null}),
-            json!({"name": "c", "key": "ffff0000", "removed": 5}),
+            member("a", "abcd1234", false),
+            member("b", "abce5678", false),
+            member("c", "ffff0000", true),
         ];
-        assert_eq!(str_of(find(&list, "b", "member").unwrap(), "name"), "b");
-        assert_eq!(str_of(find(&list, "abcd", "member").unwrap(), "name"), "a");
+        assert_eq!(find(&list, "b", "member").unwrap().name, "b");
+        assert_eq!(find(&list, "abcd", "member").unwrap().name, "a");
         assert!(find(&list, "abc", "member").is_err(), "too short a prefix");
         assert!(find(&list, "c", "member").is_err(), "removed");
         assert!(find(&list, "ffff", "member").is_err(), "removed");

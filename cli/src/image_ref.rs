@@ -3,10 +3,10 @@
 //! Hub; and registry names for ids.
 
 use anyhow::{Result, anyhow, bail};
-use serde_json::Value;
+use shoal_api::registries::{Registry, RegistryList};
 use shoal_protocol::model::{HUB_REGISTRY_ID, ImageRef, RegistryKind};
 
-use crate::ctx::{Ctx, list_of, str_of};
+use crate::ctx::Ctx;
 use crate::error::Usage;
 use crate::output::dash;
 use crate::parse;
@@ -20,24 +20,21 @@ fn url_host(url: &str) -> String {
     rest.split('/').next().unwrap_or(rest).to_ascii_lowercase()
 }
 
-/// Whether the image host `host` is served by the registry `r` (JSON of
-/// the registries route).
-fn serves(r: &Value, host: &str) -> bool {
+/// Whether the image host `host` is served by the registry `r`.
+fn serves(r: &Registry, host: &str) -> bool {
     let host = host.to_ascii_lowercase();
-    let url = str_of(r, "url");
-    let own = (!url.is_empty()).then(|| url_host(&url));
-    match RegistryKind::parse(&str_of(r, "kind")) {
-        Some(RegistryKind::Hub) => matches!(
+    let own = r.url.as_deref().filter(|u| !u.is_empty()).map(url_host);
+    match r.kind {
+        RegistryKind::Hub => matches!(
             host.as_str(),
             "docker.io" | "index.docker.io" | "registry-1.docker.io"
         ),
-        Some(RegistryKind::Github) => own.as_deref().unwrap_or("ghcr.io") == host,
-        Some(RegistryKind::Gitlab) => match own {
+        RegistryKind::Github => own.as_deref().unwrap_or("ghcr.io") == host,
+        RegistryKind::Gitlab => match own {
             Some(o) => host == o || host == format!("registry.{o}"),
             None => host == "registry.gitlab.com",
         },
-        Some(RegistryKind::V2 | RegistryKind::Unchecked) => own.as_deref() == Some(host.as_str()),
-        None => false,
+        RegistryKind::V2 | RegistryKind::Unchecked => own.as_deref() == Some(host.as_str()),
     }
 }
 
@@ -46,13 +43,13 @@ fn serves(r: &Value, host: &str) -> bool {
 /// Docker Hub.
 pub async fn image_ref(ctx: &Ctx, reference: &str, registry: Option<&str>) -> Result<ImageRef> {
     let parts = parse::image_ref(reference).map_err(|e| Usage(e.to_string()))?;
-    let list = ctx.get("registries").await?;
-    image_ref_in(list_of(&list), &parts, reference, registry)
+    let list: RegistryList = ctx.get("registries").await?;
+    image_ref_in(&list, &parts, reference, registry)
 }
 
 /// [`image_ref`] against a known list of registries.
 pub fn image_ref_in(
-    registries: &[Value],
+    registries: &[Registry],
     parts: &parse::ImageRefParts,
     reference: &str,
     registry: Option<&str>,
@@ -61,7 +58,7 @@ pub fn image_ref_in(
         (Some(name), host) => {
             let r = registries
                 .iter()
-                .find(|r| str_of(r, "name") == name || str_of(r, "id") == name)
+                .find(|r| r.name == name || r.id == name)
                 .ok_or_else(|| {
                     anyhow!("no registry {name:?} in this team: see `shoal registry list`")
                 })?;
@@ -70,7 +67,7 @@ pub fn image_ref_in(
             {
                 bail!(
                     "image {reference} names host {h}, but registry {name} is {}: drop the host from the reference or pick the right --registry",
-                    dash(str_of(r, "url"))
+                    dash(r.url.clone().unwrap_or_default())
                 );
             }
             r
@@ -82,11 +79,11 @@ pub fn image_ref_in(
         })?,
         (None, None) => registries
             .iter()
-            .find(|r| str_of(r, "id") == HUB_REGISTRY_ID)
+            .find(|r| r.id == HUB_REGISTRY_ID)
             .ok_or_else(|| anyhow!("this team has no Docker Hub registry: pass --registry NAME"))?,
     };
     Ok(ImageRef {
-        registry: str_of(r, "id"),
+        registry: r.id.clone(),
         name: parts.name.clone(),
         tag: parts.tag.clone(),
     })
@@ -94,25 +91,46 @@ pub fn image_ref_in(
 
 /// The name of the registry with id `id` (the id itself when it is gone).
 pub async fn registry_name_of(ctx: &Ctx, id: &str) -> Result<String> {
-    let list = ctx.get("registries").await?;
-    Ok(list_of(&list)
+    let list: RegistryList = ctx.get("registries").await?;
+    Ok(list
         .iter()
-        .find(|x| str_of(x, "id") == id)
-        .map(|x| str_of(x, "name"))
+        .find(|x| x.id == id)
+        .map(|x| x.name.clone())
         .unwrap_or_else(|| id.to_owned()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
-    fn registries() -> Vec<Value> {
+    fn registry(id: &str, name: &str, kind: RegistryKind, url: Option<&str>) -> Registry {
+        Registry {
+            id: id.into(),
+            name: name.into(),
+            kind,
+            url: url.map(str::to_string),
+            namespace: None,
+            user: None,
+            password: false,
+            key_epoch: None,
+            sealed_for: None,
+            images: 0,
+            builtin: false,
+            created_ms: 0,
+        }
+    }
+
+    fn registries() -> Vec<Registry> {
         vec![
-            json!({"id": "hub", "name": "hub", "kind": "hub", "url": null}),
-            json!({"id": "r1", "name": "local", "kind": "v2", "url": "127.0.0.1:5000"}),
-            json!({"id": "r2", "name": "corp", "kind": "v2", "url": "https://registry.corp.example/"}),
-            json!({"id": "r3", "name": "gh", "kind": "github", "url": null}),
+            registry("hub", "hub", RegistryKind::Hub, None),
+            registry("r1", "local", RegistryKind::V2, Some("127.0.0.1:5000")),
+            registry(
+                "r2",
+                "corp",
+                RegistryKind::V2,
+                Some("https://registry.corp.example/"),
+            ),
+            registry("r3", "gh", RegistryKind::Github, None),
         ]
     }
 

@@ -5,6 +5,7 @@ use std::io::Write;
 
 use anyhow::Result;
 use clap::ValueEnum;
+use serde::Serialize;
 use serde_json::Value;
 
 /// Output format of listings.
@@ -44,8 +45,11 @@ pub fn table(out: &mut impl Write, headers: &[&str], rows: &[Vec<String>]) -> Re
     Ok(())
 }
 
-pub fn json(out: &mut impl Write, v: &Value) -> Result<()> {
-    writeln!(out, "{}", serde_json::to_string(v)?)?;
+/// `v` as one line of JSON, its object keys sorted as the daemon's
+/// answers print (through [`serde_json::Value`], whose maps are sorted).
+pub fn json(out: &mut impl Write, v: &impl Serialize) -> Result<()> {
+    let v: Value = serde_json::to_value(v)?;
+    writeln!(out, "{}", serde_json::to_string(&v)?)?;
     Ok(())
 }
 

@@ -7,12 +7,14 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use serde_json::{Value, json};
+use shoal_api::keys::{KeyRotation, TeamKeys};
+use shoal_api::ops::{OpRequest, PrepareRequest, PreparedBody, SubmitReport};
+use shoal_api::teams::{Bootstrap, Ids, IdsRequest};
 use shoal_protocol::model::InviteKind;
 use shoal_protocol::ticket::Ticket;
 use shoal_protocol::{Action, Hlc, OpBody, SecretKey, TeamId};
 
-use crate::ctx::{Ctx, list_of, str_of};
+use crate::ctx::Ctx;
 use crate::profile::{self, Profile};
 
 pub fn now_ms() -> u64 {
@@ -20,11 +22,7 @@ pub fn now_ms() -> u64 {
 }
 
 /// The op body the daemon prepared (hex of its postcard encoding).
-pub fn decode_body(v: &Value) -> Result<OpBody> {
-    let hex_body = v
-        .get("body")
-        .and_then(Value::as_str)
-        .ok_or_else(|| anyhow!("the daemon sent no op body"))?;
+pub fn decode_body(hex_body: &str) -> Result<OpBody> {
     let bytes = hex::decode(hex_body).context("the daemon sent an op body that is not hex")?;
     postcard::from_bytes(&bytes).context("the daemon sent an op body this shoal cannot read")
 }
@@ -45,40 +43,49 @@ impl<'a> Session<'a> {
 
     /// The ids the next op of this member will give what it creates.
     pub async fn ids(&self, count: u32) -> Result<Vec<String>> {
-        let v = self
+        let v: Ids = self
             .ctx
             .client
             .post(
                 &self.ctx.route("ids").await?,
-                &json!({ "author": self.profile.public().to_hex(), "count": count }),
+                &IdsRequest {
+                    author: self.profile.public().to_hex(),
+                    count,
+                },
             )
             .await?;
-        serde_json::from_value(v["ids"].clone()).context("the daemon sent malformed ids")
+        Ok(v.ids)
     }
 
     /// Prepares, checks, signs and submits `action`; returns the op's hash.
     pub async fn act(&self, action: Action) -> Result<String> {
         let me = self.profile.public();
-        let v = self
+        let v: PreparedBody = self
             .ctx
             .client
             .post(
                 &self.ctx.route("prepare").await?,
-                &json!({ "author": me.to_hex(), "action": action }),
+                &PrepareRequest {
+                    author: me.to_hex(),
+                    action: action.clone(),
+                },
             )
             .await?;
-        let body = decode_body(&v)?;
+        let body = decode_body(&v.body)?;
         // Sign only what was asked for.
         if body.author != me || body.action != action {
             bail!("the daemon prepared an op other than the one asked for; not signing it");
         }
         let op = body.sign(&self.profile.key)?;
         let hash = op.hash().to_hex();
-        self.ctx
+        let _: SubmitReport = self
+            .ctx
             .client
             .post(
                 &self.ctx.route("ops").await?,
-                &json!({ "op": hex::encode(op.encode()) }),
+                &OpRequest {
+                    op: hex::encode(op.encode()),
+                },
             )
             .await?;
         Ok(hash)
@@ -98,22 +105,21 @@ impl<'a> Session<'a> {
             expires: Hlc::new(expires_ms, 0),
         })
         .await?;
-        let b = self.ctx.get("bootstrap").await?;
-        let team: TeamId = str_of(&b, "id")
-            .parse()
-            .context("the daemon sent a malformed team id")?;
-        let psk: [u8; 32] = hex::decode(str_of(&b, "psk"))
+        let b: Bootstrap = self.ctx.get("bootstrap").await?;
+        let team: TeamId =
+            b.id.parse()
+                .context("the daemon sent a malformed team id")?;
+        let psk: [u8; 32] = hex::decode(&b.psk)
             .ok()
             .and_then(|v| v.try_into().ok())
             .ok_or_else(|| anyhow!("the daemon sent a malformed network key"))?;
-        let bootstrap: Vec<String> =
-            serde_json::from_value(b["bootstrap"].clone()).unwrap_or_default();
+        let bootstrap = b.bootstrap;
         if bootstrap.is_empty() {
             bail!("this node has no address to put in the ticket: is the daemon listening?");
         }
         Ok(Ticket {
             team,
-            team_name: str_of(&b, "name"),
+            team_name: b.name,
             psk,
             bootstrap,
             invite: id,
@@ -123,6 +129,10 @@ impl<'a> Session<'a> {
         })
     }
 }
+
+/// The body of a `POST` that takes none: `{}`.
+#[derive(Debug, serde::Serialize)]
+struct EmptyBody {}
 
 /// What a rotation of the team key did.
 #[derive(Debug)]
@@ -137,27 +147,23 @@ pub struct Rotated {
 /// sealed again to it; this member signs it. `None` when the team has no
 /// key yet (nothing was ever sealed to it).
 pub async fn rotate_key(s: &Session<'_>) -> Result<Option<Rotated>> {
-    let keys = s.ctx.get("keys").await?;
-    if keys["epoch"].is_null() {
+    let keys: TeamKeys = s.ctx.get("keys").await?;
+    if keys.epoch.is_none() {
         return Ok(None);
     }
-    let v = s
+    let v: KeyRotation = s
         .ctx
         .client
-        .post(&s.ctx.route("keys/rotation").await?, &json!({}))
+        .post(&s.ctx.route("keys/rotation").await?, &EmptyBody {})
         .await?;
-    let action: Action = serde_json::from_value(v["action"].clone())
-        .map_err(|e| anyhow!("the daemon sent a malformed key rotation: {e}"))?;
+    let action = v.action;
     let Action::KeyRotate { epoch, keys, .. } = &action else {
         bail!("the daemon prepared an op other than a key rotation; not signing it");
     };
     let rotated = Rotated {
         epoch: u64::from(*epoch),
         recipients: keys.len(),
-        registries: list_of(&v["registries"])
-            .iter()
-            .filter_map(|r| r.as_str().map(str::to_string))
-            .collect(),
+        registries: v.registries,
     };
     s.act(action).await?;
     Ok(Some(rotated))

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow, bail};
 use clap::Subcommand;
 use futures::StreamExt as _;
-use serde_json::Value;
+use shoal_api::containers::{ContainerInfo, ContainerList, Inspect, LogLines};
 use shoal_protocol::Action;
 use shoal_protocol::model::ContainerAction;
 
-use crate::ctx::{Ctx, segment, str_of};
-use crate::output::{Output, table};
+use crate::ctx::{Ctx, segment};
+use crate::output::{Output, json, table};
 use crate::session::Session;
 
 #[derive(Subcommand, Debug)]
@@ -85,37 +85,34 @@ async fn route(ctx: &Ctx, node: &str, tail: &str) -> Result<String> {
         .await
 }
 
-async fn list_of(ctx: &Ctx, node: &str, prefix: Option<&str>) -> Result<Vec<Value>> {
+async fn containers(ctx: &Ctx, node: &str, prefix: Option<&str>) -> Result<ContainerList> {
     let q = prefix
         .map(|p| format!("?prefix={}", segment(p)))
         .unwrap_or_default();
-    let v = ctx.client.get(&route(ctx, node, &q).await?).await?;
-    Ok(v.as_array().cloned().unwrap_or_default())
+    ctx.client.get(&route(ctx, node, &q).await?).await
 }
 
 async fn list(ctx: &Ctx, node: &str, prefix: Option<&str>, out: &mut impl Write) -> Result<()> {
-    let list = list_of(ctx, node, prefix).await?;
+    let list = containers(ctx, node, prefix).await?;
     if ctx.output == Output::Json {
-        writeln!(out, "{}", serde_json::to_string(&list)?)?;
-        return Ok(());
+        return json(out, &list);
     }
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|c| {
-            let ports: Vec<String> = c["ports"]
-                .as_array()
-                .map(|p| {
-                    p.iter()
-                        .map(|p| format!("{}->{}", str_of(p, "external"), str_of(p, "internal")))
-                        .collect()
-                })
-                .unwrap_or_default();
+            // The answer has no `external` field: the cell has always
+            // shown `->INTERNAL` (kept as is; `-o json` has the host port).
+            let ports: Vec<String> = c
+                .ports
+                .iter()
+                .map(|p| format!("->{}", p.internal))
+                .collect();
             vec![
-                str_of(c, "name"),
-                str_of(c, "prefix"),
-                str_of(&c["state"], "state"),
-                str_of(c, "version"),
-                str_of(&c["state"], "image"),
+                c.name.clone(),
+                c.prefix.clone(),
+                c.state.state.clone(),
+                c.version.clone(),
+                c.state.image.clone(),
                 ports.join(","),
             ]
         })
@@ -127,10 +124,10 @@ async fn list(ctx: &Ctx, node: &str, prefix: Option<&str>, out: &mut impl Write)
     )
 }
 
-fn state_of(list: &[Value], name: &str) -> Option<String> {
+fn state_of(list: &[ContainerInfo], name: &str) -> Option<String> {
     list.iter()
-        .find(|c| str_of(c, "name") == name)
-        .map(|c| str_of(&c["state"], "state"))
+        .find(|c| c.name == name)
+        .map(|c| c.state.state.clone())
 }
 
 async fn command(
@@ -142,11 +139,12 @@ async fn command(
 ) -> Result<()> {
     let s = Session::open(ctx).await?;
     let n = ctx.find_node(node).await?;
-    let key = str_of(&n, "key")
+    let key = n
+        .key
         .parse()
         .map_err(|e| anyhow!("the daemon sent a malformed node key: {e}"))?;
-    let node_name = str_of(&n, "name");
-    let before = list_of(ctx, &node_name, None).await?;
+    let node_name = n.name;
+    let before = containers(ctx, &node_name, None).await?;
     if state_of(&before, container).is_none() {
         bail!(
             "node {node_name} runs no container {container:?} of this team: see `shoal container list {node_name}`"
@@ -173,7 +171,7 @@ async fn command(
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     loop {
-        let now = list_of(ctx, &node_name, None).await?;
+        let now = containers(ctx, &node_name, None).await?;
         let state = state_of(&now, container);
         if done(state.clone()) {
             writeln!(
@@ -227,9 +225,8 @@ async fn logs(
         &format!("/{}/logs?tail={tail}", segment(container)),
     )
     .await?;
-    let v = ctx.client.get(&r).await?;
-    let lines: Vec<String> = serde_json::from_value(v["lines"].clone()).unwrap_or_default();
-    for l in lines {
+    let v: LogLines = ctx.client.get(&r).await?;
+    for l in v.lines {
         writeln!(out, "{l}")?;
     }
     out.flush()?;
@@ -238,7 +235,7 @@ async fn logs(
 
 async fn inspect(ctx: &Ctx, node: &str, container: &str, out: &mut impl Write) -> Result<()> {
     let r = route(ctx, node, &format!("/{}/inspect", segment(container))).await?;
-    let v = ctx.client.get(&r).await?;
+    let v: Inspect = ctx.client.get(&r).await?;
     writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
     Ok(())
 }

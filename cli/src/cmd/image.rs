@@ -2,13 +2,14 @@
 
 use std::io::Write;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::Subcommand;
-use serde_json::Value;
+use shoal_api::products::{Image as ImageInfo, VersionDetail};
 use shoal_protocol::Action;
+use shoal_protocol::model::Protocol;
 use shoal_protocol::model::{ContainerConfig, Image, ImageRef};
 
-use crate::ctx::{Ctx, list_of, str_of};
+use crate::ctx::Ctx;
 use crate::edits::ConfigEdits;
 use crate::output::{self, dash, json};
 use crate::session::Session;
@@ -75,7 +76,7 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
             let name = name.unwrap_or_else(|| parse::container_name_for(&image.name));
             let s = Session::open(ctx).await?;
             s.act(Action::ImageAdd {
-                version: str_of(&v, "id"),
+                version: v.id.clone(),
                 image: Image {
                     name: name.clone(),
                     image: image.clone(),
@@ -86,17 +87,17 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
             writeln!(
                 out,
                 "added {image} as container {name} to {} {}",
-                str_of(&v, "product"),
-                str_of(&v, "name")
+                v.product.as_deref().unwrap_or_default(),
+                v.name
             )?;
             Ok(())
         }
         Cmd::List { product, version } => {
             let v = ctx.version(&product, &version).await?;
             if ctx.json() {
-                return json(out, &v["images"]);
+                return json(out, &v.images);
             }
-            table(list_of(&v["images"]), out)
+            table(&v.images, out)
         }
         Cmd::Remove {
             product,
@@ -107,15 +108,15 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
             find_image(&v, &container)?;
             let s = Session::open(ctx).await?;
             s.act(Action::ImageRemove {
-                version: str_of(&v, "id"),
+                version: v.id.clone(),
                 name: container.clone(),
             })
             .await?;
             writeln!(
                 out,
                 "removed container {container} from {} {}",
-                str_of(&v, "product"),
-                str_of(&v, "name")
+                v.product.as_deref().unwrap_or_default(),
+                v.name
             )?;
             Ok(())
         }
@@ -125,15 +126,12 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
             containers,
         } => {
             let v = ctx.version(&product, &version).await?;
-            let current: Vec<String> = list_of(&v["images"])
-                .iter()
-                .map(|i| str_of(i, "name"))
-                .collect();
+            let current: Vec<String> = v.images.iter().map(|i| i.name.clone()).collect();
             let names = new_order(&current, &containers).map_err(|e| {
                 anyhow::anyhow!(
                     "{e}: see `shoal image list {} {}`",
-                    str_of(&v, "product"),
-                    str_of(&v, "name")
+                    v.product.as_deref().unwrap_or_default(),
+                    v.name
                 )
             })?;
             if names == current {
@@ -142,15 +140,15 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
             }
             let s = Session::open(ctx).await?;
             s.act(Action::ImageOrder {
-                version: str_of(&v, "id"),
+                version: v.id.clone(),
                 names: names.clone(),
             })
             .await?;
             writeln!(
                 out,
                 "{} {} starts its containers in this order: {}",
-                str_of(&v, "product"),
-                str_of(&v, "name"),
+                v.product.as_deref().unwrap_or_default(),
+                v.name,
                 names.join(", ")
             )?;
             Ok(())
@@ -176,60 +174,57 @@ fn new_order(current: &[String], first: &[String]) -> Result<Vec<String>, String
     Ok(names)
 }
 
-fn ports_of(c: &Value) -> String {
-    let mut out: Vec<String> = list_of(&c["ports"])
+fn ports_of(c: &ContainerConfig) -> String {
+    let mut out: Vec<String> = c
+        .ports
         .iter()
         .map(|p| {
-            let proto = if str_of(p, "protocol") == "udp" {
+            let proto = if p.protocol == Protocol::Udp {
                 "/udp"
             } else {
                 ""
             };
-            match p["external"].as_u64() {
-                Some(e) => format!("{e}:{}{proto}", str_of(p, "internal")),
-                None => format!("{}{proto}", str_of(p, "internal")),
+            match p.external {
+                Some(e) => format!("{e}:{}{proto}", p.internal),
+                None => format!("{}{proto}", p.internal),
             }
         })
         .collect();
-    out.extend(list_of(&c["port_ranges"]).iter().map(|p| {
+    out.extend(c.port_ranges.iter().map(|p| {
         format!(
             "{}-{}:{}-{}",
-            str_of(p, "external_from"),
-            str_of(p, "external_to"),
-            str_of(p, "internal_from"),
-            str_of(p, "internal_to")
+            p.external_from, p.external_to, p.internal_from, p.internal_to
         )
     }));
     out.join(",")
 }
 
 /// A version's images, one row each.
-pub fn table(list: &[Value], out: &mut impl Write) -> Result<()> {
+pub fn table(list: &[ImageInfo], out: &mut impl Write) -> Result<()> {
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|i| {
             vec![
-                str_of(i, "name"),
-                str_of(i, "registry"),
-                str_of(i, "ref"),
-                dash(ports_of(&i["config"])),
+                i.name.clone(),
+                i.registry.clone(),
+                i.reference.clone(),
+                dash(ports_of(&i.config)),
             ]
         })
         .collect();
     output::table(out, &["CONTAINER", "REGISTRY", "IMAGE", "PORTS"], &rows)
 }
 
-fn find_image<'a>(v: &'a Value, container: &str) -> Result<&'a Value> {
-    list_of(&v["images"])
+fn find_image<'a>(v: &'a VersionDetail, container: &str) -> Result<&'a ImageInfo> {
+    v.images
         .iter()
-        .find(|i| str_of(i, "name") == container)
+        .find(|i| i.name == container)
         .ok_or_else(|| {
+            let product = v.product.as_deref().unwrap_or_default();
             anyhow::anyhow!(
-                "version {} of {} has no container {container:?}: see `shoal image list {} {}`",
-                str_of(v, "name"),
-                str_of(v, "product"),
-                str_of(v, "product"),
-                str_of(v, "name")
+                "version {} of {product} has no container {container:?}: see `shoal image list {product} {}`",
+                v.name,
+                v.name
             )
         })
 }
@@ -237,14 +232,13 @@ fn find_image<'a>(v: &'a Value, container: &str) -> Result<&'a Value> {
 async fn image_config(ctx: &Ctx, args: ConfigArgs, out: &mut impl Write) -> Result<()> {
     let v = ctx.version(&args.product, &args.version).await?;
     let current = find_image(&v, &args.container)?;
-    let mut c: ContainerConfig = serde_json::from_value(current["config"].clone())
-        .context("the daemon sent a container config this shoal cannot read")?;
+    let mut c: ContainerConfig = current.config.clone();
     let mut image = ImageRef {
-        registry: str_of(current, "registry_id"),
-        name: str_of(current, "image"),
-        tag: str_of(current, "tag"),
+        registry: current.registry_id.clone(),
+        name: current.image.clone(),
+        tag: current.tag.clone(),
     };
-    let mut registry_name = str_of(current, "registry");
+    let mut registry_name = current.registry.clone();
     if args.edits.edits() {
         args.edits.apply(&mut c)?;
         if let Some(r) = args.edits.image_ref(ctx).await? {
@@ -253,7 +247,7 @@ async fn image_config(ctx: &Ctx, args: ConfigArgs, out: &mut impl Write) -> Resu
         }
         let s = Session::open(ctx).await?;
         s.act(Action::ImageConfig {
-            version: str_of(&v, "id"),
+            version: v.id.clone(),
             name: args.container.clone(),
             image: image.clone(),
             config: c.clone(),
@@ -264,8 +258,8 @@ async fn image_config(ctx: &Ctx, args: ConfigArgs, out: &mut impl Write) -> Resu
                 out,
                 "updated the config of {} in {} {}",
                 args.container,
-                str_of(&v, "product"),
-                str_of(&v, "name")
+                v.product.as_deref().unwrap_or_default(),
+                v.name
             )?;
             return Ok(());
         }

@@ -5,12 +5,12 @@ use std::io::Write;
 
 use anyhow::Result;
 use clap::Subcommand;
-use serde_json::Value;
+use shoal_api::members::{Member, MemberList};
 use shoal_protocol::Action;
 use shoal_protocol::model::Role;
 
-use crate::ctx::{Ctx, find, key_of, list_of, str_of};
-use crate::output::{Output, json, short, table};
+use crate::ctx::{Ctx, find, key_of};
+use crate::output::{Output, dash, json, short, table};
 use crate::parse;
 use crate::session::{Session, rotate_after};
 
@@ -35,30 +35,25 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
     }
 }
 
-fn status(v: &Value) -> String {
-    if v.get("removed").is_some_and(|r| !r.is_null()) {
-        "removed".into()
-    } else {
-        "active".into()
-    }
-}
-
 async fn list(ctx: &Ctx, out: &mut impl Write) -> Result<()> {
-    let row = |m: &Value| {
-        let email = str_of(m, "email");
+    let row = |m: &Member| {
         vec![
-            str_of(m, "name"),
-            str_of(m, "role"),
-            short(&str_of(m, "key")),
-            if email.is_empty() { "-".into() } else { email },
-            status(m),
+            m.name.clone(),
+            m.role.as_str().to_string(),
+            short(&m.key),
+            dash(m.email.clone().unwrap_or_default()),
+            if m.removed.is_some() {
+                "removed".into()
+            } else {
+                "active".into()
+            },
         ]
     };
-    let v = ctx.get("members").await?;
+    let v: MemberList = ctx.get("members").await?;
     match ctx.output {
         Output::Json => json(out, &v),
         Output::Table => {
-            let rows: Vec<Vec<String>> = list_of(&v).iter().map(row).collect();
+            let rows: Vec<Vec<String>> = v.iter().map(row).collect();
             table(out, &["NAME", "ROLE", "KEY", "EMAIL", "STATUS"], &rows)
         }
     }
@@ -66,15 +61,15 @@ async fn list(ctx: &Ctx, out: &mut impl Write) -> Result<()> {
 
 async fn role(ctx: &Ctx, member: &str, role: Role, out: &mut impl Write) -> Result<()> {
     let s = Session::open(ctx).await?;
-    let list = ctx.get("members").await?;
-    let m = find(list_of(&list), member, "member")?;
-    let was_admin = matches!(str_of(m, "role").as_str(), "admin" | "owner");
+    let list: MemberList = ctx.get("members").await?;
+    let m = find(&list, member, "member")?;
+    let was_admin = matches!(m.role, Role::Admin | Role::Owner);
     s.act(Action::MemberRole {
         member: key_of(m)?,
         role,
     })
     .await?;
-    let name = str_of(m, "name");
+    let name = &m.name;
     writeln!(out, "{name} is now {role}")?;
     // An admin made a user held the team key: it no longer should.
     if was_admin && role < Role::Admin {
@@ -85,9 +80,9 @@ async fn role(ctx: &Ctx, member: &str, role: Role, out: &mut impl Write) -> Resu
 
 async fn remove(ctx: &Ctx, member: &str, out: &mut impl Write) -> Result<()> {
     let s = Session::open(ctx).await?;
-    let list = ctx.get("members").await?;
-    let m = find(list_of(&list), member, "member")?;
-    let name = str_of(m, "name");
+    let list: MemberList = ctx.get("members").await?;
+    let m = find(&list, member, "member")?;
+    let name = &m.name;
     s.act(Action::MemberRemove { member: key_of(m)? }).await?;
     writeln!(out, "removed member {name}")?;
     rotate_after(&s, &format!("member {name}"), out).await

@@ -17,13 +17,18 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::Subcommand;
-use serde_json::{Value, json};
+use serde::Serialize;
 use sha2::{Digest as _, Sha256};
+use shoal_api::join::{JoinRequest, Joined};
+use shoal_api::node::{NodeInfo, RuntimeHealth, StoreInfo};
+use shoal_api::nodes::{Node, NodeList, StatusList};
+use shoal_api::sync::{OpCounts, PeerSync, TeamSync};
+use shoal_api::teams::Peers;
 use shoal_protocol::Action;
 use shoal_protocol::model::{InviteKind, Runtime};
 use shoal_protocol::ticket::Ticket;
 
-use crate::ctx::{Ctx, block_on, find, key_of, list_of, str_of};
+use crate::ctx::{Ctx, block_on, find, key_of};
 use crate::error::Usage;
 use crate::output::{Output, json, short, table, when};
 use crate::parse;
@@ -90,38 +95,46 @@ pub fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
     }
 }
 
+/// A node as `node list` shows it: as the team records it, with its
+/// liveness and the version of its latest heartbeat.
+#[derive(Debug, Serialize)]
+struct ListedNode {
+    #[serde(flatten)]
+    node: Node,
+    status: String,
+}
+
 async fn list(ctx: &Ctx, out: &mut impl Write) -> Result<()> {
-    let mut nodes = ctx.get("nodes").await?;
-    let status = ctx.get("status").await?;
-    let status_of = |key: &str| list_of(&status).iter().find(|s| str_of(s, "key") == key);
-    if let Some(list) = nodes.as_array_mut() {
-        for n in list.iter_mut() {
-            let st = status_of(&str_of(n, "key"));
-            n["status"] = Value::String(
-                st.map(|s| str_of(s, "status"))
-                    .unwrap_or_else(|| "unreachable".into()),
-            );
+    let nodes: NodeList = ctx.get("nodes").await?;
+    let status: StatusList = ctx.get("status").await?;
+    let nodes: Vec<ListedNode> = nodes
+        .into_iter()
+        .map(|mut node| {
+            let st = status.iter().find(|s| s.key == node.key);
             // The running version, from the latest heartbeat when there is one.
-            if let Some(v) = st
-                .map(|s| str_of(s, "agent_version"))
-                .filter(|v| !v.is_empty())
-            {
-                n["agent_version"] = Value::String(v);
+            if let Some(v) = st.map(|s| &s.agent_version).filter(|v| !v.is_empty()) {
+                node.agent_version = v.clone();
             }
-        }
-    }
+            ListedNode {
+                node,
+                status: st
+                    .map(|s| s.status.to_string())
+                    .unwrap_or_else(|| "unreachable".into()),
+            }
+        })
+        .collect();
     match ctx.output {
         Output::Json => json(out, &nodes),
         Output::Table => {
-            let rows: Vec<Vec<String>> = list_of(&nodes)
+            let rows: Vec<Vec<String>> = nodes
                 .iter()
                 .map(|n| {
                     vec![
-                        str_of(n, "name"),
-                        str_of(n, "runtime"),
-                        short(&str_of(n, "key")),
-                        str_of(n, "agent_version"),
-                        str_of(n, "status"),
+                        n.node.name.clone(),
+                        n.node.runtime.to_string(),
+                        short(&n.node.key),
+                        n.node.agent_version.clone(),
+                        n.status.clone(),
                     ]
                 })
                 .collect();
@@ -130,49 +143,58 @@ async fn list(ctx: &Ctx, out: &mut impl Write) -> Result<()> {
     }
 }
 
+/// A connected node, as `node peers` shows it.
+#[derive(Debug, Serialize)]
+struct Peer {
+    key: String,
+    name: String,
+}
+
 async fn peers(ctx: &Ctx, out: &mut impl Write) -> Result<()> {
-    let peers = ctx.get("peers").await?;
-    let nodes = ctx.get("nodes").await?;
-    let name_of = |key: &str| {
-        list_of(&nodes)
-            .iter()
-            .find(|n| str_of(n, "key") == key)
-            .map(|n| str_of(n, "name"))
-            .unwrap_or_default()
-    };
-    let list: Vec<Value> = list_of(peers.get("peers").unwrap_or(&Value::Null))
-        .iter()
-        .filter_map(Value::as_str)
-        .map(|k| serde_json::json!({ "key": k, "name": name_of(k) }))
+    let peers: Peers = ctx.get("peers").await?;
+    let nodes: NodeList = ctx.get("nodes").await?;
+    let list: Vec<Peer> = peers
+        .peers
+        .into_iter()
+        .map(|key| Peer {
+            name: nodes
+                .iter()
+                .find(|n| n.key == key)
+                .map(|n| n.name.clone())
+                .unwrap_or_default(),
+            key,
+        })
         .collect();
     match ctx.output {
-        Output::Json => json(out, &Value::Array(list)),
+        Output::Json => json(out, &list),
         Output::Table => {
             let rows: Vec<Vec<String>> = list
                 .iter()
-                .map(|p| vec![str_of(p, "name"), str_of(p, "key")])
+                .map(|p| vec![p.name.clone(), p.key.clone()])
                 .collect();
             table(out, &["NAME", "KEY"], &rows)
         }
     }
 }
+
 async fn join(ctx: &Ctx, ticket: &str, out: &mut impl Write) -> Result<()> {
     let t = Ticket::decode(ticket)?;
     t.check_fresh(now_ms())?;
-    let v = ctx
+    let v: Joined = ctx
         .client
-        .post("/v1/join", &json!({ "ticket": ticket.trim() }))
+        .post(
+            "/v1/join",
+            &JoinRequest {
+                ticket: ticket.trim().to_string(),
+                member: None,
+            },
+        )
         .await?;
     let name = match &t.kind {
         InviteKind::Node { name, .. } => name.clone(),
         InviteKind::Member { .. } => String::new(),
     };
-    writeln!(
-        out,
-        "node {name} joined team {} ({})",
-        str_of(&v, "name"),
-        str_of(&v, "team")
-    )?;
+    writeln!(out, "node {name} joined team {} ({})", v.name, v.team)?;
     Ok(())
 }
 
@@ -237,12 +259,28 @@ async fn add(
 
 async fn remove(ctx: &Ctx, node: &str, out: &mut impl Write) -> Result<()> {
     let s = Session::open(ctx).await?;
-    let list = ctx.get("nodes").await?;
-    let n = find(list_of(&list), node, "node")?;
-    let name = str_of(n, "name");
+    let list: NodeList = ctx.get("nodes").await?;
+    let n = find(&list, node, "node")?;
+    let name = &n.name;
     s.act(Action::NodeRemove { node: key_of(n)? }).await?;
     writeln!(out, "removed node {name}")?;
     rotate_after(&s, &format!("node {name}"), out).await
+}
+
+/// `node show`'s answer: the node as the team records it, with its
+/// heartbeat's addresses and version, its liveness and, for this daemon's
+/// own node, how it runs (`null` for another node).
+#[derive(Debug, Serialize)]
+struct Shown {
+    #[serde(flatten)]
+    node: Node,
+    status: String,
+    this_node: bool,
+    seen_ms_ago: Option<u64>,
+    peers: Option<Vec<PeerSync>>,
+    ops: Option<OpCounts>,
+    runtime_health: Option<RuntimeHealth>,
+    store: Option<StoreInfo>,
 }
 
 /// Shows `node` (default: this daemon's own node).
@@ -250,57 +288,43 @@ async fn show(ctx: &Ctx, node: Option<&str>, out: &mut impl Write) -> Result<()>
     let client = &ctx.client;
     let base = ctx.base().await?;
     let route = |tail: &str| format!("{base}/{tail}");
-    let here = client.get("/v1/node").await?;
-    let me = str_of(&here, "key");
-    let list = client.get(&route("nodes")).await?;
-    let n = match node {
-        Some(arg) => find(list_of(&list), arg, "node")?.clone(),
-        None => find(list_of(&list), &me, "node")?.clone(),
+    let here: NodeInfo = client.get("/v1/node").await?;
+    let me = here.key;
+    let list: NodeList = client.get(&route("nodes")).await?;
+    let mut n = find(&list, node.unwrap_or(&me), "node")?.clone();
+    let this_node = n.key == me;
+    let all: StatusList = client.get(&route("status")).await?;
+    let st = all.iter().find(|s| s.key == n.key);
+    if let Some(st) = st {
+        n.agent_version = st.agent_version.clone();
+        n.addresses = st.addresses.clone();
+    }
+    let mut v = Shown {
+        node: n,
+        status: st
+            .map(|s| s.status.to_string())
+            .unwrap_or_else(|| "unreachable".into()),
+        this_node,
+        seen_ms_ago: st.and_then(|s| s.seen_ms_ago),
+        peers: None,
+        ops: None,
+        runtime_health: None,
+        store: None,
     };
-    let key = str_of(&n, "key");
-    let this_node = key == me;
-    let all = client.get(&route("status")).await?;
-    let st = list_of(&all)
-        .iter()
-        .find(|s| str_of(s, "key") == key)
-        .cloned()
-        .unwrap_or(Value::Null);
-    let status = match str_of(&st, "status") {
-        s if s.is_empty() => "unreachable".to_string(),
-        s => s,
-    };
-    let mut v = n;
-    v["status"] = json!(status);
-    v["this_node"] = json!(this_node);
-    v["seen_ms_ago"] = st.get("seen_ms_ago").cloned().unwrap_or(Value::Null);
-    if let Some(a) = st.get("agent_version").filter(|a| !a.is_null()) {
-        v["agent_version"] = a.clone();
-    }
-    if let Some(a) = st.get("addresses").filter(|a| a.is_array()) {
-        v["addresses"] = a.clone();
-    }
-    for k in ["peers", "ops", "runtime_health", "store"] {
-        v[k] = Value::Null;
-    }
     if this_node {
-        let sync = client.get(&route("sync")).await?;
-        v["peers"] = sync.get("peers").cloned().unwrap_or(Value::Null);
-        v["ops"] = sync.get("ops").cloned().unwrap_or(Value::Null);
-        v["runtime_health"] = client.get("/v1/node/health").await?;
-        v["store"] = client.get("/v1/node/store").await?;
+        let sync: TeamSync = client.get(&route("sync")).await?;
+        v.peers = Some(sync.peers);
+        v.ops = Some(sync.ops);
+        v.runtime_health = Some(client.get("/v1/node/health").await?);
+        v.store = Some(client.get("/v1/node/store").await?);
     }
     if ctx.json() {
-        writeln!(out, "{}", serde_json::to_string(&v)?)?;
-        return Ok(());
+        return json(out, &v);
     }
     print_table(&v, out)
 }
 
-fn words(v: &Value) -> String {
-    let list: Vec<String> = list_of(v)
-        .iter()
-        .filter_map(|x| x.as_str().map(str::to_string))
-        .collect();
+fn words(list: &[String]) -> String {
     if list.is_empty() {
         "-".into()
     } else {
@@ -308,85 +332,67 @@ fn words(v: &Value) -> String {
     }
 }
 
-fn count(v: &Value) -> String {
-    v.as_u64().map_or_else(|| "?".into(), |n| n.to_string())
-}
-
-fn print_table(v: &Value, out: &mut impl Write) -> Result<()> {
+fn print_table(v: &Shown, out: &mut impl Write) -> Result<()> {
     const W: usize = 12;
     let line = |out: &mut dyn Write, k: &str, val: String| writeln!(out, "{k:<W$}{val}");
-    line(out, "name", str_of(v, "name"))?;
-    line(out, "key", str_of(v, "key"))?;
-    line(out, "runtime", str_of(v, "runtime"))?;
-    let status = if v["this_node"] == true {
+    line(out, "name", v.node.name.clone())?;
+    line(out, "key", v.node.key.clone())?;
+    line(out, "runtime", v.node.runtime.to_string())?;
+    let status = if v.this_node {
         "this node".to_string()
     } else {
-        match v["seen_ms_ago"].as_u64() {
-            Some(ms) => format!(
-                "{} (heard {:.1}s ago)",
-                str_of(v, "status"),
-                ms as f64 / 1000.0
-            ),
-            None => str_of(v, "status"),
+        match v.seen_ms_ago {
+            Some(ms) => format!("{} (heard {:.1}s ago)", v.status, ms as f64 / 1000.0),
+            None => v.status.clone(),
         }
     };
     line(out, "status", status)?;
-    line(out, "agent", str_of(v, "agent_version"))?;
-    line(out, "addresses", words(&v["addresses"]))?;
-    if v["this_node"] != true {
+    line(out, "agent", v.node.agent_version.clone())?;
+    line(out, "addresses", words(&v.node.addresses))?;
+    let (Some(h), Some(s), Some(o), Some(peers)) = (&v.runtime_health, &v.store, &v.ops, &v.peers)
+    else {
         return Ok(());
-    }
-    let h = &v["runtime_health"];
+    };
     line(
         out,
         "health",
-        format!(
-            "{} ({})",
-            if h["ok"] == true { "ok" } else { "FAILING" },
-            str_of(h, "detail")
-        ),
+        format!("{} ({})", if h.ok { "ok" } else { "FAILING" }, h.detail),
     )?;
-    let s = &v["store"];
     line(
         out,
         "store",
         format!(
             "{} ({} bytes, schema {}, written by shoal {})",
-            str_of(s, "path"),
-            count(&s["size_bytes"]),
-            count(&s["schema_version"]),
-            str_of(s, "written_by"),
+            s.path,
+            s.size_bytes,
+            s.schema_version,
+            s.written_by.as_deref().unwrap_or_default(),
         ),
     )?;
-    let o = &v["ops"];
     line(
         out,
         "ops",
         format!(
             "{} applied, {} waiting, {} quarantined ({} refused since start)",
-            count(&o["applied"]),
-            count(&o["waiting"]),
-            count(&o["quarantined"]),
-            count(&o["rejected_since_start"]),
+            o.applied, o.waiting, o.quarantined, o.rejected_since_start,
         ),
     )?;
-    let peers = list_of(&v["peers"]);
     if peers.is_empty() {
         line(out, "peers", "none connected".into())?;
         return Ok(());
     }
     line(out, "peers", String::new())?;
     for p in peers {
-        let name = match str_of(p, "name") {
-            n if n.is_empty() => short(&str_of(p, "key")),
-            n => n,
+        let name = match p.name.as_deref() {
+            Some(n) if !n.is_empty() => n.to_string(),
+            _ => short(&p.key),
         };
-        let lag = match (p["they_lack"].as_u64(), p["we_lack"].as_u64()) {
+        let lag = match (p.they_lack, p.we_lack) {
             (Some(0), Some(0)) => "in sync".to_string(),
             (Some(t), Some(w)) => format!("lacks {t} of ours, we lack {w} of its"),
             _ => "lag not known yet".to_string(),
         };
-        let conn = if p["connected"] == true {
+        let conn = if p.connected {
             "connected"
         } else {
             "disconnected"
@@ -394,8 +400,8 @@ fn print_table(v: &Value, out: &mut impl Write) -> Result<()> {
         writeln!(
             out,
             "  {name} {} {conn}, {lag}, {}",
-            short(&str_of(p, "key")),
-            words(&p["addresses"])
+            short(&p.key),
+            words(&p.addresses)
         )?;
     }
     Ok(())

@@ -6,12 +6,13 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Subcommand;
-use serde_json::Value;
+use shoal_api::products::ProductList;
+use shoal_api::registries::RegistryList;
 use shoal_protocol::Action;
 use shoal_protocol::model::{Image, ProductKind, VersionKind};
 
 use crate::compose;
-use crate::ctx::{Ctx, list_of, str_of};
+use crate::ctx::Ctx;
 use crate::image_ref;
 use crate::output::{dash, json, table, when};
 use crate::parse;
@@ -89,20 +90,20 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
             Ok(())
         }
         Cmd::List => {
-            let v = ctx.get("products").await?;
+            let v: ProductList = ctx.get("products").await?;
             if ctx.json() {
                 return json(out, &v);
             }
-            let rows: Vec<Vec<String>> = list_of(&v)
+            let rows: Vec<Vec<String>> = v
                 .iter()
                 .map(|p| {
                     vec![
-                        str_of(p, "name"),
-                        str_of(p, "kind"),
-                        dash(str_of(p, "default_version")),
-                        str_of(p, "versions"),
-                        str_of(p, "deployments"),
-                        dash(str_of(p, "description")),
+                        p.name.clone(),
+                        kind(p.kind).to_string(),
+                        dash(p.default_version.clone().unwrap_or_default()),
+                        p.versions.to_string(),
+                        p.deployments.to_string(),
+                        dash(p.description.clone()),
                     ]
                 })
                 .collect();
@@ -124,31 +125,28 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
             if ctx.json() {
                 return json(out, &p);
             }
-            for (label, f) in [
-                ("name", "name"),
-                ("id", "id"),
-                ("kind", "kind"),
-                ("description", "description"),
-                ("default", "default_version"),
+            for (label, value) in [
+                ("name", p.name.clone()),
+                ("id", p.id.clone()),
+                ("kind", kind(p.kind).to_string()),
+                ("description", p.description.clone()),
+                ("default", p.default_version.clone().unwrap_or_default()),
             ] {
-                writeln!(out, "{:<13}{}", label, dash(str_of(&p, f)))?;
+                writeln!(out, "{:<13}{}", label, dash(value))?;
             }
-            writeln!(out, "{:<13}{}", "deployments", str_of(&p, "deployments"))?;
-            writeln!(out, "{:<13}{}", "created", when(ms(&p)))?;
+            writeln!(out, "{:<13}{}", "deployments", p.deployments)?;
+            writeln!(out, "{:<13}{}", "created", when(p.created_ms))?;
             writeln!(out)?;
-            super::version::table(list_of(&p["versions"]), out)
+            super::version::table(&p.versions, out)
         }
         Cmd::Remove { name } => {
             let p = ctx.product(&name).await?;
             let s = Session::open(ctx).await?;
-            s.act(Action::ProductRemove {
-                id: str_of(&p, "id"),
-            })
-            .await?;
+            s.act(Action::ProductRemove { id: p.id.clone() }).await?;
             writeln!(
                 out,
                 "removed product {} with its versions and deployments",
-                str_of(&p, "name")
+                p.name
             )?;
             Ok(())
         }
@@ -161,8 +159,12 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
     }
 }
 
-fn ms(v: &Value) -> u64 {
-    v["created_ms"].as_u64().unwrap_or(0)
+/// A product kind as the API writes it.
+fn kind(k: ProductKind) -> &'static str {
+    match k {
+        ProductKind::Simple => "simple",
+        ProductKind::Complex => "complex",
+    }
 }
 
 async fn import(
@@ -179,12 +181,12 @@ async fn import(
     for w in &plan.warnings {
         eprintln!("warning: {w}");
     }
-    let registries = ctx.get("registries").await?;
+    let registries: RegistryList = ctx.get("registries").await?;
     let mut images = Vec::new();
     for svc in &plan.services {
         let parts =
             parse::image_ref(&svc.image).with_context(|| format!("service {}", svc.service))?;
-        let image = image_ref::image_ref_in(list_of(&registries), &parts, &svc.image, registry)
+        let image = image_ref::image_ref_in(&registries, &parts, &svc.image, registry)
             .with_context(|| format!("service {}", svc.service))?;
         images.push(Image {
             name: svc.name.clone(),
@@ -196,12 +198,12 @@ async fn import(
     // The product: an existing complex one gets the new version.
     let product_id = match ctx.product(name).await {
         Ok(p) => {
-            if str_of(&p, "kind") != "complex" {
+            if p.kind != ProductKind::Complex {
                 bail!(
                     "product {name} is simple: a simple product has exactly one version; import into a new product name"
                 );
             }
-            str_of(&p, "id")
+            p.id
         }
         Err(_) => {
             let id = s.ids(1).await?.remove(0);

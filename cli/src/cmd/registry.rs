@@ -5,12 +5,13 @@ use std::io::{Read as _, Write};
 
 use anyhow::{Result, anyhow, bail};
 use clap::Subcommand;
-use serde_json::Value;
+use shoal_api::keys::TeamKeys;
+use shoal_api::registries::{RegistryList, Tags};
 use shoal_node::secrets::{TeamKey, seal_team_key, seal_to_team_key};
 use shoal_protocol::Action;
 use shoal_protocol::model::{RegistryKind, Sealed};
 
-use crate::ctx::{Ctx, list_of, query, seg, str_of};
+use crate::ctx::{Ctx, query, seg};
 use crate::error::Usage;
 use crate::output::{dash, json, table};
 use crate::session::Session;
@@ -108,7 +109,7 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
                 None => (None, false),
             };
             s.act(Action::RegistryUpdate {
-                id: str_of(&r, "id"),
+                id: r.id.clone(),
                 url,
                 namespace,
                 user,
@@ -116,7 +117,7 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
                 clear_credentials: no_credentials,
             })
             .await?;
-            writeln!(out, "updated registry {}", str_of(&r, "name"))?;
+            writeln!(out, "updated registry {}", r.name)?;
             if made_key {
                 writeln!(
                     out,
@@ -126,20 +127,20 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
             Ok(())
         }
         Cmd::List => {
-            let v = ctx.get("registries").await?;
+            let v: RegistryList = ctx.get("registries").await?;
             if ctx.json() {
                 return json(out, &v);
             }
-            let rows: Vec<Vec<String>> = list_of(&v)
+            let rows: Vec<Vec<String>> = v
                 .iter()
                 .map(|r| {
                     vec![
-                        str_of(r, "name"),
-                        str_of(r, "kind"),
-                        dash(str_of(r, "url")),
-                        dash(str_of(r, "namespace")),
-                        dash(str_of(r, "user")),
-                        str_of(r, "images"),
+                        r.name.clone(),
+                        r.kind.as_str().to_string(),
+                        dash(r.url.clone().unwrap_or_default()),
+                        dash(r.namespace.clone().unwrap_or_default()),
+                        dash(r.user.clone().unwrap_or_default()),
+                        r.images.to_string(),
                     ]
                 })
                 .collect();
@@ -152,15 +153,12 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
         Cmd::Remove { name } => {
             let r = ctx.registry(&name).await?;
             let s = Session::open(ctx).await?;
-            s.act(Action::RegistryRemove {
-                id: str_of(&r, "id"),
-            })
-            .await?;
-            writeln!(out, "removed registry {}", str_of(&r, "name"))?;
+            s.act(Action::RegistryRemove { id: r.id.clone() }).await?;
+            writeln!(out, "removed registry {}", r.name)?;
             Ok(())
         }
         Cmd::Tags { name, image } => {
-            let v = ctx
+            let v: Tags = ctx
                 .get(&format!(
                     "registries/{}/tags{}",
                     seg(&name),
@@ -170,11 +168,7 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
             if ctx.json() {
                 return json(out, &v);
             }
-            let rows: Vec<Vec<String>> = list_of(&v["tags"])
-                .iter()
-                .filter_map(Value::as_str)
-                .map(|t| vec![t.to_string()])
-                .collect();
+            let rows: Vec<Vec<String>> = v.tags.iter().map(|t| vec![t.clone()]).collect();
             table(out, &["TAG"], &rows)
         }
     }
@@ -249,23 +243,16 @@ fn read_password(command: &str) -> Result<String> {
 /// this makes it (epoch 1, sealed to every node and admin in a `key.seal`)
 /// and says so with `true`.
 async fn seal_password(s: &Session<'_>, password: &str) -> Result<(Sealed, bool)> {
-    let keys = s.ctx.get("keys").await?;
-    let current = keys["epoch"]
-        .as_u64()
-        .and_then(|e| u32::try_from(e).ok())
-        .zip(keys["public"].as_str());
+    let keys: TeamKeys = s.ctx.get("keys").await?;
+    let current = keys.epoch.zip(keys.public.as_deref());
     if let Some((epoch, public)) = current {
         return Ok((seal_to_team_key(epoch, public, password)?, false));
     }
     // The team's first secret: make the team secrets key.
     let key = TeamKey::generate(1);
     let mut sealed = Vec::new();
-    for w in list_of(&keys["waiting"]) {
-        sealed.push(seal_team_key(
-            &key,
-            &str_of(w, "recipient"),
-            &str_of(w, "enc_key"),
-        )?);
+    for w in &keys.waiting {
+        sealed.push(seal_team_key(&key, &w.recipient, &w.enc_key)?);
     }
     if !sealed.iter().any(|k| k.recipient.starts_with("node:")) {
         bail!(

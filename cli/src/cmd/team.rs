@@ -4,15 +4,17 @@
 use std::io::Write;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 use clap::Subcommand;
-use serde_json::{Value, json};
+use shoal_api::join::{JoinRequest, JoinStep, Joined};
+use shoal_api::ops::{OpRequest, PreparedBody};
+use shoal_api::teams::{GenesisRequest, TeamCreated, TeamInfo, TeamList};
 use shoal_protocol::Action;
 use shoal_protocol::action::NewMember;
 use shoal_protocol::model::{InviteKind, Role};
 use shoal_protocol::ticket::Ticket;
 
-use crate::ctx::{Ctx, list_of, segment, str_of};
+use crate::ctx::{Ctx, segment};
 use crate::output::{Output, json, table, when};
 use crate::parse;
 use crate::profile;
@@ -72,13 +74,13 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
 }
 
 async fn list(ctx: &Ctx, out: &mut impl Write) -> Result<()> {
-    let v = ctx.client.get("/v1/teams").await?;
+    let v: TeamList = ctx.client.get("/v1/teams").await?;
     match ctx.output {
         Output::Json => json(out, &v),
         Output::Table => {
-            let rows: Vec<Vec<String>> = list_of(&v)
+            let rows: Vec<Vec<String>> = v
                 .iter()
-                .map(|t| vec![str_of(t, "name"), str_of(t, "id"), str_of(t, "ops")])
+                .map(|t| vec![t.name.clone(), t.id.clone(), t.ops.to_string()])
                 .collect();
             table(out, &["NAME", "ID", "OPS"], &rows)
         }
@@ -91,18 +93,21 @@ async fn show(ctx: &Ctx, team: Option<&str>, out: &mut impl Write) -> Result<()>
         Some(t) => format!("/v1/teams/{}", segment(t)),
         None => ctx.base().await?,
     };
-    let v = ctx.client.get(&route).await?;
+    let v: TeamInfo = ctx.client.get(&route).await?;
     match ctx.output {
         Output::Json => json(out, &v),
         Output::Table => {
-            for field in ["name", "id", "members", "nodes", "ops", "state_hash"] {
-                writeln!(out, "{:<11}{}", field, str_of(&v, field))?;
+            for (field, value) in [
+                ("name", v.name.clone()),
+                ("id", v.id.clone()),
+                ("members", v.members.to_string()),
+                ("nodes", v.nodes.to_string()),
+                ("ops", v.ops.to_string()),
+                ("state_hash", v.state_hash.clone()),
+            ] {
+                writeln!(out, "{field:<11}{value}")?;
             }
-            let heads: Vec<String> = list_of(v.get("heads").unwrap_or(&Value::Null))
-                .iter()
-                .filter_map(|h| h.as_str().map(str::to_string))
-                .collect();
-            writeln!(out, "{:<11}{}", "heads", heads.join(" "))?;
+            writeln!(out, "{:<11}{}", "heads", v.heads.join(" "))?;
             Ok(())
         }
     }
@@ -117,28 +122,31 @@ async fn create(ctx: &Ctx, name: &str, out: &mut impl Write) -> Result<()> {
         email: p.email.clone(),
         enc_key: p.enc.public_hex(),
     };
-    let v = client
+    let v: PreparedBody = client
         .post(
             "/v1/teams/genesis",
-            &json!({ "name": name, "owner": owner }),
+            &GenesisRequest {
+                name: name.to_string(),
+                owner,
+            },
         )
         .await?;
-    let body = decode_body(&v)?;
+    let body = decode_body(&v.body)?;
     if body.author != p.public()
         || !matches!(&body.action, Action::TeamCreate { name: n, .. } if n == name)
     {
         bail!("the daemon prepared an op other than the one asked for; not signing it");
     }
     let op = body.sign(&p.key)?;
-    let v = client
-        .post("/v1/teams", &json!({ "op": hex::encode(op.encode()) }))
+    let v: TeamCreated = client
+        .post(
+            "/v1/teams",
+            &OpRequest {
+                op: hex::encode(op.encode()),
+            },
+        )
         .await?;
-    writeln!(
-        out,
-        "created team {} ({})",
-        str_of(&v, "name"),
-        str_of(&v, "id")
-    )?;
+    writeln!(out, "created team {} ({})", v.name, v.id)?;
     Ok(())
 }
 
@@ -173,13 +181,20 @@ async fn join(ctx: &Ctx, ticket: &str, out: &mut impl Write) -> Result<()> {
         email: p.email.clone(),
         enc_key: p.enc.public_hex(),
     };
-    let v = client
+    let v: JoinStep = client
         .post(
             "/v1/join",
-            &json!({ "ticket": ticket.trim(), "member": member }),
+            &JoinRequest {
+                ticket: ticket.trim().to_string(),
+                member: Some(member),
+            },
         )
         .await?;
-    let body = decode_body(&v)?;
+    let body = decode_body(
+        v.body
+            .as_deref()
+            .ok_or_else(|| anyhow!("the daemon sent no op body"))?,
+    )?;
     let expected_invite = &t.invite;
     let ok = body.author == p.public()
         && matches!(&body.action, Action::MemberJoin { invite, member: m, .. } if invite == expected_invite && m.key == p.public());
@@ -187,18 +202,14 @@ async fn join(ctx: &Ctx, ticket: &str, out: &mut impl Write) -> Result<()> {
         bail!("the daemon prepared an op other than this join; not signing it");
     }
     let op = body.sign(&p.key)?;
-    let v = client
+    let v: Joined = client
         .post(
             &format!("/v1/join/{}", t.team.to_hex()),
-            &json!({ "op": hex::encode(op.encode()) }),
+            &OpRequest {
+                op: hex::encode(op.encode()),
+            },
         )
         .await?;
-    writeln!(
-        out,
-        "joined team {} ({}) as {}",
-        str_of(&v, "name"),
-        str_of(&v, "team"),
-        p.name
-    )?;
+    writeln!(out, "joined team {} ({}) as {}", v.name, v.team, p.name)?;
     Ok(())
 }

@@ -4,11 +4,11 @@ use std::io::Write;
 
 use anyhow::Result;
 use clap::Subcommand;
-use serde_json::Value;
+use shoal_api::products::{VersionList, VersionSummary};
 use shoal_protocol::Action;
 use shoal_protocol::model::VersionKind;
 
-use crate::ctx::{Ctx, list_of, seg, str_of};
+use crate::ctx::{Ctx, seg};
 use crate::output::{self, dash, json};
 use crate::session::Session;
 
@@ -67,7 +67,7 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
             };
             s.act(Action::VersionCreate {
                 id,
-                product: str_of(&p, "id"),
+                product: p.id.clone(),
                 name: name.clone(),
                 kind,
                 changelog,
@@ -78,7 +78,7 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
                 out,
                 "created {} version {name} of {}",
                 if rolling { "rolling" } else { "incremental" },
-                str_of(&p, "name")
+                p.name
             )?;
             Ok(())
         }
@@ -89,12 +89,12 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
             changelog,
         } => {
             let v = ctx.version(&product, &version).await?;
-            let copies = v["copies"].as_u64().unwrap_or(0) as u32;
+            let copies = u32::try_from(v.copies).unwrap_or(u32::MAX);
             let s = Session::open(ctx).await?;
             let mut ids = s.ids(1 + copies).await?;
             let id = ids.remove(0);
             s.act(Action::VersionIncrease {
-                from: str_of(&v, "id"),
+                from: v.id.clone(),
                 id,
                 name: new_name.clone(),
                 changelog,
@@ -104,8 +104,8 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
             writeln!(
                 out,
                 "created version {new_name} of {} from {}{}",
-                str_of(&v, "product"),
-                str_of(&v, "name"),
+                v.product.clone().unwrap_or_default(),
+                v.name,
                 if copies > 0 {
                     format!(" with {copies} deployment(s) copied as preparing")
                 } else {
@@ -115,34 +115,35 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
             Ok(())
         }
         Cmd::List { product } => {
-            let v = ctx
+            let v: VersionList = ctx
                 .get(&format!("products/{}/versions", seg(&product)))
                 .await?;
             if ctx.json() {
                 return json(out, &v);
             }
-            table(list_of(&v), out)
+            table(&v, out)
         }
         Cmd::Show { product, version } => {
             let v = ctx.version(&product, &version).await?;
             if ctx.json() {
                 return json(out, &v);
             }
-            writeln!(out, "{:<13}{}", "product", str_of(&v, "product"))?;
-            writeln!(out, "{:<13}{}", "version", str_of(&v, "name"))?;
-            writeln!(out, "{:<13}{}", "id", str_of(&v, "id"))?;
-            writeln!(out, "{:<13}{}", "kind", str_of(&v, "kind"))?;
+            writeln!(
+                out,
+                "{:<13}{}",
+                "product",
+                v.product.as_deref().unwrap_or_default()
+            )?;
+            writeln!(out, "{:<13}{}", "version", v.name)?;
+            writeln!(out, "{:<13}{}", "id", v.id)?;
+            writeln!(out, "{:<13}{}", "kind", kind(v.kind))?;
             writeln!(
                 out,
                 "{:<13}{}",
                 "default",
-                if v["default"].as_bool() == Some(true) {
-                    "yes"
-                } else {
-                    "no"
-                }
+                if v.default { "yes" } else { "no" }
             )?;
-            let frozen = str_of(&v, "frozen");
+            let frozen = v.frozen.clone().unwrap_or_default();
             writeln!(
                 out,
                 "{:<13}{}",
@@ -153,50 +154,53 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
                     format!("yes: {frozen}")
                 }
             )?;
-            writeln!(out, "{:<13}{}", "parent", dash(str_of(&v, "parent")))?;
-            writeln!(out, "{:<13}{}", "child", dash(str_of(&v, "child")))?;
+            writeln!(
+                out,
+                "{:<13}{}",
+                "parent",
+                dash(v.parent.clone().unwrap_or_default())
+            )?;
+            writeln!(
+                out,
+                "{:<13}{}",
+                "child",
+                dash(v.child.clone().unwrap_or_default())
+            )?;
             writeln!(
                 out,
                 "{:<13}{}",
                 "auto-copy",
-                if v["auto_copy"].as_bool() == Some(true) {
-                    "on"
-                } else {
-                    "off"
-                }
+                if v.auto_copy { "on" } else { "off" }
             )?;
-            writeln!(out, "{:<13}{}", "deployments", str_of(&v, "deployments"))?;
-            writeln!(out, "{:<13}{}", "changelog", dash(str_of(&v, "changelog")))?;
+            writeln!(out, "{:<13}{}", "deployments", v.deployments)?;
+            writeln!(out, "{:<13}{}", "changelog", dash(v.changelog.clone()))?;
             writeln!(out)?;
-            super::image::table(list_of(&v["images"]), out)
+            super::image::table(&v.images, out)
         }
         Cmd::Default { product, version } => {
             let v = ctx.version(&product, &version).await?;
             let s = Session::open(ctx).await?;
             s.act(Action::VersionDefault {
-                version: str_of(&v, "id"),
+                version: v.id.clone(),
             })
             .await?;
             writeln!(
                 out,
                 "{} is now the default version of {}",
-                str_of(&v, "name"),
-                str_of(&v, "product")
+                v.name,
+                v.product.as_deref().unwrap_or_default()
             )?;
             Ok(())
         }
         Cmd::Remove { product, version } => {
             let v = ctx.version(&product, &version).await?;
             let s = Session::open(ctx).await?;
-            s.act(Action::VersionRemove {
-                id: str_of(&v, "id"),
-            })
-            .await?;
+            s.act(Action::VersionRemove { id: v.id.clone() }).await?;
             writeln!(
                 out,
                 "removed version {} of {}",
-                str_of(&v, "name"),
-                str_of(&v, "product")
+                v.name,
+                v.product.as_deref().unwrap_or_default()
             )?;
             Ok(())
         }
@@ -204,23 +208,23 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
 }
 
 /// Versions, one row each.
-pub fn table(list: &[Value], out: &mut impl Write) -> Result<()> {
+pub fn table(list: &[VersionSummary], out: &mut impl Write) -> Result<()> {
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|v| {
-            let mut name = str_of(v, "name");
-            if v["default"].as_bool() == Some(true) {
+            let mut name = v.name.clone();
+            if v.default {
                 name.push_str(" *");
             }
-            let frozen = if v["frozen"].is_null() { "no" } else { "yes" };
+            let frozen = if v.frozen.is_none() { "no" } else { "yes" };
             vec![
                 name,
-                str_of(v, "kind"),
+                kind(v.kind).to_string(),
                 frozen.to_string(),
-                str_of(v, "images"),
-                str_of(v, "deployments"),
-                dash(str_of(v, "parent")),
-                dash(str_of(v, "changelog")),
+                v.images.to_string(),
+                v.deployments.to_string(),
+                dash(v.parent.clone().unwrap_or_default()),
+                dash(v.changelog.clone()),
             ]
         })
         .collect();
@@ -237,4 +241,12 @@ pub fn table(list: &[Value], out: &mut impl Write) -> Result<()> {
         ],
         &rows,
     )
+}
+
+/// A version kind as the API writes it.
+pub fn kind(k: VersionKind) -> &'static str {
+    match k {
+        VersionKind::Rolling => "rolling",
+        VersionKind::Incremental => "incremental",
+    }
 }
