@@ -75,24 +75,24 @@ impl Ctx {
 
     /// A registry, product, version or deployment by name or id.
     pub async fn registry(&self, name: &str) -> Result<Registry> {
-        self.get(&format!("registries/{}", seg(name))).await
+        self.get(&format!("registries/{}", segment(name))).await
     }
 
     pub async fn product(&self, name: &str) -> Result<ProductDetail> {
-        self.get(&format!("products/{}", seg(name))).await
+        self.get(&format!("products/{}", segment(name))).await
     }
 
     pub async fn version(&self, product: &str, version: &str) -> Result<VersionDetail> {
         self.get(&format!(
             "products/{}/versions/{}",
-            seg(product),
-            seg(version)
+            segment(product),
+            segment(version)
         ))
         .await
     }
 
     pub async fn deployment(&self, id: &str) -> Result<DeploymentDetail> {
-        self.get(&format!("deployments/{}", seg(id))).await
+        self.get(&format!("deployments/{}", segment(id))).await
     }
 
     /// A live node of the team by name, full key or key prefix: (key, name,
@@ -144,11 +144,6 @@ pub fn segment(s: &str) -> String {
         }
     }
     out
-}
-
-/// A path segment for a name or id.
-pub fn seg(s: &str) -> String {
-    segment(s)
 }
 
 /// A query string from pairs whose values are set.

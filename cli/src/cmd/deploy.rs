@@ -19,7 +19,7 @@ use shoal_protocol::Action;
 use shoal_protocol::action::DeploymentEdit;
 use shoal_protocol::model::{ContainerConfig, DeploymentStatus, ImageRef, Sealed, VersionKind};
 
-use crate::ctx::{Ctx, query, seg};
+use crate::ctx::{Ctx, query, segment};
 use crate::edits::ConfigEdits;
 use crate::error::Usage;
 use crate::output::{dash, json, table, when};
@@ -326,8 +326,9 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
                 edit.env = Some(e);
             }
             if !values.is_empty() || !unset_secret.is_empty() {
-                let sealed: SealedSecrets =
-                    ctx.get(&format!("deployments/{}/sealed", seg(&id))).await?;
+                let sealed: SealedSecrets = ctx
+                    .get(&format!("deployments/{}/sealed", segment(&id)))
+                    .await?;
                 let mut all: BTreeMap<String, Sealed> = sealed.secrets;
                 let (node_key, node_name, enc_key) = ctx.node(&d.base().node_key.clone()).await?;
                 for (k, value) in &values {
@@ -502,7 +503,7 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
             let d: Deployment = ctx
                 .get(&format!(
                     "products/{}/rollback{}",
-                    seg(&product),
+                    segment(&product),
                     query(&[("node", Some(&node)), ("prefix", Some(&prefix))])
                 ))
                 .await?;
@@ -563,13 +564,13 @@ async fn logs(
     let node_route = format!(
         "{}/nodes/{}",
         ctx.base().await?,
-        seg(&d.base().node_key.clone())
+        segment(&d.base().node_key.clone())
     );
     let progress_route = format!(
         "{node_route}/deployments/{}/progress",
-        seg(&d.base().id.clone())
+        segment(&d.base().id.clone())
     );
-    let follow_route = |name: &str| format!("{node_route}/containers/{}/follow", seg(name));
+    let follow_route = |name: &str| format!("{node_route}/containers/{}/follow", segment(name));
     if !follow {
         let mut progress = crate::follow::progress(
             ctx.client.clone(),
@@ -587,7 +588,7 @@ async fn logs(
                 .client
                 .get(&format!(
                     "{node_route}/containers/{}/logs?tail={tail}",
-                    seg(&name)
+                    segment(&name)
                 ))
                 .await?;
             for l in &v.lines {
@@ -830,11 +831,11 @@ async fn start(
                 let left = deadline.saturating_duration_since(Instant::now());
                 format!(
                     "deployments/{}?unless={fp}&wait_ms={}",
-                    seg(&id),
+                    segment(&id),
                     left.as_millis().min(u128::from(u64::MAX))
                 )
             }
-            None => format!("deployments/{}", seg(&id)),
+            None => format!("deployments/{}", segment(&id)),
         };
         let cur: DeploymentDetail = ctx
             .get(&tail)

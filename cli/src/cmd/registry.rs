@@ -11,7 +11,7 @@ use shoal_node::secrets::{TeamKey, seal_team_key, seal_to_team_key};
 use shoal_protocol::Action;
 use shoal_protocol::model::{RegistryKind, Sealed};
 
-use crate::ctx::{Ctx, query, seg};
+use crate::ctx::{Ctx, query, segment};
 use crate::error::Usage;
 use crate::output::{dash, json, table};
 use crate::session::Session;
@@ -161,7 +161,7 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
             let v: Tags = ctx
                 .get(&format!(
                     "registries/{}/tags{}",
-                    seg(&name),
+                    segment(&name),
                     query(&[("image", Some(&image))])
                 ))
                 .await?;

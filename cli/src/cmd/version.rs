@@ -8,7 +8,7 @@ use shoal_api::products::{VersionList, VersionSummary};
 use shoal_protocol::Action;
 use shoal_protocol::model::VersionKind;
 
-use crate::ctx::{Ctx, seg};
+use crate::ctx::{Ctx, segment};
 use crate::output::{self, dash, json};
 use crate::session::Session;
 
@@ -116,7 +116,7 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
         }
         Cmd::List { product } => {
             let v: VersionList = ctx
-                .get(&format!("products/{}/versions", seg(&product)))
+                .get(&format!("products/{}/versions", segment(&product)))
                 .await?;
             if ctx.json() {
                 return json(out, &v);
