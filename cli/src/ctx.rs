@@ -13,7 +13,6 @@ use shoal_api::members::Member;
 use shoal_api::nodes::{Node, NodeList};
 use shoal_api::products::{ProductDetail, VersionDetail};
 use shoal_api::registries::Registry;
-use shoal_api::teams::TeamList;
 use shoal_protocol::PublicKey;
 
 use crate::client::Client;
@@ -47,13 +46,17 @@ impl Ctx {
         self.output == Output::Json
     }
 
-    /// The team's route segment (encoded): the one given, else the
-    /// daemon's only team. Resolved on first use, then kept.
+    /// The team's route segment (encoded): the one given, else
+    /// [`shoal_api::ONLY_TEAM`], which the daemon resolves to its only team
+    /// (or refuses, saying why), so no request is spent finding the team.
     pub async fn team(&self) -> Result<&str> {
         if let Some(t) = self.team.get() {
             return Ok(t);
         }
-        let team = segment(&pick_team(&self.client, self.team_arg.as_deref()).await?);
+        let team = match self.team_arg.as_deref() {
+            Some(t) => segment(t),
+            None => shoal_api::ONLY_TEAM.to_string(),
+        };
         Ok(self.team.get_or_init(|| team))
     }
 
@@ -159,27 +162,6 @@ pub fn query(pairs: &[(&str, Option<&str>)]) -> String {
     }
 }
 
-/// The team a command is about: the one given, else the daemon's only team.
-pub async fn pick_team(client: &Client, given: Option<&str>) -> Result<String> {
-    if let Some(t) = given {
-        return Ok(t.to_string());
-    }
-    let teams: TeamList = client.get("/v1/teams").await?;
-    match teams.as_slice() {
-        [only] => Ok(only.id.clone()),
-        [] => bail!(
-            "this daemon holds no team: create one with `shoal team create NAME` or join one with `shoal team join TICKET`"
-        ),
-        many => {
-            let names: Vec<&str> = many.iter().map(|t| t.name.as_str()).collect();
-            bail!(
-                "this daemon holds several teams ({}): pass --team NAME",
-                names.join(", ")
-            )
-        }
-    }
-}
-
 /// A member or node of the team's lists, as [`find`] looks it up.
 pub trait Listed {
     fn name(&self) -> &str;
@@ -260,5 +242,24 @@ mod tests {
         assert!(find(&list, "abc", "member").is_err(), "too short a prefix");
         assert!(find(&list, "c", "member").is_err(), "removed");
         assert!(find(&list, "ffff", "member").is_err(), "removed");
+    }
+
+    /// Routes are made without asking the daemon anything: the socket here
+    /// does not exist, so any request would fail.
+    #[tokio::test]
+    async fn routes_need_no_request_to_find_the_team() {
+        let nowhere = std::path::Path::new("/nonexistent/shoal.sock");
+        let only = Ctx::new(Client::new(nowhere), PathBuf::new(), None, Output::Table);
+        assert_eq!(
+            only.route("deployments").await.unwrap(),
+            "/v1/teams/-/deployments"
+        );
+        let named = Ctx::new(
+            Client::new(nowhere),
+            PathBuf::new(),
+            Some("my crew".into()),
+            Output::Table,
+        );
+        assert_eq!(named.base().await.unwrap(), "/v1/teams/my%20crew");
     }
 }
