@@ -298,14 +298,16 @@ impl DockerRuntime {
                 .unwrap_or(usize::MAX)
         };
         aside.sort_by_key(|k| rank(k));
+        // Started before it gets its name back: cut short in between, a
+        // re-run still finds it aside and marked as running.
         for k in &aside {
+            if k.up {
+                self.docker
+                    .start_container(&k.name, None)
+                    .await
+                    .map_err(|e| self.engine(format!("starting container {}", k.name), e))?;
+            }
             self.rename(&k.name, &k.base).await?;
-        }
-        for k in aside.iter().filter(|k| k.up) {
-            self.docker
-                .start_container(&k.base, None)
-                .await
-                .map_err(|e| self.engine(format!("starting container {}", k.base), e))?;
         }
         report
             .emit(
