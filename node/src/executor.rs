@@ -792,3 +792,75 @@ impl Try {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use shoal_protocol::hlc::Hlc;
+
+    fn deployment(id: &str) -> Deployment {
+        Deployment {
+            id: id.into(),
+            product: "p".into(),
+            version: "v".into(),
+            node: "n".into(),
+            prefix: "main".into(),
+            note: String::new(),
+            protected: false,
+            env: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            instances: BTreeMap::new(),
+            status: DeploymentStatus::Obsolete,
+            tries: 1,
+            created: Hlc { ms: 1, c: 0 },
+            created_by: String::new(),
+            reason: None,
+            finished_try: 1,
+            containers: BTreeMap::new(),
+            events: Vec::new(),
+            frozen: None,
+        }
+    }
+
+    fn container(name: &str, deployment: &str, prefix: &str) -> ContainerInfo {
+        ContainerInfo {
+            name: name.into(),
+            id: name.into(),
+            prefix: prefix.into(),
+            container: name.into(),
+            deployment: deployment.into(),
+            version: "1".into(),
+            try_number: 1,
+            init: None,
+            state: ContainerState {
+                state: "running".into(),
+                exit_code: None,
+                image: String::new(),
+            },
+            status: String::new(),
+            ports: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_deployments_gone_from_the_state_are_orphans() {
+        let mut state = TeamState::default();
+        state.deployments.insert("kept".into(), deployment("kept"));
+        let found = vec![
+            container("main-a", "kept", "main"),
+            container("main-b", "gone", "main"),
+            container("main-b.prev-up", "gone", "main"),
+            container("other-c", "gone-too", "other"),
+            container("stray", "", "main"),
+        ];
+        assert_eq!(
+            orphans(&state, &found),
+            vec![
+                ("gone".to_owned(), "main".to_owned()),
+                ("gone-too".to_owned(), "other".to_owned())
+            ]
+        );
+        assert!(orphans(&state, &found[..1]).is_empty());
+    }
+}

@@ -668,10 +668,13 @@ async fn expected_state_and_health_are_checked() {
         &plan(&ids, &p, "1", vec![planned("job", &busybox, cfg)]),
     )
     .await;
+    // The previous job (same plan, so the same deployment and try) is
+    // brought back, stopped as it was.
     assert!(
-        matches!(&r, Err(RuntimeError::UnexpectedState { actual, .. }) if actual.contains("code 4")),
+        matches!(r.as_ref().map_err(RuntimeError::root), Err(RuntimeError::UnexpectedState { actual, .. }) if actual.contains("code 4")),
         "{r:?}"
     );
+    assert!(matches!(&r, Err(RuntimeError::Restored { .. })), "{r:?}");
 
     // A health check that fails.
     let p = ids.prefix("sick");

@@ -16,7 +16,9 @@
 //! A try cut short (the daemon killed) is run again by the executor. It
 //! finds the previous containers still aside, removes what the cut-short
 //! run of the same try made, and carries on: the end is the new version or
-//! the previous one, never a mix.
+//! the previous one, never a mix. A try that had finished but was never
+//! reported finds no container aside: its containers are a whole version
+//! and are set aside like any previous one.
 
 use std::collections::HashMap;
 
@@ -54,7 +56,7 @@ pub(super) struct Kept {
 /// A container of the product under its regular name.
 struct Current {
     name: String,
-    /// Made by this plan's deployment and try (a cut-short run of it).
+    /// Made by this plan's deployment and try (an earlier run of it).
     this_try: bool,
     running: bool,
 }
@@ -186,6 +188,10 @@ impl DockerRuntime {
     ) -> Result<Vec<Kept>, RuntimeError> {
         let found = self.find_product(plan).await?;
         let mut kept = found.kept;
+        // With containers aside, or when some are missing, this try's own
+        // are half made: removed. Else they are a whole version (the try
+        // ended but was never reported) and are kept like any previous one.
+        let interrupted = !kept.is_empty() || !whole_try(plan, &found.current);
         if !kept.is_empty() {
             report
                 .emit(
@@ -204,7 +210,7 @@ impl DockerRuntime {
         }
         for c in found.current {
             let already = kept.iter().any(|k| k.base == c.name);
-            if c.this_try || already {
+            if (c.this_try && interrupted) || already {
                 self.stop_and_remove(&c.name).await?;
                 report
                     .emit(
@@ -328,6 +334,14 @@ impl DockerRuntime {
             .await
             .map_err(|e| self.engine(format!("renaming container {from} to {to}"), e))
     }
+}
+
+/// True when an earlier run of this try made every container of the plan.
+fn whole_try(plan: &DeployPlan, current: &[Current]) -> bool {
+    plan.containers.iter().all(|pc| {
+        let name = format!("{}-{}", plan.prefix, pc.name);
+        current.iter().any(|c| c.this_try && c.name == name)
+    })
 }
 
 fn is_running(s: &ContainerSummary) -> bool {
