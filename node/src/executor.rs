@@ -375,10 +375,10 @@ struct Actor {
     runtime: RuntimeFactory,
     open: Unsealer,
     cancel: CancellationToken,
-    /// Prefix → (deployment, try) running now.
+    /// Prefix → (deployment, try) running now; a teardown holds its prefix
+    /// as (`teardown:<deployment>`, 0).
     running: BTreeMap<String, (String, u32)>,
-    /// Container commands and teardowns (`teardown:<deployment>`) being
-    /// carried out now.
+    /// Container commands being carried out now.
     commands: BTreeSet<String>,
     tasks: JoinSet<(String, String, u32)>,
     /// The state's change counter and the time of the last look for
@@ -535,10 +535,12 @@ impl Actor {
         };
         for (deployment, prefix) in gone {
             let id = format!("teardown:{deployment}");
-            if self.running.contains_key(&prefix) || self.commands.contains(&id) {
+            if self.running.contains_key(&prefix) {
                 continue;
             }
-            self.commands.insert(id.clone());
+            // The prefix is busy until the teardown ends: no try runs there
+            // meanwhile.
+            self.running.insert(prefix.clone(), (id.clone(), 0));
             let runtime = Arc::clone(&runtime);
             let (team, short) = (team.clone(), self.team.short());
             self.tasks.spawn(async move {
@@ -553,7 +555,7 @@ impl Actor {
                         "cannot tear down a deleted deployment: {e}"
                     ),
                 }
-                (String::new(), id, 0)
+                (prefix, id, 0)
             });
         }
     }
