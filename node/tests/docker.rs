@@ -647,6 +647,33 @@ async fn expected_state_and_health_are_checked() {
     assert_eq!(listed[0].state.state, "exited");
     assert_eq!(listed[0].state.exit_code, Some(3));
 
+    // The first of two containers dies a second after it started: the next
+    // one has started by then (the short step settle), but the try still
+    // fails, since every container must stay up for the full settle time.
+    let p = ids.prefix("late");
+    let (r, _) = deploy(
+        &rt,
+        &plan(
+            &ids,
+            &p,
+            "1",
+            vec![
+                planned("dies", &busybox, shell("sleep 1; exit 5")),
+                planned("stays", &busybox, shell("sleep 600")),
+            ],
+        ),
+    )
+    .await;
+    match r.unwrap_err().root() {
+        RuntimeError::UnexpectedState {
+            container, actual, ..
+        } => {
+            assert_eq!(container, "dies");
+            assert!(actual.contains("exited with code 5"), "{actual}");
+        }
+        other => panic!("expected UnexpectedState, got {other:?}"),
+    }
+
     // A job expected to exit 0 does.
     let p = ids.prefix("job");
     let mut cfg = shell("echo done");

@@ -3,7 +3,7 @@
 //! new ones in order, each waited for in its expected state.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bollard::models::{
     ContainerStateStatusEnum, EndpointSettings, HealthStatusEnum, NetworkConnectRequest,
@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::spec::{Expect, InitSpec, Spec, build_spec, network_name, validate_plan};
 use super::state::Seen;
-use super::{DockerRuntime, INIT_TIMEOUT, POLL_INTERVAL, RUNNING_SETTLE};
+use super::{DockerRuntime, INIT_TIMEOUT, POLL_INTERVAL, RUNNING_SETTLE, STEP_SETTLE};
 use crate::runtime::common::Reporter;
 use crate::runtime::{DeployOutcome, DeployPlan, ImageSource, ProgressEvent, RuntimeError, Step};
 
@@ -140,8 +140,10 @@ impl DockerRuntime {
         report: &Reporter<'_>,
     ) -> Result<Vec<ContainerState>, RuntimeError> {
         let mut finals = Vec::with_capacity(specs.len());
+        let mut settling = Vec::new();
         for spec in specs {
             self.create(spec, report).await?;
+            let since = Instant::now();
             self.start(spec, report).await?;
             report
                 .emit(
@@ -154,7 +156,34 @@ impl DockerRuntime {
                     ),
                 )
                 .await;
-            finals.push(self.wait_expected(spec, report).await?);
+            let plain = matches!(spec.expect, Expect::Running) && !spec.has_health;
+            let settle = if plain { STEP_SETTLE } else { RUNNING_SETTLE };
+            finals.push(
+                self.wait_expected(spec, since, settle, Some(report))
+                    .await?,
+            );
+            if plain {
+                settling.push((spec, since));
+            }
+        }
+        // Every container without a health check must have stayed up for
+        // the full settle time, counted from its own start.
+        if !settling.is_empty() {
+            report
+                .emit(
+                    Step::Wait,
+                    None,
+                    format!(
+                        "checking that {} container(s) stay up for {}s",
+                        settling.len(),
+                        RUNNING_SETTLE.as_secs()
+                    ),
+                )
+                .await;
+        }
+        for (spec, since) in settling {
+            self.wait_expected(spec, since, RUNNING_SETTLE, None)
+                .await?;
         }
         Ok(finals)
     }
@@ -276,14 +305,17 @@ impl DockerRuntime {
     }
 
     /// Waits until the container is in its expected state, or fails.
+    /// A container without a health check counts as running once it has
+    /// been up without a restart for `settle` since `started`.
     async fn wait_expected(
         &self,
         spec: &Spec,
-        report: &Reporter<'_>,
+        started: Instant,
+        settle: Duration,
+        report: Option<&Reporter<'_>>,
     ) -> Result<ContainerState, RuntimeError> {
-        let started = Instant::now();
         let deadline = started + spec.timeout;
-        let settle = RUNNING_SETTLE.min(spec.timeout);
+        let settle = settle.min(spec.timeout);
         let container = spec.container.clone();
         let expected = spec.expect.describe(spec.has_health);
         loop {
@@ -337,13 +369,15 @@ impl DockerRuntime {
                             started.elapsed() >= settle
                         };
                         if done {
-                            report
-                                .emit(
-                                    Step::Wait,
-                                    Some(&container),
-                                    format!("{} is {}", spec.name, seen.describe()),
-                                )
-                                .await;
+                            if let Some(report) = report {
+                                report
+                                    .emit(
+                                        Step::Wait,
+                                        Some(&container),
+                                        format!("{} is {}", spec.name, seen.describe()),
+                                    )
+                                    .await;
+                            }
                             return Ok(ContainerState {
                                 state: "running".into(),
                                 exit_code: None,
@@ -358,13 +392,15 @@ impl DockerRuntime {
                         if got != code {
                             return Err(unexpected(format!("exited with code {got}")));
                         }
-                        report
-                            .emit(
-                                Step::Wait,
-                                Some(&container),
-                                format!("{} exited with code {got}", spec.name),
-                            )
-                            .await;
+                        if let Some(report) = report {
+                            report
+                                .emit(
+                                    Step::Wait,
+                                    Some(&container),
+                                    format!("{} exited with code {got}", spec.name),
+                                )
+                                .await;
+                        }
                         return Ok(ContainerState {
                             state: "exited".into(),
                             exit_code: Some(got),

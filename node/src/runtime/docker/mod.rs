@@ -32,9 +32,10 @@
 //! stopped; other products of the prefix are never touched, see
 //! `replace.rs`); create and start the containers one by one in the plan's
 //! order, each waited for in its expected state before the next: `running`
-//! means running for [`RUNNING_SETTLE`] without a restart, and healthy when
-//! it has a health check; `exited` means exited with the expected code (0
-//! when none is given). Then the containers aside are removed; when the try
+//! means healthy when it has a health check, else up without a restart for
+//! [`STEP_SETTLE`] before the next starts and for [`RUNNING_SETTLE`] (all
+//! checked again at the end) before the try succeeds; `exited` means exited
+//! with the expected code (0 when none is given). Then the containers aside are removed; when the try
 //! fails they get their names back and run again. `{{version}}` in env
 //! values is expanded here.
 //!
@@ -77,6 +78,11 @@ pub const INIT_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a container without health check must stay up to count as
 /// running (capped by its expected-state timeout).
 pub const RUNNING_SETTLE: Duration = Duration::from_secs(2);
+/// How long such a container must stay up before the next one in the
+/// version's order starts: it did not exit or restart at once. Every one is
+/// held to [`RUNNING_SETTLE`] before the try succeeds, so ordering does not
+/// cost a full settle per container.
+pub const STEP_SETTLE: Duration = Duration::from_millis(250);
 /// Time between two state checks while waiting.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// Prefix of the per-prefix network's name.
