@@ -562,6 +562,11 @@ fn a_member_deploys_rolls_back_and_manages_containers_on_a_docker_node() {
         .collect();
     names.sort();
     assert_eq!(names, [web_name.as_str(), worker_name.as_str()]);
+    // The table shows the published port as docker ps does.
+    let table = a
+        .ok(&["container", "list", "b", "--prefix", &prefix])
+        .stdout;
+    assert!(table.contains(&format!(":{port}->8080/tcp")), "{table}");
     let logs = a
         .ok(&["container", "logs", "b", &worker_name, "--tail", "2000"])
         .stdout;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow, bail};
 use clap::Subcommand;
 use futures::StreamExt as _;
-use shoal_api::containers::{ContainerInfo, ContainerList, Inspect, LogLines};
+use shoal_api::containers::{ContainerInfo, ContainerList, Inspect, LogLines, Protocol};
 use shoal_protocol::Action;
 use shoal_protocol::model::ContainerAction;
 
@@ -100,12 +100,17 @@ async fn list(ctx: &Ctx, node: &str, prefix: Option<&str>, out: &mut impl Write)
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|c| {
-            // The answer has no `external` field: the cell has always
-            // shown `->INTERNAL` (kept as is; `-o json` has the host port).
+            // As docker ps shows them: HOST_IP:HOST_PORT->INTERNAL/PROTO.
             let ports: Vec<String> = c
                 .ports
                 .iter()
-                .map(|p| format!("->{}", p.internal))
+                .map(|p| {
+                    let proto = match p.protocol {
+                        Protocol::Tcp => "tcp",
+                        Protocol::Udp => "udp",
+                    };
+                    format!("{}:{}->{}/{proto}", p.host_ip, p.host_port, p.internal)
+                })
                 .collect();
             vec![
                 c.name.clone(),
