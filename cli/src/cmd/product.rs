@@ -50,6 +50,17 @@ pub enum Cmd {
         /// The registry of images whose reference names no host (default: Docker Hub).
         #[arg(long)]
         registry: Option<String>,
+        /// Variables for `${VAR}` in the file, instead of the `.env` beside
+        /// it (the process environment wins over both).
+        #[arg(long = "env-file", value_name = "FILE")]
+        env_file: Vec<PathBuf>,
+        /// Also imports the services of this compose profile.
+        #[arg(long, value_name = "NAME")]
+        profile: Vec<String>,
+        /// The image of a service, for one that is only built (or to
+        /// replace its `image:`).
+        #[arg(long, value_name = "SERVICE=REF")]
+        image: Vec<String>,
     },
 }
 
@@ -155,7 +166,20 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
             compose: file,
             version,
             registry,
-        } => import(ctx, &name, &file, &version, registry.as_deref(), out).await,
+            env_file,
+            profile,
+            image,
+        } => {
+            let mut images = std::collections::BTreeMap::new();
+            for i in image {
+                let Some((svc, reference)) = i.split_once('=') else {
+                    bail!("--image {i}: write SERVICE=REF");
+                };
+                images.insert(svc.to_string(), reference.to_string());
+            }
+            let plan = compose::load(&file, &env_file, profile, images)?;
+            import(ctx, &name, &file, plan, &version, registry.as_deref(), out).await
+        }
     }
 }
 
@@ -171,13 +195,11 @@ async fn import(
     ctx: &Ctx,
     name: &str,
     file: &std::path::Path,
+    plan: compose::Plan,
     version_name: &str,
     registry: Option<&str>,
     out: &mut impl Write,
 ) -> Result<()> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
-    let plan = compose::parse(&text, &file.display().to_string())?;
     for w in &plan.warnings {
         eprintln!("warning: {w}");
     }
