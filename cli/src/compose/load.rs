@@ -196,11 +196,14 @@ pub fn merges(v: Value) -> Result<Value> {
                 if k.as_str() == Some("<<") {
                     sources.push(x);
                 } else if is_tag(&x, "reset") {
-                    reset.push(k);
+                    // Kept for a later `extends` overlay unless it resets a merged key.
+                    reset.push(k.clone());
+                    out.insert(k, x);
                 } else {
                     out.insert(k, x);
                 }
             }
+            let merged = !sources.is_empty();
             for s in sources {
                 let list = match s {
                     Value::Sequence(l) => l,
@@ -217,8 +220,10 @@ pub fn merges(v: Value) -> Result<Value> {
                     }
                 }
             }
-            for k in reset {
-                out.remove(&k);
+            if merged {
+                for k in &reset {
+                    out.remove(k);
+                }
             }
             Value::Mapping(out)
         }
@@ -455,8 +460,6 @@ impl<'a> Loader<'a> {
             }
         };
         chain.pop();
-        // What a service does not inherit.
-        base.remove("depends_on");
         overlay(&mut base, m);
         Ok(base)
     }
