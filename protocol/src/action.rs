@@ -243,6 +243,19 @@ pub enum Action {
         keys: Vec<SealedKey>,
         registries: BTreeMap<String, Sealed>,
     },
+    /// A product version with all its images in one op (compose import):
+    /// nothing is written unless all of it is valid. With `product_name`
+    /// the complex product `product` is created too; else it exists.
+    ProductImport {
+        product: String,
+        product_name: Option<String>,
+        description: String,
+        /// The new incremental version's id and name.
+        version: String,
+        name: String,
+        changelog: String,
+        images: Vec<Image>,
+    },
 }
 
 impl Action {
@@ -282,6 +295,7 @@ impl Action {
             Action::ContainerCommand { .. } => "container.command",
             Action::KeySeal { .. } => "key.seal",
             Action::KeyRotate { .. } => "key.rotate",
+            Action::ProductImport { .. } => "product.import",
         }
     }
 
@@ -354,6 +368,9 @@ impl Action {
                 .cloned()
                 .chain(keys.iter().map(|k| k.recipient.clone()))
                 .collect(),
+            Action::ProductImport {
+                product, version, ..
+            } => vec![product.clone(), version.clone()],
         }
     }
 }

@@ -1705,7 +1705,6 @@ fn a_compose_file_becomes_a_product_version() {
         "service web: env_file is not imported",
         "service web: depends_on.db: condition service_healthy is not supported",
         "service proxy: volumes: bind mount ./nginx/conf.d:/etc/nginx/conf.d:ro is not supported",
-        "service proxy: logging is not supported",
         "service worker: restart: the retry count 3 is not supported",
         "service db: container_name is not imported",
         "service db: networks is not supported",
@@ -1762,6 +1761,8 @@ fn a_compose_file_becomes_a_product_version() {
     );
     assert_eq!(c["labels"]["com.example.tier"], "edge");
     assert_eq!(c["restart"], "unless-stopped");
+    assert_eq!(c["log_driver"], "json-file");
+    assert_eq!(c["log_options"]["max-size"], "10m");
 
     let worker = by("worker")["config"].clone();
     assert_eq!(

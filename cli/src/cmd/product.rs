@@ -9,7 +9,7 @@ use clap::Subcommand;
 use shoal_api::products::ProductList;
 use shoal_api::registries::RegistryList;
 use shoal_protocol::Action;
-use shoal_protocol::model::{Image, ProductKind, VersionKind};
+use shoal_protocol::model::{Image, ProductKind};
 
 use crate::compose;
 use crate::ctx::Ctx;
@@ -50,6 +50,17 @@ pub enum Cmd {
         /// The registry of images whose reference names no host (default: Docker Hub).
         #[arg(long)]
         registry: Option<String>,
+        /// Variables for `${VAR}` in the file, instead of the `.env` beside
+        /// it (the process environment wins over both).
+        #[arg(long = "env-file", value_name = "FILE")]
+        env_file: Vec<PathBuf>,
+        /// Also imports the services of this compose profile.
+        #[arg(long, value_name = "NAME")]
+        profile: Vec<String>,
+        /// The image of a service, for one that is only built (or to
+        /// replace its `image:`).
+        #[arg(long, value_name = "SERVICE=REF")]
+        image: Vec<String>,
     },
 }
 
@@ -155,7 +166,20 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
             compose: file,
             version,
             registry,
-        } => import(ctx, &name, &file, &version, registry.as_deref(), out).await,
+            env_file,
+            profile,
+            image,
+        } => {
+            let mut images = std::collections::BTreeMap::new();
+            for i in image {
+                let Some((svc, reference)) = i.split_once('=') else {
+                    bail!("--image {i}: write SERVICE=REF");
+                };
+                images.insert(svc.to_string(), reference.to_string());
+            }
+            let plan = compose::load(&file, &env_file, profile, images)?;
+            import(ctx, &name, &file, plan, &version, registry.as_deref(), out).await
+        }
     }
 }
 
@@ -171,13 +195,11 @@ async fn import(
     ctx: &Ctx,
     name: &str,
     file: &std::path::Path,
+    plan: compose::Plan,
     version_name: &str,
     registry: Option<&str>,
     out: &mut impl Write,
 ) -> Result<()> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
-    let plan = compose::parse(&text, &file.display().to_string())?;
     for w in &plan.warnings {
         eprintln!("warning: {w}");
     }
@@ -195,48 +217,56 @@ async fn import(
         });
     }
     let s = Session::open(ctx).await?;
-    // The product: an existing complex one gets the new version.
-    let product_id = match ctx.product(name).await {
+    // The product, the version and every image in one op, checked whole: a
+    // refused import leaves nothing behind.
+    // Ids derive from the op that uses them: both come from one call.
+    let mut ids = s.ids(2).await?;
+    let version_id = ids.remove(1);
+    let (product_id, product_name) = match ctx.product(name).await {
         Ok(p) => {
             if p.kind != ProductKind::Complex {
                 bail!(
                     "product {name} is simple: a simple product has exactly one version; import into a new product name"
                 );
             }
-            p.id
+            if p.versions.iter().any(|v| v.name == version_name) {
+                bail!(
+                    "product {name} already has a version {version_name}: choose another with --version"
+                );
+            }
+            (p.id, None)
         }
-        Err(_) => {
-            let id = s.ids(1).await?.remove(0);
-            s.act(Action::ProductCreate {
-                id: id.clone(),
-                name: name.to_string(),
-                kind: ProductKind::Complex,
-                description: format!("imported from {}", file.display()),
-                version: None,
-            })
-            .await?;
-            writeln!(out, "created product {name}")?;
-            id
-        }
+        Err(_) => (ids.remove(0), Some(name.to_string())),
     };
-    let version_id = s.ids(1).await?.remove(0);
-    s.act(Action::VersionCreate {
-        id: version_id.clone(),
+    let lines: Vec<String> = images
+        .iter()
+        .map(|i| format!("added {} as container {}", i.image, i.name))
+        .collect();
+    let action = Action::ProductImport {
         product: product_id,
+        product_name: product_name.clone(),
+        description: format!("imported from {}", file.display()),
+        version: version_id,
         name: version_name.to_string(),
-        kind: VersionKind::Incremental,
         changelog: format!("imported from {}", file.display()),
-        auto_copy: false,
-    })
-    .await?;
-    for image in images {
-        let (container, reference) = (image.name.clone(), image.image.to_string());
-        s.act(Action::ImageAdd {
-            version: version_id.clone(),
-            image,
-        })
-        .await?;
-        writeln!(out, "added {reference} as container {container}")?;
+        images,
+    };
+    // The op's body; signatures and framing add little, the margin covers them.
+    let size = postcard::to_allocvec(&action).map(|b| b.len()).unwrap_or(0);
+    let limit = shoal_protocol::op::MAX_OP_BYTES - 64 * 1024;
+    if size > limit {
+        bail!(
+            "{}: the version's {} service(s) make an op of {size} bytes, more than the {limit} one import may write: split the file",
+            file.display(),
+            plan.services.len()
+        );
+    }
+    s.act(action).await?;
+    if product_name.is_some() {
+        writeln!(out, "created product {name}")?;
+    }
+    for l in lines {
+        writeln!(out, "{l}")?;
     }
     writeln!(
         out,

@@ -106,6 +106,22 @@ pub fn describe(state: &TeamState, action: &Action) -> String {
             format!("set {} of registry {}", what.join(", "), registry(id))
         }
         Action::ProductCreate { name, .. } => format!("created product {name}"),
+        Action::ProductImport {
+            product: p,
+            product_name,
+            name,
+            images,
+            ..
+        } => format!(
+            "imported version {} {name} with {} container(s){}",
+            product_name.clone().unwrap_or_else(|| product(p)),
+            images.len(),
+            if product_name.is_some() {
+                " into a new product"
+            } else {
+                ""
+            }
+        ),
         Action::ProductRemove { id } => format!("removed product {}", product(id)),
         Action::VersionCreate {
             product: p,

@@ -47,7 +47,8 @@ pub fn effect(s: &TeamState, ctx: &OpContext, action: &Action) -> Vec<Write> {
         | A::ImageAdd { .. }
         | A::ImageRemove { .. }
         | A::ImageConfig { .. }
-        | A::ImageOrder { .. } => catalog::effect(s, ctx, action),
+        | A::ImageOrder { .. }
+        | A::ProductImport { .. } => catalog::effect(s, ctx, action),
         A::DeploymentCreate { .. }
         | A::DeploymentUpdate { .. }
         | A::DeploymentStart { .. }

@@ -51,7 +51,8 @@ pub fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> Result<(), Rule
         | A::ImageAdd { .. }
         | A::ImageRemove { .. }
         | A::ImageConfig { .. }
-        | A::ImageOrder { .. } => catalog::check(s, ctx, action),
+        | A::ImageOrder { .. }
+        | A::ProductImport { .. } => catalog::check(s, ctx, action),
         A::DeploymentCreate { .. }
         | A::DeploymentUpdate { .. }
         | A::DeploymentStart { .. }

@@ -1,0 +1,283 @@
+//! End-to-end tests of `shoal product import --compose`: a corpus of
+//! compose files under fixtures/compose/ imported into a real daemon and the
+//! stored configs compared with what the Compose Specification says; refused
+//! imports leave nothing behind; hostile files are refused quickly.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use shoal_tests::{Peer, Run};
+
+fn start_team(p: &mut Peer) {
+    p.ok(&["profile", "init", "--name", &format!("{}-person", p.name)]);
+    p.start().unwrap();
+    p.ok(&["team", "create", "crew"]);
+}
+
+fn parse(r: &Run) -> Value {
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {r:?}"))
+}
+
+#[track_caller]
+fn refused(r: &Run, msg: &str) {
+    assert_ne!(r.code, 0, "expected a refusal: {r:?}");
+    assert!(
+        r.stderr.contains(msg),
+        "expected {msg:?} in stderr: {}",
+        r.stderr
+    );
+}
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/compose")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn images(p: &Peer, product: &str, version: &str) -> Vec<Value> {
+    let v = parse(&p.ok(&["version", "show", product, version, "-o", "json"]));
+    v["images"].as_array().unwrap().clone()
+}
+
+fn by(images: &[Value], name: &str) -> Value {
+    images
+        .iter()
+        .find(|i| i["name"] == name)
+        .unwrap_or_else(|| panic!("no image {name} in {images:?}"))
+        .clone()
+}
+
+fn no_products(p: &Peer) {
+    let list = parse(&p.ok(&["product", "list", "-o", "json"]));
+    assert!(
+        list.as_array().unwrap().is_empty(),
+        "something was created: {list}"
+    );
+}
+
+#[test]
+fn the_compose_specification_is_followed() {
+    let mut a = Peer::new("a").unwrap();
+    start_team(&mut a);
+    let file = fixture("spec/compose.yml");
+    let r = a.ok(&["product", "import", "spec", "--compose", &file]);
+    assert!(
+        r.stdout.contains("imported 4 service(s) into spec 1.0.0"),
+        "{r:?}"
+    );
+    for w in [
+        "service web: ports: mode of port 443 is not supported",
+        "service web: volumes: volume.nocopy of /data is not supported",
+        "service web: volumes: bind mount /mnt/media:/media is not supported",
+        "service api: depends_on.web: restart: true is not supported",
+        "service debug is in profile debug and was not imported",
+        "service built is built from source and names no image",
+    ] {
+        assert!(r.stderr.contains(w), "{w:?} missing:\n{}", r.stderr);
+    }
+    assert!(!r.stderr.contains("logging"), "{}", r.stderr);
+    assert!(!r.stderr.contains("deploy"), "{}", r.stderr);
+
+    let imgs = images(&a, "spec", "1.0.0");
+    let order: Vec<&str> = imgs.iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert_eq!(order, ["web", "api", "worker", "sidecar"]);
+
+    let web = by(&imgs, "web");
+    assert_eq!(web["ref"], "nginx:1.27");
+    let c = &web["config"];
+    assert_eq!(
+        c["env"],
+        json!({
+            "COMMON": "common",
+            "GREETING": "hello world",
+            "DEFAULTED": "fallback",
+            "DASH_DEFAULT": "",
+            "COLON_DEFAULT": "was-empty",
+            "ALT": "has-tag",
+            "NO_ALT": "",
+            "PRICE": "$5",
+            "NESTED": "1.27",
+            "BARE": "1.27",
+        })
+    );
+    assert_eq!(
+        c["labels"],
+        json!({"com.example.empty": "", "com.example.port": "8080"})
+    );
+    assert_eq!(
+        c["ports"],
+        json!([
+            {"internal": 80, "external": 8080, "protocol": "tcp"},
+            {"internal": 443, "external": 8443, "protocol": "tcp"},
+        ])
+    );
+    assert_eq!(
+        c["port_ranges"],
+        json!([{"internal_from": 9000, "internal_to": 9002, "external_from": 9000, "external_to": 9002, "protocol": "udp"}])
+    );
+    assert_eq!(
+        c["volumes"],
+        json!([
+            {"name": "data", "path": "/data", "kind": "rw", "size": null},
+            {"name": "tmpfs", "path": "/cache", "kind": "tmpfs", "size": "1000000"},
+        ])
+    );
+    assert_eq!(c["log_driver"], "json-file");
+    assert_eq!(
+        c["log_options"],
+        json!({"max-size": "10m", "max-file": "3"})
+    );
+    assert_eq!(
+        (c["cpu"].as_str(), c["memory"].as_str()),
+        (Some("0.50"), Some("128M"))
+    );
+    assert_eq!(c["args"], json!(["nginx", "-g", "daemon off;"]));
+
+    // extends with file:, maps merged per key.
+    let api = by(&imgs, "api");
+    assert_eq!(api["ref"], "busybox:1.27");
+    let c = &api["config"];
+    assert_eq!(c["env"], json!({"FROM_BASE": "yes", "OVERRIDDEN": "api"}));
+    assert_eq!(c["labels"], json!({"com.example.base": "true"}));
+    assert_eq!(
+        c["ports"],
+        json!([{"internal": 7000, "external": 7000, "protocol": "tcp"}])
+    );
+    assert_eq!(c["restart"], "always");
+
+    // extends in the same file, with !reset and !override.
+    let c = by(&imgs, "worker")["config"].clone();
+    assert_eq!(c["env"], json!({"FROM_BASE": "yes", "OVERRIDDEN": "api"}));
+    assert_eq!(c["ports"], json!([]));
+    assert_eq!(c["restart"], "on-failure");
+    assert_eq!(c["args"], json!(["sh", "-c", "echo ${HOME}"]));
+
+    // include.
+    let side = by(&imgs, "sidecar");
+    assert_eq!(side["ref"], "alpine:3.20");
+    assert_eq!(side["config"]["env"], json!({"INCLUDED": "hello world"}));
+
+    // --env-file replaces .env; --profile and --image take the skipped services.
+    let r = a.ok(&[
+        "product",
+        "import",
+        "spec",
+        "--compose",
+        &file,
+        "--version",
+        "2.0.0",
+        "--env-file",
+        &fixture("spec/alt.env"),
+        "--profile",
+        "debug",
+        "--image",
+        "built=busybox:1.36",
+    ]);
+    assert!(
+        r.stdout.contains("imported 6 service(s) into spec 2.0.0"),
+        "{r:?}"
+    );
+    assert!(
+        r.stderr.contains("the MEDIA variable is not set"),
+        "{}",
+        r.stderr
+    );
+    let imgs = images(&a, "spec", "2.0.0");
+    let web = by(&imgs, "web");
+    assert_eq!(web["ref"], "nginx:1.28");
+    assert_eq!(web["config"]["env"]["GREETING"], "hi $TAG");
+    assert_eq!(web["config"]["env"]["DASH_DEFAULT"], "kept-empty");
+    assert_eq!(web["config"]["ports"][0]["external"], 9090);
+    assert_eq!(by(&imgs, "debug")["ref"], "busybox:latest");
+    assert_eq!(by(&imgs, "built")["ref"], "busybox:1.36");
+}
+
+#[test]
+fn a_refused_import_leaves_nothing() {
+    let mut a = Peer::new("a").unwrap();
+    start_team(&mut a);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yml");
+    let f = file.to_string_lossy().into_owned();
+    for (text, msg) in [
+        (
+            "services:\n  a:\n    image: x:${REQUIRED:?set REQUIRED first}\n",
+            "service a: image: required variable REQUIRED is missing or empty in \"x:${REQUIRED:?set REQUIRED first}\": set REQUIRED first",
+        ),
+        (
+            "services:\n  a:\n    image: x\n    command: echo $1\n",
+            "service a: command: invalid interpolation format in \"echo $1\"",
+        ),
+        (
+            "services:\n  a: {image: x}\n  b: {image: y, ports: [\"99999:80\"]}\n",
+            "service b: ports",
+        ),
+        (
+            "services:\n  a:\n    build: .\n",
+            "no service is left to import",
+        ),
+        (
+            "services:\n  a: {extends: b, image: x}\n  b: {extends: a}\n",
+            "extends has a cycle",
+        ),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let r = a.shoal(&["product", "import", "p", "--compose", &f]);
+        refused(&r, msg);
+        no_products(&a);
+    }
+}
+
+#[test]
+fn hostile_files_are_refused_quickly() {
+    let mut a = Peer::new("a").unwrap();
+    start_team(&mut a);
+    let dir = tempfile::tempdir().unwrap();
+    let nested = dir.path().join("nested.yml");
+    std::fs::write(
+        &nested,
+        format!("services: {}{}\n", "[".repeat(100_000), "]".repeat(100_000)),
+    )
+    .unwrap();
+    let mut bomb = String::from("x-a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..12 {
+        let p = i - 1;
+        bomb.push_str(&format!(
+            "x-a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
+    }
+    bomb.push_str("services:\n  a: {image: x}\n");
+    let bomb_file = dir.path().join("bomb.yml");
+    std::fs::write(&bomb_file, bomb).unwrap();
+    let t = Instant::now();
+    let r = a.shoal(&[
+        "product",
+        "import",
+        "p",
+        "--compose",
+        &nested.to_string_lossy(),
+    ]);
+    println!("200 KB of nested brackets refused in {:?}", t.elapsed());
+    refused(&r, "nesting deeper than 64 levels");
+    let t = Instant::now();
+    let r = a.shoal(&[
+        "product",
+        "import",
+        "p",
+        "--compose",
+        &bomb_file.to_string_lossy(),
+    ]);
+    println!("an anchors bomb refused in {:?}", t.elapsed());
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("refused") || r.stderr.contains("repetition limit"),
+        "{}",
+        r.stderr
+    );
+    no_products(&a);
+}
