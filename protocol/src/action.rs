@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::hlc::Hlc;
-use crate::keys::{PublicKey, Signature};
+use crate::keys::{OpHash, PublicKey, Signature};
 use crate::model::{
     ContainerAction, ContainerConfig, ContainerState, FrozenConfig, Image, ImageRef, InviteKind,
     ProductKind, RegistryKind, Role, Runtime, Sealed, SealedKey, VersionKind,
@@ -243,6 +243,11 @@ pub enum Action {
         keys: Vec<SealedKey>,
         registries: BTreeMap<String, Sealed>,
     },
+    /// Drops refused ops from every replica's quarantine (and store): the
+    /// evidence was looked at and is no longer wanted. Writes nothing else.
+    QuarantinePurge {
+        ops: Vec<OpHash>,
+    },
 }
 
 impl Action {
@@ -282,6 +287,7 @@ impl Action {
             Action::ContainerCommand { .. } => "container.command",
             Action::KeySeal { .. } => "key.seal",
             Action::KeyRotate { .. } => "key.rotate",
+            Action::QuarantinePurge { .. } => "quarantine.purge",
         }
     }
 
@@ -354,6 +360,7 @@ impl Action {
                 .cloned()
                 .chain(keys.iter().map(|k| k.recipient.clone()))
                 .collect(),
+            Action::QuarantinePurge { ops } => ops.iter().map(|h| h.to_hex()).collect(),
         }
     }
 }
