@@ -296,3 +296,32 @@ fn a_partition_heals_with_writes_on_both_sides() {
     let healed = converge(&[a, b, c], WAIT).expect("all agree after the heal");
     assert_eq!(healed.0, base + 4, "every write of both sides is kept");
 }
+
+/// Forty `product create` of one member run at once through one daemon:
+/// every one succeeds (the daemon's write lease makes them take turns on
+/// the member's log), nothing is quarantined and the audit log verifies.
+#[test]
+fn parallel_commands_of_one_member_never_fork_its_log() {
+    let peers = team_of(&["a"]).unwrap();
+    let a = &peers[0];
+    let user = &a.user;
+    let runs: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..40)
+            .map(|i| {
+                s.spawn(move || {
+                    user.shoal(&["product", "create", &format!("p{i}")])
+                        .unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, r) in runs.iter().enumerate() {
+        assert_eq!(r.code, 0, "product create p{i} failed: {}", r.stderr);
+    }
+    let list: serde_json::Value =
+        serde_json::from_str(&a.ok(&["product", "list", "-o", "json"]).stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 40, "{list}");
+    let verify = a.ok(&["audit", "verify"]);
+    assert!(verify.stdout.starts_with("ok: "), "{}", verify.stdout);
+}

@@ -5,13 +5,15 @@ use std::io::Write;
 use anyhow::{Result, bail};
 use clap::Subcommand;
 
-use crate::Usage;
-use crate::domain::{Ctx, query, when};
+use shoal_api::audit::{AuditList, AuditVerify};
+
+use crate::ctx::{Ctx, query};
+use crate::error::Usage;
+use crate::output::{json, table, when};
 use crate::parse;
-use crate::read::{json, list_of, str_of, table};
 
 #[derive(Subcommand, Debug)]
-pub enum AuditCmd {
+pub enum Cmd {
     /// Lists the audit log, oldest first.
     List {
         /// From this time: RFC 3339, or a duration ago (2h, 7d).
@@ -35,9 +37,9 @@ pub enum AuditCmd {
     Verify,
 }
 
-pub async fn run(ctx: &Ctx, cmd: AuditCmd, out: &mut impl Write) -> Result<()> {
+pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
     match cmd {
-        AuditCmd::List {
+        Cmd::List {
             since,
             until,
             author,
@@ -55,7 +57,7 @@ pub async fn run(ctx: &Ctx, cmd: AuditCmd, out: &mut impl Write) -> Result<()> {
                 .transpose()
                 .map_err(usage)?
                 .map(|t| t.to_string());
-            let v = ctx
+            let v: AuditList = ctx
                 .get(&format!(
                     "audit{}",
                     query(&[
@@ -70,17 +72,17 @@ pub async fn run(ctx: &Ctx, cmd: AuditCmd, out: &mut impl Write) -> Result<()> {
             if ctx.json() {
                 return json(out, &v);
             }
-            let rows: Vec<Vec<String>> = list_of(&v)
+            let rows: Vec<Vec<String>> = v
                 .iter()
                 .map(|e| {
                     vec![
-                        when(e["time_ms"].as_u64().unwrap_or(0)),
-                        str_of(e, "action"),
-                        str_of(e, "author_name"),
-                        str_of(e, "origin_name"),
-                        str_of(e, "what"),
-                        str_of(e, "status"),
-                        str_of(e, "hash").chars().take(12).collect(),
+                        when(e.time_ms),
+                        e.action.clone(),
+                        e.author_name.clone(),
+                        e.origin_name.clone(),
+                        e.what.clone(),
+                        e.status.clone(),
+                        e.hash.chars().take(12).collect(),
                     ]
                 })
                 .collect();
@@ -90,29 +92,27 @@ pub async fn run(ctx: &Ctx, cmd: AuditCmd, out: &mut impl Write) -> Result<()> {
                 &rows,
             )
         }
-        AuditCmd::Verify => {
-            let v = ctx.get("audit/verify").await?;
-            let problems = list_of(&v["problems"]);
+        Cmd::Verify => {
+            let v: AuditVerify = ctx.get("audit/verify").await?;
+            let problems = &v.problems;
             if ctx.json() {
                 json(out, &v)?;
             } else if problems.is_empty() {
                 writeln!(
                     out,
                     "ok: {} ops in {} logs, signatures and hash chains verified ({} as stored on disk)",
-                    str_of(&v, "ops"),
-                    str_of(&v, "logs"),
-                    str_of(&v, "stored_ops")
+                    v.ops, v.logs, v.stored_ops
                 )?;
             } else {
                 for p in problems {
-                    writeln!(out, "{}: {}", str_of(p, "kind"), str_of(p, "message"))?;
+                    writeln!(out, "{}: {}", p.kind, p.message)?;
                 }
             }
             if let Some(first) = problems.first() {
                 bail!(
                     "the audit log has {} problem(s), first: {}",
                     problems.len(),
-                    str_of(first, "message")
+                    first.message
                 );
             }
             Ok(())

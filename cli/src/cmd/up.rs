@@ -2,11 +2,11 @@
 //! stop cleanly on SIGINT or SIGTERM.
 
 use std::io::Write as _;
-use std::path::Path;
-
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
+use clap::ValueEnum;
 use shoal_node::daemon::{self as node, Node};
 use shoal_node::runtime::kubernetes::KubeConnect;
 use shoal_node::service::{self, ServiceConfig};
@@ -14,7 +14,59 @@ use shoal_node::sync::SyncConfig;
 use shoal_protocol::action::NewMember;
 use shoal_protocol::model::Runtime;
 
-use crate::{LogFormat, RunArgs, profile};
+use crate::ctx::Ctx;
+use crate::profile;
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Where the node keeps its store.
+    #[arg(long, env = "SHOAL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// docker, kubernetes or none (default: docker if a Docker engine answers).
+    #[arg(long)]
+    runtime: Option<String>,
+    /// The node's name in a new team (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Where the mesh listens.
+    #[arg(long, default_value = "/ip4/0.0.0.0/tcp/0")]
+    listen: String,
+    /// Do not look for peers on the LAN with mDNS.
+    #[arg(long)]
+    no_mdns: bool,
+    /// Keep deployments that target this node waiting instead of running
+    /// them (maintenance); they run once the node starts without this flag.
+    #[arg(long, env = "SHOAL_PAUSE_DEPLOYMENTS")]
+    pause_deployments: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, env = "SHOAL_METRICS")]
+    metrics: Option<std::net::SocketAddr>,
+    /// Kubernetes runtime: the kubeconfig to connect with; several files
+    /// separated by ':' are merged as kubectl merges them (default: the
+    /// in-cluster service account, else ~/.kube/config).
+    #[arg(long, env = "KUBECONFIG", value_name = "PATH")]
+    kubeconfig: Option<std::ffi::OsString>,
+    /// Kubernetes runtime: the kubeconfig context to use (default: its
+    /// current context).
+    #[arg(long, value_name = "NAME")]
+    kube_context: Option<String>,
+    /// Log lines on stderr: human or json. The level comes from SHOAL_LOG
+    /// (e.g. `debug`, `shoal_node=debug,libp2p=info`; default `info`).
+    #[arg(long, env = "SHOAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// `shoal up`: creates a profile and a team if there are none, then runs
+/// the daemon.
+pub fn run(ctx: &Ctx, args: RunArgs) -> Result<()> {
+    daemon(ctx, args, true)
+}
 
 fn host_name() -> String {
     std::fs::read_to_string("/etc/hostname")
@@ -48,7 +100,8 @@ fn init_logs(format: LogFormat) {
 }
 
 /// Runs the daemon; with `up`, first creates what is missing.
-pub fn run(config_dir: &Path, socket: &Path, args: RunArgs, up: bool) -> Result<()> {
+pub fn daemon(ctx: &Ctx, args: RunArgs, up: bool) -> Result<()> {
+    let config_dir = ctx.dir.as_path();
     init_logs(args.log_format);
     let data_dir = args.data_dir.clone().unwrap_or_else(node::default_data_dir);
     let runtime = runtime(args.runtime.as_deref())?;
@@ -102,7 +155,7 @@ pub fn run(config_dir: &Path, socket: &Path, args: RunArgs, up: bool) -> Result<
     let config = ServiceConfig {
         listen,
         mdns: !args.no_mdns,
-        socket: socket.to_path_buf(),
+        socket: ctx.client.socket().to_path_buf(),
         name: args.name.clone().unwrap_or_else(host_name),
         runtime,
         sync: SyncConfig::default(),

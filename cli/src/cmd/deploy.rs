@@ -12,18 +12,22 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
 use clap::Subcommand;
-use serde_json::Value;
+use shoal_api::containers::{ContainerList, LogLines};
+use shoal_api::deployments::{Deployment, DeploymentDetail, DeploymentList, SealedSecrets};
+use shoal_api::nodes::StatusList;
 use shoal_protocol::Action;
 use shoal_protocol::action::DeploymentEdit;
-use shoal_protocol::model::{ContainerConfig, DeploymentStatus, ImageRef, Sealed};
+use shoal_protocol::model::{ContainerConfig, DeploymentStatus, ImageRef, Sealed, VersionKind};
 
-use crate::Usage;
-use crate::domain::{self, Ctx, dash, query, seg, when};
-use crate::parse;
-use crate::read::{json, list_of, str_of, table};
+use crate::ctx::{Ctx, query, segment};
+use crate::edits::ConfigEdits;
+use crate::error::Usage;
+use crate::output::{dash, json, table, when};
+use crate::session::Session;
+use crate::{config, parse};
 
 #[derive(Subcommand, Debug)]
-pub enum DeployCmd {
+pub enum Cmd {
     /// Places a version on a node under a prefix (status preparing); the
     /// deployment id is the last line.
     Create {
@@ -99,7 +103,7 @@ pub enum DeployCmd {
         deployment: String,
         container: String,
         #[command(flatten)]
-        edits: Box<crate::product::ConfigEdits>,
+        edits: Box<ConfigEdits>,
         /// Drop every override of this container first.
         #[arg(long)]
         reset: bool,
@@ -209,17 +213,17 @@ fn short_id(id: &str) -> String {
     id.chars().take(12).collect()
 }
 
-fn status_cell(d: &Value) -> String {
-    let mut s = str_of(d, "status");
-    if d["conflict"].as_bool() == Some(true) {
+fn status_cell(d: &Deployment) -> String {
+    let mut s = d.base().status.as_str().to_string();
+    if d.base().conflict {
         s.push_str(" (conflict)");
     }
     s
 }
 
-pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> {
+pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
     match cmd {
-        DeployCmd::Create {
+        Cmd::Create {
             product,
             version,
             node,
@@ -233,8 +237,8 @@ pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> 
         } => {
             let env = parse::key_values("--env", &env).map_err(|e| Usage(e.to_string()))?;
             let values = secret_values(&secret, secret_file.as_deref(), |k| std::env::var_os(k))?;
-            let v = domain::version(ctx, &product, &version).await?;
-            let (node_key, node_name, enc_key) = domain::node(ctx, &node).await?;
+            let v = ctx.version(&product, &version).await?;
+            let (node_key, node_name, enc_key) = ctx.node(&node).await?;
             let node_hex = node_key.to_hex();
             let mut secrets: BTreeMap<String, Sealed> = BTreeMap::new();
             for (k, value) in &values {
@@ -245,11 +249,11 @@ pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> 
                 );
             }
             drop(values);
-            let s = ctx.session().await?;
+            let s = Session::open(ctx).await?;
             let id = s.ids(1).await?.remove(0);
             s.act(Action::DeploymentCreate {
                 id: id.clone(),
-                version: str_of(&v, "id"),
+                version: v.id.clone(),
                 node: node_key,
                 prefix: prefix.clone(),
                 env,
@@ -264,8 +268,8 @@ pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> 
                 out,
                 "created deployment {} of {} {} on {node_name}/{prefix} (preparing{}); start it with `shoal deploy start {}`",
                 short_id(&id),
-                str_of(&v, "product"),
-                str_of(&v, "name"),
+                v.product.clone().unwrap_or_default(),
+                v.name.clone(),
                 if secrets.is_empty() {
                     String::new()
                 } else {
@@ -279,15 +283,15 @@ pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> 
             writeln!(out, "{id}")?;
             Ok(())
         }
-        DeployCmd::Start {
+        Cmd::Start {
             deployment,
             wait,
             force,
         } => {
-            let d = domain::deployment(ctx, &deployment).await?;
-            start(ctx, &d, force, &wait, out).await
+            let d = ctx.deployment(&deployment).await?;
+            start(ctx, d.base(), force, &wait, out).await
         }
-        DeployCmd::Update {
+        Cmd::Update {
             deployment,
             note,
             prefix,
@@ -301,8 +305,8 @@ pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> 
         } => {
             let set_env = parse::key_values("--env", &env).map_err(|e| Usage(e.to_string()))?;
             let values = secret_values(&secret, secret_file.as_deref(), |k| std::env::var_os(k))?;
-            let d = domain::deployment(ctx, &deployment).await?;
-            let id = str_of(&d, "id");
+            let d = ctx.deployment(&deployment).await?;
+            let id = d.base().id.clone();
             let mut edit = DeploymentEdit {
                 note,
                 prefix,
@@ -314,8 +318,7 @@ pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> 
                 ..Default::default()
             };
             if !set_env.is_empty() || !unset_env.is_empty() {
-                let mut e: BTreeMap<String, String> =
-                    serde_json::from_value(d["env"].clone()).unwrap_or_default();
+                let mut e: BTreeMap<String, String> = d.env.clone();
                 e.extend(set_env);
                 for k in &unset_env {
                     e.remove(k);
@@ -323,12 +326,11 @@ pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> 
                 edit.env = Some(e);
             }
             if !values.is_empty() || !unset_secret.is_empty() {
-                let sealed = ctx.get(&format!("deployments/{}/sealed", seg(&id))).await?;
-                let mut all: BTreeMap<String, Sealed> =
-                    serde_json::from_value(sealed["secrets"].clone())
-                        .map_err(|e| anyhow!("the daemon sent malformed sealed secrets: {e}"))?;
-                let (node_key, node_name, enc_key) =
-                    domain::node(ctx, &str_of(&d, "node_key")).await?;
+                let sealed: SealedSecrets = ctx
+                    .get(&format!("deployments/{}/sealed", segment(&id)))
+                    .await?;
+                let mut all: BTreeMap<String, Sealed> = sealed.secrets;
+                let (node_key, node_name, enc_key) = ctx.node(&d.base().node_key.clone()).await?;
                 for (k, value) in &values {
                     all.insert(
                         k.clone(),
@@ -349,7 +351,7 @@ pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> 
                 )
                 .into());
             }
-            let s = ctx.session().await?;
+            let s = Session::open(ctx).await?;
             s.act(Action::DeploymentUpdate {
                 id: id.clone(),
                 edit,
@@ -358,14 +360,14 @@ pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> 
             writeln!(out, "updated deployment {}", short_id(&id))?;
             Ok(())
         }
-        DeployCmd::Config {
+        Cmd::Config {
             deployment,
             container,
             edits,
             reset,
             show,
         } => instance_config(ctx, &deployment, &container, &edits, reset, show, out).await,
-        DeployCmd::List {
+        Cmd::List {
             node,
             status,
             product,
@@ -378,7 +380,7 @@ pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> 
                 ))
                 .into());
             }
-            let v = ctx
+            let v: DeploymentList = ctx
                 .get(&format!(
                     "deployments{}",
                     query(&[
@@ -391,23 +393,23 @@ pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> 
             if ctx.json() {
                 return json(out, &v);
             }
-            let rows: Vec<Vec<String>> = list_of(&v)
+            let rows: Vec<Vec<String>> = v
                 .iter()
                 .map(|d| {
                     vec![
-                        short_id(&str_of(d, "id")),
-                        str_of(d, "product"),
-                        str_of(d, "version"),
-                        str_of(d, "node"),
-                        str_of(d, "prefix"),
+                        short_id(&d.base().id.clone()),
+                        d.base().product.clone().unwrap_or_default(),
+                        d.base().version.clone().unwrap_or_default(),
+                        d.base().node.clone(),
+                        d.base().prefix.clone(),
                         status_cell(d),
-                        str_of(d, "tries"),
-                        if d["protected"].as_bool() == Some(true) {
+                        d.base().tries.to_string(),
+                        if d.base().protected {
                             "yes".into()
                         } else {
                             "no".into()
                         },
-                        dash(str_of(d, "note")),
+                        dash(d.base().note.clone()),
                     ]
                 })
                 .collect();
@@ -427,56 +429,56 @@ pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> 
                 &rows,
             )
         }
-        DeployCmd::Show { deployment } => {
-            let d = domain::deployment(ctx, &deployment).await?;
+        Cmd::Show { deployment } => {
+            let d = ctx.deployment(&deployment).await?;
             if ctx.json() {
                 return json(out, &d);
             }
             show(&d, out)
         }
-        DeployCmd::Logs {
+        Cmd::Logs {
             deployment,
             follow,
             tail,
         } => {
-            let d = domain::deployment(ctx, &deployment).await?;
-            logs(ctx, &d, follow, tail, out).await
+            let d = ctx.deployment(&deployment).await?;
+            logs(ctx, d.base(), follow, tail, out).await
         }
-        DeployCmd::Delete { deployment } => {
-            let d = domain::deployment(ctx, &deployment).await?;
-            let s = ctx.session().await?;
+        Cmd::Delete { deployment } => {
+            let d = ctx.deployment(&deployment).await?;
+            let s = Session::open(ctx).await?;
             s.act(Action::DeploymentDelete {
-                id: str_of(&d, "id"),
+                id: d.base().id.clone(),
             })
             .await?;
             writeln!(
                 out,
                 "deleted deployment {} of {} {} on {}/{}",
-                short_id(&str_of(&d, "id")),
-                str_of(&d, "product"),
-                str_of(&d, "version"),
-                str_of(&d, "node"),
-                str_of(&d, "prefix")
+                short_id(&d.base().id.clone()),
+                d.base().product.clone().unwrap_or_default(),
+                d.base().version.clone().unwrap_or_default(),
+                d.base().node.clone(),
+                d.base().prefix.clone()
             )?;
             Ok(())
         }
-        DeployCmd::Copy {
+        Cmd::Copy {
             deployment,
             node,
             prefix,
         } => {
-            let d = domain::deployment(ctx, &deployment).await?;
-            let (node_key, node_name, _) = domain::node(ctx, &node).await?;
-            if !list_of(&d["secrets"]).is_empty() && node_key.to_hex() != str_of(&d, "node_key") {
+            let d = ctx.deployment(&deployment).await?;
+            let (node_key, node_name, _) = ctx.node(&node).await?;
+            if !d.base().secrets.is_empty() && node_key.to_hex() != d.base().node_key.clone() {
                 eprintln!(
                     "warning: the copy's secrets stay sealed to {}: set them again for {node_name} before starting it",
-                    str_of(&d, "node")
+                    d.base().node.clone()
                 );
             }
-            let s = ctx.session().await?;
+            let s = Session::open(ctx).await?;
             let id = s.ids(1).await?.remove(0);
             s.act(Action::DeploymentCopy {
-                from: str_of(&d, "id"),
+                from: d.base().id.clone(),
                 id: id.clone(),
                 node: node_key,
                 prefix: prefix.clone(),
@@ -485,36 +487,36 @@ pub async fn run(ctx: &Ctx, cmd: DeployCmd, out: &mut impl Write) -> Result<()> 
             writeln!(
                 out,
                 "copied deployment {} to {} on {node_name}/{prefix} (preparing)",
-                short_id(&str_of(&d, "id")),
+                short_id(&d.base().id.clone()),
                 short_id(&id)
             )?;
             writeln!(out, "{id}")?;
             Ok(())
         }
-        DeployCmd::Rollback {
+        Cmd::Rollback {
             product,
             node,
             prefix,
             wait,
             force,
         } => {
-            let d = ctx
+            let d: Deployment = ctx
                 .get(&format!(
                     "products/{}/rollback{}",
-                    seg(&product),
+                    segment(&product),
                     query(&[("node", Some(&node)), ("prefix", Some(&prefix))])
                 ))
                 .await?;
             writeln!(
                 out,
                 "rolling back {} on {}/{} to version {} (deployment {})",
-                str_of(&d, "product"),
-                str_of(&d, "node"),
-                str_of(&d, "prefix"),
-                str_of(&d, "version"),
-                short_id(&str_of(&d, "id"))
+                d.base().product.clone().unwrap_or_default(),
+                d.base().node.clone(),
+                d.base().prefix.clone(),
+                d.base().version.clone().unwrap_or_default(),
+                short_id(&d.base().id.clone())
             )?;
-            start(ctx, &d, force, &wait, out).await
+            start(ctx, d.base(), force, &wait, out).await
         }
     }
 }
@@ -525,19 +527,23 @@ const CONTAINER_SCAN: Duration = Duration::from_secs(2);
 
 /// The deployment's containers on its node (not init containers): runtime
 /// name and container id.
-async fn containers_of(ctx: &Ctx, node_route: &str, d: &Value) -> Result<Vec<(String, String)>> {
-    let list = ctx
+async fn containers_of(
+    ctx: &Ctx,
+    node_route: &str,
+    d: &Deployment,
+) -> Result<Vec<(String, String)>> {
+    let list: ContainerList = ctx
         .client
         .get(&format!(
             "{node_route}/containers{}",
-            query(&[("prefix", Some(&str_of(d, "prefix")))])
+            query(&[("prefix", Some(&d.prefix))])
         ))
         .await?;
-    let id = str_of(d, "id");
-    Ok(list_of(&list)
+    let id = d.base().id.clone();
+    Ok(list
         .iter()
-        .filter(|c| str_of(c, "deployment") == id && c["init"].is_null())
-        .map(|c| (str_of(c, "name"), str_of(c, "id")))
+        .filter(|c| c.deployment.clone() == id && c.init.is_none())
+        .map(|c| (c.name.clone(), c.id.clone()))
         .collect())
 }
 
@@ -547,18 +553,24 @@ fn transient(e: &anyhow::Error) -> bool {
         .is_some_and(crate::client::ClientError::is_transient)
 }
 
-async fn logs(ctx: &Ctx, d: &Value, follow: bool, tail: u64, out: &mut impl Write) -> Result<()> {
+async fn logs(
+    ctx: &Ctx,
+    d: &Deployment,
+    follow: bool,
+    tail: u64,
+    out: &mut impl Write,
+) -> Result<()> {
     use futures::StreamExt as _;
     let node_route = format!(
         "{}/nodes/{}",
         ctx.base().await?,
-        seg(&str_of(d, "node_key"))
+        segment(&d.base().node_key.clone())
     );
     let progress_route = format!(
         "{node_route}/deployments/{}/progress",
-        seg(&str_of(d, "id"))
+        segment(&d.base().id.clone())
     );
-    let follow_route = |name: &str| format!("{node_route}/containers/{}/follow", seg(name));
+    let follow_route = |name: &str| format!("{node_route}/containers/{}/follow", segment(name));
     if !follow {
         let mut progress = crate::follow::progress(
             ctx.client.clone(),
@@ -572,15 +584,15 @@ async fn logs(ctx: &Ctx, d: &Value, follow: bool, tail: u64, out: &mut impl Writ
             }
         }
         for (name, _) in containers_of(ctx, &node_route, d).await? {
-            let v = ctx
+            let v: LogLines = ctx
                 .client
                 .get(&format!(
                     "{node_route}/containers/{}/logs?tail={tail}",
-                    seg(&name)
+                    segment(&name)
                 ))
                 .await?;
-            for l in list_of(&v["lines"]) {
-                writeln!(out, "{name} | {}", l.as_str().unwrap_or_default())?;
+            for l in &v.lines {
+                writeln!(out, "{name} | {l}")?;
             }
         }
         return Ok(());
@@ -641,95 +653,101 @@ async fn logs(ctx: &Ctx, d: &Value, follow: bool, tail: u64, out: &mut impl Writ
     }
 }
 
-fn show(d: &Value, out: &mut impl Write) -> Result<()> {
+fn show(d: &DeploymentDetail, out: &mut impl Write) -> Result<()> {
     let row = |out: &mut dyn Write, k: &str, v: String| writeln!(out, "{k:<13}{v}");
-    row(out, "id", str_of(d, "id"))?;
-    row(out, "product", str_of(d, "product"))?;
+    row(out, "id", d.base().id.clone())?;
+    row(out, "product", d.base().product.clone().unwrap_or_default())?;
     row(
         out,
         "version",
-        format!("{} ({})", str_of(d, "version"), str_of(d, "version_kind")),
+        format!(
+            "{} ({})",
+            d.base().version.clone().unwrap_or_default(),
+            d.base()
+                .version_kind
+                .map(super::version::kind)
+                .unwrap_or_default()
+        ),
     )?;
-    row(out, "node", str_of(d, "node"))?;
-    row(out, "prefix", str_of(d, "prefix"))?;
-    let mut status = str_of(d, "status");
-    if d["conflict"].as_bool() == Some(true) {
+    row(out, "node", d.base().node.clone())?;
+    row(out, "prefix", d.base().prefix.clone())?;
+    let mut status = d.base().status.as_str().to_string();
+    if d.base().conflict {
         status.push_str(
             " (conflict: a concurrent deployment won this slot; it will not run: delete it or change its prefix)",
         );
     }
     row(out, "status", status)?;
-    if !str_of(d, "reason").is_empty() {
-        row(out, "reason", str_of(d, "reason"))?;
+    if !d.base().reason.clone().unwrap_or_default().is_empty() {
+        row(out, "reason", d.base().reason.clone().unwrap_or_default())?;
     }
-    row(out, "tries", str_of(d, "tries"))?;
+    row(out, "tries", d.base().tries.to_string())?;
     row(
         out,
         "protected",
-        if d["protected"].as_bool() == Some(true) {
+        if d.base().protected {
             "yes".into()
         } else {
             "no".into()
         },
     )?;
-    row(out, "note", dash(str_of(d, "note")))?;
+    row(out, "note", dash(d.base().note.clone()))?;
     row(
         out,
         "created",
         format!(
             "{} by {}",
-            when(d["created_ms"].as_u64().unwrap_or(0)),
-            str_of(d, "created_by")
+            when(d.base().created_ms),
+            d.base().created_by.clone()
         ),
     )?;
-    let env: Vec<String> = d["env"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let env: Vec<String> = d.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     row(out, "env", dash(env.join(" ")))?;
-    let secrets: Vec<String> = list_of(&d["secrets"])
-        .iter()
-        .filter_map(|k| k.as_str().map(str::to_string))
-        .collect();
+    let secrets = &d.base().secrets;
     row(
         out,
         "secrets",
         if secrets.is_empty() {
             "-".into()
         } else {
-            format!("{} (sealed for {})", secrets.join(", "), str_of(d, "node"))
+            format!(
+                "{} (sealed for {})",
+                secrets.join(", "),
+                d.base().node.clone()
+            )
         },
     )?;
-    if !d["frozen"].is_null() {
-        row(out, "frozen", format!("config of {}", str_of(d, "frozen")))?;
+    if d.frozen.is_some() {
+        row(
+            out,
+            "frozen",
+            format!("config of {}", d.frozen.clone().unwrap_or_default()),
+        )?;
     }
     writeln!(out)?;
-    let containers = d["containers"].as_object().cloned().unwrap_or_default();
-    let rows: Vec<Vec<String>> = list_of(&d["images"])
+    let containers = &d.containers;
+    let rows: Vec<Vec<String>> = d
+        .images
         .iter()
         .map(|i| {
-            let name = str_of(i, "name");
+            let name = i.name.clone();
             let st = containers.get(&name);
             vec![
                 name,
-                str_of(i, "ref"),
-                st.map(|s| str_of(s, "state")).unwrap_or_else(|| "-".into()),
-                st.map(|s| dash(str_of(s, "exit_code")))
+                i.reference.clone(),
+                st.map(|s| s.state.clone()).unwrap_or_else(|| "-".into()),
+                st.map(|s| dash(s.exit_code.map(|c| c.to_string()).unwrap_or_default()))
                     .unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
     table(out, &["CONTAINER", "IMAGE", "STATE", "EXIT"], &rows)?;
-    let events = list_of(&d["events"]);
+    let events = &d.events;
     if !events.is_empty() {
         writeln!(out)?;
         writeln!(out, "events of the last try:")?;
         for e in events {
-            writeln!(out, "  {}", e.as_str().unwrap_or_default())?;
+            writeln!(out, "  {e}")?;
         }
     }
     Ok(())
@@ -739,7 +757,7 @@ fn show(d: &Value, out: &mut impl Write) -> Result<()> {
 /// incremental version), then waits unless told not to.
 async fn start(
     ctx: &Ctx,
-    d: &Value,
+    d: &Deployment,
     force: bool,
     wait: &WaitArgs,
     out: &mut impl Write,
@@ -750,9 +768,10 @@ async fn start(
             wait.timeout
         ))
     })?;
-    let id = str_of(d, "id");
-    let rollback = str_of(d, "status") == "obsolete" && str_of(d, "version_kind") == "incremental";
-    let s = ctx.session().await?;
+    let id = d.base().id.clone();
+    let rollback =
+        d.status == DeploymentStatus::Obsolete && d.version_kind == Some(VersionKind::Incremental);
+    let s = Session::open(ctx).await?;
     let action = if rollback {
         Action::DeploymentRollback {
             id: id.clone(),
@@ -765,16 +784,16 @@ async fn start(
         }
     };
     s.act(action).await?;
-    let now = domain::deployment(ctx, &id).await?;
-    let target = now["tries"].as_u64().unwrap_or(0);
+    let now = ctx.deployment(&id).await?;
+    let target = now.base().tries;
     writeln!(
         out,
         "started deployment {} of {} {} on {}/{} (try {target})",
         short_id(&id),
-        str_of(d, "product"),
-        str_of(d, "version"),
-        str_of(d, "node"),
-        str_of(d, "prefix"),
+        d.base().product.clone().unwrap_or_default(),
+        d.base().version.clone().unwrap_or_default(),
+        d.base().node.clone(),
+        d.base().prefix.clone(),
     )?;
     if wait.detach {
         writeln!(
@@ -786,19 +805,19 @@ async fn start(
     }
     out.flush()?;
     // Whether the target node is reachable now: if not, say it will start later.
-    if let Ok(status) = ctx.get("status").await {
-        let key = str_of(d, "node_key");
-        let st = list_of(&status)
+    if let Ok(status) = ctx.get::<StatusList>("status").await {
+        let key = d.base().node_key.clone();
+        let st = status
             .iter()
-            .find(|n| str_of(n, "key") == key)
-            .map(|n| (str_of(n, "status"), n["this_node"].as_bool() == Some(true)));
+            .find(|n| n.key == key)
+            .map(|n| (n.status.to_string(), n.this_node));
         if let Some((st, false)) = st
             && st != "connected"
         {
             writeln!(
                 out,
                 "node {} is {st}: the deployment starts when it is back",
-                str_of(d, "node")
+                d.base().node.clone()
             )?;
         }
     }
@@ -812,20 +831,20 @@ async fn start(
                 let left = deadline.saturating_duration_since(Instant::now());
                 format!(
                     "deployments/{}?unless={fp}&wait_ms={}",
-                    seg(&id),
+                    segment(&id),
                     left.as_millis().min(u128::from(u64::MAX))
                 )
             }
-            None => format!("deployments/{}", seg(&id)),
+            None => format!("deployments/{}", segment(&id)),
         };
-        let cur = ctx
+        let cur: DeploymentDetail = ctx
             .get(&tail)
             .await
             .map_err(|e| anyhow!("lost track of deployment {}: {e}", short_id(&id)))?;
-        let status = str_of(&cur, "status");
-        let finished = cur["finished_try"].as_u64().unwrap_or(0) >= target;
+        let status = cur.base().status.as_str().to_string();
+        let finished = cur.base().finished_try >= target;
         if status != last {
-            writeln!(out, "{}", status_line(&cur))?;
+            writeln!(out, "{}", status_line(cur.base()))?;
             out.flush()?;
             last = status.clone();
         }
@@ -834,7 +853,7 @@ async fn start(
                 "failed" => Err(anyhow!(
                     "deployment {} failed: {}",
                     short_id(&id),
-                    dash(str_of(&cur, "reason"))
+                    dash(cur.base().reason.clone().unwrap_or_default())
                 )),
                 _ => Ok(()),
             };
@@ -847,7 +866,7 @@ async fn start(
                 short_id(&id)
             );
         }
-        match cur["fingerprint"].as_str() {
+        match cur.fingerprint.as_deref() {
             Some(fp) => seen = Some(fp.to_owned()),
             // A daemon without long polls: poll.
             None => tokio::time::sleep(Duration::from_millis(500)).await,
@@ -855,15 +874,18 @@ async fn start(
     }
 }
 
-fn status_line(d: &Value) -> String {
+fn status_line(d: &Deployment) -> String {
     let mut s = format!(
         "{} try {}: {}",
-        short_id(&str_of(d, "id")),
-        str_of(d, "tries"),
-        str_of(d, "status")
+        short_id(&d.base().id.clone()),
+        d.base().tries,
+        d.base().status.as_str()
     );
-    if !str_of(d, "reason").is_empty() {
-        s.push_str(&format!(" ({})", str_of(d, "reason")));
+    if !d.base().reason.clone().unwrap_or_default().is_empty() {
+        s.push_str(&format!(
+            " ({})",
+            d.base().reason.clone().unwrap_or_default()
+        ));
     }
     s
 }
@@ -873,29 +895,27 @@ async fn instance_config(
     ctx: &Ctx,
     deployment: &str,
     container: &str,
-    edits: &crate::product::ConfigEdits,
+    edits: &ConfigEdits,
     reset: bool,
     show: bool,
     out: &mut impl Write,
 ) -> Result<()> {
-    let d = domain::deployment(ctx, deployment).await?;
-    let id = str_of(&d, "id");
-    let img = list_of(&d["images"])
+    let d = ctx.deployment(deployment).await?;
+    let id = d.base().id.clone();
+    let img = d
+        .images
         .iter()
-        .find(|i| str_of(i, "name") == container)
+        .find(|i| i.name.clone() == container)
         .ok_or_else(|| {
             anyhow!(
                 "version {} of {} has no container {container:?}: see `shoal image list {} {}`",
-                str_of(&d, "version"),
-                str_of(&d, "product"),
-                str_of(&d, "product"),
-                str_of(&d, "version")
+                d.base().version.clone().unwrap_or_default(),
+                d.base().product.clone().unwrap_or_default(),
+                d.base().product.clone().unwrap_or_default(),
+                d.base().version.clone().unwrap_or_default()
             )
         })?;
-    let malformed =
-        |e: serde_json::Error| anyhow!("the daemon sent a config this shoal cannot read: {e}");
-    let mut instances: BTreeMap<String, ContainerConfig> =
-        serde_json::from_value(d["instances"].clone()).map_err(malformed)?;
+    let mut instances: BTreeMap<String, ContainerConfig> = d.instances.clone();
     let mut inst = instances.get(container).cloned().unwrap_or_default();
     if reset || edits.edits() {
         if reset {
@@ -910,7 +930,7 @@ async fn instance_config(
         } else {
             instances.insert(container.to_owned(), inst.clone());
         }
-        let s = ctx.session().await?;
+        let s = Session::open(ctx).await?;
         s.act(Action::DeploymentUpdate {
             id: id.clone(),
             edit: DeploymentEdit {
@@ -929,32 +949,49 @@ async fn instance_config(
         }
     }
     // The layers as the node merges them when it runs the deployment.
-    let base: ContainerConfig = serde_json::from_value(img["config"].clone()).map_err(malformed)?;
+    let base: ContainerConfig = img.config.clone();
     let deployment_level = ContainerConfig {
-        env: serde_json::from_value(d["env"].clone()).map_err(malformed)?,
+        env: d.env.clone(),
         ..ContainerConfig::default()
     };
     let merged = base.merged(&deployment_level).merged(&inst);
     let (image, registry) = match &merged.image {
         Some(r) => (
             r.clone(),
-            crate::product::registry_name_of(ctx, &r.registry).await?,
+            crate::image_ref::registry_name_of(ctx, &r.registry).await?,
         ),
         None => (
             ImageRef {
-                registry: str_of(img, "registry_id"),
-                name: str_of(img, "image"),
-                tag: str_of(img, "tag"),
+                registry: img.registry_id.clone(),
+                name: img.image.clone(),
+                tag: img.tag.clone(),
             },
-            str_of(img, "registry"),
+            img.registry.clone(),
         ),
     };
-    let shown = crate::product::effective(&image, &registry, &merged)?;
+    let shown = config::effective(&image, &registry, &merged)?;
     if ctx.json() {
         json(out, &shown)
     } else {
-        write!(out, "{}", crate::config::to_yaml(&shown)?)?;
+        write!(out, "{}", config::to_yaml(&shown)?)?;
         Ok(())
+    }
+}
+
+/// The deployment fields a list item and a detail share.
+trait Base {
+    fn base(&self) -> &Deployment;
+}
+
+impl Base for Deployment {
+    fn base(&self) -> &Deployment {
+        self
+    }
+}
+
+impl Base for DeploymentDetail {
+    fn base(&self) -> &Deployment {
+        &self.deployment
     }
 }
 
