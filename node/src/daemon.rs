@@ -310,8 +310,18 @@ impl Node {
 
 /// Loads a team: the latest snapshot and the ops it covers are restored as
 /// they are (this node verified them before storing them); the ops after it
-/// are applied with full validation.
+/// are applied with full validation; then the quarantine is restored from the
+/// store, so the audit and the sync counts agree across restarts.
 pub fn load_replica(store: &Store, team: TeamId) -> Result<Replica, DaemonError> {
+    let mut replica = load_applied(store, team)?;
+    let dropped = replica.restore_quarantine(store.quarantined(team)?);
+    // Entries an older release kept (unsigned ones, or beyond the bounds).
+    store.delete_quarantined(team, &dropped)?;
+    Ok(replica)
+}
+
+/// The replica of `team` with every stored applied op.
+fn load_applied(store: &Store, team: TeamId) -> Result<Replica, DaemonError> {
     let decode = |i: u64, b: &[u8]| {
         Op::decode(b).map_err(|e| DaemonError::StoredOp {
             team: team.short(),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::hlc::Hlc;
-use crate::keys::{PublicKey, Signature};
+use crate::keys::{OpHash, PublicKey, Signature};
 use crate::model::{
     ContainerAction, ContainerConfig, ContainerState, FrozenConfig, Image, ImageRef, InviteKind,
     ProductKind, RegistryKind, Role, Runtime, Sealed, SealedKey, VersionKind,
@@ -256,6 +256,11 @@ pub enum Action {
         changelog: String,
         images: Vec<Image>,
     },
+    /// Drops refused ops from every replica's quarantine (and store): the
+    /// evidence was looked at and is no longer wanted. Writes nothing else.
+    QuarantinePurge {
+        ops: Vec<OpHash>,
+    },
 }
 
 impl Action {
@@ -296,6 +301,7 @@ impl Action {
             Action::KeySeal { .. } => "key.seal",
             Action::KeyRotate { .. } => "key.rotate",
             Action::ProductImport { .. } => "product.import",
+            Action::QuarantinePurge { .. } => "quarantine.purge",
         }
     }
 
@@ -371,6 +377,7 @@ impl Action {
             Action::ProductImport {
                 product, version, ..
             } => vec![product.clone(), version.clone()],
+            Action::QuarantinePurge { ops } => ops.iter().map(|h| h.to_hex()).collect(),
         }
     }
 }

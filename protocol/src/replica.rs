@@ -56,6 +56,9 @@ pub enum Rejection {
     },
     #[error("internal error while validating: {0}")]
     Internal(String),
+    /// Refused in an earlier run; the reason as it was recorded then.
+    #[error("{0}")]
+    Restored(String),
 }
 
 /// Why an op waits instead of being applied now.
@@ -199,6 +202,84 @@ pub struct Quarantined {
     pub reason: Rejection,
 }
 
+/// At most this many refused ops of one author are kept in quarantine.
+pub const QUARANTINE_MAX_OPS_PER_AUTHOR: usize = 32;
+/// At most this many encoded bytes of one author's refused ops are kept.
+pub const QUARANTINE_MAX_BYTES_PER_AUTHOR: usize = 8 << 20;
+/// At most this many refused ops are kept per team.
+pub const QUARANTINE_MAX_OPS: usize = 1024;
+/// At most this many encoded bytes of refused ops are kept per team.
+pub const QUARANTINE_MAX_BYTES: usize = 64 << 20;
+
+/// What the quarantine bounds look at in one refused op.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineEntry {
+    pub hash: OpHash,
+    pub author: PublicKey,
+    pub hlc: Hlc,
+    /// Length of the encoded op.
+    pub bytes: usize,
+}
+
+impl QuarantineEntry {
+    pub fn of(op: &Op, hash: OpHash, bytes: usize) -> Self {
+        QuarantineEntry {
+            hash,
+            author: op.body.author,
+            hlc: op.body.hlc,
+            bytes,
+        }
+    }
+}
+
+/// The ops to drop so the quarantine `entries` fits its bounds. Per author
+/// (count and bytes), the author's oldest ops (by time, then hash) go first;
+/// then, while the team is over its bounds, the oldest op of the author
+/// holding the most bytes goes, so one author's flood cannot push out the
+/// others' evidence. The same on every node and in the store.
+pub fn quarantine_overflow(entries: &[QuarantineEntry]) -> Vec<OpHash> {
+    let mut by_author: BTreeMap<PublicKey, Vec<&QuarantineEntry>> = BTreeMap::new();
+    for e in entries {
+        by_author.entry(e.author).or_default().push(e);
+    }
+    let mut out = Vec::new();
+    // Per author, newest last; each author's kept ops and their bytes.
+    let mut kept: BTreeMap<PublicKey, (std::collections::VecDeque<&QuarantineEntry>, usize)> =
+        BTreeMap::new();
+    for (author, mut list) in by_author {
+        list.sort_by_key(|e| (e.hlc, e.hash));
+        let mut bytes: usize = list.iter().map(|e| e.bytes).fold(0, usize::saturating_add);
+        let mut list: std::collections::VecDeque<_> = list.into();
+        while list.len() > QUARANTINE_MAX_OPS_PER_AUTHOR || bytes > QUARANTINE_MAX_BYTES_PER_AUTHOR
+        {
+            let Some(old) = list.pop_front() else { break };
+            bytes = bytes.saturating_sub(old.bytes);
+            out.push(old.hash);
+        }
+        kept.insert(author, (list, bytes));
+    }
+    let mut count: usize = kept.values().map(|(l, _)| l.len()).sum();
+    let mut total: usize = kept
+        .values()
+        .map(|(_, b)| *b)
+        .fold(0, usize::saturating_add);
+    while count > QUARANTINE_MAX_OPS || total > QUARANTINE_MAX_BYTES {
+        let Some((_, (list, bytes))) = kept
+            .iter_mut()
+            .filter(|(_, (l, _))| !l.is_empty())
+            .max_by_key(|(a, (l, b))| (*b, l.len(), **a))
+        else {
+            break;
+        };
+        let Some(old) = list.pop_front() else { break };
+        *bytes = bytes.saturating_sub(old.bytes);
+        count -= 1;
+        total = total.saturating_sub(old.bytes);
+        out.push(old.hash);
+    }
+    out
+}
+
 /// Errors from [`Replica::prepare`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PrepareError {
@@ -235,6 +316,8 @@ pub struct Replica {
     pending: Pending,
     waiting: HashMap<Wait, Vec<OpHash>>,
     quarantine: BTreeMap<OpHash, Quarantined>,
+    /// Author, time and size of every quarantined op, for the bounds.
+    quarantine_meta: BTreeMap<OpHash, QuarantineEntry>,
     rejected_changes: HashSet<ChangeHash>,
     /// Authentic ops that were refused: an op naming one as its `prev`
     /// depends on it and is refused too. (Refusal is by hash, never by seq:
@@ -392,6 +475,86 @@ fn sorted(mut v: Vec<ChangeHash>) -> Vec<ChangeHash> {
     v
 }
 
+/// The quarantine's bookkeeping: bounds, restoring it from a store, purging.
+impl Replica {
+    /// Keeps an authentic refused op, then drops what the bounds exclude.
+    fn quarantine_insert(&mut self, op: Op, hash: OpHash, reason: Rejection) {
+        let bytes = op.encode().len();
+        self.quarantine_meta
+            .insert(hash, QuarantineEntry::of(&op, hash, bytes));
+        self.quarantine.insert(hash, Quarantined { op, reason });
+        self.enforce_quarantine_bounds();
+    }
+
+    /// Drops the quarantined ops beyond the bounds; returns their hashes.
+    /// They stay refused: an op depending on one is still refused.
+    fn enforce_quarantine_bounds(&mut self) -> Vec<OpHash> {
+        let entries: Vec<QuarantineEntry> = self.quarantine_meta.values().cloned().collect();
+        let drop = quarantine_overflow(&entries);
+        for h in &drop {
+            self.quarantine.remove(h);
+            self.quarantine_meta.remove(h);
+        }
+        drop
+    }
+
+    /// Puts back the quarantine kept by a store (op and recorded reason).
+    /// Entries that are not authentic ops of this team, or that the bounds
+    /// exclude, are not taken: their hashes are returned so the store drops
+    /// them too.
+    pub fn restore_quarantine(
+        &mut self,
+        entries: impl IntoIterator<Item = (OpHash, String, Vec<u8>)>,
+    ) -> Vec<OpHash> {
+        let mut refused = Vec::new();
+        for (hash, reason, bytes) in entries {
+            let op = match Op::decode(&bytes) {
+                Ok(op) => op,
+                Err(_) => {
+                    refused.push(hash);
+                    continue;
+                }
+            };
+            let authentic = op.hash() == hash
+                && op.body.team == Some(self.team)
+                && op.verify_signature()
+                && !self.by_hash.contains_key(&hash);
+            if !authentic {
+                refused.push(hash);
+                continue;
+            }
+            // As `reject` did: a fork leaves the log valid; any other
+            // refusal poisons what depends on the op.
+            if !reason.starts_with("fork:") {
+                if let Ok(c) = decode_change(&op.body.change) {
+                    self.rejected_changes.insert(c.hash());
+                }
+                self.rejected_ops.insert(hash);
+            }
+            self.quarantine_meta
+                .insert(hash, QuarantineEntry::of(&op, hash, bytes.len()));
+            self.quarantine.insert(
+                hash,
+                Quarantined {
+                    op,
+                    reason: Rejection::Restored(reason),
+                },
+            );
+        }
+        refused.extend(self.enforce_quarantine_bounds());
+        refused
+    }
+
+    /// Drops `ops` from the quarantine (a `quarantine.purge` applied). They
+    /// stay refused.
+    pub fn purge_quarantine(&mut self, ops: &[OpHash]) {
+        for h in ops {
+            self.quarantine.remove(h);
+            self.quarantine_meta.remove(h);
+        }
+    }
+}
+
 impl Replica {
     /// Builds the unsigned genesis op of a new team.
     pub fn genesis_body(
@@ -502,6 +665,7 @@ impl Replica {
             pending: Pending::default(),
             waiting: HashMap::new(),
             quarantine: BTreeMap::new(),
+            quarantine_meta: BTreeMap::new(),
             rejected_changes: HashSet::new(),
             rejected_ops: HashSet::new(),
             max_hlc: b.hlc,
@@ -643,6 +807,9 @@ impl Replica {
             match self.try_apply(&op, hash, now_ms) {
                 Ok(Some(change)) => {
                     report.applied.push(hash);
+                    if let Action::QuarantinePurge { ops } = &op.body.action {
+                        self.purge_quarantine(ops);
+                    }
                     self.pending.remove(&hash);
                     for key in [Wait::Change(change), Wait::Log(log, seq)] {
                         for h in self.waiting.remove(&key).unwrap_or_default() {
@@ -734,13 +901,11 @@ impl Replica {
             }
             self.rejected_ops.insert(hash);
         }
-        self.quarantine.insert(
-            hash,
-            Quarantined {
-                op: op.clone(),
-                reason,
-            },
-        );
+        // Nothing unsigned is kept: a forged or foreign op is reported,
+        // never stored.
+        if authentic {
+            self.quarantine_insert(op.clone(), hash, reason);
+        }
     }
 
     fn record(&mut self, op: Op, change: ChangeHash, deps: Vec<ChangeHash>, max_op: u64) {
@@ -1240,6 +1405,7 @@ impl Replica {
             pending: Pending::default(),
             waiting: HashMap::new(),
             quarantine: BTreeMap::new(),
+            quarantine_meta: BTreeMap::new(),
             rejected_changes: HashSet::new(),
             rejected_ops: HashSet::new(),
             max_hlc: Hlc::ZERO,
@@ -1338,4 +1504,127 @@ fn make_change(
         )));
     }
     Ok(change.raw_bytes().to_vec())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod quarantine_tests {
+    use super::*;
+    use crate::testkit::{Clock, act, genesis, key, sign_op};
+
+    fn entry(author: u8, n: u8, ms: u64, bytes: usize) -> QuarantineEntry {
+        QuarantineEntry {
+            hash: OpHash([n; 32]),
+            author: key(author).public(),
+            hlc: Hlc { ms, c: 0 },
+            bytes,
+        }
+    }
+
+    #[test]
+    fn overflow_drops_the_oldest_of_the_author_over_its_bounds() {
+        // Within every bound: nothing goes.
+        assert!(quarantine_overflow(&[entry(1, 1, 5, 10), entry(2, 2, 1, 10)]).is_empty());
+        // One author over the count: its oldest go, another author's stay.
+        let mut e: Vec<_> = (0..QUARANTINE_MAX_OPS_PER_AUTHOR + 2)
+            .map(|i| entry(1, i as u8, 100 - i as u64, 1))
+            .collect();
+        e.push(entry(2, 200, 0, 1));
+        let mut out = quarantine_overflow(&e);
+        out.sort();
+        let oldest = QUARANTINE_MAX_OPS_PER_AUTHOR as u8;
+        assert_eq!(out, vec![OpHash([oldest; 32]), OpHash([oldest + 1; 32])]);
+        // Over the bytes: the oldest goes until the rest fits.
+        let half = QUARANTINE_MAX_BYTES_PER_AUTHOR / 2;
+        let e = [
+            entry(1, 1, 1, half),
+            entry(1, 2, 2, half),
+            entry(1, 3, 3, 2),
+        ];
+        assert_eq!(quarantine_overflow(&e), vec![OpHash([1; 32])]);
+        // One op larger than the bound is not kept either.
+        let e = [entry(1, 1, 1, QUARANTINE_MAX_BYTES_PER_AUTHOR + 1)];
+        assert_eq!(quarantine_overflow(&e), vec![OpHash([1; 32])]);
+    }
+
+    #[test]
+    fn overflow_over_the_team_bound_takes_from_the_largest_author() {
+        let per = QUARANTINE_MAX_OPS_PER_AUTHOR;
+        let authors = QUARANTINE_MAX_OPS / per + 1;
+        let mut e = Vec::new();
+        for a in 0..authors {
+            for i in 0..per {
+                // Author 0 holds bigger ops than the others.
+                let bytes = if a == 0 { 100 } else { 1 };
+                e.push(QuarantineEntry {
+                    hash: OpHash([
+                        a as u8, i as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+                    ]),
+                    author: key(a as u8 + 1).public(),
+                    hlc: Hlc { ms: i as u64, c: 0 },
+                    bytes,
+                });
+            }
+        }
+        let out = quarantine_overflow(&e);
+        assert_eq!(e.len() - out.len(), QUARANTINE_MAX_OPS);
+        assert!(out.iter().all(|h| h.0[0] == 0), "{out:?}");
+        // The oldest of that author went first.
+        assert!(out.iter().all(|h| usize::from(h.0[1]) < out.len()));
+    }
+
+    #[test]
+    fn forged_ops_are_not_kept_refused_ones_are_restored_and_purged() {
+        let (owner, node) = (key(1), key(2));
+        let mut clock = Clock(1_000_000);
+        let mut r = Replica::from_genesis(genesis(&owner, &node, clock.tick())).unwrap();
+        let now = clock.0 + 1_000_000;
+        let update = |d: &str| Action::TeamUpdate {
+            name: "team".into(),
+            description: d.into(),
+        };
+        // A bad signature: reported, not kept.
+        let mut forged = sign_op(&r, &owner, node.public(), clock.tick(), update("x")).unwrap();
+        forged.sig.0[0] ^= 1;
+        let rep = r.apply(forged.clone(), now);
+        assert_eq!(rep.rejected, vec![(forged.hash(), Rejection::BadSignature)]);
+        assert!(r.quarantine().is_empty());
+        // Authentic but refused (the action does not say what the change
+        // does): kept.
+        let mut body = r
+            .prepare(owner.public(), node.public(), clock.tick(), update("y"))
+            .unwrap();
+        body.action = update("z");
+        let refused = body.sign(&owner).unwrap();
+        let rep = r.apply(refused.clone(), now);
+        assert_eq!(rep.rejected.len(), 1);
+        assert!(r.quarantine().contains_key(&refused.hash()));
+
+        // Restored into a fresh replica of the same team, with a forged
+        // entry an older release kept: the forged one is handed back.
+        let mut again = Replica::from_genesis(r.ops()[0].op.clone()).unwrap();
+        let stored = r
+            .quarantine()
+            .iter()
+            .map(|(h, q)| (*h, q.reason.to_string(), q.op.encode()))
+            .chain([(forged.hash(), "bad".to_string(), forged.encode())]);
+        assert_eq!(again.restore_quarantine(stored), vec![forged.hash()]);
+        assert_eq!(
+            again.quarantine().keys().collect::<Vec<_>>(),
+            vec![&refused.hash()]
+        );
+        assert_eq!(
+            again.quarantine()[&refused.hash()].reason.to_string(),
+            r.quarantine()[&refused.hash()].reason.to_string()
+        );
+
+        // A user may not purge; the owner may, and every replica drops it.
+        let purge = Action::QuarantinePurge {
+            ops: vec![refused.hash()],
+        };
+        let (_, rep) = act(&mut again, &owner, node.public(), clock.tick(), purge).unwrap();
+        assert_eq!(rep.applied.len(), 1, "{rep:?}");
+        assert!(again.quarantine().is_empty());
+    }
 }

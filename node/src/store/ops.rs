@@ -1,15 +1,18 @@
 //! Applied ops (`ops_v1`), their application order (`order_v1`) and their
 //! logs (`logs_v1`): appending a batch in one durable transaction, and
-//! reading ops back in order, by hash or by log.
+//! reading ops back in order, by hash or by log. An applied
+//! `quarantine.purge` deletes the ops it names from `quarantine_v1` in the
+//! same transaction.
 
 use redb::ReadableTable;
 use shoal_protocol::keys::{LogId, OpHash, TeamId};
+use shoal_protocol::{Action, Op};
 
 use super::Store;
 use super::error::{At, StoreError, corrupt};
 use super::keys::{log_key, op_key, order_key, tail_u64};
 use super::records::OpEntry;
-use super::schema::{LOGS, OPS, ORDER};
+use super::schema::{LOGS, OPS, ORDER, QUARANTINE};
 
 /// Index of the next op of `team` in `order_v1` (= the number of ops).
 pub(super) fn next_index(
@@ -28,7 +31,8 @@ impl Store {
     /// Appends applied ops of `team`, in the order they were applied, in one
     /// durable transaction: when this returns `Ok` every op of the batch is
     /// on disk; on any error none is. An op already stored, or a second op
-    /// for a (log, seq) already held, refuses the whole batch.
+    /// for a (log, seq) already held, refuses the whole batch. The ops a
+    /// `quarantine.purge` of the batch names leave the quarantine with it.
     ///
     /// Returns the number of ops of `team` stored after the batch.
     pub fn append_ops(&self, team: TeamId, ops: &[OpEntry]) -> Result<u64, StoreError> {
@@ -39,6 +43,7 @@ impl Store {
             let mut order = txn.open_table(ORDER).at(p)?;
             let mut all = txn.open_table(OPS).at(p)?;
             let mut logs = txn.open_table(LOGS).at(p)?;
+            let mut quarantine = txn.open_table(QUARANTINE).at(p)?;
             let mut next = next_index(&order, &team).at(p)?;
             for (hash, log, seq, bytes) in ops {
                 if *seq == 0 {
@@ -63,6 +68,19 @@ impl Store {
                 all.insert(&ok, bytes.as_slice()).at(p)?;
                 order.insert(&order_key(&team, next), &hash.0).at(p)?;
                 logs.insert(&lk, &hash.0).at(p)?;
+                if let Ok(Op {
+                    body:
+                        shoal_protocol::OpBody {
+                            action: Action::QuarantinePurge { ops: purged },
+                            ..
+                        },
+                    ..
+                }) = Op::decode(bytes)
+                {
+                    for h in &purged {
+                        quarantine.remove(&op_key(&team, h)).at(p)?;
+                    }
+                }
                 next += 1;
             }
             next

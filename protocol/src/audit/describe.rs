@@ -63,6 +63,10 @@ pub fn describe(state: &TeamState, action: &Action) -> String {
             ),
         },
         Action::InviteRevoke { id } => format!("revoked invite {}", short(id)),
+        Action::QuarantinePurge { ops } => match ops.as_slice() {
+            [one] => format!("purged refused op {} from quarantine", one.short()),
+            _ => format!("purged {} refused ops from quarantine", ops.len()),
+        },
         Action::MemberJoin { member, node, .. } => match node {
             Some(n) => format!("{} joined with node {}", member.name, n.name),
             None => format!("{} joined", member.name),
