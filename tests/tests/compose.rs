@@ -281,3 +281,55 @@ fn hostile_files_are_refused_quickly() {
     );
     no_products(&a);
 }
+
+#[test]
+fn import_time_grows_linearly_with_the_services() {
+    let mut a = Peer::new("a").unwrap();
+    start_team(&mut a);
+    let dir = tempfile::tempdir().unwrap();
+    for n in [10, 100, 500] {
+        let mut text = String::from("services:\n");
+        for i in 0..n {
+            text.push_str(&format!(
+                "  s{i}:\n    image: busybox:1.36\n    environment: {{N: \"{i}\"}}\n    ports: [\"{}:80\"]\n",
+                20000 + i
+            ));
+        }
+        let file = dir.path().join(format!("c{n}.yml"));
+        std::fs::write(&file, text).unwrap();
+        let t = Instant::now();
+        let r = a.ok(&[
+            "product",
+            "import",
+            &format!("p{n}"),
+            "--compose",
+            &file.to_string_lossy(),
+        ]);
+        println!("{n} services imported in {:?}", t.elapsed());
+        assert!(
+            r.stdout.contains(&format!("imported {n} service(s)")),
+            "{r:?}"
+        );
+        assert_eq!(images(&a, &format!("p{n}"), "1.0.0").len(), n);
+    }
+    // Past the op size limit (a small file, values repeated by an alias):
+    // refused with a clear message, nothing written.
+    let mut text = format!("x-big: &big \"{}\"\nservices:\n", "x".repeat(60_000));
+    for i in 0..80 {
+        text.push_str(&format!(
+            "  s{i}:\n    image: busybox:1.36\n    environment: {{BIG: *big}}\n"
+        ));
+    }
+    let file = dir.path().join("huge.yml");
+    std::fs::write(&file, text).unwrap();
+    let r = a.shoal(&[
+        "product",
+        "import",
+        "huge",
+        "--compose",
+        &file.to_string_lossy(),
+    ]);
+    refused(&r, "split the file");
+    let list = parse(&a.ok(&["product", "list", "-o", "json"]));
+    assert!(!list.to_string().contains("huge"), "{list}");
+}
