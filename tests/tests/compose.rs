@@ -333,3 +333,69 @@ fn import_time_grows_linearly_with_the_services() {
     let list = parse(&a.ok(&["product", "list", "-o", "json"]));
     assert!(!list.to_string().contains("huge"), "{list}");
 }
+
+#[test]
+fn export_then_apply_reproduces_a_product_and_a_second_apply_changes_nothing() {
+    let mut a = Peer::new("a").unwrap();
+    start_team(&mut a);
+    let file = fixture("spec/compose.yml");
+    a.ok(&["product", "import", "spec", "--compose", &file]);
+    a.ok(&[
+        "product",
+        "import",
+        "spec",
+        "--compose",
+        &file,
+        "--version",
+        "2.0.0",
+        "--profile",
+        "debug",
+    ]);
+    let exported = a.ok(&["export", "spec"]).stdout;
+    assert!(exported.contains("name: spec"), "{exported}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spec.yml");
+    std::fs::write(&path, &exported).unwrap();
+    let p = path.to_string_lossy().into_owned();
+
+    let mut b = Peer::new("b").unwrap();
+    start_team(&mut b);
+    let r = b.ok(&["apply", "-f", &p, "--dry-run"]);
+    assert!(r.stdout.contains("nothing changed"), "{r:?}");
+    assert!(
+        parse(&b.ok(&["product", "list", "-o", "json"]))
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let r = b.ok(&["apply", "-f", &p]);
+    assert!(r.stdout.contains("applied 2 op(s)"), "{r:?}");
+    for v in ["1.0.0", "2.0.0"] {
+        assert_eq!(
+            images(&a, "spec", v)
+                .iter()
+                .map(|i| (&i["name"], &i["ref"], &i["config"]))
+                .collect::<Vec<_>>(),
+            images(&b, "spec", v)
+                .iter()
+                .map(|i| (&i["name"], &i["ref"], &i["config"]))
+                .collect::<Vec<_>>(),
+            "version {v}"
+        );
+    }
+    assert_eq!(b.ok(&["export", "spec"]).stdout, exported);
+    let r = b.ok(&["apply", "-f", &p]);
+    assert!(r.stdout.contains("nothing to do"), "{r:?}");
+
+    // A change: one container's env, one removed; the plan says so, applies
+    // just that, and a second run is a no-op again.
+    let changed = exported.replacen("COMMON: common", "COMMON: changed", 1);
+    std::fs::write(&path, &changed).unwrap();
+    let r = b.ok(&["apply", "-f", &p, "--diff"]);
+    assert!(r.stdout.contains("~ container web in 1.0.0"), "{r:?}");
+    assert!(r.stdout.contains("env:"), "{r:?}");
+    assert!(r.stdout.contains("applied 1 op(s)"), "{r:?}");
+    let web = by(&images(&b, "spec", "1.0.0"), "web");
+    assert_eq!(web["config"]["env"]["COMMON"], "changed");
+    assert!(b.ok(&["apply", "-f", &p]).stdout.contains("nothing to do"));
+}
