@@ -991,4 +991,32 @@ networks:
             Some(&["sh".to_string(), "-c".into(), "echo hi".into()][..])
         );
     }
+
+    #[test]
+    fn silent_drops_are_warned_about() {
+        let plan = parse(
+            "services:\n  a:\n    image: x\n    ports: [\"8080:80\", \"8081:80\"]\n    stop_grace_period: 5s\n    deploy:\n      replicas: 3\n      resources:\n        limits: {cpus: '1', memory: 1G, pids: 5}\n        reservations: {memory: 1M}\n    depends_on:\n      b: {condition: service_started, required: false}\n  b:\n    image: y\n    profiles: [tools]\n",
+            "c.yml",
+        )
+        .unwrap();
+        let w = plan.warnings.join("\n");
+        for expected in [
+            "container port 80 is published on several host ports: shoal publishes one, 8081 (not 8080)",
+            "service a: stop_grace_period is not supported and was not imported: containers are stopped",
+            "service a: deploy.replicas is not supported",
+            "service a: deploy.resources.limits.pids is not supported",
+            "service a: deploy.resources.reservations is not supported",
+            "service a: depends_on.b: required: false is not supported",
+            "service b is in profile tools and was not imported",
+            "service a: depends_on b, which was not imported",
+        ] {
+            assert!(w.contains(expected), "{expected} missing in:\n{w}");
+        }
+        let a = &plan.services[0].config;
+        assert_eq!(
+            (a.cpu.as_deref(), a.memory.as_deref()),
+            (Some("1"), Some("1G"))
+        );
+        assert_eq!(plan.services.len(), 1);
+    }
 }

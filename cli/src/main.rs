@@ -88,6 +88,10 @@ enum Command {
     /// Deployments: a version on a node under a prefix.
     #[command(subcommand)]
     Deploy(deploy::Cmd),
+    /// Writes a product (versions, images, configs; secrets by name) as one YAML file.
+    Export(cmd::export::ExportArgs),
+    /// Makes the team's product match a file of `shoal export`, with the fewest ops.
+    Apply(cmd::apply::ApplyArgs),
     /// The audit log: every signed change, and its verification.
     #[command(subcommand)]
     Audit(audit::Cmd),
@@ -119,6 +123,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Image(c) => block_on(image::run(&ctx, c, out)),
         Command::Deploy(c) => block_on(deploy::run(&ctx, c, out)),
         Command::Audit(c) => block_on(audit::run(&ctx, c, out)),
+        Command::Export(a) => block_on(cmd::export::run(&ctx, a, out)),
+        Command::Apply(a) => block_on(cmd::apply::run(&ctx, a, out)),
         Command::Completion { shell } => {
             completion::run(shell, &mut Cli::command(), out);
             Ok(())

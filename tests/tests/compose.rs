@@ -281,3 +281,121 @@ fn hostile_files_are_refused_quickly() {
     );
     no_products(&a);
 }
+
+#[test]
+fn import_time_grows_linearly_with_the_services() {
+    let mut a = Peer::new("a").unwrap();
+    start_team(&mut a);
+    let dir = tempfile::tempdir().unwrap();
+    for n in [10, 100, 500] {
+        let mut text = String::from("services:\n");
+        for i in 0..n {
+            text.push_str(&format!(
+                "  s{i}:\n    image: busybox:1.36\n    environment: {{N: \"{i}\"}}\n    ports: [\"{}:80\"]\n",
+                20000 + i
+            ));
+        }
+        let file = dir.path().join(format!("c{n}.yml"));
+        std::fs::write(&file, text).unwrap();
+        let t = Instant::now();
+        let r = a.ok(&[
+            "product",
+            "import",
+            &format!("p{n}"),
+            "--compose",
+            &file.to_string_lossy(),
+        ]);
+        println!("{n} services imported in {:?}", t.elapsed());
+        assert!(
+            r.stdout.contains(&format!("imported {n} service(s)")),
+            "{r:?}"
+        );
+        assert_eq!(images(&a, &format!("p{n}"), "1.0.0").len(), n);
+    }
+    // Past the op size limit (a small file, values repeated by an alias):
+    // refused with a clear message, nothing written.
+    let mut text = format!("x-big: &big \"{}\"\nservices:\n", "x".repeat(60_000));
+    for i in 0..80 {
+        text.push_str(&format!(
+            "  s{i}:\n    image: busybox:1.36\n    environment: {{BIG: *big}}\n"
+        ));
+    }
+    let file = dir.path().join("huge.yml");
+    std::fs::write(&file, text).unwrap();
+    let r = a.shoal(&[
+        "product",
+        "import",
+        "huge",
+        "--compose",
+        &file.to_string_lossy(),
+    ]);
+    refused(&r, "split the file");
+    let list = parse(&a.ok(&["product", "list", "-o", "json"]));
+    assert!(!list.to_string().contains("huge"), "{list}");
+}
+
+#[test]
+fn export_then_apply_reproduces_a_product_and_a_second_apply_changes_nothing() {
+    let mut a = Peer::new("a").unwrap();
+    start_team(&mut a);
+    let file = fixture("spec/compose.yml");
+    a.ok(&["product", "import", "spec", "--compose", &file]);
+    a.ok(&[
+        "product",
+        "import",
+        "spec",
+        "--compose",
+        &file,
+        "--version",
+        "2.0.0",
+        "--profile",
+        "debug",
+    ]);
+    let exported = a.ok(&["export", "spec"]).stdout;
+    assert!(exported.contains("name: spec"), "{exported}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spec.yml");
+    std::fs::write(&path, &exported).unwrap();
+    let p = path.to_string_lossy().into_owned();
+
+    let mut b = Peer::new("b").unwrap();
+    start_team(&mut b);
+    let r = b.ok(&["apply", "-f", &p, "--dry-run"]);
+    assert!(r.stdout.contains("nothing changed"), "{r:?}");
+    assert!(
+        parse(&b.ok(&["product", "list", "-o", "json"]))
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let r = b.ok(&["apply", "-f", &p]);
+    assert!(r.stdout.contains("applied 2 op(s)"), "{r:?}");
+    for v in ["1.0.0", "2.0.0"] {
+        assert_eq!(
+            images(&a, "spec", v)
+                .iter()
+                .map(|i| (&i["name"], &i["ref"], &i["config"]))
+                .collect::<Vec<_>>(),
+            images(&b, "spec", v)
+                .iter()
+                .map(|i| (&i["name"], &i["ref"], &i["config"]))
+                .collect::<Vec<_>>(),
+            "version {v}"
+        );
+    }
+    assert_eq!(b.ok(&["export", "spec"]).stdout, exported);
+    let r = b.ok(&["apply", "-f", &p]);
+    assert!(r.stdout.contains("nothing to do"), "{r:?}");
+
+    // A change: one container's env, one removed; the plan says so, applies
+    // just that, and a second run is a no-op again.
+    let changed = exported.replacen("COMMON: common", "COMMON: changed", 1);
+    std::fs::write(&path, &changed).unwrap();
+    let r = b.ok(&["apply", "-f", &p, "--diff"]);
+    assert!(r.stdout.contains("~ container web in 1.0.0"), "{r:?}");
+    assert!(r.stdout.contains("env:"), "{r:?}");
+    assert!(r.stdout.contains("applied 1 op(s)"), "{r:?}");
+    let web = by(&images(&b, "spec", "1.0.0"), "web");
+    assert_eq!(web["config"]["env"]["COMMON"], "changed");
+    assert!(b.ok(&["apply", "-f", &p]).stdout.contains("nothing to do"));
+}

@@ -2,10 +2,12 @@
 //! What several groups share (the context, signing, output, parsing) lives
 //! outside `cmd`.
 
+pub mod apply;
 pub mod audit;
 pub mod completion;
 pub mod container;
 pub mod deploy;
+pub mod export;
 pub mod image;
 pub mod member;
 pub mod node;
