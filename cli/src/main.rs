@@ -22,6 +22,7 @@ mod output;
 mod parse;
 mod profile;
 mod session;
+mod templates;
 
 use cmd::{
     audit, completion, container, deploy, image, member, node, product, registry, team, up, version,

@@ -399,3 +399,45 @@ fn export_then_apply_reproduces_a_product_and_a_second_apply_changes_nothing() {
     assert_eq!(web["config"]["env"]["COMMON"], "changed");
     assert!(b.ok(&["apply", "-f", &p]).stdout.contains("nothing to do"));
 }
+
+/// Every shipped template applies to a fresh team as the product it
+/// describes, and applying it again changes nothing.
+#[test]
+fn templates_apply_as_products() {
+    let mut p = Peer::new("tpl").unwrap();
+    start_team(&mut p);
+    let listed = parse(&p.ok(&["product", "templates", "-o", "json"]));
+    let names: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["postgres", "caddy", "rabbitmq"]);
+    let dir = tempfile::tempdir().unwrap();
+    for name in &names {
+        let text = p.ok(&["product", "templates", name]).stdout;
+        let file = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, &text).unwrap();
+        let file = file.to_string_lossy().into_owned();
+        p.ok(&["apply", "-f", &file]);
+        let product = parse(&p.ok(&["product", "show", name, "-o", "json"]));
+        assert_eq!(product["name"], name.as_str(), "{product}");
+        let entries = |p: &Peer| {
+            parse(&p.ok(&["audit", "list", "-o", "json"]))
+                .as_array()
+                .unwrap()
+                .len()
+        };
+        let before = entries(&p);
+        p.ok(&["apply", "-f", &file]);
+        assert_eq!(entries(&p), before, "applying {name} twice wrote ops");
+    }
+    let db = by(&images(&p, "postgres", "16"), "db");
+    assert_eq!(
+        db["config"]["secrets"]["POSTGRES_PASSWORD"]["required"],
+        true
+    );
+    assert_eq!(db["config"]["ports"][0]["internal"], 5432);
+    refused(&p.shoal(&["product", "templates", "nope"]), "no template");
+}

@@ -33,6 +33,12 @@ pub enum Cmd {
     },
     /// Lists the team's products.
     List,
+    /// Lists the product templates shipped with shoal (a database, a reverse
+    /// proxy, a queue), or prints one as a file for `shoal apply -f`.
+    Templates {
+        /// The template to print.
+        name: Option<String>,
+    },
     /// Shows a product and its versions.
     Show { name: String },
     /// Removes a product with its versions and deployments (none may be in progress).
@@ -66,6 +72,7 @@ pub enum Cmd {
 
 pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
     match cmd {
+        Cmd::Templates { name } => templates(ctx, name.as_deref(), out),
         Cmd::Create {
             name,
             simple,
@@ -277,6 +284,44 @@ async fn import(
         } else {
             format!(" ({} warning(s) on stderr)", plan.warnings.len())
         }
+    )?;
+    Ok(())
+}
+
+/// `product templates [NAME]`: the list, or one template's file.
+fn templates(ctx: &Ctx, name: Option<&str>, out: &mut impl Write) -> Result<()> {
+    if let Some(name) = name {
+        let text = crate::templates::find(name).ok_or_else(|| {
+            anyhow::anyhow!("no template {name:?}: see `shoal product templates`")
+        })?;
+        write!(out, "{text}")?;
+        return Ok(());
+    }
+    let mut rows = Vec::new();
+    let mut listed = Vec::new();
+    for (name, about, text) in crate::templates::TEMPLATES {
+        let m = crate::templates::parse(text)?;
+        let images: Vec<String> = m
+            .product
+            .versions
+            .iter()
+            .flat_map(|v| &v.images)
+            .map(|i| format!("{}:{}", i.image, i.tag))
+            .collect();
+        rows.push(vec![name.to_string(), about.to_string(), images.join(",")]);
+        listed.push(serde_json::json!({
+            "name": name,
+            "description": about,
+            "images": images,
+        }));
+    }
+    if ctx.json() {
+        return crate::output::json(out, &listed);
+    }
+    crate::output::table(out, &["NAME", "DESCRIPTION", "IMAGES"], &rows)?;
+    writeln!(
+        out,
+        "\nuse one: shoal product templates NAME > NAME.yaml && shoal apply -f NAME.yaml"
     )?;
     Ok(())
 }
