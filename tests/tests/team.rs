@@ -170,15 +170,6 @@ fn a_removed_node_is_cut_off_and_a_removed_member_is_refused() {
     };
     converge(&[a, b, c], WAIT).unwrap();
 
-    // Remove member b-person (B's node stays): B's daemon refuses its admin
-    // work at once, and the team refuses any op of b-person made after.
-    a.ok(&["member", "remove", "b-person"]);
-    wait_for(WAIT, || {
-        let r = b.shoal(&["team", "invite"]);
-        (r.code == 1 && r.stderr.contains("not a member")).then_some(())
-    })
-    .expect("b-person's invite refused after removal");
-
     // Remove node C: A and B disconnect it at once and refuse it after.
     let c_key = node_key(a, "c");
     assert!(peers_of(a).contains(&c_key));
@@ -192,6 +183,20 @@ fn a_removed_node_is_cut_off_and_a_removed_member_is_refused() {
     std::thread::sleep(Duration::from_secs(3));
     assert!(!peers_of(a).contains(&c_key));
     assert!(!peers_of(b).contains(&c_key));
+
+    // Remove member b-person: the node B they joined with goes too. B's
+    // daemon refuses their admin work, and A cuts B off.
+    let b_key = node_key(a, "b");
+    let r = a.ok(&["member", "remove", "b-person"]);
+    assert!(r.stdout.contains("removed node b of b-person"), "{r:?}");
+    wait_for(WAIT, || {
+        let r = b.shoal(&["team", "invite"]);
+        (r.code == 1 && (r.stderr.contains("not a member") || r.stderr.contains("removed")))
+            .then_some(())
+    })
+    .expect("b-person's invite refused after removal");
+    wait_for(WAIT, || (!peers_of(a).contains(&b_key)).then_some(()))
+        .expect("A no longer connected to B");
 }
 
 /// The key of node `name`, as `node list -o json` on `p` shows it.
