@@ -60,6 +60,11 @@ pub fn dash(s: String) -> String {
 
 /// An RFC 3339 time (seconds) for milliseconds since the epoch.
 pub fn when(ms: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
-        .to_string()
+    // RFC 3339 ends at year 9999; later times (a peer's absurd expiry) print
+    // as that bound instead of failing.
+    const LAST_MS: u64 = 253_402_300_799_000;
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.min(LAST_MS)),
+    )
+    .to_string()
 }

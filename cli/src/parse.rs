@@ -28,8 +28,14 @@ pub fn lifetime(s: &str) -> Result<Duration> {
     if d.is_zero() {
         bail!("a ticket must live longer than 0s");
     }
+    if d > MAX_TICKET_LIFETIME {
+        bail!("--expires {s}: a ticket lives at most 10 years; give a shorter time such as 7d");
+    }
     Ok(d)
 }
+
+/// The longest a ticket may live: 10 years.
+pub const MAX_TICKET_LIFETIME: Duration = Duration::from_secs(10 * 365 * 86_400);
 
 /// `KEY=VALUE` (the value may be empty or hold `=`).
 pub fn key_value(flag: &str, s: &str) -> Result<(String, String)> {
@@ -399,6 +405,9 @@ mod tests {
             Duration::from_secs(7 * 86_400)
         );
         assert!(super::lifetime("0s").is_err());
+        assert!(super::lifetime("300000y").is_err());
+        assert!(super::lifetime("10y").is_err());
+        assert!(super::lifetime("3650d").is_ok());
         assert!(
             super::lifetime("soon")
                 .unwrap_err()

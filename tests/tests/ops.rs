@@ -511,18 +511,27 @@ fn the_quarantine_keeps_no_forgeries_survives_restarts_and_is_purged() {
     peers[0].start().unwrap();
     assert_eq!(quarantine_views(&peers[0]), views);
 
-    // A user-level purge is an audited op; the store forgets the ops.
+    // A purge is an audited op (here one through the API, the rest with
+    // `audit purge --all`); the store forgets the ops.
     let purge = Action::QuarantinePurge {
-        ops: [one, two]
-            .iter()
-            .map(|h| shoal_protocol::OpHash(hex::decode(h).unwrap().try_into().unwrap()))
-            .collect(),
+        ops: vec![one.parse().unwrap()],
     };
     let (status, v) = submit_action(&peers[0], &purge);
     assert_eq!(status, 200, "{v}");
+    assert_eq!(quarantine_views(&peers[0]).0, 1);
+    assert_eq!(peers[0].shoal(&["audit", "purge"]).code, 2);
+    let r = peers[0].ok(&["audit", "purge", "--all"]);
+    assert!(r.stdout.contains("purged 1 op(s)"), "{r:?}");
     assert_eq!(quarantine_views(&peers[0]), (0, 0, 0));
+    let r = peers[0].ok(&["audit", "purge", "--all"]);
+    assert!(r.stdout.contains("nothing to purge"), "{r:?}");
     let audit = peers[0].ok(&["audit", "list", "--action", "quarantine.purge"]);
-    assert!(audit.stdout.contains("purged 2 refused ops"), "{audit:?}");
+    assert_eq!(
+        audit.stdout.matches("purged refused op").count(),
+        2,
+        "{audit:?}"
+    );
+    assert!(audit.stdout.contains(&two[..8]), "{audit:?}");
     peers[0].stop().unwrap();
     peers[0].start().unwrap();
     assert_eq!(quarantine_views(&peers[0]), (0, 0, 0));

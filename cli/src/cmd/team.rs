@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Result, anyhow, bail};
 use clap::Subcommand;
 use shoal_api::join::{JoinRequest, JoinStep, Joined};
+use shoal_api::members::{InviteEntry, InviteList};
 use shoal_api::ops::{OpRequest, PreparedBody};
 use shoal_api::teams::{GenesisRequest, TeamCreated, TeamInfo, TeamList};
 use shoal_protocol::Action;
@@ -15,6 +16,7 @@ use shoal_protocol::model::{InviteKind, Role};
 use shoal_protocol::ticket::Ticket;
 
 use crate::ctx::{Ctx, segment};
+use crate::error::Usage;
 use crate::output::{Output, json, table, when};
 use crate::parse;
 use crate::profile;
@@ -32,7 +34,12 @@ pub enum Cmd {
     /// Creates a team owned by your profile, with this node as its first node.
     Create { name: String },
     /// Makes a single-use member ticket; the ticket is the last line.
+    /// `team invite list` lists the team's invites, `team invite revoke ID`
+    /// revokes one.
+    #[command(args_conflicts_with_subcommands = true)]
     Invite {
+        #[command(subcommand)]
+        sub: Option<InviteCmd>,
         /// The new member's role: admin or user.
         #[arg(long, default_value = "user")]
         role: String,
@@ -49,14 +56,38 @@ pub enum Cmd {
     RotateKey,
 }
 
+/// `team invite list|revoke`.
+#[derive(Subcommand, Debug)]
+pub enum InviteCmd {
+    /// Lists the team's invites: id, kind and what it grants, creator,
+    /// expiry, and whether it was used or revoked.
+    List,
+    /// Revokes an invite (its id or a unique prefix): its ticket no longer
+    /// admits anyone.
+    Revoke { id: String },
+}
+
 pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
     match cmd {
         Cmd::List => list(ctx, out).await,
         Cmd::Show { team } => show(ctx, team.as_deref(), out).await,
         Cmd::Create { name } => create(ctx, &name, out).await,
-        Cmd::Invite { role, expires } => {
+        Cmd::Invite {
+            sub: Some(InviteCmd::List),
+            ..
+        } => invite_list(ctx, out).await,
+        Cmd::Invite {
+            sub: Some(InviteCmd::Revoke { id }),
+            ..
+        } => invite_revoke(ctx, &id, out).await,
+        Cmd::Invite {
+            sub: None,
+            role,
+            expires,
+        } => {
             let role = parse::role(&role)?;
-            let life = parse::lifetime(&expires)?;
+            // Refused before anything is written.
+            let life = parse::lifetime(&expires).map_err(|e| Usage(e.to_string()))?;
             let s = Session::open(ctx).await?;
             invite(&s, role, life, out).await
         }
@@ -211,5 +242,74 @@ async fn join(ctx: &Ctx, ticket: &str, out: &mut impl Write) -> Result<()> {
         )
         .await?;
     writeln!(out, "joined team {} ({}) as {}", v.name, v.team, p.name)?;
+    Ok(())
+}
+
+/// The state of an invite: `revoked`, `used`, `expired` or `open`.
+pub fn invite_state(i: &InviteEntry, now: u64) -> &'static str {
+    if i.revoked {
+        "revoked"
+    } else if !i.used_by.is_empty() {
+        "used"
+    } else if i.expires_ms <= now {
+        "expired"
+    } else {
+        "open"
+    }
+}
+
+async fn invite_list(ctx: &Ctx, out: &mut impl Write) -> Result<()> {
+    let v: InviteList = ctx.get("invites").await?;
+    if ctx.json() {
+        return json(out, &v);
+    }
+    let now = now_ms();
+    let rows: Vec<Vec<String>> = v
+        .iter()
+        .map(|i| {
+            vec![
+                i.id.clone(),
+                i.kind.clone(),
+                i.grants.clone(),
+                i.creator_name
+                    .clone()
+                    .unwrap_or_else(|| i.creator.chars().take(12).collect()),
+                when(i.expires_ms),
+                invite_state(i, now).to_string(),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &["ID", "KIND", "GRANTS", "CREATOR", "EXPIRES", "STATE"],
+        &rows,
+    )
+}
+
+async fn invite_revoke(ctx: &Ctx, id: &str, out: &mut impl Write) -> Result<()> {
+    let v: InviteList = ctx.get("invites").await?;
+    let hits: Vec<&InviteEntry> = v.iter().filter(|i| i.id.starts_with(id)).collect();
+    let i = match hits.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(Usage(format!(
+                "no invite {id:?} in this team: see `shoal team invite list`"
+            ))
+            .into());
+        }
+        _ => {
+            return Err(Usage(format!(
+                "several invites start with {id:?}: give more of the id"
+            ))
+            .into());
+        }
+    };
+    if i.revoked {
+        writeln!(out, "invite {} was already revoked", i.id)?;
+        return Ok(());
+    }
+    let s = Session::open(ctx).await?;
+    s.act(Action::InviteRevoke { id: i.id.clone() }).await?;
+    writeln!(out, "revoked invite {}", i.id)?;
     Ok(())
 }
