@@ -66,7 +66,7 @@ run_target() {
     RUSTC_BOOTSTRAP=1 cargo fuzz run "${fuzz_args[@]}" "$target" "$work" "fuzz/corpus/$target" -- \
         -max_total_time="$seconds" -timeout="$input_timeout" -print_final_stats=1 \
         >"$log" 2>&1 || rc=$?
-    runs=$(awk -F: '/^stat::number_of_executed_units/ { gsub(/ /, "", $2); print $2 }' "$log" | tail -n 1)
+    runs=$(awk '/^stat::number_of_executed_units:/ { print $NF }' "$log" | tail -n 1)
     crash=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -n 1)
     if ((rc == 0)); then
         info "$target: ${runs:-?} runs, no crash"
