@@ -1469,6 +1469,10 @@ fn hostile(r: &Rejection) -> bool {
             | Rejection::EffectMismatch { .. }
             | Rejection::Counter(_)
             | Rejection::Fork { .. }
+            // A change whose preds were tampered with can fail inside
+            // automerge while the concurrent path rebuilds it; it is refused
+            // alike on every replica, under a reason that names no rule.
+            | Rejection::Internal(_)
     )
 }
 
