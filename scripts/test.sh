@@ -14,13 +14,16 @@
 #   5. export SHOAL_TEST_* for the tests and write them to $STATE_DIR/env
 #      (`source /tmp/shoal-test-env/env` to run single tests by hand)
 #   6. cargo fmt --check, cargo clippy -D warnings, cargo test --workspace
-#   7. scripts/test-install.sh: scripts/install.sh run for real in a
+#   7. scripts/fuzz.sh 5: every fuzz target of fuzz/ for 5 s on its
+#      committed corpus, so an input that used to be handled and now panics
+#      fails the run (the first run builds the instrumented targets)
+#   8. scripts/test-install.sh: scripts/install.sh run for real in a
 #      throwaway container root, with the binary cargo built
 #
 # Environment:
 #   SHOAL_TEST_ENV_ONLY=1   do steps 1-5 and stop before cargo.
 #   SHOAL_TEST_NO_DOCKER=1  for developers only, never for CI: skip steps 1-5
-#                           (no packages, Docker, registries or images) and 7;
+#                           (no packages, Docker, registries or images) and 8;
 #                           tests that need them skip themselves. Refused when
 #                           CI=true.
 #   SHOAL_TEST_STATE_DIR    state dir (default /tmp/shoal-test-env): logs,
@@ -40,7 +43,7 @@ total_start=$(now)
 
 # ---------------------------------------------------------------- step 1
 install_packages() {
-    section "1/7 Debian packages"
+    section "1/8 Debian packages"
     local -a missing=()
     command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
     command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
@@ -84,7 +87,7 @@ show_dockerd_errors() {
 }
 
 start_dockerd() {
-    section "2/7 Docker engine"
+    section "2/8 Docker engine"
     if docker_answers; then
         info "Docker engine already answers ($(docker version -f '{{.Server.Version}}' 2>/dev/null || echo '?'))"
         return
@@ -221,7 +224,7 @@ ensure_registry() {
 }
 
 start_registries() {
-    section "3/7 registries"
+    section "3/8 registries"
     command -v docker-registry >/dev/null 2>&1 || die "docker-registry not found (package docker-registry)"
     ensure_registry open "$SHOAL_REGISTRY_ADDR" 200
 
@@ -283,7 +286,7 @@ smoke_test() {
 }
 
 build_images() {
-    section "4/7 test images"
+    section "4/8 test images"
     export SHOAL_TEST_REGISTRY=$SHOAL_REGISTRY_ADDR
     export SHOAL_TEST_AUTH_REGISTRY=$SHOAL_AUTH_REGISTRY_ADDR
     export SHOAL_TEST_REGISTRY_USER=$SHOAL_REGISTRY_USER
@@ -294,7 +297,7 @@ build_images() {
 
 # ---------------------------------------------------------------- step 5
 write_env() {
-    section "5/7 test environment"
+    section "5/8 test environment"
     export SHOAL_TEST_DOCKER=1
     export SHOAL_TEST_REGISTRY=$SHOAL_REGISTRY_ADDR
     export SHOAL_TEST_AUTH_REGISTRY=$SHOAL_AUTH_REGISTRY_ADDR
@@ -324,7 +327,7 @@ timed() {
 
 if [[ ${SHOAL_TEST_NO_DOCKER:-} == 1 ]]; then
     [[ ${CI:-} != true ]] || die "SHOAL_TEST_NO_DOCKER=1 is for developers only; CI must run the Docker tests"
-    section "1-5/7 test environment skipped (SHOAL_TEST_NO_DOCKER=1)"
+    section "1-5/8 test environment skipped (SHOAL_TEST_NO_DOCKER=1)"
     info "tests that need Docker or the registries will be skipped"
     unset SHOAL_TEST_DOCKER SHOAL_TEST_REGISTRY SHOAL_TEST_AUTH_REGISTRY \
         SHOAL_TEST_REGISTRY_USER SHOAL_TEST_REGISTRY_PASSWORD
@@ -349,19 +352,24 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -x ${HOME:-/root}/.cargo/bin/cargo ]
     PATH=${HOME:-/root}/.cargo/bin:$PATH
 fi
 
-section "6/7 cargo fmt --all --check"
+section "6/8 cargo fmt --all --check"
 cargo fmt --all --check
+# fuzz/ is its own workspace.
+cargo fmt --all --check --manifest-path fuzz/Cargo.toml
 
-section "6/7 cargo clippy --workspace --all-targets -- -D warnings"
+section "6/8 cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-section "6/7 cargo test --workspace $*"
+section "6/8 cargo test --workspace $*"
 cargo test --workspace "$@"
 
+section "7/8 scripts/fuzz.sh 5"
+"$here/fuzz.sh" 5
+
 if [[ ${SHOAL_TEST_NO_DOCKER:-} == 1 ]]; then
-    section "7/7 scripts/test-install.sh skipped (SHOAL_TEST_NO_DOCKER=1: it needs Docker)"
+    section "8/8 scripts/test-install.sh skipped (SHOAL_TEST_NO_DOCKER=1: it needs Docker)"
 else
-    section "7/7 scripts/test-install.sh"
+    section "8/8 scripts/test-install.sh"
     cargo build -q -p shoal --bin shoal
     "$here/test-install.sh"
 fi

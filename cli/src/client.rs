@@ -7,7 +7,9 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
+use serde::Serialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use shoal_api::ErrorBody;
 
 /// Why a call of the control API failed. Followers retry the transient
 /// ones ([`ClientError::is_transient`]); everything else is shown as is.
@@ -38,6 +40,12 @@ pub enum ClientError {
         #[source]
         source: serde_json::Error,
     },
+    /// The answer is JSON, but not of the shape this CLI reads.
+    #[error("the daemon's answer is not what this shoal expects: {source}")]
+    Shape {
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("cannot build the request: {0}")]
     Request(String),
 }
@@ -55,7 +63,9 @@ impl ClientError {
             ClientError::Status { status, .. } => {
                 status.is_server_error() && *status != StatusCode::BAD_GATEWAY
             }
-            ClientError::NotJson { .. } | ClientError::Request(_) => false,
+            ClientError::NotJson { .. } | ClientError::Shape { .. } | ClientError::Request(_) => {
+                false
+            }
         }
     }
 
@@ -78,27 +88,41 @@ impl Client {
         }
     }
 
-    /// `GET route`; the JSON answer, or the server's error message.
-    pub async fn get(&self, route: &str) -> anyhow::Result<Value> {
-        Ok(self.call(Method::GET, route, None).await?)
+    /// The control socket's path.
+    pub fn socket(&self) -> &Path {
+        &self.path
+    }
+
+    /// `GET route`; the answer, or the server's error message.
+    pub async fn get<T: DeserializeOwned>(&self, route: &str) -> anyhow::Result<T> {
+        Ok(self.try_get(route).await?)
     }
 
     /// `GET route`, with the error kept typed (for callers that retry).
-    pub async fn try_get(&self, route: &str) -> Result<Value, ClientError> {
-        self.call(Method::GET, route, None).await
+    pub async fn try_get<T: DeserializeOwned>(&self, route: &str) -> Result<T, ClientError> {
+        let body = self.call(Method::GET, route, None).await?;
+        serde_json::from_slice(&body).map_err(|source| ClientError::Shape { source })
     }
 
     /// `POST route` with a JSON body.
-    pub async fn post(&self, route: &str, body: &Value) -> anyhow::Result<Value> {
-        Ok(self.call(Method::POST, route, Some(body)).await?)
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        route: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        let body = serde_json::to_vec(body).map_err(|e| ClientError::Request(e.to_string()))?;
+        let answer = self.call(Method::POST, route, Some(body)).await?;
+        Ok(serde_json::from_slice(&answer).map_err(|source| ClientError::Shape { source })?)
     }
 
+    /// One exchange; the answer's bytes, checked to be JSON, when its
+    /// status is a success.
     async fn call(
         &self,
         method: Method,
         route: &str,
-        body: Option<&Value>,
-    ) -> Result<Value, ClientError> {
+        body: Option<Vec<u8>>,
+    ) -> Result<Bytes, ClientError> {
         let stream = tokio::net::UnixStream::connect(&self.path)
             .await
             .map_err(|source| ClientError::NoDaemon {
@@ -112,18 +136,14 @@ impl Client {
                 source,
             })?;
         let conn = tokio::spawn(conn);
-        let bytes = match body {
-            Some(v) => {
-                Bytes::from(serde_json::to_vec(v).map_err(|e| ClientError::Request(e.to_string()))?)
-            }
-            None => Bytes::new(),
-        };
+        let has_body = body.is_some();
+        let bytes = body.map(Bytes::from).unwrap_or_default();
         let mut req = Request::builder()
             .method(method)
             .uri(route)
             .header(hyper::header::HOST, "shoal")
             .header(hyper::header::CONNECTION, "close");
-        if body.is_some() {
+        if has_body {
             req = req.header(hyper::header::CONTENT_TYPE, "application/json");
         }
         let req = req
@@ -148,16 +168,14 @@ impl Client {
             .to_bytes();
         drop(sender);
         let _ = conn.await;
-        let value: Value = serde_json::from_slice(&body)
+        serde_json::from_slice::<IgnoredAny>(&body)
             .map_err(|source| ClientError::NotJson { status, source })?;
         if !status.is_success() {
-            let message = value
-                .get("error")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("the daemon answered {status}"));
+            let message = serde_json::from_slice::<ErrorBody>(&body)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| format!("the daemon answered {status}"));
             return Err(ClientError::Status { status, message });
         }
-        Ok(value)
+        Ok(body)
     }
 }

@@ -1,16 +1,25 @@
 //! `shoal product import --compose FILE`: a docker-compose file mapped to
 //! the images of one product version.
 //!
+//! The file is first resolved as the Compose Specification says
+//! ([`load`]: variables interpolated, merge keys, `extends`, `include`,
+//! `!reset`/`!override`), then mapped here.
+//!
 //! Taken: `services` with `image`, `environment` (list and map forms),
 //! `ports` (short and long forms, ranges), `volumes` (named volumes and
 //! tmpfs, short and long forms), `command`, `entrypoint`, `restart`,
 //! `labels`, `healthcheck`, `depends_on` (start order), `user`,
-//! `working_dir`, `tty`, `network_mode`, `cpus`, `mem_limit`. Everything
-//! else is reported as a warning naming the service and key; nothing is
-//! dropped silently. Services come out in `depends_on` order (dependencies
-//! first, file order otherwise).
+//! `working_dir`, `tty`, `network_mode`, `cpus`, `mem_limit`, `logging`,
+//! `deploy.resources.limits`, `profiles` (which services are taken).
+//! Everything else is reported as a warning naming the service and key and
+//! what happens instead; nothing is dropped silently. Services come out in
+//! `depends_on` order (dependencies first, file order otherwise).
+
+pub mod interp;
+pub mod load;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use anyhow::{Result, anyhow, bail};
 use serde_norway::{Mapping, Value};
@@ -30,6 +39,49 @@ pub struct Service {
     /// The image reference as written.
     pub image: String,
     pub config: ContainerConfig,
+}
+
+/// What the import takes besides the file.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    /// Variables for interpolation: the process environment, then `.env`
+    /// beside the file or the `--env-file` files.
+    pub env: interp::Env,
+    /// Services with a profile are taken only when one is named here.
+    pub profiles: Vec<String>,
+    /// Image references by service: required for a service that is only
+    /// built, and replacing the `image:` of one that names one.
+    pub images: BTreeMap<String, String>,
+}
+
+impl Options {
+    /// The process environment, then each env file (or `.env` in `dir` when
+    /// none is given; a missing `.env` is fine).
+    pub fn with_env(
+        env_files: &[std::path::PathBuf],
+        dir: &Path,
+        warn: &mut Vec<String>,
+    ) -> Result<Options> {
+        let mut env = interp::Env {
+            vars: std::env::vars().collect(),
+            unset: BTreeSet::new(),
+        };
+        if env_files.is_empty() {
+            let dotenv = dir.join(".env");
+            if let Ok(text) = std::fs::read_to_string(&dotenv) {
+                interp::read_env_file(&text, &dotenv.display().to_string(), &mut env, warn)?;
+            }
+        }
+        for f in env_files {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| anyhow!("cannot read the env file {}: {e}", f.display()))?;
+            interp::read_env_file(&text, &f.display().to_string(), &mut env, warn)?;
+        }
+        Ok(Options {
+            env,
+            ..Options::default()
+        })
+    }
 }
 
 /// What a compose file becomes.
@@ -65,8 +117,41 @@ fn duration_ms(v: &Value, what: &str) -> Result<u64> {
     Ok(d.as_millis() as u64)
 }
 
-/// `K=V` list or `K: V` map into pairs; entries without a value warn.
-fn pairs(v: &Value, what: &str, warn: &mut Vec<String>) -> Result<BTreeMap<String, String>> {
+/// What an entry without a value means.
+#[derive(Clone, Copy)]
+enum Empty<'a> {
+    /// An environment variable: taken from the interpolation variables,
+    /// else warned about.
+    FromEnv(&'a interp::Env),
+    /// A label: the empty string.
+    Blank,
+}
+
+impl Empty<'_> {
+    fn fill(self, k: &str, what: &str, out: &mut BTreeMap<String, String>, warn: &mut Vec<String>) {
+        match self {
+            Empty::Blank => {
+                out.insert(k.to_string(), String::new());
+            }
+            Empty::FromEnv(env) => match env.get(k) {
+                Some(v) => {
+                    out.insert(k.to_string(), v.to_string());
+                }
+                None => warn.push(format!(
+                    "{what}: {k} has no value (compose takes it from the shell): set it with `shoal image config --env {k}=VALUE` or per deployment"
+                )),
+            },
+        }
+    }
+}
+
+/// `K=V` list or `K: V` map into pairs.
+fn pairs(
+    v: &Value,
+    what: &str,
+    empty: Empty,
+    warn: &mut Vec<String>,
+) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     match v {
         Value::Sequence(list) => {
@@ -76,9 +161,7 @@ fn pairs(v: &Value, what: &str, warn: &mut Vec<String>) -> Result<BTreeMap<Strin
                     Some((k, v)) => {
                         out.insert(k.trim().to_string(), v.to_string());
                     }
-                    None => warn.push(format!(
-                        "{what}: {s} has no value (compose takes it from the shell): set it with `shoal image config --env {s}=VALUE` or per deployment"
-                    )),
+                    None => empty.fill(s.trim(), what, &mut out, warn),
                 }
             }
         }
@@ -86,9 +169,7 @@ fn pairs(v: &Value, what: &str, warn: &mut Vec<String>) -> Result<BTreeMap<Strin
             for (k, v) in m {
                 let k = key_str(k);
                 match v {
-                    Value::Null => warn.push(format!(
-                        "{what}: {k} has no value (compose takes it from the shell): set it with `shoal image config --env {k}=VALUE` or per deployment"
-                    )),
+                    Value::Null => empty.fill(&k, what, &mut out, warn),
                     other => {
                         let s = scalar(other)
                             .ok_or_else(|| anyhow!("{what}: the value of {k} is not text"))?;
@@ -116,9 +197,22 @@ fn words(v: &Value, what: &str) -> Result<Vec<String>> {
     }
 }
 
-fn add_port(c: &mut ContainerConfig, spec: PortSpec) {
+fn add_port(c: &mut ContainerConfig, spec: PortSpec, what: &str, warn: &mut Vec<String>) {
     match spec {
         PortSpec::One(p) => {
+            if let Some(old) = c
+                .ports
+                .iter()
+                .find(|x| (x.internal, x.protocol) == (p.internal, p.protocol))
+                && old.external != p.external
+            {
+                warn.push(format!(
+                    "{what}: container port {} is published on several host ports: shoal publishes one, {} (not {})",
+                    p.internal,
+                    p.external.map_or("a free one".to_string(), |e| e.to_string()),
+                    old.external.map_or("a free one".to_string(), |e| e.to_string()),
+                ));
+            }
             c.ports
                 .retain(|x| (x.internal, x.protocol) != (p.internal, p.protocol));
             c.ports.push(p);
@@ -148,7 +242,23 @@ fn ports(v: &Value, c: &mut ContainerConfig, what: &str, warn: &mut Vec<String>)
                         "{what}: host_ip of port {target} is not supported: shoal publishes on every address of the node"
                     ));
                 }
-                add_port(c, parse::port(&short).map_err(|e| anyhow!("{what}: {e}"))?);
+                for k in m.keys().map(key_str) {
+                    match k.as_str() {
+                        "target" | "published" | "protocol" | "host_ip" => {}
+                        "mode" | "name" | "app_protocol" => warn.push(format!(
+                            "{what}: {k} of port {target} is not supported: the port is published on the node as a plain {protocol} port"
+                        )),
+                        other => warn.push(format!(
+                            "{what}: {other} of port {target} is not supported and was not imported"
+                        )),
+                    }
+                }
+                add_port(
+                    c,
+                    parse::port(&short).map_err(|e| anyhow!("{what}: {short}: {e}"))?,
+                    what,
+                    warn,
+                );
             }
             other => {
                 let s = scalar(other).ok_or_else(|| anyhow!("{what}: an entry is not text"))?;
@@ -161,7 +271,12 @@ fn ports(v: &Value, c: &mut ContainerConfig, what: &str, warn: &mut Vec<String>)
                 } else {
                     s
                 };
-                add_port(c, parse::port(&s).map_err(|e| anyhow!("{what}: {e}"))?);
+                add_port(
+                    c,
+                    parse::port(&s).map_err(|e| anyhow!("{what}: {s:?}: {e}"))?,
+                    what,
+                    warn,
+                );
             }
         }
     }
@@ -178,6 +293,24 @@ fn volumes(v: &Value, c: &mut ContainerConfig, what: &str, warn: &mut Vec<String
                 let get = |k: &str| m.get(Value::String(k.into())).and_then(scalar);
                 let target = get("target")
                     .ok_or_else(|| anyhow!("{what}: a long-form volume has no target"))?;
+                for k in m.keys().map(key_str) {
+                    match k.as_str() {
+                        "type" | "source" | "target" | "read_only" => {}
+                        "volume" | "tmpfs" => {
+                            for (sub, _) in m.get(k.as_str()).and_then(Value::as_mapping).into_iter().flatten() {
+                                let sub = key_str(sub);
+                                if sub != "size" {
+                                    warn.push(format!(
+                                        "{what}: {k}.{sub} of {target} is not supported: the volume is mounted whole, with default options"
+                                    ));
+                                }
+                            }
+                        }
+                        other => warn.push(format!(
+                            "{what}: {other} of {target} is not supported: the volume is mounted without it"
+                        )),
+                    }
+                }
                 match get("type").as_deref().unwrap_or("volume") {
                     "volume" => match get("source") {
                         Some(source) => Some(Volume {
@@ -217,7 +350,7 @@ fn volumes(v: &Value, c: &mut ContainerConfig, what: &str, warn: &mut Vec<String
             other => {
                 let s = scalar(other).ok_or_else(|| anyhow!("{what}: an entry is not text"))?;
                 let source = s.split(':').next().unwrap_or_default();
-                if !s.contains(':') {
+                if !s.contains(':') || source.is_empty() {
                     warn.push(format!(
                         "{what}: anonymous volume {s} is not supported: give it a name (NAME:{s})"
                     ));
@@ -312,6 +445,16 @@ fn depends_on(v: &Value, what: &str, warn: &mut Vec<String>) -> Result<Vec<Strin
                         "{what}.{k}: condition {condition} is not supported: {k} only starts first"
                     ));
                 }
+                if cond.get("required").and_then(Value::as_bool) == Some(false) {
+                    warn.push(format!(
+                        "{what}.{k}: required: false is not supported: {k} is a dependency like the others"
+                    ));
+                }
+                if cond.get("restart").and_then(Value::as_bool) == Some(true) {
+                    warn.push(format!(
+                        "{what}.{k}: restart: true is not supported: this service is not restarted when {k} is"
+                    ));
+                }
                 out.push(k);
             }
             Ok(out)
@@ -320,13 +463,127 @@ fn depends_on(v: &Value, what: &str, warn: &mut Vec<String>) -> Result<Vec<Strin
     }
 }
 
-/// Maps one service; `deps` receives its dependencies.
+/// What happens instead of keys shoal does not map, by key.
+fn instead(k: &str) -> &'static str {
+    match k {
+        "expose" => {
+            "the containers of a deployment share one network and reach every port of each other"
+        }
+        "hostname" | "domainname" | "links" | "external_links" => {
+            "containers reach each other by container name on the deployment's network"
+        }
+        "networks" => "the containers of a deployment share one network (shoal-<prefix>)",
+        "secrets" | "configs" => {
+            "give them per deployment with `--secret-file`, or as image secrets with `shoal image config --secret`"
+        }
+        "stop_grace_period" | "stop_signal" => {
+            "containers are stopped with the runtime's default signal and timeout"
+        }
+        "pull_policy" => "images are pulled when a node does not have them",
+        "platform" => "each node pulls the image for its own platform",
+        "scale" => "one container per service and node",
+        _ => "the container runs without it",
+    }
+}
+
+fn logging(v: &Value, c: &mut ContainerConfig, what: &str, warn: &mut Vec<String>) -> Result<()> {
+    let Value::Mapping(m) = v else {
+        bail!("{what} is not a map");
+    };
+    for (k, val) in m {
+        let k = key_str(k);
+        match k.as_str() {
+            "driver" => c.log_driver = scalar(val),
+            "options" => {
+                c.log_options
+                    .extend(pairs(val, &format!("{what}.options"), Empty::Blank, warn)?)
+            }
+            other => warn.push(format!(
+                "{what}.{other} is not supported and was not imported"
+            )),
+        }
+    }
+    Ok(())
+}
+
+fn deploy(v: &Value, c: &mut ContainerConfig, what: &str, warn: &mut Vec<String>) -> Result<()> {
+    let Value::Mapping(m) = v else {
+        bail!("{what} is not a map");
+    };
+    for (k, val) in m {
+        let k = key_str(k);
+        match k.as_str() {
+            "resources" => {
+                for (rk, rv) in val.as_mapping().into_iter().flatten() {
+                    let rk = key_str(rk);
+                    if rk != "limits" {
+                        warn.push(format!(
+                            "{what}.resources.{rk} is not supported: only limits are imported"
+                        ));
+                        continue;
+                    }
+                    for (lk, lv) in rv.as_mapping().into_iter().flatten() {
+                        let lk = key_str(lk);
+                        match lk.as_str() {
+                            "cpus" => c.cpu = scalar(lv),
+                            "memory" => c.memory = scalar(lv),
+                            other => warn.push(format!(
+                                "{what}.resources.limits.{other} is not supported: the container runs without that limit"
+                            )),
+                        }
+                    }
+                }
+            }
+            "restart_policy" => {
+                if let Some(p) = val.get("condition").and_then(scalar) {
+                    let p = if p == "any" { "always".to_string() } else { p };
+                    c.restart = Some(RestartPolicy::parse(&p).ok_or_else(|| {
+                        anyhow!("{what}.restart_policy.condition: {p:?} is not a restart policy")
+                    })?);
+                }
+                for (rk, _) in val.as_mapping().into_iter().flatten() {
+                    let rk = key_str(rk);
+                    if rk != "condition" {
+                        warn.push(format!(
+                            "{what}.restart_policy.{rk} is not supported: restarts follow the runtime's defaults"
+                        ));
+                    }
+                }
+            }
+            "replicas" => warn.push(format!(
+                "{what}.replicas is not supported: one container per service and node (choose the nodes per deployment)"
+            )),
+            other => warn.push(format!(
+                "{what}.{other} is not supported: {}",
+                "swarm placement and update settings do not apply to shoal deployments"
+            )),
+        }
+    }
+    Ok(())
+}
+
+/// Maps one service; `deps` receives its dependencies. `None`: the service
+/// is skipped (the warning says why).
 fn service(
     name: &str,
     m: &Mapping,
+    opts: &Options,
     warn: &mut Vec<String>,
     deps: &mut Vec<String>,
-) -> Result<(String, ContainerConfig)> {
+) -> Result<Option<(String, ContainerConfig)>> {
+    if let Some(p) = m.get(Value::String("profiles".into())) {
+        let profiles: Vec<String> = match p {
+            Value::Sequence(l) => l.iter().filter_map(scalar).collect(),
+            other => scalar(other).into_iter().collect(),
+        };
+        if !profiles.is_empty() && !profiles.iter().any(|p| opts.profiles.contains(p)) {
+            warn.push(format!(
+                "service {name} is in profile {} and was not imported: name a profile with --profile to import it",
+                profiles.join(", ")
+            ));
+            return Ok(None);
+        }
+    }
     let mut c = ContainerConfig::default();
     let mut image = None;
     let mut has_build = false;
@@ -335,8 +592,8 @@ fn service(
         let what = format!("service {name}: {k}");
         match k.as_str() {
             "image" => image = scalar(v),
-            "environment" => c.env.extend(pairs(v, &what, warn)?),
-            "labels" => c.labels.extend(pairs(v, &what, warn)?),
+            "environment" => c.env.extend(pairs(v, &what, Empty::FromEnv(&opts.env), warn)?),
+            "labels" => c.labels.extend(pairs(v, &what, Empty::Blank, warn)?),
             "ports" => ports(v, &mut c, &what, warn)?,
             "volumes" => volumes(v, &mut c, &what, warn)?,
             "command" => c.args = Some(words(v, &what)?),
@@ -364,6 +621,9 @@ fn service(
             "tty" => c.tty = v.as_bool(),
             "cpus" => c.cpu = scalar(v),
             "mem_limit" => c.memory = scalar(v),
+            "logging" => logging(v, &mut c, &what, warn)?,
+            "deploy" => deploy(v, &mut c, &what, warn)?,
+            "profiles" => {}
             "network_mode" => {
                 let s = scalar(v).unwrap_or_default();
                 c.network_mode = match s.as_str() {
@@ -386,11 +646,16 @@ fn service(
             "env_file" => warn.push(format!(
                 "{what} is not imported: give values with `shoal image config --env`, or per deployment with `--env` and `--secret-file`"
             )),
-            _ => warn.push(format!("{what} is not supported and was not imported")),
+            x if x.starts_with("x-") => {}
+            other => warn.push(format!(
+                "{what} is not supported and was not imported: {}",
+                instead(other)
+            )),
         }
     }
-    let image = match (image, has_build) {
-        (Some(i), build) => {
+    let image = match (opts.images.get(name), image, has_build) {
+        (Some(given), _, _) => given.clone(),
+        (None, Some(i), build) => {
             if build {
                 warn.push(format!(
                     "service {name}: build is not imported: the image {i} is used as it is in its registry"
@@ -398,25 +663,80 @@ fn service(
             }
             i
         }
-        (None, true) => bail!(
-            "service {name} is built from source and names no image: build and push it, then set `image:`"
-        ),
-        (None, false) => bail!("service {name} has no image"),
+        (None, None, true) => {
+            warn.push(format!(
+                "service {name} is built from source and names no image: it was not imported (build and push it, then give it with --image {name}=REF)"
+            ));
+            return Ok(None);
+        }
+        (None, None, false) => bail!("service {name} has no image"),
     };
-    Ok((image, c))
+    Ok(Some((image, c)))
 }
 
-/// Parses a compose file into services in start order, with warnings.
+/// Parses a compose file's text (relative paths from the current
+/// directory, no variables) into services in start order, with warnings.
+#[cfg(test)]
 pub fn parse(text: &str, origin: &str) -> Result<Plan> {
-    let mut doc: Value =
-        serde_norway::from_str(text).map_err(|e| anyhow!("{origin} is not YAML: {e}"))?;
-    doc.apply_merge()
-        .map_err(|e| anyhow!("{origin}: cannot apply YAML merge keys: {e}"))?;
-    let Value::Mapping(top) = &doc else {
-        bail!("{origin} is not a compose file: it is not a map");
+    parse_in(
+        text,
+        origin,
+        Path::new("."),
+        &mut Options::default(),
+        Vec::new(),
+    )
+}
+
+/// Reads a compose file with the `.env` beside it or the given env files.
+pub fn load(
+    file: &Path,
+    env_files: &[std::path::PathBuf],
+    profiles: Vec<String>,
+    images: BTreeMap<String, String>,
+) -> Result<Plan> {
+    let size = std::fs::metadata(file)
+        .map_err(|e| anyhow!("cannot read {}: {e}", file.display()))?
+        .len();
+    if size > load::MAX_FILE_BYTES as u64 {
+        bail!(
+            "{} is {size} bytes: compose files of more than {} bytes are refused",
+            file.display(),
+            load::MAX_FILE_BYTES
+        );
+    }
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow!("cannot read {}: {e}", file.display()))?;
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
     };
     let mut warnings = Vec::new();
-    for (k, v) in top {
+    let mut opts = Options::with_env(env_files, &dir, &mut warnings)?;
+    opts.profiles = profiles;
+    opts.images = images;
+    parse_in(
+        &text,
+        &file.display().to_string(),
+        &dir,
+        &mut opts,
+        warnings,
+    )
+}
+
+fn parse_in(
+    text: &str,
+    origin: &str,
+    dir: &Path,
+    opts: &mut Options,
+    mut warnings: Vec<String>,
+) -> Result<Plan> {
+    let top = {
+        let mut env = std::mem::take(&mut opts.env);
+        let r = load::Loader::new(&mut env, &mut warnings).load_text(text, origin, dir);
+        opts.env = env;
+        r?
+    };
+    for (k, v) in &top {
         let k = key_str(k);
         match k.as_str() {
             "services" | "version" | "name" => {}
@@ -438,22 +758,35 @@ pub fn parse(text: &str, origin: &str) -> Result<Plan> {
             "networks" => warnings.push(
                 "networks are not imported: the containers of a deployment share one network (shoal-<prefix>) and reach each other by container name".into(),
             ),
-            other => warnings.push(format!("top-level {other} is not supported and was not imported")),
+            other => warnings.push(format!(
+                "top-level {other} is not supported and was not imported: {}",
+                instead(other)
+            )),
         }
     }
     let services = top
         .get(Value::String("services".into()))
         .and_then(Value::as_mapping)
+        .filter(|m| !m.is_empty())
         .ok_or_else(|| anyhow!("{origin} has no services"))?;
+    for svc in opts.images.keys() {
+        if !services.contains_key(Value::String(svc.clone())) {
+            bail!("--image {svc}=...: the file has no service {svc}");
+        }
+    }
     let mut mapped = Vec::new();
     let mut names = BTreeSet::new();
+    let mut skipped = BTreeSet::new();
     for (k, v) in services {
         let svc = key_str(k);
         let m = v
             .as_mapping()
             .ok_or_else(|| anyhow!("service {svc} is not a map"))?;
         let mut deps = Vec::new();
-        let (image, config) = service(&svc, m, &mut warnings, &mut deps)?;
+        let Some((image, config)) = service(&svc, m, opts, &mut warnings, &mut deps)? else {
+            skipped.insert(svc);
+            continue;
+        };
         let name = parse::container_name_for(&svc);
         if !names.insert(name.clone()) {
             bail!(
@@ -469,6 +802,26 @@ pub fn parse(text: &str, origin: &str) -> Result<Plan> {
             },
             deps,
         ));
+    }
+    if mapped.is_empty() {
+        bail!(
+            "{origin}: no service is left to import:\n{}",
+            warnings.join("\n")
+        );
+    }
+    // Dependencies on skipped services are dropped, with a warning.
+    for (s, deps) in &mut mapped {
+        deps.retain(|d| {
+            if skipped.contains(d) {
+                warnings.push(format!(
+                    "service {}: depends_on {d}, which was not imported: the dependency is dropped",
+                    s.service
+                ));
+                false
+            } else {
+                true
+            }
+        });
     }
     // Dependencies first; among the ready ones, file order.
     let all: BTreeSet<String> = mapped.iter().map(|(s, _)| s.service.clone()).collect();
@@ -608,7 +961,6 @@ networks:
             "EMPTY",
             "bind mount ./src:/src",
             "container_name",
-            "service db: logging",
             "networks",
             "condition service_healthy",
         ] {
@@ -638,5 +990,33 @@ networks:
             command.services[0].config.args.as_deref(),
             Some(&["sh".to_string(), "-c".into(), "echo hi".into()][..])
         );
+    }
+
+    #[test]
+    fn silent_drops_are_warned_about() {
+        let plan = parse(
+            "services:\n  a:\n    image: x\n    ports: [\"8080:80\", \"8081:80\"]\n    stop_grace_period: 5s\n    deploy:\n      replicas: 3\n      resources:\n        limits: {cpus: '1', memory: 1G, pids: 5}\n        reservations: {memory: 1M}\n    depends_on:\n      b: {condition: service_started, required: false}\n  b:\n    image: y\n    profiles: [tools]\n",
+            "c.yml",
+        )
+        .unwrap();
+        let w = plan.warnings.join("\n");
+        for expected in [
+            "container port 80 is published on several host ports: shoal publishes one, 8081 (not 8080)",
+            "service a: stop_grace_period is not supported and was not imported: containers are stopped",
+            "service a: deploy.replicas is not supported",
+            "service a: deploy.resources.limits.pids is not supported",
+            "service a: deploy.resources.reservations is not supported",
+            "service a: depends_on.b: required: false is not supported",
+            "service b is in profile tools and was not imported",
+            "service a: depends_on b, which was not imported",
+        ] {
+            assert!(w.contains(expected), "{expected} missing in:\n{w}");
+        }
+        let a = &plan.services[0].config;
+        assert_eq!(
+            (a.cpu.as_deref(), a.memory.as_deref()),
+            (Some("1"), Some("1G"))
+        );
+        assert_eq!(plan.services.len(), 1);
     }
 }

@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use serde_json::Value;
-use shoal_protocol::model::ContainerConfig;
+use serde_json::{Value, json};
+use shoal_protocol::model::{ContainerConfig, ImageRef};
 
 /// Keys of `given` (recursively) that `known` does not have: the fields a
 /// deserializer would have ignored. Paths look like `health.intervall`.
@@ -92,6 +92,17 @@ pub fn to_yaml(v: &Value) -> Result<String> {
         return Ok("{}\n".into());
     }
     Ok(serde_norway::to_string(&p)?)
+}
+
+/// The config shown by `--show`: the image's config with its image ref.
+pub fn effective(image: &ImageRef, registry: &str, c: &ContainerConfig) -> Result<Value> {
+    let mut v = serde_json::to_value(c)?;
+    v["image"] = json!({
+        "registry": registry,
+        "name": image.name,
+        "tag": image.tag,
+    });
+    Ok(v)
 }
 
 #[cfg(test)]

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow};
 use futures::StreamExt as _;
 use futures::stream::{self, LocalBoxStream};
-use serde_json::Value;
-use shoal_node::query::{FollowChunk, ProgressLine};
+use serde::de::DeserializeOwned;
+use shoal_api::containers::{FollowChunk, ProgressLines};
 
 use crate::client::{Client, ClientError};
 
@@ -139,12 +139,12 @@ impl Link {
 
 /// One poll of `route`, retried while it fails transiently; `Err` when it
 /// failed otherwise or for too long.
-async fn poll(
+async fn poll<T: DeserializeOwned>(
     client: &Client,
     route: &str,
     backoff: &mut Backoff,
     link: &Link,
-) -> Result<Value, ClientError> {
+) -> Result<T, ClientError> {
     loop {
         let began = link.during();
         match client.try_get(route).await {
@@ -231,10 +231,7 @@ pub fn container(
                     st.tail = 0;
                 }
                 Err(e) => break Err(failure(e, &st.backoff)),
-                Ok(v) => {
-                    break serde_json::from_value::<FollowChunk>(v)
-                        .map_err(|e| anyhow!("the daemon sent a malformed log chunk: {e}"));
-                }
+                Ok(chunk) => break Ok::<FollowChunk, anyhow::Error>(chunk),
             }
         };
         let chunk = match got {
@@ -307,8 +304,7 @@ pub fn progress(client: Client, route: String, follow: bool, link: Link) -> Line
             format!("{}?{}", st.route, q.join("&"))
         };
         let got = match poll(&st.client, &route, &mut st.backoff, &st.link).await {
-            Ok(v) => serde_json::from_value::<Vec<ProgressLine>>(v["lines"].clone())
-                .map_err(|e| anyhow!("the daemon sent malformed progress: {e}")),
+            Ok(ProgressLines { lines }) => Ok::<_, anyhow::Error>(lines),
             Err(e) if !st.follow => Err(e.into()),
             Err(e) => Err(failure(e, &st.backoff)),
         };
@@ -414,7 +410,7 @@ mod tests {
         }
         let bad = ClientError::NotJson {
             status: hyper::StatusCode::OK,
-            source: serde_json::from_str::<Value>("<html>").unwrap_err(),
+            source: serde_json::from_str::<serde_json::Value>("<html>").unwrap_err(),
         };
         assert!(!bad.is_transient());
     }

@@ -1,12 +1,41 @@
-//! Parsing of the values of domain flags: `K=V` pairs, ports, volumes,
-//! restart policies, image references, audit times and secret files. Every
-//! error says what form was expected.
+//! Parsing of the values of flags: `K=V` pairs, ports, volumes, restart
+//! policies, image references, audit times, secret files, roles and ticket
+//! lifetimes. Every error says what form was expected.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, anyhow, bail};
-use shoal_protocol::model::{Port, PortRange, Protocol, RestartPolicy, Volume, VolumeKind};
+use shoal_protocol::model::{Port, PortRange, Protocol, RestartPolicy, Role, Volume, VolumeKind};
+
+use crate::error::Usage;
+
+/// A member's role, `admin` or `user` (a usage error otherwise).
+pub fn role(s: &str) -> Result<Role> {
+    match Role::parse(s) {
+        Some(Role::Owner) => {
+            Err(Usage("a team has exactly one owner: the role is admin or user".into()).into())
+        }
+        Some(r) => Ok(r),
+        None => Err(Usage(format!("unknown role {s:?}: use admin or user")).into()),
+    }
+}
+
+/// Parses a lifetime such as `24h`, `30m` or `7d`.
+pub fn lifetime(s: &str) -> Result<Duration> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| anyhow!("{s:?} is not a duration such as 24h, 30m or 7d ({e})"))?;
+    if d.is_zero() {
+        bail!("a ticket must live longer than 0s");
+    }
+    if d > MAX_TICKET_LIFETIME {
+        bail!("--expires {s}: a ticket lives at most 10 years; give a shorter time such as 7d");
+    }
+    Ok(d)
+}
+
+/// The longest a ticket may live: 10 years.
+pub const MAX_TICKET_LIFETIME: Duration = Duration::from_secs(10 * 365 * 86_400);
 
 /// `KEY=VALUE` (the value may be empty or hold `=`).
 pub fn key_value(flag: &str, s: &str) -> Result<(String, String)> {
@@ -366,6 +395,27 @@ pub fn shell_words(s: &str) -> Result<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lifetimes_parse() {
+        use std::time::Duration;
+        assert_eq!(super::lifetime("24h").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(super::lifetime("30m").unwrap(), Duration::from_secs(1_800));
+        assert_eq!(
+            super::lifetime("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
+        assert!(super::lifetime("0s").is_err());
+        assert!(super::lifetime("300000y").is_err());
+        assert!(super::lifetime("10y").is_err());
+        assert!(super::lifetime("3650d").is_ok());
+        assert!(
+            super::lifetime("soon")
+                .unwrap_err()
+                .to_string()
+                .contains("24h")
+        );
+    }
+
     #[test]
     fn internal_ports_for_unset() {
         use shoal_protocol::model::Protocol;

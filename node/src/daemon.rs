@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use shoal_protocol::action::{NewMember, NewNode};
+use shoal_protocol::keys::OpHash;
 use shoal_protocol::model::Runtime;
 use shoal_protocol::replica::{GenesisError, PrepareError};
 use shoal_protocol::{Op, OpBody, PublicKey, Replica, SecretKey, TeamId};
 
 use crate::secrets::EncSecret;
-use crate::store::{Store, StoreError, TeamRecord};
+use crate::store::{Store, StoreError, TeamRecord, VoidedEntry};
 
 const LOCAL_NS: &str = "node";
 const NODE_SEED_KEY: &str = "seed";
@@ -310,8 +311,46 @@ impl Node {
 
 /// Loads a team: the latest snapshot and the ops it covers are restored as
 /// they are (this node verified them before storing them); the ops after it
-/// are applied with full validation.
+/// are applied with full validation; then the quarantine is restored from the
+/// store, so the audit and the sync counts agree across restarts.
 pub fn load_replica(store: &Store, team: TeamId) -> Result<Replica, DaemonError> {
+    let mut replica = load_applied(store, team)?;
+    let dropped = replica.restore_quarantine(store.quarantined(team)?);
+    // Entries an older release kept (unsigned ones, or beyond the bounds).
+    store.delete_quarantined(team, &dropped)?;
+    // Voided ops and lost forks are judged again against what is stored
+    // now; the store follows when an outcome changed.
+    let report = replica.rejudge(now_ms());
+    if !report.applied.is_empty() || !report.voided.is_empty() {
+        let order: Vec<OpHash> = replica.ops().iter().map(|a| a.hash).collect();
+        let new: Vec<_> = report
+            .applied
+            .iter()
+            .filter_map(|h| replica.op(h))
+            .map(|a| (a.hash, a.op.log(), a.op.body.seq, a.op.encode()))
+            .collect();
+        let voided: Vec<_> = report
+            .voided
+            .iter()
+            .filter_map(|h| Some((*h, replica.quarantine().get(h)?)))
+            .map(|(h, q)| VoidedEntry {
+                op: (h, q.op.log(), q.op.body.seq, q.op.encode()),
+                reason: q.reason.to_string(),
+            })
+            .collect();
+        store.rewrite_order(team, &order, &new, &voided)?;
+        store.put_snapshot(team, order.len() as u64, &replica.save_doc())?;
+    }
+    for (hash, why) in &report.rejected {
+        if let Some(q) = replica.quarantine().get(hash) {
+            store.put_quarantined(team, *hash, &why.to_string(), &q.op.encode())?;
+        }
+    }
+    Ok(replica)
+}
+
+/// The replica of `team` with every stored applied op.
+fn load_applied(store: &Store, team: TeamId) -> Result<Replica, DaemonError> {
     let decode = |i: u64, b: &[u8]| {
         Op::decode(b).map_err(|e| DaemonError::StoredOp {
             team: team.short(),

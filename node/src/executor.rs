@@ -10,9 +10,16 @@
 //! events summary and, on success, the frozen config. Detailed progress
 //! stays on the node, in the store's local table.
 //!
+//! Deleting a deployment (or its product) removes it from the state; the
+//! executor of its target node then finds containers labelled with a
+//! deployment the state no longer holds and tears them down
+//! ([`orphans`], [`crate::runtime::Runtime::teardown`]), also when the
+//! deletion arrives after the node was offline. Volumes are kept.
+//!
 //! After a crash the state still says `in-progress` for a try this node
-//! never reported: the executor runs that try again (a try replaces the
-//! prefix's containers, so running it twice is safe) and says so in the
+//! never reported: the executor runs that try again (the runtime finishes
+//! or undoes the replacement the cut-short run left, so running it twice is
+//! safe) and says so in the
 //! events. Nothing is left half-known: every try ends with a report.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,8 +39,8 @@ use tracing::{debug, info, warn};
 
 use crate::daemon::now_ms;
 use crate::runtime::{
-    DeployPlan, ImageSource, PlannedContainer, ProgressEvent, PullPolicy, RegistryCredentials,
-    SecretValues,
+    ContainerInfo, DeployPlan, ImageSource, PlannedContainer, ProgressEvent, PullPolicy,
+    RegistryCredentials, SecretValues,
 };
 use crate::store::Store;
 use crate::sync::{SyncError, SyncHandle};
@@ -53,6 +60,9 @@ pub const MAX_EVENT_CHARS: usize = 200;
 pub const PROGRESS_TRIES_KEPT: u32 = 5;
 /// Namespace of the executor's records in the store's local table.
 pub const LOCAL_NS: &str = "executor";
+/// Longest time between two looks for containers of deleted deployments
+/// when the state does not change.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Opens sealed values (deployment secrets, registry passwords) with this
 /// node's keys.
@@ -293,6 +303,23 @@ pub fn lost_races(state: &TeamState, me: &PublicKey) -> Vec<(Deployment, String)
         .collect()
 }
 
+/// The deployments whose containers are on this node's runtime but which
+/// the state no longer holds (deleted with `deploy delete`, `product
+/// remove`, or before `node remove`), with their prefix: this node tears
+/// them down. `found` are the team's containers; a deployment the state
+/// still holds is never listed, whatever its status or node.
+pub fn orphans(state: &TeamState, found: &[ContainerInfo]) -> Vec<(String, String)> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for c in found {
+        if c.deployment.is_empty() || state.deployments.contains_key(&c.deployment) {
+            continue;
+        }
+        out.entry(c.deployment.clone())
+            .or_insert_with(|| c.prefix.clone());
+    }
+    out.into_iter().collect()
+}
+
 /// The running executor of one team.
 #[derive(Debug)]
 pub struct Executor {
@@ -324,6 +351,7 @@ impl Executor {
             running: BTreeMap::new(),
             commands: BTreeSet::new(),
             tasks: JoinSet::new(),
+            last_sweep: None,
         };
         Executor {
             cancel,
@@ -347,11 +375,15 @@ struct Actor {
     runtime: RuntimeFactory,
     open: Unsealer,
     cancel: CancellationToken,
-    /// Prefix → (deployment, try) running now.
+    /// Prefix → (deployment, try) running now; a teardown holds its prefix
+    /// as (`teardown:<deployment>`, 0).
     running: BTreeMap<String, (String, u32)>,
     /// Container commands being carried out now.
     commands: BTreeSet<String>,
     tasks: JoinSet<(String, String, u32)>,
+    /// The state's change counter and the time of the last look for
+    /// containers of deleted deployments.
+    last_sweep: Option<(u64, tokio::time::Instant)>,
 }
 
 impl Actor {
@@ -471,8 +503,66 @@ impl Actor {
         }
     }
 
+    /// Tears down the containers of deployments the state no longer holds
+    /// (also those deleted while this node was offline). Looks when the
+    /// state changed, else every [`SWEEP_INTERVAL`]; never in a prefix
+    /// where a try runs.
+    async fn tear_down_deleted(&mut self) {
+        let version = *self.changes.borrow();
+        if let Some((seen, at)) = self.last_sweep
+            && seen == version
+            && at.elapsed() < SWEEP_INTERVAL
+        {
+            return;
+        }
+        self.last_sweep = Some((version, tokio::time::Instant::now()));
+        let Ok(runtime) = (self.runtime)().await else {
+            return;
+        };
+        let team = self.team.to_hex();
+        let found = match runtime.containers(&team, None).await {
+            Ok(found) => found,
+            Err(e) => {
+                debug!(team = %self.team.short(), "cannot list containers: {e}");
+                return;
+            }
+        };
+        if found.is_empty() {
+            return;
+        }
+        let Ok(gone) = self.sync.read(move |r| orphans(r.state(), &found)).await else {
+            return;
+        };
+        for (deployment, prefix) in gone {
+            let id = format!("teardown:{deployment}");
+            if self.running.contains_key(&prefix) {
+                continue;
+            }
+            // The prefix is busy until the teardown ends: no try runs there
+            // meanwhile.
+            self.running.insert(prefix.clone(), (id.clone(), 0));
+            let runtime = Arc::clone(&runtime);
+            let (team, short) = (team.clone(), self.team.short());
+            self.tasks.spawn(async move {
+                match runtime.teardown(&team, &deployment, &prefix, false).await {
+                    Ok(removed) => info!(
+                        team = %short, %deployment, %prefix,
+                        containers = ?removed.containers, networks = ?removed.networks,
+                        "tore down a deleted deployment"
+                    ),
+                    Err(e) => warn!(
+                        team = %short, %deployment, %prefix,
+                        "cannot tear down a deleted deployment: {e}"
+                    ),
+                }
+                (prefix, id, 0)
+            });
+        }
+    }
+
     async fn scan(&mut self) {
         self.run_commands().await;
+        self.tear_down_deleted().await;
         self.fail_lost_races().await;
         let me = self.key.public();
         let found = self.sync.read(move |r| due(r.state(), &me)).await;
@@ -687,13 +777,14 @@ impl Try {
                 Ok((out.containers, frozen))
             }
             Err(e) => {
-                // What runs now, so `deploy show` tells the truth.
+                // What of this deployment is on the node now, so `deploy
+                // show` tells the truth (other deployments' are not its).
                 let containers = runtime
                     .containers(&plan.team, Some(&plan.prefix))
                     .await
                     .map(|list| {
                         list.into_iter()
-                            .filter(|c| c.init.is_none())
+                            .filter(|c| c.init.is_none() && c.deployment == plan.deployment)
                             .map(|c| (c.container, c.state))
                             .collect()
                     })
@@ -701,5 +792,77 @@ impl Try {
                 Err((e.to_string(), containers))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use shoal_protocol::hlc::Hlc;
+
+    fn deployment(id: &str) -> Deployment {
+        Deployment {
+            id: id.into(),
+            product: "p".into(),
+            version: "v".into(),
+            node: "n".into(),
+            prefix: "main".into(),
+            note: String::new(),
+            protected: false,
+            env: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            instances: BTreeMap::new(),
+            status: DeploymentStatus::Obsolete,
+            tries: 1,
+            created: Hlc { ms: 1, c: 0 },
+            created_by: String::new(),
+            reason: None,
+            finished_try: 1,
+            containers: BTreeMap::new(),
+            events: Vec::new(),
+            frozen: None,
+        }
+    }
+
+    fn container(name: &str, deployment: &str, prefix: &str) -> ContainerInfo {
+        ContainerInfo {
+            name: name.into(),
+            id: name.into(),
+            prefix: prefix.into(),
+            container: name.into(),
+            deployment: deployment.into(),
+            version: "1".into(),
+            try_number: 1,
+            init: None,
+            state: ContainerState {
+                state: "running".into(),
+                exit_code: None,
+                image: String::new(),
+            },
+            status: String::new(),
+            ports: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_deployments_gone_from_the_state_are_orphans() {
+        let mut state = TeamState::default();
+        state.deployments.insert("kept".into(), deployment("kept"));
+        let found = vec![
+            container("main-a", "kept", "main"),
+            container("main-b", "gone", "main"),
+            container("main-b.prev-up", "gone", "main"),
+            container("other-c", "gone-too", "other"),
+            container("stray", "", "main"),
+        ];
+        assert_eq!(
+            orphans(&state, &found),
+            vec![
+                ("gone".to_owned(), "main".to_owned()),
+                ("gone-too".to_owned(), "other".to_owned())
+            ]
+        );
+        assert!(orphans(&state, &found[..1]).is_empty());
     }
 }

@@ -56,7 +56,7 @@ use crate::lease::{Acquire, Held, LeaseError, Leases};
 use crate::mesh::wire::{self, split_batches};
 use crate::mesh::{JoinReply, MeshEvent, MeshHandle, SyncRequest, SyncResponse, peer_id_from_key};
 use crate::query::{Answer, Query, QueryHandler};
-use crate::store::{OpEntry, Store, StoreError};
+use crate::store::{OpEntry, Store, StoreError, VoidedEntry};
 
 /// Capacity of the command channel from handles to the actor.
 pub const COMMAND_CHANNEL_CAPACITY: usize = 64;
@@ -525,6 +525,7 @@ impl SyncEngine {
             vectors: BTreeMap::new(),
             rejected: 0,
             unsaved: Vec::new(),
+            unsaved_voids: Vec::new(),
             stored,
             snapshot,
             leases: Leases::default(),
@@ -599,6 +600,9 @@ struct Actor {
     rejected: u64,
     /// Applied ops whose commit failed; retried before anything else.
     unsaved: Vec<OpHash>,
+    /// Voided ops whose removal from the stored order failed; retried with
+    /// `unsaved`.
+    unsaved_voids: Vec<VoidedEntry>,
     /// Ops of the team in the store.
     stored: u64,
     /// Ops covered by the latest snapshot.
@@ -852,9 +856,7 @@ impl Actor {
             .iter()
             .find(|(h, _)| *h == hash)
             .map(|(_, why)| why.clone());
-        let mut rejected = report.rejected.clone();
-        rejected.extend(voided(&self.replica, &report.voided));
-        self.persist(&report.applied, &rejected)?;
+        self.persist(&report.applied, &report.rejected, &report.voided)?;
         if let Some(why) = refused {
             return Err(SyncError::Rejected(why));
         }
@@ -1199,6 +1201,7 @@ impl Actor {
         let now = now_ms();
         let mut applied = Vec::new();
         let mut rejected = Vec::new();
+        let mut voided = Vec::new();
         for bytes in ops {
             let op = match Op::decode(&bytes) {
                 Ok(op) => op,
@@ -1210,12 +1213,13 @@ impl Actor {
             let report = self.replica.apply(op, now);
             applied.extend(report.applied);
             rejected.extend(report.rejected);
-            rejected.extend(voided(&self.replica, &report.voided));
+            voided.extend(report.voided);
         }
+        applied.retain(|h| !voided.contains(h));
         for (hash, why) in &rejected {
             warn!(%peer, team = %self.team.short(), op = %hash, "op refused: {why}");
         }
-        if let Err(e) = self.persist(&applied, &rejected) {
+        if let Err(e) = self.persist(&applied, &rejected, &voided) {
             error!(team = %self.team.short(), "cannot commit received ops: {e}");
             return (
                 SyncResponse::Refused(format!("cannot commit the ops: {e}")),
@@ -1234,40 +1238,63 @@ impl Actor {
         &mut self,
         applied: &[OpHash],
         rejected: &[(OpHash, Rejection)],
+        voided: &[OpHash],
     ) -> Result<(), StoreError> {
         self.unsaved.extend_from_slice(applied);
-        if !self.unsaved.is_empty() {
-            let entries: Vec<OpEntry> = self
-                .unsaved
+        // Voided ops leave the applied ops kept, whatever was committed.
+        for h in voided {
+            if let Some(q) = self.replica.quarantine().get(h) {
+                self.unsaved_voids.push(VoidedEntry {
+                    op: (*h, q.op.log(), q.op.body.seq, q.op.encode()),
+                    reason: q.reason.to_string(),
+                });
+            }
+        }
+        self.rejected = self
+            .rejected
+            .saturating_add((rejected.len() + voided.len()) as u64);
+        let entries = |me: &Self| -> Vec<OpEntry> {
+            me.unsaved
                 .iter()
-                .filter_map(|h| self.replica.op(h))
+                .filter_map(|h| me.replica.op(h))
                 .map(|a| (a.hash, a.op.log(), a.op.body.seq, a.op.encode()))
-                .collect();
-            self.stored = self.store.append_ops(self.team, &entries)?;
+                .collect()
+        };
+        if !self.unsaved_voids.is_empty() {
+            let order: Vec<OpHash> = self.replica.ops().iter().map(|a| a.hash).collect();
+            self.stored =
+                self.store
+                    .rewrite_order(self.team, &order, &entries(self), &self.unsaved_voids)?;
+            self.unsaved_voids.clear();
+            self.unsaved.clear();
+            // The stored snapshot was dropped with the voided ops.
+            self.snapshot = 0;
+            self.changes.send_replace(self.replica.ops().len() as u64);
+        } else if !self.unsaved.is_empty() {
+            self.stored = self.store.append_ops(self.team, &entries(self))?;
             self.unsaved.clear();
             self.changes.send_replace(self.replica.ops().len() as u64);
         }
-        self.rejected = self.rejected.saturating_add(rejected.len() as u64);
         for (hash, why) in rejected {
             if let Some(q) = self.replica.quarantine().get(hash) {
                 self.store
                     .put_quarantined(self.team, *hash, &why.to_string(), &q.op.encode())?;
             }
         }
-        self.snapshot(false);
+        self.snapshot(self.snapshot == 0);
         Ok(())
     }
 
     /// Retries the commit of ops that failed to commit, skipping any that
     /// did reach the store.
     fn retry_unsaved(&mut self) {
-        if self.unsaved.is_empty() {
+        if self.unsaved.is_empty() && self.unsaved_voids.is_empty() {
             return;
         }
         let (store, team) = (&self.store, self.team);
         self.unsaved
             .retain(|h| matches!(store.get_op(team, *h), Ok(None)));
-        if let Err(e) = self.persist(&[], &[]) {
+        if let Err(e) = self.persist(&[], &[], &[]) {
             error!(team = %self.team.short(), "cannot commit ops: {e}");
         }
     }
@@ -1471,9 +1498,7 @@ impl Actor {
         self.retry_unsaved();
         let report = self.replica.retry_future(now_ms());
         if !report.applied.is_empty() || !report.rejected.is_empty() || !report.voided.is_empty() {
-            let mut rejected = report.rejected.clone();
-            rejected.extend(voided(&self.replica, &report.voided));
-            match self.persist(&report.applied, &rejected) {
+            match self.persist(&report.applied, &report.rejected, &report.voided) {
                 Ok(()) if self.config.push => self.push(&report.applied, None),
                 Ok(()) => {}
                 Err(e) => error!(team = %self.team.short(), "cannot commit ops: {e}"),
@@ -1528,15 +1553,6 @@ async fn recv_event(events: &mut Option<mpsc::Receiver<MeshEvent>>) -> Option<Me
 const ROUND_MAX_OPS: usize = 1000;
 /// At most about this many encoded bytes of ops are sent per round.
 const ROUND_MAX_BYTES: usize = 8 * 1024 * 1024;
-
-/// Ops taken out of the state (voided after they were applied), with the
-/// reason they are quarantined for, so the store quarantines them too.
-fn voided(replica: &Replica, hashes: &[OpHash]) -> Vec<(OpHash, Rejection)> {
-    hashes
-        .iter()
-        .filter_map(|h| Some((*h, replica.quarantine().get(h)?.reason.clone())))
-        .collect()
-}
 
 #[cfg(test)]
 mod tests {

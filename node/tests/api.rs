@@ -4,6 +4,7 @@
 //! and the prepare → sign → submit write path.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::{Method, StatusCode};
 use serde_json::json;
@@ -447,6 +448,86 @@ async fn only_team_typed_answers_and_error_bodies() {
     );
     let (s, _) = call(&sock, Method::GET, "/v1/teams/alpha", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+
+    stop.cancel();
+    daemon.await.unwrap().unwrap();
+}
+
+/// Reads from `stream` until the server closes it, within `limit`; returns
+/// what it sent.
+async fn read_to_close(stream: &mut tokio::net::UnixStream, limit: Duration) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut out = Vec::new();
+    tokio::time::timeout(limit, stream.read_to_end(&mut out))
+        .await
+        .expect("the server kept a stalled connection open")
+        .ok();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A client that sends half a request and stalls is cut off: half the
+/// headers within the header read time, a half-sent body within the body
+/// read time; other clients are answered meanwhile.
+#[tokio::test]
+async fn half_sent_requests_are_cut_off() {
+    use tokio::io::AsyncWriteExt as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("api.sock");
+    let config = ServiceConfig {
+        listen: "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+        mdns: false,
+        socket: sock.clone(),
+        name: "laptop".into(),
+        runtime: Runtime::None,
+        sync: SyncConfig::default(),
+        metrics: None,
+        pause_deployments: false,
+        kube: Default::default(),
+    };
+    let stop = CancellationToken::new();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<String>(64);
+    let say: Arc<dyn Fn(String) + Send + Sync> = Arc::new(move |line| {
+        let _ = ready_tx.try_send(line);
+    });
+    let daemon = tokio::spawn(service::run(
+        Node::open(dir.path()).unwrap(),
+        config,
+        say,
+        stop.clone().cancelled_owned(),
+    ));
+    while let Some(line) = ready_rx.recv().await {
+        if line.starts_with("ready") {
+            break;
+        }
+    }
+
+    let started = std::time::Instant::now();
+    let mut headers = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    headers
+        .write_all(b"GET /v1/teams HTTP/1.1\r\nHost: shoal\r\n")
+        .await
+        .unwrap();
+    let mut body = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    body.write_all(
+        b"POST /v1/teams/-/ops HTTP/1.1\r\nHost: shoal\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"op\":",
+    )
+    .await
+    .unwrap();
+
+    // Others are still answered while both stall.
+    let (s, _) = call(&sock, Method::GET, "/v1/teams", None).await;
+    assert_eq!(s, StatusCode::OK);
+
+    let margin = Duration::from_secs(10);
+    read_to_close(&mut headers, api::HEADER_READ_TIMEOUT + margin).await;
+    assert!(started.elapsed() >= api::HEADER_READ_TIMEOUT - Duration::from_millis(500));
+    let answer = read_to_close(&mut body, api::BODY_READ_TIMEOUT + margin).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
+        "{answer}"
+    );
+    assert!(started.elapsed() >= api::BODY_READ_TIMEOUT - Duration::from_millis(500));
 
     stop.cancel();
     daemon.await.unwrap().unwrap();

@@ -647,6 +647,33 @@ async fn expected_state_and_health_are_checked() {
     assert_eq!(listed[0].state.state, "exited");
     assert_eq!(listed[0].state.exit_code, Some(3));
 
+    // The first of two containers dies a second after it started: the next
+    // one has started by then (the short step settle), but the try still
+    // fails, since every container must stay up for the full settle time.
+    let p = ids.prefix("late");
+    let (r, _) = deploy(
+        &rt,
+        &plan(
+            &ids,
+            &p,
+            "1",
+            vec![
+                planned("dies", &busybox, shell("sleep 1; exit 5")),
+                planned("stays", &busybox, shell("sleep 600")),
+            ],
+        ),
+    )
+    .await;
+    match r.unwrap_err().root() {
+        RuntimeError::UnexpectedState {
+            container, actual, ..
+        } => {
+            assert_eq!(container, "dies");
+            assert!(actual.contains("exited with code 5"), "{actual}");
+        }
+        other => panic!("expected UnexpectedState, got {other:?}"),
+    }
+
     // A job expected to exit 0 does.
     let p = ids.prefix("job");
     let mut cfg = shell("echo done");
@@ -668,10 +695,13 @@ async fn expected_state_and_health_are_checked() {
         &plan(&ids, &p, "1", vec![planned("job", &busybox, cfg)]),
     )
     .await;
+    // The previous job (same plan, so the same deployment and try) is
+    // brought back, stopped as it was.
     assert!(
-        matches!(&r, Err(RuntimeError::UnexpectedState { actual, .. }) if actual.contains("code 4")),
+        matches!(r.as_ref().map_err(RuntimeError::root), Err(RuntimeError::UnexpectedState { actual, .. }) if actual.contains("code 4")),
         "{r:?}"
     );
+    assert!(matches!(&r, Err(RuntimeError::Restored { .. })), "{r:?}");
 
     // A health check that fails.
     let p = ids.prefix("sick");
@@ -1174,4 +1204,538 @@ async fn an_unreachable_engine_is_a_clear_error() {
         matches!(err, RuntimeError::UnsupportedEndpoint { .. }),
         "{err:?}"
     );
+}
+
+// ------------------------------------------------- ownership and replacement
+
+/// A busybox httpd on 8080 (published on `port`) answering `body`.
+fn web_serving(reference: &str, name: &str, body: &str, port: u16) -> PlannedContainer {
+    let mut cfg = shell(&format!(
+        "mkdir -p /tmp/www && echo {body} > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"
+    ));
+    cfg.ports = vec![Port {
+        internal: 8080,
+        external: Some(port),
+        protocol: Protocol::Tcp,
+    }];
+    planned(name, reference, cfg)
+}
+
+/// A plan of `product`'s deployment `deployment` on `prefix`.
+fn product_plan(
+    ids: &Ids,
+    product: &str,
+    deployment: &str,
+    prefix: &str,
+    try_number: u32,
+    containers: Vec<PlannedContainer>,
+) -> DeployPlan {
+    DeployPlan {
+        team: ids.team.clone(),
+        deployment: deployment.to_owned(),
+        product: product.to_owned(),
+        prefix: prefix.to_owned(),
+        version: format!("v{try_number}"),
+        try_number,
+        containers,
+    }
+}
+
+/// Deploys and notes when each progress event arrived, and when the call
+/// returned.
+async fn deploy_timed(
+    rt: &dyn Runtime,
+    plan: &DeployPlan,
+) -> (
+    Result<DeployOutcome, RuntimeError>,
+    Vec<(std::time::Instant, ProgressEvent)>,
+    std::time::Instant,
+) {
+    let (tx, mut rx) = mpsc::channel(PROGRESS_CAPACITY);
+    let collector = tokio::spawn(async move {
+        let mut events = Vec::new();
+        while let Some(e) = rx.recv().await {
+            events.push((std::time::Instant::now(), e));
+        }
+        events
+    });
+    let result = rt.deploy(plan, &tx).await;
+    let end = std::time::Instant::now();
+    drop(tx);
+    (result, collector.await.unwrap(), end)
+}
+
+async fn body_of(port: u16) -> String {
+    let reply = http_get(port).await;
+    reply
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// An engine timestamp (`2026-12-05T03:55:12.1234Z`, RFC 3339 in UTC) as
+/// (date, seconds in the day), comparable.
+fn instant_of(s: &str) -> (String, f64) {
+    let (date, time) = s.split_once('T').unwrap();
+    let time = time.trim_end_matches('Z');
+    let time = time.split(['+', '-']).next().unwrap();
+    let mut parts = time.split(':');
+    let h: f64 = parts.next().unwrap().parse().unwrap();
+    let m: f64 = parts.next().unwrap().parse().unwrap();
+    let sec: f64 = parts.next().unwrap().parse().unwrap();
+    (date.to_owned(), h * 3600.0 + m * 60.0 + sec)
+}
+
+/// The team's container names on the engine, also the ones set aside.
+async fn engine_names(rt: &DockerRuntime, team: &str) -> BTreeSet<String> {
+    let filters =
+        std::collections::HashMap::from([("label", vec![format!("{LABEL_TEAM}={team}")])]);
+    let options = ListContainersOptionsBuilder::new()
+        .all(true)
+        .filters(&filters)
+        .build();
+    rt.client()
+        .list_containers(Some(options))
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|c| c.names.as_ref()?.first().cloned())
+        .map(|n| n.trim_start_matches('/').to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn two_products_share_a_prefix_and_each_keeps_serving() {
+    let env = env_or_skip!();
+    let ids = Ids::new("products");
+    let _cleanup = Cleanup {
+        team: ids.team.clone(),
+    };
+    let rt = runtime().await;
+    let prefix = ids.prefix("shared");
+    let busybox = format!("{}/shoal-test/busybox:1.0", env.registry);
+    let (db_port, app_port) = (free_port(), free_port());
+    let db = |t: u32| {
+        product_plan(
+            &ids,
+            "db-product",
+            "dep-db",
+            &prefix,
+            t,
+            vec![web_serving(&busybox, "db", &format!("db-{t}"), db_port)],
+        )
+    };
+    let app = |t: u32| {
+        product_plan(
+            &ids,
+            "app-product",
+            "dep-app",
+            &prefix,
+            t,
+            vec![web_serving(&busybox, "app", &format!("app-{t}"), app_port)],
+        )
+    };
+
+    deploy(&rt, &db(1)).await.0.unwrap();
+    deploy(&rt, &app(1)).await.0.unwrap();
+    assert_eq!(
+        body_of(db_port).await,
+        "db-1",
+        "the app's deploy must leave the db"
+    );
+    assert_eq!(body_of(app_port).await, "app-1");
+    let db_id = rt
+        .containers(&ids.team, Some(&prefix))
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.container == "db")
+        .unwrap()
+        .id;
+
+    // Redeploying the app again replaces only the app; the db keeps its
+    // container and serves all along.
+    let serving = {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let watcher = tokio::spawn(async move {
+            let mut answers = 0;
+            while !s.load(Ordering::Relaxed) {
+                assert_eq!(body_of(db_port).await, "db-1");
+                answers += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            answers
+        });
+        deploy(&rt, &app(2)).await.0.unwrap();
+        stop.store(true, Ordering::Relaxed);
+        watcher.await.unwrap()
+    };
+    assert!(serving > 0);
+    assert_eq!(body_of(app_port).await, "app-2");
+    let now = rt.containers(&ids.team, Some(&prefix)).await.unwrap();
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert_eq!(now.iter().find(|c| c.container == "db").unwrap().id, db_id);
+
+    // And the db's upgrade leaves the app.
+    deploy(&rt, &db(2)).await.0.unwrap();
+    assert_eq!(body_of(db_port).await, "db-2");
+    assert_eq!(body_of(app_port).await, "app-2");
+    assert_eq!(
+        engine_names(&rt, &ids.team).await,
+        BTreeSet::from([format!("{prefix}-app"), format!("{prefix}-db")])
+    );
+}
+
+#[tokio::test]
+async fn a_failed_upgrade_brings_the_previous_version_back() {
+    let env = env_or_skip!();
+    let ids = Ids::new("restore");
+    let _cleanup = Cleanup {
+        team: ids.team.clone(),
+    };
+    let rt = runtime().await;
+    let prefix = ids.prefix("up");
+    let busybox = format!("{}/shoal-test/busybox:1.0", env.registry);
+    let port = free_port();
+    let good = product_plan(
+        &ids,
+        "p",
+        "dep-1",
+        &prefix,
+        1,
+        vec![
+            planned(
+                "job",
+                &busybox,
+                ContainerConfig {
+                    expected: Some(ExpectedState {
+                        state: ExpectedRunState::Exited,
+                        exit_code: Some(0),
+                        timeout_s: Some(20),
+                    }),
+                    ..shell("echo ran >> /tmp/runs")
+                },
+            ),
+            web_serving(&busybox, "web", "v1", port),
+        ],
+    );
+    deploy(&rt, &good).await.0.unwrap();
+    assert_eq!(body_of(port).await, "v1");
+    let before = rt.containers(&ids.team, Some(&prefix)).await.unwrap();
+
+    // The new web exits at once.
+    let mut broken = web_serving(&busybox, "web", "v2", port);
+    broken.config.args = Some(vec!["exit 1".into()]);
+    let bad = product_plan(&ids, "p", "dep-2", &prefix, 1, vec![broken]);
+    let (r, events, end) = deploy_timed(&rt, &bad).await;
+    let err = r.unwrap_err();
+    assert!(
+        err.to_string().ends_with("previous version restored"),
+        "{err}"
+    );
+    assert!(
+        matches!(err.root(), RuntimeError::UnexpectedState { .. }),
+        "{err:?}"
+    );
+    let failed_at = events
+        .iter()
+        .find(|(_, e)| e.message.contains("restoring the previous version"))
+        .map(|(t, _)| *t)
+        .expect("a restoring event");
+    eprintln!(
+        "previous version restored {} ms after the failure was seen",
+        end.duration_since(failed_at).as_millis()
+    );
+
+    assert_eq!(body_of(port).await, "v1");
+    let after = rt.containers(&ids.team, Some(&prefix)).await.unwrap();
+    assert_eq!(after.len(), 2, "{after:?}");
+    for c in &after {
+        let old = before.iter().find(|b| b.container == c.container).unwrap();
+        assert_eq!(c.id, old.id, "{} is the previous container", c.name);
+        assert_eq!(c.deployment, "dep-1");
+    }
+    let web = after.iter().find(|c| c.container == "web").unwrap();
+    assert_eq!(web.state.state, "running");
+    // The finished job is not run again.
+    let job = after.iter().find(|c| c.container == "job").unwrap();
+    assert_eq!(job.state.state, "exited");
+    assert_eq!(
+        engine_names(&rt, &ids.team).await,
+        BTreeSet::from([format!("{prefix}-job"), format!("{prefix}-web")])
+    );
+}
+
+#[tokio::test]
+async fn containers_start_in_order_each_once_healthy() {
+    let env = env_or_skip!();
+    let ids = Ids::new("order");
+    let _cleanup = Cleanup {
+        team: ids.team.clone(),
+    };
+    let rt = runtime().await;
+    let prefix = ids.prefix("ord");
+    let busybox = format!("{}/shoal-test/busybox:1.0", env.registry);
+    let mut db = shell("sleep 2; touch /tmp/ready; sleep 3600");
+    db.health = Some(HealthCheck {
+        command: vec!["CMD-SHELL".into(), "test -f /tmp/ready".into()],
+        interval_ms: Some(200),
+        timeout_ms: Some(2000),
+        retries: Some(50),
+        start_period_ms: None,
+    });
+    let p = plan(
+        &ids,
+        &prefix,
+        "1",
+        vec![
+            planned("db", &busybox, db),
+            planned("app", &busybox, shell(SLEEP)),
+        ],
+    );
+    let (r, events) = deploy(&rt, &p).await;
+    r.unwrap();
+    let waited = events.iter().position(|e| {
+        e.step == shoal_node::runtime::Step::Wait
+            && e.message.contains(&format!(
+                "waiting for {prefix}-db to be running and healthy"
+            ))
+    });
+    let app_created = events.iter().position(|e| {
+        e.step == shoal_node::runtime::Step::Create && e.container.as_deref() == Some("app")
+    });
+    assert!(
+        waited.is_some() && app_created.is_some() && waited < app_created,
+        "{events:?}"
+    );
+
+    let docker = rt.client();
+    let db_info = docker
+        .inspect_container(&format!("{prefix}-db"), None)
+        .await
+        .unwrap();
+    let app_info = docker
+        .inspect_container(&format!("{prefix}-app"), None)
+        .await
+        .unwrap();
+    // The db becomes healthy 2 s after it starts (the ready file); the app
+    // starts only then.
+    let db_started = db_info.state.as_ref().unwrap().started_at.clone().unwrap();
+    let app_started = app_info.state.as_ref().unwrap().started_at.clone().unwrap();
+    let (db_day, db_t) = instant_of(&db_started);
+    let (app_day, app_t) = instant_of(&app_started);
+    assert!(
+        db_day != app_day || app_t - db_t >= 2.0,
+        "db started at {db_started}, app at {app_started}"
+    );
+    let health = db_info.state.as_ref().unwrap().health.as_ref().unwrap();
+    assert_eq!(
+        health.status,
+        Some(bollard::models::HealthStatusEnum::HEALTHY)
+    );
+}
+
+#[tokio::test]
+async fn teardown_removes_only_its_deployment() {
+    let env = env_or_skip!();
+    let ids = Ids::new("teardown");
+    let _cleanup = Cleanup {
+        team: ids.team.clone(),
+    };
+    let rt = runtime().await;
+    let prefix = ids.prefix("td");
+    let busybox = format!("{}/shoal-test/busybox:1.0", env.registry);
+    let mut with_volume = shell(SLEEP);
+    with_volume.volumes = vec![Volume {
+        name: "data".into(),
+        path: "/data".into(),
+        kind: VolumeKind::Rw,
+        size: None,
+    }];
+    deploy(
+        &rt,
+        &product_plan(
+            &ids,
+            "a",
+            "dep-a",
+            &prefix,
+            1,
+            vec![planned("a", &busybox, shell(SLEEP))],
+        ),
+    )
+    .await
+    .0
+    .unwrap();
+    deploy(
+        &rt,
+        &product_plan(
+            &ids,
+            "b",
+            "dep-b",
+            &prefix,
+            1,
+            vec![planned("b", &busybox, with_volume)],
+        ),
+    )
+    .await
+    .0
+    .unwrap();
+    // Another team's container of the same deployment id is not touched.
+    let other = Ids::new("teardown-other");
+    let _cleanup_other = Cleanup {
+        team: other.team.clone(),
+    };
+    let other_prefix = other.prefix("td");
+    deploy(
+        &rt,
+        &product_plan(
+            &other,
+            "a",
+            "dep-a",
+            &other_prefix,
+            1,
+            vec![planned("a", &busybox, shell(SLEEP))],
+        ),
+    )
+    .await
+    .0
+    .unwrap();
+
+    let removed = rt
+        .teardown(&ids.team, "dep-a", &prefix, false)
+        .await
+        .unwrap();
+    assert_eq!(removed.containers, vec![format!("{prefix}-a")]);
+    assert!(removed.networks.is_empty(), "b still uses the network");
+    let left = rt.containers(&ids.team, Some(&prefix)).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].container, "b");
+    assert_eq!(left[0].state.state, "running");
+    assert_eq!(rt.containers(&other.team, None).await.unwrap().len(), 1);
+
+    // Nothing left to remove is success.
+    assert_eq!(
+        rt.teardown(&ids.team, "dep-a", &prefix, false)
+            .await
+            .unwrap()
+            .containers
+            .len(),
+        0
+    );
+
+    let removed = rt
+        .teardown(&ids.team, "dep-b", &prefix, true)
+        .await
+        .unwrap();
+    assert_eq!(removed.containers, vec![format!("{prefix}-b")]);
+    assert_eq!(removed.networks, vec![format!("shoal-{prefix}")]);
+    assert_eq!(removed.volumes, vec![format!("{prefix}-data")]);
+    assert!(rt.containers(&ids.team, None).await.unwrap().is_empty());
+    assert_eq!(rt.containers(&other.team, None).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_try_cut_short_then_run_again_ends_with_one_version() {
+    let env = env_or_skip!();
+    let ids = Ids::new("cut");
+    let _cleanup = Cleanup {
+        team: ids.team.clone(),
+    };
+    let rt = runtime().await;
+    let prefix = ids.prefix("cut");
+    let busybox = format!("{}/shoal-test/busybox:1.0", env.registry);
+    let port = free_port();
+    let v1 = product_plan(
+        &ids,
+        "p",
+        "dep-1",
+        &prefix,
+        1,
+        vec![
+            web_serving(&busybox, "web", "v1", port),
+            planned("side", &busybox, shell(SLEEP)),
+        ],
+    );
+    deploy(&rt, &v1).await.0.unwrap();
+    let v2 = product_plan(
+        &ids,
+        "p",
+        "dep-2",
+        &prefix,
+        1,
+        vec![
+            web_serving(&busybox, "web", "v2", port),
+            planned("side", &busybox, shell(SLEEP)),
+        ],
+    );
+
+    // Cut the try short while it waits for its first container, as a
+    // killed daemon would.
+    for round in 0..2 {
+        let (tx, mut rx) = mpsc::channel(PROGRESS_CAPACITY);
+        let (rt2, p2) = (rt.clone(), v2.clone());
+        let task = tokio::spawn(async move { rt2.deploy(&p2, &tx).await });
+        while let Some(e) = rx.recv().await {
+            if e.message.starts_with("waiting for") {
+                break;
+            }
+        }
+        task.abort();
+        let _ = task.await;
+        let names = engine_names(&rt, &ids.team).await;
+        assert!(
+            names.iter().any(|n| n.ends_with(".prev-up")),
+            "round {round}: {names:?}"
+        );
+    }
+
+    // Run again: the replacement is finished.
+    deploy(&rt, &v2).await.0.unwrap();
+    assert_eq!(body_of(port).await, "v2");
+    assert_eq!(
+        engine_names(&rt, &ids.team).await,
+        BTreeSet::from([format!("{prefix}-side"), format!("{prefix}-web")])
+    );
+    for c in rt.containers(&ids.team, Some(&prefix)).await.unwrap() {
+        assert_eq!(c.deployment, "dep-2");
+        assert_eq!(c.state.state, "running");
+    }
+
+    // Cut short again, then a run that fails: the version before is back
+    // in full.
+    let mut broken = web_serving(&busybox, "web", "v3", port);
+    broken.config.args = Some(vec!["exit 1".into()]);
+    let v3 = product_plan(
+        &ids,
+        "p",
+        "dep-3",
+        &prefix,
+        1,
+        vec![planned("side", &busybox, shell(SLEEP)), broken],
+    );
+    let (tx, mut rx) = mpsc::channel(PROGRESS_CAPACITY);
+    let (rt2, p2) = (rt.clone(), v3.clone());
+    let task = tokio::spawn(async move { rt2.deploy(&p2, &tx).await });
+    while let Some(e) = rx.recv().await {
+        if e.message.starts_with("waiting for") {
+            break;
+        }
+    }
+    task.abort();
+    let _ = task.await;
+    let err = deploy(&rt, &v3).await.0.unwrap_err();
+    assert!(
+        err.to_string().ends_with("previous version restored"),
+        "{err}"
+    );
+    assert_eq!(body_of(port).await, "v2");
+    let now = rt.containers(&ids.team, Some(&prefix)).await.unwrap();
+    assert_eq!(now.len(), 2, "{now:?}");
+    for c in now {
+        assert_eq!(c.deployment, "dep-2");
+        assert_eq!(c.state.state, "running");
+    }
 }

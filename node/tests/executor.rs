@@ -4,7 +4,7 @@
 //! `scripts/test.sh` sets up: a deployment started in the team runs on this
 //! node and ends `successful` or `failed` with the reason; an increase then
 //! a rollback bring back exactly what ran; a restart mid-try ends in a
-//! definite state.
+//! definite state; a deleted deployment's containers are torn down.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -540,6 +540,25 @@ async fn deploy_increase_rollback_and_a_bad_tag_on_a_real_engine() {
         DeploymentStatus::Successful
     );
     running_env(&docker, &team, &prefix, "web").await;
+
+    // Deleting a deployment tears its containers down on its node; the
+    // other deployments' (none run here but d1's) are left.
+    rig.act(|_| Action::DeploymentDelete { id: d1.clone() })
+        .await;
+    let deadline = Instant::now() + WAIT;
+    while !docker
+        .containers(&team.to_hex(), Some(&prefix))
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "d1's containers never torn down");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        rig.deployment(&d2).await.status,
+        DeploymentStatus::Downgraded
+    );
     cleanup().await;
     rig.stop().await;
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::hlc::Hlc;
-use crate::keys::{PublicKey, Signature};
+use crate::keys::{OpHash, PublicKey, Signature};
 use crate::model::{
     ContainerAction, ContainerConfig, ContainerState, FrozenConfig, Image, ImageRef, InviteKind,
     ProductKind, RegistryKind, Role, Runtime, Sealed, SealedKey, VersionKind,
@@ -243,6 +243,24 @@ pub enum Action {
         keys: Vec<SealedKey>,
         registries: BTreeMap<String, Sealed>,
     },
+    /// A product version with all its images in one op (compose import):
+    /// nothing is written unless all of it is valid. With `product_name`
+    /// the complex product `product` is created too; else it exists.
+    ProductImport {
+        product: String,
+        product_name: Option<String>,
+        description: String,
+        /// The new incremental version's id and name.
+        version: String,
+        name: String,
+        changelog: String,
+        images: Vec<Image>,
+    },
+    /// Drops refused ops from every replica's quarantine (and store): the
+    /// evidence was looked at and is no longer wanted. Writes nothing else.
+    QuarantinePurge {
+        ops: Vec<OpHash>,
+    },
 }
 
 impl Action {
@@ -282,6 +300,8 @@ impl Action {
             Action::ContainerCommand { .. } => "container.command",
             Action::KeySeal { .. } => "key.seal",
             Action::KeyRotate { .. } => "key.rotate",
+            Action::ProductImport { .. } => "product.import",
+            Action::QuarantinePurge { .. } => "quarantine.purge",
         }
     }
 
@@ -354,6 +374,10 @@ impl Action {
                 .cloned()
                 .chain(keys.iter().map(|k| k.recipient.clone()))
                 .collect(),
+            Action::ProductImport {
+                product, version, ..
+            } => vec![product.clone(), version.clone()],
+            Action::QuarantinePurge { ops } => ops.iter().map(|h| h.to_hex()).collect(),
         }
     }
 }

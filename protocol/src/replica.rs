@@ -64,7 +64,15 @@ pub enum Rejection {
     /// wins a fork, on every replica.
     #[error("fork lost: {} holds seq {seq} of this log", winner.to_hex())]
     ForkLost { seq: u64, winner: OpHash },
+    /// Refused in an earlier run; the reason as it was recorded then.
+    #[error("{0}")]
+    Restored(String),
 }
+
+/// How the reason of a [`Rejection::Voided`] starts, as a store keeps it.
+pub const VOIDED_PREFIX: &str = "voided by ";
+/// How the reason of a [`Rejection::ForkLost`] starts, as a store keeps it.
+pub const FORK_LOST_PREFIX: &str = "fork lost:";
 
 /// Why an op waits instead of being applied now.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -210,6 +218,84 @@ pub struct Quarantined {
     pub reason: Rejection,
 }
 
+/// At most this many refused ops of one author are kept in quarantine.
+pub const QUARANTINE_MAX_OPS_PER_AUTHOR: usize = 32;
+/// At most this many encoded bytes of one author's refused ops are kept.
+pub const QUARANTINE_MAX_BYTES_PER_AUTHOR: usize = 8 << 20;
+/// At most this many refused ops are kept per team.
+pub const QUARANTINE_MAX_OPS: usize = 1024;
+/// At most this many encoded bytes of refused ops are kept per team.
+pub const QUARANTINE_MAX_BYTES: usize = 64 << 20;
+
+/// What the quarantine bounds look at in one refused op.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineEntry {
+    pub hash: OpHash,
+    pub author: PublicKey,
+    pub hlc: Hlc,
+    /// Length of the encoded op.
+    pub bytes: usize,
+}
+
+impl QuarantineEntry {
+    pub fn of(op: &Op, hash: OpHash, bytes: usize) -> Self {
+        QuarantineEntry {
+            hash,
+            author: op.body.author,
+            hlc: op.body.hlc,
+            bytes,
+        }
+    }
+}
+
+/// The ops to drop so the quarantine `entries` fits its bounds. Per author
+/// (count and bytes), the author's oldest ops (by time, then hash) go first;
+/// then, while the team is over its bounds, the oldest op of the author
+/// holding the most bytes goes, so one author's flood cannot push out the
+/// others' evidence. The same on every node and in the store.
+pub fn quarantine_overflow(entries: &[QuarantineEntry]) -> Vec<OpHash> {
+    let mut by_author: BTreeMap<PublicKey, Vec<&QuarantineEntry>> = BTreeMap::new();
+    for e in entries {
+        by_author.entry(e.author).or_default().push(e);
+    }
+    let mut out = Vec::new();
+    // Per author, newest last; each author's kept ops and their bytes.
+    let mut kept: BTreeMap<PublicKey, (std::collections::VecDeque<&QuarantineEntry>, usize)> =
+        BTreeMap::new();
+    for (author, mut list) in by_author {
+        list.sort_by_key(|e| (e.hlc, e.hash));
+        let mut bytes: usize = list.iter().map(|e| e.bytes).fold(0, usize::saturating_add);
+        let mut list: std::collections::VecDeque<_> = list.into();
+        while list.len() > QUARANTINE_MAX_OPS_PER_AUTHOR || bytes > QUARANTINE_MAX_BYTES_PER_AUTHOR
+        {
+            let Some(old) = list.pop_front() else { break };
+            bytes = bytes.saturating_sub(old.bytes);
+            out.push(old.hash);
+        }
+        kept.insert(author, (list, bytes));
+    }
+    let mut count: usize = kept.values().map(|(l, _)| l.len()).sum();
+    let mut total: usize = kept
+        .values()
+        .map(|(_, b)| *b)
+        .fold(0, usize::saturating_add);
+    while count > QUARANTINE_MAX_OPS || total > QUARANTINE_MAX_BYTES {
+        let Some((_, (list, bytes))) = kept
+            .iter_mut()
+            .filter(|(_, (l, _))| !l.is_empty())
+            .max_by_key(|(a, (l, b))| (*b, l.len(), **a))
+        else {
+            break;
+        };
+        let Some(old) = list.pop_front() else { break };
+        *bytes = bytes.saturating_sub(old.bytes);
+        count -= 1;
+        total = total.saturating_sub(old.bytes);
+        out.push(old.hash);
+    }
+    out
+}
+
 /// Errors from [`Replica::prepare`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PrepareError {
@@ -248,6 +334,8 @@ pub struct Replica {
     pending: Pending,
     waiting: HashMap<Wait, Vec<OpHash>>,
     quarantine: BTreeMap<OpHash, Quarantined>,
+    /// Author, time and size of every quarantined op, for the bounds.
+    quarantine_meta: BTreeMap<OpHash, QuarantineEntry>,
     rejected_changes: HashSet<ChangeHash>,
     /// Authentic ops that were refused: an op naming one as its `prev`
     /// depends on it and is refused too. (Refusal is by hash, never by seq:
@@ -418,6 +506,110 @@ fn sorted(mut v: Vec<ChangeHash>) -> Vec<ChangeHash> {
     v
 }
 
+/// The quarantine's bookkeeping: bounds, restoring it from a store, purging.
+impl Replica {
+    /// Keeps an authentic refused op, then drops what the bounds exclude.
+    fn quarantine_insert(&mut self, op: Op, hash: OpHash, reason: Rejection) {
+        let bytes = op.encode().len();
+        self.quarantine_meta
+            .insert(hash, QuarantineEntry::of(&op, hash, bytes));
+        self.quarantine.insert(hash, Quarantined { op, reason });
+        self.enforce_quarantine_bounds();
+    }
+
+    /// Drops the quarantined ops beyond the bounds; returns their hashes.
+    /// They stay refused: an op depending on one is still refused.
+    fn enforce_quarantine_bounds(&mut self) -> Vec<OpHash> {
+        let entries: Vec<QuarantineEntry> = self.quarantine_meta.values().cloned().collect();
+        let drop = quarantine_overflow(&entries);
+        for h in &drop {
+            self.quarantine.remove(h);
+            self.quarantine_meta.remove(h);
+        }
+        drop
+    }
+
+    /// Puts back the quarantine kept by a store (op and recorded reason).
+    /// Entries that are not authentic ops of this team, or that the bounds
+    /// exclude, are not taken: their hashes are returned so the store drops
+    /// them too.
+    pub fn restore_quarantine(
+        &mut self,
+        entries: impl IntoIterator<Item = (OpHash, String, Vec<u8>)>,
+    ) -> Vec<OpHash> {
+        let mut refused = Vec::new();
+        for (hash, reason, bytes) in entries {
+            let op = match Op::decode(&bytes) {
+                Ok(op) => op,
+                Err(_) => {
+                    refused.push(hash);
+                    continue;
+                }
+            };
+            let authentic = op.hash() == hash
+                && op.body.team == Some(self.team)
+                && op.verify_signature()
+                && !self.by_hash.contains_key(&hash);
+            if !authentic {
+                refused.push(hash);
+                continue;
+            }
+            // A void or a lost fork depends on other ops, which may have
+            // changed since: such an op is judged again (see `rejudge`).
+            if reason.starts_with(VOIDED_PREFIX) || reason.starts_with(FORK_LOST_PREFIX) {
+                self.reoffer.push(op);
+                continue;
+            }
+            // As `reject` did: a fork leaves the log valid; any other
+            // refusal poisons what depends on the op.
+            if !reason.starts_with("fork:") {
+                if let Ok(c) = decode_change(&op.body.change) {
+                    self.rejected_changes.insert(c.hash());
+                }
+                self.rejected_ops.insert(hash);
+            }
+            self.quarantine_meta
+                .insert(hash, QuarantineEntry::of(&op, hash, bytes.len()));
+            self.quarantine.insert(
+                hash,
+                Quarantined {
+                    op,
+                    reason: Rejection::Restored(reason),
+                },
+            );
+        }
+        refused.extend(self.enforce_quarantine_bounds());
+        refused
+    }
+
+    /// Judges again the ops [`Replica::restore_quarantine`] set aside (voided
+    /// or lost a fork in an earlier run), oldest first: each is voided again,
+    /// or applied if what voided it is gone. The report says which.
+    pub fn rejudge(&mut self, now_ms: u64) -> Report {
+        let mut again = std::mem::take(&mut self.reoffer);
+        again.sort_by_key(|o| (o.body.hlc, o.hash()));
+        let mut report = Report::default();
+        for op in again {
+            let r = self.apply(op, now_ms);
+            report.applied.extend(r.applied);
+            report.rejected.extend(r.rejected);
+            report.waiting.extend(r.waiting);
+            report.dropped.extend(r.dropped);
+            report.voided.extend(r.voided);
+        }
+        report
+    }
+
+    /// Drops `ops` from the quarantine (a `quarantine.purge` applied). They
+    /// stay refused.
+    pub fn purge_quarantine(&mut self, ops: &[OpHash]) {
+        for h in ops {
+            self.quarantine.remove(h);
+            self.quarantine_meta.remove(h);
+        }
+    }
+}
+
 impl Replica {
     /// Builds the unsigned genesis op of a new team.
     pub fn genesis_body(
@@ -528,6 +720,7 @@ impl Replica {
             pending: Pending::default(),
             waiting: HashMap::new(),
             quarantine: BTreeMap::new(),
+            quarantine_meta: BTreeMap::new(),
             rejected_changes: HashSet::new(),
             rejected_ops: HashSet::new(),
             max_hlc: b.hlc,
@@ -743,6 +936,9 @@ impl Replica {
             match step {
                 Ok(Some(change)) => {
                     report.applied.push(hash);
+                    if let Action::QuarantinePurge { ops } = &op.body.action {
+                        self.purge_quarantine(ops);
+                    }
                     self.pending.remove(&hash);
                     if self.revokes.contains_key(&hash) {
                         self.void_concurrent(hash);
@@ -867,13 +1063,11 @@ impl Replica {
             }
             self.rejected_ops.insert(hash);
         }
-        self.quarantine.insert(
-            hash,
-            Quarantined {
-                op: op.clone(),
-                reason,
-            },
-        );
+        // Nothing unsigned is kept: a forged or foreign op is reported,
+        // never stored.
+        if authentic {
+            self.quarantine_insert(op.clone(), hash, reason);
+        }
         self.unvoid_victims_of(hash);
     }
 
@@ -889,6 +1083,7 @@ impl Replica {
         for h in back {
             self.void_by.remove(&h);
             self.rejected_ops.remove(&h);
+            self.quarantine_meta.remove(&h);
             if let Some(q) = self.quarantine.remove(&h) {
                 if let Ok(c) = decode_change(&q.op.body.change) {
                     self.rejected_changes.remove(&c.hash());
@@ -1711,6 +1906,7 @@ impl Replica {
             pending: Pending::default(),
             waiting: HashMap::new(),
             quarantine: BTreeMap::new(),
+            quarantine_meta: BTreeMap::new(),
             rejected_changes: HashSet::new(),
             rejected_ops: HashSet::new(),
             max_hlc: Hlc::ZERO,

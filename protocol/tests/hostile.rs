@@ -3,8 +3,10 @@
 //! followed by honest ones of the same log, and floods of waiting ops (§3.1).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
 use automerge::transaction::CommitOptions;
 use automerge::{self as am, ExpandedChange, ReadDoc as _, legacy};
+use common::move_start;
 use shoal_protocol::action::Action;
 use shoal_protocol::doc::write_entity;
 use shoal_protocol::effect;
@@ -106,28 +108,6 @@ fn edit_change(op: &Op, author: &SecretKey, f: impl FnOnce(&mut ExpandedChange))
     expanded.hash = None;
     body.change = am::Change::from(expanded).raw_bytes().to_vec();
     body.sign(author).unwrap()
-}
-
-/// Moves a change's ops to start at `start`: its own op ids move with it.
-fn move_start(e: &mut ExpandedChange, start: u64) {
-    let (old, actor) = (e.start_op.get(), e.actor_id.clone());
-    let shift = |id: &mut legacy::OpId| {
-        if id.1 == actor && id.0 >= old {
-            id.0 = id.0 - old + start;
-        }
-    };
-    for op in &mut e.operations {
-        if let legacy::ObjectId::Id(id) = &mut op.obj {
-            shift(id);
-        }
-        if let legacy::Key::Seq(legacy::ElementId::Id(id)) = &mut op.key {
-            shift(id);
-        }
-        let mut pred: Vec<legacy::OpId> = op.pred.iter().cloned().collect();
-        pred.iter_mut().for_each(shift);
-        op.pred = pred.into();
-    }
-    e.start_op = std::num::NonZeroU64::new(start).unwrap();
 }
 
 /// The legacy id of an object or op named by `id` in `doc`.

@@ -1976,3 +1976,124 @@ fn image_configs_of_a_version_on_a_kubernetes_node_hold_only_what_it_honours() {
     };
     check(&f.s, &ctx(&f.user, &f.n1), &edit(fits)).unwrap();
 }
+
+#[test]
+fn an_import_is_checked_whole_and_written_as_one_version() {
+    let f = fx();
+    let c = ctx(&f.user, &f.n1);
+    let import = |product: &str, product_name: Option<&str>, name: &str, images: Vec<Image>| {
+        Action::ProductImport {
+            product: product.into(),
+            product_name: product_name.map(str::to_string),
+            description: "imported".into(),
+            version: c.new_id(1),
+            name: name.into(),
+            changelog: String::new(),
+            images,
+        }
+    };
+    let two = vec![img("web", HUB_REGISTRY_ID), img("db", "r1")];
+    run(
+        &f,
+        vec![
+            (
+                "into a new product",
+                &f.user,
+                import(&id(&c), Some("shop"), "1.0.0", two.clone()),
+                None,
+            ),
+            (
+                "into an existing complex product",
+                &f.user,
+                import("web", None, "9.0.0", two.clone()),
+                None,
+            ),
+            (
+                "a product name taken",
+                &f.user,
+                import(&id(&c), Some("web"), "1.0.0", two.clone()),
+                Some(|e| {
+                    matches!(
+                        e,
+                        RuleError::NameTaken {
+                            what: "product",
+                            ..
+                        }
+                    )
+                }),
+            ),
+            (
+                "a simple product",
+                &f.user,
+                import("db", None, "2.0.0", two.clone()),
+                Some(|e| matches!(e, RuleError::SimpleProduct { .. })),
+            ),
+            (
+                "a version name taken",
+                &f.user,
+                import("web", None, &f.s.versions["v1"].name, two.clone()),
+                Some(|e| {
+                    matches!(
+                        e,
+                        RuleError::NameTaken {
+                            what: "version",
+                            ..
+                        }
+                    )
+                }),
+            ),
+            (
+                "two containers of one name",
+                &f.user,
+                import(
+                    &id(&c),
+                    Some("shop"),
+                    "1.0.0",
+                    vec![img("web", "r1"), img("web", "r2")],
+                ),
+                Some(|e| {
+                    matches!(
+                        e,
+                        RuleError::NameTaken {
+                            what: "container",
+                            ..
+                        }
+                    )
+                }),
+            ),
+            (
+                "an unknown registry",
+                &f.user,
+                import(&id(&c), Some("shop"), "1.0.0", vec![img("web", "nope")]),
+                Some(|e| matches!(e, RuleError::NotFound { .. })),
+            ),
+            (
+                "a bad container name",
+                &f.user,
+                import(&id(&c), Some("shop"), "1.0.0", vec![img("Bad Name", "r1")]),
+                Some(|e| matches!(e, RuleError::Invalid { .. })),
+            ),
+            (
+                "a removed member",
+                &f.gone,
+                import(&id(&c), Some("shop"), "1.0.0", two.clone()),
+                Some(|_| true),
+            ),
+        ],
+    );
+    // The effect: the product, its default version and every image at once.
+    let mut s = f.s.clone();
+    let action = import(&id(&c), Some("shop"), "1.0.0", two.clone());
+    for w in shoal_protocol::effect::effect(&s.clone(), &c, &action) {
+        s.set(w.collection, &w.id, w.value);
+    }
+    let p = s.products.values().find(|p| p.name == "shop").unwrap();
+    assert_eq!(p.kind, ProductKind::Complex);
+    let v = &s.versions[p.default_version.as_ref().unwrap()];
+    assert_eq!(
+        (v.name.as_str(), v.kind),
+        ("1.0.0", VersionKind::Incremental)
+    );
+    assert_eq!(v.images, two);
+    assert_eq!(action.name(), "product.import");
+}

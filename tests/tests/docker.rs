@@ -562,6 +562,11 @@ fn a_member_deploys_rolls_back_and_manages_containers_on_a_docker_node() {
         .collect();
     names.sort();
     assert_eq!(names, [web_name.as_str(), worker_name.as_str()]);
+    // The table shows the published port as docker ps does.
+    let table = a
+        .ok(&["container", "list", "b", "--prefix", &prefix])
+        .stdout;
+    assert!(table.contains(&format!(":{port}->8080/tcp")), "{table}");
     let logs = a
         .ok(&["container", "logs", "b", &worker_name, "--tail", "2000"])
         .stdout;
@@ -776,6 +781,158 @@ fn failures_and_a_killed_node_end_in_a_definite_state() {
         ),
         other => panic!("not a definite state: {other}: {d}"),
     }
+}
+
+/// The names of the containers labelled `label=value`, also stopped ones.
+fn names_labelled(label: &str, value: &str) -> Vec<String> {
+    let filter = format!("label={label}={value}");
+    docker(&["ps", "-a", "--format", "{{.Names}}", "--filter", &filter])
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Adds images `one` and `two` (busybox sleeping) to `product` `version`.
+fn sleeping_images(a: &Peer, registry: &str, product: &str, version: &str, names: &[&str]) {
+    for name in names {
+        a.ok(&[
+            "image",
+            "add",
+            product,
+            version,
+            &format!("{registry}/shoal-test/busybox:1.1"),
+            "--name",
+            name,
+        ]);
+        set_cmd(
+            a,
+            product,
+            version,
+            name,
+            &["sh", "-c", &sh("while true; do sleep 1 & wait $!; done")],
+            &[],
+        );
+    }
+}
+
+#[test]
+fn products_share_a_prefix_upgrades_survive_a_kill_and_deletes_tear_down() {
+    let Some(env) = test_env() else { return };
+    let prefix = unique("share");
+    let _cleanup = Cleanup(vec![prefix.clone()]);
+    let (a, mut b) = setup(&env);
+    let registry = &env["SHOAL_TEST_AUTH_REGISTRY"];
+    let create = |product: &str, version: &str| {
+        a.ok(&[
+            "deploy", "create", product, version, "--node", "b", "--prefix", &prefix,
+        ])
+        .last_line()
+    };
+
+    // Two products on one node and prefix.
+    a.ok(&["product", "create", "db"]);
+    a.ok(&["version", "create", "db", "1"]);
+    sleeping_images(&a, registry, "db", "1", &["store"]);
+    a.ok(&["product", "create", "app"]);
+    a.ok(&["version", "create", "app", "1"]);
+    sleeping_images(&a, registry, "app", "1", &["one", "two"]);
+    let db = create("db", "1");
+    let r = start_wait(&a, &db);
+    assert_eq!(r.code, 0, "{r:?}");
+    let app1 = create("app", "1");
+    let r = start_wait(&a, &app1);
+    assert_eq!(r.code, 0, "{r:?}");
+    let store = inspect(&format!("{prefix}-store")).unwrap();
+    assert!(running(&store), "the app's deploy left the db running");
+    let store_id = store["Id"].as_str().unwrap().to_owned();
+
+    // Kill -9 of b while it replaces the app with version 2, then restart:
+    // exactly one version of the app runs, the db is untouched.
+    a.ok(&["version", "create", "app", "2"]);
+    sleeping_images(&a, registry, "app", "2", &["one", "two"]);
+    let app2 = create("app", "2");
+    a.ok(&["deploy", "start", &app2, "--detach"]);
+    wait_for(DEPLOY_WAIT, || {
+        (!names_labelled("io.shoal.deployment", &app2).is_empty()).then_some(())
+    })
+    .expect("b starts replacing the app");
+    b.kill();
+    let during = names_labelled("io.shoal.prefix", &prefix);
+    b.start().unwrap();
+    let d = wait_for(DEPLOY_WAIT, || {
+        let d = show(&a, &app2);
+        let done =
+            d["finished_try"].as_u64() >= d["tries"].as_u64() && d["status"] != "in-progress";
+        done.then_some(d)
+    })
+    .unwrap_or_else(|| panic!("the try never ended after the restart: {}", show(&a, &app2)));
+    println!("containers when b was killed: {during:?}; after its restart: {d}");
+    let winner = match d["status"].as_str().unwrap() {
+        "successful" => &app2,
+        "failed" => &app1,
+        other => panic!("not a definite state: {other}: {d}"),
+    };
+    let mut names = names_labelled("io.shoal.prefix", &prefix);
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            format!("{prefix}-one"),
+            format!("{prefix}-store"),
+            format!("{prefix}-two")
+        ],
+        "one version of the app, nothing set aside"
+    );
+    for name in ["one", "two"] {
+        let c = inspect(&format!("{prefix}-{name}")).unwrap();
+        assert!(running(&c), "{name}: {}", c["State"]);
+        assert_eq!(label(&c, "io.shoal.deployment"), winner.as_str());
+    }
+    let store = inspect(&format!("{prefix}-store")).unwrap();
+    assert!(running(&store));
+    assert_eq!(
+        store["Id"].as_str().unwrap(),
+        store_id,
+        "the db was not touched"
+    );
+
+    // The db deleted while b is stopped: b tears it down when it is back,
+    // and only it.
+    assert_eq!(b.stop().unwrap(), 0);
+    let r = a.shoal(&["deploy", "delete", &db]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(inspect(&format!("{prefix}-store")).is_some());
+    b.start().unwrap();
+    wait_for(DEPLOY_WAIT, || {
+        names_labelled("io.shoal.deployment", &db)
+            .is_empty()
+            .then_some(())
+    })
+    .expect("b tears the deleted db down after its restart");
+    for name in ["one", "two"] {
+        assert!(running(&inspect(&format!("{prefix}-{name}")).unwrap()));
+    }
+    let network = format!("shoal-{prefix}");
+    assert!(docker(&["network", "inspect", &network]).is_some());
+
+    // The app's deployments deleted while b is up: nothing is left.
+    for id in [&app1, &app2] {
+        let r = a.shoal(&["deploy", "delete", id]);
+        assert_eq!(r.code, 0, "{r:?}");
+    }
+    wait_for(DEPLOY_WAIT, || {
+        names_labelled("io.shoal.prefix", &prefix)
+            .is_empty()
+            .then_some(())
+    })
+    .expect("b tears the deleted app down");
+    wait_for(WAIT, || {
+        docker(&["network", "inspect", &network])
+            .is_none()
+            .then_some(())
+    })
+    .expect("the prefix's network goes with its last container");
 }
 
 /// The numbers of the `tick N` lines among `lines` (with or without a

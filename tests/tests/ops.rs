@@ -29,10 +29,24 @@ fn api(p: &Peer, method: &str, route: &str, body: Option<&Value>) -> (u16, Value
     cmd.args(["-s", "-w", "\n%{http_code}", "--unix-socket"])
         .arg(p.user.socket())
         .args(["-X", method, "-H", "content-type: application/json"]);
-    if let Some(b) = body {
-        cmd.args(["--data-binary", &b.to_string()]);
+    // The body goes through stdin: a big op does not fit in argv.
+    if body.is_some() {
+        cmd.args(["--data-binary", "@-"]);
     }
-    let out = cmd.arg(format!("http://shoal{route}")).output().unwrap();
+    let mut child = cmd
+        .arg(format!("http://shoal{route}"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        if let Some(b) = body {
+            stdin.write_all(b.to_string().as_bytes()).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, status) = text.rsplit_once('\n').unwrap();
     (
@@ -54,13 +68,21 @@ fn profile_key(p: &Peer) -> SecretKey {
     SecretKey::from_seed(seed)
 }
 
-/// Submits an op of `p`'s owner whose signature was altered: it is refused
-/// and kept in quarantine.
-fn submit_forged_op(p: &Peer) {
+/// Submits an op of `p`'s owner, signed, whose action (`description`) is
+/// not what its change does: it is refused and kept in quarantine. Returns
+/// its hash.
+fn submit_forged_op(p: &Peer) -> String {
+    submit_refused(p, "forged", false)
+}
+
+/// Prepares a `team.update` of `p`'s owner, changes its action's description
+/// to `description` (so the change no longer matches it) and submits it
+/// signed, or with its signature altered when `bad_sig`. Returns its hash.
+fn submit_refused(p: &Peer, description: &str, bad_sig: bool) -> String {
     let key = profile_key(p);
     let action = Action::TeamUpdate {
-        name: "forged".into(),
-        description: String::new(),
+        name: "crew".into(),
+        description: "honest".into(),
     };
     let (status, v) = api(
         p,
@@ -70,9 +92,15 @@ fn submit_forged_op(p: &Peer) {
     );
     assert_eq!(status, 200, "prepare: {v}");
     let bytes = hex::decode(v["body"].as_str().unwrap()).unwrap();
-    let body: OpBody = postcard::from_bytes(&bytes).unwrap();
+    let mut body: OpBody = postcard::from_bytes(&bytes).unwrap();
+    body.action = Action::TeamUpdate {
+        name: "crew".into(),
+        description: description.into(),
+    };
     let mut op = body.sign(&key).unwrap();
-    op.sig.0[0] ^= 1;
+    if bad_sig {
+        op.sig.0[0] ^= 1;
+    }
     let (status, v) = api(
         p,
         "POST",
@@ -80,6 +108,38 @@ fn submit_forged_op(p: &Peer) {
         Some(&json!({ "op": hex::encode(op.encode()) })),
     );
     assert_eq!(status, 422, "the forged op was not refused: {v}");
+    op.hash().to_hex()
+}
+
+/// Signs and submits `action` as `p`'s owner; returns the answer.
+fn submit_action(p: &Peer, action: &Action) -> (u16, Value) {
+    let key = profile_key(p);
+    let (status, v) = api(
+        p,
+        "POST",
+        "/v1/teams/crew/prepare",
+        Some(&json!({ "author": key.public().to_hex(), "action": action })),
+    );
+    assert_eq!(status, 200, "prepare: {v}");
+    let bytes = hex::decode(v["body"].as_str().unwrap()).unwrap();
+    let body: OpBody = postcard::from_bytes(&bytes).unwrap();
+    let op = body.sign(&key).unwrap();
+    api(
+        p,
+        "POST",
+        "/v1/teams/crew/ops",
+        Some(&json!({ "op": hex::encode(op.encode()) })),
+    )
+}
+
+/// The quarantine counts the daemon, `audit verify` and `audit list` give.
+fn quarantine_views(p: &Peer) -> (u64, usize, usize) {
+    let sync = show(p, None)["ops"]["quarantined"].as_u64().unwrap();
+    let verify = p.shoal(&["audit", "verify", "-o", "json"]);
+    let in_verify = verify.stdout.matches("was refused").count();
+    let list = p.shoal(&["audit", "list", "-o", "json"]);
+    let in_list = list.stdout.matches("quarantined:").count();
+    (sync, in_verify, in_list)
 }
 
 /// The peer entry of `key` in a `node show` answer.
@@ -198,7 +258,7 @@ fn node_show_and_metrics_report_peers_lag_quarantine_health_and_store() {
     assert!(applied >= 3, "{shown}");
 
     // A refused op lands in quarantine, and the count says so.
-    submit_forged_op(a);
+    let _ = submit_forged_op(a);
     let shown = show(a, None);
     assert_eq!(shown["ops"]["quarantined"], 1, "{shown}");
     assert_eq!(shown["ops"]["rejected_since_start"], 1, "{shown}");
@@ -418,4 +478,61 @@ fn a_store_of_a_newer_schema_stops_the_daemon_untouched() {
         before,
         "the store was changed"
     );
+}
+
+/// Nothing unsigned is stored: big ops with a bad signature are refused and
+/// leave the store as it was. Authentic refused ops are kept, and after a
+/// restart `/sync`, `audit verify` and `audit list` still agree on them; a
+/// `quarantine.purge` by the owner drops them for good.
+#[test]
+fn the_quarantine_keeps_no_forgeries_survives_restarts_and_is_purged() {
+    let mut peers = vec![Peer::new("a").unwrap()];
+    form_team(&mut peers).unwrap();
+    let size = |p: &Peer| show(p, None)["store"]["size_bytes"].as_u64().unwrap();
+    let before = size(&peers[0]);
+    let big = "x".repeat(3 << 20);
+    for _ in 0..5 {
+        submit_refused(&peers[0], &big, true);
+    }
+    let after = size(&peers[0]);
+    assert!(
+        after < before + (4 << 20),
+        "the store grew from {before} to {after} bytes"
+    );
+    assert_eq!(show(&peers[0], None)["ops"]["quarantined"], 0);
+
+    let one = submit_refused(&peers[0], "one", false);
+    let two = submit_refused(&peers[0], "two", false);
+    let views = quarantine_views(&peers[0]);
+    assert_eq!(views.0, 2, "{views:?}");
+    assert_eq!((views.1, views.2), (2, 2), "{views:?}");
+
+    peers[0].stop().unwrap();
+    peers[0].start().unwrap();
+    assert_eq!(quarantine_views(&peers[0]), views);
+
+    // A purge is an audited op (here one through the API, the rest with
+    // `audit purge --all`); the store forgets the ops.
+    let purge = Action::QuarantinePurge {
+        ops: vec![one.parse().unwrap()],
+    };
+    let (status, v) = submit_action(&peers[0], &purge);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(quarantine_views(&peers[0]).0, 1);
+    assert_eq!(peers[0].shoal(&["audit", "purge"]).code, 2);
+    let r = peers[0].ok(&["audit", "purge", "--all"]);
+    assert!(r.stdout.contains("purged 1 op(s)"), "{r:?}");
+    assert_eq!(quarantine_views(&peers[0]), (0, 0, 0));
+    let r = peers[0].ok(&["audit", "purge", "--all"]);
+    assert!(r.stdout.contains("nothing to purge"), "{r:?}");
+    let audit = peers[0].ok(&["audit", "list", "--action", "quarantine.purge"]);
+    assert_eq!(
+        audit.stdout.matches("purged refused op").count(),
+        2,
+        "{audit:?}"
+    );
+    assert!(audit.stdout.contains(&two[..8]), "{audit:?}");
+    peers[0].stop().unwrap();
+    peers[0].start().unwrap();
+    assert_eq!(quarantine_views(&peers[0]), (0, 0, 0));
 }

@@ -18,6 +18,7 @@ use std::os::unix::fs::{
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use tokio::net::UnixListener;
@@ -99,15 +100,93 @@ pub async fn serve(
 ) -> Result<ApiServer, ApiError> {
     let listener = bind(path).await?;
     let app = router(state);
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { cancel.cancelled().await })
-            .await
-    });
+    let task = tokio::spawn(accept_loop(listener, app, cancel));
     Ok(ApiServer {
         path: path.to_path_buf(),
         task,
     })
+}
+
+/// How long a client may take to send a request's headers: one that sends
+/// half a request and stalls is cut off instead of holding a connection.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a client may take to send a request's body, from the end of
+/// its headers.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections until `cancel` fires, then lets open requests
+/// finish. Each connection reads headers within [`HEADER_READ_TIMEOUT`].
+async fn accept_loop(
+    listener: UnixListener,
+    app: Router,
+    cancel: CancellationToken,
+) -> io::Result<()> {
+    let conns = tokio_util::task::TaskTracker::new();
+    loop {
+        let stream = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // A transient failure (too many open files): back off.
+                    tracing::warn!("control API accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let cancel = cancel.clone();
+        conns.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            let res = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = cancel.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = res {
+                tracing::debug!("control API connection ended: {e}");
+            }
+        });
+    }
+    conns.close();
+    conns.wait().await;
+    Ok(())
+}
+
+/// Gives a request's body [`BODY_READ_TIMEOUT`] to arrive: past it, reading
+/// the body fails, so the handler answers and the connection closes.
+async fn body_deadline(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use futures::StreamExt as _;
+    let (parts, body) = req.into_parts();
+    let deadline = tokio::time::Instant::now() + BODY_READ_TIMEOUT;
+    let stream = futures::stream::unfold(Some(body.into_data_stream()), move |st| async move {
+        let mut st = st?;
+        match tokio::time::timeout_at(deadline, st.next()).await {
+            Ok(Some(Ok(bytes))) => Some((Ok(bytes), Some(st))),
+            Ok(Some(Err(e))) => Some((Err(io::Error::other(e.to_string())), None)),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the request body was not sent in time",
+                )),
+                None,
+            )),
+        }
+    });
+    let req = axum::extract::Request::from_parts(parts, axum::body::Body::from_stream(stream));
+    next.run(req).await
 }
 
 async fn bind(path: &Path) -> Result<UnixListener, ApiError> {
@@ -164,5 +243,6 @@ pub fn router(state: ApiState) -> Router {
         // After the routes: it applies to the routes added before it.
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(body_deadline))
         .with_state(Arc::new(Api::new(state)))
 }

@@ -142,10 +142,31 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 /// Implements [`Runtime`](super::Runtime) for a type by boxing the futures of
 /// its inherent `run_deploy`, `run_containers`, `run_command`, `run_logs`,
 /// `run_inspect` and `run_remove_prefix` methods (same arguments as the
-/// trait's methods).
+/// trait's methods); with `, teardown` also its `run_teardown`.
 macro_rules! runtime_from_run_methods {
     ($ty:ty) => {
+        $crate::runtime::common::runtime_from_run_methods!($ty, {});
+    };
+    ($ty:ty, teardown) => {
+        $crate::runtime::common::runtime_from_run_methods!($ty, {
+            fn teardown<'a>(
+                &'a self,
+                team: &'a str,
+                deployment: &'a str,
+                prefix: &'a str,
+                volumes: bool,
+            ) -> ::futures::future::BoxFuture<
+                'a,
+                Result<$crate::runtime::Removed, $crate::runtime::RuntimeError>,
+            > {
+                ::futures::FutureExt::boxed(self.run_teardown(team, deployment, prefix, volumes))
+            }
+        });
+    };
+    ($ty:ty, { $($extra:tt)* }) => {
         impl $crate::runtime::Runtime for $ty {
+            $($extra)*
+
             fn deploy<'a>(
                 &'a self,
                 plan: &'a $crate::runtime::DeployPlan,

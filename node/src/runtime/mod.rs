@@ -333,6 +333,28 @@ pub enum RuntimeError {
         reason: String,
         detail: String,
     },
+    /// A try failed and the previous containers of its product were
+    /// brought back and run again.
+    #[error("{failure}; previous version restored")]
+    Restored { failure: Box<RuntimeError> },
+    /// A try failed and bringing the previous containers back failed too.
+    #[error("{failure}; restoring the previous version failed: {detail}")]
+    RestoreFailed {
+        failure: Box<RuntimeError>,
+        detail: String,
+    },
+}
+
+impl RuntimeError {
+    /// Why the try failed, without the restore that followed.
+    pub fn root(&self) -> &RuntimeError {
+        match self {
+            RuntimeError::Restored { failure } | RuntimeError::RestoreFailed { failure, .. } => {
+                failure.root()
+            }
+            other => other,
+        }
+    }
 }
 
 /// A container runtime. Object safe: the executor holds a `dyn Runtime`.
@@ -341,10 +363,15 @@ pub enum RuntimeError {
 pub trait Runtime: Send + Sync + fmt::Debug {
     /// Runs one try: pulls the images that changed, makes the prefix's
     /// network and volumes, runs init containers to completion, replaces the
-    /// prefix's previous containers with the plan's, starts them and waits
-    /// for their expected state and health. Progress goes to `progress`,
-    /// which the caller must drain. On error the containers made so far are
-    /// left in place for inspection; [`Runtime::containers`] lists them.
+    /// previous containers of the plan's product (never another product's)
+    /// with the plan's, starting them in the plan's order, each in its
+    /// expected state before the next. The previous containers are kept
+    /// until then; when the try fails they are brought back
+    /// ([`RuntimeError::Restored`]). Run again after being cut short, a try
+    /// finishes or undoes the replacement it left. Progress goes to
+    /// `progress`, which the caller must drain. A failed first try leaves
+    /// its containers in place for inspection; [`Runtime::containers`]
+    /// lists them.
     fn deploy<'a>(
         &'a self,
         plan: &'a DeployPlan,

@@ -56,7 +56,7 @@ use self::probe::probe_schema;
 use self::schema::{META, SCHEMA_KEY, WRITTEN_BY_KEY, create_tables, read_schema, read_written_by};
 
 pub use self::error::StoreError;
-pub use self::records::{OpEntry, TEAM_RECORD_VERSION, TeamRecord};
+pub use self::records::{OpEntry, TEAM_RECORD_VERSION, TeamRecord, VoidedEntry};
 pub use self::schema::{MIGRATIONS, Migration, SCHEMA_VERSION};
 
 /// The node's durable store. Cheap to share behind an `Arc`: every method

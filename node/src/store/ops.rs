@@ -1,15 +1,21 @@
 //! Applied ops (`ops_v1`), their application order (`order_v1`) and their
 //! logs (`logs_v1`): appending a batch in one durable transaction, and
-//! reading ops back in order, by hash or by log.
+//! reading ops back in order, by hash or by log. An applied
+//! `quarantine.purge` deletes the ops it names from `quarantine_v1` in the
+//! same transaction. When a late revocation or a lost fork voids ops that
+//! were applied, [`Store::rewrite_order`] takes them out and rewrites the
+//! order, so a restart rebuilds exactly the state the replica holds.
 
 use redb::ReadableTable;
 use shoal_protocol::keys::{LogId, OpHash, TeamId};
+use shoal_protocol::{Action, Op};
 
 use super::Store;
 use super::error::{At, StoreError, corrupt};
 use super::keys::{log_key, op_key, order_key, tail_u64};
-use super::records::OpEntry;
-use super::schema::{LOGS, OPS, ORDER};
+use super::records::encode_quarantined;
+use super::records::{OpEntry, VoidedEntry};
+use super::schema::{LOGS, OPS, ORDER, QUARANTINE, SNAPSHOTS};
 
 /// Index of the next op of `team` in `order_v1` (= the number of ops).
 pub(super) fn next_index(
@@ -28,7 +34,8 @@ impl Store {
     /// Appends applied ops of `team`, in the order they were applied, in one
     /// durable transaction: when this returns `Ok` every op of the batch is
     /// on disk; on any error none is. An op already stored, or a second op
-    /// for a (log, seq) already held, refuses the whole batch.
+    /// for a (log, seq) already held, refuses the whole batch. The ops a
+    /// `quarantine.purge` of the batch names leave the quarantine with it.
     ///
     /// Returns the number of ops of `team` stored after the batch.
     pub fn append_ops(&self, team: TeamId, ops: &[OpEntry]) -> Result<u64, StoreError> {
@@ -39,6 +46,7 @@ impl Store {
             let mut order = txn.open_table(ORDER).at(p)?;
             let mut all = txn.open_table(OPS).at(p)?;
             let mut logs = txn.open_table(LOGS).at(p)?;
+            let mut quarantine = txn.open_table(QUARANTINE).at(p)?;
             let mut next = next_index(&order, &team).at(p)?;
             for (hash, log, seq, bytes) in ops {
                 if *seq == 0 {
@@ -63,12 +71,97 @@ impl Store {
                 all.insert(&ok, bytes.as_slice()).at(p)?;
                 order.insert(&order_key(&team, next), &hash.0).at(p)?;
                 logs.insert(&lk, &hash.0).at(p)?;
+                // An op refused once (voided, then offered again) leaves
+                // the quarantine when it applies.
+                quarantine.remove(&ok).at(p)?;
+                if let Ok(Op {
+                    body:
+                        shoal_protocol::OpBody {
+                            action: Action::QuarantinePurge { ops: purged },
+                            ..
+                        },
+                    ..
+                }) = Op::decode(bytes)
+                {
+                    for h in &purged {
+                        quarantine.remove(&op_key(&team, h)).at(p)?;
+                    }
+                }
                 next += 1;
             }
             next
         };
         txn.commit().at(p)?;
         Ok(count)
+    }
+
+    /// Replaces the application order of `team` by `order` (every op the
+    /// replica holds applied, in its order) in one durable transaction: the
+    /// `voided` ops leave `ops_v1` and `logs_v1`
+    /// for `quarantine_v1`; ops of `order` not stored yet come from `new`;
+    /// the snapshot is dropped, as it may hold a voided op (the caller saves
+    /// a fresh one). Returns the number of ops stored.
+    pub fn rewrite_order(
+        &self,
+        team: TeamId,
+        order: &[OpHash],
+        new: &[OpEntry],
+        voided: &[VoidedEntry],
+    ) -> Result<u64, StoreError> {
+        let p = &self.path;
+        let txn = self.write()?;
+        {
+            let mut ord = txn.open_table(ORDER).at(p)?;
+            let mut all = txn.open_table(OPS).at(p)?;
+            let mut logs = txn.open_table(LOGS).at(p)?;
+            let mut quarantine = txn.open_table(QUARANTINE).at(p)?;
+            let mut snapshots = txn.open_table(SNAPSHOTS).at(p)?;
+            for VoidedEntry {
+                op: (hash, log, seq, bytes),
+                reason,
+            } in voided
+            {
+                all.remove(&op_key(&team, hash)).at(p)?;
+                let lk = log_key(&team, log, *seq);
+                let holds = logs.get(&lk).at(p)?.map(|h| *h.value());
+                if holds == Some(hash.0) {
+                    logs.remove(&lk).at(p)?;
+                }
+                let value = encode_quarantined(reason, bytes)?;
+                quarantine
+                    .insert(&op_key(&team, hash), value.as_slice())
+                    .at(p)?;
+            }
+            for (hash, log, seq, bytes) in new {
+                let ok = op_key(&team, hash);
+                if all.get(&ok).at(p)?.is_none() {
+                    all.insert(&ok, bytes.as_slice()).at(p)?;
+                    logs.insert(&log_key(&team, log, *seq), &hash.0).at(p)?;
+                }
+            }
+            let lo = order_key(&team, 0);
+            let hi = order_key(&team, u64::MAX);
+            let mut stale = Vec::new();
+            for entry in ord.range::<&[u8; 40]>(&lo..=&hi).at(p)? {
+                stale.push(*entry.at(p)?.0.value());
+            }
+            for k in &stale {
+                ord.remove(k).at(p)?;
+            }
+            for (i, hash) in order.iter().enumerate() {
+                let ok = op_key(&team, hash);
+                if all.get(&ok).at(p)?.is_none() {
+                    return Err(StoreError::Invalid(format!(
+                        "op {hash} of the new order of team {team} is not stored"
+                    )));
+                }
+                quarantine.remove(&ok).at(p)?;
+                ord.insert(&order_key(&team, i as u64), &hash.0).at(p)?;
+            }
+            snapshots.remove(&team.0).at(p)?;
+        }
+        txn.commit().at(p)?;
+        Ok(order.len() as u64)
     }
 
     /// Number of ops of `team` stored in `order_v1`.
@@ -180,6 +273,57 @@ mod tests {
         assert_eq!(store.log_head(t, log(3)).unwrap(), None);
         assert_eq!(store.log_head(other, log(1)).unwrap(), Some(1));
         assert_eq!(store.log_head(other, log(2)).unwrap(), None);
+    }
+
+    #[test]
+    fn rewrite_order_takes_voided_ops_out_and_frees_their_seats() {
+        let (_dir, path) = temp();
+        let store = Store::open(&path).unwrap();
+        let t = team(1);
+        let other = team(2);
+        let ops = [
+            entry(10, 1, 1),
+            entry(11, 2, 1),
+            entry(12, 2, 2),
+            entry(13, 1, 2),
+        ];
+        store.append_ops(t, &ops).unwrap();
+        store.append_ops(other, &[entry(10, 1, 1)]).unwrap();
+        store.put_snapshot(t, 4, b"doc").unwrap();
+        // 11 is voided (12 depends on it), 14 is new, applied after them.
+        let voided: Vec<VoidedEntry> = [&ops[1], &ops[2]]
+            .iter()
+            .map(|e| VoidedEntry {
+                op: (*e).clone(),
+                reason: "voided by ff".into(),
+            })
+            .collect();
+        let order = [hash(10), hash(13), hash(14)];
+        let count = store
+            .rewrite_order(t, &order, &[entry(14, 3, 1)], &voided)
+            .unwrap();
+        assert_eq!(count, 3);
+        assert_eq!(
+            store.ops_in_order(t).unwrap(),
+            vec![ops[0].3.clone(), ops[3].3.clone(), entry(14, 3, 1).3]
+        );
+        assert_eq!(store.get_op(t, hash(11)).unwrap(), None);
+        assert_eq!(store.log_head(t, log(2)).unwrap(), None);
+        assert_eq!(store.log_head(t, log(3)).unwrap(), Some(1));
+        // The snapshot held a voided op: it is gone.
+        assert_eq!(store.snapshot(t).unwrap(), None);
+        let q = store.quarantined(t).unwrap();
+        assert_eq!(q.len(), 2);
+        assert!(q.iter().all(|(_, why, _)| why == "voided by ff"));
+        // The freed seat takes another op; the other team is untouched.
+        assert_eq!(store.append_ops(t, &[entry(15, 2, 1)]).unwrap(), 4);
+        assert_eq!(store.op_count(other).unwrap(), 1);
+        // An order naming an op that is not stored is refused whole.
+        let err = store
+            .rewrite_order(t, &[hash(10), hash(99)], &[], &[])
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+        assert_eq!(store.op_count(t).unwrap(), 4);
     }
 
     #[test]

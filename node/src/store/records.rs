@@ -82,6 +82,14 @@ impl fmt::Debug for TeamRecord {
 /// bytes (`Op::encode`).
 pub type OpEntry = (OpHash, LogId, u64, Vec<u8>);
 
+/// An applied op that was voided (a late revocation, a lost fork): the op
+/// as an [`OpEntry`] and the reason it moves to quarantine for.
+#[derive(Debug, Clone)]
+pub struct VoidedEntry {
+    pub op: OpEntry,
+    pub reason: String,
+}
+
 /// The `quarantine_v1` value of a refused op: reason length (u32) ++
 /// reason (UTF-8) ++ encoded op.
 pub(super) fn encode_quarantined(reason: &str, op_bytes: &[u8]) -> Result<Vec<u8>, StoreError> {

@@ -63,6 +63,10 @@ pub fn describe(state: &TeamState, action: &Action) -> String {
             ),
         },
         Action::InviteRevoke { id } => format!("revoked invite {}", short(id)),
+        Action::QuarantinePurge { ops } => match ops.as_slice() {
+            [one] => format!("purged refused op {} from quarantine", one.short()),
+            _ => format!("purged {} refused ops from quarantine", ops.len()),
+        },
         Action::MemberJoin { member, node, .. } => match node {
             Some(n) => format!("{} joined with node {}", member.name, n.name),
             None => format!("{} joined", member.name),
@@ -106,6 +110,22 @@ pub fn describe(state: &TeamState, action: &Action) -> String {
             format!("set {} of registry {}", what.join(", "), registry(id))
         }
         Action::ProductCreate { name, .. } => format!("created product {name}"),
+        Action::ProductImport {
+            product: p,
+            product_name,
+            name,
+            images,
+            ..
+        } => format!(
+            "imported version {} {name} with {} container(s){}",
+            product_name.clone().unwrap_or_else(|| product(p)),
+            images.len(),
+            if product_name.is_some() {
+                " into a new product"
+            } else {
+                ""
+            }
+        ),
         Action::ProductRemove { id } => format!("removed product {}", product(id)),
         Action::VersionCreate {
             product: p,

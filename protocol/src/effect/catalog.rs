@@ -226,6 +226,54 @@ pub(super) fn effect(s: &TeamState, ctx: &OpContext, action: &Action) -> Vec<Wri
                 ));
             }
         }
+        A::ProductImport {
+            product,
+            product_name,
+            description,
+            version,
+            name,
+            changelog,
+            images,
+        } => {
+            let base = match product_name {
+                Some(pname) => Some(Product {
+                    id: product.clone(),
+                    name: pname.clone(),
+                    kind: ProductKind::Complex,
+                    description: description.clone(),
+                    default_version: None,
+                    created: ctx.hlc,
+                }),
+                None => s.products.get(product).cloned(),
+            };
+            // The product when new, or when this is its first version.
+            if let Some(p) = base
+                && (product_name.is_some() || p.default_version.is_none())
+            {
+                out.push(put(
+                    Entity::Product(Product {
+                        default_version: Some(p.default_version.clone().unwrap_or(version.clone())),
+                        ..p
+                    }),
+                    product,
+                ));
+            }
+            out.push(put(
+                Entity::Version(Version {
+                    id: version.clone(),
+                    product: product.clone(),
+                    name: name.clone(),
+                    kind: VersionKind::Incremental,
+                    changelog: changelog.clone(),
+                    auto_copy: false,
+                    parent: None,
+                    child: None,
+                    images: images.clone(),
+                    created: ctx.hlc,
+                }),
+                version,
+            ));
+        }
         A::ImageAdd { version, image } => {
             if let Some(v) = s.versions.get(version) {
                 let mut v = v.clone();

@@ -216,6 +216,9 @@ pub(super) fn effect(s: &TeamState, ctx: &OpContext, action: &Action) -> Vec<Wri
                 ));
             }
         }
+        // Acts on every replica's quarantine, not on the document: an
+        // empty change.
+        A::QuarantinePurge { .. } => {}
         // Not of this family: the dispatcher never sends one, and the rules
         // refuse it anyway.
         _ => {}

@@ -34,7 +34,8 @@ pub fn effect(s: &TeamState, ctx: &OpContext, action: &Action) -> Vec<Write> {
         | A::MemberRole { .. }
         | A::MemberRemove { .. }
         | A::NodeRemove { .. }
-        | A::NodeUpdate { .. } => membership::effect(s, ctx, action),
+        | A::NodeUpdate { .. }
+        | A::QuarantinePurge { .. } => membership::effect(s, ctx, action),
         A::RegistryAdd { .. }
         | A::RegistryUpdate { .. }
         | A::RegistryRemove { .. }
@@ -47,7 +48,8 @@ pub fn effect(s: &TeamState, ctx: &OpContext, action: &Action) -> Vec<Write> {
         | A::ImageAdd { .. }
         | A::ImageRemove { .. }
         | A::ImageConfig { .. }
-        | A::ImageOrder { .. } => catalog::effect(s, ctx, action),
+        | A::ImageOrder { .. }
+        | A::ProductImport { .. } => catalog::effect(s, ctx, action),
         A::DeploymentCreate { .. }
         | A::DeploymentUpdate { .. }
         | A::DeploymentStart { .. }

@@ -340,6 +340,71 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             }
             Ok(())
         }
+        A::ProductImport {
+            product,
+            product_name,
+            version,
+            name,
+            images,
+            ..
+        } => {
+            need_origin(s, ctx)?;
+            need_role(s, ctx, "product.import", Role::User)?;
+            match product_name {
+                Some(pname) => {
+                    fresh(ctx, "product", product, s.products.contains_key(product))?;
+                    check_name("product name", pname)?;
+                    if s.products.values().any(|p| &p.name == pname) {
+                        return Err(RuleError::NameTaken {
+                            what: "product",
+                            name: pname.clone(),
+                        });
+                    }
+                }
+                None => {
+                    let p = found(s.products.get(product), "product", product)?;
+                    if p.kind == ProductKind::Simple {
+                        return Err(RuleError::SimpleProduct {
+                            why: "versions cannot be added",
+                        });
+                    }
+                }
+            }
+            if version == product {
+                return Err(RuleError::BadId {
+                    what: "version",
+                    id: version.clone(),
+                });
+            }
+            fresh(ctx, "version", version, s.versions.contains_key(version))?;
+            check_name("version name", name)?;
+            if s.versions
+                .values()
+                .any(|v| &v.product == product && &v.name == name)
+            {
+                return Err(RuleError::NameTaken {
+                    what: "version",
+                    name: name.clone(),
+                });
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for image in images {
+                check_container_name(&image.name)?;
+                if !seen.insert(image.name.as_str()) {
+                    return Err(RuleError::NameTaken {
+                        what: "container",
+                        name: image.name.clone(),
+                    });
+                }
+                found(
+                    s.registries.get(&image.image.registry),
+                    "registry",
+                    &image.image.registry,
+                )?;
+                check_image_name(&image.image)?;
+            }
+            Ok(())
+        }
         A::ImageAdd { version, image } => {
             need_origin(s, ctx)?;
             need_role(s, ctx, "image.add", Role::User)?;

@@ -172,9 +172,24 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             }
             Ok(())
         }
+        A::QuarantinePurge { ops } => {
+            need_origin(s, ctx)?;
+            need_role(s, ctx, "quarantine.purge", Role::Admin)?;
+            if ops.is_empty() || ops.len() > MAX_PURGE {
+                return Err(RuleError::Invalid {
+                    what: "quarantine purge",
+                    value: ops.len().to_string(),
+                    why: format!("names 1 to {MAX_PURGE} ops"),
+                });
+            }
+            Ok(())
+        }
         _ => Err(not_in_family(action, "membership")),
     }
 }
+
+/// The most ops one `quarantine.purge` names (the quarantine holds fewer).
+pub const MAX_PURGE: usize = 4096;
 
 fn check_new_member(s: &TeamState, m: &NewMember) -> R {
     check_name("member name", &m.name)?;

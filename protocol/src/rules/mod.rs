@@ -21,7 +21,7 @@ pub use self::common::{
     MAX_NAME_LEN, RuleError, check_container_name, check_name, check_prefix, deployment_mutable,
 };
 pub use self::deployment::{MAX_EVENT_LEN, MAX_EVENTS, deployment_deployable};
-pub use self::membership::{check_ticket, join_proof_message};
+pub use self::membership::{MAX_PURGE, check_ticket, join_proof_message};
 pub use crate::context::{MAX_NEW_IDS, OpContext, entity_id};
 
 /// Checks `action` by `ctx` against the state `s` at the op's causal past.
@@ -38,7 +38,8 @@ pub fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> Result<(), Rule
         | A::MemberRole { .. }
         | A::MemberRemove { .. }
         | A::NodeRemove { .. }
-        | A::NodeUpdate { .. } => membership::check(s, ctx, action),
+        | A::NodeUpdate { .. }
+        | A::QuarantinePurge { .. } => membership::check(s, ctx, action),
         A::RegistryAdd { .. }
         | A::RegistryUpdate { .. }
         | A::RegistryRemove { .. }
@@ -51,7 +52,8 @@ pub fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> Result<(), Rule
         | A::ImageAdd { .. }
         | A::ImageRemove { .. }
         | A::ImageConfig { .. }
-        | A::ImageOrder { .. } => catalog::check(s, ctx, action),
+        | A::ImageOrder { .. }
+        | A::ProductImport { .. } => catalog::check(s, ctx, action),
         A::DeploymentCreate { .. }
         | A::DeploymentUpdate { .. }
         | A::DeploymentStart { .. }

@@ -31,16 +31,21 @@ impl DockerRuntime {
         Ok(names)
     }
 
-    async fn stop_and_remove(&self, name: &str) -> Result<(), RuntimeError> {
+    pub(super) async fn stop_and_remove(&self, name: &str) -> Result<(), RuntimeError> {
+        self.stop_quietly(name).await?;
+        self.remove_container(name).await
+    }
+
+    /// Stops a container gracefully; one already stopped or gone is fine.
+    pub(super) async fn stop_quietly(&self, name: &str) -> Result<(), RuntimeError> {
         let options = StopContainerOptionsBuilder::new()
             .t(secs_i32(self.stop_timeout))
             .build();
         match self.docker.stop_container(name, Some(options)).await {
-            Ok(()) => {}
-            Err(e) if matches!(status_of(&e), Some(304 | 404)) => {}
-            Err(e) => return Err(self.engine(format!("stopping container {name}"), e)),
+            Ok(()) => Ok(()),
+            Err(e) if matches!(status_of(&e), Some(304 | 404)) => Ok(()),
+            Err(e) => Err(self.engine(format!("stopping container {name}"), e)),
         }
-        self.remove_container(name).await
     }
 
     pub(super) async fn remove_container(&self, name: &str) -> Result<(), RuntimeError> {

@@ -1,20 +1,21 @@
 //! One try of a deployment: images, network and volumes, init containers,
-//! replacing the prefix's containers, and waiting for their expected state.
+//! replacing the product's containers (see `replace.rs`) and starting the
+//! new ones in order, each waited for in its expected state.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bollard::models::{
     ContainerStateStatusEnum, EndpointSettings, HealthStatusEnum, NetworkConnectRequest,
 };
 use bollard::query_parameters::CreateContainerOptionsBuilder;
-use futures::future::{join_all, try_join_all};
+use futures::future::join_all;
 use shoal_protocol::model::ContainerState;
 use tokio::sync::mpsc;
 
 use super::spec::{Expect, InitSpec, Spec, build_spec, network_name, validate_plan};
 use super::state::Seen;
-use super::{DockerRuntime, INIT_TIMEOUT, POLL_INTERVAL, RUNNING_SETTLE};
+use super::{DockerRuntime, INIT_TIMEOUT, POLL_INTERVAL, RUNNING_SETTLE, STEP_SETTLE};
 use crate::runtime::common::Reporter;
 use crate::runtime::{DeployOutcome, DeployPlan, ImageSource, ProgressEvent, RuntimeError, Step};
 
@@ -65,39 +66,44 @@ impl DockerRuntime {
         }
         self.ensure_volumes(plan, &specs, &report).await?;
 
+        // Nothing is touched when a name the plan needs is someone else's.
+        self.check_names(plan, &specs).await?;
+
         // Init containers, in order, before anything of the previous try goes.
-        let stale = self.remove_matching(&plan.team, &plan.prefix, true).await?;
-        if !stale.is_empty() {
-            report
-                .emit(
-                    Step::Remove,
-                    None,
-                    format!("removed {} leftover init container(s)", stale.len()),
-                )
-                .await;
-        }
+        self.remove_product_inits(plan, &report).await?;
         for spec in &specs {
             for init in &spec.inits {
                 self.run_init(spec, init, &report).await?;
             }
         }
 
-        // Replace the previous containers.
-        let old = self
-            .remove_matching(&plan.team, &plan.prefix, false)
-            .await?;
-        if !old.is_empty() {
-            report
-                .emit(
-                    Step::Remove,
-                    None,
-                    format!("removed previous containers: {}", old.join(", ")),
-                )
-                .await;
-        }
-        try_join_all(specs.iter().map(|s| self.create(s, &report))).await?;
-        try_join_all(specs.iter().map(|s| self.start(s, &report))).await?;
-        let finals = try_join_all(specs.iter().map(|s| self.wait_expected(s, &report))).await?;
+        // Set the product's previous containers aside, start the new ones in
+        // order, each in its expected state before the next; then drop the
+        // previous ones, or bring them back when the try fails.
+        let kept = self.set_aside(plan, &report).await?;
+        let finals = match self.start_in_order(&specs, &report).await {
+            Ok(finals) => finals,
+            Err(failure) if kept.is_empty() => return Err(failure),
+            Err(failure) => {
+                report
+                    .emit(
+                        Step::Remove,
+                        None,
+                        format!("the try failed ({failure}); restoring the previous version"),
+                    )
+                    .await;
+                return match self.restore(plan, &kept, &report).await {
+                    Ok(()) => Err(RuntimeError::Restored {
+                        failure: Box::new(failure),
+                    }),
+                    Err(e) => Err(RuntimeError::RestoreFailed {
+                        failure: Box::new(failure),
+                        detail: e.to_string(),
+                    }),
+                };
+            }
+        };
+        self.drop_kept(&kept, &report).await?;
 
         let mut containers = BTreeMap::new();
         for (spec, mut state) in specs.iter().zip(finals) {
@@ -124,6 +130,62 @@ impl DockerRuntime {
             pulled,
             events: report.into_events(),
         })
+    }
+
+    /// Creates and starts each container in the plan's order, waiting for
+    /// its expected state before the next one starts.
+    async fn start_in_order(
+        &self,
+        specs: &[Spec],
+        report: &Reporter<'_>,
+    ) -> Result<Vec<ContainerState>, RuntimeError> {
+        let mut finals = Vec::with_capacity(specs.len());
+        let mut settling = Vec::new();
+        for spec in specs {
+            self.create(spec, report).await?;
+            let since = Instant::now();
+            self.start(spec, report).await?;
+            report
+                .emit(
+                    Step::Wait,
+                    Some(&spec.container),
+                    format!(
+                        "waiting for {} to be {}",
+                        spec.name,
+                        spec.expect.describe(spec.has_health)
+                    ),
+                )
+                .await;
+            let plain = matches!(spec.expect, Expect::Running) && !spec.has_health;
+            let settle = if plain { STEP_SETTLE } else { RUNNING_SETTLE };
+            finals.push(
+                self.wait_expected(spec, since, settle, Some(report))
+                    .await?,
+            );
+            if plain {
+                settling.push((spec, since));
+            }
+        }
+        // Every container without a health check must have stayed up for
+        // the full settle time, counted from its own start.
+        if !settling.is_empty() {
+            report
+                .emit(
+                    Step::Wait,
+                    None,
+                    format!(
+                        "checking that {} container(s) stay up for {}s",
+                        settling.len(),
+                        RUNNING_SETTLE.as_secs()
+                    ),
+                )
+                .await;
+        }
+        for (spec, since) in settling {
+            self.wait_expected(spec, since, RUNNING_SETTLE, None)
+                .await?;
+        }
+        Ok(finals)
     }
 
     async fn run_init(
@@ -243,14 +305,17 @@ impl DockerRuntime {
     }
 
     /// Waits until the container is in its expected state, or fails.
+    /// A container without a health check counts as running once it has
+    /// been up without a restart for `settle` since `started`.
     async fn wait_expected(
         &self,
         spec: &Spec,
-        report: &Reporter<'_>,
+        started: Instant,
+        settle: Duration,
+        report: Option<&Reporter<'_>>,
     ) -> Result<ContainerState, RuntimeError> {
-        let started = Instant::now();
         let deadline = started + spec.timeout;
-        let settle = RUNNING_SETTLE.min(spec.timeout);
+        let settle = settle.min(spec.timeout);
         let container = spec.container.clone();
         let expected = spec.expect.describe(spec.has_health);
         loop {
@@ -304,13 +369,15 @@ impl DockerRuntime {
                             started.elapsed() >= settle
                         };
                         if done {
-                            report
-                                .emit(
-                                    Step::Wait,
-                                    Some(&container),
-                                    format!("{} is {}", spec.name, seen.describe()),
-                                )
-                                .await;
+                            if let Some(report) = report {
+                                report
+                                    .emit(
+                                        Step::Wait,
+                                        Some(&container),
+                                        format!("{} is {}", spec.name, seen.describe()),
+                                    )
+                                    .await;
+                            }
                             return Ok(ContainerState {
                                 state: "running".into(),
                                 exit_code: None,
@@ -325,13 +392,15 @@ impl DockerRuntime {
                         if got != code {
                             return Err(unexpected(format!("exited with code {got}")));
                         }
-                        report
-                            .emit(
-                                Step::Wait,
-                                Some(&container),
-                                format!("{} exited with code {got}", spec.name),
-                            )
-                            .await;
+                        if let Some(report) = report {
+                            report
+                                .emit(
+                                    Step::Wait,
+                                    Some(&container),
+                                    format!("{} exited with code {got}", spec.name),
+                                )
+                                .await;
+                        }
                         return Ok(ContainerState {
                             state: "exited".into(),
                             exit_code: Some(got),

@@ -5,7 +5,8 @@
 //! with the engine, so engines speaking API 1.41 (Docker 20.10) work.
 //!
 //! What a deployment makes, all labelled with the team and prefix (see the
-//! `LABEL_*` constants in the parent module):
+//! `LABEL_*` constants in the parent module; containers also with their
+//! product and deployment):
 //! - one bridge network per prefix, `shoal-<prefix>`; every container joins
 //!   it with its container name as DNS alias, unless its network mode is
 //!   `host` or `none`. Networks named in a config are joined too (created,
@@ -26,13 +27,22 @@
 //! A try, in order: validate and build every container's spec (nothing is
 //! touched when a config is invalid); check/pull images concurrently;
 //! network and volumes; remove leftover init containers of the prefix and
-//! run this try's init containers one after the other; remove the prefix's
-//! previous containers (stopped gracefully first); create, then start every
-//! container concurrently; wait concurrently for each container's expected
-//! state: `running` means running for [`RUNNING_SETTLE`] without a restart,
-//! and healthy when it has a health check; `exited` means exited with the
-//! expected code (0 when none is given). `{{version}}` in env values is
-//! expanded here.
+//! run this try's init containers one after the other; set the product's
+//! previous containers aside (renamed `<name>.prev-up` / `<name>.prev` and
+//! stopped; other products of the prefix are never touched, see
+//! `replace.rs`); create and start the containers one by one in the plan's
+//! order, each waited for in its expected state before the next: `running`
+//! means healthy when it has a health check, else up without a restart for
+//! [`STEP_SETTLE`] before the next starts and for [`RUNNING_SETTLE`] (all
+//! checked again at the end) before the try succeeds; `exited` means exited
+//! with the expected code (0 when none is given). Then the containers aside are removed; when the try
+//! fails they get their names back and run again. `{{version}}` in env
+//! values is expanded here.
+//!
+//! Teardown (`teardown.rs`) removes one deployment's containers, found by
+//! their team and deployment labels, the prefix's network when no container
+//! of the prefix is left, and with `volumes` the named volumes they mounted
+//! that nothing else uses.
 
 mod command;
 mod deploy;
@@ -41,8 +51,10 @@ mod inspect;
 mod logs;
 mod network;
 mod pull;
+mod replace;
 mod spec;
 mod state;
+mod teardown;
 
 use std::time::Duration;
 
@@ -66,6 +78,11 @@ pub const INIT_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a container without health check must stay up to count as
 /// running (capped by its expected-state timeout).
 pub const RUNNING_SETTLE: Duration = Duration::from_secs(2);
+/// How long such a container must stay up before the next one in the
+/// version's order starts: it did not exit or restart at once. Every one is
+/// held to [`RUNNING_SETTLE`] before the try succeeds, so ordering does not
+/// cost a full settle per container.
+pub const STEP_SETTLE: Duration = Duration::from_millis(250);
 /// Time between two state checks while waiting.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// Prefix of the per-prefix network's name.
@@ -144,7 +161,7 @@ impl DockerRuntime {
     }
 }
 
-runtime_from_run_methods!(DockerRuntime);
+runtime_from_run_methods!(DockerRuntime, teardown);
 
 fn socket_path(endpoint: &str) -> Result<String, RuntimeError> {
     if let Some(path) = endpoint.strip_prefix("unix://") {

@@ -17,8 +17,8 @@ use super::{DEFAULT_EXPECTED_TIMEOUT, NETWORK_PREFIX};
 use crate::runtime::common::proto_name;
 use crate::runtime::{
     DeployPlan, LABEL_CONTAINER, LABEL_DEPLOYMENT, LABEL_INIT, LABEL_NAMESPACE, LABEL_PREFIX,
-    LABEL_SECRET_KEYS, LABEL_TEAM, LABEL_TRY, LABEL_VERSION, PlannedContainer, RuntimeError,
-    is_dns_label, parse_cpu, parse_memory,
+    LABEL_PRODUCT, LABEL_SECRET_KEYS, LABEL_TEAM, LABEL_TRY, LABEL_VERSION, PlannedContainer,
+    RuntimeError, is_dns_label, parse_cpu, parse_memory,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +105,7 @@ fn base_labels(plan: &DeployPlan, container: &str) -> HashMap<String, String> {
     HashMap::from([
         (LABEL_TEAM.to_owned(), plan.team.clone()),
         (LABEL_DEPLOYMENT.to_owned(), plan.deployment.clone()),
+        (LABEL_PRODUCT.to_owned(), plan.product.clone()),
         (LABEL_PREFIX.to_owned(), plan.prefix.clone()),
         (LABEL_VERSION.to_owned(), plan.version.clone()),
         (LABEL_TRY.to_owned(), plan.try_number.to_string()),
