@@ -3,6 +3,7 @@
 pub mod api;
 pub mod daemon;
 pub mod executor;
+pub mod heads;
 pub mod health;
 pub mod join;
 pub mod keeper;

@@ -51,6 +51,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use crate::daemon::{SNAPSHOT_EVERY, now_ms};
+use crate::heads::{HEAD_CHECK_TIMEOUT, HeadCheck};
 use crate::join::{self, JoinAnswer, JoinMsg};
 use crate::lease::{Acquire, Held, LeaseError, Leases};
 use crate::mesh::wire::{self, split_batches};
@@ -119,6 +120,9 @@ pub struct SyncConfig {
     /// Answers peers' questions about this node's containers (refused
     /// when `None`).
     pub queries: Option<Queries>,
+    /// How long writes wait after a start to learn this node's log heads
+    /// from a peer (see [`crate::heads`]).
+    pub head_check_timeout: Duration,
 }
 
 /// The query handler of a [`SyncConfig`].
@@ -138,6 +142,7 @@ impl Default for SyncConfig {
             anti_entropy_interval: ANTI_ENTROPY_INTERVAL,
             heartbeat: None,
             queries: None,
+            head_check_timeout: HEAD_CHECK_TIMEOUT,
         }
     }
 }
@@ -215,6 +220,11 @@ pub enum SyncError {
     Task(String),
     #[error(transparent)]
     Lease(#[from] LeaseError),
+    /// Too many writes wait for this node to learn its log heads.
+    #[error(
+        "this node started recently and is still learning its own logs' heads from its peers; try again in a few seconds"
+    )]
+    LearningHeads,
     /// A node asked over the mesh did not answer (not connected, gone, or
     /// too slow); asking again later may succeed.
     #[error("the node did not answer: {0}")]
@@ -500,7 +510,13 @@ impl SyncEngine {
         let (int_tx, int_rx) = mpsc::channel(INTERNAL_CHANNEL_CAPACITY);
         let (changes_tx, changes_rx) = watch::channel(replica.ops().len() as u64);
         let handle_store = Arc::clone(&store);
+        let other_nodes = replica.state().nodes.keys().any(|k| {
+            shoal_protocol::view::effective_node(replica.state(), k)
+                .is_some_and(|n| n.removed.is_none() && n.key != me.to_hex())
+        });
         let actor = Actor {
+            heads: HeadCheck::new(me, other_nodes, Instant::now()),
+            held: VecDeque::new(),
             changes: changes_tx,
             team,
             me,
@@ -609,6 +625,10 @@ struct Actor {
     snapshot: u64,
     /// Write leases of the logs made on this node, with their waiters.
     leases: Leases<LeaseReply>,
+    /// Whether this node may sign yet (see [`crate::heads`]).
+    heads: HeadCheck,
+    /// Writes waiting for `heads` (at most [`HELD_WRITES_MAX`]).
+    held: VecDeque<Command>,
 }
 
 impl fmt::Debug for Actor {
@@ -652,6 +672,7 @@ impl Actor {
                 },
                 Some(msg) = self.internal_rx.recv() => self.internal(msg),
                 _ = tick.tick() => self.tick().await,
+                () = head_deadline(&self.heads, self.config.head_check_timeout) => self.heads_timeout(),
                 _ = beat.tick(), if self.config.heartbeat.is_some() => self.send_heartbeat(),
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     if let Err(e) = done
@@ -661,6 +682,14 @@ impl Actor {
                     }
                 }
             }
+            while self.heads.known()
+                && let Some(cmd) = self.held.pop_front()
+            {
+                self.command(cmd).await;
+            }
+        }
+        for cmd in self.held.drain(..) {
+            refuse(cmd, SyncError::Closed);
         }
         self.tasks.abort_all();
         for reply in self.leases.drain() {
@@ -672,6 +701,18 @@ impl Actor {
     }
 
     async fn command(&mut self, cmd: Command) {
+        let write = matches!(
+            cmd,
+            Command::Prepare { .. } | Command::Lease { .. } | Command::NextContext { .. }
+        );
+        if write && !self.heads.known() {
+            if self.held.len() >= HELD_WRITES_MAX {
+                refuse(cmd, SyncError::LearningHeads);
+            } else {
+                self.held.push_back(cmd);
+            }
+            return;
+        }
         match cmd {
             Command::Submit { op, reply } => {
                 let result = self.submit(*op);
@@ -901,6 +942,7 @@ impl Actor {
                 let (response, changed) = match request {
                     SyncRequest::Query(_) => (SyncResponse::Refused("unexpected".into()), false),
                     SyncRequest::VersionVector(theirs) => {
+                        self.check_heads(peer, &theirs);
                         self.vectors.insert(peer, (theirs, Instant::now()));
                         (
                             SyncResponse::VersionVector(self.replica.version_vector()),
@@ -1226,6 +1268,7 @@ impl Actor {
                 false,
             );
         }
+        self.heads_caught_up();
         if pushed && self.config.push {
             self.push(&applied, Some(peer));
         }
@@ -1427,6 +1470,7 @@ impl Actor {
     fn internal(&mut self, msg: Internal) {
         match msg {
             Internal::TheirVector { peer, vv } => {
+                self.check_heads(peer, &vv);
                 // One bounded page per round; a full page starts the next round.
                 let (page, full) = self
                     .replica
@@ -1487,6 +1531,42 @@ impl Actor {
         }
     }
 
+    /// Notes a peer's vector: tells whether this node's store is behind its
+    /// own logs, and frees writes once it is not.
+    fn check_heads(&mut self, peer: PeerId, theirs: &VersionVector) {
+        let ours = self.replica.version_vector();
+        for b in self.heads.peer_vector(&ours, theirs, Instant::now()) {
+            warn!(
+                %peer,
+                team = %self.team.short(),
+                log = %b.log,
+                "this node's store holds seq {} of its own log, the peer holds {}: writes wait until the rest arrives (was the store restored from a backup?)",
+                b.ours,
+                b.theirs
+            );
+        }
+        self.heads_caught_up();
+    }
+
+    fn heads_caught_up(&mut self) {
+        if self.heads.caught_up(&self.replica.version_vector()) {
+            debug!(team = %self.team.short(), "log heads learned from a peer; writes go on");
+        }
+    }
+
+    fn heads_timeout(&mut self) {
+        if self
+            .heads
+            .timed_out(Instant::now(), self.config.head_check_timeout)
+        {
+            warn!(
+                team = %self.team.short(),
+                "no peer told this node its log heads in {:?}; signing from the heads its store holds",
+                self.config.head_check_timeout
+            );
+        }
+    }
+
     async fn tick(&mut self) {
         let (next, timed_out) = self.leases.expire(Instant::now());
         for reply in timed_out {
@@ -1542,10 +1622,37 @@ fn body_hash(body: &OpBody) -> [u8; 32] {
     shoal_protocol::keys::hash_parts("shoal/lease-body/v1", &[&bytes])
 }
 
+/// Resolves when the wait for this node's log heads times out; never while
+/// it may sign.
+async fn head_deadline(heads: &HeadCheck, timeout: Duration) {
+    match heads.deadline(timeout) {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn recv_event(events: &mut Option<mpsc::Receiver<MeshEvent>>) -> Option<MeshEvent> {
     match events {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// At most this many writes wait for the node to learn its log heads after
+/// a start; more are refused with [`SyncError::LearningHeads`].
+pub const HELD_WRITES_MAX: usize = 1024;
+
+/// Answers a held write command with `err`.
+fn refuse(cmd: Command, err: SyncError) {
+    match cmd {
+        Command::Prepare { reply, .. } => {
+            let _ = reply.send(Err(err));
+        }
+        Command::Lease { reply, .. } => {
+            let _ = reply.send(Err(err));
+        }
+        // A context carries no error: the caller hears the engine is gone.
+        _ => {}
     }
 }
 

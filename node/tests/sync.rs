@@ -209,6 +209,7 @@ fn fast(push: bool) -> SyncConfig {
         queries: None,
         push,
         anti_entropy_interval: Duration::from_millis(500),
+        head_check_timeout: Duration::from_secs(3),
     }
 }
 
@@ -219,6 +220,7 @@ fn push_only() -> SyncConfig {
         queries: None,
         push: true,
         anti_entropy_interval: Duration::from_secs(600),
+        head_check_timeout: Duration::from_secs(3),
     }
 }
 
@@ -766,22 +768,30 @@ async fn a_fork_sent_to_two_nodes_resolves_the_same_everywhere() {
     c.dial(&a).await;
     converge(&[&a.handle, &b.handle, &c.handle], 6).await;
     let (w, l) = (winner.hash(), loser.hash());
+    // The evidence travels with the next rounds, after the state agrees.
+    let deadline = Instant::now() + WAIT;
     for r in [&a, &b, &c] {
-        let (has_winner, evidence) = r
-            .handle
-            .read(move |rep| {
-                (
-                    rep.op(&w).is_some(),
-                    rep.fork_evidence()
-                        .iter()
-                        .map(|(lo, wi)| (lo.hash(), wi.hash()))
-                        .collect::<Vec<_>>(),
-                )
-            })
-            .await
-            .unwrap();
-        assert!(has_winner);
-        assert_eq!(evidence, vec![(l, w)]);
+        loop {
+            let (has_winner, evidence) = r
+                .handle
+                .read(move |rep| {
+                    (
+                        rep.op(&w).is_some(),
+                        rep.fork_evidence()
+                            .iter()
+                            .map(|(lo, wi)| (lo.hash(), wi.hash()))
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .await
+                .unwrap();
+            assert!(has_winner);
+            if evidence == vec![(l, w)] {
+                break;
+            }
+            assert!(Instant::now() < deadline, "evidence: {evidence:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     // B applied and stored the loser before it lost: after a restart B
     // still holds the same state as A, with the loser still evidence.
@@ -816,4 +826,68 @@ async fn a_fork_sent_to_two_nodes_resolves_the_same_everywhere() {
     for r in [a, b, c] {
         r.stop().await;
     }
+}
+
+/// Copies the files of `from` into `to` (a node's data dir: its store and
+/// key seed).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A node whose store is restored from a backup signs nothing before a
+/// peer told it its own logs' heads: its next op follows the ops the team
+/// already holds from it, so nothing forks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_restored_from_a_backup_learns_its_log_heads_before_it_signs() {
+    let (dirs, team, owner, _bob, _carol) = team();
+    let backup = tempfile::tempdir().unwrap();
+    copy_dir(dirs[0].path(), backup.path());
+    let config = || SyncConfig {
+        head_check_timeout: Duration::from_secs(120),
+        ..fast(true)
+    };
+    let a = Running::start(dirs[0].path(), team, config(), true).await;
+    let b = Running::start(dirs[1].path(), team, config(), true).await;
+    b.dial(&a).await;
+    for n in 0..3 {
+        create_product(&a.handle, &owner, &format!("before-{n}")).await;
+    }
+    converge(&[&a.handle, &b.handle], 8).await;
+    a.stop().await;
+    // The backup, made before those three ops, replaces A's store.
+    std::fs::remove_dir_all(dirs[0].path()).unwrap();
+    copy_dir(backup.path(), dirs[0].path());
+    let a = Running::start(dirs[0].path(), team, config(), true).await;
+    assert_eq!(a.handle.op_count().await.unwrap(), 5);
+    a.dial(&b).await;
+    // Asked at once: the context waits until B told A its log's head.
+    let hash = create_product(&a.handle, &owner, "after-restore").await;
+    converge(&[&a.handle, &b.handle], 9).await;
+    for r in [&a, &b] {
+        let (seq, forks, refused) = r
+            .handle
+            .read(move |rep| {
+                (
+                    rep.op(&hash).map(|o| o.op.body.seq),
+                    rep.fork_evidence().len(),
+                    rep.quarantine().len(),
+                )
+            })
+            .await
+            .unwrap();
+        // Genesis, two invites and three products came before it.
+        assert_eq!(seq, Some(7));
+        assert_eq!((forks, refused), (0, 0));
+    }
+    a.stop().await;
+    b.stop().await;
 }
