@@ -35,4 +35,11 @@ pub struct OpCounts {
     /// Refused ops kept in the store.
     pub quarantined: u64,
     pub rejected_since_start: u64,
+    /// Of the quarantined ops: lost forks (another op holds their log seq).
+    #[serde(default)]
+    pub forks: u64,
+    /// Of the quarantined ops: void, as their author lost the right they
+    /// use through a concurrent op (a removal, a demotion, a revoked invite).
+    #[serde(default)]
+    pub voided: u64,
 }

@@ -196,6 +196,10 @@ pub struct SyncStats {
     pub waiting: u64,
     /// Ops refused by this replica since the daemon started.
     pub rejected: u64,
+    /// Lost forks kept as evidence (the other op of their seq holds it).
+    pub forks: u64,
+    /// Ops void because their author lost the right they use concurrently.
+    pub voided: u64,
 }
 
 /// Ops `a` holds that `b` lacks, by version vectors.
@@ -1111,6 +1115,13 @@ impl Actor {
             applied: self.replica.ops().len() as u64,
             waiting: self.replica.pending().count() as u64,
             rejected: self.rejected,
+            forks: self.replica.fork_evidence().len() as u64,
+            voided: self
+                .replica
+                .quarantine()
+                .values()
+                .filter(|q| matches!(q.reason, Rejection::Voided { .. }))
+                .count() as u64,
         }
     }
 

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod api;
+
 /// The `shoal` binary built by cargo for this workspace, built once if
 /// this test run did not build it already.
 pub fn shoal_bin() -> PathBuf {

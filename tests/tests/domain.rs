@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 use shoal_node::secrets::EncSecret;
 use shoal_protocol::action::Outcome;
 use shoal_protocol::model::{ContainerConfig, ContainerState, FrozenConfig, Image, ImageRef};
-use shoal_protocol::{Action, OpBody, SecretKey};
+use shoal_protocol::{Action, SecretKey};
+use shoal_tests::api::{api, api_at, profile_key, signed, submit};
 use shoal_tests::{Peer, Run, WAIT, wait_for};
 
 /// A machine whose daemon runs deployments (runtime docker); returns the
@@ -56,79 +57,6 @@ fn refused(r: &Run, code: i32, msg: &str) {
         "expected {msg:?} in stderr: {}",
         r.stderr
     );
-}
-
-/// One request to the daemon's control API, with curl.
-fn api(p: &Peer, method: &str, route: &str, body: Option<&Value>) -> (u16, Value) {
-    api_at(&p.user.socket(), method, route, body)
-}
-
-/// [`api`] on a socket path (for a request from another thread).
-fn api_at(sock: &Path, method: &str, route: &str, body: Option<&Value>) -> (u16, Value) {
-    use std::io::Write as _;
-    let mut cmd = std::process::Command::new("curl");
-    cmd.args(["-s", "-w", "\n%{http_code}", "--unix-socket"])
-        .arg(sock)
-        .args(["-X", method, "-H", "content-type: application/json"]);
-    if body.is_some() {
-        cmd.args(["--data-binary", "@-"]);
-    }
-    cmd.arg(format!("http://shoal{route}"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped());
-    let mut child = cmd.spawn().expect("curl runs");
-    if let Some(b) = body {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b.to_string().as_bytes())
-            .unwrap();
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').unwrap();
-    (
-        status.trim().parse().unwrap(),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
-}
-
-/// The signing key of `p`'s profile.
-fn profile_key(p: &Peer) -> SecretKey {
-    let profile: Value = serde_json::from_str(
-        &std::fs::read_to_string(p.user.config_dir().join("profile.json")).unwrap(),
-    )
-    .unwrap();
-    let seed: [u8; 32] = hex::decode(profile["signing_seed"].as_str().unwrap())
-        .unwrap()
-        .try_into()
-        .unwrap();
-    SecretKey::from_seed(seed)
-}
-
-/// Prepares `action` as `key`'s op on `p`'s daemon and signs it.
-fn signed(p: &Peer, key: &SecretKey, action: &Action) -> shoal_protocol::Op {
-    let (status, v) = api(
-        p,
-        "POST",
-        "/v1/teams/crew/prepare",
-        Some(&json!({ "author": key.public().to_hex(), "action": action })),
-    );
-    assert_eq!(status, 200, "prepare: {v}");
-    let bytes = hex::decode(v["body"].as_str().unwrap()).unwrap();
-    let body: OpBody = postcard::from_bytes(&bytes).unwrap();
-    body.sign(key).unwrap()
-}
-
-fn submit(p: &Peer, op: &shoal_protocol::Op) -> (u16, Value) {
-    api(
-        p,
-        "POST",
-        "/v1/teams/crew/ops",
-        Some(&json!({ "op": hex::encode(op.encode()) })),
-    )
 }
 
 /// The version's images as the protocol types (for a frozen config).
@@ -1022,6 +950,10 @@ fn audit_verify_names_forks_and_bad_signatures(a: &Peer) {
     let v = parse(&a.shoal(&["audit", "verify", "-o", "json"]));
     assert_eq!(v["ok"], false);
     assert_eq!(v["counts"]["refused"], 1);
+    // `node show` of this node counts the lost fork.
+    let shown = parse(&a.ok(&["node", "show", "-o", "json"]));
+    assert_eq!(shown["ops"]["forks"], 1, "{shown}");
+    assert_eq!(shown["ops"]["voided"], 0, "{shown}");
     // The team's name is the fork winner's; the forged op was not applied.
     let t = a.team().unwrap();
     assert_eq!(t["name"], if fork_wins { "crew-forked" } else { "crew" });

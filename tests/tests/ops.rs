@@ -7,8 +7,9 @@
 
 use std::path::Path;
 
-use serde_json::{Value, json};
-use shoal_protocol::{Action, OpBody, SecretKey};
+use serde_json::Value;
+use shoal_protocol::Action;
+use shoal_tests::api::{api, prepared, profile_key, signed, submit};
 use shoal_tests::{Peer, Run, WAIT, form_team, wait_for};
 
 fn parse(r: &Run) -> Value {
@@ -21,51 +22,6 @@ fn show(p: &Peer, node: Option<&str>) -> Value {
     args.extend(node);
     args.extend(["-o", "json"]);
     parse(&p.shoal(&args))
-}
-
-/// One request to the daemon's control API, with curl.
-fn api(p: &Peer, method: &str, route: &str, body: Option<&Value>) -> (u16, Value) {
-    let mut cmd = std::process::Command::new("curl");
-    cmd.args(["-s", "-w", "\n%{http_code}", "--unix-socket"])
-        .arg(p.user.socket())
-        .args(["-X", method, "-H", "content-type: application/json"]);
-    // The body goes through stdin: a big op does not fit in argv.
-    if body.is_some() {
-        cmd.args(["--data-binary", "@-"]);
-    }
-    let mut child = cmd
-        .arg(format!("http://shoal{route}"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write as _;
-        let mut stdin = child.stdin.take().unwrap();
-        if let Some(b) = body {
-            stdin.write_all(b.to_string().as_bytes()).unwrap();
-        }
-    }
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').unwrap();
-    (
-        status.trim().parse().unwrap(),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
-}
-
-/// The signing key of `p`'s profile.
-fn profile_key(p: &Peer) -> SecretKey {
-    let profile: Value = serde_json::from_str(
-        &std::fs::read_to_string(p.user.config_dir().join("profile.json")).unwrap(),
-    )
-    .unwrap();
-    let seed: [u8; 32] = hex::decode(profile["signing_seed"].as_str().unwrap())
-        .unwrap()
-        .try_into()
-        .unwrap();
-    SecretKey::from_seed(seed)
 }
 
 /// Submits an op of `p`'s owner, signed, whose action (`description`) is
@@ -84,15 +40,7 @@ fn submit_refused(p: &Peer, description: &str, bad_sig: bool) -> String {
         name: "crew".into(),
         description: "honest".into(),
     };
-    let (status, v) = api(
-        p,
-        "POST",
-        "/v1/teams/crew/prepare",
-        Some(&json!({ "author": key.public().to_hex(), "action": action })),
-    );
-    assert_eq!(status, 200, "prepare: {v}");
-    let bytes = hex::decode(v["body"].as_str().unwrap()).unwrap();
-    let mut body: OpBody = postcard::from_bytes(&bytes).unwrap();
+    let mut body = prepared(p, &key, &action);
     body.action = Action::TeamUpdate {
         name: "crew".into(),
         description: description.into(),
@@ -101,12 +49,7 @@ fn submit_refused(p: &Peer, description: &str, bad_sig: bool) -> String {
     if bad_sig {
         op.sig.0[0] ^= 1;
     }
-    let (status, v) = api(
-        p,
-        "POST",
-        "/v1/teams/crew/ops",
-        Some(&json!({ "op": hex::encode(op.encode()) })),
-    );
+    let (status, v) = submit(p, &op);
     assert_eq!(status, 422, "the forged op was not refused: {v}");
     op.hash().to_hex()
 }
@@ -114,22 +57,7 @@ fn submit_refused(p: &Peer, description: &str, bad_sig: bool) -> String {
 /// Signs and submits `action` as `p`'s owner; returns the answer.
 fn submit_action(p: &Peer, action: &Action) -> (u16, Value) {
     let key = profile_key(p);
-    let (status, v) = api(
-        p,
-        "POST",
-        "/v1/teams/crew/prepare",
-        Some(&json!({ "author": key.public().to_hex(), "action": action })),
-    );
-    assert_eq!(status, 200, "prepare: {v}");
-    let bytes = hex::decode(v["body"].as_str().unwrap()).unwrap();
-    let body: OpBody = postcard::from_bytes(&bytes).unwrap();
-    let op = body.sign(&key).unwrap();
-    api(
-        p,
-        "POST",
-        "/v1/teams/crew/ops",
-        Some(&json!({ "op": hex::encode(op.encode()) })),
-    )
+    submit(p, &signed(p, &key, action))
 }
 
 /// The quarantine counts the daemon, `audit verify` and `audit list` give.

@@ -373,8 +373,8 @@ fn print_table(v: &Shown, out: &mut impl Write) -> Result<()> {
         out,
         "ops",
         format!(
-            "{} applied, {} waiting, {} quarantined ({} refused since start)",
-            o.applied, o.waiting, o.quarantined, o.rejected_since_start,
+            "{} applied, {} waiting, {} quarantined ({} lost forks, {} void; {} refused since start)",
+            o.applied, o.waiting, o.quarantined, o.forks, o.voided, o.rejected_since_start,
         ),
     )?;
     if peers.is_empty() {

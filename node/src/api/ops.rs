@@ -100,6 +100,8 @@ async fn team_sync(State(api): Shared, UrlPath(arg): UrlPath<String>) -> Answer<
             waiting: stats.waiting,
             quarantined,
             rejected_since_start: stats.rejected,
+            forks: stats.forks,
+            voided: stats.voided,
         },
     })
 }

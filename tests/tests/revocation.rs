@@ -1,0 +1,117 @@
+//! Revocation wins, over real daemons: ops an admin prepared and signed
+//! while an admin, submitted after their demotion or removal (through their
+//! own node or any other), are void on every node, and nothing they carry
+//! (an admin invite to the author's own key, a registry) takes effect.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use serde_json::Value;
+use shoal_protocol::hlc::Hlc;
+use shoal_protocol::model::{InviteKind, RegistryKind, Role};
+use shoal_protocol::{Action, SecretKey};
+use shoal_tests::api::{fresh_ids, profile_key, signed, submit};
+use shoal_tests::{Peer, Run, WAIT, converge, team_of};
+
+fn now_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    u64::try_from(since.unwrap().as_millis()).unwrap()
+}
+
+fn parse(r: &Run) -> Value {
+    assert_eq!(r.code, 0, "{r:?}");
+    serde_json::from_str(&r.stdout).unwrap()
+}
+
+fn registry_add(p: &Peer, key: &SecretKey, name: &str) -> Action {
+    Action::RegistryAdd {
+        id: fresh_ids(p, key, 1).remove(0),
+        name: name.into(),
+        kind: RegistryKind::Unchecked,
+        url: None,
+        namespace: None,
+        user: None,
+        password: None,
+    }
+}
+
+fn registries(p: &Peer) -> Vec<String> {
+    parse(&p.ok(&["registry", "list", "-o", "json"]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn voided(p: &Peer) -> u64 {
+    parse(&p.ok(&["node", "show", "-o", "json"]))["ops"]["voided"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn ops_signed_before_a_demotion_or_removal_are_void_when_they_arrive_after() {
+    let peers = team_of(&["a", "b"]).unwrap();
+    let [a, b] = &peers[..] else { unreachable!() };
+    converge(&[a, b], WAIT).unwrap();
+    let bob = profile_key(b);
+    let bob_hex = bob.public().to_hex();
+
+    // While b-person is an admin they prepare and sign, and keep:
+    // a registry on their own node's log, and an admin invite (its ticket
+    // key is theirs) on a's log.
+    let held_registry = signed(b, &bob, &registry_add(b, &bob, "backdoor"));
+    let invite_key = SecretKey::from_seed([42; 32]);
+    let held_invite = signed(
+        a,
+        &bob,
+        &Action::InviteCreate {
+            id: fresh_ids(a, &bob, 1).remove(0),
+            kind: InviteKind::Member { role: Role::Admin },
+            invite_key: invite_key.public(),
+            expires: Hlc::new(now_ms() + 86_400_000, 0),
+        },
+    );
+
+    // Demoted: the registry they signed as an admin is void, through their
+    // own node, whose state holds the demotion.
+    a.ok(&["member", "role", "b-person", "user"]);
+    converge(&[a, b], WAIT).unwrap();
+    let (status, v) = submit(b, &held_registry);
+    assert_eq!(status, 422, "{v}");
+    assert!(v.to_string().contains("voided by"), "{v}");
+    assert_eq!(voided(b), 1);
+    assert!(!registries(b).contains(&"backdoor".to_string()));
+
+    // Removed (with their node): the admin invite they signed before is void through a.
+    a.ok(&["member", "remove", "b-person"]);
+    let (status, v) = submit(a, &held_invite);
+    assert_eq!(status, 422, "{v}");
+    assert!(v.to_string().contains("voided by"), "{v}");
+
+    // Nothing of either took effect; each node counts what it voided.
+    assert!(!registries(a).contains(&"backdoor".to_string()));
+    let invites = parse(&a.ok(&["team", "invite", "list", "-o", "json"]));
+    assert!(
+        !invites
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["creator"] == bob_hex.as_str()
+                && i["used_by"].as_array().unwrap().is_empty()
+                && i["revoked"] == false),
+        "{invites}"
+    );
+    assert_eq!(voided(a), 1);
+    let members = parse(&a.ok(&["member", "list", "-o", "json"]));
+    let b_member = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["key"] == bob_hex.as_str())
+        .cloned();
+    assert!(b_member.is_none_or(|m| m["role"] != "admin"), "{members}");
+    // a's audit names the void op and stays verifiable.
+    let verify = a.shoal(&["audit", "verify", "-o", "json"]);
+    let v: Value = serde_json::from_str(&verify.stdout).unwrap();
+    assert!(v.to_string().contains("voided by"), "{v}");
+}
