@@ -1,0 +1,232 @@
+//! The web dashboard (`shoal ui`) driven in a real browser: two daemons on
+//! 127.0.0.1, `a` (runtime `none`, the member's laptop, where `shoal ui`
+//! runs) and `b` (runtime `docker`, this machine's Docker engine). The
+//! browser part is `tests/ui/dashboard.mjs` (headless Chromium from
+//! Debian's `chromium`, driven by `playwright-core` from `tests/ui/`, both
+//! installed by `scripts/test.sh`): log in with the printed URL, make a
+//! registry, product, version and image, deploy and watch the status turn
+//! successful without a reload, read the container's log line, roll back,
+//! be refused with the rule's message, find every action in the audit log
+//! and verify it, make an invite, and be refused forged writes. What the
+//! page did is then checked from the CLI and the Docker engine.
+//! Screenshots of each page go to `target/tmp/ui-screenshots/`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use shoal_tests::{Follower, Peer, WAIT, form_team, wait_for};
+
+/// The whole browser run: three deployments with pulls and settle times
+/// on a busy machine.
+const BROWSER_WAIT: Duration = Duration::from_secs(900);
+
+fn docker(args: &[&str]) -> Option<String> {
+    let out = Command::new("docker").args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn tests_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+fn chromium() -> PathBuf {
+    std::env::var_os("SHOAL_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+/// The test environment (`scripts/test.sh`: Docker, the registries, the
+/// browser and its driver), or `None` (the test skips, except in CI).
+fn test_env() -> Option<BTreeMap<String, String>> {
+    let mut vars: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("SHOAL_TEST_"))
+        .collect();
+    let dir =
+        std::env::var("SHOAL_TEST_STATE_DIR").unwrap_or_else(|_| "/tmp/shoal-test-env".into());
+    if let Ok(text) = std::fs::read_to_string(Path::new(&dir).join("env")) {
+        for line in text.lines() {
+            if let Some((k, v)) = line.trim().trim_start_matches("export ").split_once('=') {
+                vars.entry(k.to_string())
+                    .or_insert_with(|| v.trim_matches(['"', '\'']).to_string());
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    if !vars.contains_key("SHOAL_TEST_REGISTRY") || docker(&["version"]).is_none() {
+        missing.push("Docker and the test registries");
+    }
+    if !chromium().exists() {
+        missing.push("chromium");
+    }
+    let driver = tests_dir().join("ui/node_modules/playwright-core");
+    let node = Command::new("node").arg("--version").output();
+    if !driver.exists() || !node.is_ok_and(|o| o.status.success()) {
+        missing.push("node and tests/ui/node_modules (npm ci in tests/ui)");
+    }
+    if !missing.is_empty() {
+        if std::env::var_os("CI").is_some() {
+            panic!("CI runs need {}: run scripts/test.sh", missing.join(", "));
+        }
+        println!(
+            "skipping: no {} (run SHOAL_TEST_ENV_ONLY=1 scripts/test.sh)",
+            missing.join(", ")
+        );
+        return None;
+    }
+    Some(vars)
+}
+
+/// A prefix no other run uses.
+fn unique(base: &str) -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
+    format!(
+        "{base}{:x}",
+        (t ^ u128::from(std::process::id())) & 0xff_ffff
+    )
+}
+
+/// Removes the containers and network of a prefix when dropped, also when
+/// the test fails.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let filter = format!("label=io.shoal.prefix={}", self.0);
+        if let Some(ids) = docker(&["ps", "-aq", "--filter", &filter]) {
+            for id in ids.split_whitespace() {
+                let _ = docker(&["rm", "-f", "-v", id]);
+            }
+        }
+        let _ = docker(&["network", "rm", &format!("shoal-{}", self.0)]);
+    }
+}
+
+fn json(p: &Peer, args: &[&str]) -> Value {
+    let r = p.ok(args);
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {r:?}"))
+}
+
+#[test]
+fn a_member_drives_the_team_from_the_dashboard_in_a_browser() {
+    let Some(env) = test_env() else { return };
+    let prefix = unique("ui");
+    let _cleanup = Cleanup(prefix.clone());
+    let a = Peer::new("a").unwrap();
+    let mut b = Peer::new("b").unwrap();
+    b.runtime = "docker".into();
+    let mut peers = vec![a, b];
+    form_team(&mut peers).unwrap();
+    let a = &peers[0];
+    wait_for(WAIT, || {
+        (json(a, &["node", "list", "-o", "json"]).as_array()?.len() == 2).then_some(())
+    })
+    .expect("a sees b's node");
+
+    let started = Instant::now();
+    let mut ui = Follower::spawn(&a.user, &["ui", "--listen", "127.0.0.1:0"], &[]).unwrap();
+    ui.until(WAIT, |out, _| out.iter().any(|l| l.starts_with("http://")))
+        .unwrap();
+    let printed = started.elapsed();
+    let url = ui
+        .seen
+        .iter()
+        .find(|l| l.starts_with("http://"))
+        .unwrap()
+        .clone();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    assert!(url.contains("/login?token="), "{url}");
+
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
+    let run = Command::new("node")
+        .arg(tests_dir().join("ui/dashboard.mjs"))
+        .args([
+            url.as_str(),
+            env["SHOAL_TEST_REGISTRY"].as_str(),
+            prefix.as_str(),
+            "b",
+        ])
+        .arg(&shots)
+        .env("SHOAL_CHROMIUM", chromium())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    println!(
+        "figures: `shoal ui` printed its URL {} ms after it started; screenshots in {}",
+        printed.as_millis(),
+        shots.display()
+    );
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "the browser test failed (screenshots in {})",
+        shots.display()
+    );
+    assert!(started.elapsed() < BROWSER_WAIT);
+
+    // What the page did, seen from the CLI and the engine.
+    let deps = json(a, &["deploy", "list", "-o", "json"]);
+    let by_version: BTreeMap<String, String> = deps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["version"].as_str().unwrap().to_string(),
+                d["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        by_version.get("1.0.0").map(String::as_str),
+        Some("successful")
+    );
+    assert_eq!(
+        by_version.get("1.1.0").map(String::as_str),
+        Some("downgraded")
+    );
+    let running = docker(&[
+        "inspect",
+        "-f",
+        "{{.State.Running}}",
+        &format!("{prefix}-worker"),
+    ]);
+    assert_eq!(running.as_deref().map(str::trim), Some("true"));
+    let verify = a.ok(&["audit", "verify"]);
+    assert!(
+        verify.stdout.contains("ok") || verify.code == 0,
+        "{verify:?}"
+    );
+    let products = json(a, &["product", "list", "-o", "json"]);
+    let names: Vec<&str> = products
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    // `forged` is the one well-formed write the script sends after the
+    // refused ones: it proves the refusals were refusals.
+    assert_eq!(names, ["forged", "shop"], "{products}");
+
+    // SIGTERM stops the dashboard cleanly.
+    let pid = ui.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(ui.exit(WAIT), Some(0), "{:?}", ui.notes);
+}
