@@ -319,7 +319,7 @@ views.deployment = (id) => {
         ['Reason', d.reason], ['Note', d.note], ['Protected', d.protected ? 'yes' : 'no'],
         ['Frozen config', d.frozen], ['Secrets', (d.secrets || []).join(', ')],
         ['Created', `${when(d.created_ms)} by ${dash(d.created_by)}`],
-        ['Last try', (d.events || []).join('; ')]]));
+        ['Last try', (d.events || []).length ? h('ol', { class: 'events' }, d.events.map((e) => h('li', {}, e))) : null]]));
       const rows = Object.entries(d.containers || {}).map(([name, c]) => ({ name, ...c }));
       fill(containers, table('Containers', [
         ['Container', (c) => c.name], ['State', (c) => badge(c.state)],
