@@ -425,6 +425,7 @@ views.version = (product, version) => {
         ['Command', (i) => h('span', { class: 'mono' }, [].concat((i.config && i.config.command) || [], (i.config && i.config.args) || []).join(' ') || '–')],
         ['Env', (i) => h('span', { class: 'mono' }, Object.entries((i.config && i.config.env) || {}).map(([k, x]) => `${k}=${x}`).join(' ') || '–')],
         ['Ports', (i) => ((i.config && i.config.ports) || []).map((p) => `${dash(p.external)}:${p.internal}`).join(' ')],
+        ['Config', (i) => h('details', {}, h('summary', {}, 'effective config'), h('pre', { class: 'log' }, JSON.stringify(i.config, null, 2)))],
         ['', (i) => button('Remove', 'danger', confirmThen(`Remove image ${i.name}?`, { op: 'image.remove', product, version, container: i.name }))],
       ], v.images, 'No images yet: add one below.'));
       if (rsel.options.length !== regs.length + 1) {

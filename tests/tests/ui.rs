@@ -15,14 +15,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
 use shoal_tests::{Follower, Peer, WAIT, form_team, wait_for};
-
-/// The whole browser run: three deployments with pulls and settle times
-/// on a busy machine.
-const BROWSER_WAIT: Duration = Duration::from_secs(900);
 
 fn docker(args: &[&str]) -> Option<String> {
     let out = Command::new("docker").args(args).output().ok()?;
@@ -173,7 +169,6 @@ fn a_member_drives_the_team_from_the_dashboard_in_a_browser() {
         "the browser test failed (screenshots in {})",
         shots.display()
     );
-    assert!(started.elapsed() < BROWSER_WAIT);
 
     // What the page did, seen from the CLI and the engine.
     let deps = json(a, &["deploy", "list", "-o", "json"]);
@@ -203,11 +198,8 @@ fn a_member_drives_the_team_from_the_dashboard_in_a_browser() {
         &format!("{prefix}-worker"),
     ]);
     assert_eq!(running.as_deref().map(str::trim), Some("true"));
-    let verify = a.ok(&["audit", "verify"]);
-    assert!(
-        verify.stdout.contains("ok") || verify.code == 0,
-        "{verify:?}"
-    );
+    let verify = json(a, &["audit", "verify", "-o", "json"]);
+    assert_eq!(verify["ok"], true, "{verify}");
     let products = json(a, &["product", "list", "-o", "json"]);
     let names: Vec<&str> = products
         .as_array()

@@ -127,9 +127,13 @@ try {
   log('create product, version and image');
   await go('#/products', 'Products');
   await submit('Create a product', { Name: 'shop', Description: 'made in the dashboard' });
+  await page.getByRole('link', { name: 'shop', exact: true }).waitFor();
+  await shot('products');
   await page.getByRole('link', { name: 'shop', exact: true }).click();
   await page.getByRole('heading', { level: 1, name: 'Product shop' }).waitFor();
   await submit('Create a version', { Name: '1.0.0' });
+  await page.getByRole('link', { name: '1.0.0', exact: true }).waitFor();
+  await shot('product');
   await page.getByRole('link', { name: '1.0.0', exact: true }).click();
   await page.getByRole('heading', { level: 1, name: 'shop 1.0.0' }).waitFor();
   await submit('Add an image', { 'Image reference': `${registry}/shoal-test/busybox:1.0`, 'Container name': 'worker' });
@@ -185,6 +189,11 @@ try {
   await waitStatus('successful');
   const tries = await page.locator('#deployment-tries').textContent();
   if (tries !== '2') fail(`the rolled-back deployment shows ${tries} tries, not 2`);
+
+  await go('#/deployments', 'Deployments');
+  await page.locator('#main table [data-status="downgraded"]').waitFor();
+  await shot('deployments');
+  await go(`#/deployments/${first}`, /Deployment/);
 
   // 5. A refused action shows the rule's message.
   log('a refused action shows the rule\'s message');

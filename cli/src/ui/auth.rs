@@ -30,11 +30,12 @@ pub enum Refusal {
 /// The secrets of one `shoal ui` run, all random, none ever written to disk.
 #[derive(Debug)]
 pub struct Auth {
-    /// `http://ADDR`, the only origin writes are taken from.
+    /// `http://ADDR`, where the dashboard is served.
     origin: String,
     /// The `Host` headers taken (the address, and `localhost:PORT` on
     /// IPv4 loopback), so a page of another site whose name resolves to
-    /// 127.0.0.1 (DNS rebinding) is not answered.
+    /// 127.0.0.1 (DNS rebinding) is not answered; writes are taken from
+    /// the origins `http://` + one of these.
     hosts: Vec<String>,
     /// The login token, until it is exchanged.
     login: Mutex<Option<String>>,
@@ -133,7 +134,10 @@ impl Auth {
         let origin = headers.get(header::ORIGIN).and_then(|h| h.to_str().ok());
         let site = headers.get("sec-fetch-site").and_then(|h| h.to_str().ok());
         let same_origin = match origin {
-            Some(o) => o == self.origin,
+            Some(o) => self
+                .hosts
+                .iter()
+                .any(|h| o.strip_prefix("http://") == Some(h.as_str())),
             None => site == Some("same-origin"),
         };
         if !same_origin || site.is_some_and(|s| s != "same-origin") {
@@ -204,6 +208,10 @@ mod tests {
             // Origin alone or fetch metadata alone is enough.
             assert_eq!(ok, drop == 2 || drop == 3, "without {:?}", good[drop].0);
         }
+        let mut local = good;
+        local[0] = ("host", "localhost:4321");
+        local[2] = ("origin", "http://localhost:4321");
+        assert_eq!(a.check(&post, "/api/act", &headers(&local)), Ok(()));
         let mut evil = good;
         evil[2] = ("origin", "http://evil.example");
         evil[3] = ("sec-fetch-site", "cross-site");
