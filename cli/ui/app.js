@@ -283,6 +283,7 @@ views.deployments = () => {
 views.deployment = (id) => {
   const head = slot('Deployment');
   const containers = slot('Containers');
+  const live = slot('Live containers');
   const log = h('pre', { class: 'log', id: 'logs', 'aria-label': 'Progress and container logs', tabindex: 0 }, 'Loading…');
   const actions = h('div', { class: 'actions' });
   const copy = form('inline', 'Copy the deployment', [
@@ -302,7 +303,8 @@ views.deployment = (id) => {
   return {
     live: true,
     mount: (root) => root.append(h('h1', {}, 'Deployment ', h('span', { class: 'mono' }, short(id))),
-      section('Status', head, actions), section('Containers', containers),
+      section('Status', head, actions), section('Containers at the end of the last try', containers),
+      section('Live containers on the node', live),
       section('Progress and logs', log), section('Copy to another node or prefix', copy)),
     refresh: async () => {
       try {
@@ -325,6 +327,21 @@ views.deployment = (id) => {
         ['Container', (c) => c.name], ['State', (c) => badge(c.state)],
         ['Exit code', (c) => c.exit_code], ['Image', (c) => h('span', { class: 'mono' }, c.image)],
       ], rows, 'No container has run yet.'));
+      try {
+        const all = await team(`nodes/${enc(d.node_key)}/containers?prefix=${enc(d.prefix)}`);
+        const mine = all.filter((c) => c.deployment === d.id);
+        const verb = (c, action, cls) => button(action[0].toUpperCase() + action.slice(1), cls,
+          (ev) => act({ op: 'container.command', node: d.node_key, container: c.name, action }, ev.currentTarget),
+          { 'aria-label': `${action} container ${c.name}` });
+        fill(live, table('Live containers', [
+          ['Name', (c) => h('span', { class: 'mono' }, c.name)], ['State', (c) => badge(c.state && c.state.state)],
+          ['Status', (c) => c.status], ['Try', (c) => c.try_number], ['Init of', (c) => c.init],
+          ['Ports', (c) => (c.ports || []).map((p) => `${dash(p.host_port)}→${p.internal}/${p.protocol}`).join(' ')],
+          ['', (c) => h('span', { class: 'actions' }, verb(c, 'restart', 'secondary'), verb(c, 'stop', 'secondary'), verb(c, 'start', 'secondary'))],
+        ], mine, 'No container of this deployment runs on the node.'));
+      } catch (e) {
+        fill(live, h('p', { class: 'muted' }, `The node did not answer: ${e.message}`));
+      }
       try {
         const l = await get('/api/logs/' + enc(id));
         log.textContent = l.lines.length ? l.lines.join('\n') : '(no lines yet)';
@@ -377,10 +394,10 @@ views.product = (name) => {
       fill(info, facts([['Kind', p.kind], ['Default version', p.default_version], ['Description', p.description], ['Created', when(p.created_ms)]]));
       fill(list, table('Versions', [
         ['Name', (v) => h('a', { href: `#/products/${enc(name)}/versions/${enc(v.name)}` }, v.name)],
-        ['Kind', (v) => v.kind], ['Default', (v) => (v.default ? 'yes' : button('Make default', 'secondary', (ev) => act({ op: 'version.default', product: name, version: v.name }, ev.currentTarget)))],
+        ['Kind', (v) => v.kind], ['Default', (v) => (v.default ? 'yes' : button('Make default', 'secondary', (ev) => act({ op: 'version.default', product: name, version: v.name }, ev.currentTarget), { 'aria-label': `Make ${v.name} the default version` }))],
         ['Frozen', (v) => v.frozen], ['Parent', (v) => v.parent], ['Child', (v) => v.child],
         ['Images', (v) => v.images], ['Deployments', (v) => v.deployments],
-        ['', (v) => button('Remove', 'danger', confirmThen(`Remove version ${v.name}?`, { op: 'version.remove', product: name, version: v.name }))],
+        ['', (v) => button('Remove', 'danger', confirmThen(`Remove version ${v.name}?`, { op: 'version.remove', product: name, version: v.name }), { 'aria-label': `Remove version ${v.name}` })],
       ], p.versions, 'No versions yet.'));
     },
   };
@@ -426,7 +443,7 @@ views.version = (product, version) => {
         ['Env', (i) => h('span', { class: 'mono' }, Object.entries((i.config && i.config.env) || {}).map(([k, x]) => `${k}=${x}`).join(' ') || '–')],
         ['Ports', (i) => ((i.config && i.config.ports) || []).map((p) => `${dash(p.external)}:${p.internal}`).join(' ')],
         ['Config', (i) => h('details', {}, h('summary', {}, 'effective config'), h('pre', { class: 'log' }, JSON.stringify(i.config, null, 2)))],
-        ['', (i) => button('Remove', 'danger', confirmThen(`Remove image ${i.name}?`, { op: 'image.remove', product, version, container: i.name }))],
+        ['', (i) => button('Remove', 'danger', confirmThen(`Remove image ${i.name}?`, { op: 'image.remove', product, version, container: i.name }), { 'aria-label': `Remove image ${i.name}` })],
       ], v.images, 'No images yet: add one below.'));
       if (rsel.options.length !== regs.length + 1) {
         rsel.replaceChildren(h('option', { value: '' }, 'from the reference'), ...regs.map((r) => h('option', { value: r.name }, `${r.name} (${r.kind})`)));
@@ -500,18 +517,18 @@ views.members = () => {
       const role = (m) => {
         if (m.removed || m.role === 'owner') return m.role;
         const sel = h('select', { 'aria-label': `Role of ${m.name}` }, ['admin', 'user'].map((r) => h('option', { value: r, selected: r === m.role }, r)));
-        return h('span', {}, sel, ' ', button('Change', 'secondary', (ev) => act({ op: 'member.role', member: m.key, role: sel.value }, ev.currentTarget)));
+        return h('span', {}, sel, ' ', button('Change', 'secondary', (ev) => act({ op: 'member.role', member: m.key, role: sel.value }, ev.currentTarget), { 'aria-label': `Change the role of ${m.name}` }));
       };
       fill(members, table('Members', [
         ['Name', (m) => m.name], ['Email', (m) => m.email], ['Key', (m) => h('span', { class: 'mono' }, short(m.key))],
         ['Role', role], ['Joined', (m) => when(m.joined && m.joined.ms)],
-        ['', (m) => (m.removed ? badge('removed') : button('Remove', 'danger', confirmThen(`Remove ${m.name} from the team?`, { op: 'member.remove', member: m.key })))],
+        ['', (m) => (m.removed ? badge('removed') : button('Remove', 'danger', confirmThen(`Remove ${m.name} from the team?`, { op: 'member.remove', member: m.key }), { 'aria-label': `Remove member ${m.name}` }))],
       ], ms));
       fill(invites, table('Invites', [
         ['Id', (i) => h('span', { class: 'mono' }, short(i.id))], ['Kind', (i) => i.kind], ['Grants', (i) => i.grants],
         ['Created by', (i) => i.creator_name], ['Expires', (i) => when(i.expires_ms)],
         ['State', (i) => (i.revoked ? 'revoked' : i.used_by.length ? `used by ${i.used_by.length}` : i.expires_ms < Date.now() ? 'expired' : 'open')],
-        ['', (i) => (i.revoked ? null : button('Revoke', 'danger', confirmThen('Revoke this invite?', { op: 'invite.revoke', id: i.id })))],
+        ['', (i) => (i.revoked ? null : button('Revoke', 'danger', confirmThen('Revoke this invite?', { op: 'invite.revoke', id: i.id }), { 'aria-label': `Revoke invite ${short(i.id)}` }))],
       ], is.slice().reverse(), 'No invites.'));
     },
   };
@@ -546,7 +563,7 @@ views.registries = () => {
         ['Name', (r) => r.name], ['Kind', (r) => r.kind], ['URL', (r) => r.url], ['Namespace', (r) => r.namespace],
         ['User', (r) => r.user], ['Password', (r) => (r.password ? `sealed for ${(r.sealed_for || []).join(', ') || 'the team key'}` : 'none')],
         ['Images', (r) => r.images],
-        ['', (r) => (r.builtin ? null : button('Remove', 'danger', confirmThen(`Remove registry ${r.name}?`, { op: 'registry.remove', name: r.name })))],
+        ['', (r) => (r.builtin ? null : button('Remove', 'danger', confirmThen(`Remove registry ${r.name}?`, { op: 'registry.remove', name: r.name }), { 'aria-label': `Remove registry ${r.name}` }))],
       ], rs));
     },
   };

@@ -163,6 +163,12 @@ try {
   await page.getByRole('cell', { name: 'running' }).first().waitFor();
   await shot('deployment');
 
+  log('restart the container and see it start again');
+  await page.getByRole('button', { name: `restart container ${prefix}-worker` }).click();
+  const asked = await done();
+  if (!asked.includes(`restart ${prefix}-worker`)) fail(`the restart said: ${asked}`);
+  await page.waitForFunction((l) => document.getElementById('logs').textContent.split(l).length > 2, `${line} v1.0.0`, { timeout: WAIT });
+
   // 4. A second version, deployed over the first; then roll back.
   log('increase to 1.1.0 and deploy it over 1.0.0');
   await go('#/products/shop', 'Product shop');
@@ -210,7 +216,7 @@ try {
   await go('#/audit', 'Audit log');
   await page.locator('#main table tbody tr').first().waitFor();
   const audit = await page.locator('#main table').textContent();
-  for (const action of ['registry.add', 'product.create', 'version.create', 'image.add', 'image.config',
+  for (const action of ['registry.add', 'product.create', 'version.create', 'image.add', 'image.config', 'container.command',
     'version.increase', 'deployment.create', 'deployment.start', 'deployment.finish', 'deployment.rollback']) {
     if (!audit.includes(action)) fail(`the audit log lacks ${action}`);
   }

@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::Parser;
 use serde::Deserialize;
 
-use crate::cmd::{deploy, image, member, product, registry, team, version};
+use crate::cmd::{container, deploy, image, member, product, registry, team, version};
 use crate::ctx::Ctx;
 use crate::error::Usage;
 
@@ -113,6 +113,15 @@ pub enum Intent {
         node: String,
         prefix: String,
     },
+    /// Start, stop or restart one of the team's containers on a node
+    /// (`container` is its runtime name); waits, as the CLI does, until
+    /// the node carried it out.
+    #[serde(rename = "container.command")]
+    ContainerCommand {
+        node: String,
+        container: String,
+        action: ContainerVerb,
+    },
     #[serde(rename = "member.role")]
     MemberRole { member: String, role: String },
     #[serde(rename = "member.remove")]
@@ -138,6 +147,15 @@ pub enum Intent {
     },
     #[serde(rename = "registry.remove")]
     RegistryRemove { name: String },
+}
+
+/// What the dashboard may ask a container to do (removal stays in the CLI).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerVerb {
+    Start,
+    Stop,
+    Restart,
 }
 
 fn day() -> String {
@@ -330,6 +348,18 @@ pub async fn run(ctx: &Ctx, intent: Intent) -> Result<String> {
                 prefix,
             };
             deploy::run(ctx, cmd, o).await?;
+        }
+        Intent::ContainerCommand {
+            node,
+            container,
+            action,
+        } => {
+            let cmd = match action {
+                ContainerVerb::Start => container::Cmd::Start { node, container },
+                ContainerVerb::Stop => container::Cmd::Stop { node, container },
+                ContainerVerb::Restart => container::Cmd::Restart { node, container },
+            };
+            container::run(ctx, cmd, o).await?;
         }
         Intent::MemberRole { member, role } => {
             member::run(ctx, member::Cmd::Role { member, role }, o).await?;
