@@ -4,11 +4,14 @@
 //! browser part is `tests/ui/dashboard.mjs` (headless Chromium from
 //! Debian's `chromium`, driven by `playwright-core` from `tests/ui/`, both
 //! installed by `scripts/test.sh`): log in with the printed URL, make a
-//! registry, product, version and image, deploy and watch the status turn
-//! successful without a reload, read the container's log line, roll back,
-//! be refused with the rule's message, find every action in the audit log
-//! and verify it, make an invite, and be refused forged writes. What the
-//! page did is then checked from the CLI and the Docker engine.
+//! registry and list its tags, make a product, version and image, deploy
+//! and watch the status turn successful without a reload, read the
+//! container's log line, restart the container, increase the version and
+//! make it the default, deploy it, roll back, be refused with the rule's
+//! message, find every action in the audit log and verify it, make an
+//! invite, change a member's role, fit a phone's width, and be refused
+//! forged writes. What the page did is then checked from the CLI and the
+//! Docker engine.
 //! Screenshots of each page go to `target/tmp/ui-screenshots/`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -207,6 +210,16 @@ fn a_member_drives_the_team_from_the_dashboard_in_a_browser() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
+    let shop = json(a, &["product", "show", "shop", "-o", "json"]);
+    assert_eq!(shop["default_version"], "1.1.0", "{shop}");
+    let members = json(a, &["member", "list", "-o", "json"]);
+    let b_role = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "b-person")
+        .map(|m| m["role"].clone());
+    assert_eq!(b_role, Some(Value::from("user")), "{members}");
     // `forged` is the one well-formed write the script sends after the
     // refused ones: it proves the refusals were refusals.
     assert_eq!(names, ["forged", "shop"], "{products}");

@@ -122,6 +122,13 @@ try {
   await go('#/registries', 'Registries');
   await submit('Add a registry', { Name: 'open', Kind: 'v2', URL: registry });
   await page.getByRole('cell', { name: 'open', exact: true }).waitFor();
+  log('browse the registry\'s tags');
+  const tagsForm = page.getByRole('form', { name: 'List an image\'s tags' });
+  await tagsForm.getByLabel('Registry', { exact: true }).fill('open');
+  await tagsForm.getByLabel('Image', { exact: true }).fill('shoal-test/busybox');
+  await tagsForm.locator('button[type=submit]').click();
+  await page.locator('li', { hasText: /^1\.1$/ }).waitFor();
+  await page.locator('li', { hasText: /^1\.0$/ }).waitFor();
   await shot('registries');
 
   log('create product, version and image');
@@ -173,6 +180,10 @@ try {
   log('increase to 1.1.0 and deploy it over 1.0.0');
   await go('#/products/shop', 'Product shop');
   await submit('Increase a version', { 'From version': '1.0.0', 'New name': '1.1.0' });
+  await page.getByRole('button', { name: 'Make 1.1.0 the default version' }).click();
+  const made = await done();
+  if (!made.includes('1.1.0')) fail(`making 1.1.0 the default said: ${made}`);
+  await page.locator('dl.facts dd', { hasText: /^1\.1\.0$/ }).waitFor();
   await go('#/products/shop/versions/1.1.0', 'shop 1.1.0');
   await submit('Create a deployment', { Node: dockerNode, Prefix: prefix });
   await page.getByRole('heading', { level: 1, name: /Deployment/ }).waitFor();
@@ -217,7 +228,7 @@ try {
   await page.locator('#main table tbody tr').first().waitFor();
   const audit = await page.locator('#main table').textContent();
   for (const action of ['registry.add', 'product.create', 'version.create', 'image.add', 'image.config', 'container.command',
-    'version.increase', 'deployment.create', 'deployment.start', 'deployment.finish', 'deployment.rollback']) {
+    'version.increase', 'version.default', 'deployment.create', 'deployment.start', 'deployment.finish', 'deployment.rollback']) {
     if (!audit.includes(action)) fail(`the audit log lacks ${action}`);
   }
   await page.getByRole('button', { name: 'Verify the log' }).click();
@@ -231,6 +242,19 @@ try {
   const ticket = await page.locator('#ticket').inputValue();
   if (!ticket.startsWith('shoal1')) fail(`no ticket shown: ${ticket}`);
   await page.getByRole('cell', { name: 'open' }).first().waitFor();
+  log('change a member\'s role');
+  // The other member (an admin: the test team's second machine's person).
+  const roleSelect = page.locator('select[aria-label^="Role of "]').first();
+  const other = (await roleSelect.getAttribute('aria-label')).slice('Role of '.length);
+  await roleSelect.selectOption('user');
+  await page.getByRole('button', { name: `Change the role of ${other}` }).click();
+  const changed = await done();
+  if (!changed.includes(`${other} is now user`)) fail(`the role change said: ${changed}`);
+  await page.waitForFunction((name) => {
+    const sel = document.querySelector(`select[aria-label="Role of ${name}"]`);
+    const chosen = sel && sel.querySelector('option[selected]');
+    return chosen && chosen.value === 'user';
+  }, other);
   await shot('members');
 
   // 8. Phone width.
