@@ -491,6 +491,7 @@ views.audit = () => {
 views.members = () => {
   const members = slot('Members');
   const invites = slot('Invites');
+  const pending = {};
   const ticket = h('div', { 'aria-live': 'polite' });
   const create = form('inline', 'Create an invite', [
     field('Role', { tag: 'select', name: 'role', options: ['user', 'admin'] }),
@@ -516,8 +517,13 @@ views.members = () => {
       const [ms, is] = await Promise.all([team('members'), team('invites')]);
       const role = (m) => {
         if (m.removed || m.role === 'owner') return m.role;
-        const sel = h('select', { 'aria-label': `Role of ${m.name}` }, ['admin', 'user'].map((r) => h('option', { value: r, selected: r === m.role }, r)));
-        return h('span', {}, sel, ' ', button('Change', 'secondary', (ev) => act({ op: 'member.role', member: m.key, role: sel.value }, ev.currentTarget), { 'aria-label': `Change the role of ${m.name}` }));
+        // A role picked but not applied yet survives the live refreshes.
+        const picked = pending[m.key] || m.role;
+        const sel = h('select', { 'aria-label': `Role of ${m.name}`, onchange: () => { pending[m.key] = sel.value; } },
+          ['admin', 'user'].map((r) => h('option', { value: r, selected: r === picked }, r)));
+        return h('span', {}, sel, ' ', button('Change', 'secondary', async (ev) => {
+          if (await act({ op: 'member.role', member: m.key, role: sel.value }, ev.currentTarget) !== null) delete pending[m.key];
+        }, { 'aria-label': `Change the role of ${m.name}` }));
       };
       fill(members, table('Members', [
         ['Name', (m) => m.name], ['Email', (m) => m.email], ['Key', (m) => h('span', { class: 'mono' }, short(m.key))],
@@ -620,6 +626,9 @@ function navigate() {
   state.view = view;
   view.mount(main);
   document.title = `${main.querySelector('h1').textContent} · shoal`;
+  // A screen reader starts reading the new page, not the old place.
+  if (state.mounted) main.focus({ preventScroll: true });
+  state.mounted = true;
   refresh();
 }
 

@@ -16,6 +16,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -234,4 +235,192 @@ fn a_member_drives_the_team_from_the_dashboard_in_a_browser() {
             .success()
     );
     assert_eq!(ui.exit(WAIT), Some(0), "{:?}", ui.notes);
+}
+
+/// Request headers, as (name, value).
+type Headers<'a> = Vec<(&'a str, &'a str)>;
+
+/// One HTTP/1.1 exchange with the dashboard at `addr`: (status, headers
+/// in lower case, body).
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nconnection: close\r\n");
+    if !headers.iter().any(|(k, _)| *k == "host") {
+        req.push_str(&format!("host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() {
+        req.push_str(&format!(
+            "content-type: application/json\r\ncontent-length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+/// Without a browser: the login token works once and sets a strict
+/// cookie; reads need the cookie; writes need the cookie, the dashboard's
+/// origin and its anti-forgery token, and another host is not answered.
+/// Only the write with everything right changes the team.
+#[test]
+fn the_dashboard_refuses_requests_without_its_token_cookie_or_origin() {
+    let mut a = Peer::new("a").unwrap();
+    a.ok(&["profile", "init", "--name", "ann"]);
+    a.start().unwrap();
+    a.ok(&["team", "create", "crew"]);
+
+    // Only loopback is served.
+    let r = a.shoal(&["ui", "--listen", "0.0.0.0:0"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("loopback"), "{r:?}");
+
+    let mut ui = Follower::spawn(&a.user, &["ui"], &[]).unwrap();
+    ui.until(WAIT, |out, _| out.iter().any(|l| l.starts_with("http://")))
+        .unwrap();
+    let url = ui.seen.iter().find(|l| l.starts_with("http://")).unwrap();
+    let rest = url.strip_prefix("http://").unwrap();
+    let (addr, login) = rest.split_at(rest.find('/').unwrap());
+    let origin = format!("http://{addr}");
+    let token = login.split("token=").nth(1).unwrap();
+
+    // A wrong token is refused; the right one gives a strict cookie, once.
+    let wrong = format!("/login?token={}", "0".repeat(token.len()));
+    assert_eq!(http(addr, "GET", &wrong, &[], "").0, 403);
+    let (status, head, _) = http(addr, "GET", login, &[], "");
+    assert_eq!(status, 303, "{head}");
+    let cookie_line = head
+        .lines()
+        .find(|l| l.starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no cookie: {head}"));
+    for part in ["httponly", "samesite=strict", "path=/"] {
+        assert!(cookie_line.contains(part), "{cookie_line}");
+    }
+    assert!(
+        head.contains("content-security-policy: default-src 'none'"),
+        "{head}"
+    );
+    let cookie = cookie_line
+        .trim_start_matches("set-cookie:")
+        .trim()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        http(addr, "GET", login, &[], "").0,
+        403,
+        "the token works once"
+    );
+
+    // Reads need the cookie; another host is not answered even with it.
+    assert_eq!(http(addr, "GET", "/api/team", &[], "").0, 401);
+    let (status, _, body) = http(addr, "GET", "/api/session", &[("cookie", &cookie)], "");
+    assert_eq!(status, 200, "{body}");
+    let session: Value = serde_json::from_str(&body).unwrap();
+    let csrf = session["csrf"].as_str().unwrap().to_string();
+    assert_eq!(session["team_name"], "crew");
+    let rebound = [("host", "attacker.example"), ("cookie", cookie.as_str())];
+    assert_eq!(http(addr, "GET", "/api/team", &rebound, "").0, 403);
+    assert_eq!(
+        http(
+            addr,
+            "GET",
+            "/api/team/bootstrap",
+            &[("cookie", &cookie)],
+            ""
+        )
+        .0,
+        404,
+        "the network key is not readable through the dashboard"
+    );
+
+    // Writes.
+    let intent = r#"{"op":"product.create","name":"forged"}"#;
+    let refused: [(&str, Headers, u16); 5] = [
+        (
+            "no cookie",
+            vec![("origin", &origin), ("x-shoal-csrf", &csrf)],
+            401,
+        ),
+        (
+            "another origin",
+            vec![
+                ("cookie", &cookie),
+                ("origin", "http://attacker.example"),
+                ("x-shoal-csrf", &csrf),
+            ],
+            403,
+        ),
+        (
+            "no origin",
+            vec![("cookie", &cookie), ("x-shoal-csrf", &csrf)],
+            403,
+        ),
+        (
+            "no anti-forgery token",
+            vec![("cookie", &cookie), ("origin", &origin)],
+            403,
+        ),
+        (
+            "a cross-site fetch",
+            vec![
+                ("cookie", &cookie),
+                ("origin", &origin),
+                ("sec-fetch-site", "cross-site"),
+                ("x-shoal-csrf", &csrf),
+            ],
+            403,
+        ),
+    ];
+    for (what, headers, want) in &refused {
+        let (status, _, body) = http(addr, "POST", "/api/act", headers, intent);
+        assert_eq!(status, *want, "a write with {what}: {body}");
+    }
+    let products = json(&a, &["product", "list", "-o", "json"]);
+    assert_eq!(
+        products,
+        serde_json::json!([]),
+        "a refused write changed the team"
+    );
+    let good = [
+        ("cookie", cookie.as_str()),
+        ("origin", &origin),
+        ("x-shoal-csrf", &csrf),
+    ];
+    let (status, _, body) = http(addr, "POST", "/api/act", &good, intent);
+    assert_eq!(status, 200, "{body}");
+    let products = json(&a, &["product", "list", "-o", "json"]);
+    assert_eq!(products[0]["name"], "forged", "{products}");
+
+    // A refused op answers the daemon's status and the rule's message.
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        "/api/act",
+        &good,
+        r#"{"op":"member.remove","member":"ann"}"#,
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("owner"), "{body}");
 }

@@ -20,7 +20,7 @@ if (!outDir) {
 mkdirSync(outDir, { recursive: true });
 const origin = new URL(url).origin;
 const DEPLOY_WAIT = 240_000;
-const WAIT = 30_000;
+const WAIT = 60_000;
 
 const browser = await chromium.launch({
   executablePath: process.env.SHOAL_CHROMIUM || '/usr/bin/chromium',
