@@ -33,9 +33,10 @@ use axum::middleware::{self, Next};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use shoal_api::ErrorBody;
 use shoal_api::teams::TeamInfo;
+use shoal_api::{ErrorBody, node};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::ClientError;
@@ -307,19 +308,20 @@ async fn events(State(ui): State<Arc<Ui>>) -> Response {
         .into_response()
 }
 
-async fn pass(ui: &Ui, route: &str) -> Response {
-    match ui.ctx.client.try_get::<serde_json::Value>(route).await {
+/// The daemon's answer to `GET route`, read as `T` and sent on.
+async fn pass<T: DeserializeOwned + Serialize>(ui: &Ui, route: &str) -> Response {
+    match ui.ctx.client.try_get::<T>(route).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => failure(&e.into()),
     }
 }
 
 async fn node(State(ui): State<Arc<Ui>>) -> Response {
-    pass(&ui, "/v1/node").await
+    pass::<node::NodeInfo>(&ui, "/v1/node").await
 }
 
 /// `GET /api/team/<tail>`: the daemon's `GET /v1/teams/<team>/<tail>`,
-/// for the reads [`reads::allowed`] names.
+/// for the reads [`reads::read_of`] names, each read as its API type.
 async fn read(State(ui): State<Arc<Ui>>, uri: Uri) -> Response {
     let path = uri.path();
     let tail = path
@@ -327,12 +329,15 @@ async fn read(State(ui): State<Arc<Ui>>, uri: Uri) -> Response {
         .or_else(|| path.strip_prefix("/api/team").filter(|t| t.is_empty()))
         .unwrap_or(path);
     let q = uri.query().unwrap_or_default();
-    if !reads::allowed(tail) || !reads::clean_query(q) {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("the dashboard does not read {path}"),
-        );
-    }
+    let kind = match reads::read_of(tail) {
+        Some(k) if reads::clean_query(q) => k,
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("the dashboard does not read {path}"),
+            );
+        }
+    };
     let mut route = ui.base.clone();
     if !tail.is_empty() {
         route = format!("{route}/{tail}");
@@ -340,7 +345,31 @@ async fn read(State(ui): State<Arc<Ui>>, uri: Uri) -> Response {
     if !q.is_empty() {
         route = format!("{route}?{q}");
     }
-    pass(&ui, &route).await
+    use reads::Read as R;
+    use shoal_api::{audit, containers as c, deployments as d, members as m};
+    use shoal_api::{nodes as n, products as p, registries as r, sync as s, teams as t};
+    match kind {
+        R::Team => pass::<t::TeamInfo>(&ui, &route).await,
+        R::Status => pass::<n::StatusList>(&ui, &route).await,
+        R::Nodes => pass::<n::NodeList>(&ui, &route).await,
+        R::Members => pass::<m::MemberList>(&ui, &route).await,
+        R::Invites => pass::<m::InviteList>(&ui, &route).await,
+        R::Sync => pass::<s::TeamSync>(&ui, &route).await,
+        R::Registries => pass::<r::RegistryList>(&ui, &route).await,
+        R::Registry => pass::<r::Registry>(&ui, &route).await,
+        R::Tags => pass::<r::Tags>(&ui, &route).await,
+        R::Products => pass::<p::ProductList>(&ui, &route).await,
+        R::Product => pass::<p::ProductDetail>(&ui, &route).await,
+        R::Versions => pass::<p::VersionList>(&ui, &route).await,
+        R::Version => pass::<p::VersionDetail>(&ui, &route).await,
+        R::Rollback | R::Deployment => pass::<d::DeploymentDetail>(&ui, &route).await,
+        R::Deployments => pass::<d::DeploymentList>(&ui, &route).await,
+        R::Containers => pass::<c::ContainerList>(&ui, &route).await,
+        R::Logs => pass::<c::LogLines>(&ui, &route).await,
+        R::Progress => pass::<c::ProgressLines>(&ui, &route).await,
+        R::Audit => pass::<audit::AuditList>(&ui, &route).await,
+        R::AuditVerify => pass::<audit::AuditVerify>(&ui, &route).await,
+    }
 }
 
 #[derive(Debug, Serialize)]

@@ -19,9 +19,37 @@ pub const POLL: Duration = Duration::from_millis(500);
 /// container state change without an op).
 const TICK_EVERY: u32 = 6;
 
-/// Whether `tail` (under `/v1/teams/<team>/`, percent-encoded) is a read
-/// the page may make.
-pub fn allowed(tail: &str) -> bool {
+/// A daemon read the page may make: each is read back as its `shoal-api`
+/// type and sent on from that, so the page gets the fields the API
+/// defines and nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    Team,
+    Status,
+    Nodes,
+    Members,
+    Invites,
+    Sync,
+    Registries,
+    Registry,
+    Tags,
+    Products,
+    Product,
+    Versions,
+    Version,
+    Rollback,
+    Deployments,
+    Deployment,
+    Containers,
+    Logs,
+    Progress,
+    Audit,
+    AuditVerify,
+}
+
+/// The read `tail` (under `/v1/teams/<team>/`, percent-encoded) is, if
+/// the page may make it.
+pub fn read_of(tail: &str) -> Option<Read> {
     let segs: Vec<&str> = tail.split('/').collect();
     let clean = segs.iter().all(|s| {
         s.bytes()
@@ -29,30 +57,33 @@ pub fn allowed(tail: &str) -> bool {
             && *s != "."
             && *s != ".."
     });
-    clean
-        && matches!(
-            segs.as_slice(),
-            [""] | ["status"]
-                | ["nodes"]
-                | ["members"]
-                | ["invites"]
-                | ["sync"]
-                | ["registries"]
-                | ["registries", _]
-                | ["registries", _, "tags"]
-                | ["products"]
-                | ["products", _]
-                | ["products", _, "versions"]
-                | ["products", _, "versions", _]
-                | ["products", _, "rollback"]
-                | ["deployments"]
-                | ["deployments", _]
-                | ["nodes", _, "containers"]
-                | ["nodes", _, "containers", _, "logs"]
-                | ["nodes", _, "deployments", _, "progress"]
-                | ["audit"]
-                | ["audit", "verify"]
-        )
+    if !clean {
+        return None;
+    }
+    Some(match segs.as_slice() {
+        [""] => Read::Team,
+        ["status"] => Read::Status,
+        ["nodes"] => Read::Nodes,
+        ["members"] => Read::Members,
+        ["invites"] => Read::Invites,
+        ["sync"] => Read::Sync,
+        ["registries"] => Read::Registries,
+        ["registries", _] => Read::Registry,
+        ["registries", _, "tags"] => Read::Tags,
+        ["products"] => Read::Products,
+        ["products", _] => Read::Product,
+        ["products", _, "versions"] => Read::Versions,
+        ["products", _, "versions", _] => Read::Version,
+        ["products", _, "rollback"] => Read::Rollback,
+        ["deployments"] => Read::Deployments,
+        ["deployments", _] => Read::Deployment,
+        ["nodes", _, "containers"] => Read::Containers,
+        ["nodes", _, "containers", _, "logs"] => Read::Logs,
+        ["nodes", _, "deployments", _, "progress"] => Read::Progress,
+        ["audit"] => Read::Audit,
+        ["audit", "verify"] => Read::AuditVerify,
+        _ => return None,
+    })
 }
 
 /// Whether a query string may be passed on as is.
@@ -130,7 +161,7 @@ mod tests {
             "nodes/b/containers/prod-web/logs",
             "audit/verify",
         ] {
-            assert!(allowed(ok), "{ok}");
+            assert!(read_of(ok).is_some(), "{ok}");
         }
         for no in [
             "bootstrap",
@@ -142,8 +173,9 @@ mod tests {
             "products/a b",
             "products/a/versions/b/c",
         ] {
-            assert!(!allowed(no), "{no}");
+            assert_eq!(read_of(no), None, "{no}");
         }
+        assert_eq!(read_of("products/a/rollback"), Some(Read::Rollback));
         assert!(clean_query("node=b&prefix=prod"));
         assert!(!clean_query("a=b#c"));
         assert!(!clean_query("a=b\r\nX: y"));
