@@ -222,18 +222,35 @@ try {
   if (await status() !== 'successful') fail('a refused start changed the status');
   await shot('refused');
 
+  log('delete the downgraded deployment');
+  page.once('dialog', (d) => d.accept());
+  await go(`#/deployments/${second}`, /Deployment/);
+  await waitStatus('downgraded', WAIT);
+  await page.getByRole('button', { name: 'Delete' }).click();
+  const deleted = await done();
+  if (!deleted.includes('deleted deployment')) fail(`the delete said: ${deleted}`);
+  await page.getByText('This deployment no longer exists').waitFor();
+
   // 6. Each action is in the audit log, and the log verifies.
   log('see each action in the audit log and verify it');
   await go('#/audit', 'Audit log');
   await page.locator('#main table tbody tr').first().waitFor();
   const audit = await page.locator('#main table').textContent();
   for (const action of ['registry.add', 'product.create', 'version.create', 'image.add', 'image.config', 'container.command',
-    'version.increase', 'version.default', 'deployment.create', 'deployment.start', 'deployment.finish', 'deployment.rollback']) {
+    'version.increase', 'version.default', 'deployment.create', 'deployment.start', 'deployment.finish', 'deployment.rollback', 'deployment.delete']) {
     if (!audit.includes(action)) fail(`the audit log lacks ${action}`);
   }
   await page.getByRole('button', { name: 'Verify the log' }).click();
   await page.locator('#verify-result').getByText('The chain verifies').waitFor();
   await shot('audit');
+  log('filter the audit log');
+  const filter = page.getByRole('form', { name: 'Filter the audit log' });
+  await filter.getByLabel('Action', { exact: true }).fill('deployment.');
+  await filter.locator('button[type=submit]').click();
+  await page.waitForFunction(() => {
+    const cells = [...document.querySelectorAll('#main table tbody tr td:nth-child(3)')];
+    return cells.length > 0 && cells.every((c) => c.textContent.startsWith('deployment.'));
+  });
 
   // 7. Members: an invite's ticket.
   log('create an invite and see its ticket');
