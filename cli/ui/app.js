@@ -500,7 +500,7 @@ views.members = () => {
     const out = await act({ op: 'invite.create', role: v.role, expires: v.expires || '24h' }, b);
     if (out) {
       const t = lines(out).pop();
-      const area = h('textarea', { class: 'ticket', readonly: true, rows: 3, id: 'ticket', 'aria-label': 'Invite ticket' });
+      const area = h('textarea', { class: 'ticket', readonly: true, rows: 5, id: 'ticket', 'aria-label': 'Invite ticket' });
       area.value = t;
       fill(ticket, h('p', {}, 'Give this ticket to the new member (it works once): ', h('span', { class: 'muted' }, 'shoal team join TICKET')), area,
         button('Copy ticket', 'secondary', async () => {
@@ -528,7 +528,7 @@ views.members = () => {
       fill(members, table('Members', [
         ['Name', (m) => m.name], ['Email', (m) => m.email], ['Key', (m) => h('span', { class: 'mono' }, short(m.key))],
         ['Role', role], ['Joined', (m) => when(m.joined && m.joined.ms)],
-        ['', (m) => (m.removed ? badge('removed') : button('Remove', 'danger', confirmThen(`Remove ${m.name} from the team?`, { op: 'member.remove', member: m.key }), { 'aria-label': `Remove member ${m.name}` }))],
+        ['', (m) => (m.removed ? badge('removed') : m.role === 'owner' ? null : button('Remove', 'danger', confirmThen(`Remove ${m.name} from the team?`, { op: 'member.remove', member: m.key }), { 'aria-label': `Remove member ${m.name}` }))],
       ], ms));
       fill(invites, table('Invites', [
         ['Id', (i) => h('span', { class: 'mono' }, short(i.id))], ['Kind', (i) => i.kind], ['Grants', (i) => i.grants],

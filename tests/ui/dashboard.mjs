@@ -24,7 +24,7 @@ const WAIT = 60_000;
 
 const browser = await chromium.launch({
   executablePath: process.env.SHOAL_CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--headless', '--disable-background-networking'],
+  args: ['--no-sandbox', '--headless', '--disable-background-networking', '--disable-dev-shm-usage'],
 });
 const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
 const page = await context.newPage();
