@@ -94,6 +94,8 @@ pub async fn serve(ctx: &Ctx, listen: SocketAddr, open: bool, out: &mut impl Wri
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     let stop = CancellationToken::new();
+    // Whatever way this function returns, the runner's thread ends.
+    let _stop_on_return = stop.clone().drop_guard();
     let (runner, commands) = runner::start(stop.clone())?;
     let ui = Arc::new(Ui {
         base: pinned.base().await?,
