@@ -5,7 +5,10 @@
 #
 # Steps:
 #   1. install the missing Debian packages (docker.io, docker-registry,
-#      busybox-static, iproute2, apache2-utils, curl, shellcheck)
+#      busybox-static, iproute2, apache2-utils, curl, shellcheck, and for
+#      the dashboard's browser test chromium, nodejs, npm), then the
+#      browser driver playwright-core into tests/ui/node_modules (npm ci,
+#      pinned by tests/ui/package-lock.json)
 #   2. start dockerd unless a Docker engine already answers
 #   3. start two local registries (Debian's docker-registry, run as plain
 #      processes): open on 127.0.0.1:5000, htpasswd auth on 127.0.0.1:5001
@@ -53,6 +56,9 @@ install_packages() {
     command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
     command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+    [[ -x /usr/bin/chromium ]] || missing+=(chromium)
+    command -v node >/dev/null 2>&1 || missing+=(nodejs)
+    command -v npm >/dev/null 2>&1 || missing+=(npm)
 
     if ((${#missing[@]} == 0)); then
         info "all present"
@@ -63,6 +69,17 @@ install_packages() {
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+# The driver of tests/tests/ui.rs's browser (Chromium itself is Debian's).
+install_browser_driver() {
+    local dir=$repo_root/tests/ui
+    if [[ -d $dir/node_modules/playwright-core && $dir/node_modules/.package-lock.json -nt $dir/package-lock.json ]]; then
+        info "playwright-core present in tests/ui"
+        return
+    fi
+    info "npm ci in tests/ui (playwright-core)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
 }
 
 # ---------------------------------------------------------------- step 2
@@ -335,6 +352,7 @@ else
     mkdir -p "$SHOAL_STATE_DIR"
     chmod 700 "$SHOAL_STATE_DIR" 2>/dev/null || true
     timed install_packages
+    timed install_browser_driver
     timed start_dockerd
     timed start_registries
     timed build_images

@@ -23,6 +23,7 @@ mod parse;
 mod profile;
 mod session;
 mod templates;
+mod ui;
 
 use cmd::{
     audit, completion, container, deploy, image, member, node, product, registry, team, up, version,
@@ -93,6 +94,9 @@ enum Command {
     Export(cmd::export::ExportArgs),
     /// Makes the team's product match a file of `shoal export`, with the fewest ops.
     Apply(cmd::apply::ApplyArgs),
+    /// The web dashboard: served on loopback by this process, which signs
+    /// with your key; prints a one-time login URL.
+    Ui(cmd::ui::UiArgs),
     /// The audit log: every signed change, and its verification.
     #[command(subcommand)]
     Audit(audit::Cmd),
@@ -124,6 +128,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Image(c) => block_on(image::run(&ctx, c, out)),
         Command::Deploy(c) => block_on(deploy::run(&ctx, c, out)),
         Command::Audit(c) => block_on(audit::run(&ctx, c, out)),
+        Command::Ui(a) => block_on(cmd::ui::run(&ctx, a, out)),
         Command::Export(a) => block_on(cmd::export::run(&ctx, a, out)),
         Command::Apply(a) => block_on(cmd::apply::run(&ctx, a, out)),
         Command::Completion { shell } => {

@@ -174,6 +174,18 @@ pub struct WaitArgs {
     timeout: String,
 }
 
+impl WaitArgs {
+    /// Return once started, as `--detach` (the dashboard follows the
+    /// status itself).
+    pub fn detached() -> WaitArgs {
+        WaitArgs {
+            wait: false,
+            detach: true,
+            timeout: "30m".into(),
+        }
+    }
+}
+
 /// Secret values by key, from the environment and a secret file (the file
 /// wins on equal keys). Values are never printed.
 pub fn secret_values(

@@ -15,5 +15,6 @@ pub mod product;
 pub mod profile;
 pub mod registry;
 pub mod team;
+pub mod ui;
 pub mod up;
 pub mod version;
