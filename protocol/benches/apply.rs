@@ -60,7 +60,11 @@ fn main() {
         best
     );
 
-    concurrent(&r, &all, now);
+    // SHOAL_BENCH_CONCURRENT=0 leaves the concurrent part out (to profile
+    // the rest alone).
+    if std::env::var("SHOAL_BENCH_CONCURRENT").as_deref() != Ok("0") {
+        concurrent(&r, &all, now);
+    }
 }
 
 /// `WRITERS` replicas, each a copy of the history, write `PER_WRITER` ops

@@ -1,5 +1,7 @@
 //! Deterministic fixtures for tests and benchmarks: keys from small seeds, a
-//! team with members and nodes, and helpers that prepare, sign and apply.
+//! team with members and nodes, helpers that prepare, sign and apply, and
+//! edits of an op's Automerge change as a hostile author would make them
+//! through automerge's public API.
 
 use crate::action::{Action, NewMember, NewNode};
 use crate::keys::{PublicKey, SecretKey, TeamId};
@@ -268,4 +270,46 @@ pub fn history(n: usize) -> (Op, Vec<Op>) {
     }
     ops.truncate(n);
     (g, ops)
+}
+
+/// `op` with its change decoded, edited by `f`, encoded again and the op
+/// signed again by `author`: what any author can do with automerge's API.
+pub fn edit_change(
+    op: &Op,
+    author: &SecretKey,
+    f: impl FnOnce(&mut automerge::ExpandedChange),
+) -> Result<Op, String> {
+    let mut body = op.body.clone();
+    let mut expanded = automerge::Change::from_bytes(body.change.clone())
+        .map_err(|e| e.to_string())?
+        .decode();
+    f(&mut expanded);
+    expanded.hash = None;
+    body.change = automerge::Change::from(expanded).raw_bytes().to_vec();
+    body.sign(author).map_err(|e| e.to_string())
+}
+
+/// Moves a change's ops to start at `start`: its own op ids move with it.
+pub fn move_start(e: &mut automerge::ExpandedChange, start: u64) {
+    use automerge::legacy;
+    let (old, actor) = (e.start_op.get(), e.actor_id.clone());
+    let shift = |id: &mut legacy::OpId| {
+        if id.1 == actor && id.0 >= old {
+            id.0 = id.0 - old + start;
+        }
+    };
+    for op in &mut e.operations {
+        if let legacy::ObjectId::Id(id) = &mut op.obj {
+            shift(id);
+        }
+        if let legacy::Key::Seq(legacy::ElementId::Id(id)) = &mut op.key {
+            shift(id);
+        }
+        let mut pred: Vec<legacy::OpId> = op.pred.iter().cloned().collect();
+        pred.iter_mut().for_each(shift);
+        op.pred = pred.into();
+    }
+    if let Some(s) = std::num::NonZeroU64::new(start) {
+        e.start_op = s;
+    }
 }

@@ -3,10 +3,8 @@
 //! followed by honest ones of the same log, and floods of waiting ops (§3.1).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
 use automerge::transaction::CommitOptions;
 use automerge::{self as am, ExpandedChange, ReadDoc as _, legacy};
-use common::move_start;
 use shoal_protocol::action::Action;
 use shoal_protocol::doc::write_entity;
 use shoal_protocol::effect;
@@ -14,7 +12,7 @@ use shoal_protocol::hlc::{Hlc, MAX_COUNTER, MAX_FUTURE_MS};
 use shoal_protocol::model::*;
 use shoal_protocol::op::OP_VERSION;
 use shoal_protocol::replica::Rejection;
-use shoal_protocol::testkit::{self, Clock, act, ctx, invite_and_join, key, sign_op};
+use shoal_protocol::testkit::{self, Clock, act, ctx, invite_and_join, key, move_start, sign_op};
 use shoal_protocol::{Op, OpBody, Replica, SecretKey};
 
 const NOW: u64 = 1_800_000_000_000;
@@ -97,17 +95,9 @@ impl Team {
     }
 }
 
-/// `op` with its change decoded, edited by `f`, encoded again and the op
-/// signed again by `author`: what any author can do with automerge's API.
+/// [`testkit::edit_change`], which cannot fail on an op the testkit made.
 fn edit_change(op: &Op, author: &SecretKey, f: impl FnOnce(&mut ExpandedChange)) -> Op {
-    let mut body = op.body.clone();
-    let mut expanded = am::Change::from_bytes(body.change.clone())
-        .unwrap()
-        .decode();
-    f(&mut expanded);
-    expanded.hash = None;
-    body.change = am::Change::from(expanded).raw_bytes().to_vec();
-    body.sign(author).unwrap()
+    testkit::edit_change(op, author, f).unwrap()
 }
 
 /// The legacy id of an object or op named by `id` in `doc`.

@@ -8,8 +8,7 @@
 //! refused on every replica, whatever the order it arrives in.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-use common::move_start;
+use shoal_protocol::testkit::move_start;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
