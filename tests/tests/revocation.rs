@@ -172,3 +172,76 @@ fn a_node_restored_from_a_backup_forks_nothing() {
         assert_eq!(shown["ops"]["quarantined"], 0, "{shown}");
     }
 }
+
+/// Only a holder of the current team secrets key can seal it: an admin's
+/// key.seal of a key nobody holds, at the current epoch, is refused (the
+/// replicas' side of the rule is in the protocol's rules tests), so new
+/// registry passwords stay readable.
+#[test]
+fn a_team_key_nobody_holds_never_becomes_current() {
+    let peers = team_of(&["a", "b"]).unwrap();
+    let [a, b] = &peers[..] else { unreachable!() };
+    converge(&[a, b], WAIT).unwrap();
+    let r = a.shoal_with(
+        &[
+            "registry",
+            "add",
+            "private",
+            "--kind",
+            "v2",
+            "--url",
+            "127.0.0.1:9",
+            "--user",
+            "robot",
+            "--password-stdin",
+        ],
+        &[],
+        Some("s3cret\n"),
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("made the team secrets key"), "{r:?}");
+    converge(&[a, b], WAIT).unwrap();
+    let bob = profile_key(b);
+    let b_node = parse(&b.ok(&["node", "show", "b", "-o", "json"]))["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bogus = "ff".repeat(32);
+    let action = Action::KeySeal {
+        keys: vec![shoal_protocol::model::SealedKey {
+            recipient: format!("node:{b_node}"),
+            epoch: 1,
+            sealed: format!(
+                "{}1:{bogus}:shoal-seal-v1:00",
+                shoal_protocol::model::TEAM_KEY_PREFIX
+            ),
+        }],
+    };
+    // Refused when it is made (every replica judges it by the same rule).
+    let (status, v) = shoal_tests::api::api(
+        b,
+        "POST",
+        "/v1/teams/crew/prepare",
+        Some(&serde_json::json!({ "author": bob.public().to_hex(), "action": action })),
+    );
+    assert_eq!(status, 409, "{v}");
+    assert!(v.to_string().contains("holds no copy of this key"), "{v}");
+    // Passwords are still sealed to the current key.
+    let r = a.shoal_with(
+        &[
+            "registry",
+            "add",
+            "private-2",
+            "--kind",
+            "v2",
+            "--url",
+            "127.0.0.1:9",
+            "--user",
+            "robot",
+            "--password-stdin",
+        ],
+        &[],
+        Some("0ther\n"),
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+}
