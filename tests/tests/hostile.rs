@@ -1,7 +1,9 @@
 //! Hostile ops through the control API of real daemons (DESIGN §3.1): a
-//! change whose op counters are moved next to the limit, and clocks at the
-//! counter limit minutes ahead. Each is refused or harmless: honest writes
-//! go on on every node, also after a restart.
+//! change whose op counters are moved next to the limit, clocks at the
+//! counter limit minutes ahead, a change that writes a key its action does
+//! not name, and an authentic but invalid op at a log's next seq. Each is
+//! refused or harmless: honest writes go on on every node, also after a
+//! restart.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use shoal_protocol::Action;
@@ -79,4 +81,49 @@ fn forged_counters_and_saturated_clocks_do_not_stop_a_team() {
     let on_a = verify(&peers[0]);
     assert_eq!(on_a["counts"]["refused"], 2, "{on_a}");
     assert_eq!(on_a["problems"].as_array().unwrap().len(), 2, "{on_a}");
+}
+
+/// A change carrying a key its action does not name is refused, and the
+/// key is nowhere; an authentic but invalid op at a log's next seq poisons
+/// nothing but itself: the honest op at that seq is applied everywhere.
+#[test]
+fn smuggled_keys_are_refused_and_a_refused_op_poisons_only_itself() {
+    use automerge::{ScalarValue, legacy};
+    let peers = team_of(&["a", "b"]).unwrap();
+    let [a, b] = &peers[..] else { unreachable!() };
+    converge(&[a, b], WAIT).unwrap();
+    let key = profile_key(a);
+
+    let honest = prepared(a, &key, &update("smuggling")).sign(&key).unwrap();
+    let forged = edit_change(&honest, &key, |e| {
+        e.operations.push(legacy::Op {
+            action: legacy::OpType::Put(ScalarValue::Str("x".into())),
+            obj: legacy::ObjectId::Root,
+            key: legacy::Key::Map("smuggled".into()),
+            pred: Vec::new().into(),
+            insert: false,
+        });
+    })
+    .unwrap();
+    let (status, v) = submit(a, &forged);
+    assert_eq!(status, 422, "{v}");
+
+    // Authentic, but it names no previous op of its log.
+    let mut body = prepared(a, &key, &update("no prev"));
+    body.prev = None;
+    let (status, v) = submit(a, &body.sign(&key).unwrap());
+    assert_eq!(status, 422, "{v}");
+    // The same seq, honestly, then more: applied here and on b.
+    for name in ["first", "second"] {
+        a.ok(&["product", "create", name]);
+    }
+    converge(&[a, b], WAIT).unwrap();
+    let products = b.ok(&["product", "list", "-o", "json"]).stdout;
+    assert!(
+        products.contains("first") && products.contains("second"),
+        "{products}"
+    );
+    let shown: serde_json::Value =
+        serde_json::from_str(&a.ok(&["node", "show", "-o", "json"]).stdout).unwrap();
+    assert_eq!(shown["ops"]["quarantined"], 2, "{shown}");
 }
