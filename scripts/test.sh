@@ -358,6 +358,10 @@ else
     timed build_images
     write_env
     info "environment ready in $(elapsed "$total_start")s"
+    # Everything the tests need is set up: a test that would skip for lack
+    # of it (Docker, the registries, the browser, network namespaces) fails
+    # instead, as in CI.
+    export CI=${CI:-true}
 fi
 
 if [[ ${SHOAL_TEST_ENV_ONLY:-} == 1 ]]; then
