@@ -1,21 +1,38 @@
-//! `shoal apply -f FILE [--diff] [--dry-run]`: makes the team's product
-//! match a file written by `shoal export`, with the fewest ops: a new
-//! incremental version (with the product when new) is one `product.import`;
-//! an existing version gets only the image adds, removals, config changes
-//! and reordering it needs. Applying the same file twice changes nothing.
+//! `shoal apply -f FILE [--diff] [--dry-run] [--prune]`: makes the team's
+//! product match a file written by `shoal export`, with the fewest ops.
+//!
+//! What the file says wins for everything the file names:
+//! - a new product is created (a simple one with its rolling version); a new
+//!   incremental version without auto-copy is one `product.import`, other
+//!   new versions are a `version.create` and their image adds;
+//! - an existing version gets only the image adds, removals (containers the
+//!   file does not list are removed), config changes and reordering it needs;
+//!   a frozen version that differs is refused before anything is written;
+//! - the product's default version is set to the file's.
+//!
+//! Versions the team has and the file does not list are kept, and the plan
+//! says so, unless `--prune` is given: then they are removed (children before
+//! parents, with their deployments), and a version the rules keep (its child
+//! stays, or one of its deployments cannot change) refuses the whole apply.
+//! A product's description and a version's changelog and auto-copy are set
+//! when they are created and no op changes them afterwards, so a file that
+//! differs there is refused with what to change, never skipped in silence.
+//! Everything is checked before the first op, so a refused apply writes
+//! nothing; applying the same file twice changes nothing.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use clap::Args;
+use shoal_api::deployments::DeploymentList;
+use shoal_api::products::VersionSummary;
 use shoal_api::registries::RegistryList;
 use shoal_protocol::Action;
 use shoal_protocol::model::{Image, ImageRef, ProductKind, VersionKind};
 
 use super::export::{ImageSpec, Manifest, VersionSpec};
-use crate::ctx::Ctx;
+use crate::ctx::{Ctx, query};
 use crate::session::Session;
 
 #[derive(Args, Debug)]
@@ -29,6 +46,11 @@ pub struct ApplyArgs {
     /// Prints the plan and changes nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Also removes the product's versions that the file does not list
+    /// (with their deployments); without it they are kept and the plan says
+    /// so. A version the rules keep refuses the whole apply.
+    #[arg(long)]
+    pub prune: bool,
 }
 
 /// One op of the plan.
@@ -63,6 +85,41 @@ enum Step {
     Default {
         version: String,
     },
+    RemoveVersion {
+        id: String,
+    },
+}
+
+/// The name of a simple product's one version (`product.create` makes it).
+const SIMPLE_VERSION: &str = "rolling";
+
+/// A new version that one `product.import` creates with its images: the op
+/// makes incremental versions without auto-copy.
+fn importable(v: &VersionSpec) -> bool {
+    v.kind == VersionKind::Incremental && !v.auto_copy
+}
+
+fn kind_name(k: VersionKind) -> &'static str {
+    match k {
+        VersionKind::Rolling => "rolling",
+        VersionKind::Incremental => "incremental",
+    }
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
+}
+
+/// Refuses the apply, before any op, with every difference no op can make.
+fn refuse(args: &ApplyArgs, problems: &[String]) -> Result<()> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "{} cannot be applied; nothing was changed:\n  {}",
+        args.file.display(),
+        problems.join("\n  ")
+    )
 }
 
 /// The fields of two configs that differ, by name.
@@ -98,51 +155,82 @@ pub async fn run(ctx: &Ctx, args: ApplyArgs, out: &mut impl Write) -> Result<()>
     let want: Manifest = serde_norway::from_str(&text)
         .with_context(|| format!("{} is not a file of `shoal export`", args.file.display()))?;
     let p = &want.product;
+    let simple = p.kind == ProductKind::Simple;
+    let mut problems: Vec<String> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for v in &p.versions {
+        if !seen.insert(&v.name) {
+            problems.push(format!("version {} is in the file twice", v.name));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for i in &v.images {
+            if !names.insert(&i.name) {
+                problems.push(format!(
+                    "version {}: container {} is in the file twice",
+                    v.name, i.name
+                ));
+            }
+        }
+    }
+    if simple {
+        match p.versions.as_slice() {
+            [v] if v.kind == VersionKind::Rolling
+                && v.name == SIMPLE_VERSION
+                && v.changelog.is_empty()
+                && !v.auto_copy => {}
+            _ => problems.push(format!(
+                "product {} is simple: the file must list exactly one version, `{SIMPLE_VERSION}`, rolling, with no changelog and no auto-copy",
+                p.name
+            )),
+        }
+    }
+    if let Some(d) = &p.default_version
+        && !p.versions.iter().any(|v| &v.name == d)
+    {
+        problems.push(format!(
+            "default_version {d} is not one of the file's versions"
+        ));
+    }
     let registries: RegistryList = ctx.get("registries").await?;
     for v in &p.versions {
         for i in &v.images {
             if !registries.iter().any(|r| r.name == i.registry) {
-                bail!(
+                problems.push(format!(
                     "version {} container {}: the team has no registry {}: add it with `shoal registry add`",
-                    v.name,
-                    i.name,
-                    i.registry
-                );
+                    v.name, i.name, i.registry
+                ));
             }
         }
     }
-    let have = match ctx.product(&p.name).await {
-        Ok(_) => Some(super::export::manifest(ctx, &p.name, None).await?),
-        Err(_) => None,
+    refuse(&args, &problems)?;
+    let detail = ctx.product(&p.name).await.ok();
+    let have = match &detail {
+        Some(_) => Some(super::export::manifest(ctx, &p.name, None).await?),
+        None => None,
     };
-    let mut steps: Vec<(String, Vec<String>, Step)> = Vec::new();
-    let mut frozen: BTreeMap<String, String> = BTreeMap::new();
-    match &have {
-        Some(h) if h.product.kind != p.kind => bail!(
-            "product {} is {:?} in the team and {:?} in the file: remove it first",
-            p.name,
-            h.product.kind,
-            p.kind
-        ),
-        Some(_) => {
-            let detail = ctx.product(&p.name).await?;
-            for v in &detail.versions {
-                let d = ctx.version(&p.name, &v.name).await?;
-                if let Some(why) = d.frozen {
-                    frozen.insert(v.name.clone(), why);
-                }
-            }
+    if let Some(h) = &have {
+        if h.product.kind != p.kind {
+            bail!(
+                "product {} is {:?} in the team and {:?} in the file: remove it first",
+                p.name,
+                h.product.kind,
+                p.kind
+            );
         }
-        None => {}
+        if h.product.description != p.description {
+            problems.push(format!(
+                "product {}: the description differs ({:?} in the team, {:?} in the file) and no op changes it: put the team's back in the file",
+                p.name, h.product.description, p.description
+            ));
+        }
     }
-    let simple = p.kind == ProductKind::Simple;
+    let summaries: Vec<VersionSummary> = detail
+        .as_ref()
+        .map(|d| d.versions.clone())
+        .unwrap_or_default();
+    let mut steps: Vec<(String, Vec<String>, Step)> = Vec::new();
     let mut new_product = have.is_none();
-    if new_product
-        && (simple
-            || p.versions
-                .first()
-                .is_none_or(|v| v.kind != VersionKind::Incremental))
-    {
+    if new_product && (simple || p.versions.first().is_none_or(|v| !importable(v))) {
         steps.push((
             format!("+ product {}", p.name),
             vec![],
@@ -150,6 +238,10 @@ pub async fn run(ctx: &Ctx, args: ApplyArgs, out: &mut impl Write) -> Result<()>
         ));
         new_product = false;
     }
+    // The default a product gets from its first version when it has none.
+    let mut default = have
+        .as_ref()
+        .and_then(|h| h.product.default_version.clone());
     for v in &p.versions {
         let old = have
             .as_ref()
@@ -163,7 +255,8 @@ pub async fn run(ctx: &Ctx, args: ApplyArgs, out: &mut impl Write) -> Result<()>
                 })
             });
         let Some(old) = old else {
-            if v.kind == VersionKind::Incremental {
+            default.get_or_insert_with(|| v.name.clone());
+            if importable(v) {
                 steps.push((
                     format!("+ version {} with {} container(s)", v.name, v.images.len()),
                     vec![],
@@ -175,7 +268,12 @@ pub async fn run(ctx: &Ctx, args: ApplyArgs, out: &mut impl Write) -> Result<()>
                 new_product = false;
             } else {
                 steps.push((
-                    format!("+ version {}", v.name),
+                    format!(
+                        "+ version {} ({}{})",
+                        v.name,
+                        kind_name(v.kind),
+                        if v.auto_copy { ", auto-copy" } else { "" }
+                    ),
                     vec![],
                     Step::CreateVersion { version: v.clone() },
                 ));
@@ -192,6 +290,29 @@ pub async fn run(ctx: &Ctx, args: ApplyArgs, out: &mut impl Write) -> Result<()>
             }
             continue;
         };
+        if old.kind != v.kind {
+            problems.push(format!(
+                "version {} is {} in the team and {} in the file: a version's kind never changes",
+                v.name,
+                kind_name(old.kind),
+                kind_name(v.kind)
+            ));
+            continue;
+        }
+        if old.changelog != v.changelog {
+            problems.push(format!(
+                "version {}: the changelog differs ({:?} in the team, {:?} in the file) and no op changes it: put the team's back in the file",
+                v.name, old.changelog, v.changelog
+            ));
+        }
+        if old.auto_copy != v.auto_copy {
+            problems.push(format!(
+                "version {}: auto-copy is {} in the team and {} in the file and no op changes it: put the team's back in the file",
+                v.name,
+                on_off(old.auto_copy),
+                on_off(v.auto_copy)
+            ));
+        }
         let before = steps.len();
         for o in &old.images {
             if !v.images.iter().any(|i| i.name == o.name) {
@@ -254,26 +375,99 @@ pub async fn run(ctx: &Ctx, args: ApplyArgs, out: &mut impl Write) -> Result<()>
             ));
         }
         if steps.len() > before
-            && let Some(why) = frozen.get(&v.name)
+            && let Some(why) = summaries
+                .iter()
+                .find(|s| s.name == v.name)
+                .and_then(|s| s.frozen.as_ref())
         {
-            bail!(
-                "version {} differs from the file but is frozen ({why}): increase it and change the new version",
-                v.name
-            );
-        }
-    }
-    let current_default = have
-        .as_ref()
-        .and_then(|h| h.product.default_version.clone());
-    if let Some(d) = &p.default_version {
-        let first_new = have.is_none() && p.versions.first().is_some_and(|v| &v.name == d);
-        if current_default.as_ref() != Some(d) && !first_new && !simple {
-            steps.push((
-                format!("~ default version {d}"),
-                vec![],
-                Step::Default { version: d.clone() },
+            let changes: Vec<&str> = steps[before..].iter().map(|s| s.0.as_str()).collect();
+            problems.push(format!(
+                "version {} differs from the file ({}) but is frozen ({why}): increase it (`shoal version increase`) and put the changes in the new version",
+                v.name,
+                changes.join("; ")
             ));
         }
+    }
+    if let Some(d) = &p.default_version
+        && default.as_ref() != Some(d)
+        && !simple
+    {
+        steps.push((
+            format!("~ default version {d}"),
+            vec![],
+            Step::Default { version: d.clone() },
+        ));
+    }
+    // Versions the file does not list: kept, or removed with --prune.
+    let extra: Vec<&VersionSummary> = summaries
+        .iter()
+        .filter(|s| !p.versions.iter().any(|v| v.name == s.name))
+        .collect();
+    let mut notes = Vec::new();
+    if !extra.is_empty() && !args.prune {
+        for s in &extra {
+            notes.push(format!(
+                "= version {} kept: it is not in the file (--prune removes it)",
+                s.name
+            ));
+        }
+    } else if !extra.is_empty() {
+        let deployments: DeploymentList = ctx
+            .get(&format!(
+                "deployments{}",
+                query(&[("product", Some(p.name.as_str()))])
+            ))
+            .await?;
+        let pruned = |name: &str| extra.iter().any(|s| s.name == name);
+        for s in &extra {
+            if let Some(c) = s.child.as_deref().filter(|c| !pruned(c)) {
+                problems.push(format!(
+                    "version {} is not in the file but cannot be removed: its child version {c} is in the file",
+                    s.name
+                ));
+            }
+            if let Some(d) = deployments
+                .iter()
+                .find(|d| d.version_id == s.id && !d.mutable)
+            {
+                problems.push(format!(
+                    "version {} is not in the file but cannot be removed: its deployment {} is {} and cannot change",
+                    s.name, d.id, d.status
+                ));
+            }
+        }
+        // Children before their parents: a version with a child cannot go.
+        let mut left: Vec<&VersionSummary> = extra.clone();
+        while !left.is_empty() {
+            let (now, later): (Vec<&VersionSummary>, Vec<&VersionSummary>) =
+                left.iter().partition(|s| {
+                    s.child
+                        .as_deref()
+                        .is_none_or(|c| !left.iter().any(|x| x.name == c))
+                });
+            if now.is_empty() {
+                break;
+            }
+            for s in now {
+                steps.push((
+                    format!(
+                        "- version {}{}",
+                        s.name,
+                        match s.deployments {
+                            0 => String::new(),
+                            n => format!(" and its {n} deployment(s)"),
+                        }
+                    ),
+                    vec![],
+                    Step::RemoveVersion { id: s.id.clone() },
+                ));
+            }
+            left = later;
+        }
+    }
+    refuse(&args, &problems)?;
+    for n in &notes {
+        writeln!(out, "{n}")?;
     }
     if steps.is_empty() {
         writeln!(
@@ -391,6 +585,7 @@ pub async fn run(ctx: &Ctx, args: ApplyArgs, out: &mut impl Write) -> Result<()>
             Step::Default { version } => Action::VersionDefault {
                 version: version_id(version).await?,
             },
+            Step::RemoveVersion { id } => Action::VersionRemove { id },
         };
         s.act(action).await?;
     }
