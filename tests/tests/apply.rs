@@ -2,7 +2,8 @@
 //! exported from one team and applied to a fresh one has the same effective
 //! configs; an edited file gives exactly the plan it should and the end state
 //! the file says; what no op can change is refused before anything is
-//! written; applying the same file twice writes no op.
+//! written; applying the same file twice writes no op. One test runs its
+//! daemon with runtime docker (deployments are created, never started).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -33,7 +34,7 @@ fn plan(r: &Run) -> Vec<String> {
 }
 
 /// What `version show -o json` says that a file carries: everything but the
-/// ids, times, the version chain and deployment counts of this team.
+/// ids, times and deployment counts of this team.
 fn effective(p: &Peer, product: &str) -> Value {
     let prod = parse(&p.ok(&["product", "show", product, "-o", "json"]));
     let mut versions = Vec::new();
@@ -41,16 +42,7 @@ fn effective(p: &Peer, product: &str) -> Value {
         let name = v["name"].as_str().unwrap();
         let mut d = parse(&p.ok(&["version", "show", product, name, "-o", "json"]));
         let m = d.as_object_mut().unwrap();
-        for k in [
-            "id",
-            "product_id",
-            "created_ms",
-            "parent",
-            "child",
-            "frozen",
-            "deployments",
-            "copies",
-        ] {
+        for k in ["id", "product_id", "created_ms", "deployments", "copies"] {
             m.remove(k);
         }
         for i in m["images"].as_array_mut().unwrap() {
@@ -169,6 +161,26 @@ fn export_then_apply_on_a_fresh_team_reproduces_the_effective_configs() {
         "--name",
         "cache",
     ]);
+    a.ok(&["version", "increase", "shop", "1.0.0", "1.1.0"]);
+    a.ok(&[
+        "image",
+        "config",
+        "shop",
+        "1.1.0",
+        "web",
+        "--env",
+        "MODE=next",
+    ]);
+    a.ok(&["image", "remove", "shop", "1.1.0", "db"]);
+    a.ok(&[
+        "image",
+        "add",
+        "shop",
+        "1.1.0",
+        "library/redis:7",
+        "--name",
+        "cache",
+    ]);
     a.ok(&["version", "default", "shop", "edge"]);
     a.ok(&[
         "product",
@@ -209,7 +221,24 @@ fn export_then_apply_on_a_fresh_team_reproduces_the_effective_configs() {
         let path = dir.path().join(format!("{product}.yaml"));
         std::fs::write(&path, &text).unwrap();
         let path = path.to_string_lossy().into_owned();
-        b.ok(&["apply", "-f", &path]);
+        let r = b.ok(&["apply", "-f", &path]);
+        let expected: &[&str] = if product == "shop" {
+            &[
+                "+ version 1.0.0 with 2 container(s)",
+                "+ version edge (rolling, auto-copy)",
+                "+ container web in edge",
+                "+ version 2.0.0 (incremental, auto-copy)",
+                "+ container cache in 2.0.0",
+                "+ version 1.1.0 from 1.0.0",
+                "- container db in 1.1.0",
+                "~ container web in 1.1.0",
+                "+ container cache in 1.1.0",
+                "~ default version edge",
+            ]
+        } else {
+            &["+ product cache", "+ container redis in rolling"]
+        };
+        assert_eq!(plan(&r), expected, "{r:?}");
         assert_eq!(effective(&a, product), effective(&b, product), "{product}");
         assert_eq!(b.ok(&["export", product]).stdout, text, "{product}");
         // Twice: an empty plan, no op written.
@@ -232,6 +261,11 @@ fn export_then_apply_on_a_fresh_team_reproduces_the_effective_configs() {
     assert_eq!(edge["changelog"], "tip of main", "{edge}");
     let v2 = parse(&b.ok(&["version", "show", "shop", "2.0.0", "-o", "json"]));
     assert_eq!(v2["auto_copy"], true, "{v2}");
+    let v1 = parse(&b.ok(&["version", "show", "shop", "1.1.0", "-o", "json"]));
+    assert_eq!(v1["parent"], "1.0.0", "{v1}");
+    let v0 = parse(&b.ok(&["version", "show", "shop", "1.0.0", "-o", "json"]));
+    assert_eq!(v0["child"], "1.1.0", "{v0}");
+    assert!(v0["frozen"].is_string(), "{v0}");
     let shop = parse(&b.ok(&["product", "show", "shop", "-o", "json"]));
     assert_eq!(shop["default_version"], "edge", "{shop}");
     assert_eq!(shop["description"], "the shop", "{shop}");
@@ -435,4 +469,109 @@ fn a_simple_product_applies_to_its_one_rolling_version() {
     assert_ne!(r.code, 0, "{r:?}");
     assert!(r.stderr.contains("product cache is simple"), "{}", r.stderr);
     assert_eq!(ops(&a), start + 1);
+}
+
+/// A version the file makes from its parent is an increase: the parent's
+/// deployments are copied when it has auto-copy on, and the plan says how
+/// many; pruning it again removes it with its deployments.
+#[test]
+fn a_child_version_is_an_increase_and_pruning_names_its_deployments() {
+    let mut a = Peer::new("inc").unwrap();
+    // A node that takes deployments; none of them is started here.
+    a.runtime = "docker".into();
+    a.extra = vec!["--pause-deployments".into()];
+    start_team(&mut a);
+    let node = parse(&a.ok(&["node", "list", "-o", "json"]))[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = json!({"product": {
+        "name": "api",
+        "kind": "complex",
+        "versions": [
+            {"name": "1.0.0", "kind": "incremental", "auto_copy": true, "images": [
+                image("api", "library/busybox", "1.36", json!({"V": "1"})),
+            ]},
+        ],
+    }});
+    let path = write(dir.path(), "api.json", &file);
+    let r = a.ok(&["apply", "-f", &path]);
+    assert_eq!(
+        plan(&r),
+        [
+            "+ product api",
+            "+ version 1.0.0 (incremental, auto-copy)",
+            "+ container api in 1.0.0"
+        ],
+        "{r:?}"
+    );
+    a.ok(&[
+        "deploy", "create", "api", "1.0.0", "--node", &node, "--prefix", "p1",
+    ]);
+    let mut child = file["product"]["versions"][0].clone();
+    child["name"] = json!("1.1.0");
+    child["parent"] = json!("1.0.0");
+    child["images"][0]["config"]["env"]["V"] = json!("2");
+    file["product"]["versions"]
+        .as_array_mut()
+        .unwrap()
+        .push(child.clone());
+    let path = write(dir.path(), "api.json", &file);
+    let r = a.ok(&["apply", "-f", &path]);
+    assert_eq!(
+        plan(&r),
+        [
+            "+ version 1.1.0 from 1.0.0 with 1 deployment(s) copied as preparing",
+            "~ container api in 1.1.0",
+        ],
+        "{r:?}"
+    );
+    let deployments = parse(&a.ok(&["deploy", "list", "--product", "api", "-o", "json"]));
+    let versions: Vec<&str> = deployments
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions.len(), 2, "{deployments}");
+    assert!(versions.contains(&"1.1.0"), "{deployments}");
+    let v = parse(&a.ok(&["version", "show", "api", "1.1.0", "-o", "json"]));
+    assert_eq!(v["parent"], "1.0.0", "{v}");
+    assert_eq!(v["images"][0]["config"]["env"]["V"], "2", "{v}");
+    let start = ops(&a);
+    assert_eq!(plan(&a.ok(&["apply", "-f", &path])), Vec::<String>::new());
+    assert_eq!(ops(&a), start);
+
+    // A second child of the same parent, and auto-copy unlike the parent's.
+    let mut twin = child.clone();
+    twin["name"] = json!("1.1.1");
+    let mut file2 = file.clone();
+    file2["product"]["versions"]
+        .as_array_mut()
+        .unwrap()
+        .push(twin);
+    let bad = write(dir.path(), "twin.json", &file2);
+    let r = a.shoal(&["apply", "-f", &bad]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("its parent 1.0.0 already has the child 1.1.0"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(ops(&a), start);
+
+    // Left out of the file and pruned: the plan names its deployment.
+    file["product"]["versions"].as_array_mut().unwrap().pop();
+    let path = write(dir.path(), "api.json", &file);
+    let r = a.ok(&["apply", "-f", &path, "--prune"]);
+    assert_eq!(
+        plan(&r),
+        ["- version 1.1.0 and its 1 deployment(s)"],
+        "{r:?}"
+    );
+    assert_eq!(ops(&a), start + 1);
+    let v = parse(&a.ok(&["version", "show", "api", "1.0.0", "-o", "json"]));
+    assert_eq!(v["child"], Value::Null, "{v}");
 }

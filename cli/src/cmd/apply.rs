@@ -4,7 +4,9 @@
 //! What the file says wins for everything the file names:
 //! - a new product is created (a simple one with its rolling version); a new
 //!   incremental version without auto-copy is one `product.import`, other
-//!   new versions are a `version.create` and their image adds;
+//!   new versions are a `version.create` and their image adds; a new version
+//!   with a `parent` is a `version.increase` of it (deployments copied when
+//!   the parent has auto-copy on) and the image changes from the parent's;
 //! - an existing version gets only the image adds, removals (containers the
 //!   file does not list are removed), config changes and reordering it needs;
 //!   a frozen version that differs is refused before anything is written;
@@ -14,8 +16,9 @@
 //! says so, unless `--prune` is given: then they are removed (children before
 //! parents, with their deployments), and a version the rules keep (its child
 //! stays, or one of its deployments cannot change) refuses the whole apply.
-//! A product's description and a version's changelog and auto-copy are set
-//! when they are created and no op changes them afterwards, so a file that
+//! A product's description, a version's kind, parent, changelog and
+//! auto-copy are set when they are created and no op changes them
+//! afterwards (a file without `parent` does not say), so a file that
 //! differs there is refused with what to change, never skipped in silence.
 //! Everything is checked before the first op, so a refused apply writes
 //! nothing; applying the same file twice changes nothing.
@@ -66,6 +69,13 @@ enum Step {
     CreateVersion {
         version: VersionSpec,
     },
+    /// A new version made from its parent (images and configs copied,
+    /// deployments too when the parent has auto-copy on).
+    Increase {
+        from: String,
+        version: VersionSpec,
+        copies: u64,
+    },
     AddImage {
         version: String,
         image: ImageSpec,
@@ -90,6 +100,9 @@ enum Step {
     },
 }
 
+/// A plan line, its `--diff` detail and its op.
+type Planned = (String, Vec<String>, Step);
+
 /// The name of a simple product's one version (`product.create` makes it).
 const SIMPLE_VERSION: &str = "rolling";
 
@@ -108,6 +121,69 @@ fn kind_name(k: VersionKind) -> &'static str {
 
 fn on_off(b: bool) -> &'static str {
     if b { "on" } else { "off" }
+}
+
+/// The image removals, adds, config changes and reordering that turn `old`
+/// into `new` in version `version`.
+fn diff_images(version: &str, old: &[ImageSpec], new: &[ImageSpec], steps: &mut Vec<Planned>) {
+    for o in old {
+        if !new.iter().any(|i| i.name == o.name) {
+            steps.push((
+                format!("- container {} in {}", o.name, version),
+                vec![],
+                Step::RemoveImage {
+                    version: version.to_string(),
+                    name: o.name.clone(),
+                },
+            ));
+        }
+    }
+    for i in new {
+        match old.iter().find(|o| o.name == i.name) {
+            None => steps.push((
+                format!("+ container {} in {}", i.name, version),
+                vec![],
+                Step::AddImage {
+                    version: version.to_string(),
+                    image: i.clone(),
+                },
+            )),
+            Some(o) if o != i => steps.push((
+                format!("~ container {} in {}", i.name, version),
+                changed_fields(o, i),
+                Step::ConfigImage {
+                    version: version.to_string(),
+                    image: i.clone(),
+                },
+            )),
+            Some(_) => {}
+        }
+    }
+    let kept: Vec<&String> = old
+        .iter()
+        .map(|o| &o.name)
+        .filter(|n| new.iter().any(|i| &i.name == *n))
+        .chain(
+            new.iter()
+                .map(|i| &i.name)
+                .filter(|n| !old.iter().any(|o| &o.name == *n)),
+        )
+        .collect();
+    let names: Vec<String> = new.iter().map(|i| i.name.clone()).collect();
+    if kept
+        .iter()
+        .map(|s| s.as_str())
+        .ne(names.iter().map(String::as_str))
+    {
+        steps.push((
+            format!("~ order of {}: {}", version, names.join(", ")),
+            vec![],
+            Step::Order {
+                version: version.to_string(),
+                names,
+            },
+        ));
+    }
 }
 
 /// Refuses the apply, before any op, with every difference no op can make.
@@ -228,7 +304,7 @@ pub async fn run(ctx: &Ctx, args: ApplyArgs, out: &mut impl Write) -> Result<()>
         .as_ref()
         .map(|d| d.versions.clone())
         .unwrap_or_default();
-    let mut steps: Vec<(String, Vec<String>, Step)> = Vec::new();
+    let mut steps: Vec<Planned> = Vec::new();
     let mut new_product = have.is_none();
     if new_product && (simple || p.versions.first().is_none_or(|v| !importable(v))) {
         steps.push((
@@ -256,6 +332,64 @@ pub async fn run(ctx: &Ctx, args: ApplyArgs, out: &mut impl Write) -> Result<()>
             });
         let Some(old) = old else {
             default.get_or_insert_with(|| v.name.clone());
+            if let Some(parent) = &v.parent {
+                // Made by increase from a version the team has or that
+                // comes earlier in the file, whose images it starts from.
+                let earlier = p.versions.iter().take_while(|x| x.name != v.name);
+                let Some(from) = earlier.clone().find(|x| &x.name == parent) else {
+                    problems.push(format!(
+                        "version {}: its parent {parent} is not listed before it in the file",
+                        v.name
+                    ));
+                    continue;
+                };
+                let team = summaries.iter().find(|s| &s.name == parent);
+                if from.kind != VersionKind::Incremental || v.kind != VersionKind::Incremental {
+                    problems.push(format!(
+                        "version {}: only an incremental version is made from an incremental parent ({parent})",
+                        v.name
+                    ));
+                } else if let Some(c) = team.and_then(|s| s.child.as_ref()) {
+                    problems.push(format!(
+                        "version {}: its parent {parent} already has the child {c} in the team",
+                        v.name
+                    ));
+                } else if let Some(other) = earlier
+                    .clone()
+                    .find(|x| x.parent.as_ref() == Some(parent) && x.name != v.name)
+                {
+                    problems.push(format!(
+                        "versions {} and {}: a version has at most one child ({parent})",
+                        other.name, v.name
+                    ));
+                } else if from.auto_copy != v.auto_copy {
+                    problems.push(format!(
+                        "version {}: auto-copy is {} in the file, but a version made by increase takes its parent's ({})",
+                        v.name,
+                        on_off(v.auto_copy),
+                        on_off(from.auto_copy)
+                    ));
+                }
+                let copies = team.map(|s| s.copies).unwrap_or(0);
+                steps.push((
+                    format!(
+                        "+ version {} from {parent}{}",
+                        v.name,
+                        match copies {
+                            0 => String::new(),
+                            n => format!(" with {n} deployment(s) copied as preparing"),
+                        }
+                    ),
+                    vec![],
+                    Step::Increase {
+                        from: parent.clone(),
+                        version: v.clone(),
+                        copies,
+                    },
+                ));
+                diff_images(&v.name, &from.images, &v.images, &mut steps);
+                continue;
+            }
             if importable(v) {
                 steps.push((
                     format!("+ version {} with {} container(s)", v.name, v.images.len()),
@@ -299,6 +433,15 @@ pub async fn run(ctx: &Ctx, args: ApplyArgs, out: &mut impl Write) -> Result<()>
             ));
             continue;
         }
+        if let Some(parent) = &v.parent
+            && old.parent.as_ref() != Some(parent)
+        {
+            problems.push(format!(
+                "version {}: its parent is {} in the team and {parent} in the file: a version's parent never changes",
+                v.name,
+                old.parent.as_deref().unwrap_or("none")
+            ));
+        }
         if old.changelog != v.changelog {
             problems.push(format!(
                 "version {}: the changelog differs ({:?} in the team, {:?} in the file) and no op changes it: put the team's back in the file",
@@ -314,66 +457,7 @@ pub async fn run(ctx: &Ctx, args: ApplyArgs, out: &mut impl Write) -> Result<()>
             ));
         }
         let before = steps.len();
-        for o in &old.images {
-            if !v.images.iter().any(|i| i.name == o.name) {
-                steps.push((
-                    format!("- container {} in {}", o.name, v.name),
-                    vec![],
-                    Step::RemoveImage {
-                        version: v.name.clone(),
-                        name: o.name.clone(),
-                    },
-                ));
-            }
-        }
-        for i in &v.images {
-            match old.images.iter().find(|o| o.name == i.name) {
-                None => steps.push((
-                    format!("+ container {} in {}", i.name, v.name),
-                    vec![],
-                    Step::AddImage {
-                        version: v.name.clone(),
-                        image: i.clone(),
-                    },
-                )),
-                Some(o) if o != i => steps.push((
-                    format!("~ container {} in {}", i.name, v.name),
-                    changed_fields(o, i),
-                    Step::ConfigImage {
-                        version: v.name.clone(),
-                        image: i.clone(),
-                    },
-                )),
-                Some(_) => {}
-            }
-        }
-        let kept: Vec<&String> = old
-            .images
-            .iter()
-            .map(|o| &o.name)
-            .filter(|n| v.images.iter().any(|i| &i.name == *n))
-            .chain(
-                v.images
-                    .iter()
-                    .map(|i| &i.name)
-                    .filter(|n| !old.images.iter().any(|o| &o.name == *n)),
-            )
-            .collect();
-        let names: Vec<String> = v.images.iter().map(|i| i.name.clone()).collect();
-        if kept
-            .iter()
-            .map(|s| s.as_str())
-            .ne(names.iter().map(String::as_str))
-        {
-            steps.push((
-                format!("~ order of {}: {}", v.name, names.join(", ")),
-                vec![],
-                Step::Order {
-                    version: v.name.clone(),
-                    names,
-                },
-            ));
-        }
+        diff_images(&v.name, &old.images, &v.images, &mut steps);
         if steps.len() > before
             && let Some(why) = summaries
                 .iter()
@@ -561,6 +645,21 @@ pub async fn run(ctx: &Ctx, args: ApplyArgs, out: &mut impl Write) -> Result<()>
                 changelog: version.changelog.clone(),
                 auto_copy: version.auto_copy,
             },
+            Step::Increase {
+                from,
+                version,
+                copies,
+            } => {
+                let mut ids = s.ids(1 + u32::try_from(copies).unwrap_or(u32::MAX)).await?;
+                let id = ids.remove(0);
+                Action::VersionIncrease {
+                    from: version_id(from).await?,
+                    id,
+                    name: version.name.clone(),
+                    changelog: version.changelog.clone(),
+                    copies: ids,
+                }
+            }
             Step::AddImage { version, image } => Action::ImageAdd {
                 version: version_id(version).await?,
                 image: reference(&image)?,
