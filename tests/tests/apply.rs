@@ -574,4 +574,22 @@ fn a_child_version_is_an_increase_and_pruning_names_its_deployments() {
     assert_eq!(ops(&a), start + 1);
     let v = parse(&a.ok(&["version", "show", "api", "1.0.0", "-o", "json"]));
     assert_eq!(v["child"], Value::Null, "{v}");
+
+    // A file of the child alone: its parent is the team's.
+    let alone = json!({"product": {"name": "api", "kind": "complex", "versions": [child]}});
+    let path = write(dir.path(), "alone.json", &alone);
+    let r = a.ok(&["apply", "-f", &path]);
+    assert_eq!(
+        plan(&r),
+        [
+            "= version 1.0.0 kept: it is not in the file (--prune removes it)",
+            "+ version 1.1.0 from 1.0.0 with 1 deployment(s) copied as preparing",
+            "~ container api in 1.1.0",
+        ],
+        "{r:?}"
+    );
+    // Exported alone, a version does not name a parent the file lacks.
+    let one = a.ok(&["export", "api", "1.1.0"]).stdout;
+    assert!(!one.contains("parent"), "{one}");
+    assert!(a.ok(&["export", "api"]).stdout.contains("parent: 1.0.0"));
 }

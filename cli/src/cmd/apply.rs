@@ -336,9 +336,17 @@ pub async fn run(ctx: &Ctx, args: ApplyArgs, out: &mut impl Write) -> Result<()>
                 // Made by increase from a version the team has or that
                 // comes earlier in the file, whose images it starts from.
                 let earlier = p.versions.iter().take_while(|x| x.name != v.name);
-                let Some(from) = earlier.clone().find(|x| &x.name == parent) else {
+                let in_team = have
+                    .as_ref()
+                    .and_then(|h| h.product.versions.iter().find(|x| &x.name == parent));
+                let from = if p.versions.iter().any(|x| &x.name == parent) {
+                    earlier.clone().find(|x| &x.name == parent)
+                } else {
+                    in_team
+                };
+                let Some(from) = from else {
                     problems.push(format!(
-                        "version {}: its parent {parent} is not listed before it in the file",
+                        "version {}: its parent {parent} is neither listed before it in the file nor in the team",
                         v.name
                     ));
                     continue;

@@ -80,7 +80,9 @@ pub async fn manifest(ctx: &Ctx, product: &str, only: Option<&str>) -> Result<Ma
         versions.push(VersionSpec {
             name: d.name,
             kind: d.kind,
-            parent: d.parent,
+            // One version alone is exported without its chain: the file
+            // would name a parent it does not hold.
+            parent: d.parent.filter(|_| only.is_none()),
             changelog: d.changelog,
             auto_copy: d.auto_copy,
             images: d
