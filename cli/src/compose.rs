@@ -340,8 +340,11 @@ fn volumes(v: &Value, c: &mut ContainerConfig, what: &str, warn: &mut Vec<String
                             .and_then(scalar),
                     }),
                     other => {
+                        let from = get("source")
+                            .map(|s| format!(" from {s}"))
+                            .unwrap_or_default();
                         warn.push(format!(
-                            "{what}: a {other} mount of {target} is not supported: shoal mounts named volumes and tmpfs only"
+                            "{what}: a {other} mount of {target}{from} is not supported: shoal mounts named volumes and tmpfs only"
                         ));
                         None
                     }
@@ -587,6 +590,7 @@ fn service(
     let mut c = ContainerConfig::default();
     let mut image = None;
     let mut has_build = false;
+    let mut context: Option<String> = None;
     for (k, v) in m {
         let k = key_str(k);
         let what = format!("service {name}: {k}");
@@ -638,13 +642,21 @@ fn service(
                     }
                 }
             }
-            "build" => has_build = true,
+            "build" => {
+                has_build = true;
+                context = match v {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Mapping(b) => b.get("context").and_then(scalar),
+                    _ => None,
+                };
+            }
             "container_name" => warn.push(format!(
                 "{what} is not imported: shoal names containers <prefix>-{}",
                 parse::container_name_for(name)
             )),
             "env_file" => warn.push(format!(
-                "{what} is not imported: give values with `shoal image config --env`, or per deployment with `--env` and `--secret-file`"
+                "{what} {} is not imported: give values with `shoal image config --env`, or per deployment with `--env` and `--secret-file`",
+                env_file_paths(v).join(", ")
             )),
             x if x.starts_with("x-") => {}
             other => warn.push(format!(
@@ -658,20 +670,45 @@ fn service(
         (None, Some(i), build) => {
             if build {
                 warn.push(format!(
-                    "service {name}: build is not imported: the image {i} is used as it is in its registry"
+                    "service {name}: build is not imported: the image {i} is used as it is in its registry{}",
+                    context_note(&context)
                 ));
             }
             i
         }
         (None, None, true) => {
             warn.push(format!(
-                "service {name} is built from source and names no image: it was not imported (build and push it, then give it with --image {name}=REF)"
+                "service {name} is built from source and names no image: it was not imported (build and push it, then give it with --image {name}=REF){}",
+                context_note(&context)
             ));
             return Ok(None);
         }
         (None, None, false) => bail!("service {name} has no image"),
     };
     Ok(Some((image, c)))
+}
+
+/// The files an `env_file` entry names (short or long syntax).
+fn env_file_paths(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Sequence(l) => l
+            .iter()
+            .filter_map(|e| match e {
+                Value::Mapping(m) => m.get("path").and_then(scalar),
+                other => scalar(other),
+            })
+            .collect(),
+        _ => vec![],
+    }
+}
+
+/// Where a build would run, for the warning that it is not imported.
+fn context_note(context: &Option<String>) -> String {
+    context
+        .as_ref()
+        .map(|c| format!(" (build context {c})"))
+        .unwrap_or_default()
 }
 
 /// Parses a compose file's text (relative paths from the current

@@ -197,6 +197,39 @@ fn the_compose_specification_is_followed() {
     assert_eq!(by(&imgs, "built")["ref"], "busybox:1.36");
 }
 
+/// Relative host paths in files pulled in by `extends` and `include` are
+/// resolved against the file that names them (Compose Specification), and
+/// the warnings name them from the main file's directory.
+#[test]
+fn paths_of_extended_and_included_files_are_rebased() {
+    let mut a = Peer::new("paths").unwrap();
+    start_team(&mut a);
+    let file = fixture("paths/compose.yml");
+    let r = a.ok(&["product", "import", "paths", "--compose", &file]);
+    assert!(r.stdout.contains("imported 3 service(s)"), "{r:?}");
+    for w in [
+        "service web: env_file ./base/base.env, ./common.env is not imported",
+        "service web: volumes: bind mount ./base/data:/data is not supported",
+        "service web: volumes: bind mount ./shared:/shared is not supported",
+        "service web: volumes: a bind mount of /conf from ./base/conf is not supported",
+        "service web: volumes: bind mount ./here:/here is not supported",
+        "service web: build is not imported: the image busybox:1.36 is used as it is in its registry (build context ./base/ctx)",
+        "service worker: env_file ./sub/worker.env is not imported",
+        "service worker: volumes: bind mount ./sub/jobs:/jobs is not supported",
+        "service worker: volumes: bind mount /abs:/abs is not supported",
+        "service worker: volumes: bind mount ~/home:/home is not supported",
+        "(build context ./app)",
+        "service helper: env_file ./base/base.env, ./common.env is not imported",
+        "service helper: volumes: bind mount ./base/data:/data is not supported",
+        "service helper: build is not imported: the image busybox:1.37 is used as it is in its registry (build context ./base/ctx)",
+    ] {
+        assert!(r.stderr.contains(w), "{w:?} not in {}", r.stderr);
+    }
+    // Named volumes are not paths: kept as written.
+    let web = by(&images(&a, "paths", "1.0.0"), "web");
+    assert_eq!(web["config"]["volumes"][0]["name"], "named", "{web}");
+}
+
 #[test]
 fn a_refused_import_leaves_nothing() {
     let mut a = Peer::new("a").unwrap();

@@ -36,6 +36,10 @@ pub struct ProductSpec {
 pub struct VersionSpec {
     pub name: String,
     pub kind: VersionKind,
+    /// The version this one was made from by increase (incremental only);
+    /// absent means the file does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
     #[serde(default)]
     pub changelog: String,
     #[serde(default)]
@@ -76,6 +80,9 @@ pub async fn manifest(ctx: &Ctx, product: &str, only: Option<&str>) -> Result<Ma
         versions.push(VersionSpec {
             name: d.name,
             kind: d.kind,
+            // One version alone is exported without its chain: the file
+            // would name a parent it does not hold.
+            parent: d.parent.filter(|_| only.is_none()),
             changelog: d.changelog,
             auto_copy: d.auto_copy,
             images: d

@@ -336,6 +336,104 @@ fn overlay(base: &mut Mapping, over: Mapping) {
     }
 }
 
+/// `path` with `.` and inner `..` components folded, without touching the
+/// disk (leading `..` stay).
+fn lexical(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) {
+                    out.pop();
+                } else if !out.has_root() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// A host path as written in a file whose directory is `rel` (from the
+/// main file's directory), rebased onto the main file's directory, as the
+/// Compose Specification resolves relative paths of extended and included
+/// files against the file that names them.
+fn rebase(p: &str, rel: &Path) -> String {
+    if Path::new(p).is_absolute() || p.starts_with('~') {
+        return p.to_string();
+    }
+    let joined = lexical(&rel.join(p));
+    let s = joined.display().to_string();
+    if joined.is_absolute() || s.starts_with("..") {
+        s
+    } else if s.is_empty() {
+        ".".into()
+    } else {
+        format!("./{s}")
+    }
+}
+
+/// The host paths of a service read from a file in `rel`: `env_file`,
+/// bind-mount sources (short syntax from `.`, long syntax `type: bind`) and
+/// the build context (unless it is a URL).
+fn rebase_service(m: &mut Mapping, rel: &Path) {
+    let is_url = |s: &str| s.contains("://") || s.starts_with("git@");
+    match m.get_mut("env_file") {
+        Some(Value::String(s)) => *s = rebase(s, rel),
+        Some(Value::Sequence(list)) => {
+            for item in list {
+                match item {
+                    Value::String(s) => *s = rebase(s, rel),
+                    Value::Mapping(e) => {
+                        if let Some(Value::String(s)) = e.get_mut("path") {
+                            *s = rebase(s, rel);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+    if let Some(Value::Sequence(list)) = m.get_mut("volumes") {
+        for item in list {
+            match item {
+                Value::String(s) => {
+                    if let Some((src, rest)) = s.split_once(':')
+                        && (src == "."
+                            || src == ".."
+                            || src.starts_with("./")
+                            || src.starts_with("../"))
+                    {
+                        *s = format!("{}:{rest}", rebase(src, rel));
+                    }
+                }
+                Value::Mapping(v) => {
+                    let bind = v.get("type").and_then(Value::as_str) == Some("bind");
+                    if bind && let Some(Value::String(src)) = v.get_mut("source") {
+                        *src = rebase(src, rel);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    match m.get_mut("build") {
+        Some(Value::String(s)) if !is_url(s) => *s = rebase(s, rel),
+        Some(Value::Mapping(b)) => {
+            if let Some(Value::String(s)) = b.get_mut("context")
+                && !is_url(s)
+            {
+                *s = rebase(s, rel);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// One file read, interpolated and with its merge keys resolved.
 struct File {
     dir: PathBuf,
@@ -348,6 +446,8 @@ pub struct Loader<'a> {
     pub env: &'a mut Env,
     pub warn: &'a mut Vec<String>,
     files: BTreeMap<PathBuf, File>,
+    /// The main file's directory, which relative paths are rebased onto.
+    root: PathBuf,
 }
 
 impl<'a> Loader<'a> {
@@ -356,6 +456,7 @@ impl<'a> Loader<'a> {
             env,
             warn,
             files: BTreeMap::new(),
+            root: PathBuf::new(),
         }
     }
 
@@ -371,6 +472,29 @@ impl<'a> Loader<'a> {
             Some(Value::Null) | None => Mapping::new(),
             Some(_) => bail!("{origin}: services is not a map"),
         };
+        // Where this file's directory is, seen from the main file's.
+        let here = lexical(dir);
+        let rel = match here.strip_prefix(&self.root) {
+            Ok(r) if r.as_os_str().is_empty() => None,
+            Ok(r) => Some(r.to_path_buf()),
+            Err(_) if self.root.is_absolute() == here.is_absolute() => {
+                // Up and over: as many `..` as the root has components past
+                // the common part.
+                let common = self
+                    .root
+                    .components()
+                    .zip(here.components())
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                let mut r = PathBuf::new();
+                for _ in self.root.components().skip(common) {
+                    r.push("..");
+                }
+                r.extend(here.components().skip(common));
+                Some(r)
+            }
+            Err(_) => Some(std::path::absolute(&here).unwrap_or(here.clone())),
+        };
         let mut out = Mapping::new();
         for (k, v) in services {
             let name = key_text(&k);
@@ -380,6 +504,9 @@ impl<'a> Loader<'a> {
                 _ => bail!("{origin}: service {name} is not a map"),
             };
             normalize_service(&mut m);
+            if let Some(rel) = &rel {
+                rebase_service(&mut m, rel);
+            }
             out.insert(Value::String(name), Value::Mapping(m));
         }
         Ok(File {
@@ -467,6 +594,7 @@ impl<'a> Loader<'a> {
     /// The resolved top level: `services` with extends applied and included
     /// files' services added; the other top-level keys as written.
     pub fn load_text(&mut self, text: &str, origin: &str, dir: &Path) -> Result<Mapping> {
+        self.root = lexical(dir);
         let f = self.parse(text, origin, dir)?;
         let path = dir.join(origin.rsplit('/').next().unwrap_or(origin));
         self.resolve(f, &path, 0)
@@ -573,6 +701,22 @@ mod tests {
                 .contains("bytes")
         );
         println!("refused in {:?}", t.elapsed());
+    }
+
+    #[test]
+    fn relative_paths_rebase_lexically() {
+        let sub = Path::new("sub");
+        assert_eq!(rebase("./data", sub), "./sub/data");
+        assert_eq!(rebase("data", sub), "./sub/data");
+        assert_eq!(rebase("../x", sub), "./x");
+        assert_eq!(rebase("../../x", sub), "../x");
+        assert_eq!(rebase(".", sub), "./sub");
+        assert_eq!(rebase("..", sub), ".");
+        assert_eq!(rebase("/abs", sub), "/abs");
+        assert_eq!(rebase("~/h", sub), "~/h");
+        assert_eq!(rebase("./a", Path::new("../up")), "../up/a");
+        assert_eq!(lexical(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
+        assert_eq!(lexical(Path::new("/..")), PathBuf::from("/"));
     }
 
     #[test]
