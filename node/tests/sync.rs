@@ -772,19 +772,7 @@ async fn a_fork_sent_to_two_nodes_resolves_the_same_everywhere() {
     let deadline = Instant::now() + WAIT;
     for r in [&a, &b, &c] {
         loop {
-            let (has_winner, evidence) = r
-                .handle
-                .read(move |rep| {
-                    (
-                        rep.op(&w).is_some(),
-                        rep.fork_evidence()
-                            .iter()
-                            .map(|(lo, wi)| (lo.hash(), wi.hash()))
-                            .collect::<Vec<_>>(),
-                    )
-                })
-                .await
-                .unwrap();
+            let (has_winner, evidence) = holds_and_evidence(&r.handle, w).await;
             assert!(has_winner);
             if evidence == vec![(l, w)] {
                 break;
@@ -808,24 +796,28 @@ async fn a_fork_sent_to_two_nodes_resolves_the_same_everywhere() {
         .await
         .unwrap();
     assert_eq!(after, before, "B's state after a restart differs from A's");
-    let (has_loser, evidence) = b
-        .handle
-        .read(move |rep| {
-            (
-                rep.op(&l).is_some(),
-                rep.fork_evidence()
-                    .iter()
-                    .map(|(lo, wi)| (lo.hash(), wi.hash()))
-                    .collect::<Vec<_>>(),
-            )
-        })
-        .await
-        .unwrap();
+    let (has_loser, evidence) = holds_and_evidence(&b.handle, l).await;
     assert!(!has_loser, "the losing op is applied again after a restart");
     assert_eq!(evidence, vec![(l, w)]);
     for r in [a, b, c] {
         r.stop().await;
     }
+}
+
+/// Whether the replica behind `h` holds op `op` applied, and its fork
+/// evidence as (loser, winner) hashes.
+async fn holds_and_evidence(h: &SyncHandle, op: OpHash) -> (bool, Vec<(OpHash, OpHash)>) {
+    h.read(move |rep| {
+        (
+            rep.op(&op).is_some(),
+            rep.fork_evidence()
+                .iter()
+                .map(|(lo, wi)| (lo.hash(), wi.hash()))
+                .collect(),
+        )
+    })
+    .await
+    .unwrap()
 }
 
 /// Copies the files of `from` into `to` (a node's data dir: its store and

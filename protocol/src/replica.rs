@@ -1397,17 +1397,7 @@ impl Replica {
         log_prev: Option<ChangeHash>,
     ) -> Result<(am::Change, Vec<usize>), String> {
         use am::transaction::Transactable as _;
-        let mut past = vec![false; self.applied.len()];
-        let mut stack: Vec<usize> = deps
-            .iter()
-            .filter_map(|d| self.by_change.get(d).copied())
-            .collect();
-        while let Some(i) = stack.pop() {
-            if std::mem::replace(&mut past[i], true) {
-                continue;
-            }
-            stack.extend(self.deps[i].iter().filter_map(|d| self.by_change.get(d)));
-        }
+        let past = self.past_of(deps);
         let mut max_op = 0;
         let mut inner: HashSet<ChangeHash> = HashSet::new();
         for (i, _) in past.iter().enumerate().filter(|(_, p)| **p) {
@@ -1544,20 +1534,10 @@ impl Replica {
     /// heads costs a clock computation per field and grows with the team.)
     #[doc(hidden)]
     pub fn state_at(&mut self, heads: &[ChangeHash]) -> Result<TeamState, Rejection> {
-        let mut past = vec![false; self.applied.len()];
-        let mut stack: Vec<usize> = Vec::new();
-        for h in heads {
-            match self.by_change.get(h) {
-                Some(&i) => stack.push(i),
-                None => return Err(internal("a head that is not applied")),
-            }
+        if heads.iter().any(|h| !self.by_change.contains_key(h)) {
+            return Err(internal("a head that is not applied"));
         }
-        while let Some(i) = stack.pop() {
-            if std::mem::replace(&mut past[i], true) {
-                continue;
-            }
-            stack.extend(self.deps[i].iter().filter_map(|d| self.by_change.get(d)));
-        }
+        let past = self.past_of(heads);
         let mut stale: BTreeSet<(Collection, String)> = BTreeSet::new();
         let mut full = false;
         for (i, _) in past.iter().enumerate().filter(|(_, p)| !**p) {

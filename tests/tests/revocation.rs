@@ -173,20 +173,13 @@ fn a_node_restored_from_a_backup_forks_nothing() {
     }
 }
 
-/// Only a holder of the current team secrets key can seal it: an admin's
-/// key.seal of a key nobody holds, at the current epoch, is refused (the
-/// replicas' side of the rule is in the protocol's rules tests), so new
-/// registry passwords stay readable.
-#[test]
-fn a_team_key_nobody_holds_never_becomes_current() {
-    let peers = team_of(&["a", "b"]).unwrap();
-    let [a, b] = &peers[..] else { unreachable!() };
-    converge(&[a, b], WAIT).unwrap();
-    let r = a.shoal_with(
+/// Adds a v2 registry with a password (sealed to the team secrets key).
+fn add_private_registry(p: &Peer, name: &str, password: &str) -> Run {
+    p.shoal_with(
         &[
             "registry",
             "add",
-            "private",
+            name,
             "--kind",
             "v2",
             "--url",
@@ -196,8 +189,20 @@ fn a_team_key_nobody_holds_never_becomes_current() {
             "--password-stdin",
         ],
         &[],
-        Some("s3cret\n"),
-    );
+        Some(&format!("{password}\n")),
+    )
+}
+
+/// Only a holder of the current team secrets key can seal it: an admin's
+/// key.seal of a key nobody holds, at the current epoch, is refused (the
+/// replicas' side of the rule is in the protocol's rules tests), so new
+/// registry passwords stay readable.
+#[test]
+fn a_team_key_nobody_holds_never_becomes_current() {
+    let peers = team_of(&["a", "b"]).unwrap();
+    let [a, b] = &peers[..] else { unreachable!() };
+    converge(&[a, b], WAIT).unwrap();
+    let r = add_private_registry(a, "private", "s3cret");
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("made the team secrets key"), "{r:?}");
     converge(&[a, b], WAIT).unwrap();
@@ -227,21 +232,6 @@ fn a_team_key_nobody_holds_never_becomes_current() {
     assert_eq!(status, 409, "{v}");
     assert!(v.to_string().contains("holds no copy of this key"), "{v}");
     // Passwords are still sealed to the current key.
-    let r = a.shoal_with(
-        &[
-            "registry",
-            "add",
-            "private-2",
-            "--kind",
-            "v2",
-            "--url",
-            "127.0.0.1:9",
-            "--user",
-            "robot",
-            "--password-stdin",
-        ],
-        &[],
-        Some("0ther\n"),
-    );
+    let r = add_private_registry(a, "private-2", "0ther");
     assert_eq!(r.code, 0, "{r:?}");
 }
