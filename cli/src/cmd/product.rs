@@ -44,6 +44,7 @@ pub enum Cmd {
     /// Changes a product's description.
     Update {
         name: String,
+        /// The new description (replaces the old one; "" clears it).
         #[arg(long)]
         description: String,
     },

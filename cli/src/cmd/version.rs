@@ -42,6 +42,7 @@ pub enum Cmd {
     Update {
         product: String,
         version: String,
+        /// The new changelog (replaces the old one; "" clears it).
         #[arg(long)]
         changelog: Option<String>,
         /// On increase, copy this version's deployments to the new version.
