@@ -670,6 +670,35 @@ fn a_child_version_is_an_increase_and_pruning_names_its_deployments() {
     );
     assert_eq!(plan(&a.ok(&["apply", "-f", &path])), Vec::<String>::new());
     assert_eq!(ops(&a), start + 2);
+
+    // Auto-copy turned on by the same file that increases the version: the
+    // increase copies its deployment, counted when it runs.
+    let versions = file3["product"]["versions"].as_array_mut().unwrap();
+    versions[2]["auto_copy"] = json!(true);
+    let mut next = versions[2].clone();
+    next["name"] = json!("1.3.0");
+    next["parent"] = json!("1.2.0");
+    versions.push(next);
+    let path = write(dir.path(), "next.json", &file3);
+    let r = a.ok(&["apply", "-f", &path]);
+    assert_eq!(
+        plan(&r),
+        [
+            "~ version 1.2.0: auto-copy on",
+            "+ version 1.3.0 from 1.2.0 with its deployments copied as preparing (auto-copy)",
+        ],
+        "{r:?}"
+    );
+    let deployments = parse(&a.ok(&["deploy", "list", "--product", "api", "-o", "json"]));
+    let of = |v: &str| {
+        deployments
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["version"] == v)
+            .count()
+    };
+    assert_eq!((of("1.2.0"), of("1.3.0")), (1, 1), "{deployments}");
 }
 
 /// `product update` and `version update` change what describes a product
