@@ -261,6 +261,21 @@ pub enum Action {
     QuarantinePurge {
         ops: Vec<OpHash>,
     },
+    /// Replaces a product's description. Appended after every earlier
+    /// variant so their postcard encodings (the variant index) stay as
+    /// they were.
+    ProductUpdate {
+        id: String,
+        description: String,
+    },
+    /// Changes a version's metadata; `None` keeps a field. Neither field
+    /// touches the version's images or configs, so a frozen version takes
+    /// it too.
+    VersionUpdate {
+        id: String,
+        changelog: Option<String>,
+        auto_copy: Option<bool>,
+    },
 }
 
 impl Action {
@@ -302,6 +317,8 @@ impl Action {
             Action::KeyRotate { .. } => "key.rotate",
             Action::ProductImport { .. } => "product.import",
             Action::QuarantinePurge { .. } => "quarantine.purge",
+            Action::ProductUpdate { .. } => "product.update",
+            Action::VersionUpdate { .. } => "version.update",
         }
     }
 
@@ -339,7 +356,7 @@ impl Action {
                 v.extend(version.clone());
                 v
             }
-            Action::ProductRemove { id } => vec![id.clone()],
+            Action::ProductRemove { id } | Action::ProductUpdate { id, .. } => vec![id.clone()],
             Action::VersionCreate { id, product, .. } => vec![id.clone(), product.clone()],
             Action::VersionIncrease {
                 from, id, copies, ..
@@ -349,7 +366,7 @@ impl Action {
                 v
             }
             Action::VersionDefault { version } => vec![version.clone()],
-            Action::VersionRemove { id } => vec![id.clone()],
+            Action::VersionRemove { id } | Action::VersionUpdate { id, .. } => vec![id.clone()],
             Action::ImageAdd { version, .. }
             | Action::ImageRemove { version, .. }
             | Action::ImageConfig { version, .. }

@@ -12,6 +12,7 @@ use shoal_protocol::hlc::{Hlc, MAX_COUNTER, MAX_FUTURE_MS};
 use shoal_protocol::model::*;
 use shoal_protocol::op::OP_VERSION;
 use shoal_protocol::replica::Rejection;
+use shoal_protocol::rules::RuleError;
 use shoal_protocol::testkit::{self, Clock, act, ctx, invite_and_join, key, move_start, sign_op};
 use shoal_protocol::{Op, OpBody, Replica, SecretKey};
 
@@ -299,11 +300,25 @@ fn with_clock(r: &Replica, who: &SecretKey, origin: &SecretKey, hlc: Hlc, action
     let mut ctx = r.next_context(who.public(), origin.public(), hlc.ms);
     ctx.hlc = hlc;
     let writes = effect::effect(r.state(), &ctx, &action);
+    forged(r, who, origin, hlc, action, &writes)
+}
+
+/// A validly signed op of `who` that writes `writes` for `action`, made
+/// without the rules `prepare` runs.
+fn forged(
+    r: &Replica,
+    who: &SecretKey,
+    origin: &SecretKey,
+    hlc: Hlc,
+    action: Action,
+    writes: &[effect::Write],
+) -> Op {
+    let ctx = r.next_context(who.public(), origin.public(), hlc.ms);
     let log = ctx.log();
     let mut doc = r.doc().fork();
     doc.set_actor(log.actor());
     let mut tx = doc.transaction();
-    for w in &writes {
+    for w in writes {
         write_entity(&mut tx, w.collection, &w.id, w.value.as_ref()).unwrap();
     }
     tx.commit_with(CommitOptions::default().with_time(hlc.ms as i64));
@@ -528,4 +543,117 @@ fn waiting_ops_are_bounded_per_log_and_in_total() {
     let rep = r.apply(first.clone(), NOW);
     assert_eq!(rep.applied, vec![first.hash(), second.hash()], "{rep:?}");
     assert_eq!(r.state(), t.main.state());
+}
+
+#[test]
+fn metadata_updates_apply_everywhere_and_outsiders_or_smuggled_images_are_refused() {
+    let mut t = team();
+    let (owner, n0, admin, n1) = (t.owner.clone(), t.n0.clone(), t.admin.clone(), t.n1.clone());
+    let create = t.product(&owner, &n0, "web");
+    let Action::ProductCreate { id: product, .. } = &create else {
+        unreachable!()
+    };
+    let product = product.clone();
+    t.run(&owner, &n0, create);
+    let version = ctx(&t.main, &admin, n1.public(), 0).new_id(0);
+    t.run(
+        &admin,
+        &n1,
+        Action::VersionCreate {
+            id: version.clone(),
+            product: product.clone(),
+            name: "1.0.0".into(),
+            kind: VersionKind::Incremental,
+            changelog: String::new(),
+            auto_copy: false,
+        },
+    );
+    let describe = Action::ProductUpdate {
+        id: product.clone(),
+        description: "the shop".into(),
+    };
+    let note = Action::VersionUpdate {
+        id: version.clone(),
+        changelog: Some("first cut".into()),
+        auto_copy: Some(true),
+    };
+    // Prepared and applied here (`run` asserts it applied), then accepted
+    // by a replica that only sees the ops.
+    t.run(&admin, &n1, describe.clone());
+    t.run(&owner, &n0, note);
+    let r = t.replica();
+    for s in [t.main.state(), r.state()] {
+        assert_eq!(s.products[&product].description, "the shop");
+        assert_eq!(s.versions[&version].changelog, "first cut");
+        assert!(s.versions[&version].auto_copy);
+    }
+    assert_eq!(r.state(), t.main.state());
+    // Someone outside the team is refused when preparing, and a signed op of
+    // theirs is refused by every replica.
+    let outsider = key(77);
+    let err = sign_op(
+        &t.main,
+        &outsider,
+        n0.public(),
+        t.clock.0 + 1,
+        describe.clone(),
+    );
+    assert!(
+        matches!(
+            err,
+            Err(shoal_protocol::replica::PrepareError::Rule(
+                RuleError::NotMember { .. }
+            ))
+        ),
+        "{err:?}"
+    );
+    let hlc = Hlc::new(t.clock.0 + 1, 0);
+    let note = Action::VersionUpdate {
+        id: version.clone(),
+        changelog: Some("defaced".into()),
+        auto_copy: None,
+    };
+    let op = with_clock(&t.main, &outsider, &n0, hlc, note);
+    let mut r = t.replica();
+    r.apply(op.clone(), NOW);
+    assert!(
+        matches!(
+            refused(&r, &op),
+            Rejection::Rule(RuleError::NotMember { .. })
+        ),
+        "{:?}",
+        refused(&r, &op)
+    );
+    // A version update changes metadata only: one that also writes an image
+    // does not do what it says and is refused.
+    let mut v = t.main.state().versions[&version].clone();
+    v.changelog = "second cut".into();
+    v.images.push(Image {
+        name: "smuggled".into(),
+        image: ImageRef {
+            registry: HUB_REGISTRY_ID.into(),
+            name: "evil".into(),
+            tag: "1".into(),
+        },
+        config: ContainerConfig::default(),
+    });
+    let writes = vec![effect::Write {
+        collection: Collection::Versions,
+        id: version.clone(),
+        value: Some(Entity::Version(v)),
+    }];
+    let action = Action::VersionUpdate {
+        id: version.clone(),
+        changelog: Some("second cut".into()),
+        auto_copy: None,
+    };
+    let op = forged(&t.main, &admin, &n1, hlc, action, &writes);
+    let mut r = t.replica();
+    r.apply(op.clone(), NOW);
+    assert!(
+        matches!(refused(&r, &op), Rejection::EffectMismatch { .. }),
+        "{:?}",
+        refused(&r, &op)
+    );
+    assert!(r.state().versions[&version].images.is_empty());
 }

@@ -168,6 +168,27 @@ fn encoding_round_trips_and_is_versioned() {
     ));
 }
 
+/// Actions are postcard enums: the variant index is on the wire, so a new
+/// action is appended and every earlier one keeps its index.
+#[test]
+fn actions_added_later_keep_the_encodings_of_earlier_ones() {
+    let index = |a: &Action| postcard::to_stdvec(a).unwrap()[0];
+    let id = || "x".to_string();
+    assert_eq!(index(&Action::ProductRemove { id: id() }), 14);
+    assert_eq!(index(&Action::VersionRemove { id: id() }), 18);
+    assert_eq!(index(&Action::QuarantinePurge { ops: vec![] }), 34);
+    let update = index(&Action::ProductUpdate {
+        id: id(),
+        description: String::new(),
+    });
+    let version = index(&Action::VersionUpdate {
+        id: id(),
+        changelog: None,
+        auto_copy: Some(true),
+    });
+    assert!(update > 34 && version > update, "{update} {version}");
+}
+
 #[test]
 fn concurrent_deployments_for_one_slot_resolve_the_same_everywhere() {
     let mut t = team();

@@ -2097,3 +2097,139 @@ fn an_import_is_checked_whole_and_written_as_one_version() {
     assert_eq!(v.images, two);
     assert_eq!(action.name(), "product.import");
 }
+
+#[test]
+fn product_and_version_metadata_change_by_any_member_even_when_frozen() {
+    let f = fx();
+    let describe = |id: &str| Action::ProductUpdate {
+        id: id.into(),
+        description: "the shop front".into(),
+    };
+    let note = |id: &str, changelog: Option<&str>, auto_copy: Option<bool>| Action::VersionUpdate {
+        id: id.into(),
+        changelog: changelog.map(Into::into),
+        auto_copy,
+    };
+    run(
+        &f,
+        vec![
+            ("a user describes a product", &f.user, describe("web"), None),
+            ("a simple product too", &f.user, describe("db"), None),
+            (
+                "a removed member may not",
+                &f.gone,
+                describe("web"),
+                Some(|e| matches!(e, RuleError::NotMember { .. })),
+            ),
+            (
+                "a node is no member",
+                &f.n1,
+                describe("web"),
+                Some(|e| matches!(e, RuleError::NotMember { .. })),
+            ),
+            (
+                "an unknown product",
+                &f.user,
+                describe("nope"),
+                Some(|e| {
+                    matches!(
+                        e,
+                        RuleError::NotFound {
+                            what: "product",
+                            ..
+                        }
+                    )
+                }),
+            ),
+            (
+                "a changelog of a mutable version",
+                &f.user,
+                note("bare", Some("fixes"), None),
+                None,
+            ),
+            // v1 has a child and a successful deployment, v2 one in progress:
+            // frozen for images, not for what describes them.
+            (
+                "the changelog of a frozen version",
+                &f.user,
+                note("v1", Some("fixes"), None),
+                None,
+            ),
+            (
+                "auto-copy of a version in progress",
+                &f.user,
+                note("v2", None, Some(true)),
+                None,
+            ),
+            (
+                "both on a rolling version",
+                &f.admin,
+                note("edge", Some(""), Some(false)),
+                None,
+            ),
+            (
+                "nothing to change",
+                &f.user,
+                note("v1", None, None),
+                Some(
+                    |e| matches!(e, RuleError::Invalid { why, .. } if why.starts_with("nothing to change")),
+                ),
+            ),
+            (
+                "an unknown version",
+                &f.user,
+                note("nope", Some("x"), None),
+                Some(|e| {
+                    matches!(
+                        e,
+                        RuleError::NotFound {
+                            what: "version",
+                            ..
+                        }
+                    )
+                }),
+            ),
+            (
+                "a removed member may not note a version",
+                &f.gone,
+                note("v1", Some("x"), None),
+                Some(|e| matches!(e, RuleError::NotMember { .. })),
+            ),
+        ],
+    );
+    // From a device that is not a node of the team: refused like every write.
+    assert!(matches!(
+        check(&f.s, &ctx(&f.user, &key(99)), &describe("web")),
+        Err(RuleError::UnknownOrigin { .. })
+    ));
+    // The effects change the one field named and keep everything else.
+    let mut s = f.s.clone();
+    let c = ctx(&f.user, &f.n1);
+    for action in [describe("web"), note("v1", Some("fixes"), None)] {
+        for w in shoal_protocol::effect::effect(&s.clone(), &c, &action) {
+            s.set(w.collection, &w.id, w.value);
+        }
+    }
+    assert_eq!(s.products["web"].description, "the shop front");
+    assert_eq!(
+        s.products["web"].default_version,
+        f.s.products["web"].default_version
+    );
+    let v1 = &s.versions["v1"];
+    assert_eq!(v1.changelog, "fixes");
+    assert_eq!(v1.auto_copy, f.s.versions["v1"].auto_copy);
+    assert_eq!(v1.images, f.s.versions["v1"].images);
+    assert_eq!(v1.child, f.s.versions["v1"].child);
+    let action = note("v1", None, Some(true));
+    for w in shoal_protocol::effect::effect(&s.clone(), &c, &action) {
+        s.set(w.collection, &w.id, w.value);
+    }
+    assert!(s.versions["v1"].auto_copy);
+    assert_eq!(
+        s.versions["v1"].changelog, "fixes",
+        "None keeps the changelog"
+    );
+    assert_eq!(describe("web").name(), "product.update");
+    assert_eq!(action.name(), "version.update");
+    assert_eq!(action.targets(), vec!["v1".to_string()]);
+}

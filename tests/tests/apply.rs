@@ -1,8 +1,9 @@
 //! End-to-end tests of `shoal export` and `shoal apply -f`: a product
 //! exported from one team and applied to a fresh one has the same effective
 //! configs; an edited file gives exactly the plan it should and the end state
-//! the file says; what no op can change is refused before anything is
-//! written; applying the same file twice writes no op. One test runs its
+//! the file says (descriptions, changelogs and auto-copy included, each by
+//! its own op in the audit log); what no op can change is refused before
+//! anything is written; applying the same file twice writes no op. One test runs its
 //! daemon with runtime docker (deployments are created, never started).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -360,22 +361,62 @@ fn an_edited_file_gives_exactly_the_expected_plan_and_end_state() {
     assert_eq!(plan(&r), Vec::<String>::new(), "{r:?}");
     assert_eq!(ops(&a), start + 3);
 
-    // What no op changes is refused, with every reason, and nothing written.
+    // The description, a changelog and auto-copy change by their own ops,
+    // planned with the container change; applying again writes nothing.
     let mut edited = file.clone();
     edited["product"]["description"] = json!("a new shop");
     edited["product"]["versions"][0]["changelog"] = json!("rewritten");
+    edited["product"]["versions"][0]["auto_copy"] = json!(true);
     edited["product"]["versions"][1]["images"][0]["config"]["env"]["A"] = json!("3");
-    let bad = write(dir.path(), "bad.json", &edited);
-    let r = a.shoal(&["apply", "-f", &bad]);
-    assert_ne!(r.code, 0, "{r:?}");
-    for msg in [
-        "nothing was changed",
-        "product shop: the description differs",
-        "version 1.0.0: the changelog differs",
+    let changed = write(dir.path(), "changed.json", &edited);
+    let expected = [
+        "~ description of product shop",
+        "~ version 1.0.0: changelog, auto-copy on",
+        "~ container web in 2.0.0",
+    ];
+    let r = a.ok(&["apply", "-f", &changed, "--dry-run"]);
+    assert_eq!(plan(&r), expected, "{r:?}");
+    assert_eq!(ops(&a), start + 3, "--dry-run wrote ops");
+    let r = a.ok(&["apply", "-f", &changed]);
+    assert_eq!(plan(&r), expected, "{r:?}");
+    assert_eq!(ops(&a), start + 6);
+    let shop = parse(&a.ok(&["product", "show", "shop", "-o", "json"]));
+    assert_eq!(shop["description"], "a new shop", "{shop}");
+    let v1 = parse(&a.ok(&["version", "show", "shop", "1.0.0", "-o", "json"]));
+    assert_eq!(v1["changelog"], "rewritten", "{v1}");
+    assert_eq!(v1["auto_copy"], true, "{v1}");
+    let audit = parse(&a.ok(&["audit", "list", "-o", "json"]));
+    let whats: Vec<(&str, &str)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["what"].as_str().unwrap()))
+        .collect();
+    for entry in [
+        ("product.update", "set the description of product shop"),
+        (
+            "version.update",
+            "set the changelog and auto-copy on of shop 1.0.0",
+        ),
     ] {
-        assert!(r.stderr.contains(msg), "{msg:?} not in {}", r.stderr);
+        assert!(whats.contains(&entry), "{entry:?} not in {whats:?}");
     }
-    assert_eq!(ops(&a), start + 3);
+    let r = a.ok(&["apply", "-f", &changed]);
+    assert_eq!(plan(&r), Vec::<String>::new(), "{r:?}");
+    assert_eq!(ops(&a), start + 6);
+    // And back to the first file.
+    let r = a.ok(&["apply", "-f", &path]);
+    assert_eq!(
+        plan(&r),
+        [
+            "~ description of product shop",
+            "~ version 1.0.0: changelog, auto-copy off",
+            "~ container web in 2.0.0",
+        ],
+        "{r:?}"
+    );
+    assert_eq!(effective(&a, "shop")["description"], "the shop");
+    assert_eq!(ops(&a), start + 9);
 
     // A frozen version (it has a child) that differs from the file.
     a.ok(&["version", "increase", "shop", "2.0.0", "2.1.0"]);
@@ -402,6 +443,16 @@ fn an_edited_file_gives_exactly_the_expected_plan_and_end_state() {
         r.stderr
     );
     assert_eq!(ops(&a), start);
+    // A frozen version's changelog is no container: it changes.
+    let noted = text.replacen("changelog: second", "changelog: second, noted", 1);
+    assert_ne!(noted, text, "{text}");
+    std::fs::write(&exported, &noted).unwrap();
+    let r = a.ok(&["apply", "-f", &exported]);
+    assert_eq!(plan(&r), ["~ version 2.0.0: changelog"], "{r:?}");
+    let v2 = parse(&a.ok(&["version", "show", "shop", "2.0.0", "-o", "json"]));
+    assert_eq!(v2["changelog"], "second, noted", "{v2}");
+    assert!(v2["frozen"].is_string(), "{v2}");
+    let start = ops(&a);
     // Pruning a version whose child stays is refused too.
     let mut no_parent = file.clone();
     no_parent["product"]["versions"]
@@ -543,7 +594,7 @@ fn a_child_version_is_an_increase_and_pruning_names_its_deployments() {
     assert_eq!(plan(&a.ok(&["apply", "-f", &path])), Vec::<String>::new());
     assert_eq!(ops(&a), start);
 
-    // A second child of the same parent, and auto-copy unlike the parent's.
+    // A second child of the same parent.
     let mut twin = child.clone();
     twin["name"] = json!("1.1.1");
     let mut file2 = file.clone();
@@ -592,4 +643,134 @@ fn a_child_version_is_an_increase_and_pruning_names_its_deployments() {
     let one = a.ok(&["export", "api", "1.1.0"]).stdout;
     assert!(!one.contains("parent"), "{one}");
     assert!(a.ok(&["export", "api"]).stdout.contains("parent: 1.0.0"));
+
+    // A child whose auto-copy is not its parent's: the increase takes the
+    // parent's, then the file's is set.
+    let mut grandchild = child.clone();
+    grandchild["name"] = json!("1.2.0");
+    grandchild["parent"] = json!("1.1.0");
+    grandchild["auto_copy"] = json!(false);
+    let mut file3 = file.clone();
+    let versions = file3["product"]["versions"].as_array_mut().unwrap();
+    versions.push(child);
+    versions.push(grandchild);
+    let path = write(dir.path(), "grand.json", &file3);
+    let start = ops(&a);
+    let r = a.ok(&["apply", "-f", &path]);
+    let lines = plan(&r);
+    assert_eq!(lines.len(), 2, "{r:?}");
+    assert!(lines[0].starts_with("+ version 1.2.0 from 1.1.0"), "{r:?}");
+    assert_eq!(lines[1], "~ version 1.2.0: auto-copy off", "{r:?}");
+    assert_eq!(ops(&a), start + 2);
+    let v = parse(&a.ok(&["version", "show", "api", "1.2.0", "-o", "json"]));
+    assert_eq!(
+        (&v["parent"], &v["auto_copy"]),
+        (&json!("1.1.0"), &json!(false)),
+        "{v}"
+    );
+    assert_eq!(plan(&a.ok(&["apply", "-f", &path])), Vec::<String>::new());
+    assert_eq!(ops(&a), start + 2);
+
+    // Auto-copy turned on by the same file that increases the version: the
+    // increase copies its deployment, counted when it runs.
+    let versions = file3["product"]["versions"].as_array_mut().unwrap();
+    versions[2]["auto_copy"] = json!(true);
+    let mut next = versions[2].clone();
+    next["name"] = json!("1.3.0");
+    next["parent"] = json!("1.2.0");
+    versions.push(next);
+    let path = write(dir.path(), "next.json", &file3);
+    let r = a.ok(&["apply", "-f", &path]);
+    assert_eq!(
+        plan(&r),
+        [
+            "~ version 1.2.0: auto-copy on",
+            "+ version 1.3.0 from 1.2.0 with its deployments copied as preparing (auto-copy)",
+        ],
+        "{r:?}"
+    );
+    let deployments = parse(&a.ok(&["deploy", "list", "--product", "api", "-o", "json"]));
+    let of = |v: &str| {
+        deployments
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["version"] == v)
+            .count()
+    };
+    assert_eq!((of("1.2.0"), of("1.3.0")), (1, 1), "{deployments}");
+}
+
+/// `product update` and `version update` change what describes a product
+/// and a version, a frozen one included, and each is an audited op.
+#[test]
+fn descriptions_and_changelogs_change_by_command() {
+    let mut a = Peer::new("upd").unwrap();
+    start_team(&mut a);
+    a.ok(&["product", "create", "shop", "--description", "the shop"]);
+    a.ok(&["version", "create", "shop", "1.0.0", "--changelog", "first"]);
+    // 1.0.0 gets a child: frozen, its containers no longer change.
+    a.ok(&["version", "increase", "shop", "1.0.0", "1.1.0"]);
+    let start = ops(&a);
+    let r = a.ok(&["product", "update", "shop", "--description", "a new shop"]);
+    assert!(
+        r.stdout.contains("updated the description of product shop"),
+        "{r:?}"
+    );
+    let r = a.ok(&[
+        "version",
+        "update",
+        "shop",
+        "1.0.0",
+        "--changelog",
+        "first, fixed",
+        "--auto-copy",
+    ]);
+    assert!(
+        r.stdout
+            .contains("updated changelog and auto-copy on of version 1.0.0 of shop"),
+        "{r:?}"
+    );
+    assert_eq!(ops(&a), start + 2);
+    let shop = parse(&a.ok(&["product", "show", "shop", "-o", "json"]));
+    assert_eq!(shop["description"], "a new shop", "{shop}");
+    let text = a.ok(&["product", "show", "shop"]).stdout;
+    assert!(text.contains("a new shop"), "{text}");
+    let v = parse(&a.ok(&["version", "show", "shop", "1.0.0", "-o", "json"]));
+    assert_eq!(v["changelog"], "first, fixed", "{v}");
+    assert_eq!(v["auto_copy"], true, "{v}");
+    assert!(v["frozen"].is_string(), "{v}");
+    // --no-auto-copy alone keeps the changelog.
+    a.ok(&["version", "update", "shop", "1.0.0", "--no-auto-copy"]);
+    let v = parse(&a.ok(&["version", "show", "shop", "1.0.0", "-o", "json"]));
+    assert_eq!(
+        (&v["changelog"], &v["auto_copy"]),
+        (&json!("first, fixed"), &json!(false)),
+        "{v}"
+    );
+    let audit = parse(&a.ok(&["audit", "list", "-o", "json"]));
+    let whats: Vec<(&str, &str)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["what"].as_str().unwrap()))
+        .collect();
+    for entry in [
+        ("product.update", "set the description of product shop"),
+        (
+            "version.update",
+            "set the changelog and auto-copy on of shop 1.0.0",
+        ),
+        ("version.update", "set auto-copy off of shop 1.0.0"),
+    ] {
+        assert!(whats.contains(&entry), "{entry:?} not in {whats:?}");
+    }
+    // Nothing to change, or a product that is not there: refused, no op.
+    let start = ops(&a);
+    let r = a.shoal(&["version", "update", "shop", "1.0.0"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("nothing to change"), "{}", r.stderr);
+    let r = a.shoal(&["product", "update", "nope", "--description", "x"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert_eq!(ops(&a), start);
 }

@@ -10,15 +10,17 @@
 //! - an existing version gets only the image adds, removals (containers the
 //!   file does not list are removed), config changes and reordering it needs;
 //!   a frozen version that differs is refused before anything is written;
+//! - a product's description, and a version's changelog and auto-copy, that
+//!   differ are set to the file's (`product.update`, `version.update`; a
+//!   frozen version takes them too, as they leave its containers alone);
 //! - the product's default version is set to the file's.
 //!
 //! Versions the team has and the file does not list are kept, and the plan
 //! says so, unless `--prune` is given: then they are removed (children before
 //! parents, with their deployments), and a version the rules keep (its child
 //! stays, or one of its deployments cannot change) refuses the whole apply.
-//! A product's description, a version's kind, parent, changelog and
-//! auto-copy are set when they are created and no op changes them
-//! afterwards (a file without `parent` does not say), so a file that
+//! A version's kind and parent are set when it is created and no op changes
+//! them afterwards (a file without `parent` does not say), so a file that
 //! differs there is refused with what to change, never skipped in silence.
 //! Everything is checked before the first op, so a refused apply writes
 //! nothing; applying the same file twice changes nothing.
@@ -74,7 +76,15 @@ enum Step {
     Increase {
         from: String,
         version: VersionSpec,
-        copies: u64,
+    },
+    UpdateProduct {
+        description: String,
+    },
+    /// A version's changelog and auto-copy; `None` keeps one.
+    UpdateVersion {
+        version: String,
+        changelog: Option<String>,
+        auto_copy: Option<bool>,
     },
     AddImage {
         version: String,
@@ -186,6 +196,27 @@ fn diff_images(version: &str, old: &[ImageSpec], new: &[ImageSpec], steps: &mut 
     }
 }
 
+/// The plan line and op that set `v`'s changelog and auto-copy (`None`
+/// keeps one).
+fn update_version(v: &VersionSpec, changelog: Option<String>, auto_copy: Option<bool>) -> Planned {
+    let mut what = Vec::new();
+    if changelog.is_some() {
+        what.push("changelog".to_string());
+    }
+    if let Some(a) = auto_copy {
+        what.push(format!("auto-copy {}", on_off(a)));
+    }
+    (
+        format!("~ version {}: {}", v.name, what.join(", ")),
+        vec![],
+        Step::UpdateVersion {
+            version: v.name.clone(),
+            changelog,
+            auto_copy,
+        },
+    )
+}
+
 /// Refuses the apply, before any op, with every difference no op can make.
 fn refuse(args: &ApplyArgs, problems: &[String]) -> Result<()> {
     if problems.is_empty() {
@@ -284,27 +315,35 @@ pub async fn run(ctx: &Ctx, args: ApplyArgs, out: &mut impl Write) -> Result<()>
         Some(_) => Some(super::export::manifest(ctx, &p.name, None).await?),
         None => None,
     };
-    if let Some(h) = &have {
-        if h.product.kind != p.kind {
-            bail!(
-                "product {} is {:?} in the team and {:?} in the file: remove it first",
-                p.name,
-                h.product.kind,
-                p.kind
-            );
-        }
-        if h.product.description != p.description {
-            problems.push(format!(
-                "product {}: the description differs ({:?} in the team, {:?} in the file) and no op changes it: put the team's back in the file",
-                p.name, h.product.description, p.description
-            ));
-        }
+    if let Some(h) = &have
+        && h.product.kind != p.kind
+    {
+        bail!(
+            "product {} is {:?} in the team and {:?} in the file: remove it first",
+            p.name,
+            h.product.kind,
+            p.kind
+        );
     }
     let summaries: Vec<VersionSummary> = detail
         .as_ref()
         .map(|d| d.versions.clone())
         .unwrap_or_default();
     let mut steps: Vec<Planned> = Vec::new();
+    if let Some(h) = &have
+        && h.product.description != p.description
+    {
+        steps.push((
+            format!("~ description of product {}", p.name),
+            vec![format!(
+                "description: {:?} -> {:?}",
+                h.product.description, p.description
+            )],
+            Step::UpdateProduct {
+                description: p.description.clone(),
+            },
+        ));
+    }
     let mut new_product = have.is_none();
     if new_product && (simple || p.versions.first().is_none_or(|v| !importable(v))) {
         steps.push((
@@ -370,31 +409,31 @@ pub async fn run(ctx: &Ctx, args: ApplyArgs, out: &mut impl Write) -> Result<()>
                         "versions {} and {}: a version has at most one child ({parent})",
                         other.name, v.name
                     ));
-                } else if from.auto_copy != v.auto_copy {
-                    problems.push(format!(
-                        "version {}: auto-copy is {} in the file, but a version made by increase takes its parent's ({})",
-                        v.name,
-                        on_off(v.auto_copy),
-                        on_off(from.auto_copy)
-                    ));
                 }
-                let copies = team.map(|s| s.copies).unwrap_or(0);
+                // What the increase copies follows the parent's auto-copy
+                // as it is then: the file's when this apply changes it.
+                let copies = match (from.auto_copy, in_team.map(|x| x.auto_copy)) {
+                    (false, _) | (true, None) => String::new(),
+                    (true, Some(true)) => match team.map(|s| s.copies).unwrap_or(0) {
+                        0 => String::new(),
+                        n => format!(" with {n} deployment(s) copied as preparing"),
+                    },
+                    (true, Some(false)) => {
+                        " with its deployments copied as preparing (auto-copy)".to_string()
+                    }
+                };
                 steps.push((
-                    format!(
-                        "+ version {} from {parent}{}",
-                        v.name,
-                        match copies {
-                            0 => String::new(),
-                            n => format!(" with {n} deployment(s) copied as preparing"),
-                        }
-                    ),
+                    format!("+ version {} from {parent}{copies}", v.name),
                     vec![],
                     Step::Increase {
                         from: parent.clone(),
                         version: v.clone(),
-                        copies,
                     },
                 ));
+                // A version made by increase takes its parent's auto-copy.
+                if from.auto_copy != v.auto_copy {
+                    steps.push(update_version(v, None, Some(v.auto_copy)));
+                }
                 diff_images(&v.name, &from.images, &v.images, &mut steps);
                 continue;
             }
@@ -450,20 +489,20 @@ pub async fn run(ctx: &Ctx, args: ApplyArgs, out: &mut impl Write) -> Result<()>
                 old.parent.as_deref().unwrap_or("none")
             ));
         }
-        if old.changelog != v.changelog {
-            problems.push(format!(
-                "version {}: the changelog differs ({:?} in the team, {:?} in the file) and no op changes it: put the team's back in the file",
-                v.name, old.changelog, v.changelog
-            ));
+        let changelog = (old.changelog != v.changelog).then(|| v.changelog.clone());
+        let auto_copy = (old.auto_copy != v.auto_copy).then_some(v.auto_copy);
+        if changelog.is_some() || auto_copy.is_some() {
+            let (line, _, step) = update_version(v, changelog, auto_copy);
+            let mut detail = Vec::new();
+            if old.changelog != v.changelog {
+                detail.push(format!(
+                    "changelog: {:?} -> {:?}",
+                    old.changelog, v.changelog
+                ));
+            }
+            steps.push((line, detail, step));
         }
-        if old.auto_copy != v.auto_copy {
-            problems.push(format!(
-                "version {}: auto-copy is {} in the team and {} in the file and no op changes it: put the team's back in the file",
-                v.name,
-                on_off(old.auto_copy),
-                on_off(v.auto_copy)
-            ));
-        }
+        // Only container changes count against a frozen version.
         let before = steps.len();
         diff_images(&v.name, &old.images, &v.images, &mut steps);
         if steps.len() > before
@@ -653,11 +692,10 @@ pub async fn run(ctx: &Ctx, args: ApplyArgs, out: &mut impl Write) -> Result<()>
                 changelog: version.changelog.clone(),
                 auto_copy: version.auto_copy,
             },
-            Step::Increase {
-                from,
-                version,
-                copies,
-            } => {
+            Step::Increase { from, version } => {
+                // Counted now: an earlier op of this apply may have changed
+                // the parent's auto-copy.
+                let copies = ctx.version(&p.name, &from).await?.copies;
                 let mut ids = s.ids(1 + u32::try_from(copies).unwrap_or(u32::MAX)).await?;
                 let id = ids.remove(0);
                 Action::VersionIncrease {
@@ -693,6 +731,19 @@ pub async fn run(ctx: &Ctx, args: ApplyArgs, out: &mut impl Write) -> Result<()>
                 version: version_id(version).await?,
             },
             Step::RemoveVersion { id } => Action::VersionRemove { id },
+            Step::UpdateProduct { description } => Action::ProductUpdate {
+                id: ctx.product(&p.name).await?.id,
+                description,
+            },
+            Step::UpdateVersion {
+                version,
+                changelog,
+                auto_copy,
+            } => Action::VersionUpdate {
+                id: version_id(version).await?,
+                changelog,
+                auto_copy,
+            },
         };
         s.act(action).await?;
     }

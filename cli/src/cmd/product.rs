@@ -41,6 +41,13 @@ pub enum Cmd {
     },
     /// Shows a product and its versions.
     Show { name: String },
+    /// Changes a product's description.
+    Update {
+        name: String,
+        /// The new description (replaces the old one; "" clears it).
+        #[arg(long)]
+        description: String,
+    },
     /// Removes a product with its versions and deployments (none may be in progress).
     Remove { name: String },
     /// Makes a product version from a docker-compose file: one image per
@@ -156,6 +163,17 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
             writeln!(out, "{:<13}{}", "created", when(p.created_ms))?;
             writeln!(out)?;
             super::version::table(&p.versions, out)
+        }
+        Cmd::Update { name, description } => {
+            let p = ctx.product(&name).await?;
+            let s = Session::open(ctx).await?;
+            s.act(Action::ProductUpdate {
+                id: p.id.clone(),
+                description,
+            })
+            .await?;
+            writeln!(out, "updated the description of product {}", p.name)?;
+            Ok(())
         }
         Cmd::Remove { name } => {
             let p = ctx.product(&name).await?;

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::Subcommand;
 use shoal_api::products::{VersionList, VersionSummary};
 use shoal_protocol::Action;
@@ -36,6 +36,21 @@ pub enum Cmd {
         new_name: String,
         #[arg(long, default_value = "")]
         changelog: String,
+    },
+    /// Changes a version's changelog or auto-copy flag; a frozen version
+    /// takes them too (they change neither its images nor its configs).
+    Update {
+        product: String,
+        version: String,
+        /// The new changelog (replaces the old one; "" clears it).
+        #[arg(long)]
+        changelog: Option<String>,
+        /// On increase, copy this version's deployments to the new version.
+        #[arg(long, conflicts_with = "no_auto_copy")]
+        auto_copy: bool,
+        /// On increase, copy none of this version's deployments.
+        #[arg(long)]
+        no_auto_copy: bool,
     },
     /// Lists a product's versions.
     List { product: String },
@@ -111,6 +126,45 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
                 } else {
                     String::new()
                 }
+            )?;
+            Ok(())
+        }
+        Cmd::Update {
+            product,
+            version,
+            changelog,
+            auto_copy,
+            no_auto_copy,
+        } => {
+            let auto_copy = match (auto_copy, no_auto_copy) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            };
+            if changelog.is_none() && auto_copy.is_none() {
+                bail!("nothing to change: give --changelog, --auto-copy or --no-auto-copy");
+            }
+            let v = ctx.version(&product, &version).await?;
+            let s = Session::open(ctx).await?;
+            s.act(Action::VersionUpdate {
+                id: v.id.clone(),
+                changelog: changelog.clone(),
+                auto_copy,
+            })
+            .await?;
+            let mut what = Vec::new();
+            if changelog.is_some() {
+                what.push("changelog".to_string());
+            }
+            if let Some(a) = auto_copy {
+                what.push(format!("auto-copy {}", if a { "on" } else { "off" }));
+            }
+            writeln!(
+                out,
+                "updated {} of version {} of {}",
+                what.join(" and "),
+                v.name,
+                v.product.as_deref().unwrap_or_default()
             )?;
             Ok(())
         }

@@ -145,6 +145,23 @@ pub fn describe(state: &TeamState, action: &Action) -> String {
         }
         Action::VersionDefault { version: v } => format!("made {} the default", version(v)),
         Action::VersionRemove { id } => format!("removed {}", version(id)),
+        Action::ProductUpdate { id, .. } => {
+            format!("set the description of product {}", product(id))
+        }
+        Action::VersionUpdate {
+            id,
+            changelog,
+            auto_copy,
+        } => {
+            let mut what = Vec::new();
+            if changelog.is_some() {
+                what.push("the changelog".to_string());
+            }
+            if let Some(a) = auto_copy {
+                what.push(format!("auto-copy {}", if *a { "on" } else { "off" }));
+            }
+            format!("set {} of {}", what.join(" and "), version(id))
+        }
         Action::ImageAdd { version: v, image } => format!(
             "added container {} ({}) to {}",
             image.name,

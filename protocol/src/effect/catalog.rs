@@ -107,6 +107,33 @@ pub(super) fn effect(s: &TeamState, ctx: &OpContext, action: &Action) -> Vec<Wri
                 out.push(del(Collection::Deployments, &d.id));
             }
         }
+        A::ProductUpdate { id, description } => {
+            if let Some(p) = s.products.get(id) {
+                out.push(put(
+                    Entity::Product(Product {
+                        description: description.clone(),
+                        ..p.clone()
+                    }),
+                    id,
+                ));
+            }
+        }
+        A::VersionUpdate {
+            id,
+            changelog,
+            auto_copy,
+        } => {
+            if let Some(v) = s.versions.get(id) {
+                let mut v = v.clone();
+                if let Some(c) = changelog {
+                    v.changelog = c.clone();
+                }
+                if let Some(a) = auto_copy {
+                    v.auto_copy = *a;
+                }
+                out.push(put(Entity::Version(v), id));
+            }
+        }
         A::VersionCreate {
             id,
             product,

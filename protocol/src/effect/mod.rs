@@ -41,10 +41,12 @@ pub fn effect(s: &TeamState, ctx: &OpContext, action: &Action) -> Vec<Write> {
         | A::RegistryRemove { .. }
         | A::ProductCreate { .. }
         | A::ProductRemove { .. }
+        | A::ProductUpdate { .. }
         | A::VersionCreate { .. }
         | A::VersionIncrease { .. }
         | A::VersionDefault { .. }
         | A::VersionRemove { .. }
+        | A::VersionUpdate { .. }
         | A::ImageAdd { .. }
         | A::ImageRemove { .. }
         | A::ImageConfig { .. }

@@ -224,6 +224,11 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             }
             Ok(())
         }
+        A::ProductUpdate { id, .. } => {
+            need_origin(s, ctx)?;
+            need_role(s, ctx, "product.update", Role::User)?;
+            found(s.products.get(id), "product", id).map(|_| ())
+        }
         A::VersionCreate {
             id, product, name, ..
         } => {
@@ -308,6 +313,31 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             need_origin(s, ctx)?;
             need_role(s, ctx, "version.default", Role::User)?;
             found(s.versions.get(version), "version", version).map(|_| ())
+        }
+        A::VersionUpdate {
+            id,
+            changelog,
+            auto_copy,
+        } => {
+            need_origin(s, ctx)?;
+            need_role(s, ctx, "version.update", Role::User)?;
+            let v = found(s.versions.get(id), "version", id)?;
+            if changelog.is_none() && auto_copy.is_none() {
+                return Err(RuleError::Invalid {
+                    what: "version update",
+                    value: v.name.clone(),
+                    why: "nothing to change: give --changelog, --auto-copy or --no-auto-copy"
+                        .into(),
+                });
+            }
+            // No frozen check, on purpose: §2 freezes what a deployed
+            // version runs (its images and configs), which this does not
+            // touch. A changelog only describes the version, and auto-copy
+            // only decides what a later increase copies, which is judged
+            // against the flag as of that increase's causal past; a deployed
+            // version is exactly the one whose notes get corrected and whose
+            // deployments one wants copied on the next increase.
+            Ok(())
         }
         A::VersionRemove { id } => {
             need_origin(s, ctx)?;

@@ -45,10 +45,12 @@ pub fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> Result<(), Rule
         | A::RegistryRemove { .. }
         | A::ProductCreate { .. }
         | A::ProductRemove { .. }
+        | A::ProductUpdate { .. }
         | A::VersionCreate { .. }
         | A::VersionIncrease { .. }
         | A::VersionDefault { .. }
         | A::VersionRemove { .. }
+        | A::VersionUpdate { .. }
         | A::ImageAdd { .. }
         | A::ImageRemove { .. }
         | A::ImageConfig { .. }
