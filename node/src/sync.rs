@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use libp2p::{Multiaddr, PeerId};
 use shoal_protocol::heartbeat::{
-    HEARTBEAT_VERSION, Heartbeat, MAX_HEARTBEAT_ADDRESSES, SignedHeartbeat,
+    HEARTBEAT_VERSION, Heartbeat, Live, MAX_HEARTBEAT_ADDRESSES, SignedHeartbeat,
 };
 use shoal_protocol::model::TeamState;
 use shoal_protocol::replica::{PrepareError, VersionVector};
@@ -150,6 +150,9 @@ pub struct HeartbeatConfig {
     pub interval: Duration,
     pub agent_version: String,
     pub addresses: Vec<String>,
+    /// The live state the heartbeats carry (see `crate::live`); `None`
+    /// sends none.
+    pub live: Option<watch::Receiver<Option<Box<Live>>>>,
 }
 
 /// A node's liveness as this node sees it, from heartbeats.
@@ -163,6 +166,8 @@ pub struct NodeStatus {
     pub agent_version: String,
     pub protocol_version: u32,
     pub addresses: Vec<String>,
+    /// What its latest heartbeat said runs on it.
+    pub live: Option<Box<Live>>,
 }
 
 /// How far this node and one peer are apart, from the peer's version
@@ -951,6 +956,7 @@ impl Actor {
                 .take(MAX_HEARTBEAT_ADDRESSES)
                 .cloned()
                 .collect(),
+            live: cfg.live.as_ref().and_then(|l| l.borrow().clone()),
         };
         match SignedHeartbeat::sign(beat, &cfg.key) {
             Ok(signed) => {
@@ -1081,6 +1087,7 @@ impl Actor {
                 agent_version: hb.beat.agent_version.clone(),
                 protocol_version: hb.beat.protocol_version,
                 addresses: hb.beat.addresses.clone(),
+                live: hb.beat.live.clone(),
             })
             .collect()
     }

@@ -431,6 +431,7 @@ async fn malformed_and_forged_ops_are_dropped_or_quarantined() {
         agent_version: "shoal-test".into(),
         protocol_version: 1,
         addresses: vec![addr.into()],
+        live: None,
     };
     let sent = now_ms();
     let beat_of_b = |a: &Running| {

@@ -1087,3 +1087,139 @@ fn following_outlives_restarted_daemons() {
         "still following"
     );
 }
+
+/// The text of `GET /metrics` on 127.0.0.1:`port`.
+fn metrics(port: u16) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.starts_with("HTTP/1.0 200").then_some(body)
+}
+
+/// The deployment's container `name` as `deploy show -o json` reports it live.
+fn live_of(d: &Value, name: &str) -> Option<Value> {
+    d["live"]["containers"]
+        .as_array()?
+        .iter()
+        .find(|c| c["container"] == name)
+        .cloned()
+}
+
+#[test]
+fn heartbeats_carry_live_state_and_show_drift() {
+    let Some(env) = test_env() else { return };
+    let prefix = unique("live");
+    let _cleanup = Cleanup(vec![prefix.clone()]);
+    let (a, mut b) = setup(&env);
+    // b serves its metrics.
+    let metrics_port = free_port();
+    assert_eq!(b.stop().unwrap(), 0);
+    b.extra = vec!["--metrics".into(), format!("127.0.0.1:{metrics_port}")];
+    b.start().unwrap();
+    let registry = &env["SHOAL_TEST_AUTH_REGISTRY"];
+    a.ok(&["product", "create", "pulse"]);
+    a.ok(&["version", "create", "pulse", "1"]);
+    sleeping_images(&a, registry, "pulse", "1", &["beat"]);
+    a.ok(&["image", "config", "pulse", "1", "beat", "--restart", "no"]);
+    let id = a
+        .ok(&[
+            "deploy", "create", "pulse", "1", "--node", "b", "--prefix", &prefix,
+        ])
+        .last_line();
+    let r = start_wait(&a, &id);
+    assert_eq!(r.code, 0, "{r:?}");
+
+    // a (no runtime) learns what runs on b from b's heartbeats alone.
+    let d = wait_for(WAIT, || {
+        let d = show(&a, &id);
+        let c = live_of(&d, "beat")?;
+        (c["actual"] == "running").then_some(d)
+    })
+    .unwrap_or_else(|| panic!("no live state of b: {}", show(&a, &id)));
+    assert_eq!(d["live"]["drift"], false, "{d}");
+    let c = live_of(&d, "beat").unwrap();
+    assert_eq!(
+        (&c["expected"], &c["drift"]),
+        (&"running".into(), &false.into())
+    );
+    let table = a.ok(&["deploy", "show", &id]).stdout;
+    assert!(table.contains("ACTUAL") && table.contains("ok"), "{table}");
+
+    // Host load: b's memory in use is known to a.
+    let nodes = parse(&a.ok(&["node", "list", "-o", "json"]));
+    let b_node = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "b")
+        .cloned()
+        .unwrap();
+    assert!(
+        b_node["load"]["memory_used_bytes"].as_u64().unwrap() > 0,
+        "{b_node}"
+    );
+    assert!(
+        b_node["load"]["memory_total_bytes"].as_u64()
+            >= b_node["load"]["memory_used_bytes"].as_u64(),
+        "{b_node}"
+    );
+    let shown = parse(&a.ok(&["node", "show", "b", "-o", "json"]));
+    assert!(
+        shown["load"]["disk_total_bytes"].as_u64().unwrap() > 0,
+        "{shown}"
+    );
+    assert_eq!(shown["running"], 1, "{shown}");
+    let table = a.ok(&["node", "list"]).stdout;
+    assert!(table.contains("MEM") && table.contains("% of "), "{table}");
+    // b's metrics hold the same live state and load.
+    let sample = format!("name=\"{prefix}-beat\",deployment=\"{id}\",state=\"running\"}} 1");
+    let text = wait_for(WAIT, || {
+        let text = metrics(metrics_port)?;
+        text.contains(&sample).then_some(text)
+    })
+    .unwrap_or_else(|| panic!("no {sample} in b's metrics: {:?}", metrics(metrics_port)));
+    let memory: u64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("shoal_node_memory_used_bytes ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no memory gauge: {text}"));
+    assert!(memory > 0, "{text}");
+
+    // The container dies behind shoal's back: every member sees the drift.
+    let name = format!("{prefix}-beat");
+    docker(&["kill", &name]).expect("docker kill");
+    let d = wait_for(WAIT, || {
+        let d = show(&a, &id);
+        (d["live"]["drift"] == true).then_some(d)
+    })
+    .unwrap_or_else(|| panic!("the drift never showed: {}", show(&a, &id)));
+    let c = live_of(&d, "beat").unwrap();
+    assert_eq!(c["actual"], "exited", "{d}");
+    assert_eq!(c["drift"], true, "{d}");
+    assert_eq!(
+        d["status"], "successful",
+        "drift is not a status change: {d}"
+    );
+    let table = a.ok(&["deploy", "show", &id]).stdout;
+    assert!(table.contains("DRIFT"), "{table}");
+    // `container list` from a answers from the same live state.
+    let listed = parse(&a.ok(&["container", "list", "b", "--prefix", &prefix, "-o", "json"]));
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["name"], name.as_str());
+    assert_eq!(listed[0]["state"]["state"], "exited");
+
+    // Started again, the drift is gone.
+    a.ok(&["container", "start", "b", &name]);
+    wait_for(WAIT, || {
+        let d = show(&a, &id);
+        (d["live"]["drift"] == false && live_of(&d, "beat")?["actual"] == "running").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the drift never cleared: {}", show(&a, &id)));
+}

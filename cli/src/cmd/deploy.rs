@@ -726,22 +726,66 @@ fn show(d: &DeploymentDetail, out: &mut impl Write) -> Result<()> {
     }
     writeln!(out)?;
     let containers = &d.containers;
+    // Expected (the state the last try reached) against actual (the node's
+    // live state from its latest heartbeat, when fresh).
     let rows: Vec<Vec<String>> = d
         .images
         .iter()
         .map(|i| {
             let name = i.name.clone();
             let st = containers.get(&name);
+            let now = d
+                .live
+                .as_ref()
+                .and_then(|l| l.containers.iter().find(|c| c.container == name));
+            let actual = now.map_or_else(
+                || "-".into(),
+                |c| {
+                    let mut a = c.actual.clone();
+                    if let Some(code) = c.exit_code {
+                        a.push_str(&format!(" ({code})"));
+                    }
+                    if let Some(h) = &c.health {
+                        a.push_str(&format!(" {h}"));
+                    }
+                    a
+                },
+            );
             vec![
                 name,
                 i.reference.clone(),
                 st.map(|s| s.state.clone()).unwrap_or_else(|| "-".into()),
                 st.map(|s| dash(s.exit_code.map(|c| c.to_string()).unwrap_or_default()))
                     .unwrap_or_else(|| "-".into()),
+                actual,
+                now.map_or_else(|| "-".into(), |c| c.restarts.to_string()),
+                match now {
+                    Some(c) if c.drift => "DRIFT".into(),
+                    Some(_) => "ok".into(),
+                    None => "-".into(),
+                },
             ]
         })
         .collect();
-    table(out, &["CONTAINER", "IMAGE", "STATE", "EXIT"], &rows)?;
+    table(
+        out,
+        &[
+            "CONTAINER",
+            "IMAGE",
+            "STATE",
+            "EXIT",
+            "ACTUAL",
+            "RESTARTS",
+            "DRIFT",
+        ],
+        &rows,
+    )?;
+    if d.live.is_none() {
+        writeln!(
+            out,
+            "(no live state: the node's heartbeat is not fresh; see `shoal node list`)"
+        )?;
+    }
     let events = &d.events;
     if !events.is_empty() {
         writeln!(out)?;

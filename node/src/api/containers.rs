@@ -101,6 +101,43 @@ async fn ask_node(
     }
 }
 
+/// The containers of `node` (name or key) from its latest heartbeat, when
+/// it is another node, the heartbeat is fresh and its list is complete.
+async fn from_heartbeat(
+    api: &Api,
+    team: &str,
+    node: &str,
+    prefix: Option<&str>,
+) -> Result<Option<ContainerList>, Fail> {
+    let team = resolve(api, team).await?;
+    let state = team.state().await?;
+    let me = api.node.to_hex();
+    let target = state.nodes.values().find(|n| {
+        n.removed.is_none() && (n.name == node || (node.len() >= 4 && n.key.starts_with(node)))
+    });
+    let Some(target) = target.filter(|n| n.key != me) else {
+        return Ok(None);
+    };
+    let beats = team.entry.sync.status().await?;
+    let live = beats
+        .into_iter()
+        .find(|b| b.key.to_hex() == target.key && b.connected)
+        .and_then(|b| b.live)
+        .filter(|l| !l.truncated);
+    // A node whose runtime did not answer is asked, so the error is its own.
+    let Some(live) = live.filter(|l| l.runtime) else {
+        return Ok(None);
+    };
+    let mut list: ContainerList = live
+        .containers
+        .iter()
+        .filter(|c| prefix.is_none_or(|p| c.prefix == p))
+        .map(|c| container_info(crate::runtime::listed_container(c)))
+        .collect();
+    list.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Some(list))
+}
+
 /// A node answered another question than the one asked.
 fn mismatch(node: &str) -> Fail {
     Fail(
@@ -147,11 +184,17 @@ fn progress_lines(lines: Vec<crate::query::ProgressLine>) -> ProgressLines {
     }
 }
 
+/// Another node's list comes from the live state of its latest heartbeat
+/// when that is fresh and complete, without a round trip; otherwise (and
+/// for this node, whose runtime is at hand) the node is asked.
 async fn containers(
     State(api): Shared,
     UrlPath((team, node)): UrlPath<(String, String)>,
     UrlQuery(q): UrlQuery<ContainersQuery>,
 ) -> Answer<ContainerList> {
+    if let Some(list) = from_heartbeat(&api, &team, &node, q.prefix.as_deref()).await? {
+        return ok(list);
+    }
     match ask_node(&api, &team, &node, Query::Containers { prefix: q.prefix }).await? {
         (_, QueryAnswer::Containers(list)) => ok(list.into_iter().map(container_info).collect()),
         (node, _) => Err(mismatch(&node)),
