@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use shoal_protocol::action::Outcome;
 use shoal_protocol::model::{
-    ContainerConfig, ContainerState, Deployment, DeploymentStatus, FrozenConfig, Image,
-    RegistryKind, Sealed, TeamState, VersionKind,
+    ContainerAction, ContainerConfig, ContainerState, Deployment, DeploymentStatus, FrozenConfig,
+    Image, RegistryKind, Sealed, TeamState, VersionKind,
 };
 use shoal_protocol::{Action, PublicKey, SecretKey, TeamId};
 use tokio::sync::{mpsc, watch};
@@ -320,6 +320,14 @@ pub fn orphans(state: &TeamState, found: &[ContainerInfo]) -> Vec<(String, Strin
     out.into_iter().collect()
 }
 
+/// Whether deployment `deployment`, deleted, was deleted with its volumes
+/// (`deployment.delete-volumes` left a `remove-volumes` command for `node`).
+pub fn volumes_go(state: &TeamState, node: &str, deployment: &str) -> bool {
+    state.commands.values().any(|c| {
+        c.node == node && c.action == ContainerAction::RemoveVolumes && c.container == deployment
+    })
+}
+
 /// The running executor of one team.
 #[derive(Debug)]
 pub struct Executor {
@@ -427,7 +435,8 @@ impl Actor {
                 r.state()
                     .commands
                     .values()
-                    .filter(|c| c.node == me)
+                    // Volume removal goes with the deployment's teardown.
+                    .filter(|c| c.node == me && c.action != ContainerAction::RemoveVolumes)
                     .cloned()
                     .collect::<Vec<_>>()
             })
@@ -530,10 +539,20 @@ impl Actor {
         if found.is_empty() {
             return;
         }
-        let Ok(gone) = self.sync.read(move |r| orphans(r.state(), &found)).await else {
+        let me = self.key.public().to_hex();
+        let read = self.sync.read(move |r| {
+            orphans(r.state(), &found)
+                .into_iter()
+                .map(|(d, p)| {
+                    let volumes = volumes_go(r.state(), &me, &d);
+                    (d, p, volumes)
+                })
+                .collect::<Vec<_>>()
+        });
+        let Ok(gone) = read.await else {
             return;
         };
-        for (deployment, prefix) in gone {
+        for (deployment, prefix, volumes) in gone {
             let id = format!("teardown:{deployment}");
             if self.running.contains_key(&prefix) {
                 continue;
@@ -544,10 +563,11 @@ impl Actor {
             let runtime = Arc::clone(&runtime);
             let (team, short) = (team.clone(), self.team.short());
             self.tasks.spawn(async move {
-                match runtime.teardown(&team, &deployment, &prefix, false).await {
+                match runtime.teardown(&team, &deployment, &prefix, volumes).await {
                     Ok(removed) => info!(
                         team = %short, %deployment, %prefix,
                         containers = ?removed.containers, networks = ?removed.networks,
+                        volumes = ?removed.volumes,
                         "tore down a deleted deployment"
                     ),
                     Err(e) => warn!(

@@ -261,6 +261,14 @@ pub enum Action {
     QuarantinePurge {
         ops: Vec<OpHash>,
     },
+    /// Deletes a deployment like `DeploymentDelete` and asks its node to
+    /// remove the deployment's named volumes with its containers: a
+    /// `remove-volumes` command `command` for the node, kept in the state
+    /// so a node that is offline now does it when it comes back.
+    DeploymentDeleteVolumes {
+        id: String,
+        command: String,
+    },
 }
 
 impl Action {
@@ -302,6 +310,7 @@ impl Action {
             Action::KeyRotate { .. } => "key.rotate",
             Action::ProductImport { .. } => "product.import",
             Action::QuarantinePurge { .. } => "quarantine.purge",
+            Action::DeploymentDeleteVolumes { .. } => "deployment.delete-volumes",
         }
     }
 
@@ -378,6 +387,7 @@ impl Action {
                 product, version, ..
             } => vec![product.clone(), version.clone()],
             Action::QuarantinePurge { ops } => ops.iter().map(|h| h.to_hex()).collect(),
+            Action::DeploymentDeleteVolumes { id, command } => vec![id.clone(), command.clone()],
         }
     }
 }

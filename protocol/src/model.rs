@@ -858,6 +858,10 @@ pub enum ContainerAction {
     Stop,
     Restart,
     Remove,
+    /// Written only by `deployment.delete-volumes`: the command's
+    /// `container` is the deleted deployment's id, and its node removes the
+    /// deployment's named volumes when it tears it down.
+    RemoveVolumes,
 }
 
 impl ContainerAction {
@@ -867,6 +871,7 @@ impl ContainerAction {
             Self::Stop => "stop",
             Self::Restart => "restart",
             Self::Remove => "remove",
+            Self::RemoveVolumes => "remove-volumes",
         }
     }
 }

@@ -1223,3 +1223,78 @@ fn heartbeats_carry_live_state_and_show_drift() {
     })
     .unwrap_or_else(|| panic!("the drift never cleared: {}", show(&a, &id)));
 }
+
+/// Named volumes of the engine whose name starts with `prefix-`.
+fn volumes_of(prefix: &str) -> Vec<String> {
+    docker(&["volume", "ls", "-q"])
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter(|v| v.starts_with(&format!("{prefix}-")))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn deleting_a_deployment_keeps_its_volumes_unless_asked() {
+    let Some(env) = test_env() else { return };
+    let keep = unique("keepvol");
+    let drop = unique("dropvol");
+    let _cleanup = Cleanup(vec![keep.clone(), drop.clone()]);
+    let (a, _b) = setup(&env);
+    let registry = &env["SHOAL_TEST_AUTH_REGISTRY"];
+    a.ok(&["product", "create", "vault"]);
+    a.ok(&["version", "create", "vault", "1"]);
+    sleeping_images(&a, registry, "vault", "1", &["data"]);
+    a.ok(&[
+        "image",
+        "config",
+        "vault",
+        "1",
+        "data",
+        "--volume",
+        "store:/data",
+    ]);
+    let mut ids = Vec::new();
+    for prefix in [&keep, &drop] {
+        let id = a
+            .ok(&[
+                "deploy", "create", "vault", "1", "--node", "b", "--prefix", prefix,
+            ])
+            .last_line();
+        let r = start_wait(&a, &id);
+        assert_eq!(r.code, 0, "{r:?}");
+        assert_eq!(volumes_of(prefix), [format!("{prefix}-store")]);
+        ids.push(id);
+    }
+
+    // Without --volumes: the containers go, the volume stays.
+    a.ok(&["deploy", "delete", &ids[0]]);
+    wait_for(DEPLOY_WAIT, || {
+        names_labelled("io.shoal.deployment", &ids[0])
+            .is_empty()
+            .then_some(())
+    })
+    .expect("b tears the deleted deployment down");
+    assert_eq!(volumes_of(&keep), [format!("{keep}-store")]);
+
+    // With --volumes: both go, and the audit log says so.
+    let r = a.ok(&["deploy", "delete", &ids[1], "--volumes"]);
+    assert!(r.stdout.contains("named volumes"), "{r:?}");
+    wait_for(DEPLOY_WAIT, || volumes_of(&drop).is_empty().then_some(()))
+        .unwrap_or_else(|| panic!("the volume stays: {:?}", volumes_of(&drop)));
+    assert!(names_labelled("io.shoal.deployment", &ids[1]).is_empty());
+    assert_eq!(
+        volumes_of(&keep),
+        [format!("{keep}-store")],
+        "the other deployment's volume is kept"
+    );
+    let audit = parse(&a.ok(&[
+        "audit",
+        "list",
+        "--action",
+        "deployment.delete-volumes",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(audit.as_array().unwrap().len(), 1, "{audit}");
+}

@@ -165,7 +165,7 @@ async fn command(
     .await?;
     writeln!(out, "asked {node_name} to {} {container}", action.as_str())?;
     let done = |state: Option<String>| match action {
-        ContainerAction::Remove => state.is_none(),
+        ContainerAction::Remove | ContainerAction::RemoveVolumes => state.is_none(),
         ContainerAction::Stop => state.is_some_and(|s| s != "running"),
         ContainerAction::Start => state.is_some_and(|s| s == "running"),
         ContainerAction::Restart => state.is_some_and(|s| s == "running"),

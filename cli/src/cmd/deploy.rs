@@ -136,8 +136,15 @@ pub enum Cmd {
         #[arg(long, default_value_t = 100)]
         tail: u64,
     },
-    /// Deletes a deployment that is not in progress.
-    Delete { deployment: String },
+    /// Deletes a deployment that is not in progress; its node removes its
+    /// containers (and its network when nothing else uses it).
+    Delete {
+        deployment: String,
+        /// Also remove the named volumes its containers mounted (those made
+        /// for its prefix that no other container uses). Without it they stay.
+        #[arg(long)]
+        volumes: bool,
+    },
     /// Copies a deployment (config, env, secrets) to another node or prefix;
     /// the new id is the last line.
     Copy {
@@ -444,13 +451,20 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
             let d = ctx.deployment(&deployment).await?;
             logs(ctx, d.base(), follow, tail, out).await
         }
-        Cmd::Delete { deployment } => {
+        Cmd::Delete {
+            deployment,
+            volumes,
+        } => {
             let d = ctx.deployment(&deployment).await?;
             let s = Session::open(ctx).await?;
-            s.act(Action::DeploymentDelete {
-                id: d.base().id.clone(),
-            })
-            .await?;
+            let id = d.base().id.clone();
+            let action = if volumes {
+                let command = s.ids(1).await?.remove(0);
+                Action::DeploymentDeleteVolumes { id, command }
+            } else {
+                Action::DeploymentDelete { id }
+            };
+            s.act(action).await?;
             writeln!(
                 out,
                 "deleted deployment {} of {} {} on {}/{}",
@@ -460,6 +474,12 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
                 d.base().node.clone(),
                 d.base().prefix.clone()
             )?;
+            if volumes {
+                writeln!(
+                    out,
+                    "its node removes its containers and named volumes (when it is offline, once it is back)"
+                )?;
+            }
             Ok(())
         }
         Cmd::Copy {

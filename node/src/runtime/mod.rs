@@ -469,6 +469,17 @@ pub trait Runtime: Send + Sync + fmt::Debug {
     }
 }
 
+/// The error of a command that is not carried out on one container
+/// (`remove-volumes` goes with its deployment's teardown).
+pub fn not_a_container_command(action: ContainerAction) -> RuntimeError {
+    RuntimeError::InvalidPlan {
+        reason: format!(
+            "{} is not a command on one container: the deployment's teardown carries it out",
+            action.as_str()
+        ),
+    }
+}
+
 /// The live state of a listed container; `restarts` is the engine's
 /// restart count when the caller knows it.
 pub fn live_container(c: &ContainerInfo, restarts: Option<u32>) -> LiveContainer {

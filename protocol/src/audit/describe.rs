@@ -205,6 +205,9 @@ pub fn describe(state: &TeamState, action: &Action) -> String {
             format!("rolled back to deployment {}", deployment(id))
         }
         Action::DeploymentDelete { id } => format!("deleted deployment {}", deployment(id)),
+        Action::DeploymentDeleteVolumes { id, .. } => {
+            format!("deleted deployment {} and its volumes", deployment(id))
+        }
         Action::DeploymentCopy {
             from,
             id,

@@ -56,6 +56,7 @@ pub fn effect(s: &TeamState, ctx: &OpContext, action: &Action) -> Vec<Write> {
         | A::DeploymentRollback { .. }
         | A::DeploymentDelete { .. }
         | A::DeploymentCopy { .. }
+        | A::DeploymentDeleteVolumes { .. }
         | A::DeploymentFinish { .. }
         | A::ContainerCommand { .. } => deployment::effect(s, ctx, action),
         A::KeySeal { .. } | A::KeyRotate { .. } => keys::effect(s, action),

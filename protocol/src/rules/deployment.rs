@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use crate::action::{Action, Outcome};
 use crate::context::OpContext;
 use crate::model::{
-    ContainerConfig, Deployment, DeploymentStatus, Node, Role, Runtime, Sealed, TeamState, Version,
-    VersionKind,
+    ContainerAction, ContainerConfig, Deployment, DeploymentStatus, Node, Role, Runtime, Sealed,
+    TeamState, Version, VersionKind,
 };
 use crate::view;
 
@@ -118,18 +118,10 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             }
             check_start(s, d, *force)
         }
-        A::DeploymentDelete { id } => {
-            need_origin(s, ctx)?;
-            need_role(s, ctx, "deployment.delete", Role::User)?;
-            let d = found(s.deployments.get(id), "deployment", id)?;
-            if d.status == DeploymentStatus::InProgress {
-                return Err(deployment_state_err(
-                    d,
-                    "deleting",
-                    "anything but in-progress",
-                ));
-            }
-            Ok(())
+        A::DeploymentDelete { id } => check_delete(s, ctx, "deployment.delete", id),
+        A::DeploymentDeleteVolumes { id, command } => {
+            check_delete(s, ctx, "deployment.delete-volumes", id)?;
+            fresh(ctx, "command", command, s.commands.contains_key(command))
         }
         A::DeploymentCopy {
             from,
@@ -199,6 +191,18 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
         } => {
             need_origin(s, ctx)?;
             need_role(s, ctx, "container.command", Role::User)?;
+            if let A::ContainerCommand {
+                action: ContainerAction::RemoveVolumes,
+                ..
+            } = action
+            {
+                return Err(RuleError::Invalid {
+                    what: "container command",
+                    value: "remove-volumes".into(),
+                    why: "volumes go with their deployment: `shoal deploy delete DEPLOYMENT --volumes`"
+                        .into(),
+                });
+            }
             fresh(ctx, "command", id, s.commands.contains_key(id))?;
             found(
                 view::effective_node(s, &node.to_hex()),
@@ -209,6 +213,21 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
         }
         _ => Err(not_in_family(action, "deployment")),
     }
+}
+
+/// A member (user or above) deletes a deployment that is not in progress.
+fn check_delete(s: &TeamState, ctx: &OpContext, what: &'static str, id: &str) -> R {
+    need_origin(s, ctx)?;
+    need_role(s, ctx, what, Role::User)?;
+    let d = found(s.deployments.get(id), "deployment", id)?;
+    if d.status == DeploymentStatus::InProgress {
+        return Err(deployment_state_err(
+            d,
+            "deleting",
+            "anything but in-progress",
+        ));
+    }
+    Ok(())
 }
 
 fn check_slot(s: &TeamState, v: &Version, node: &str, prefix: &str, except: Option<&str>) -> R {

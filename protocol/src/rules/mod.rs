@@ -59,6 +59,7 @@ pub fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> Result<(), Rule
         | A::DeploymentStart { .. }
         | A::DeploymentRollback { .. }
         | A::DeploymentDelete { .. }
+        | A::DeploymentDeleteVolumes { .. }
         | A::DeploymentCopy { .. }
         | A::DeploymentFinish { .. }
         | A::ContainerCommand { .. } => deployment::check(s, ctx, action),

@@ -109,6 +109,7 @@ impl DockerRuntime {
                     })
             }
             ContainerAction::Remove => self.remove_container(&id).await,
+            ContainerAction::RemoveVolumes => Err(crate::runtime::not_a_container_command(action)),
         }
     }
 

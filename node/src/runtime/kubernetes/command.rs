@@ -64,6 +64,7 @@ impl KubernetesRuntime {
                     .await?;
                 Ok(())
             }
+            ContainerAction::RemoveVolumes => Err(crate::runtime::not_a_container_command(action)),
         }
     }
 
