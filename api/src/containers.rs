@@ -116,3 +116,13 @@ pub struct ProgressLine {
 pub struct ProgressLines {
     pub lines: Vec<ProgressLine>,
 }
+
+/// `GET .../nodes/{node}/commands/{id}`: what became of a command the node
+/// carries out (`container.command`, `node.prune`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandResult {
+    pub id: String,
+    /// `done: ...` or `failed: ...`; `null` while the node has not carried
+    /// it out.
+    pub result: Option<String>,
+}

@@ -269,6 +269,13 @@ pub enum Action {
         id: String,
         command: String,
     },
+    /// Asks node `node` to remove the images that no deployment on it can
+    /// roll back to: a `prune-images` command `id` for the node, which
+    /// carries it out when it sees it and keeps what it removed.
+    NodePrune {
+        id: String,
+        node: PublicKey,
+    },
 }
 
 impl Action {
@@ -311,6 +318,7 @@ impl Action {
             Action::ProductImport { .. } => "product.import",
             Action::QuarantinePurge { .. } => "quarantine.purge",
             Action::DeploymentDeleteVolumes { .. } => "deployment.delete-volumes",
+            Action::NodePrune { .. } => "node.prune",
         }
     }
 
@@ -388,6 +396,7 @@ impl Action {
             } => vec![product.clone(), version.clone()],
             Action::QuarantinePurge { ops } => ops.iter().map(|h| h.to_hex()).collect(),
             Action::DeploymentDeleteVolumes { id, command } => vec![id.clone(), command.clone()],
+            Action::NodePrune { id, node } => vec![id.clone(), node.to_hex()],
         }
     }
 }

@@ -862,6 +862,9 @@ pub enum ContainerAction {
     /// `container` is the deleted deployment's id, and its node removes the
     /// deployment's named volumes when it tears it down.
     RemoveVolumes,
+    /// Written only by `node.prune`: the node removes the images no
+    /// deployment on it can roll back to (`container` is empty).
+    PruneImages,
 }
 
 impl ContainerAction {
@@ -872,6 +875,7 @@ impl ContainerAction {
             Self::Restart => "restart",
             Self::Remove => "remove",
             Self::RemoveVolumes => "remove-volumes",
+            Self::PruneImages => "prune-images",
         }
     }
 }

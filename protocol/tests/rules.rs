@@ -2139,3 +2139,43 @@ fn deleting_with_volumes_leaves_a_command_for_the_target_node() {
         ],
     );
 }
+
+#[test]
+fn node_prune_is_an_admins_command_for_a_node_with_a_runtime() {
+    let mut f = fx();
+    let prune = |author: &SecretKey, node: &SecretKey| Action::NodePrune {
+        id: id(&ctx(author, &f.n1)),
+        node: pk(node),
+    };
+    run(
+        &f,
+        vec![
+            ("an admin", &f.admin, prune(&f.admin, &f.n2), None),
+            (
+                "a user",
+                &f.user,
+                prune(&f.user, &f.n2),
+                Some(|e| matches!(e, RuleError::Role { .. })),
+            ),
+            (
+                "a node without a runtime",
+                &f.admin,
+                prune(&f.admin, &f.laptop),
+                Some(|e| matches!(e, RuleError::NoRuntime { .. })),
+            ),
+        ],
+    );
+    let c = ctx(&f.admin, &f.n1);
+    let action = Action::NodePrune {
+        id: id(&c),
+        node: pk(&f.n2),
+    };
+    for w in shoal_protocol::effect::effect(&f.s, &c, &action) {
+        f.s.set(w.collection, &w.id, w.value);
+    }
+    let cmd = &f.s.commands[&id(&c)];
+    assert_eq!(
+        (cmd.node.clone(), cmd.action),
+        (f.n2.public().to_hex(), ContainerAction::PruneImages)
+    );
+}

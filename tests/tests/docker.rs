@@ -1298,3 +1298,68 @@ fn deleting_a_deployment_keeps_its_volumes_unless_asked() {
     ]));
     assert_eq!(audit.as_array().unwrap().len(), 1, "{audit}");
 }
+
+/// `docker image inspect REF` succeeds.
+fn image_present(reference: &str) -> bool {
+    docker(&["image", "inspect", "--format", "{{.Id}}", reference]).is_some()
+}
+
+#[test]
+fn node_prune_removes_only_images_no_deployment_can_roll_back_to() {
+    let Some(env) = test_env() else { return };
+    let prefix = unique("prune");
+    let _cleanup = Cleanup(vec![prefix.clone()]);
+    // Two tags of a repository only this run uses, in the plain registry.
+    let plain = &env["SHOAL_TEST_REGISTRY"];
+    let repo = format!("{plain}/{prefix}/busybox");
+    let (old, new) = (format!("{repo}:a"), format!("{repo}:b"));
+    for (from, to) in [("1.0", &old), ("1.1", &new)] {
+        let src = format!("{plain}/shoal-test/busybox:{from}");
+        docker(&["pull", "-q", &src]).expect("pull the test image");
+        docker(&["tag", &src, to]).unwrap();
+        docker(&["push", "-q", to]).expect("push to the plain registry");
+        docker(&["rmi", to]).unwrap();
+    }
+    let (a, _b) = setup(&env);
+    a.ok(&["registry", "add", "plain", "--kind", "v2", "--url", plain]);
+    a.ok(&["product", "create", "tool", "--simple"]);
+    a.ok(&["image", "add", "tool", "rolling", &old, "--name", "t"]);
+    set_cmd(
+        &a,
+        "tool",
+        "rolling",
+        "t",
+        &["sh", "-c", &sh("while true; do sleep 1 & wait $!; done")],
+        &[],
+    );
+    let id = a
+        .ok(&[
+            "deploy", "create", "tool", "rolling", "--node", "b", "--prefix", &prefix,
+        ])
+        .last_line();
+    let r = start_wait(&a, &id);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(image_present(&old));
+    // The rolling version moves to tag b: nothing can run tag a again.
+    a.ok(&["image", "config", "tool", "rolling", "t", "--image", &new]);
+    let r = start_wait(&a, &id);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(image_present(&old) && image_present(&new));
+
+    let r = a.ok(&["node", "prune", "b"]);
+    assert!(
+        r.stdout.lines().any(|l| l == format!("removed {old}")),
+        "{r:?}"
+    );
+    assert!(!r.stdout.contains(&new), "{r:?}");
+    assert!(!image_present(&old), "the unreferenced tag is gone");
+    assert!(image_present(&new), "the running tag stays");
+    // The shared test images of other repositories are untouched.
+    assert!(image_present(&format!("{plain}/shoal-test/busybox:1.0")));
+    // Nothing left to remove the second time.
+    let r = a.ok(&["node", "prune", "b"]);
+    assert!(r.stdout.contains("nothing to remove"), "{r:?}");
+    let audit = parse(&a.ok(&["audit", "list", "--action", "node.prune", "-o", "json"]));
+    assert_eq!(audit.as_array().unwrap().len(), 2, "{audit}");
+    let _ = docker(&["rmi", &new]);
+}

@@ -165,7 +165,9 @@ async fn command(
     .await?;
     writeln!(out, "asked {node_name} to {} {container}", action.as_str())?;
     let done = |state: Option<String>| match action {
-        ContainerAction::Remove | ContainerAction::RemoveVolumes => state.is_none(),
+        ContainerAction::Remove | ContainerAction::RemoveVolumes | ContainerAction::PruneImages => {
+            state.is_none()
+        }
         ContainerAction::Stop => state.is_some_and(|s| s != "running"),
         ContainerAction::Start => state.is_some_and(|s| s == "running"),
         ContainerAction::Restart => state.is_some_and(|s| s == "running"),

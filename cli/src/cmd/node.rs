@@ -20,6 +20,7 @@ use anyhow::Result;
 use clap::Subcommand;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
+use shoal_api::containers::CommandResult;
 use shoal_api::join::{JoinRequest, Joined};
 use shoal_api::node::{NodeInfo, RuntimeHealth, StoreInfo};
 use shoal_api::nodes::{HostLoad, Node, NodeList, StatusList};
@@ -65,6 +66,16 @@ pub enum Cmd {
     Peers,
     /// Removes a node from the team (it is disconnected at once).
     Remove { node: String },
+    /// Removes the images on a node that no deployment on it can roll back
+    /// to (an admin's audited op, carried out by the node), and prints what
+    /// was removed. Only repositories the team's deployments on the node
+    /// use are looked at; images a container uses stay.
+    Prune {
+        node: String,
+        /// How long to wait for the node to carry it out (e.g. 30s, 5m).
+        #[arg(long, default_value = "2m")]
+        timeout: String,
+    },
 }
 
 /// Runs `node run` (the daemon, in the foreground, with its own async
@@ -93,6 +104,10 @@ pub fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
         Cmd::Show { node } => block_on(show(ctx, node.as_deref(), out)),
         Cmd::Peers => block_on(peers(ctx, out)),
         Cmd::Remove { node } => block_on(remove(ctx, &node, out)),
+        Cmd::Prune { node, timeout } => {
+            let wait = parse::lifetime(&timeout)?;
+            block_on(prune(ctx, &node, wait, out))
+        }
     }
 }
 
@@ -298,6 +313,57 @@ async fn remove(ctx: &Ctx, node: &str, out: &mut impl Write) -> Result<()> {
     s.act(Action::NodeRemove { node: key_of(n)? }).await?;
     writeln!(out, "removed node {name}")?;
     rotate_after(&s, &format!("node {name}"), out).await
+}
+
+/// How often `node prune` asks the node whether it is done.
+const PRUNE_POLL: Duration = Duration::from_millis(500);
+
+async fn prune(ctx: &Ctx, node: &str, wait: Duration, out: &mut impl Write) -> Result<()> {
+    let s = Session::open(ctx).await?;
+    let list: NodeList = ctx.get("nodes").await?;
+    let n = find(&list, node, "node")?;
+    let name = n.name.clone();
+    let id = s.ids(1).await?.remove(0);
+    s.act(Action::NodePrune {
+        id: id.clone(),
+        node: key_of(n)?,
+    })
+    .await?;
+    writeln!(
+        out,
+        "asked {name} to remove the images no deployment on it can roll back to"
+    )?;
+    let route = format!(
+        "nodes/{}/commands/{}",
+        crate::ctx::segment(&name),
+        crate::ctx::segment(&id)
+    );
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        // The node may not have the op yet, or be briefly unreachable.
+        if let Ok(r) = ctx.get::<CommandResult>(&route).await
+            && let Some(line) = r.result
+        {
+            if let Some(failed) = line.strip_prefix("failed: prune-images: ") {
+                anyhow::bail!("{name} could not prune its images: {failed}");
+            }
+            match line.strip_prefix("done: prune-images: removed ") {
+                Some(refs) => {
+                    for r in refs.split_whitespace() {
+                        writeln!(out, "removed {r}")?;
+                    }
+                }
+                None => writeln!(out, "nothing to remove")?,
+            }
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "{name} has not pruned yet: it will when it sees the op (node.prune {id} in `shoal audit list`)"
+            );
+        }
+        tokio::time::sleep(PRUNE_POLL).await;
+    }
 }
 
 /// `node show`'s answer: the node as the team records it, with its

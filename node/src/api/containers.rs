@@ -9,8 +9,8 @@ use axum::extract::{Path as UrlPath, Query as UrlQuery, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use shoal_api::containers::{
-    ContainerInfo, ContainerList, ContainersQuery, FollowChunk, FollowQuery, Inspect, LogLines,
-    LogsQuery, ProgressLine, ProgressLines, ProgressQuery, PublishedPort,
+    CommandResult, ContainerInfo, ContainerList, ContainersQuery, FollowChunk, FollowQuery,
+    Inspect, LogLines, LogsQuery, ProgressLine, ProgressLines, ProgressQuery, PublishedPort,
 };
 use shoal_protocol::PublicKey;
 use shoal_protocol::model::Node;
@@ -37,6 +37,10 @@ pub(super) fn routes() -> Router<Arc<Api>> {
         .route(
             "/v1/teams/{team}/nodes/{node}/deployments/{deployment}/progress",
             get(deployment_progress),
+        )
+        .route(
+            "/v1/teams/{team}/nodes/{node}/commands/{id}",
+            get(command_result),
         )
 }
 
@@ -251,6 +255,18 @@ async fn container_follow(
             dropped: c.dropped,
             ended: c.ended,
         }),
+        (node, _) => Err(mismatch(&node)),
+    }
+}
+
+/// What became of a command, as the node that carries it out recorded it.
+async fn command_result(
+    State(api): Shared,
+    UrlPath((team, node, id)): UrlPath<(String, String, String)>,
+) -> Answer<CommandResult> {
+    let query = Query::CommandResult { id: id.clone() };
+    match ask_node(&api, &team, &node, query).await? {
+        (_, QueryAnswer::CommandResult(result)) => ok(CommandResult { id, result }),
         (node, _) => Err(mismatch(&node)),
     }
 }

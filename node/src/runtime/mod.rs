@@ -456,6 +456,24 @@ pub trait Runtime: Send + Sync + fmt::Debug {
         })
     }
 
+    /// Removes the images of the repositories `repos` (references without
+    /// their tag, as the plans name them) whose reference is not in `keep`
+    /// and that no container uses; returns the references removed. Images
+    /// of other repositories are never touched.
+    fn prune_images<'a>(
+        &'a self,
+        repos: &'a std::collections::BTreeSet<String>,
+        keep: &'a std::collections::BTreeSet<String>,
+    ) -> BoxFuture<'a, Result<Vec<String>, RuntimeError>> {
+        let _ = (repos, keep);
+        Box::pin(async {
+            Err(RuntimeError::InvalidPlan {
+                reason: "this runtime does not manage images (on Kubernetes the kubelet does)"
+                    .into(),
+            })
+        })
+    }
+
     /// Yields each time one of the team's containers changed (started,
     /// stopped, died, health changed, ...); it ends when the runtime stops
     /// telling (the engine restarted), and the caller asks again. By default
@@ -470,7 +488,8 @@ pub trait Runtime: Send + Sync + fmt::Debug {
 }
 
 /// The error of a command that is not carried out on one container
-/// (`remove-volumes` goes with its deployment's teardown).
+/// (`remove-volumes` goes with its deployment's teardown, `prune-images`
+/// with [`Runtime::prune_images`]).
 pub fn not_a_container_command(action: ContainerAction) -> RuntimeError {
     RuntimeError::InvalidPlan {
         reason: format!(

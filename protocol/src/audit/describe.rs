@@ -208,6 +208,9 @@ pub fn describe(state: &TeamState, action: &Action) -> String {
         Action::DeploymentDeleteVolumes { id, .. } => {
             format!("deleted deployment {} and its volumes", deployment(id))
         }
+        Action::NodePrune { node: n, .. } => {
+            format!("pruned unused images on {}", node(&n.to_hex()))
+        }
         Action::DeploymentCopy {
             from,
             id,

@@ -177,6 +177,17 @@ pub(super) fn effect(s: &TeamState, ctx: &OpContext, action: &Action) -> Vec<Wri
             }),
             id,
         )),
+        A::NodePrune { id, node } => out.push(put(
+            Entity::Command(ContainerCommand {
+                id: id.clone(),
+                node: node.to_hex(),
+                container: String::new(),
+                action: ContainerAction::PruneImages,
+                requested: ctx.hlc,
+                requested_by: ctx.author.to_hex(),
+            }),
+            id,
+        )),
         // Not of this family: the dispatcher never sends one, and the rules
         // refuse it anyway.
         _ => {}

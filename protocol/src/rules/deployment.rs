@@ -192,14 +192,14 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             need_origin(s, ctx)?;
             need_role(s, ctx, "container.command", Role::User)?;
             if let A::ContainerCommand {
-                action: ContainerAction::RemoveVolumes,
+                action: a @ (ContainerAction::RemoveVolumes | ContainerAction::PruneImages),
                 ..
             } = action
             {
                 return Err(RuleError::Invalid {
                     what: "container command",
-                    value: "remove-volumes".into(),
-                    why: "volumes go with their deployment: `shoal deploy delete DEPLOYMENT --volumes`"
+                    value: a.as_str().into(),
+                    why: "it is not a command on one container: use `shoal deploy delete DEPLOYMENT --volumes` or `shoal node prune NODE`"
                         .into(),
                 });
             }
@@ -210,6 +210,25 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
                 &node.to_hex(),
             )?;
             check_name("container", container)
+        }
+        // An admin's: removing images is maintenance of the node, like
+        // adding or removing it; what may go is decided by the node (only
+        // images no deployment on it can roll back to).
+        A::NodePrune { id, node } => {
+            need_origin(s, ctx)?;
+            need_role(s, ctx, "node.prune", Role::Admin)?;
+            fresh(ctx, "command", id, s.commands.contains_key(id))?;
+            let n = found(
+                view::effective_node(s, &node.to_hex()).filter(|n| n.removed.is_none()),
+                "node",
+                &node.to_hex(),
+            )?;
+            if n.runtime == Runtime::None {
+                return Err(RuleError::NoRuntime {
+                    node: n.name.clone(),
+                });
+            }
+            Ok(())
         }
         _ => Err(not_in_family(action, "deployment")),
     }

@@ -60,6 +60,7 @@ pub fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> Result<(), Rule
         | A::DeploymentRollback { .. }
         | A::DeploymentDelete { .. }
         | A::DeploymentDeleteVolumes { .. }
+        | A::NodePrune { .. }
         | A::DeploymentCopy { .. }
         | A::DeploymentFinish { .. }
         | A::ContainerCommand { .. } => deployment::check(s, ctx, action),

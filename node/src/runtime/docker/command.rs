@@ -109,7 +109,9 @@ impl DockerRuntime {
                     })
             }
             ContainerAction::Remove => self.remove_container(&id).await,
-            ContainerAction::RemoveVolumes => Err(crate::runtime::not_a_container_command(action)),
+            ContainerAction::RemoveVolumes | ContainerAction::PruneImages => {
+                Err(crate::runtime::not_a_container_command(action))
+            }
         }
     }
 

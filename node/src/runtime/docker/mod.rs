@@ -183,6 +183,14 @@ runtime_from_run_methods!(DockerRuntime, {
         futures::FutureExt::boxed(self.run_live(team))
     }
 
+    fn prune_images<'a>(
+        &'a self,
+        repos: &'a std::collections::BTreeSet<String>,
+        keep: &'a std::collections::BTreeSet<String>,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<String>, RuntimeError>> {
+        futures::FutureExt::boxed(self.run_prune_images(repos, keep))
+    }
+
     fn changes<'a>(
         &'a self,
         team: &'a str,

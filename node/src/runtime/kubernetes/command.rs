@@ -64,7 +64,9 @@ impl KubernetesRuntime {
                     .await?;
                 Ok(())
             }
-            ContainerAction::RemoveVolumes => Err(crate::runtime::not_a_container_command(action)),
+            ContainerAction::RemoveVolumes | ContainerAction::PruneImages => {
+                Err(crate::runtime::not_a_container_command(action))
+            }
         }
     }
 
