@@ -1340,8 +1340,18 @@ fn node_prune_removes_only_images_no_deployment_can_roll_back_to() {
     let r = start_wait(&a, &id);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(image_present(&old));
-    // The rolling version moves to tag b: nothing can run tag a again.
-    a.ok(&["image", "config", "tool", "rolling", "t", "--image", &new]);
+    // The rolling version moves to tag b: nothing can run tag a again. The
+    // reference has no host: the image stays in its registry.
+    let r = a.ok(&[
+        "image",
+        "config",
+        "tool",
+        "rolling",
+        "t",
+        "--image",
+        &format!("{prefix}/busybox:b"),
+    ]);
+    assert!(r.stdout.contains("from registry plain"), "{r:?}");
     let r = start_wait(&a, &id);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(image_present(&old) && image_present(&new));

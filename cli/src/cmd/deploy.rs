@@ -986,7 +986,18 @@ async fn instance_config(
             inst = ContainerConfig::default();
         }
         edits.apply(&mut inst)?;
-        if let Some(r) = edits.image_ref(ctx).await? {
+        let current = inst
+            .image
+            .as_ref()
+            .map_or(img.registry_id.clone(), |i| i.registry.clone());
+        if let Some(r) = edits.image_ref(ctx, Some(&current)).await? {
+            if !ctx.json() {
+                writeln!(
+                    out,
+                    "image {r} from registry {}",
+                    crate::image_ref::registry_name_of(ctx, &r.registry).await?
+                )?;
+            }
             inst.image = Some(r);
         }
         if inst == ContainerConfig::default() {
