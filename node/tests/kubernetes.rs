@@ -1698,7 +1698,8 @@ async fn a_new_revision_that_crash_loops_fails_with_its_reason() {
     )));
     let err = deploy(&rt, &next_revision(&p)).await.unwrap_err();
     let hash = fake.revision_hash("shop", "web", 2).unwrap();
-    match &err {
+    assert!(matches!(err, RuntimeError::Restored { .. }), "{err:?}");
+    match err.root() {
         RuntimeError::Rollout {
             container,
             reason,
@@ -2780,6 +2781,12 @@ async fn a_failed_rollout_brings_the_previous_version_back() {
     let msg = err.to_string();
     assert!(msg.contains("CrashLoopBackOff"), "{msg}");
     assert!(msg.ends_with("previous version restored"), "{msg}");
+    // Reported as the Docker runtime does: the rollout's failure, restored.
+    assert!(matches!(err, RuntimeError::Restored { .. }), "{err:?}");
+    assert!(
+        matches!(err.root(), RuntimeError::Rollout { reason, .. } if reason == "CrashLoopBackOff"),
+        "{err:?}"
+    );
 
     // web's template is the good one again: its ReplicaSet is current.
     let web = fake.get("deployments", "shop", "web").unwrap();
@@ -2858,6 +2865,7 @@ async fn a_failed_rollout_of_a_later_container_restores_the_earlier_ones_too() {
     let msg = err.to_string();
     assert!(msg.contains("Unschedulable"), "{msg}");
     assert!(msg.ends_with("previous version restored"), "{msg}");
+    assert!(matches!(err, RuntimeError::Restored { .. }), "{err:?}");
     let web = fake.get("deployments", "shop", "web").unwrap();
     assert_eq!(web["spec"]["template"], good_web["spec"]["template"]);
     let worker = fake.get("deployments", "shop", "worker").unwrap();
