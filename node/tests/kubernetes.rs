@@ -3019,3 +3019,30 @@ async fn config_fields_kubernetes_cannot_honour_are_refused_before_anything_is_a
     let worker = fake.get("deployments", "shop", "worker").unwrap();
     assert_eq!(worker["spec"]["template"]["spec"]["hostNetwork"], true);
 }
+
+#[tokio::test]
+async fn the_live_state_lists_the_teams_deployments_as_containers() {
+    let (fake, rt) = start().await;
+    fake.set_controller(None);
+    let p = plan("shop");
+    deploy(&rt, &p).await.unwrap();
+    // What the node's heartbeats carry: every container of the team, with
+    // its deployment, from the same listing as `container list`.
+    let live = rt.live(TEAM).await.unwrap();
+    let names: Vec<&str> = live.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["shop-web", "shop-worker"], "{live:?}");
+    assert!(live.iter().all(|c| c.state == "running"), "{live:?}");
+    assert!(
+        live.iter().all(|c| c.deployment == p.deployment),
+        "{live:?}"
+    );
+    // Another team sees none of them.
+    assert!(rt.live("another-team").await.unwrap().is_empty());
+    // Stopped (scaled to 0): the live state says so.
+    rt.command(TEAM, "shop-web", ContainerAction::Stop)
+        .await
+        .unwrap();
+    let live = rt.live(TEAM).await.unwrap();
+    let web = live.iter().find(|c| c.name == "shop-web").unwrap();
+    assert_eq!(web.state, "stopped", "{live:?}");
+}
