@@ -771,36 +771,32 @@ fn show(d: &DeploymentDetail, out: &mut impl Write) -> Result<()> {
                     a
                 },
             );
-            vec![
+            let mut row = vec![
                 name,
                 i.reference.clone(),
                 st.map(|s| s.state.clone()).unwrap_or_else(|| "-".into()),
                 st.map(|s| dash(s.exit_code.map(|c| c.to_string()).unwrap_or_default()))
                     .unwrap_or_else(|| "-".into()),
-                actual,
-                now.map_or_else(|| "-".into(), |c| c.restarts.to_string()),
-                match now {
+            ];
+            if d.live.is_some() {
+                row.push(actual);
+                row.push(now.map_or_else(|| "-".into(), |c| c.restarts.to_string()));
+                row.push(match now {
                     Some(c) if c.drift => "DRIFT".into(),
                     Some(_) => "ok".into(),
                     None => "-".into(),
-                },
-            ]
+                });
+            }
+            row
         })
         .collect();
-    table(
-        out,
-        &[
-            "CONTAINER",
-            "IMAGE",
-            "STATE",
-            "EXIT",
-            "ACTUAL",
-            "RESTARTS",
-            "DRIFT",
-        ],
-        &rows,
-    )?;
-    if d.live.is_none() {
+    // The live columns only when the node's heartbeat says what runs.
+    let mut header = vec!["CONTAINER", "IMAGE", "STATE", "EXIT"];
+    if d.live.is_some() {
+        header.extend(["ACTUAL", "RESTARTS", "DRIFT"]);
+    }
+    table(out, &header, &rows)?;
+    if d.live.is_none() && d.base().status == DeploymentStatus::Successful {
         writeln!(
             out,
             "(no live state: the node's heartbeat is not fresh; see `shoal node list`)"
