@@ -27,6 +27,10 @@ pub const MAX_LIVE_CONTAINERS: usize = 256;
 pub const MAX_LIVE_TEXT: usize = 253;
 /// Most published ports listed per live container.
 pub const MAX_LIVE_PORTS: usize = 16;
+/// What the live state's bounds above allow at most, encoded (a heartbeat
+/// whose live state is at every limit, with 32 addresses of 253 bytes,
+/// stays below it; the sync protocol's message limit is 4 MiB).
+pub const MAX_HEARTBEAT_BYTES: usize = 2 * 1024 * 1024;
 const DOMAIN: &[u8] = b"shoal/heartbeat/v2";
 
 /// What a node says of itself.
@@ -364,5 +368,36 @@ mod tests {
         assert_eq!(s.verify(), Ok(()));
         // A full heartbeat stays far below the wire's message limit.
         assert!(postcard::to_stdvec(&s).unwrap().len() < 1024 * 1024);
+    }
+
+    #[test]
+    fn a_heartbeat_at_every_limit_fits_its_size_bound() {
+        let k = SecretKey::from_seed([4; 32]);
+        let mut b = beat(&k);
+        let long = "x".repeat(MAX_LIVE_TEXT);
+        b.addresses = vec![long.clone(); MAX_HEARTBEAT_ADDRESSES];
+        let mut live = *b.live.take().unwrap();
+        let mut c = live.containers[0].clone();
+        c.texts_mut().for_each(|t| *t = long.clone());
+        c.init = Some(long.clone());
+        c.health = Some(long.clone());
+        c.exit_code = Some(i64::MIN);
+        c.restarts = u32::MAX;
+        c.try_number = u32::MAX;
+        c.ports = vec![
+            LivePort {
+                internal: u16::MAX,
+                udp: true,
+                host_ip: long.clone(),
+                host_port: u16::MAX,
+            };
+            MAX_LIVE_PORTS
+        ];
+        live.containers = vec![c; MAX_LIVE_CONTAINERS];
+        b.live = Some(Box::new(live));
+        let s = SignedHeartbeat::sign(b, &k).unwrap();
+        assert_eq!(s.verify(), Ok(()));
+        let len = postcard::to_stdvec(&s).unwrap().len();
+        assert!(len < MAX_HEARTBEAT_BYTES, "{len}");
     }
 }
