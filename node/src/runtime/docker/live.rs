@@ -41,7 +41,17 @@ impl DockerRuntime {
             ("type", vec!["container".to_owned()]),
             ("label", vec![format!("{LABEL_TEAM}={team}")]),
         ]);
-        let options = EventsOptionsBuilder::new().filters(&filters).build();
+        // The request starts when the stream is first polled: `since` now
+        // makes the engine replay what happened in between, so no change
+        // falls between asking and listening.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let since = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
+        let options = EventsOptionsBuilder::new()
+            .since(&since)
+            .filters(&filters)
+            .build();
         let events = self.docker.events(Some(options));
         // An error ends the stream: the caller asks for a new one.
         Ok(events
