@@ -1193,12 +1193,18 @@ fn heartbeats_carry_live_state_and_show_drift() {
 
     // The container dies behind shoal's back: every member sees the drift.
     let name = format!("{prefix}-beat");
+    let killed = std::time::Instant::now();
     docker(&["kill", &name]).expect("docker kill");
     let d = wait_for(WAIT, || {
         let d = show(&a, &id);
         (d["live"]["drift"] == true).then_some(d)
     })
     .unwrap_or_else(|| panic!("the drift never showed: {}", show(&a, &id)));
+    // A figure, not an assertion: how long another node took to see it.
+    println!(
+        "drift seen by a {:.1}s after docker kill",
+        killed.elapsed().as_secs_f64()
+    );
     let c = live_of(&d, "beat").unwrap();
     assert_eq!(c["actual"], "exited", "{d}");
     assert_eq!(c["drift"], true, "{d}");
