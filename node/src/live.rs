@@ -70,13 +70,16 @@ async fn watch_loop(
     let mut cpu = CpuSampler::default();
     let mut runtime: Option<std::sync::Arc<dyn Runtime>> = None;
     let mut events: Option<BoxStream<'static, ()>> = None;
+    // A stream that ended is asked for again at the next period, not at
+    // once: an engine that keeps closing it must not make this a busy loop.
+    let mut ended = false;
     let mut tick = tokio::time::interval(LIVE_REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if let (None, Some(f)) = (&runtime, &factory) {
             runtime = f().await.ok();
         }
-        if let (Some(rt), None) = (&runtime, &events) {
+        if let (Some(rt), None, false) = (&runtime, &events, ended) {
             events = rt.changes(&team_hex).await.ok();
         }
         let load = host_load(&mut cpu, &disk);
@@ -114,11 +117,13 @@ async fn watch_loop(
         // Wait for a change event or the next period.
         tokio::select! {
             () = cancel.cancelled() => break,
-            _ = tick.tick() => {}
+            _ = tick.tick() => ended = false,
             next = next_event(&mut events) => {
                 if next.is_none() {
-                    // The engine closed the stream: ask for a new one.
+                    // The engine closed the stream: ask for a new one at
+                    // the next period.
                     events = None;
+                    ended = true;
                 }
                 tokio::select! {
                     () = cancel.cancelled() => break,
@@ -146,6 +151,8 @@ fn drain(events: &mut Option<BoxStream<'static, ()>>) {
     loop {
         match s.poll_next_unpin(&mut cx) {
             std::task::Poll::Ready(Some(())) => continue,
+            // Ended while settling: the loop asks for a new one once; if
+            // that one ends at once too, it waits for the next period.
             std::task::Poll::Ready(None) => {
                 *events = None;
                 return;
