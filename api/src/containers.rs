@@ -12,6 +12,10 @@ pub struct ContainersQuery {
     /// Only the containers of this deployment prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
+    /// Ask the node even when its heartbeat's live state is fresh (to see
+    /// the effect of a command at once).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fresh: bool,
 }
 
 /// A container a node runs for the team.

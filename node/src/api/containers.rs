@@ -116,9 +116,14 @@ async fn from_heartbeat(
     let team = resolve(api, team).await?;
     let state = team.state().await?;
     let me = api.node.to_hex();
-    let target = state.nodes.values().find(|n| {
-        n.removed.is_none() && (n.name == node || (node.len() >= 4 && n.key.starts_with(node)))
-    });
+    // As `ask_node` finds it: by name, else by a unique key prefix.
+    let live_nodes = || state.nodes.values().filter(|n| n.removed.is_none());
+    let by_key: Vec<&Node> = live_nodes()
+        .filter(|n| node.len() >= 4 && n.key.starts_with(node))
+        .collect();
+    let target = live_nodes()
+        .find(|n| n.name == node)
+        .or_else(|| (by_key.len() == 1).then(|| by_key[0]));
     let Some(target) = target.filter(|n| n.key != me) else {
         return Ok(None);
     };
@@ -196,7 +201,9 @@ async fn containers(
     UrlPath((team, node)): UrlPath<(String, String)>,
     UrlQuery(q): UrlQuery<ContainersQuery>,
 ) -> Answer<ContainerList> {
-    if let Some(list) = from_heartbeat(&api, &team, &node, q.prefix.as_deref()).await? {
+    if !q.fresh
+        && let Some(list) = from_heartbeat(&api, &team, &node, q.prefix.as_deref()).await?
+    {
         return ok(list);
     }
     match ask_node(&api, &team, &node, Query::Containers { prefix: q.prefix }).await? {
