@@ -1246,7 +1246,7 @@ fn deleting_a_deployment_keeps_its_volumes_unless_asked() {
     let keep = unique("keepvol");
     let drop = unique("dropvol");
     let _cleanup = Cleanup(vec![keep.clone(), drop.clone()]);
-    let (a, _b) = setup(&env);
+    let (a, mut b) = setup(&env);
     let registry = &env["SHOAL_TEST_AUTH_REGISTRY"];
     a.ok(&["product", "create", "vault"]);
     a.ok(&["version", "create", "vault", "1"]);
@@ -1283,9 +1283,13 @@ fn deleting_a_deployment_keeps_its_volumes_unless_asked() {
     .expect("b tears the deleted deployment down");
     assert_eq!(volumes_of(&keep), [format!("{keep}-store")]);
 
-    // With --volumes: both go, and the audit log says so.
+    // With --volumes, while b is stopped: when b is back, both go, and the
+    // audit log says so.
+    assert_eq!(b.stop().unwrap(), 0);
     let r = a.ok(&["deploy", "delete", &ids[1], "--volumes"]);
     assert!(r.stdout.contains("named volumes"), "{r:?}");
+    assert_eq!(volumes_of(&drop), [format!("{drop}-store")]);
+    b.start().unwrap();
     wait_for(DEPLOY_WAIT, || volumes_of(&drop).is_empty().then_some(()))
         .unwrap_or_else(|| panic!("the volume stays: {:?}", volumes_of(&drop)));
     assert!(names_labelled("io.shoal.deployment", &ids[1]).is_empty());
