@@ -1,5 +1,5 @@
-//! Live state (§4 "Live state"): what runs on this node now, for its
-//! heartbeats.
+//! Live state (§4 "Live state"): what runs on this node now, for the live
+//! reports sent with its heartbeats.
 //!
 //! One [`LiveWatcher`] per team (on a node without a container runtime it
 //! reports the host load alone). Its task looks at the team's containers ([`Runtime::live`]) and the host
@@ -9,7 +9,8 @@
 //! events), after a short settle so a burst of events costs one look, and
 //! every [`LIVE_REFRESH`] in any case (the Kubernetes runtime reports no
 //! events: it is looked at on that period). The live state is never an op:
-//! it goes out with the next heartbeat and is replaced by the one after.
+//! it goes out in a live report with the next heartbeat (to peers that
+//! decode live reports) and is replaced by the one after.
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -21,7 +21,7 @@
 //! - `shoal_executor_try_seconds{outcome}` histogram of deployment try durations
 //! - `shoal_container_state{team,prefix,name,deployment,state}` 1 per
 //!   container of the team on this node, labelled with its runtime state
-//!   (from the live state the node's heartbeats carry)
+//!   (from the live state the node's live reports carry)
 //! - `shoal_container_healthy{team,prefix,name}` 1 healthy, 0 unhealthy or
 //!   starting (containers with a health check only)
 //! - `shoal_container_restarts{team,prefix,name}` restarts counted by the engine

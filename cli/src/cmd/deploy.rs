@@ -799,7 +799,7 @@ fn show(d: &DeploymentDetail, out: &mut impl Write) -> Result<()> {
     if d.live.is_none() && d.base().status == DeploymentStatus::Successful {
         writeln!(
             out,
-            "(no live state: the node's heartbeat is not fresh; see `shoal node list`)"
+            "(no live state: the node's heartbeat is not fresh or it sends no live reports; see `shoal node list`)"
         )?;
     }
     let events = &d.events;
