@@ -12,6 +12,10 @@ pub struct ContainersQuery {
     /// Only the containers of this deployment prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
+    /// Ask the node even when its heartbeat's live state is fresh (to see
+    /// the effect of a command at once).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fresh: bool,
 }
 
 /// A container a node runs for the team.
@@ -115,4 +119,14 @@ pub struct ProgressLine {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgressLines {
     pub lines: Vec<ProgressLine>,
+}
+
+/// `GET .../nodes/{node}/commands/{id}`: what became of a command the node
+/// carries out (`container.command`, `node.prune`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandResult {
+    pub id: String,
+    /// `done: ...` or `failed: ...`; `null` while the node has not carried
+    /// it out.
+    pub result: Option<String>,
 }

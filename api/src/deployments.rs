@@ -82,6 +82,44 @@ pub struct DeploymentDetail {
     /// Identifies this view, for `?unless=`; sent by the deployment route only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
+    /// Each container's expected state against the live state in the
+    /// target node's latest heartbeat; absent when that heartbeat is not
+    /// fresh or carries no live state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<DeploymentLive>,
+}
+
+/// A deployment's containers as its node last said they run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentLive {
+    /// Age of the heartbeat the live state came from.
+    pub seen_ms_ago: u64,
+    /// Some container is not in its expected state.
+    pub drift: bool,
+    /// One per container of the last try, in name order.
+    pub containers: Vec<ContainerDrift>,
+}
+
+/// One container's expected against actual state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerDrift {
+    /// Its name in its version.
+    pub container: String,
+    /// The runtime's name, `<prefix>-<container>`.
+    pub name: String,
+    /// The state it reached in the deployment's successful try
+    /// (`running`, `exited`); `null` when the deployment is not
+    /// `successful` (nothing is expected to run as it is).
+    pub expected: Option<String>,
+    /// The runtime's state now, `missing` when the node runs no such
+    /// container of this deployment.
+    pub actual: String,
+    pub exit_code: Option<i64>,
+    /// `healthy`, `unhealthy` or `starting` for a container with a health check.
+    pub health: Option<String>,
+    pub restarts: u32,
+    /// Actual differs from expected (or is unhealthy).
+    pub drift: bool,
 }
 
 /// `GET .../deployments/{deployment}` query: a long poll for a change.

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use shoal_protocol::heartbeat::HostLoad;
 pub use shoal_protocol::model::{Node, Runtime};
 
 /// `GET /v1/teams/{team}/nodes`: every node, removed ones included, in key order.
@@ -50,6 +51,13 @@ pub struct NodeStatus {
     pub seen_ms_ago: Option<u64>,
     pub agent_version: String,
     pub addresses: Vec<String>,
+    /// Host load from its latest heartbeat; absent when it is not fresh or
+    /// carried none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<HostLoad>,
+    /// Containers of the team its latest fresh heartbeat lists as running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<u32>,
 }
 
 /// `GET /v1/teams/{team}/status`.

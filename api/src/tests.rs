@@ -81,10 +81,13 @@ fn liveness_is_kebab_case() {
         seen_ms_ago: None,
         agent_version: "0.1.0".into(),
         addresses: vec![],
+        load: None,
+        running: None,
     };
     let j = round_trip(&s);
     assert_eq!(j["status"], "unreachable");
     assert_eq!(j["seen_ms_ago"], Value::Null);
+    assert!(j.get("load").is_none());
 }
 
 fn deployment() -> Deployment {
@@ -129,6 +132,7 @@ fn deployment_detail_is_flat() {
         frozen: None,
         images: vec![],
         fingerprint: None,
+        live: None,
     };
     let j = round_trip(&d);
     assert_eq!(j["id"], "d1");

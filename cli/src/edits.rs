@@ -86,11 +86,13 @@ impl ConfigEdits {
             || self.file.is_some()
     }
 
-    /// The image `--image` names, resolved against the team's registries.
-    pub async fn image_ref(&self, ctx: &Ctx) -> Result<Option<ImageRef>> {
+    /// The image `--image` names, resolved against the team's registries;
+    /// without a host or `--registry` it stays in `current` (the registry
+    /// id of the image it changes).
+    pub async fn image_ref(&self, ctx: &Ctx, current: Option<&str>) -> Result<Option<ImageRef>> {
         match &self.image {
             Some(r) => Ok(Some(
-                image_ref::image_ref(ctx, r, self.registry.as_deref()).await?,
+                image_ref::image_ref(ctx, r, self.registry.as_deref(), current).await?,
             )),
             None => Ok(None),
         }

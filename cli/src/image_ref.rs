@@ -1,6 +1,7 @@
 //! Which team registry an image reference belongs to: the one named with
-//! `--registry`, else the one whose host the reference names, else Docker
-//! Hub; and registry names for ids.
+//! `--registry`, else the one whose host the reference names, else (a
+//! reference without a host) the image's current registry when it has one,
+//! else Docker Hub; and registry names for ids.
 
 use anyhow::{Result, anyhow, bail};
 use shoal_api::registries::{Registry, RegistryList};
@@ -40,10 +41,21 @@ fn serves(r: &Registry, host: &str) -> bool {
 
 /// The team registry and image name of `reference`: the registry named
 /// with `--registry`, else the one whose host the reference names, else
-/// Docker Hub.
-pub async fn image_ref(ctx: &Ctx, reference: &str, registry: Option<&str>) -> Result<ImageRef> {
+/// `current` (the registry id of the image being changed, so a new tag
+/// keeps its registry), else Docker Hub.
+pub async fn image_ref(
+    ctx: &Ctx,
+    reference: &str,
+    registry: Option<&str>,
+    current: Option<&str>,
+) -> Result<ImageRef> {
     let parts = parse::image_ref(reference).map_err(|e| Usage(e.to_string()))?;
     let list: RegistryList = ctx.get("registries").await?;
+    let registry = registry.or_else(|| {
+        // A reference without a host stays in the image's registry (when
+        // that registry still exists).
+        current.filter(|id| parts.host.is_none() && list.iter().any(|r| r.id == *id))
+    });
     image_ref_in(&list, &parts, reference, registry)
 }
 
@@ -163,6 +175,8 @@ mod tests {
             "hub"
         );
         assert_eq!(resolve("app:1", Some("local")).unwrap().registry, "r1");
+        // A registry given by id (the image's current one) works the same.
+        assert_eq!(resolve("app:1", Some("r1")).unwrap().registry, "r1");
         let e = resolve("quay.io/x/y:1", None).unwrap_err().to_string();
         assert!(e.contains("shoal registry add"), "{e}");
         let e = resolve("127.0.0.1:5000/app", Some("corp"))

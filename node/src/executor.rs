@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use shoal_protocol::action::Outcome;
 use shoal_protocol::model::{
-    ContainerConfig, ContainerState, Deployment, DeploymentStatus, FrozenConfig, Image,
-    RegistryKind, Sealed, TeamState, VersionKind,
+    ContainerAction, ContainerConfig, ContainerState, Deployment, DeploymentStatus, FrozenConfig,
+    Image, ImageRef, Registry, RegistryKind, Sealed, TeamState, VersionKind,
 };
 use shoal_protocol::{Action, PublicKey, SecretKey, TeamId};
 use tokio::sync::{mpsc, watch};
@@ -136,14 +136,33 @@ pub fn effective_images(
 
 /// The pull reference of an image in a registry of the team.
 fn image_source(state: &TeamState, img: &Image, open: &Unsealer) -> Result<ImageSource, PlanError> {
-    let r = &img.image;
     let reg = state
         .registries
-        .get(&r.registry)
+        .get(&img.image.registry)
         .ok_or_else(|| PlanError::NoRegistry {
             image: img.name.clone(),
-            registry: r.registry.clone(),
+            registry: img.image.registry.clone(),
         })?;
+    let (reference, pull) = pull_reference(reg, &img.image);
+    let credentials = match (&reg.user, &reg.password) {
+        (Some(user), Some(sealed)) => Some(RegistryCredentials {
+            user: user.clone(),
+            password: open(state, sealed).map_err(|why| PlanError::RegistryPassword {
+                registry: reg.name.clone(),
+                why,
+            })?,
+        }),
+        _ => None,
+    };
+    Ok(ImageSource {
+        reference,
+        credentials,
+        pull,
+    })
+}
+
+/// The reference a node pulls for image `r` of registry `reg`, and how.
+fn pull_reference(reg: &Registry, r: &ImageRef) -> (String, PullPolicy) {
     let host = |url: &Option<String>, default: &str| {
         url.as_deref()
             .map(|u| {
@@ -184,21 +203,55 @@ fn image_source(state: &TeamState, img: &Image, open: &Unsealer) -> Result<Image
         }
         RegistryKind::Unchecked => (format!("{}:{}", r.name, r.tag), PullPolicy::IfChanged),
     };
-    let credentials = match (&reg.user, &reg.password) {
-        (Some(user), Some(sealed)) => Some(RegistryCredentials {
-            user: user.clone(),
-            password: open(state, sealed).map_err(|why| PlanError::RegistryPassword {
-                registry: reg.name.clone(),
-                why,
-            })?,
-        }),
-        _ => None,
-    };
-    Ok(ImageSource {
-        reference,
-        credentials,
-        pull,
-    })
+    (reference, pull)
+}
+
+/// What `node prune` on node `me` may look at and must keep: the
+/// repositories of every image a deployment on the node runs or ran (by its
+/// effective config), and the references that a deployment which is in
+/// progress, successful, obsolete or downgraded can run again (its frozen
+/// config, else its version's current images). Images of the local
+/// registry are never candidates: nothing could pull them back.
+pub fn prune_scope(state: &TeamState, me: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut repos = BTreeSet::new();
+    let mut keep = BTreeSet::new();
+    for d in state.deployments.values().filter(|d| d.node == me) {
+        let Ok((_, images)) = effective_images(state, d) else {
+            continue;
+        };
+        let kept = matches!(
+            d.status,
+            DeploymentStatus::InProgress
+                | DeploymentStatus::Successful
+                | DeploymentStatus::Obsolete
+                | DeploymentStatus::Downgraded
+        );
+        let refs = images.iter().flat_map(|img| {
+            std::iter::once(&img.image).chain(img.config.init_containers.iter().map(|i| &i.image))
+        });
+        for r in refs {
+            let Some(reg) = state.registries.get(&r.registry) else {
+                continue;
+            };
+            let (reference, pull) = pull_reference(reg, r);
+            if kept || pull == PullPolicy::Never {
+                keep.insert(reference.clone());
+            }
+            if pull == PullPolicy::Never {
+                continue;
+            }
+            if let Some((repo, _)) = reference.rsplit_once(':')
+                && !repo.ends_with('/')
+                && !repo
+                    .rsplit('/')
+                    .next()
+                    .is_some_and(|last| last.contains(':'))
+            {
+                repos.insert(repo.to_owned());
+            }
+        }
+    }
+    (repos, keep)
 }
 
 /// The plan of the current try of `d` (pure: everything comes from the
@@ -320,6 +373,14 @@ pub fn orphans(state: &TeamState, found: &[ContainerInfo]) -> Vec<(String, Strin
     out.into_iter().collect()
 }
 
+/// Whether deployment `deployment`, deleted, was deleted with its volumes
+/// (`deployment.delete-volumes` left a `remove-volumes` command for `node`).
+pub fn volumes_go(state: &TeamState, node: &str, deployment: &str) -> bool {
+    state.commands.values().any(|c| {
+        c.node == node && c.action == ContainerAction::RemoveVolumes && c.container == deployment
+    })
+}
+
 /// The running executor of one team.
 #[derive(Debug)]
 pub struct Executor {
@@ -424,11 +485,24 @@ impl Actor {
         let found = self
             .sync
             .read(move |r| {
-                r.state()
+                let s = r.state();
+                let mine: Vec<_> = s
                     .commands
                     .values()
-                    .filter(|c| c.node == me)
+                    // Volume removal goes with the deployment's teardown.
+                    .filter(|c| c.node == me && c.action != ContainerAction::RemoveVolumes)
                     .cloned()
+                    .collect();
+                let scope = if mine
+                    .iter()
+                    .any(|c| c.action == ContainerAction::PruneImages)
+                {
+                    prune_scope(s, &me)
+                } else {
+                    Default::default()
+                };
+                mine.into_iter()
+                    .map(|c| (c, scope.clone()))
                     .collect::<Vec<_>>()
             })
             .await;
@@ -436,7 +510,7 @@ impl Actor {
             return;
         };
         let ns = format!("commands/{}", self.team.to_hex());
-        for c in list {
+        for (c, (repos, keep)) in list {
             if self.commands.contains(&c.id)
                 || matches!(self.store.get_local(&ns, &c.id), Ok(Some(_)))
             {
@@ -447,16 +521,36 @@ impl Actor {
             let store = Arc::clone(&self.store);
             let (ns, team) = (ns.clone(), self.team);
             self.tasks.spawn(async move {
-                let result = match runtime().await {
-                    Ok(rt) => rt
-                        .command(&team.to_hex(), &c.container, c.action)
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                let line = match &result {
-                    Ok(()) => format!("done: {} {}", c.action.as_str(), c.container),
-                    Err(e) => format!("failed: {} {}: {e}", c.action.as_str(), c.container),
+                let rt = runtime().await.map_err(|e| e.to_string());
+                let line = if c.action == ContainerAction::PruneImages {
+                    let result = match rt {
+                        Ok(rt) => rt
+                            .prune_images(&repos, &keep)
+                            .await
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e),
+                    };
+                    match result {
+                        Ok(removed) if removed.is_empty() => {
+                            "done: prune-images: nothing to remove".to_owned()
+                        }
+                        Ok(removed) => {
+                            format!("done: prune-images: removed {}", removed.join(" "))
+                        }
+                        Err(e) => format!("failed: prune-images: {e}"),
+                    }
+                } else {
+                    let result = match rt {
+                        Ok(rt) => rt
+                            .command(&team.to_hex(), &c.container, c.action)
+                            .await
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e),
+                    };
+                    match &result {
+                        Ok(()) => format!("done: {} {}", c.action.as_str(), c.container),
+                        Err(e) => format!("failed: {} {}: {e}", c.action.as_str(), c.container),
+                    }
                 };
                 info!(team = %team.short(), command = %c.id, "{line}");
                 if let Err(e) = store.put_local(&ns, &c.id, line.as_bytes()) {
@@ -530,10 +624,20 @@ impl Actor {
         if found.is_empty() {
             return;
         }
-        let Ok(gone) = self.sync.read(move |r| orphans(r.state(), &found)).await else {
+        let me = self.key.public().to_hex();
+        let read = self.sync.read(move |r| {
+            orphans(r.state(), &found)
+                .into_iter()
+                .map(|(d, p)| {
+                    let volumes = volumes_go(r.state(), &me, &d);
+                    (d, p, volumes)
+                })
+                .collect::<Vec<_>>()
+        });
+        let Ok(gone) = read.await else {
             return;
         };
-        for (deployment, prefix) in gone {
+        for (deployment, prefix, volumes) in gone {
             let id = format!("teardown:{deployment}");
             if self.running.contains_key(&prefix) {
                 continue;
@@ -544,10 +648,11 @@ impl Actor {
             let runtime = Arc::clone(&runtime);
             let (team, short) = (team.clone(), self.team.short());
             self.tasks.spawn(async move {
-                match runtime.teardown(&team, &deployment, &prefix, false).await {
+                match runtime.teardown(&team, &deployment, &prefix, volumes).await {
                     Ok(removed) => info!(
                         team = %short, %deployment, %prefix,
                         containers = ?removed.containers, networks = ?removed.networks,
+                        volumes = ?removed.volumes,
                         "tore down a deleted deployment"
                     ),
                     Err(e) => warn!(

@@ -8,6 +8,7 @@ pub mod health;
 pub mod join;
 pub mod keeper;
 pub mod lease;
+pub mod live;
 pub mod mesh;
 pub mod metrics;
 pub mod progress;

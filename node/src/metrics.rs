@@ -19,6 +19,16 @@
 //! - `shoal_nodes{team,status}` nodes by status (connected, unreachable, removed)
 //! - `shoal_deployments{team,status}` deployments by status
 //! - `shoal_executor_try_seconds{outcome}` histogram of deployment try durations
+//! - `shoal_container_state{team,prefix,name,deployment,state}` 1 per
+//!   container of the team on this node, labelled with its runtime state
+//!   (from the live state the node's live reports carry)
+//! - `shoal_container_healthy{team,prefix,name}` 1 healthy, 0 unhealthy or
+//!   starting (containers with a health check only)
+//! - `shoal_container_restarts{team,prefix,name}` restarts counted by the engine
+//! - `shoal_node_cpu_usage_ratio` share of all CPUs busy (0..1) since the
+//!   previous look; `shoal_node_cpus`; `shoal_node_memory_used_bytes`,
+//!   `shoal_node_memory_total_bytes`; `shoal_node_disk_used_bytes`,
+//!   `shoal_node_disk_total_bytes` (the file system of the data directory)
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -56,6 +66,22 @@ struct LagLabel {
     team: String,
     peer: String,
     direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ContainerLabel {
+    team: String,
+    prefix: String,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ContainerStateLabel {
+    team: String,
+    prefix: String,
+    name: String,
+    deployment: String,
+    state: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -194,9 +220,41 @@ pub async fn render(teams: &TeamMap) -> Result<String, String> {
     let waiting = Family::<TeamLabel, Gauge>::default();
     let nodes = Family::<TeamStatus, Gauge>::default();
     let deployments = Family::<TeamStatus, Gauge>::default();
+    let container_state = Family::<ContainerStateLabel, Gauge>::default();
+    let container_healthy = Family::<ContainerLabel, Gauge>::default();
+    let container_restarts = Family::<ContainerLabel, Gauge>::default();
+    let mut load = None;
     for (id, entry) in &entries {
         let team = id.to_hex();
         let label = TeamLabel { team: team.clone() };
+        let live = entry.live.borrow().clone();
+        if let Some(live) = live {
+            load = load.or(live.load);
+            for c in &live.containers {
+                let l = ContainerLabel {
+                    team: team.clone(),
+                    prefix: c.prefix.clone(),
+                    name: c.name.clone(),
+                };
+                container_state
+                    .get_or_create(&ContainerStateLabel {
+                        team: team.clone(),
+                        prefix: c.prefix.clone(),
+                        name: c.name.clone(),
+                        deployment: c.deployment.clone(),
+                        state: c.state.clone(),
+                    })
+                    .set(1);
+                container_restarts
+                    .get_or_create(&l)
+                    .set(i64::from(c.restarts));
+                if let Some(h) = &c.health {
+                    container_healthy
+                        .get_or_create(&l)
+                        .set(i64::from(h == "healthy"));
+                }
+            }
+        }
         if let Ok(p) = entry.mesh.peers().await {
             peers.get_or_create(&label).set(p.len() as i64);
         }
@@ -314,6 +372,57 @@ pub async fn render(teams: &TeamMap) -> Result<String, String> {
     );
     reg.register("nodes", "Nodes of the team by status", nodes);
     reg.register("deployments", "Deployments by status", deployments);
+    reg.register(
+        "container_state",
+        "The team's containers on this node, by runtime state (1 each)",
+        container_state,
+    );
+    reg.register(
+        "container_healthy",
+        "1 when the container's health check passes, 0 otherwise",
+        container_healthy,
+    );
+    reg.register(
+        "container_restarts",
+        "Restarts of the container counted by the engine",
+        container_restarts,
+    );
+    if let Some(l) = load {
+        let cpu = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        cpu.set(f64::from(l.cpu_permille) / 1000.0);
+        reg.register(
+            "node_cpu_usage_ratio",
+            "Share of all CPUs busy since the previous look (0 to 1)",
+            cpu,
+        );
+        for (name, help, v) in [
+            ("node_cpus", "CPUs of this host", u64::from(l.cpus)),
+            (
+                "node_memory_used_bytes",
+                "Memory in use (total less available)",
+                l.memory_used_bytes,
+            ),
+            (
+                "node_memory_total_bytes",
+                "Memory of this host",
+                l.memory_total_bytes,
+            ),
+            (
+                "node_disk_used_bytes",
+                "Used space of the data directory's file system",
+                l.disk_used_bytes,
+            ),
+            (
+                "node_disk_total_bytes",
+                "Size of the data directory's file system",
+                l.disk_total_bytes,
+            ),
+        ] {
+            let g = Gauge::<i64>::default();
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+            reg.register(name, help, g);
+        }
+    }
     reg.register(
         "executor_try_seconds",
         "Duration of deployment tries on this node",

@@ -80,6 +80,10 @@ pub enum Query {
         after: Option<(u32, u32)>,
         wait: bool,
     },
+    /// What became of command `id` (a signed op this node carries out).
+    CommandResult {
+        id: String,
+    },
 }
 
 /// Lines of a follow session.
@@ -116,6 +120,9 @@ pub enum Answer {
     Progress(Vec<ProgressLine>),
     /// The node could not answer, and why.
     Error(String),
+    /// The result line of a command (`done: ...` or `failed: ...`);
+    /// `None` while the node has not carried it out.
+    CommandResult(Option<String>),
 }
 
 /// Answers queries about one team's containers on this node.
@@ -139,6 +146,15 @@ pub fn runtime_handler(team: TeamId, runtime: RuntimeFactory, store: Arc<Store>)
             } = q
             {
                 return progress(&store, &team, &deployment, after, wait).await;
+            }
+            if let Query::CommandResult { id } = &q {
+                let ns = format!("commands/{team_hex}");
+                return match store.get_local(&ns, id) {
+                    Ok(line) => Answer::CommandResult(
+                        line.map(|b| String::from_utf8_lossy(&b).into_owned()),
+                    ),
+                    Err(e) => Answer::Error(format!("cannot read the command's result: {e}")),
+                };
             }
             let rt = match runtime().await {
                 Ok(rt) => rt,
@@ -195,7 +211,9 @@ pub fn runtime_handler(team: TeamId, runtime: RuntimeFactory, store: Arc<Store>)
                     };
                     Answer::Follow(buf.next(after, FOLLOW_WAIT).await)
                 }
-                Query::Progress { .. } => Answer::Error("unreachable".into()),
+                Query::Progress { .. } | Query::CommandResult { .. } => {
+                    Answer::Error("unreachable".into())
+                }
             }
         })
     })

@@ -30,6 +30,7 @@ use crate::daemon::{DaemonError, Node, now_ms};
 use crate::executor::{Executor, RuntimeFactory, Unsealer};
 use crate::join;
 use crate::keeper::KeyKeeper;
+use crate::live::LiveWatcher;
 use crate::mesh::{Mesh, MeshConfig, MeshEvent};
 use crate::metrics;
 use crate::query::{self, QueryHandler};
@@ -86,6 +87,7 @@ struct Running {
     sync: SyncEngine,
     executor: Option<Executor>,
     keeper: KeyKeeper,
+    live: LiveWatcher,
 }
 
 struct Service {
@@ -254,11 +256,18 @@ impl Service {
         let queries = self.query_handler(team);
         let mut sync_config = self.config.sync.clone();
         sync_config.queries = Some(Queries(Arc::clone(&queries)));
+        let (live, live_state) = LiveWatcher::spawn(
+            team,
+            self.runtime_factory(),
+            self.node.data_dir().to_path_buf(),
+            self.cancel.child_token(),
+        );
         sync_config.heartbeat = Some(HeartbeatConfig {
             key: SecretKey::from_seed(self.node.key_seed()),
             interval,
             agent_version: self.agent_version.clone(),
             addresses: addrs.iter().map(ToString::to_string).collect(),
+            live: Some(live_state.clone()),
         });
         let sync = SyncEngine::spawn(
             replica,
@@ -278,6 +287,7 @@ impl Service {
         let entry = TeamEntry {
             name,
             queries,
+            live: live_state,
             sync: sync.handle(),
             mesh: mesh.handle(),
             psk: record.psk,
@@ -299,6 +309,7 @@ impl Service {
             sync,
             executor,
             keeper,
+            live,
         });
         if let Err(e) = self.publish_node(&entry, &addrs).await {
             warn!(team = %team.short(), "cannot publish this node's addresses: {e}");
@@ -686,12 +697,14 @@ impl Service {
             sync,
             executor,
             keeper,
+            live,
         } in self.running.drain(..)
         {
             if let Some(x) = executor {
                 x.shutdown().await;
             }
             keeper.shutdown().await;
+            live.shutdown().await;
             if let Err(e) = sync.shutdown().await {
                 warn!("a sync engine did not stop cleanly: {e}");
             }

@@ -36,7 +36,8 @@ use std::time::{Duration, Instant};
 
 use libp2p::{Multiaddr, PeerId};
 use shoal_protocol::heartbeat::{
-    HEARTBEAT_VERSION, Heartbeat, MAX_HEARTBEAT_ADDRESSES, SignedHeartbeat,
+    HEARTBEAT_VERSION, Heartbeat, LIVE_PROTOCOL_VERSION, LIVE_REPORT_VERSION, Live, LiveReport,
+    MAX_HEARTBEAT_ADDRESSES, SignedHeartbeat, SignedLive,
 };
 use shoal_protocol::model::TeamState;
 use shoal_protocol::replica::{PrepareError, VersionVector};
@@ -100,6 +101,35 @@ fn pick_relays(
     peers
 }
 
+/// Connected peers known to decode live reports: a heartbeat of the peer
+/// taken since it connected says it speaks [`LIVE_PROTOCOL_VERSION`] or
+/// later. Nodes of older releases drop the peer of a message they cannot
+/// decode, so a peer gets none before its heartbeat says so, and a peer
+/// that reconnects (perhaps with another release) is asked again.
+#[derive(Debug, Default)]
+struct LivePeers(BTreeSet<PeerId>);
+
+impl LivePeers {
+    /// The peer (re)connected or left: what it spoke before no longer counts.
+    fn forget(&mut self, peer: &PeerId) {
+        self.0.remove(peer);
+    }
+
+    /// A heartbeat of `peer` was taken, saying it speaks `protocol_version`.
+    fn heard(&mut self, peer: PeerId, protocol_version: u32) {
+        if protocol_version >= LIVE_PROTOCOL_VERSION {
+            self.0.insert(peer);
+        } else {
+            self.0.remove(&peer);
+        }
+    }
+
+    /// The peers of `connected` that may be sent live reports.
+    fn among(&self, connected: &BTreeSet<PeerId>) -> BTreeSet<PeerId> {
+        connected.intersection(&self.0).copied().collect()
+    }
+}
+
 /// Default time between two heartbeats of a node.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
 /// A node whose latest heartbeat is older than this many intervals is
@@ -155,6 +185,9 @@ pub struct HeartbeatConfig {
     pub interval: Duration,
     pub agent_version: String,
     pub addresses: Vec<String>,
+    /// The live state the heartbeats carry (see `crate::live`); `None`
+    /// sends none.
+    pub live: Option<watch::Receiver<Option<Box<Live>>>>,
 }
 
 /// A node's liveness as this node sees it, from heartbeats.
@@ -168,6 +201,9 @@ pub struct NodeStatus {
     pub agent_version: String,
     pub protocol_version: u32,
     pub addresses: Vec<String>,
+    /// What its latest live report said runs on it, when that report is
+    /// about as recent as its latest heartbeat.
+    pub live: Option<Box<Live>>,
 }
 
 /// How far this node and one peer are apart, from the peer's version
@@ -542,6 +578,8 @@ impl SyncEngine {
             pushed_set: HashSet::new(),
             spin_salt: u64::from_le_bytes(me.as_bytes()[..8].try_into().unwrap_or_default()),
             beats: BTreeMap::new(),
+            lives: BTreeMap::new(),
+            live_peers: LivePeers::default(),
             vectors: BTreeMap::new(),
             rejected: 0,
             unsaved: Vec::new(),
@@ -614,6 +652,10 @@ struct Actor {
     changes: watch::Sender<u64>,
     /// Each node's latest heartbeat and when it arrived.
     beats: BTreeMap<PublicKey, (SignedHeartbeat, Instant)>,
+    /// Each node's latest live report.
+    lives: BTreeMap<PublicKey, SignedLive>,
+    /// Connected peers that decode live reports.
+    live_peers: LivePeers,
     /// Each peer's version vector as last seen in anti-entropy, and when.
     vectors: BTreeMap<PeerId, (VersionVector, Instant)>,
     /// Ops refused since the actor started.
@@ -915,10 +957,12 @@ impl Actor {
         match ev {
             MeshEvent::PeerConnected(peer) => {
                 self.connected.insert(peer);
+                self.live_peers.forget(&peer);
                 self.start_round(peer);
             }
             MeshEvent::PeerDisconnected(peer) => {
                 self.connected.remove(&peer);
+                self.live_peers.forget(&peer);
             }
             MeshEvent::Request {
                 peer,
@@ -956,6 +1000,7 @@ impl Actor {
                     SyncRequest::Ops(ops) => self.receive(peer, ops, false),
                     SyncRequest::Push(ops) => self.receive(peer, ops, true),
                     SyncRequest::Heartbeat(hb) => (self.receive_heartbeat(peer, hb), false),
+                    SyncRequest::Live(live) => (self.receive_live(peer, live), false),
                 };
                 let _ = reply.send(response);
                 if changed {
@@ -991,11 +1036,12 @@ impl Actor {
         let Some(cfg) = &self.config.heartbeat else {
             return;
         };
+        let sent_ms = now_ms();
         let beat = Heartbeat {
             version: HEARTBEAT_VERSION,
             team: self.team,
             node: self.me,
-            sent_ms: now_ms(),
+            sent_ms,
             agent_version: cfg.agent_version.clone(),
             protocol_version: shoal_protocol::PROTOCOL_VERSION,
             addresses: cfg
@@ -1005,12 +1051,33 @@ impl Actor {
                 .cloned()
                 .collect(),
         };
+        // The live state goes in its own message, with the heartbeat's
+        // time, so its age can be judged against the heartbeat's.
+        let live = cfg.live.as_ref().and_then(|l| l.borrow().clone());
+        let live = live.map(|live| {
+            let report = LiveReport {
+                version: LIVE_REPORT_VERSION,
+                team: self.team,
+                node: self.me,
+                made_ms: sent_ms,
+                live: *live,
+            };
+            SignedLive::sign(report, &cfg.key)
+        });
         match SignedHeartbeat::sign(beat, &cfg.key) {
             Ok(signed) => {
                 self.beats.insert(self.me, (signed.clone(), Instant::now()));
                 self.forward_heartbeat(signed, None);
             }
             Err(e) => warn!(team = %self.team.short(), "cannot sign a heartbeat: {e}"),
+        }
+        match live {
+            Some(Ok(signed)) => {
+                self.lives.insert(self.me, signed.clone());
+                self.forward_live(signed, None);
+            }
+            Some(Err(e)) => warn!(team = %self.team.short(), "cannot sign a live report: {e}"),
+            None => {}
         }
     }
 
@@ -1024,6 +1091,31 @@ impl Actor {
                 self.relay_peers(&[Some(from), origin], hb.beat.sent_ms)
             }
         };
+        self.send_each(peers, SyncRequest::Heartbeat(hb), "heartbeat");
+    }
+
+    /// Sends a live report to the connected peers that decode them, but
+    /// `except` (a relay picks up to [`RELAY_FANOUT`] of them).
+    fn forward_live(&mut self, live: SignedLive, except: Option<PeerId>) {
+        let able = self.live_peers.among(&self.connected);
+        let peers: Vec<PeerId> = match except {
+            None => able.into_iter().collect(),
+            Some(from) => {
+                let origin = peer_id_from_key(&live.report.node).ok();
+                pick_relays(
+                    &able,
+                    &[Some(from), origin],
+                    live.report.made_ms.wrapping_add(self.spin_salt),
+                    RELAY_FANOUT,
+                )
+            }
+        };
+        self.send_each(peers, SyncRequest::Live(live), "live report");
+    }
+
+    /// Sends `request` to `peers` one after the other, in a task of the
+    /// actor (aborted at shutdown).
+    fn send_each(&mut self, peers: Vec<PeerId>, request: SyncRequest, what: &'static str) {
         if peers.is_empty() {
             return;
         }
@@ -1033,14 +1125,47 @@ impl Actor {
             for peer in peers {
                 tokio::select! {
                     () = cancel.cancelled() => return,
-                    sent = mesh.request(peer, SyncRequest::Heartbeat(hb.clone())) => {
+                    sent = mesh.request(peer, request.clone()) => {
                         if let Err(e) = sent {
-                            debug!(%peer, "heartbeat not delivered: {e}");
+                            debug!(%peer, "{what} not delivered: {e}");
                         }
                     }
                 }
             }
         });
+    }
+
+    /// Takes a live report: signed by a current node of this team, newer
+    /// than the one held, not from the future. New ones are forwarded to
+    /// peers that decode them.
+    fn receive_live(&mut self, peer: PeerId, live: SignedLive) -> SyncResponse {
+        let r = &live.report;
+        if r.team != self.team {
+            return SyncResponse::Refused("a live report of another team".into());
+        }
+        let newer = self
+            .lives
+            .get(&r.node)
+            .is_none_or(|held| r.made_ms > held.report.made_ms);
+        if !newer || r.node == self.me {
+            return SyncResponse::Ack;
+        }
+        if let Err(e) = live.verify() {
+            warn!(%peer, team = %self.team.short(), "live report refused: {e}");
+            return SyncResponse::Refused(e.to_string());
+        }
+        // Held only for current nodes: the map stays bounded by the team.
+        let member = shoal_protocol::view::effective_node(self.replica.state(), &r.node.to_hex())
+            .is_some_and(|n| n.removed.is_none());
+        if !member {
+            return SyncResponse::Ack;
+        }
+        if r.made_ms > now_ms().saturating_add(shoal_protocol::hlc::MAX_FUTURE_MS) {
+            return SyncResponse::Refused("a live report from the future".into());
+        }
+        self.lives.insert(r.node, live.clone());
+        self.forward_live(live, Some(peer));
+        SyncResponse::Ack
     }
 
     /// Takes a heartbeat: signed by a current node of this team, newer than
@@ -1073,6 +1198,9 @@ impl Actor {
             return SyncResponse::Refused("a heartbeat from the future".into());
         }
         self.beats.insert(b.node, (hb.clone(), Instant::now()));
+        if let Ok(origin) = peer_id_from_key(&b.node) {
+            self.live_peers.heard(origin, b.protocol_version);
+        }
         self.forward_heartbeat(hb, Some(peer));
         SyncResponse::Ack
     }
@@ -1132,6 +1260,7 @@ impl Actor {
             .as_ref()
             .map_or(HEARTBEAT_INTERVAL, |h| h.interval)
             * HEARTBEAT_STALE_AFTER;
+        let stale_ms = u64::try_from(stale.as_millis()).unwrap_or(u64::MAX);
         self.beats
             .iter()
             .map(|(key, (hb, at))| NodeStatus {
@@ -1141,6 +1270,13 @@ impl Actor {
                 agent_version: hb.beat.agent_version.clone(),
                 protocol_version: hb.beat.protocol_version,
                 addresses: hb.beat.addresses.clone(),
+                // A live report that stopped arriving (a path through
+                // older nodes only) is not shown as the node's state.
+                live: self
+                    .lives
+                    .get(key)
+                    .filter(|l| l.report.made_ms.saturating_add(stale_ms) >= hb.beat.sent_ms)
+                    .map(|l| Box::new(l.report.live.clone())),
             })
             .collect()
     }
@@ -1675,6 +1811,31 @@ const ROUND_MAX_BYTES: usize = 8 * 1024 * 1024;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn live_reports_go_only_to_peers_whose_heartbeat_since_they_connected_speaks_them() {
+        let old = PeerId::random();
+        let new = PeerId::random();
+        let quiet = PeerId::random();
+        let connected: BTreeSet<PeerId> = [old, new, quiet].into();
+        let mut lp = LivePeers::default();
+        // No heartbeat yet: nobody.
+        assert!(lp.among(&connected).is_empty());
+        lp.heard(old, LIVE_PROTOCOL_VERSION - 1);
+        lp.heard(new, shoal_protocol::PROTOCOL_VERSION);
+        assert_eq!(lp.among(&connected), [new].into());
+        // A peer that comes back (perhaps downgraded) gets none until its
+        // heartbeat says again what it speaks.
+        lp.forget(&new);
+        assert!(lp.among(&connected).is_empty());
+        lp.heard(new, LIVE_PROTOCOL_VERSION);
+        assert_eq!(lp.among(&connected), [new].into());
+        lp.heard(new, 1);
+        assert!(lp.among(&connected).is_empty());
+        // Only connected peers.
+        lp.heard(old, LIVE_PROTOCOL_VERSION);
+        assert_eq!(lp.among(&[new, quiet].into()), BTreeSet::new());
+    }
     use shoal_protocol::keys::LogId;
 
     fn log(n: u8) -> LogId {

@@ -33,6 +33,8 @@ pub struct TeamEntry {
     pub addrs: Vec<String>,
     /// Answers questions about this node's containers of the team.
     pub queries: QueryHandler,
+    /// This node's live state for the team, as its heartbeats carry it.
+    pub live: tokio::sync::watch::Receiver<Option<Box<shoal_protocol::heartbeat::Live>>>,
 }
 
 impl std::fmt::Debug for TeamEntry {

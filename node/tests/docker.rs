@@ -1739,3 +1739,56 @@ async fn a_try_cut_short_then_run_again_ends_with_one_version() {
         assert_eq!(c.state.state, "running");
     }
 }
+
+#[tokio::test]
+async fn the_live_state_follows_engine_events() {
+    let env = env_or_skip!();
+    let ids = Ids::new("live");
+    let _cleanup = Cleanup {
+        team: ids.team.clone(),
+    };
+    let rt = runtime().await;
+    let prefix = ids.prefix("live");
+    let busybox = format!("{}/shoal-test/busybox:1.0", env.registry);
+    let p = plan(
+        &ids,
+        &prefix,
+        "1",
+        vec![planned("app", &busybox, shell(SLEEP))],
+    );
+    let (r, _) = deploy(&rt, &p).await;
+    r.unwrap();
+    let name = format!("{prefix}-app");
+    let live = rt.live(&ids.team).await.unwrap();
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(
+        (
+            live[0].name.as_str(),
+            live[0].state.as_str(),
+            live[0].deployment.as_str()
+        ),
+        (name.as_str(), "running", p.deployment.as_str())
+    );
+    assert!(
+        rt.live("another-team")
+            .await
+            .unwrap()
+            .iter()
+            .all(|c| c.name != name)
+    );
+
+    // The engine's events for the team's containers arrive on the stream:
+    // a kill behind shoal's back is seen without polling.
+    let mut changes = rt.changes(&ids.team).await.unwrap();
+    rt.client().kill_container(&name, None).await.unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        futures::StreamExt::next(&mut changes),
+    )
+    .await
+    .expect("an event for the killed container")
+    .expect("the stream stays open");
+    let live = rt.live(&ids.team).await.unwrap();
+    assert_eq!(live[0].state, "exited", "{live:?}");
+    assert_eq!(live[0].exit_code, Some(137), "{live:?}");
+}

@@ -1698,7 +1698,8 @@ async fn a_new_revision_that_crash_loops_fails_with_its_reason() {
     )));
     let err = deploy(&rt, &next_revision(&p)).await.unwrap_err();
     let hash = fake.revision_hash("shop", "web", 2).unwrap();
-    match &err {
+    assert!(matches!(err, RuntimeError::Restored { .. }), "{err:?}");
+    match err.root() {
         RuntimeError::Rollout {
             container,
             reason,
@@ -2780,6 +2781,12 @@ async fn a_failed_rollout_brings_the_previous_version_back() {
     let msg = err.to_string();
     assert!(msg.contains("CrashLoopBackOff"), "{msg}");
     assert!(msg.ends_with("previous version restored"), "{msg}");
+    // Reported as the Docker runtime does: the rollout's failure, restored.
+    assert!(matches!(err, RuntimeError::Restored { .. }), "{err:?}");
+    assert!(
+        matches!(err.root(), RuntimeError::Rollout { reason, .. } if reason == "CrashLoopBackOff"),
+        "{err:?}"
+    );
 
     // web's template is the good one again: its ReplicaSet is current.
     let web = fake.get("deployments", "shop", "web").unwrap();
@@ -2858,6 +2865,7 @@ async fn a_failed_rollout_of_a_later_container_restores_the_earlier_ones_too() {
     let msg = err.to_string();
     assert!(msg.contains("Unschedulable"), "{msg}");
     assert!(msg.ends_with("previous version restored"), "{msg}");
+    assert!(matches!(err, RuntimeError::Restored { .. }), "{err:?}");
     let web = fake.get("deployments", "shop", "web").unwrap();
     assert_eq!(web["spec"]["template"], good_web["spec"]["template"]);
     let worker = fake.get("deployments", "shop", "worker").unwrap();
@@ -3010,4 +3018,31 @@ async fn config_fields_kubernetes_cannot_honour_are_refused_before_anything_is_a
     deploy(&rt, &p).await.unwrap();
     let worker = fake.get("deployments", "shop", "worker").unwrap();
     assert_eq!(worker["spec"]["template"]["spec"]["hostNetwork"], true);
+}
+
+#[tokio::test]
+async fn the_live_state_lists_the_teams_deployments_as_containers() {
+    let (fake, rt) = start().await;
+    fake.set_controller(None);
+    let p = plan("shop");
+    deploy(&rt, &p).await.unwrap();
+    // What the node's heartbeats carry: every container of the team, with
+    // its deployment, from the same listing as `container list`.
+    let live = rt.live(TEAM).await.unwrap();
+    let names: Vec<&str> = live.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["shop-web", "shop-worker"], "{live:?}");
+    assert!(live.iter().all(|c| c.state == "running"), "{live:?}");
+    assert!(
+        live.iter().all(|c| c.deployment == p.deployment),
+        "{live:?}"
+    );
+    // Another team sees none of them.
+    assert!(rt.live("another-team").await.unwrap().is_empty());
+    // Stopped (scaled to 0): the live state says so.
+    rt.command(TEAM, "shop-web", ContainerAction::Stop)
+        .await
+        .unwrap();
+    let live = rt.live(TEAM).await.unwrap();
+    let web = live.iter().find(|c| c.name == "shop-web").unwrap();
+    assert_eq!(web.state, "stopped", "{live:?}");
 }

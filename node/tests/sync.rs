@@ -883,3 +883,131 @@ async fn a_node_restored_from_a_backup_learns_its_log_heads_before_it_signs() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A node sends its live reports only to a peer whose heartbeat says it
+/// decodes them: a peer of an older release (protocol 1) gets heartbeats
+/// only, so it never drops the connection over a message it cannot decode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_reports_go_only_to_peers_whose_heartbeat_speaks_them() {
+    use shoal_node::mesh::{MeshEvent, SyncRequest, SyncResponse};
+    use shoal_node::sync::HeartbeatConfig;
+    use shoal_protocol::heartbeat::{
+        HEARTBEAT_VERSION, Heartbeat, LIVE_PROTOCOL_VERSION, Live, SignedHeartbeat,
+    };
+
+    let (dirs, team, _owner, _bob, _carol) = team();
+    let a_key = SecretKey::from_seed(Node::open(dirs[0].path()).unwrap().key_seed());
+    let live = Live {
+        runtime: true,
+        ..Live::default()
+    };
+    let (_live_tx, live_rx) = tokio::sync::watch::channel(Some(Box::new(live.clone())));
+    let config = SyncConfig {
+        heartbeat: Some(HeartbeatConfig {
+            key: a_key.clone(),
+            interval: Duration::from_millis(100),
+            agent_version: "shoal-test".into(),
+            addresses: Vec::new(),
+            live: Some(live_rx),
+        }),
+        ..fast(false)
+    };
+    let a = Running::start(dirs[0].path(), team, config, true).await;
+    let a_peer = a.mesh.local_peer_id();
+    // A bare mesh with B's identity: it counts what A sends it.
+    let b_seed = Node::open(dirs[1].path()).unwrap().key_seed();
+    let b_key = SecretKey::from_seed(b_seed);
+    let cancel = CancellationToken::new();
+    let (mesh, mut events) = Mesh::spawn(
+        MeshConfig {
+            identity_seed: b_seed,
+            psk: PSK,
+            mdns: false,
+            agent_version: "shoal-test".into(),
+        },
+        cancel.clone(),
+    )
+    .unwrap();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::channel::<SyncRequest>(1024);
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            if let MeshEvent::Request { request, reply, .. } = ev {
+                let _ = reply.send(SyncResponse::Ack);
+                if matches!(request, SyncRequest::Heartbeat(_) | SyncRequest::Live(_)) {
+                    let _ = seen_tx.send(request).await;
+                }
+            }
+        }
+    });
+    let mh = mesh.handle();
+    mh.set_allowed([a_peer].into()).await.unwrap();
+    mh.dial(a.addr.clone().unwrap()).await.unwrap();
+    let sent = now_ms();
+    let say = |sent_ms: u64, protocol_version: u32| {
+        let beat = Heartbeat {
+            version: HEARTBEAT_VERSION,
+            team,
+            node: b_key.public(),
+            sent_ms,
+            agent_version: "shoal-test".into(),
+            protocol_version,
+            addresses: Vec::new(),
+        };
+        let hb = SignedHeartbeat::sign(beat, &b_key).unwrap();
+        let mh = mh.clone();
+        async move {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                match mh.request(a_peer, SyncRequest::Heartbeat(hb.clone())).await {
+                    Ok(answer) => break assert_eq!(answer, SyncResponse::Ack),
+                    Err(e) => assert!(Instant::now() < deadline, "A never answered: {e}"),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    // What arrives until `beats` heartbeats of A did: the times of the
+    // live reports among them.
+    async fn next(seen: &mut tokio::sync::mpsc::Receiver<SyncRequest>, beats: usize) -> Vec<u64> {
+        let (mut b, mut l) = (0, Vec::new());
+        while b < beats {
+            match tokio::time::timeout(WAIT, seen.recv()).await {
+                Ok(Some(SyncRequest::Heartbeat(_))) => b += 1,
+                Ok(Some(SyncRequest::Live(r))) => l.push(r.report.made_ms),
+                other => panic!("A's heartbeats stopped: {other:?}"),
+            }
+        }
+        l
+    }
+
+    // Before any heartbeat of B, and while B says it is of an older
+    // release: heartbeats only.
+    assert_eq!(next(&mut seen, 5).await, Vec::<u64>::new());
+    say(sent, LIVE_PROTOCOL_VERSION - 1).await;
+    assert_eq!(next(&mut seen, 10).await, Vec::<u64>::new());
+    // B upgraded: its live reports come, signed by A.
+    say(sent + 1, LIVE_PROTOCOL_VERSION).await;
+    let deadline = Instant::now() + WAIT;
+    let report = loop {
+        match tokio::time::timeout_at(deadline.into(), seen.recv()).await {
+            Ok(Some(SyncRequest::Live(l))) => break l,
+            Ok(Some(_)) => {}
+            other => panic!("no live report came: {other:?}"),
+        }
+    };
+    assert_eq!(report.verify(), Ok(()));
+    assert_eq!(report.report.node, a_key.public());
+    assert_eq!(report.report.live, live);
+    // B went back to the older release: none made after A took that
+    // heartbeat comes (ones already on their way may).
+    say(sent + 2, LIVE_PROTOCOL_VERSION - 1).await;
+    let taken = now_ms();
+    let late = next(&mut seen, 10).await;
+    assert!(
+        late.iter().all(|&made| made <= taken),
+        "{late:?} after {taken}"
+    );
+
+    mesh.shutdown().await.unwrap();
+    a.stop().await;
+}

@@ -276,6 +276,21 @@ pub enum Action {
         changelog: Option<String>,
         auto_copy: Option<bool>,
     },
+    /// Deletes a deployment like `DeploymentDelete` and asks its node to
+    /// remove the deployment's named volumes with its containers: a
+    /// `remove-volumes` command `command` for the node, kept in the state
+    /// so a node that is offline now does it when it comes back.
+    DeploymentDeleteVolumes {
+        id: String,
+        command: String,
+    },
+    /// Asks node `node` to remove the images that no deployment on it can
+    /// roll back to: a `prune-images` command `id` for the node, which
+    /// carries it out when it sees it and keeps what it removed.
+    NodePrune {
+        id: String,
+        node: PublicKey,
+    },
 }
 
 impl Action {
@@ -319,6 +334,8 @@ impl Action {
             Action::QuarantinePurge { .. } => "quarantine.purge",
             Action::ProductUpdate { .. } => "product.update",
             Action::VersionUpdate { .. } => "version.update",
+            Action::DeploymentDeleteVolumes { .. } => "deployment.delete-volumes",
+            Action::NodePrune { .. } => "node.prune",
         }
     }
 
@@ -395,6 +412,8 @@ impl Action {
                 product, version, ..
             } => vec![product.clone(), version.clone()],
             Action::QuarantinePurge { ops } => ops.iter().map(|h| h.to_hex()).collect(),
+            Action::DeploymentDeleteVolumes { id, command } => vec![id.clone(), command.clone()],
+            Action::NodePrune { id, node } => vec![id.clone(), node.to_hex()],
         }
     }
 }

@@ -29,5 +29,7 @@ pub use op::{Op, OpBody};
 pub use replica::{Rejection, Replica, Report};
 pub use rules::{OpContext, RuleError};
 
-/// Protocol version spoken by this build; nodes publish it (§1 `outdated`).
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Protocol version spoken by this build; nodes publish it (§1 `outdated`)
+/// in the document and in their heartbeats. 2: live reports
+/// ([`heartbeat::SignedLive`]), sent only to peers speaking 2 or later.
+pub const PROTOCOL_VERSION: u32 = 2;

@@ -858,6 +858,13 @@ pub enum ContainerAction {
     Stop,
     Restart,
     Remove,
+    /// Written only by `deployment.delete-volumes`: the command's
+    /// `container` is the deleted deployment's id, and its node removes the
+    /// deployment's named volumes when it tears it down.
+    RemoveVolumes,
+    /// Written only by `node.prune`: the node removes the images no
+    /// deployment on it can roll back to (`container` is empty).
+    PruneImages,
 }
 
 impl ContainerAction {
@@ -867,6 +874,8 @@ impl ContainerAction {
             Self::Stop => "stop",
             Self::Restart => "restart",
             Self::Remove => "remove",
+            Self::RemoveVolumes => "remove-volumes",
+            Self::PruneImages => "prune-images",
         }
     }
 }

@@ -2233,3 +2233,102 @@ fn product_and_version_metadata_change_by_any_member_even_when_frozen() {
     assert_eq!(action.name(), "version.update");
     assert_eq!(action.targets(), vec!["v1".to_string()]);
 }
+
+#[test]
+fn deleting_with_volumes_leaves_a_command_for_the_target_node() {
+    let mut f = fx();
+    let c = ctx(&f.user, &f.n1);
+    let command = id(&c);
+    let action = Action::DeploymentDeleteVolumes {
+        id: "d1-ok".into(),
+        command: command.clone(),
+    };
+    check(&f.s, &c, &action).unwrap();
+    let node = f.s.deployments["d1-ok"].node.clone();
+    for w in shoal_protocol::effect::effect(&f.s, &c, &action) {
+        f.s.set(w.collection, &w.id, w.value);
+    }
+    assert!(!f.s.deployments.contains_key("d1-ok"));
+    let cmd = &f.s.commands[&command];
+    assert_eq!(
+        (cmd.node.as_str(), cmd.container.as_str(), cmd.action),
+        (node.as_str(), "d1-ok", ContainerAction::RemoveVolumes)
+    );
+    // Like a plain delete: not while in progress, and with a fresh id.
+    let g = fx();
+    run(
+        &g,
+        vec![
+            (
+                "in progress",
+                &g.user,
+                Action::DeploymentDeleteVolumes {
+                    id: "d2-run".into(),
+                    command: id(&ctx(&g.user, &g.n1)),
+                },
+                Some(|e| matches!(e, RuleError::DeploymentState { .. })),
+            ),
+            (
+                "an id not derived from the op",
+                &g.user,
+                Action::DeploymentDeleteVolumes {
+                    id: "d1-ok".into(),
+                    command: "elsewhere".into(),
+                },
+                Some(|e| matches!(e, RuleError::BadId { .. })),
+            ),
+            // A member cannot ask for it as a container command.
+            (
+                "remove-volumes as a container command",
+                &g.user,
+                Action::ContainerCommand {
+                    id: id(&ctx(&g.user, &g.n1)),
+                    node: pk(&g.n1),
+                    container: "prod-web".into(),
+                    action: ContainerAction::RemoveVolumes,
+                },
+                Some(|e| matches!(e, RuleError::Invalid { .. })),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn node_prune_is_an_admins_command_for_a_node_with_a_runtime() {
+    let mut f = fx();
+    let prune = |author: &SecretKey, node: &SecretKey| Action::NodePrune {
+        id: id(&ctx(author, &f.n1)),
+        node: pk(node),
+    };
+    run(
+        &f,
+        vec![
+            ("an admin", &f.admin, prune(&f.admin, &f.n2), None),
+            (
+                "a user",
+                &f.user,
+                prune(&f.user, &f.n2),
+                Some(|e| matches!(e, RuleError::Role { .. })),
+            ),
+            (
+                "a node without a runtime",
+                &f.admin,
+                prune(&f.admin, &f.laptop),
+                Some(|e| matches!(e, RuleError::NoRuntime { .. })),
+            ),
+        ],
+    );
+    let c = ctx(&f.admin, &f.n1);
+    let action = Action::NodePrune {
+        id: id(&c),
+        node: pk(&f.n2),
+    };
+    for w in shoal_protocol::effect::effect(&f.s, &c, &action) {
+        f.s.set(w.collection, &w.id, w.value);
+    }
+    let cmd = &f.s.commands[&id(&c)];
+    assert_eq!(
+        (cmd.node.clone(), cmd.action),
+        (f.n2.public().to_hex(), ContainerAction::PruneImages)
+    );
+}

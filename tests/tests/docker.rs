@@ -1087,3 +1087,299 @@ fn following_outlives_restarted_daemons() {
         "still following"
     );
 }
+
+/// The text of `GET /metrics` on 127.0.0.1:`port`.
+fn metrics(port: u16) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.starts_with("HTTP/1.0 200").then_some(body)
+}
+
+/// The deployment's container `name` as `deploy show -o json` reports it live.
+fn live_of(d: &Value, name: &str) -> Option<Value> {
+    d["live"]["containers"]
+        .as_array()?
+        .iter()
+        .find(|c| c["container"] == name)
+        .cloned()
+}
+
+#[test]
+fn heartbeats_carry_live_state_and_show_drift() {
+    let Some(env) = test_env() else { return };
+    let prefix = unique("live");
+    let _cleanup = Cleanup(vec![prefix.clone()]);
+    let (a, mut b) = setup(&env);
+    // b serves its metrics.
+    let metrics_port = free_port();
+    assert_eq!(b.stop().unwrap(), 0);
+    b.extra = vec!["--metrics".into(), format!("127.0.0.1:{metrics_port}")];
+    b.start().unwrap();
+    let registry = &env["SHOAL_TEST_AUTH_REGISTRY"];
+    a.ok(&["product", "create", "pulse"]);
+    a.ok(&["version", "create", "pulse", "1"]);
+    sleeping_images(&a, registry, "pulse", "1", &["beat"]);
+    a.ok(&["image", "config", "pulse", "1", "beat", "--restart", "no"]);
+    let id = a
+        .ok(&[
+            "deploy", "create", "pulse", "1", "--node", "b", "--prefix", &prefix,
+        ])
+        .last_line();
+    let r = start_wait(&a, &id);
+    assert_eq!(r.code, 0, "{r:?}");
+
+    // a (no runtime) learns what runs on b from b's heartbeats alone.
+    let d = wait_for(WAIT, || {
+        let d = show(&a, &id);
+        let c = live_of(&d, "beat")?;
+        (c["actual"] == "running").then_some(d)
+    })
+    .unwrap_or_else(|| panic!("no live state of b: {}", show(&a, &id)));
+    assert_eq!(d["live"]["drift"], false, "{d}");
+    let c = live_of(&d, "beat").unwrap();
+    assert_eq!(
+        (&c["expected"], &c["drift"]),
+        (&"running".into(), &false.into())
+    );
+    let table = a.ok(&["deploy", "show", &id]).stdout;
+    assert!(table.contains("ACTUAL") && table.contains("ok"), "{table}");
+
+    // Host load: b's memory in use is known to a.
+    let nodes = parse(&a.ok(&["node", "list", "-o", "json"]));
+    let b_node = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "b")
+        .cloned()
+        .unwrap();
+    assert!(
+        b_node["load"]["memory_used_bytes"].as_u64().unwrap() > 0,
+        "{b_node}"
+    );
+    assert!(
+        b_node["load"]["memory_total_bytes"].as_u64()
+            >= b_node["load"]["memory_used_bytes"].as_u64(),
+        "{b_node}"
+    );
+    let shown = parse(&a.ok(&["node", "show", "b", "-o", "json"]));
+    assert!(
+        shown["load"]["disk_total_bytes"].as_u64().unwrap() > 0,
+        "{shown}"
+    );
+    assert_eq!(shown["running"], 1, "{shown}");
+    let table = a.ok(&["node", "list"]).stdout;
+    assert!(table.contains("MEM") && table.contains("% of "), "{table}");
+    // b's metrics hold the same live state and load.
+    let sample = format!("name=\"{prefix}-beat\",deployment=\"{id}\",state=\"running\"}} 1");
+    let text = wait_for(WAIT, || {
+        let text = metrics(metrics_port)?;
+        text.contains(&sample).then_some(text)
+    })
+    .unwrap_or_else(|| panic!("no {sample} in b's metrics: {:?}", metrics(metrics_port)));
+    let memory: u64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("shoal_node_memory_used_bytes ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no memory gauge: {text}"));
+    assert!(memory > 0, "{text}");
+
+    // The container dies behind shoal's back: every member sees the drift.
+    let name = format!("{prefix}-beat");
+    let killed = std::time::Instant::now();
+    docker(&["kill", &name]).expect("docker kill");
+    let d = wait_for(WAIT, || {
+        let d = show(&a, &id);
+        (d["live"]["drift"] == true).then_some(d)
+    })
+    .unwrap_or_else(|| panic!("the drift never showed: {}", show(&a, &id)));
+    // A figure, not an assertion: how long another node took to see it.
+    println!(
+        "drift seen by a {:.1}s after docker kill",
+        killed.elapsed().as_secs_f64()
+    );
+    let c = live_of(&d, "beat").unwrap();
+    assert_eq!(c["actual"], "exited", "{d}");
+    assert_eq!(c["drift"], true, "{d}");
+    assert_eq!(
+        d["status"], "successful",
+        "drift is not a status change: {d}"
+    );
+    let table = a.ok(&["deploy", "show", &id]).stdout;
+    assert!(table.contains("DRIFT"), "{table}");
+    // `container list` from a answers from the same live state.
+    let listed = parse(&a.ok(&["container", "list", "b", "--prefix", &prefix, "-o", "json"]));
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["name"], name.as_str());
+    assert_eq!(listed[0]["state"]["state"], "exited");
+
+    // Started again, the drift is gone.
+    a.ok(&["container", "start", "b", &name]);
+    wait_for(WAIT, || {
+        let d = show(&a, &id);
+        (d["live"]["drift"] == false && live_of(&d, "beat")?["actual"] == "running").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the drift never cleared: {}", show(&a, &id)));
+}
+
+/// Named volumes of the engine whose name starts with `prefix-`.
+fn volumes_of(prefix: &str) -> Vec<String> {
+    docker(&["volume", "ls", "-q"])
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter(|v| v.starts_with(&format!("{prefix}-")))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn deleting_a_deployment_keeps_its_volumes_unless_asked() {
+    let Some(env) = test_env() else { return };
+    let keep = unique("keepvol");
+    let drop = unique("dropvol");
+    let _cleanup = Cleanup(vec![keep.clone(), drop.clone()]);
+    let (a, mut b) = setup(&env);
+    let registry = &env["SHOAL_TEST_AUTH_REGISTRY"];
+    a.ok(&["product", "create", "vault"]);
+    a.ok(&["version", "create", "vault", "1"]);
+    sleeping_images(&a, registry, "vault", "1", &["data"]);
+    a.ok(&[
+        "image",
+        "config",
+        "vault",
+        "1",
+        "data",
+        "--volume",
+        "store:/data",
+    ]);
+    let mut ids = Vec::new();
+    for prefix in [&keep, &drop] {
+        let id = a
+            .ok(&[
+                "deploy", "create", "vault", "1", "--node", "b", "--prefix", prefix,
+            ])
+            .last_line();
+        let r = start_wait(&a, &id);
+        assert_eq!(r.code, 0, "{r:?}");
+        assert_eq!(volumes_of(prefix), [format!("{prefix}-store")]);
+        ids.push(id);
+    }
+
+    // Without --volumes: the containers go, the volume stays.
+    a.ok(&["deploy", "delete", &ids[0]]);
+    wait_for(DEPLOY_WAIT, || {
+        names_labelled("io.shoal.deployment", &ids[0])
+            .is_empty()
+            .then_some(())
+    })
+    .expect("b tears the deleted deployment down");
+    assert_eq!(volumes_of(&keep), [format!("{keep}-store")]);
+
+    // With --volumes, while b is stopped: when b is back, both go, and the
+    // audit log says so.
+    assert_eq!(b.stop().unwrap(), 0);
+    let r = a.ok(&["deploy", "delete", &ids[1], "--volumes"]);
+    assert!(r.stdout.contains("named volumes"), "{r:?}");
+    assert_eq!(volumes_of(&drop), [format!("{drop}-store")]);
+    b.start().unwrap();
+    wait_for(DEPLOY_WAIT, || volumes_of(&drop).is_empty().then_some(()))
+        .unwrap_or_else(|| panic!("the volume stays: {:?}", volumes_of(&drop)));
+    assert!(names_labelled("io.shoal.deployment", &ids[1]).is_empty());
+    assert_eq!(
+        volumes_of(&keep),
+        [format!("{keep}-store")],
+        "the other deployment's volume is kept"
+    );
+    let audit = parse(&a.ok(&[
+        "audit",
+        "list",
+        "--action",
+        "deployment.delete-volumes",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(audit.as_array().unwrap().len(), 1, "{audit}");
+}
+
+/// `docker image inspect REF` succeeds.
+fn image_present(reference: &str) -> bool {
+    docker(&["image", "inspect", "--format", "{{.Id}}", reference]).is_some()
+}
+
+#[test]
+fn node_prune_removes_only_images_no_deployment_can_roll_back_to() {
+    let Some(env) = test_env() else { return };
+    let prefix = unique("prune");
+    let _cleanup = Cleanup(vec![prefix.clone()]);
+    // Two tags of a repository only this run uses, in the plain registry.
+    let plain = &env["SHOAL_TEST_REGISTRY"];
+    let repo = format!("{plain}/{prefix}/busybox");
+    let (old, new) = (format!("{repo}:a"), format!("{repo}:b"));
+    for (from, to) in [("1.0", &old), ("1.1", &new)] {
+        let src = format!("{plain}/shoal-test/busybox:{from}");
+        docker(&["pull", "-q", &src]).expect("pull the test image");
+        docker(&["tag", &src, to]).unwrap();
+        docker(&["push", "-q", to]).expect("push to the plain registry");
+        docker(&["rmi", to]).unwrap();
+    }
+    let (a, _b) = setup(&env);
+    a.ok(&["registry", "add", "plain", "--kind", "v2", "--url", plain]);
+    a.ok(&["product", "create", "tool", "--simple"]);
+    a.ok(&["image", "add", "tool", "rolling", &old, "--name", "t"]);
+    set_cmd(
+        &a,
+        "tool",
+        "rolling",
+        "t",
+        &["sh", "-c", &sh("while true; do sleep 1 & wait $!; done")],
+        &[],
+    );
+    let id = a
+        .ok(&[
+            "deploy", "create", "tool", "rolling", "--node", "b", "--prefix", &prefix,
+        ])
+        .last_line();
+    let r = start_wait(&a, &id);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(image_present(&old));
+    // The rolling version moves to tag b: nothing can run tag a again. The
+    // reference has no host: the image stays in its registry.
+    let r = a.ok(&[
+        "image",
+        "config",
+        "tool",
+        "rolling",
+        "t",
+        "--image",
+        &format!("{prefix}/busybox:b"),
+    ]);
+    assert!(r.stdout.contains("from registry plain"), "{r:?}");
+    let r = start_wait(&a, &id);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(image_present(&old) && image_present(&new));
+
+    let r = a.ok(&["node", "prune", "b"]);
+    assert!(
+        r.stdout.lines().any(|l| l == format!("removed {old}")),
+        "{r:?}"
+    );
+    assert!(!r.stdout.contains(&new), "{r:?}");
+    assert!(!image_present(&old), "the unreferenced tag is gone");
+    assert!(image_present(&new), "the running tag stays");
+    // The shared test images of other repositories are untouched.
+    assert!(image_present(&format!("{plain}/shoal-test/busybox:1.0")));
+    // Nothing left to remove the second time.
+    let r = a.ok(&["node", "prune", "b"]);
+    assert!(r.stdout.contains("nothing to remove"), "{r:?}");
+    let audit = parse(&a.ok(&["audit", "list", "--action", "node.prune", "-o", "json"]));
+    assert_eq!(audit.as_array().unwrap().len(), 2, "{audit}");
+    let _ = docker(&["rmi", &new]);
+}

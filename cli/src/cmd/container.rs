@@ -92,6 +92,14 @@ async fn containers(ctx: &Ctx, node: &str, prefix: Option<&str>) -> Result<Conta
     ctx.client.get(&route(ctx, node, &q).await?).await
 }
 
+/// The node's containers as its runtime says now (not from a heartbeat):
+/// what a command's effect is judged on.
+async fn containers_now(ctx: &Ctx, node: &str) -> Result<ContainerList> {
+    ctx.client
+        .get(&route(ctx, node, "?fresh=true").await?)
+        .await
+}
+
 async fn list(ctx: &Ctx, node: &str, prefix: Option<&str>, out: &mut impl Write) -> Result<()> {
     let list = containers(ctx, node, prefix).await?;
     if ctx.output == Output::Json {
@@ -149,7 +157,7 @@ async fn command(
         .parse()
         .map_err(|e| anyhow!("the daemon sent a malformed node key: {e}"))?;
     let node_name = n.name;
-    let before = containers(ctx, &node_name, None).await?;
+    let before = containers_now(ctx, &node_name).await?;
     if state_of(&before, container).is_none() {
         bail!(
             "node {node_name} runs no container {container:?} of this team: see `shoal container list {node_name}`"
@@ -165,7 +173,9 @@ async fn command(
     .await?;
     writeln!(out, "asked {node_name} to {} {container}", action.as_str())?;
     let done = |state: Option<String>| match action {
-        ContainerAction::Remove => state.is_none(),
+        ContainerAction::Remove | ContainerAction::RemoveVolumes | ContainerAction::PruneImages => {
+            state.is_none()
+        }
         ContainerAction::Stop => state.is_some_and(|s| s != "running"),
         ContainerAction::Start => state.is_some_and(|s| s == "running"),
         ContainerAction::Restart => state.is_some_and(|s| s == "running"),
@@ -176,7 +186,7 @@ async fn command(
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     loop {
-        let now = containers(ctx, &node_name, None).await?;
+        let now = containers_now(ctx, &node_name).await?;
         let state = state_of(&now, container);
         if done(state.clone()) {
             writeln!(

@@ -136,8 +136,15 @@ pub enum Cmd {
         #[arg(long, default_value_t = 100)]
         tail: u64,
     },
-    /// Deletes a deployment that is not in progress.
-    Delete { deployment: String },
+    /// Deletes a deployment that is not in progress; its node removes its
+    /// containers (and its network when nothing else uses it).
+    Delete {
+        deployment: String,
+        /// Also remove the named volumes its containers mounted (those made
+        /// for its prefix that no other container uses). Without it they stay.
+        #[arg(long)]
+        volumes: bool,
+    },
     /// Copies a deployment (config, env, secrets) to another node or prefix;
     /// the new id is the last line.
     Copy {
@@ -456,13 +463,20 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
             let d = ctx.deployment(&deployment).await?;
             logs(ctx, d.base(), follow, tail, out).await
         }
-        Cmd::Delete { deployment } => {
+        Cmd::Delete {
+            deployment,
+            volumes,
+        } => {
             let d = ctx.deployment(&deployment).await?;
             let s = Session::open(ctx).await?;
-            s.act(Action::DeploymentDelete {
-                id: d.base().id.clone(),
-            })
-            .await?;
+            let id = d.base().id.clone();
+            let action = if volumes {
+                let command = s.ids(1).await?.remove(0);
+                Action::DeploymentDeleteVolumes { id, command }
+            } else {
+                Action::DeploymentDelete { id }
+            };
+            s.act(action).await?;
             writeln!(
                 out,
                 "deleted deployment {} of {} {} on {}/{}",
@@ -472,6 +486,12 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
                 d.base().node.clone(),
                 d.base().prefix.clone()
             )?;
+            if volumes {
+                writeln!(
+                    out,
+                    "its node removes its containers and named volumes (when it is offline, once it is back)"
+                )?;
+            }
             Ok(())
         }
         Cmd::Copy {
@@ -738,22 +758,62 @@ fn show(d: &DeploymentDetail, out: &mut impl Write) -> Result<()> {
     }
     writeln!(out)?;
     let containers = &d.containers;
+    // Expected (the state the last try reached) against actual (the node's
+    // live state from its latest heartbeat, when fresh).
     let rows: Vec<Vec<String>> = d
         .images
         .iter()
         .map(|i| {
             let name = i.name.clone();
             let st = containers.get(&name);
-            vec![
+            let now = d
+                .live
+                .as_ref()
+                .and_then(|l| l.containers.iter().find(|c| c.container == name));
+            let actual = now.map_or_else(
+                || "-".into(),
+                |c| {
+                    let mut a = c.actual.clone();
+                    if let Some(code) = c.exit_code {
+                        a.push_str(&format!(" ({code})"));
+                    }
+                    if let Some(h) = &c.health {
+                        a.push_str(&format!(" {h}"));
+                    }
+                    a
+                },
+            );
+            let mut row = vec![
                 name,
                 i.reference.clone(),
                 st.map(|s| s.state.clone()).unwrap_or_else(|| "-".into()),
                 st.map(|s| dash(s.exit_code.map(|c| c.to_string()).unwrap_or_default()))
                     .unwrap_or_else(|| "-".into()),
-            ]
+            ];
+            if d.live.is_some() {
+                row.push(actual);
+                row.push(now.map_or_else(|| "-".into(), |c| c.restarts.to_string()));
+                row.push(match now {
+                    Some(c) if c.drift => "DRIFT".into(),
+                    Some(_) => "ok".into(),
+                    None => "-".into(),
+                });
+            }
+            row
         })
         .collect();
-    table(out, &["CONTAINER", "IMAGE", "STATE", "EXIT"], &rows)?;
+    // The live columns only when the node's heartbeat says what runs.
+    let mut header = vec!["CONTAINER", "IMAGE", "STATE", "EXIT"];
+    if d.live.is_some() {
+        header.extend(["ACTUAL", "RESTARTS", "DRIFT"]);
+    }
+    table(out, &header, &rows)?;
+    if d.live.is_none() && d.base().status == DeploymentStatus::Successful {
+        writeln!(
+            out,
+            "(no live state: the node's heartbeat is not fresh or it sends no live reports; see `shoal node list`)"
+        )?;
+    }
     let events = &d.events;
     if !events.is_empty() {
         writeln!(out)?;
@@ -934,7 +994,18 @@ async fn instance_config(
             inst = ContainerConfig::default();
         }
         edits.apply(&mut inst)?;
-        if let Some(r) = edits.image_ref(ctx).await? {
+        let current = inst
+            .image
+            .as_ref()
+            .map_or(img.registry_id.clone(), |i| i.registry.clone());
+        if let Some(r) = edits.image_ref(ctx, Some(&current)).await? {
+            if !ctx.json() {
+                writeln!(
+                    out,
+                    "image {r} from registry {}",
+                    crate::image_ref::registry_name_of(ctx, &r.registry).await?
+                )?;
+            }
             inst.image = Some(r);
         }
         if inst == ContainerConfig::default() {

@@ -72,7 +72,7 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
             name,
         } => {
             let v = ctx.version(&product, &version).await?;
-            let image = image_ref::image_ref(ctx, &reference, registry.as_deref()).await?;
+            let image = image_ref::image_ref(ctx, &reference, registry.as_deref(), None).await?;
             let name = name.unwrap_or_else(|| parse::container_name_for(&image.name));
             let s = Session::open(ctx).await?;
             s.act(Action::ImageAdd {
@@ -241,9 +241,16 @@ async fn image_config(ctx: &Ctx, args: ConfigArgs, out: &mut impl Write) -> Resu
     let mut registry_name = current.registry.clone();
     if args.edits.edits() {
         args.edits.apply(&mut c)?;
-        if let Some(r) = args.edits.image_ref(ctx).await? {
+        let changed = args
+            .edits
+            .image_ref(ctx, Some(&current.registry_id))
+            .await?;
+        if let Some(r) = changed {
             image = r;
             registry_name = image_ref::registry_name_of(ctx, &image.registry).await?;
+            if !ctx.json() {
+                writeln!(out, "image {image} from registry {registry_name}")?;
+            }
         }
         let s = Session::open(ctx).await?;
         s.act(Action::ImageConfig {

@@ -9,7 +9,8 @@
 //! `addresses`, `agent_version`, `protocol_version`, `joined`, `invite`,
 //! `sponsor`, `removed`) with `addresses` and `agent_version` replaced by
 //! the latest heartbeat's when there is one, plus `status`, `this_node`,
-//! `seen_ms_ago`, and `peers`, `ops`, `runtime_health`, `store`, which are
+//! `seen_ms_ago`, `load` and `running` (from a fresh heartbeat, else
+//! `null`), and `peers`, `ops`, `runtime_health`, `store`, which are
 //! `null` for a node other than this daemon's own (see `docs/api.md`).
 
 use std::io::Write;
@@ -19,9 +20,10 @@ use anyhow::Result;
 use clap::Subcommand;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
+use shoal_api::containers::CommandResult;
 use shoal_api::join::{JoinRequest, Joined};
 use shoal_api::node::{NodeInfo, RuntimeHealth, StoreInfo};
-use shoal_api::nodes::{Node, NodeList, StatusList};
+use shoal_api::nodes::{HostLoad, Node, NodeList, StatusList};
 use shoal_api::sync::{OpCounts, PeerSync, TeamSync};
 use shoal_api::teams::Peers;
 use shoal_protocol::Action;
@@ -64,6 +66,16 @@ pub enum Cmd {
     Peers,
     /// Removes a node from the team (it is disconnected at once).
     Remove { node: String },
+    /// Removes the images on a node that no deployment on it can roll back
+    /// to (an admin's audited op, carried out by the node), and prints what
+    /// was removed. Only repositories the team's deployments on the node
+    /// use are looked at; images a container uses stay.
+    Prune {
+        node: String,
+        /// How long to wait for the node to carry it out (e.g. 30s, 5m).
+        #[arg(long, default_value = "2m")]
+        timeout: String,
+    },
 }
 
 /// Runs `node run` (the daemon, in the foreground, with its own async
@@ -92,6 +104,10 @@ pub fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
         Cmd::Show { node } => block_on(show(ctx, node.as_deref(), out)),
         Cmd::Peers => block_on(peers(ctx, out)),
         Cmd::Remove { node } => block_on(remove(ctx, &node, out)),
+        Cmd::Prune { node, timeout } => {
+            let wait = parse::lifetime(&timeout)?;
+            block_on(prune(ctx, &node, wait, out))
+        }
     }
 }
 
@@ -102,6 +118,8 @@ struct ListedNode {
     #[serde(flatten)]
     node: Node,
     status: String,
+    /// Host load from a fresh heartbeat.
+    load: Option<HostLoad>,
 }
 
 async fn list(ctx: &Ctx, out: &mut impl Write) -> Result<()> {
@@ -120,6 +138,7 @@ async fn list(ctx: &Ctx, out: &mut impl Write) -> Result<()> {
                 status: st
                     .map(|s| s.status.to_string())
                     .unwrap_or_else(|| "unreachable".into()),
+                load: st.and_then(|s| s.load),
             }
         })
         .collect();
@@ -135,12 +154,41 @@ async fn list(ctx: &Ctx, out: &mut impl Write) -> Result<()> {
                         short(&n.node.key),
                         n.node.agent_version.clone(),
                         n.status.clone(),
+                        n.load.as_ref().map_or_else(|| "-".into(), cpu),
+                        n.load.as_ref().map_or_else(
+                            || "-".into(),
+                            |l| ratio(l.memory_used_bytes, l.memory_total_bytes),
+                        ),
+                        n.load.as_ref().map_or_else(
+                            || "-".into(),
+                            |l| ratio(l.disk_used_bytes, l.disk_total_bytes),
+                        ),
                     ]
                 })
                 .collect();
-            table(out, &["NAME", "RUNTIME", "KEY", "VERSION", "STATUS"], &rows)
+            table(
+                out,
+                &[
+                    "NAME", "RUNTIME", "KEY", "VERSION", "STATUS", "CPU", "MEM", "DISK",
+                ],
+                &rows,
+            )
         }
     }
+}
+
+/// The busy share of all CPUs, as a percentage.
+fn cpu(l: &HostLoad) -> String {
+    format!("{:.0}%", f64::from(l.cpu_permille) / 10.0)
+}
+
+/// `used/total` as a percentage with the total in GiB: `41% of 7.6G`.
+fn ratio(used: u64, total: u64) -> String {
+    if total == 0 {
+        return "-".into();
+    }
+    let gib = total as f64 / f64::from(1u32 << 30);
+    format!("{:.0}% of {gib:.1}G", used as f64 * 100.0 / total as f64)
 }
 
 /// A connected node, as `node peers` shows it.
@@ -267,6 +315,57 @@ async fn remove(ctx: &Ctx, node: &str, out: &mut impl Write) -> Result<()> {
     rotate_after(&s, &format!("node {name}"), out).await
 }
 
+/// How often `node prune` asks the node whether it is done.
+const PRUNE_POLL: Duration = Duration::from_millis(500);
+
+async fn prune(ctx: &Ctx, node: &str, wait: Duration, out: &mut impl Write) -> Result<()> {
+    let s = Session::open(ctx).await?;
+    let list: NodeList = ctx.get("nodes").await?;
+    let n = find(&list, node, "node")?;
+    let name = n.name.clone();
+    let id = s.ids(1).await?.remove(0);
+    s.act(Action::NodePrune {
+        id: id.clone(),
+        node: key_of(n)?,
+    })
+    .await?;
+    writeln!(
+        out,
+        "asked {name} to remove the images no deployment on it can roll back to"
+    )?;
+    let route = format!(
+        "nodes/{}/commands/{}",
+        crate::ctx::segment(&name),
+        crate::ctx::segment(&id)
+    );
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        // The node may not have the op yet, or be briefly unreachable.
+        if let Ok(r) = ctx.get::<CommandResult>(&route).await
+            && let Some(line) = r.result
+        {
+            if let Some(failed) = line.strip_prefix("failed: prune-images: ") {
+                anyhow::bail!("{name} could not prune its images: {failed}");
+            }
+            match line.strip_prefix("done: prune-images: removed ") {
+                Some(refs) => {
+                    for r in refs.split_whitespace() {
+                        writeln!(out, "removed {r}")?;
+                    }
+                }
+                None => writeln!(out, "nothing to remove")?,
+            }
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "{name} has not pruned yet: it will when it sees the op (node.prune {id} in `shoal audit list`)"
+            );
+        }
+        tokio::time::sleep(PRUNE_POLL).await;
+    }
+}
+
 /// `node show`'s answer: the node as the team records it, with its
 /// heartbeat's addresses and version, its liveness and, for this daemon's
 /// own node, how it runs (`null` for another node).
@@ -277,6 +376,9 @@ struct Shown {
     status: String,
     this_node: bool,
     seen_ms_ago: Option<u64>,
+    /// Host load and running containers from a fresh heartbeat.
+    load: Option<HostLoad>,
+    running: Option<u32>,
     peers: Option<Vec<PeerSync>>,
     ops: Option<OpCounts>,
     runtime_health: Option<RuntimeHealth>,
@@ -306,6 +408,8 @@ async fn show(ctx: &Ctx, node: Option<&str>, out: &mut impl Write) -> Result<()>
             .unwrap_or_else(|| "unreachable".into()),
         this_node,
         seen_ms_ago: st.and_then(|s| s.seen_ms_ago),
+        load: st.and_then(|s| s.load),
+        running: st.and_then(|s| s.running),
         peers: None,
         ops: None,
         runtime_health: None,
@@ -349,6 +453,22 @@ fn print_table(v: &Shown, out: &mut impl Write) -> Result<()> {
     line(out, "status", status)?;
     line(out, "agent", v.node.agent_version.clone())?;
     line(out, "addresses", words(&v.node.addresses))?;
+    if let Some(l) = &v.load {
+        line(
+            out,
+            "load",
+            format!(
+                "cpu {} of {} cpus, memory {}, disk {}",
+                cpu(l),
+                l.cpus,
+                ratio(l.memory_used_bytes, l.memory_total_bytes),
+                ratio(l.disk_used_bytes, l.disk_total_bytes)
+            ),
+        )?;
+    }
+    if let Some(n) = v.running {
+        line(out, "running", format!("{n} containers of the team"))?;
+    }
     let (Some(h), Some(s), Some(o), Some(peers)) = (&v.runtime_health, &v.store, &v.ops, &v.peers)
     else {
         return Ok(());

@@ -335,7 +335,15 @@ pub async fn run(ctx: &Ctx, intent: Intent) -> Result<String> {
             deploy::run(ctx, cmd, o).await?;
         }
         Intent::DeployDelete { deployment } => {
-            deploy::run(ctx, deploy::Cmd::Delete { deployment }, o).await?;
+            deploy::run(
+                ctx,
+                deploy::Cmd::Delete {
+                    deployment,
+                    volumes: false,
+                },
+                o,
+            )
+            .await?;
         }
         Intent::DeployCopy {
             deployment,

@@ -9,8 +9,8 @@ use axum::extract::{Path as UrlPath, Query as UrlQuery, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use shoal_api::containers::{
-    ContainerInfo, ContainerList, ContainersQuery, FollowChunk, FollowQuery, Inspect, LogLines,
-    LogsQuery, ProgressLine, ProgressLines, ProgressQuery, PublishedPort,
+    CommandResult, ContainerInfo, ContainerList, ContainersQuery, FollowChunk, FollowQuery,
+    Inspect, LogLines, LogsQuery, ProgressLine, ProgressLines, ProgressQuery, PublishedPort,
 };
 use shoal_protocol::PublicKey;
 use shoal_protocol::model::Node;
@@ -37,6 +37,10 @@ pub(super) fn routes() -> Router<Arc<Api>> {
         .route(
             "/v1/teams/{team}/nodes/{node}/deployments/{deployment}/progress",
             get(deployment_progress),
+        )
+        .route(
+            "/v1/teams/{team}/nodes/{node}/commands/{id}",
+            get(command_result),
         )
 }
 
@@ -101,6 +105,48 @@ async fn ask_node(
     }
 }
 
+/// The containers of `node` (name or key) from its latest heartbeat, when
+/// it is another node, the heartbeat is fresh and its list is complete.
+async fn from_heartbeat(
+    api: &Api,
+    team: &str,
+    node: &str,
+    prefix: Option<&str>,
+) -> Result<Option<ContainerList>, Fail> {
+    let team = resolve(api, team).await?;
+    let state = team.state().await?;
+    let me = api.node.to_hex();
+    // As `ask_node` finds it: by name, else by a unique key prefix.
+    let live_nodes = || state.nodes.values().filter(|n| n.removed.is_none());
+    let by_key: Vec<&Node> = live_nodes()
+        .filter(|n| node.len() >= 4 && n.key.starts_with(node))
+        .collect();
+    let target = live_nodes()
+        .find(|n| n.name == node)
+        .or_else(|| (by_key.len() == 1).then(|| by_key[0]));
+    let Some(target) = target.filter(|n| n.key != me) else {
+        return Ok(None);
+    };
+    let beats = team.entry.sync.status().await?;
+    let live = beats
+        .into_iter()
+        .find(|b| b.key.to_hex() == target.key && b.connected)
+        .and_then(|b| b.live)
+        .filter(|l| !l.truncated);
+    // A node whose runtime did not answer is asked, so the error is its own.
+    let Some(live) = live.filter(|l| l.runtime) else {
+        return Ok(None);
+    };
+    let mut list: ContainerList = live
+        .containers
+        .iter()
+        .filter(|c| prefix.is_none_or(|p| c.prefix == p))
+        .map(|c| container_info(crate::runtime::listed_container(c)))
+        .collect();
+    list.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Some(list))
+}
+
 /// A node answered another question than the one asked.
 fn mismatch(node: &str) -> Fail {
     Fail(
@@ -147,11 +193,19 @@ fn progress_lines(lines: Vec<crate::query::ProgressLine>) -> ProgressLines {
     }
 }
 
+/// Another node's list comes from the live state of its latest heartbeat
+/// when that is fresh and complete, without a round trip; otherwise (and
+/// for this node, whose runtime is at hand) the node is asked.
 async fn containers(
     State(api): Shared,
     UrlPath((team, node)): UrlPath<(String, String)>,
     UrlQuery(q): UrlQuery<ContainersQuery>,
 ) -> Answer<ContainerList> {
+    if !q.fresh
+        && let Some(list) = from_heartbeat(&api, &team, &node, q.prefix.as_deref()).await?
+    {
+        return ok(list);
+    }
     match ask_node(&api, &team, &node, Query::Containers { prefix: q.prefix }).await? {
         (_, QueryAnswer::Containers(list)) => ok(list.into_iter().map(container_info).collect()),
         (node, _) => Err(mismatch(&node)),
@@ -208,6 +262,18 @@ async fn container_follow(
             dropped: c.dropped,
             ended: c.ended,
         }),
+        (node, _) => Err(mismatch(&node)),
+    }
+}
+
+/// What became of a command, as the node that carries it out recorded it.
+async fn command_result(
+    State(api): Shared,
+    UrlPath((team, node, id)): UrlPath<(String, String, String)>,
+) -> Answer<CommandResult> {
+    let query = Query::CommandResult { id: id.clone() };
+    match ask_node(&api, &team, &node, query).await? {
+        (_, QueryAnswer::CommandResult(result)) => ok(CommandResult { id, result }),
         (node, _) => Err(mismatch(&node)),
     }
 }

@@ -15,7 +15,7 @@ use shoal_protocol::model::{Deployment, DeploymentStatus};
 
 use super::common::{Answer, Api, Fail, Shared, ok, resolve};
 use super::lookup::{find_deployment, find_node_key, find_product, find_version};
-use super::views::{deployment_detail, deployment_view};
+use super::views::{deployment_detail, deployment_live, deployment_view};
 
 pub(super) fn routes() -> Router<Arc<Api>> {
     Router::new()
@@ -101,8 +101,16 @@ async fn deployment(
         // Marked seen before the state is read, so no change is missed.
         changes.borrow_and_update();
         let s = team.state().await?;
-        let mut d = deployment_detail(&s, find_deployment(&s, &arg)?);
+        let found = find_deployment(&s, &arg)?;
+        let mut d = deployment_detail(&s, found);
+        // The fingerprint covers the replicated view only: a long poll waits
+        // for a change of the deployment, not of its node's heartbeats.
         let fp = fingerprint(&d)?;
+        let beats = team.entry.sync.status().await?;
+        d.live = beats
+            .iter()
+            .find(|b| b.key.to_hex() == found.node && b.connected)
+            .and_then(|b| Some(deployment_live(found, b.live.as_ref()?, b.seen_ms_ago)));
         let unchanged = q.unless.as_deref() == Some(fp.as_str());
         d.fingerprint = Some(fp);
         if !unchanged {

@@ -35,6 +35,9 @@ async fn status(State(api): Shared, UrlPath(arg): UrlPath<String>) -> Answer<Sta
         .values()
         .map(|n| {
             let beat = beats.iter().find(|b| b.key.to_hex() == n.key);
+            let fresh = beat
+                .filter(|b| b.connected && n.removed.is_none())
+                .and_then(|b| b.live.as_ref());
             let status = if n.removed.is_some() {
                 Liveness::Removed
             } else if beat.is_some_and(|b| b.protocol_version < shoal_protocol::PROTOCOL_VERSION)
@@ -54,6 +57,11 @@ async fn status(State(api): Shared, UrlPath(arg): UrlPath<String>) -> Answer<Sta
                 seen_ms_ago: beat.map(|b| b.seen_ms_ago),
                 agent_version: beat.map_or(n.agent_version.clone(), |b| b.agent_version.clone()),
                 addresses: beat.map_or(n.addresses.clone(), |b| b.addresses.clone()),
+                load: fresh.and_then(|l| l.load),
+                running: fresh.map(|l| {
+                    let n = l.containers.iter().filter(|c| c.state == "running").count();
+                    u32::try_from(n).unwrap_or(u32::MAX)
+                }),
             }
         })
         .collect();

@@ -2,9 +2,12 @@
 //! several resources' routes share (a deployment shows its version's
 //! images; a version shows its deployments).
 
-use shoal_api::deployments::{Deployment as DeploymentView, DeploymentDetail};
+use shoal_api::deployments::{
+    ContainerDrift, Deployment as DeploymentView, DeploymentDetail, DeploymentLive,
+};
 use shoal_api::products::Image as ImageView;
-use shoal_protocol::model::{Deployment, Image, TeamState};
+use shoal_protocol::heartbeat::Live;
+use shoal_protocol::model::{Deployment, DeploymentStatus, Image, TeamState};
 use shoal_protocol::{rules, view};
 
 use super::lookup::{member_name, node_name};
@@ -70,5 +73,47 @@ pub(super) fn deployment_detail(s: &TeamState, d: &Deployment) -> DeploymentDeta
             .map(|v| v.images.iter().map(|i| image_view(s, i)).collect())
             .unwrap_or_default(),
         fingerprint: None,
+        live: None,
+    }
+}
+
+/// A deployment's containers, expected (the states its last try reached,
+/// when it is `successful`) against actual (the node's live state).
+pub(super) fn deployment_live(d: &Deployment, live: &Live, seen_ms_ago: u64) -> DeploymentLive {
+    let expecting = d.status == DeploymentStatus::Successful;
+    let containers: Vec<ContainerDrift> = d
+        .containers
+        .iter()
+        .map(|(container, reached)| {
+            let name = format!("{}-{container}", d.prefix);
+            let now = live
+                .containers
+                .iter()
+                .find(|c| c.name == name && c.deployment == d.id && c.init.is_none());
+            let expected = expecting.then(|| reached.state.clone());
+            let actual = now.map_or_else(|| "missing".to_owned(), |c| c.state.clone());
+            let exit_code = now.and_then(|c| c.exit_code);
+            let health = now.and_then(|c| c.health.clone());
+            let drift = match expected.as_deref() {
+                None => false,
+                Some("exited") => actual != "exited" || exit_code != reached.exit_code,
+                Some(state) => actual != state || health.as_deref() == Some("unhealthy"),
+            };
+            ContainerDrift {
+                container: container.clone(),
+                name,
+                expected,
+                actual,
+                exit_code,
+                health,
+                restarts: now.map_or(0, |c| c.restarts),
+                drift,
+            }
+        })
+        .collect();
+    DeploymentLive {
+        seen_ms_ago,
+        drift: containers.iter().any(|c| c.drift),
+        containers,
     }
 }

@@ -52,6 +52,12 @@ pub enum SyncRequest {
     Heartbeat(shoal_protocol::heartbeat::SignedHeartbeat),
     /// A read-only question about the receiver's containers.
     Query(crate::query::Query),
+    /// A node's signed live state, sent or forwarded like heartbeats but
+    /// only to peers whose heartbeat speaks
+    /// [`shoal_protocol::heartbeat::LIVE_PROTOCOL_VERSION`]: older nodes
+    /// cannot decode it. New variants go last, so the others keep their
+    /// encoding.
+    Live(shoal_protocol::heartbeat::SignedLive),
 }
 
 /// A response on the sync protocol.
@@ -117,9 +123,10 @@ pub trait WireMessage: Serialize + DeserializeOwned + Send + Sync + 'static {
 impl WireMessage for SyncRequest {
     fn check(&self) -> Result<(), WireError> {
         match self {
-            SyncRequest::VersionVector(_) | SyncRequest::Heartbeat(_) | SyncRequest::Query(_) => {
-                Ok(())
-            }
+            SyncRequest::VersionVector(_)
+            | SyncRequest::Heartbeat(_)
+            | SyncRequest::Query(_)
+            | SyncRequest::Live(_) => Ok(()),
             SyncRequest::Ops(ops) | SyncRequest::Push(ops) => check_batch(ops),
         }
     }
@@ -313,6 +320,40 @@ mod tests {
             7,
         );
         v
+    }
+
+    /// `SyncRequest::Heartbeat` as the first release encodes it: the wire
+    /// version, the variant (3), then the signed heartbeat made by that
+    /// release's code (the fixture of `shoal_protocol::heartbeat`'s tests).
+    const FIRST_RELEASE_HEARTBEAT_REQUEST: &str = "0103010909090909090909090909090909090909090909090909090909090909090909ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22cfbd095ffbc3105302e312e300101162f6970342f31302e302e302e372f7463702f3430303140a7c3caf00dd3a478cbbe2813f6ffcfb606f94b1df95150fba9729770cb884f21c80655995b4964bfe18add673dc25935cf40c3df60e3371519cac9c450ceef0b";
+
+    #[test]
+    fn heartbeats_keep_the_encoding_older_releases_decode() {
+        let bytes: Vec<u8> = (0..FIRST_RELEASE_HEARTBEAT_REQUEST.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&FIRST_RELEASE_HEARTBEAT_REQUEST[i..i + 2], 16).unwrap())
+            .collect();
+        let req = decode::<SyncRequest>(&bytes).unwrap();
+        let SyncRequest::Heartbeat(hb) = &req else {
+            panic!("not a heartbeat: {req:?}");
+        };
+        assert_eq!(hb.verify(), Ok(()));
+        assert_eq!(encode(&req).unwrap(), bytes);
+        // Live reports are a variant older releases do not know (they drop
+        // the peer of one): it comes after every variant they know.
+        let k = SecretKey::from_seed([7; 32]);
+        let report = shoal_protocol::heartbeat::LiveReport {
+            version: shoal_protocol::heartbeat::LIVE_REPORT_VERSION,
+            team: hb.beat.team,
+            node: k.public(),
+            made_ms: 1,
+            live: shoal_protocol::heartbeat::Live::default(),
+        };
+        let live = shoal_protocol::heartbeat::SignedLive::sign(report, &k).unwrap();
+        let req = SyncRequest::Live(live);
+        let bytes = encode(&req).unwrap();
+        assert_eq!(bytes[1], 5);
+        assert_eq!(decode::<SyncRequest>(&bytes).unwrap(), req);
     }
 
     #[test]

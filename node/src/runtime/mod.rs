@@ -28,6 +28,7 @@ use std::fmt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
+use shoal_protocol::heartbeat::{LiveContainer, LivePort};
 use shoal_protocol::model::{ContainerAction, ContainerConfig, ContainerState, Protocol};
 use tokio::sync::mpsc;
 
@@ -435,6 +436,139 @@ pub trait Runtime: Send + Sync + fmt::Debug {
                 reason: "this runtime cannot tear a deployment down yet".into(),
             })
         })
+    }
+
+    /// The team's containers as they are now, for the live state in
+    /// heartbeats. By default read from
+    /// [`Runtime::containers`], with the health the engine's status names
+    /// and no restart count.
+    fn live<'a>(
+        &'a self,
+        team: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<LiveContainer>, RuntimeError>> {
+        Box::pin(async move {
+            Ok(self
+                .containers(team, None)
+                .await?
+                .iter()
+                .map(|c| live_container(c, None))
+                .collect())
+        })
+    }
+
+    /// Removes the images of the repositories `repos` (references without
+    /// their tag, as the plans name them) whose reference is not in `keep`
+    /// and that no container uses; returns the references removed. Images
+    /// of other repositories are never touched.
+    fn prune_images<'a>(
+        &'a self,
+        repos: &'a std::collections::BTreeSet<String>,
+        keep: &'a std::collections::BTreeSet<String>,
+    ) -> BoxFuture<'a, Result<Vec<String>, RuntimeError>> {
+        let _ = (repos, keep);
+        Box::pin(async {
+            Err(RuntimeError::InvalidPlan {
+                reason: "this runtime does not manage images (on Kubernetes the kubelet does)"
+                    .into(),
+            })
+        })
+    }
+
+    /// Yields each time one of the team's containers changed (started,
+    /// stopped, died, health changed, ...); it ends when the runtime stops
+    /// telling (the engine restarted), and the caller asks again. By default
+    /// it never yields: the caller looks at [`Runtime::live`] periodically.
+    fn changes<'a>(
+        &'a self,
+        team: &'a str,
+    ) -> BoxFuture<'a, Result<BoxStream<'static, ()>, RuntimeError>> {
+        let _ = team;
+        Box::pin(async { Ok(futures::StreamExt::boxed(futures::stream::pending())) })
+    }
+}
+
+/// The error of a command that is not carried out on one container
+/// (`remove-volumes` goes with its deployment's teardown, `prune-images`
+/// with [`Runtime::prune_images`]).
+pub fn not_a_container_command(action: ContainerAction) -> RuntimeError {
+    RuntimeError::InvalidPlan {
+        reason: format!(
+            "{} is not a command on one container: the deployment's teardown carries it out",
+            action.as_str()
+        ),
+    }
+}
+
+/// The live state of a listed container; `restarts` is the engine's
+/// restart count when the caller knows it.
+pub fn live_container(c: &ContainerInfo, restarts: Option<u32>) -> LiveContainer {
+    // Docker's status names the health: "Up 3 minutes (healthy)",
+    // "Up 2 seconds (health: starting)".
+    let health = if c.status.contains("(healthy)") {
+        Some("healthy")
+    } else if c.status.contains("(unhealthy)") {
+        Some("unhealthy")
+    } else if c.status.contains("(health: starting)") {
+        Some("starting")
+    } else {
+        None
+    };
+    LiveContainer {
+        name: c.name.clone(),
+        id: c.id.clone(),
+        prefix: c.prefix.clone(),
+        container: c.container.clone(),
+        deployment: c.deployment.clone(),
+        version: c.version.clone(),
+        try_number: c.try_number,
+        init: c.init.clone(),
+        state: c.state.state.clone(),
+        exit_code: c.state.exit_code,
+        image: c.state.image.clone(),
+        status: c.status.clone(),
+        health: health.map(str::to_owned),
+        restarts: restarts.unwrap_or(0),
+        ports: c
+            .ports
+            .iter()
+            .map(|p| LivePort {
+                internal: p.internal,
+                udp: p.protocol == Protocol::Udp,
+                host_ip: p.host_ip.clone(),
+                host_port: p.host_port,
+            })
+            .collect(),
+    }
+}
+
+/// A container of a heartbeat's live state as listed (the inverse of
+/// [`live_container`]).
+pub fn listed_container(c: &LiveContainer) -> ContainerInfo {
+    ContainerInfo {
+        name: c.name.clone(),
+        id: c.id.clone(),
+        prefix: c.prefix.clone(),
+        container: c.container.clone(),
+        deployment: c.deployment.clone(),
+        version: c.version.clone(),
+        try_number: c.try_number,
+        init: c.init.clone(),
+        state: ContainerState {
+            state: c.state.clone(),
+            exit_code: c.exit_code,
+            image: c.image.clone(),
+        },
+        status: c.status.clone(),
+        ports: c
+            .ports
+            .iter()
+            .map(|p| PublishedPort {
+                internal: p.internal,
+                protocol: if p.udp { Protocol::Udp } else { Protocol::Tcp },
+                host_ip: p.host_ip.clone(),
+                host_port: p.host_port,
+            })
+            .collect(),
     }
 }
 

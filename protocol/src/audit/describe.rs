@@ -222,6 +222,12 @@ pub fn describe(state: &TeamState, action: &Action) -> String {
             format!("rolled back to deployment {}", deployment(id))
         }
         Action::DeploymentDelete { id } => format!("deleted deployment {}", deployment(id)),
+        Action::DeploymentDeleteVolumes { id, .. } => {
+            format!("deleted deployment {} and its volumes", deployment(id))
+        }
+        Action::NodePrune { node: n, .. } => {
+            format!("pruned unused images on {}", node(&n.to_hex()))
+        }
         Action::DeploymentCopy {
             from,
             id,

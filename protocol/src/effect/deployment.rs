@@ -96,6 +96,22 @@ pub(super) fn effect(s: &TeamState, ctx: &OpContext, action: &Action) -> Vec<Wri
             }
         }
         A::DeploymentDelete { id } => out.push(del(Collection::Deployments, id)),
+        A::DeploymentDeleteVolumes { id, command } => {
+            if let Some(d) = s.deployments.get(id) {
+                out.push(put(
+                    Entity::Command(ContainerCommand {
+                        id: command.clone(),
+                        node: d.node.clone(),
+                        container: id.clone(),
+                        action: ContainerAction::RemoveVolumes,
+                        requested: ctx.hlc,
+                        requested_by: ctx.author.to_hex(),
+                    }),
+                    command,
+                ));
+            }
+            out.push(del(Collection::Deployments, id));
+        }
         A::DeploymentCopy {
             from,
             id,
@@ -156,6 +172,17 @@ pub(super) fn effect(s: &TeamState, ctx: &OpContext, action: &Action) -> Vec<Wri
                 node: node.to_hex(),
                 container: container.clone(),
                 action: *action,
+                requested: ctx.hlc,
+                requested_by: ctx.author.to_hex(),
+            }),
+            id,
+        )),
+        A::NodePrune { id, node } => out.push(put(
+            Entity::Command(ContainerCommand {
+                id: id.clone(),
+                node: node.to_hex(),
+                container: String::new(),
+                action: ContainerAction::PruneImages,
                 requested: ctx.hlc,
                 requested_by: ctx.author.to_hex(),
             }),

@@ -58,6 +58,8 @@ pub fn effect(s: &TeamState, ctx: &OpContext, action: &Action) -> Vec<Write> {
         | A::DeploymentRollback { .. }
         | A::DeploymentDelete { .. }
         | A::DeploymentCopy { .. }
+        | A::DeploymentDeleteVolumes { .. }
+        | A::NodePrune { .. }
         | A::DeploymentFinish { .. }
         | A::ContainerCommand { .. } => deployment::effect(s, ctx, action),
         A::KeySeal { .. } | A::KeyRotate { .. } => keys::effect(s, action),

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use crate::action::{Action, Outcome};
 use crate::context::OpContext;
 use crate::model::{
-    ContainerConfig, Deployment, DeploymentStatus, Node, Role, Runtime, Sealed, TeamState, Version,
-    VersionKind,
+    ContainerAction, ContainerConfig, Deployment, DeploymentStatus, Node, Role, Runtime, Sealed,
+    TeamState, Version, VersionKind,
 };
 use crate::view;
 
@@ -118,18 +118,10 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             }
             check_start(s, d, *force)
         }
-        A::DeploymentDelete { id } => {
-            need_origin(s, ctx)?;
-            need_role(s, ctx, "deployment.delete", Role::User)?;
-            let d = found(s.deployments.get(id), "deployment", id)?;
-            if d.status == DeploymentStatus::InProgress {
-                return Err(deployment_state_err(
-                    d,
-                    "deleting",
-                    "anything but in-progress",
-                ));
-            }
-            Ok(())
+        A::DeploymentDelete { id } => check_delete(s, ctx, "deployment.delete", id),
+        A::DeploymentDeleteVolumes { id, command } => {
+            check_delete(s, ctx, "deployment.delete-volumes", id)?;
+            fresh(ctx, "command", command, s.commands.contains_key(command))
         }
         A::DeploymentCopy {
             from,
@@ -199,6 +191,18 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
         } => {
             need_origin(s, ctx)?;
             need_role(s, ctx, "container.command", Role::User)?;
+            if let A::ContainerCommand {
+                action: a @ (ContainerAction::RemoveVolumes | ContainerAction::PruneImages),
+                ..
+            } = action
+            {
+                return Err(RuleError::Invalid {
+                    what: "container command",
+                    value: a.as_str().into(),
+                    why: "it is not a command on one container: use `shoal deploy delete DEPLOYMENT --volumes` or `shoal node prune NODE`"
+                        .into(),
+                });
+            }
             fresh(ctx, "command", id, s.commands.contains_key(id))?;
             found(
                 view::effective_node(s, &node.to_hex()),
@@ -207,8 +211,42 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             )?;
             check_name("container", container)
         }
+        // An admin's: removing images is maintenance of the node, like
+        // adding or removing it; what may go is decided by the node (only
+        // images no deployment on it can roll back to).
+        A::NodePrune { id, node } => {
+            need_origin(s, ctx)?;
+            need_role(s, ctx, "node.prune", Role::Admin)?;
+            fresh(ctx, "command", id, s.commands.contains_key(id))?;
+            let n = found(
+                view::effective_node(s, &node.to_hex()).filter(|n| n.removed.is_none()),
+                "node",
+                &node.to_hex(),
+            )?;
+            if n.runtime == Runtime::None {
+                return Err(RuleError::NoRuntime {
+                    node: n.name.clone(),
+                });
+            }
+            Ok(())
+        }
         _ => Err(not_in_family(action, "deployment")),
     }
+}
+
+/// A member (user or above) deletes a deployment that is not in progress.
+fn check_delete(s: &TeamState, ctx: &OpContext, what: &'static str, id: &str) -> R {
+    need_origin(s, ctx)?;
+    need_role(s, ctx, what, Role::User)?;
+    let d = found(s.deployments.get(id), "deployment", id)?;
+    if d.status == DeploymentStatus::InProgress {
+        return Err(deployment_state_err(
+            d,
+            "deleting",
+            "anything but in-progress",
+        ));
+    }
+    Ok(())
 }
 
 fn check_slot(s: &TeamState, v: &Version, node: &str, prefix: &str, except: Option<&str>) -> R {

@@ -61,6 +61,8 @@ pub fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> Result<(), Rule
         | A::DeploymentStart { .. }
         | A::DeploymentRollback { .. }
         | A::DeploymentDelete { .. }
+        | A::DeploymentDeleteVolumes { .. }
+        | A::NodePrune { .. }
         | A::DeploymentCopy { .. }
         | A::DeploymentFinish { .. }
         | A::ContainerCommand { .. } => deployment::check(s, ctx, action),

@@ -109,6 +109,9 @@ impl DockerRuntime {
                     })
             }
             ContainerAction::Remove => self.remove_container(&id).await,
+            ContainerAction::RemoveVolumes | ContainerAction::PruneImages => {
+                Err(crate::runtime::not_a_container_command(action))
+            }
         }
     }
 

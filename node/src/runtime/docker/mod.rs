@@ -48,6 +48,7 @@ mod command;
 mod deploy;
 mod error;
 mod inspect;
+mod live;
 mod logs;
 mod network;
 mod pull;
@@ -161,7 +162,43 @@ impl DockerRuntime {
     }
 }
 
-runtime_from_run_methods!(DockerRuntime, teardown);
+runtime_from_run_methods!(DockerRuntime, {
+    fn teardown<'a>(
+        &'a self,
+        team: &'a str,
+        deployment: &'a str,
+        prefix: &'a str,
+        volumes: bool,
+    ) -> futures::future::BoxFuture<'a, Result<crate::runtime::Removed, RuntimeError>> {
+        futures::FutureExt::boxed(self.run_teardown(team, deployment, prefix, volumes))
+    }
+
+    fn live<'a>(
+        &'a self,
+        team: &'a str,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<Vec<shoal_protocol::heartbeat::LiveContainer>, RuntimeError>,
+    > {
+        futures::FutureExt::boxed(self.run_live(team))
+    }
+
+    fn prune_images<'a>(
+        &'a self,
+        repos: &'a std::collections::BTreeSet<String>,
+        keep: &'a std::collections::BTreeSet<String>,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<String>, RuntimeError>> {
+        futures::FutureExt::boxed(self.run_prune_images(repos, keep))
+    }
+
+    fn changes<'a>(
+        &'a self,
+        team: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<futures::stream::BoxStream<'static, ()>, RuntimeError>>
+    {
+        futures::FutureExt::boxed(self.run_changes(team))
+    }
+});
 
 fn socket_path(endpoint: &str) -> Result<String, RuntimeError> {
     if let Some(path) = endpoint.strip_prefix("unix://") {

@@ -64,6 +64,9 @@ impl KubernetesRuntime {
                     .await?;
                 Ok(())
             }
+            ContainerAction::RemoveVolumes | ContainerAction::PruneImages => {
+                Err(crate::runtime::not_a_container_command(action))
+            }
         }
     }
 

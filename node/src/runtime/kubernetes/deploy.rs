@@ -110,46 +110,6 @@ fn restorable<K: Serialize>(obj: &K) -> Value {
     v
 }
 
-/// `e` with [`RESTORED`] at the end of its message.
-fn restored(e: RuntimeError, container: &str) -> RuntimeError {
-    match e {
-        RuntimeError::Rollout {
-            container,
-            reason,
-            detail,
-        } => RuntimeError::Rollout {
-            container,
-            reason,
-            detail: format!("{detail}; {RESTORED}"),
-        },
-        RuntimeError::Pull { reference, detail } => RuntimeError::Pull {
-            reference,
-            detail: format!("{detail}; {RESTORED}"),
-        },
-        RuntimeError::Kubernetes { context, detail } => RuntimeError::Kubernetes {
-            context,
-            detail: format!("{detail}; {RESTORED}"),
-        },
-        RuntimeError::Timeout {
-            container,
-            expected,
-            seconds,
-            last,
-        } => RuntimeError::Rollout {
-            container,
-            reason: "Timeout".into(),
-            detail: format!(
-                "{expected} did not come within {seconds}s (last seen: {last}); {RESTORED}"
-            ),
-        },
-        other => RuntimeError::Rollout {
-            container: container.to_owned(),
-            reason: "Failed".into(),
-            detail: format!("{other}; {RESTORED}"),
-        },
-    }
-}
-
 impl KubernetesRuntime {
     pub(super) async fn run_deploy(
         &self,
@@ -205,7 +165,7 @@ impl KubernetesRuntime {
                 if !has_previous {
                     return Err(e);
                 }
-                return Err(self.restore(plan, &pc.name, e, changes, &report).await);
+                return Err(self.restore(plan, e, changes, &report).await);
             }
         }
         self.remove_stale(plan, &objects, &report).await?;
@@ -349,7 +309,6 @@ impl KubernetesRuntime {
     async fn restore(
         &self,
         plan: &DeployPlan,
-        container: &str,
         failure: RuntimeError,
         changes: Vec<Change>,
         report: &Reporter<'_>,
@@ -375,21 +334,11 @@ impl KubernetesRuntime {
                 }
             };
             if let Err(e) = r {
-                return match failure {
-                    RuntimeError::Rollout {
-                        container,
-                        reason,
-                        detail,
-                    } => RuntimeError::Rollout {
-                        container,
-                        reason,
-                        detail: format!("{detail}; restoring the previous version failed: {e}"),
-                    },
-                    other => RuntimeError::Rollout {
-                        container: container.to_owned(),
-                        reason: "Failed".into(),
-                        detail: format!("{other}; restoring the previous version failed: {e}"),
-                    },
+                // As the Docker runtime reports it: the failure, then why
+                // the previous version is not back.
+                return RuntimeError::RestoreFailed {
+                    failure: Box::new(failure),
+                    detail: e.to_string(),
                 };
             }
             if c.kind == Kind::Deployment {
@@ -404,7 +353,9 @@ impl KubernetesRuntime {
                 report.emit(Step::Remove, Some(&c.name), what).await;
             }
         }
-        restored(failure, container)
+        RuntimeError::Restored {
+            failure: Box::new(failure),
+        }
     }
 
     /// Server-side apply of a raw body (a previous version of an object).

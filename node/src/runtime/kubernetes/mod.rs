@@ -42,7 +42,9 @@
 //! past its deadline. When a rollout fails and the product had a previous
 //! version there, the objects the try changed are applied again as they
 //! were before it (those it created are deleted), so the last good version
-//! keeps serving, and the reason ends with [`RESTORED`]. Only after every
+//! keeps serving, and the try fails with [`RuntimeError::Restored`] (or
+//! [`RuntimeError::RestoreFailed`]), as on Docker: the reason ends with
+//! [`RESTORED`]. Only after every
 //! rollout completed are the product's objects the plan no longer has
 //! deleted.
 //!
