@@ -622,7 +622,10 @@ fn audit_lists_with_filters_and_verifies_chains() {
     assert!(
         matches!(
             r.rejected.as_slice(),
-            [(_, Rejection::Fork { .. } | Rejection::BadChange(_))]
+            [(
+                _,
+                Rejection::Fork { .. } | Rejection::ForkLost { .. } | Rejection::BadChange(_)
+            )]
         ),
         "{r:?}"
     );

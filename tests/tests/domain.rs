@@ -1641,7 +1641,7 @@ fn a_compose_file_becomes_a_product_version() {
     // Every key not imported is reported.
     for w in [
         "service web: environment: SENTRY_DSN has no value",
-        "service web: env_file is not imported",
+        "service web: env_file .env is not imported",
         "service web: depends_on.db: condition service_healthy is not supported",
         "service proxy: volumes: bind mount ./nginx/conf.d:/etc/nginx/conf.d:ro is not supported",
         "service worker: restart: the retry count 3 is not supported",

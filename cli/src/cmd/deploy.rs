@@ -564,11 +564,13 @@ async fn containers_of(
     node_route: &str,
     d: &Deployment,
 ) -> Result<Vec<(String, String)>> {
+    // Asked of the node itself: a heartbeat's live list may not hold a try
+    // that just started.
     let list: ContainerList = ctx
         .client
         .get(&format!(
             "{node_route}/containers{}",
-            query(&[("prefix", Some(&d.prefix))])
+            query(&[("prefix", Some(&d.prefix)), ("fresh", Some("true"))])
         ))
         .await?;
     let id = d.base().id.clone();
