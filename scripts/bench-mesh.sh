@@ -18,7 +18,10 @@
 #   restart  time from process start until the control API answers with the
 #            full state, for a store of 10,000 ops.
 # SHOAL_LOG=debug shows the daemons' logs (default: warnings only).
+# SHOAL_BENCH_PROFILE=dist measures the shipped binary's build profile
+# (fat LTO, a long build) instead of `release`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p shoal --bin shoal
-exec cargo bench -q -p shoal-tests --bench mesh -- "$@"
+profile=${SHOAL_BENCH_PROFILE:-release}
+cargo build --profile "$profile" -q -p shoal --bin shoal
+exec cargo bench --profile "$profile" -q -p shoal-tests --bench mesh -- "$@"

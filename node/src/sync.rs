@@ -574,6 +574,7 @@ impl SyncEngine {
             in_round: BTreeSet::new(),
             more: BTreeSet::new(),
             allowed: None,
+            addresses: Vec::new(),
             pushed: VecDeque::new(),
             pushed_set: HashSet::new(),
             spin_salt: u64::from_le_bytes(me.as_bytes()[..8].try_into().unwrap_or_default()),
@@ -646,6 +647,9 @@ struct Actor {
     more: BTreeSet<PeerId>,
     /// The allow list last given to the mesh.
     allowed: Option<BTreeSet<PeerId>>,
+    /// The nodes' addresses last given to the mesh: a node that published
+    /// new ones (a restart on another port) must be redialed there.
+    addresses: Vec<(PeerId, Vec<Multiaddr>)>,
     pushed: VecDeque<OpHash>,
     pushed_set: HashSet<OpHash>,
     /// Told the op count after every commit.
@@ -1596,14 +1600,15 @@ impl Actor {
                 addresses.push((peer, addrs));
             }
         }
-        if self.allowed.as_ref() == Some(&peers) {
+        if self.allowed.as_ref() == Some(&peers) && self.addresses == addresses {
             return;
         }
-        for (peer, addrs) in addresses {
-            if let Err(e) = self.mesh.add_addresses(peer, addrs).await {
+        for (peer, addrs) in &addresses {
+            if let Err(e) = self.mesh.add_addresses(*peer, addrs.clone()).await {
                 debug!("cannot record addresses: {e}");
             }
         }
+        self.addresses = addresses;
         match self.mesh.set_allowed(peers.clone()).await {
             Ok(()) => {
                 self.connected.retain(|p| peers.contains(p));

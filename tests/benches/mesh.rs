@@ -11,7 +11,8 @@
 //!   the last acknowledged write until every daemon holds them all;
 //! - `memory`: resident memory of one idle daemon;
 //! - `restart`: time from process start until the control API answers with
-//!   the full state, for a daemon whose store holds `--restart-ops` ops.
+//!   the full state, for a daemon whose store holds `--restart-ops` ops, and
+//!   its resident memory holding them (after writing them, after loading them).
 
 use std::io::{Read as _, Write as _};
 use std::os::unix::net::UnixStream;
@@ -806,8 +807,12 @@ fn restart(o: &Opts) -> Result<()> {
             std::thread::sleep(Duration::from_millis(1));
         }
         let full = t0.elapsed();
+        // What a daemon that loaded the store (rather than wrote it) holds.
+        let rss = crate::pid(&team.peers[0])
+            .and_then(rss_mb)
+            .map_or_else(|| "?".to_string(), |r| format!("{:.1}", r.0));
         let line = format!(
-            "{how}: state of {ops} ops served {:.0} ms after process start (ready line at {:.0} ms; stop took {:.0} ms; data dir {:.1} MB)",
+            "{how}: state of {ops} ops served {:.0} ms after process start (ready line at {:.0} ms; stop took {:.0} ms; data dir {:.1} MB; RSS then {rss} MB)",
             ms(full),
             ms(ready),
             ms(stopped),

@@ -20,13 +20,16 @@ pub fn shoal_bin() -> PathBuf {
                 dir.pop();
             }
             let bin = dir.join("shoal");
-            let release = dir.ends_with("release");
+            // The directory is named after the profile (`dist` for the
+            // shipped binary, see Cargo.toml); `debug` is cargo's `dev`.
+            let profile = match dir.file_name().and_then(|n| n.to_str()) {
+                Some("debug") | None => "dev".to_string(),
+                Some(name) => name.to_string(),
+            };
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let mut cmd = Command::new(cargo);
             cmd.args(["build", "-q", "-p", "shoal", "--bin", "shoal"]);
-            if release {
-                cmd.arg("--release");
-            }
+            cmd.args(["--profile", &profile]);
             // Without the variables cargo sets for this test process: build
             // scripts that track them (ring reads CARGO_MANIFEST_DIR) would
             // otherwise see a change and rebuild half the tree each run.

@@ -264,6 +264,67 @@ fn killed_daemon_keeps_every_acknowledged_op_and_catches_up() {
     assert!(n > base + acked, "A's op while B was down is there too");
 }
 
+/// Whether every daemon of `peers` is connected to all the others, whose
+/// node keys are `keys` (in the same order).
+fn full_mesh(peers: &[Peer], keys: &[String]) -> bool {
+    peers.iter().enumerate().all(|(i, p)| {
+        let mut got = peers_of(p);
+        got.sort();
+        let mut want: Vec<String> = keys
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, k)| k.clone())
+            .collect();
+        want.sort();
+        got == want
+    })
+}
+
+#[test]
+fn every_pair_of_daemons_connects_also_after_two_restart_on_new_ports() {
+    let peers = team_of(&["a", "b", "c", "d"]).unwrap();
+    let keys: Vec<String> = peers.iter().map(|p| node_key(&peers[0], &p.name)).collect();
+    let mut peers = peers;
+    wait_for(WAIT, || full_mesh(&peers, &keys).then_some(()))
+        .expect("every pair of the four daemons connects");
+
+    // C and D stop; each comes back on a new port, C first. D's store
+    // holds C's old address, and C's holds D's old one: each learns the
+    // other's new address only from the team's state, through A or B, and
+    // neither is a newly allowed peer, so only that address leads them to
+    // each other.
+    let old_c = addresses_of(&peers[0], "c");
+    peers[2].stop().unwrap();
+    peers[3].stop().unwrap();
+    peers[2].start().unwrap();
+    wait_for(WAIT, || {
+        let seen = peers_of(&peers[2]);
+        (seen.contains(&keys[0]) && seen.contains(&keys[1])).then_some(())
+    })
+    .expect("C reconnects to A and B");
+    wait_for(WAIT, || {
+        (addresses_of(&peers[0], "c") != old_c).then_some(())
+    })
+    .expect("C publishes its new address");
+    peers[3].start().unwrap();
+    wait_for(WAIT, || full_mesh(&peers, &keys).then_some(()))
+        .expect("C and D find each other at their new addresses");
+}
+
+/// The addresses node `name` published, as `node list -o json` on `p` shows them.
+fn addresses_of(p: &Peer, name: &str) -> Vec<String> {
+    let v: serde_json::Value =
+        serde_json::from_str(&p.ok(&["node", "list", "-o", "json"]).stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == name)
+        .map(|n| n["addresses"].clone())
+        .and_then(|a| serde_json::from_value(a).ok())
+        .unwrap_or_default()
+}
+
 #[test]
 fn a_partition_heals_with_writes_on_both_sides() {
     let ns = match shoal_tests::Netns::create("p") {

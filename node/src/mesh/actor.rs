@@ -7,6 +7,15 @@
 //! taken yet wait in a bounded backlog, so the actor keeps serving commands
 //! even when the daemon is busy awaiting one of them.
 //!
+//! Redialing: every allowed peer without a connection is redialed on the
+//! housekeeping tick, with a delay that doubles (with jitter, so two nodes
+//! that lost each other do not keep dialing in lockstep) up to
+//! [`RECONNECT_MAX_DELAY`]. A new address for such a peer (a node that
+//! restarted on another port publishes it in the team) makes it due at once
+//! with the shortest delay, and a tick with no address to try does not grow
+//! the delay. Both connections of a simultaneous dial are kept: the peer
+//! counts as connected while either is up.
+//!
 //! Admission: a connection from a peer outside the allow list is put on
 //! probation. During probation it may only use the join protocol; a sync
 //! request closes it at once, and it is closed when the probation window
@@ -44,7 +53,8 @@ pub const JOIN_GRACE: Duration = Duration::from_secs(5);
 pub const JOIN_LINGER: Duration = Duration::from_secs(2);
 /// First delay before redialing an allowed peer.
 pub const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(500);
-/// The redial delay doubles up to this.
+/// The redial delay doubles up to this. Each wait is drawn between half the
+/// delay and the whole of it.
 pub const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(60);
 /// A connection that lived this long resets the redial delay; shorter ones
 /// keep doubling it, so a peer that accepts then drops us is not hammered.
@@ -236,8 +246,12 @@ impl Actor {
                 let _ = reply.send(self.dial_addr(addr));
             }
             Command::AddAddresses { peer, addrs, reply } => {
+                let mut new = false;
                 for addr in addrs {
-                    self.book_add(peer, addr);
+                    new |= self.book_add(peer, addr);
+                }
+                if new {
+                    self.redial_now(peer);
                 }
                 let _ = reply.send(());
             }
@@ -349,6 +363,19 @@ impl Actor {
         match self.swarm.dial(opts) {
             Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => Ok(()),
             Err(e) => Err(MeshError::Dial(e.to_string())),
+        }
+    }
+
+    /// A fresh chance to reach an allowed, unconnected peer (a new address):
+    /// redial it on the next tick with the shortest delay, whatever the
+    /// failures before.
+    fn redial_now(&mut self, peer: PeerId) {
+        if self.swarm.is_connected(&peer) {
+            return;
+        }
+        if let Some(b) = self.redial.get_mut(&peer) {
+            b.next = Instant::now();
+            b.delay = RECONNECT_MIN_DELAY;
         }
     }
 
@@ -486,7 +513,7 @@ impl Actor {
             if since.elapsed() >= BACKOFF_RESET_AFTER {
                 b.delay = RECONNECT_MIN_DELAY;
             }
-            b.next = Instant::now() + b.delay;
+            b.next = Instant::now() + jittered(b.delay);
         }
     }
 
@@ -814,8 +841,13 @@ impl Actor {
             .map(|(peer, _)| *peer)
             .collect();
         for peer in due {
+            let addrs = self.book_addrs(&peer);
+            // Without an address of our own, only identify's cache may
+            // know one: such a try says nothing about the peer, so it does
+            // not grow the delay (the address, when it comes, resets it anyway).
+            let tried = !addrs.is_empty();
             let opts = DialOpts::peer_id(peer)
-                .addresses(self.book_addrs(&peer))
+                .addresses(addrs)
                 .extend_addresses_through_behaviour()
                 .condition(PeerCondition::DisconnectedAndNotDialing)
                 .build();
@@ -825,28 +857,32 @@ impl Actor {
                 Err(e) => debug!(%peer, error = %e, "cannot redial"),
             }
             if let Some(b) = self.redial.get_mut(&peer) {
-                b.next = now + b.delay;
-                b.delay = (b.delay * 2).min(RECONNECT_MAX_DELAY);
+                b.next = now + jittered(b.delay);
+                if tried {
+                    b.delay = (b.delay * 2).min(RECONNECT_MAX_DELAY);
+                }
             }
         }
     }
 
     // ---- address book ----
 
-    fn book_add(&mut self, peer: PeerId, addr: Multiaddr) {
+    /// Records an address of `peer`; true when it was not known.
+    fn book_add(&mut self, peer: PeerId, addr: Multiaddr) -> bool {
         let addr = without_p2p(addr);
         if !self.book.contains_key(&peer) && self.book.len() >= MAX_BOOK_PEERS {
             debug!(%peer, "address book full");
-            return;
+            return false;
         }
         let list = self.book.entry(peer).or_default();
         if list.contains(&addr) {
-            return;
+            return false;
         }
         if list.len() >= MAX_ADDRS_PER_PEER {
             list.remove(0);
         }
         list.push(addr);
+        true
     }
 
     fn book_addrs(&self, peer: &PeerId) -> Vec<Multiaddr> {
@@ -858,6 +894,18 @@ impl Actor {
 /// same time anyway.
 async fn wait_answer<T>(rx: oneshot::Receiver<T>) -> Option<T> {
     tokio::time::timeout(REQUEST_TIMEOUT, rx).await.ok()?.ok()
+}
+
+/// A wait drawn between half of `delay` and all of it, so peers that lost
+/// each other at the same moment do not redial in lockstep.
+fn jittered(delay: Duration) -> Duration {
+    let half = delay / 2;
+    // Without randomness the whole delay is still a correct wait.
+    let Ok(r) = getrandom::u64() else {
+        return delay;
+    };
+    let spread = u64::try_from(half.as_millis()).unwrap_or(u64::MAX).max(1);
+    half + Duration::from_millis(r % (spread + 1))
 }
 
 /// What an event is, for logs (requests carry op bytes not worth printing).
