@@ -328,7 +328,7 @@ views.deployment = (id) => {
         ['Exit code', (c) => c.exit_code], ['Image', (c) => h('span', { class: 'mono' }, c.image)],
       ], rows, 'No container has run yet.'));
       try {
-        const all = await team(`nodes/${enc(d.node_key)}/containers?prefix=${enc(d.prefix)}`);
+        const all = await team(`nodes/${enc(d.node_key)}/containers?prefix=${enc(d.prefix)}&fresh=true`);
         const mine = all.filter((c) => c.deployment === d.id);
         const verb = (c, action, cls) => button(action[0].toUpperCase() + action.slice(1), cls,
           (ev) => act({ op: 'container.command', node: d.node_key, container: c.name, action }, ev.currentTarget),
