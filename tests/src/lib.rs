@@ -284,6 +284,27 @@ pub fn wait_for<T>(
     }
 }
 
+/// The `SHOAL_TEST_*` variables of this process, completed by the env file
+/// `scripts/test.sh` writes (`$SHOAL_TEST_STATE_DIR/env`, by default
+/// `/tmp/shoal-test-env/env`): the Docker engine, the registries and their
+/// credentials. Empty when neither is there.
+pub fn test_env_vars() -> std::collections::BTreeMap<String, String> {
+    let mut vars: std::collections::BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("SHOAL_TEST_"))
+        .collect();
+    let dir =
+        std::env::var("SHOAL_TEST_STATE_DIR").unwrap_or_else(|_| "/tmp/shoal-test-env".into());
+    if let Ok(text) = std::fs::read_to_string(Path::new(&dir).join("env")) {
+        for line in text.lines() {
+            if let Some((k, v)) = line.trim().trim_start_matches("export ").split_once('=') {
+                vars.entry(k.to_string())
+                    .or_insert_with(|| v.trim_matches(['"', '\'']).to_string());
+            }
+        }
+    }
+    vars
+}
+
 /// One machine in a test: a person's config dir, a data dir and a running
 /// daemon on loopback (no mDNS).
 #[derive(Debug)]

@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -25,19 +24,7 @@ const DEPLOY_WAIT: Duration = Duration::from_secs(240);
 /// The test environment written by `scripts/test.sh`, or `None` (the test
 /// skips, except in CI).
 fn test_env() -> Option<BTreeMap<String, String>> {
-    let mut vars: BTreeMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("SHOAL_TEST_"))
-        .collect();
-    let dir =
-        std::env::var("SHOAL_TEST_STATE_DIR").unwrap_or_else(|_| "/tmp/shoal-test-env".into());
-    if let Ok(text) = std::fs::read_to_string(Path::new(&dir).join("env")) {
-        for line in text.lines() {
-            if let Some((k, v)) = line.trim().trim_start_matches("export ").split_once('=') {
-                vars.entry(k.to_string())
-                    .or_insert_with(|| v.trim_matches(['"', '\'']).to_string());
-            }
-        }
-    }
+    let vars = shoal_tests::test_env_vars();
     let ok = vars.contains_key("SHOAL_TEST_AUTH_REGISTRY")
         && vars.contains_key("SHOAL_TEST_REGISTRY_PASSWORD")
         && docker(&["version"]).is_some();

@@ -1068,19 +1068,7 @@ fn key_copies(p: &Peer) -> Vec<(String, u64)> {
 /// The local test environment (scripts/test.sh): the env file, else the
 /// process environment.
 fn test_env() -> Option<BTreeMap<String, String>> {
-    let mut vars: BTreeMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("SHOAL_TEST_"))
-        .collect();
-    let dir =
-        std::env::var("SHOAL_TEST_STATE_DIR").unwrap_or_else(|_| "/tmp/shoal-test-env".into());
-    if let Ok(text) = std::fs::read_to_string(Path::new(&dir).join("env")) {
-        for line in text.lines() {
-            if let Some((k, v)) = line.trim().trim_start_matches("export ").split_once('=') {
-                vars.entry(k.to_string())
-                    .or_insert_with(|| v.trim_matches(['"', '\'']).to_string());
-            }
-        }
-    }
+    let vars = shoal_tests::test_env_vars();
     vars.contains_key("SHOAL_TEST_AUTH_REGISTRY")
         .then_some(vars)
 }

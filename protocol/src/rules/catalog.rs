@@ -4,8 +4,8 @@
 use crate::action::Action;
 use crate::context::{OpContext, copy_sources};
 use crate::model::{
-    ContainerConfig, DeploymentStatus, HUB_REGISTRY_ID, ImageRef, ProductKind, RegistryKind, Role,
-    Runtime, TeamState, Version, VersionKind,
+    ContainerConfig, DeploymentStatus, HUB_REGISTRY_ID, Image, ImageRef, ProductKind, RegistryKind,
+    Role, Runtime, TeamState, Version, VersionKind,
 };
 use crate::view;
 
@@ -419,19 +419,7 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             }
             let mut seen = std::collections::BTreeSet::new();
             for image in images {
-                check_container_name(&image.name)?;
-                if !seen.insert(image.name.as_str()) {
-                    return Err(RuleError::NameTaken {
-                        what: "container",
-                        name: image.name.clone(),
-                    });
-                }
-                found(
-                    s.registries.get(&image.image.registry),
-                    "registry",
-                    &image.image.registry,
-                )?;
-                check_image_name(&image.image)?;
+                check_new_image(s, image, !seen.insert(image.name.as_str()))?;
             }
             Ok(())
         }
@@ -439,19 +427,7 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             need_origin(s, ctx)?;
             need_role(s, ctx, "image.add", Role::User)?;
             let v = mutable_version(s, version)?;
-            check_container_name(&image.name)?;
-            if v.images.iter().any(|i| i.name == image.name) {
-                return Err(RuleError::NameTaken {
-                    what: "container",
-                    name: image.name.clone(),
-                });
-            }
-            found(
-                s.registries.get(&image.image.registry),
-                "registry",
-                &image.image.registry,
-            )?;
-            check_image_name(&image.image)?;
+            check_new_image(s, image, v.images.iter().any(|i| i.name == image.name))?;
             check_kubernetes_deployments(s, v, &image.name, &image.config)
         }
         A::ImageRemove { version, name } => {
@@ -525,6 +501,24 @@ fn check_kubernetes_deployments(
         check_kubernetes(name, &n.name, &cfg)?;
     }
     Ok(())
+}
+
+/// An image joining a version: a valid container name not `taken` in the
+/// version, a registry of the team and a valid image name.
+fn check_new_image(s: &TeamState, image: &Image, taken: bool) -> R {
+    check_container_name(&image.name)?;
+    if taken {
+        return Err(RuleError::NameTaken {
+            what: "container",
+            name: image.name.clone(),
+        });
+    }
+    found(
+        s.registries.get(&image.image.registry),
+        "registry",
+        &image.image.registry,
+    )?;
+    check_image_name(&image.image)
 }
 
 fn check_image_name(r: &ImageRef) -> R {
