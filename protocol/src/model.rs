@@ -36,6 +36,49 @@ pub mod json {
     }
 }
 
+/// A string-keyed map reconciled as autosurgeon's maps are, except that
+/// keys that left the map are deleted in key order. (autosurgeon deletes
+/// them in a hash set's order, which differs between processes: a change
+/// removing two keys could not be rebuilt byte for byte by another replica.)
+/// Everything else, one key removed or none, is the same ops in the same
+/// order.
+pub mod sorted_map {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use autosurgeon::reconcile::{LoadKey, MapReconciler};
+    use autosurgeon::{Hydrate, HydrateError, Prop, ReadDoc, Reconcile, Reconciler};
+
+    pub fn hydrate<D: ReadDoc, V: Hydrate>(
+        doc: &D,
+        obj: &automerge::ObjId,
+        prop: Prop<'_>,
+    ) -> Result<BTreeMap<String, V>, HydrateError> {
+        BTreeMap::<String, V>::hydrate(doc, obj, prop)
+    }
+
+    pub fn reconcile<R: Reconciler, V: Reconcile>(
+        v: &BTreeMap<String, V>,
+        mut r: R,
+    ) -> Result<(), R::Error> {
+        let mut m = r.map()?;
+        let old: BTreeSet<String> = m.entries().map(|(k, _)| k.to_string()).collect();
+        for (k, val) in v {
+            if let LoadKey::Found(new_key) = val.key()
+                && let LoadKey::Found(existing) = m.hydrate_entry_key::<V, _>(k)?
+                && existing != new_key
+            {
+                m.replace(k, val)?;
+                continue;
+            }
+            m.put(k, val)?;
+        }
+        for k in old.iter().filter(|k| !v.contains_key(*k)) {
+            m.delete(k)?;
+        }
+        Ok(())
+    }
+}
+
 /// Version of the document schema, written at genesis.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -816,8 +859,10 @@ pub struct Deployment {
     pub prefix: String,
     pub note: String,
     pub protected: bool,
+    #[autosurgeon(with = "sorted_map")]
     pub env: BTreeMap<String, String>,
     /// Secret values, sealed to the target node.
+    #[autosurgeon(with = "sorted_map")]
     pub secrets: BTreeMap<String, Sealed>,
     /// Per-container (instance) overrides.
     #[autosurgeon(with = "json")]

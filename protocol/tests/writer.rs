@@ -1,0 +1,350 @@
+//! The entity writer that skips unchanged fields makes byte for byte the
+//! change autosurgeon's full reconcile makes: on the live document, inside a
+//! transaction isolated at older heads (a concurrent op's causal past), and
+//! on a document where concurrent writes left conflicts. Replicas compare
+//! rebuilt changes by hash, so any difference would refuse honest ops.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::OnceLock;
+
+use automerge::{self as am, ActorId, ChangeHash};
+use proptest::prelude::*;
+use serde_json::Value;
+use shoal_protocol::doc::write_entity_with;
+use shoal_protocol::model::{Collection, Entity};
+use shoal_protocol::testkit;
+
+struct Fixture {
+    doc: am::Automerge,
+    /// Every entity of the history's final state.
+    entities: Vec<(Collection, String, Entity)>,
+    /// Heads from the middle of the history.
+    old_heads: Vec<ChangeHash>,
+    /// The same document after two concurrent writers touched the same
+    /// fields of several entities.
+    conflicted: am::Automerge,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let (genesis, ops) = testkit::history(160);
+        let mut r = shoal_protocol::Replica::from_genesis(genesis).unwrap();
+        let mut old_heads = Vec::new();
+        for (i, op) in ops.into_iter().enumerate() {
+            let rep = r.apply(op, 1_800_000_000_000);
+            assert_eq!(rep.applied.len(), 1);
+            if i == 80 {
+                old_heads = r.heads();
+            }
+        }
+        let mut entities = Vec::new();
+        for c in Collection::ALL {
+            for id in ids(r.state(), c) {
+                if let Some(e) = r.state().get(c, &id) {
+                    entities.push((c, id, e));
+                }
+            }
+        }
+        // Two writers change the same entities without seeing each other.
+        let doc = r.doc().clone();
+        let mut a = doc.fork();
+        let mut b = doc.fork();
+        a.set_actor(ActorId::from(vec![0xa1; 16]));
+        b.set_actor(ActorId::from(vec![0xb2; 16]));
+        for (n, (c, id, e)) in entities.iter().enumerate() {
+            for (d, salt) in [(&mut a, 1u64), (&mut b, 2u64)] {
+                let mut rng = Rng(n as u64 * 31 + salt);
+                let changed = mutate(e, &mut rng, 4);
+                let mut tx = d.transaction();
+                write_entity_with(&mut tx, *c, id, Some(&changed), false).unwrap();
+                tx.commit();
+            }
+        }
+        let mut conflicted = a;
+        conflicted.merge(&mut b).unwrap();
+        Fixture {
+            doc,
+            entities,
+            old_heads,
+            conflicted,
+        }
+    })
+}
+
+fn ids(s: &shoal_protocol::model::TeamState, c: Collection) -> Vec<String> {
+    // The typed state's fields are named as the document's collections.
+    serde_json::to_value(s)
+        .unwrap()
+        .get(c.key())
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// A small deterministic generator (splitmix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Changes up to `edits` leaves of `e` (strings, numbers, booleans, map
+/// entries), keeping only edits the type still accepts.
+fn mutate(e: &Entity, rng: &mut Rng, edits: usize) -> Entity {
+    let mut cur = e.clone();
+    for _ in 0..edits {
+        let mut v = serde_json::to_value(&cur).unwrap();
+        let mut leaves = Vec::new();
+        collect(&v, String::new(), &mut leaves);
+        if leaves.is_empty() {
+            break;
+        }
+        let path = leaves[rng.below(leaves.len())].clone();
+        let Some(slot) = v.pointer_mut(&path) else {
+            continue;
+        };
+        match slot {
+            Value::String(s) => s.push_str(&format!("-{}", rng.below(9))),
+            Value::Number(n) => *slot = Value::from(n.as_u64().unwrap_or(0) + 1),
+            Value::Bool(b) => *b = !*b,
+            Value::Null => *slot = Value::String(format!("x{}", rng.below(9))),
+            Value::Object(m) => {
+                if m.is_empty() || rng.below(2) == 0 {
+                    m.insert(format!("K{}", rng.below(5)), Value::String("v".into()));
+                } else {
+                    let k = m.keys().nth(rng.below(m.len())).cloned().unwrap();
+                    m.remove(&k);
+                }
+            }
+            Value::Array(a) => {
+                if !a.is_empty() && rng.below(2) == 0 {
+                    let i = rng.below(a.len());
+                    a.remove(i);
+                } else if let Some(first) = a.first().cloned() {
+                    a.push(first);
+                }
+            }
+        }
+        if let Ok(next) = serde_json::from_value::<Entity>(v) {
+            cur = next;
+        }
+    }
+    cur
+}
+
+fn collect(v: &Value, path: String, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            if !path.is_empty() {
+                out.push(path.clone());
+            }
+            for (k, x) in m {
+                let k = k.replace('~', "~0").replace('/', "~1");
+                collect(x, format!("{path}/{k}"), out);
+            }
+        }
+        Value::Array(a) => {
+            out.push(path.clone());
+            for (i, x) in a.iter().enumerate() {
+                collect(x, format!("{path}/{i}"), out);
+            }
+        }
+        _ => out.push(path),
+    }
+}
+
+/// The change each writer makes for `writes` on `doc` (at `heads` when
+/// given), as bytes; `None` when it writes nothing.
+fn change(
+    doc: &am::Automerge,
+    heads: Option<&[ChangeHash]>,
+    writes: &[(Collection, String, Option<Entity>)],
+    skip: bool,
+) -> Option<Vec<u8>> {
+    let mut d = doc.clone();
+    d.set_actor(ActorId::from(vec![0xc3; 16]));
+    let mut tx = match heads {
+        Some(h) => d.transaction_at(am::PatchLog::inactive(), h).unwrap(),
+        None => d.transaction(),
+    };
+    for (c, id, v) in writes {
+        write_entity_with(&mut tx, *c, id, v.as_ref(), skip).unwrap();
+    }
+    let opts = am::transaction::CommitOptions::default().with_time(1_700_000_000_000);
+    tx.commit_with(opts).0?;
+    Some(d.get_last_local_change().unwrap().raw_bytes().to_vec())
+}
+
+/// A change's ops, readable when two differ (the bytes are compared too).
+fn ops(bytes: Vec<u8>) -> (Vec<String>, Vec<u8>) {
+    let c = am::Change::from_bytes(bytes.clone()).unwrap().decode();
+    let ops = c.operations.iter().map(|o| format!("{o:?}")).collect();
+    (ops, bytes)
+}
+
+fn check(seed: u64, picks: usize, edits: usize) {
+    let f = fixture();
+    let mut rng = Rng(seed);
+    let mut writes = Vec::new();
+    for _ in 0..picks {
+        let (c, id, e) = &f.entities[rng.below(f.entities.len())];
+        let v = match rng.below(10) {
+            0 => None,
+            1 => Some(e.clone()),
+            _ => {
+                let n = 1 + rng.below(edits);
+                Some(mutate(e, &mut rng, n))
+            }
+        };
+        writes.push((*c, id.clone(), v));
+    }
+    if rng.below(4) == 0 {
+        // A new entity: created whole by reconcile on both sides.
+        let (c, _, e) = &f.entities[rng.below(f.entities.len())];
+        writes.push((*c, format!("new-{seed}"), Some(e.clone())));
+    }
+    for (doc, heads) in [
+        (&f.doc, None),
+        (&f.doc, Some(f.old_heads.as_slice())),
+        (&f.conflicted, None),
+    ] {
+        let fast = change(doc, heads, &writes, true).map(ops);
+        let reference = change(doc, heads, &writes, false).map(ops);
+        assert_eq!(
+            fast,
+            reference,
+            "writer differs from reconcile (seed {seed}, at old heads: {}, conflicted: {})",
+            heads.is_some(),
+            std::ptr::eq(doc, &f.conflicted)
+        );
+    }
+}
+
+#[test]
+fn the_fixture_has_conflicts_and_every_collection_it_needs() {
+    let f = fixture();
+    let have: std::collections::BTreeSet<_> = f.entities.iter().map(|(c, _, _)| *c).collect();
+    for c in [
+        Collection::Members,
+        Collection::Nodes,
+        Collection::Products,
+        Collection::Versions,
+        Collection::Deployments,
+    ] {
+        assert!(have.contains(&c), "{c:?} missing from the fixture");
+    }
+    // The conflicted document really holds conflicts.
+    let conflicts = f
+        .entities
+        .iter()
+        .filter(|(c, id, _)| {
+            let (_, coll) = am::ReadDoc::get(&f.conflicted, am::ROOT, c.key())
+                .unwrap()
+                .unwrap();
+            let Some((_, obj)) = am::ReadDoc::get(&f.conflicted, &coll, id.as_str()).unwrap()
+            else {
+                return false;
+            };
+            am::ReadDoc::map_range(&f.conflicted, &obj, ..).any(|i| i.conflict)
+        })
+        .count();
+    assert!(conflicts > 10, "only {conflicts} conflicted entities");
+}
+
+#[test]
+fn unchanged_entities_write_nothing() {
+    let f = fixture();
+    let writes: Vec<_> = f
+        .entities
+        .iter()
+        .map(|(c, id, e)| (*c, id.clone(), Some(e.clone())))
+        .collect();
+    assert_eq!(change(&f.doc, None, &writes, true), None);
+    assert_eq!(change(&f.doc, None, &writes, false), None);
+}
+
+#[test]
+fn every_entity_edited_alone_matches_reconcile() {
+    let f = fixture();
+    for (n, (c, id, e)) in f.entities.iter().enumerate() {
+        for k in 0..3u64 {
+            let mut rng = Rng(n as u64 * 7 + k);
+            let v = mutate(e, &mut rng, 1 + k as usize);
+            let writes = vec![(*c, id.clone(), Some(v))];
+            for doc in [&f.doc, &f.conflicted] {
+                assert_eq!(
+                    change(doc, None, &writes, true).map(ops),
+                    change(doc, None, &writes, false).map(ops),
+                    "{c:?} {id}"
+                );
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    #[test]
+    fn the_writer_matches_reconcile(seed in any::<u64>(), picks in 1usize..6, edits in 1usize..6) {
+        check(seed, picks, edits);
+    }
+}
+
+/// Keys leaving a map are deleted in key order, so every replica rebuilds
+/// the same change (a hash set's order differs between processes).
+#[test]
+fn keys_leaving_a_map_are_deleted_in_key_order() {
+    let f = fixture();
+    let (c, id, e) = f
+        .entities
+        .iter()
+        .find(|(c, _, _)| *c == Collection::Deployments)
+        .unwrap();
+    let Entity::Deployment(d) = e else {
+        unreachable!()
+    };
+    let mut full = d.clone();
+    full.env = ["F", "B", "D", "A", "E", "C"]
+        .iter()
+        .map(|k| (k.to_string(), "v".to_string()))
+        .collect();
+    let mut doc = f.doc.clone();
+    let mut tx = doc.transaction();
+    write_entity_with(
+        &mut tx,
+        *c,
+        id,
+        Some(&Entity::Deployment(full.clone())),
+        false,
+    )
+    .unwrap();
+    tx.commit();
+    let mut empty = full;
+    empty.env.clear();
+    for skip in [true, false] {
+        let (ops, _) = change(
+            &doc,
+            None,
+            &[(*c, id.clone(), Some(Entity::Deployment(empty.clone())))],
+            skip,
+        )
+        .map(ops)
+        .unwrap();
+        let deleted: Vec<&str> = ops
+            .iter()
+            .filter(|o| o.contains("action: Delete"))
+            .filter_map(|o| o.split("key: Map(\"").nth(1)?.split('"').next())
+            .collect();
+        assert_eq!(deleted, ["A", "B", "C", "D", "E", "F"], "skip: {skip}");
+    }
+}
