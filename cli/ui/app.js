@@ -213,7 +213,7 @@ views.overview = () => {
         ['Last seen', (n) => (n.this_node ? 'now' : ago(n.seen_ms_ago))],
         // Host load from the node's latest fresh heartbeat, as `node list` shows it.
         ['CPU', (n) => (n.load ? h('span', { class: 'load', 'data-load': 'cpu' },
-          h('meter', { min: 0, max: 1000, value: n.load.cpu_permille, 'aria-hidden': 'true' }), ` ${cpu(n.load)} of ${n.load.cpus}`) : '–')],
+          h('meter', { min: 0, max: 1000, value: n.load.cpu_permille, 'aria-hidden': 'true' }), ` ${cpu(n.load)} of ${n.load.cpus} CPU${n.load.cpus === 1 ? '' : 's'}`) : '–')],
         ['Memory', (n) => (n.load ? ratio('memory', n.load.memory_used_bytes, n.load.memory_total_bytes) : '–')],
         ['Disk', (n) => (n.load ? ratio('disk', n.load.disk_used_bytes, n.load.disk_total_bytes) : '–')],
         ['Running', (n) => n.running],
@@ -517,7 +517,7 @@ views.product = (name) => {
         ['Name', (v) => h('a', { href: `#/products/${enc(name)}/versions/${enc(v.name)}` }, v.name)],
         ['Kind', (v) => v.kind], ['Default', (v) => (v.default ? 'yes' : button('Make default', 'secondary', (ev) => act({ op: 'version.default', product: name, version: v.name }, ev.currentTarget), { 'aria-label': `Make ${v.name} the default version` }))],
         ['Frozen', (v) => v.frozen], ['Parent', (v) => v.parent], ['Child', (v) => v.child],
-        ['Images', (v) => v.images], ['Deployments', (v) => v.deployments],
+        ['Images', (v) => v.images], ['Deployments', (v) => v.deployments], ['Changelog', (v) => v.changelog],
         ['', (v) => button('Remove', 'danger', confirmThen(`Remove version ${v.name}?`, { op: 'version.remove', product: name, version: v.name }), { 'aria-label': `Remove version ${v.name}` })],
       ], p.versions, 'No versions yet.'));
     },
