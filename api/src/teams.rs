@@ -32,6 +32,18 @@ pub struct TeamInfo {
     pub state_hash: String,
 }
 
+/// `GET /v1/teams/{team}` query: a long poll for the team's next op.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeamWait {
+    /// An op count seen (`TeamInfo::ops`): answer once the team's op count
+    /// differs from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unless_ops: Option<u64>,
+    /// How long to wait for a change (at most 10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}
+
 /// `POST /v1/teams/genesis` request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GenesisRequest {

@@ -11,11 +11,16 @@
 //! and an anti-forgery token (`auth`). The assets are plain files of
 //! `cli/ui/` compiled into the binary.
 //!
+//! Live updates are server-sent events: the change feed (`reads::feed`, a
+//! long poll of the daemon's op count) and a deployment's log feed
+//! (`logs`, the follow sessions `deploy logs --follow` reads).
+//!
 //! One task serves until Ctrl-C or SIGTERM; the cancellation token then
-//! ends every change feed (`reads::feed`) so the server can stop.
+//! ends every change feed and log feed so the server can stop.
 
 mod auth;
 mod intent;
+mod logs;
 mod reads;
 mod runner;
 
@@ -374,38 +379,16 @@ async fn read(State(ui): State<Arc<Ui>>, uri: Uri) -> Response {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct Lines {
-    lines: Vec<String>,
-}
-
-/// A deployment's progress and its containers' last lines, as `deploy
-/// logs` prints them.
+/// A deployment's progress and its containers' output, followed live as
+/// `deploy logs --follow` does (`logs`).
 async fn logs(State(ui): State<Arc<Ui>>, Path(deployment): Path<String>) -> Response {
-    let printed = ui
-        .runner
-        .run(&ui, move |ui| async move {
-            let mut out = Vec::new();
-            let cmd = crate::cmd::deploy::Cmd::Logs {
-                deployment,
-                follow: false,
-                tail: LOG_TAIL,
-            };
-            crate::cmd::deploy::run(&ui.ctx, cmd, &mut out).await?;
-            Ok(String::from_utf8_lossy(&out).into_owned())
-        })
-        .await;
-    match printed {
-        Ok(text) => Json(Lines {
-            lines: text.lines().map(str::to_string).collect(),
-        })
-        .into_response(),
+    match logs::open(&ui, deployment).await {
+        Ok(events) => Sse::new(events)
+            .keep_alive(KeepAlive::default())
+            .into_response(),
         Err(e) => failure(&e),
     }
 }
-
-/// Lines of each container's log the deployment page shows.
-const LOG_TAIL: u64 = 200;
 
 #[derive(Debug, Serialize)]
 struct Done {

@@ -44,6 +44,20 @@ function ago(ms) {
   return `${Math.round(s / 3600)} h ago`;
 }
 
+/** CPU load as `node list` prints it: the busy share of all CPUs. */
+function cpu(l) {
+  return `${Math.round(l.cpu_permille / 10)}%`;
+}
+
+/** `used/total` as `node list` prints it (`41% of 7.6G`), with a meter. */
+function ratio(what, used, total) {
+  if (!total) return '–';
+  const pct = Math.round((used * 100) / total);
+  return h('span', { class: 'load', 'data-load': what },
+    h('meter', { min: 0, max: 100, value: pct, 'aria-hidden': 'true' }),
+    ` ${pct}% of ${(total / 2 ** 30).toFixed(1)}G`);
+}
+
 function badge(status) {
   const word = String(status || '–');
   const cls = 's-' + word.split(':')[0].replace(/[^a-z-]/g, '');
@@ -197,6 +211,12 @@ views.overview = () => {
         ['Runtime', (n) => (byKey[n.key] || {}).runtime],
         ['Version', (n) => n.agent_version || (byKey[n.key] || {}).agent_version],
         ['Last seen', (n) => (n.this_node ? 'now' : ago(n.seen_ms_ago))],
+        // Host load from the node's latest fresh heartbeat, as `node list` shows it.
+        ['CPU', (n) => (n.load ? h('span', { class: 'load', 'data-load': 'cpu' },
+          h('meter', { min: 0, max: 1000, value: n.load.cpu_permille, 'aria-hidden': 'true' }), ` ${cpu(n.load)} of ${n.load.cpus} CPU${n.load.cpus === 1 ? '' : 's'}`) : '–')],
+        ['Memory', (n) => (n.load ? ratio('memory', n.load.memory_used_bytes, n.load.memory_total_bytes) : '–')],
+        ['Disk', (n) => (n.load ? ratio('disk', n.load.disk_used_bytes, n.load.disk_total_bytes) : '–')],
+        ['Running', (n) => n.running],
         ['Addresses', (n) => h('span', { class: 'mono' }, (n.addresses || []).join(' ') || '–')],
       ], status, 'No nodes.'));
       const by = {};
@@ -284,7 +304,9 @@ views.deployment = (id) => {
   const head = slot('Deployment');
   const containers = slot('Containers');
   const live = slot('Live containers');
+  const drift = slot('Expected and actual state');
   const log = h('pre', { class: 'log', id: 'logs', 'aria-label': 'Progress and container logs', tabindex: 0 }, 'Loading…');
+  const logs = follower(id, log);
   const actions = h('div', { class: 'actions' });
   const copy = form('inline', 'Copy the deployment', [
     field('Node', { name: 'node', required: true }),
@@ -302,8 +324,10 @@ views.deployment = (id) => {
     button('Delete', 'danger', confirmThen('Delete this deployment and its containers?', { op: 'deploy.delete', deployment: id })));
   return {
     live: true,
+    leave: () => logs.close(),
     mount: (root) => root.append(h('h1', {}, 'Deployment ', h('span', { class: 'mono' }, short(id))),
       section('Status', head, actions), section('Containers at the end of the last try', containers),
+      section('Expected and actual state', drift),
       section('Live containers on the node', live),
       section('Progress and logs', log), section('Copy to another node or prefix', copy)),
     refresh: async () => {
@@ -327,6 +351,24 @@ views.deployment = (id) => {
         ['Container', (c) => c.name], ['State', (c) => badge(c.state)],
         ['Exit code', (c) => c.exit_code], ['Image', (c) => h('span', { class: 'mono' }, c.image)],
       ], rows, 'No container has run yet.'));
+      // Expected against actual, as `deploy show` prints it (the daemon
+      // sets them side by side from the node's signed live report).
+      if (d.live) {
+        fill(drift, h('p', { class: 'muted' }, `From the node's live report of ${ago(d.live.seen_ms_ago)}: `,
+          h('span', { id: 'drift-summary' }, badge(d.live.drift ? 'drift' : 'ok'))),
+        table('Expected and actual', [
+          ['Container', (c) => c.container], ['Expected', (c) => c.expected],
+          ['Actual', (c) => h('span', { 'data-actual': c.actual },
+            c.actual, c.exit_code !== null && c.exit_code !== undefined ? ` (${c.exit_code})` : '', c.health ? ` ${c.health}` : '')],
+          ['Restarts', (c) => String(c.restarts)],
+          ['Drift', (c) => h('span', { 'data-drift': c.drift ? 'yes' : 'no', 'data-container': c.container }, badge(c.drift ? 'drift' : 'ok'))],
+        ], d.live.containers, 'No container has run yet.'));
+      } else {
+        fill(drift, h('p', { class: 'muted', id: 'drift-summary' }, d.status === 'successful'
+          ? 'No live state: the node\'s heartbeat is not fresh or it sends no live reports (see the overview).'
+          : 'Nothing is expected to run until the deployment is successful.'));
+      }
+      logs.open();
       try {
         const all = await team(`nodes/${enc(d.node_key)}/containers?prefix=${enc(d.prefix)}&fresh=true`);
         const mine = all.filter((c) => c.deployment === d.id);
@@ -342,15 +384,61 @@ views.deployment = (id) => {
       } catch (e) {
         fill(live, h('p', { class: 'muted' }, `The node did not answer: ${e.message}`));
       }
-      try {
-        const l = await get('/api/logs/' + enc(id));
-        log.textContent = l.lines.length ? l.lines.join('\n') : '(no lines yet)';
-      } catch (e) {
-        log.textContent = `(logs unavailable: ${e.message})`;
-      }
     },
   };
 };
+
+/** Lines of one source the log view keeps. */
+const LOG_KEEP = 2000;
+
+/**
+ * The deployment's progress and its containers' output, followed live
+ * (server-sent events from /api/logs/<id>, the follow sessions of
+ * `deploy logs --follow`). A source's lines arrive in order; a `reset`
+ * chunk replaces that source's lines (a container followed again after a
+ * restart starts from its last lines). The feed is opened on the first
+ * refresh and again on a refresh after it failed.
+ */
+function follower(id, pre) {
+  let es = null;
+  const sources = new Map([['progress', []]]);
+  function render() {
+    const out = [];
+    for (const [src, ls] of sources) {
+      for (const l of ls) out.push(src === 'progress' ? l : `${src} | ${l}`);
+    }
+    const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+    pre.textContent = out.length ? out.join('\n') : '(no lines yet)';
+    if (atEnd) pre.scrollTop = pre.scrollHeight;
+  }
+  return {
+    open() {
+      if (es) return;
+      es = new EventSource('/api/logs/' + enc(id));
+      es.addEventListener('open', () => {
+        // A reopened feed starts again from each source's last lines.
+        for (const k of sources.keys()) sources.set(k, []);
+        render();
+      });
+      es.addEventListener('lines', (ev) => {
+        const c = JSON.parse(ev.data);
+        const kept = c.reset ? [] : (sources.get(c.source) || []);
+        const next = kept.concat(c.lines);
+        sources.set(c.source, next.length > LOG_KEEP ? next.slice(-LOG_KEEP) : next);
+        render();
+      });
+      es.addEventListener('failed', (ev) => {
+        es.close();
+        es = null;
+        pre.textContent += `\n(logs unavailable: ${ev.data})`;
+      });
+    },
+    close() {
+      if (es) es.close();
+      es = null;
+    },
+  };
+}
 
 views.products = () => {
   const list = slot('Products');
@@ -381,6 +469,28 @@ views.product = (name) => {
     field('Kind', { tag: 'select', name: 'kind', options: [['incremental', 'incremental'], ['rolling', 'rolling']] }),
     field('Changelog', { name: 'changelog' }),
   ], 'Create version', (v, b) => act({ op: 'version.create', product: name, name: v.name, rolling: v.kind === 'rolling', changelog: v.changelog || '' }, b));
+  // The description and a changelog are edited in place: each text starts
+  // as saved and a live refresh leaves it alone once typed into. A save
+  // keeps the form as it is (no reset) and marks the text as saved.
+  const edited = (area) => area.addEventListener('input', () => { area.dataset.dirty = '1'; });
+  const saved = (area) => (out) => { if (out !== null) area.dataset.dirty = ''; return null; };
+  const darea = h('textarea', { name: 'description', rows: 2, 'aria-label': 'Description' });
+  const describe = form('stack', 'Edit the description', [h('label', {}, h('span', {}, 'Description'), darea)],
+    'Save description', (v, b) => act({ op: 'product.update', name, description: v.description || '' }, b).then(saved(darea)));
+  const wsel = h('select', { name: 'version', required: true, 'aria-label': 'Version' });
+  const carea = h('textarea', { name: 'changelog', rows: 3, 'aria-label': 'Changelog' });
+  const changelog = form('stack', 'Edit a version\'s changelog', [
+    h('label', {}, h('span', {}, 'Version'), wsel), h('label', {}, h('span', {}, 'Changelog'), carea),
+  ], 'Save changelog', (v, b) => act({ op: 'version.update', product: name, version: v.version, changelog: v.changelog || '' }, b).then(saved(carea)));
+  edited(darea);
+  edited(carea);
+  let p = null;
+  const pickChangelog = () => {
+    const v = p && p.versions.find((x) => x.name === wsel.value);
+    carea.value = v ? v.changelog : '';
+    carea.dataset.dirty = '';
+  };
+  wsel.addEventListener('change', pickChangelog);
   const increase = form('inline', 'Increase a version', [
     field('From version', { name: 'version', required: true }),
     field('New name', { name: 'new_name', required: true }),
@@ -388,15 +498,26 @@ views.product = (name) => {
   return {
     mount: (root) => root.append(h('h1', {}, 'Product ', name), section('Product', info,
       h('div', { class: 'actions' }, button('Remove product', 'danger', confirmThen(`Remove product ${name} with its versions and deployments?`, { op: 'product.remove', name })))),
+    h('div', { class: 'grid2' }, section('Description', describe), section('Changelog', changelog)),
     section('Versions', list), section('New version', create), section('Increase (a child of an incremental version)', increase)),
     refresh: async () => {
-      const p = await team('products/' + enc(name));
-      fill(info, facts([['Kind', p.kind], ['Default version', p.default_version], ['Description', p.description], ['Created', when(p.created_ms)]]));
+      p = await team('products/' + enc(name));
+      fill(info, facts([['Kind', p.kind], ['Default version', p.default_version],
+        ['Description', h('span', { id: 'product-description' }, dash(p.description))], ['Created', when(p.created_ms)]]));
+      if (!darea.dataset.dirty) darea.value = p.description;
+      const names = p.versions.map((v) => v.name);
+      if (Array.from(wsel.options).map((o) => o.value).join() !== names.join()) {
+        const keep = wsel.value;
+        wsel.replaceChildren(...names.map((n) => h('option', { value: n }, n)));
+        if (names.includes(keep)) wsel.value = keep;
+        carea.dataset.dirty = '';
+      }
+      if (!carea.dataset.dirty) pickChangelog();
       fill(list, table('Versions', [
         ['Name', (v) => h('a', { href: `#/products/${enc(name)}/versions/${enc(v.name)}` }, v.name)],
         ['Kind', (v) => v.kind], ['Default', (v) => (v.default ? 'yes' : button('Make default', 'secondary', (ev) => act({ op: 'version.default', product: name, version: v.name }, ev.currentTarget), { 'aria-label': `Make ${v.name} the default version` }))],
         ['Frozen', (v) => v.frozen], ['Parent', (v) => v.parent], ['Child', (v) => v.child],
-        ['Images', (v) => v.images], ['Deployments', (v) => v.deployments],
+        ['Images', (v) => v.images], ['Deployments', (v) => v.deployments], ['Changelog', (v) => v.changelog],
         ['', (v) => button('Remove', 'danger', confirmThen(`Remove version ${v.name}?`, { op: 'version.remove', product: name, version: v.name }), { 'aria-label': `Remove version ${v.name}` })],
       ], p.versions, 'No versions yet.'));
     },
@@ -623,6 +744,7 @@ function navigate() {
   state.keep = false;
   const main = document.getElementById('main');
   main.replaceChildren();
+  if (state.view && state.view.leave) state.view.leave();
   state.view = view;
   view.mount(main);
   document.title = `${main.querySelector('h1').textContent} · shoal`;
@@ -632,10 +754,18 @@ function navigate() {
   refresh();
 }
 
+/** How often a page showing what heartbeats carry (load, liveness,
+ * drift; they change without an op) reads again while it is visible. */
+const LIVE_EVERY = 5000;
+
 function listen() {
+  // Ops arrive through the change feed (the daemon's op count, one long
+  // poll at a time): a page refreshes when the team changed, not on a timer.
   const es = new EventSource('/api/events');
   es.addEventListener('change', () => refresh());
-  es.addEventListener('tick', () => { if (state.view && state.view.live) refresh(); });
+  const live = () => state.view && state.view.live && document.visibilityState === 'visible';
+  setInterval(() => { if (live()) refresh(); }, LIVE_EVERY);
+  document.addEventListener('visibilitychange', () => { if (live()) refresh(); });
   es.addEventListener('daemon', (ev) => {
     show('banner', ev.data ? `The daemon does not answer: ${ev.data}` : '');
     if (!ev.data) refresh();

@@ -168,6 +168,39 @@ async fn reads_and_the_prepare_sign_submit_path() {
         "{v}"
     );
 
+    // The team's long poll: unchanged, it answers with the count it was
+    // given once the wait is over; a waiter started before an op lands is
+    // answered with the new count.
+    let seen = ops.len() + 1;
+    let (s, v) = call(
+        &sock,
+        Method::GET,
+        &format!("/v1/teams/team?unless_ops={seen}&wait_ms=50"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["ops"], seen);
+    let waiter = tokio::spawn({
+        let sock = sock.clone();
+        async move {
+            call(
+                &sock,
+                Method::GET,
+                &format!("/v1/teams/team?unless_ops={seen}&wait_ms=10000"),
+                None,
+            )
+            .await
+        }
+    });
+    // Lets the waiter reach the daemon before the op does (without it the
+    // check below still holds, it just proves less).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiter.is_finished(),
+        "the long poll answered with no change"
+    );
+
     // Prepare, sign here, submit: applied.
     let ids = new_ids(&sock, &owner).await;
     let create = Action::ProductCreate {
@@ -185,6 +218,9 @@ async fn reads_and_the_prepare_sign_submit_path() {
     assert_eq!(v["applied"], json!([op.hash().to_hex()]));
     let (_, v) = call(&sock, Method::GET, "/v1/teams/team", None).await;
     assert_eq!(v["ops"], ops.len() + 2);
+    let (s, woke) = waiter.await.unwrap();
+    assert_eq!(s, StatusCode::OK, "{woke}");
+    assert_eq!(woke["ops"], ops.len() + 2, "the long poll missed the op");
 
     // The rules refuse a user's admin-only action at prepare: 409.
     let (s, v) = prepare(

@@ -4,9 +4,14 @@
 //! browser part is `tests/ui/dashboard.mjs` (headless Chromium from
 //! Debian's `chromium`, driven by `playwright-core` from `tests/ui/`, both
 //! installed by `scripts/test.sh`): log in with the printed URL, make a
-//! registry and list its tags, make a product, version and image, deploy
-//! and watch the status turn successful without a reload, read the
-//! container's log line, restart the container, increase the version and
+//! registry and list its tags, see each node's load, make a product,
+//! version and image, deploy and watch the status turn successful without
+//! a reload, read the container's log line and see lines written later
+//! arrive on the followed log, see the container as expected, then as
+//! drift once `docker kill` stopped it, restart the container (the drift
+//! clears), edit the product's description and a version's changelog, see
+//! an idle page make no requests and a change made from another page
+//! arrive through the change feed, increase the version and
 //! make it the default, deploy it, roll back, be refused with the rule's
 //! message, delete the downgraded deployment, find every action in the
 //! audit log, filter it and verify it, make an
@@ -199,6 +204,21 @@ fn a_member_drives_the_team_from_the_dashboard_in_a_browser() {
         .collect();
     let shop = json(a, &["product", "show", "shop", "-o", "json"]);
     assert_eq!(shop["default_version"], "1.1.0", "{shop}");
+    assert_eq!(shop["description"], "edited in the dashboard", "{shop}");
+    let first = json(a, &["version", "show", "shop", "1.0.0", "-o", "json"]);
+    assert_eq!(
+        first["changelog"], "first release, edited in the dashboard",
+        "{first}"
+    );
+    let updates = json(
+        a,
+        &["audit", "list", "--action", "product.update", "-o", "json"],
+    );
+    assert_eq!(
+        updates.as_array().map(Vec::len),
+        Some(3),
+        "the page's two description edits and the other page's one: {updates}"
+    );
     let members = json(a, &["member", "list", "-o", "json"]);
     let b_role = members
         .as_array()

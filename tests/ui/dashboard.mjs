@@ -9,6 +9,7 @@
 // node's name, OUTDIR where screenshots go. Exits 0 when every step
 // passed; prints each step and, at the end, figures (not asserted).
 import { chromium } from 'playwright-core';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -37,7 +38,10 @@ page.setDefaultTimeout(WAIT);
 // The dashboard's requests still open, and the last ones done, for the report of a failure.
 const open = new Map();
 const finished = [];
-page.on('request', (r) => open.set(r, Date.now()));
+// Every path the page asked for, in order (to count its requests).
+const asked = [];
+page.on('request', (r) => { open.set(r, Date.now()); asked.push(new URL(r.url()).pathname); });
+const askedFor = (re) => asked.filter((p) => re.test(p)).length;
 const close = (r, how) => {
   const t = open.get(r);
   open.delete(r);
@@ -115,6 +119,17 @@ try {
   const nodesText = await page.locator('#main').textContent();
   if (!nodesText.includes(dockerNode) || !nodesText.includes('docker')) fail(`the overview lacks node ${dockerNode}: ${nodesText}`);
   await page.waitForSelector('#main [data-status="connected"]');
+  log('see each node\'s load from its heartbeat');
+  // Both nodes (this one and the docker node) carry CPU, memory and disk.
+  for (const what of ['cpu', 'memory', 'disk']) {
+    await page.waitForFunction((w) => {
+      const cells = [...document.querySelectorAll(`#main [data-load="${w}"]`)];
+      return cells.length >= 2 && cells.every((c) => /\d+% of \d/.test(c.textContent));
+    }, what);
+  }
+  const nodeRow = page.locator('#main table tbody tr', { hasText: dockerNode }).first();
+  const rowText = await nodeRow.textContent();
+  if (!/\d+% of \d+\.\dG/.test(rowText)) fail(`node ${dockerNode} shows no memory or disk load: ${rowText}`);
   await shot('overview');
 
   // 2. A registry, then product, version and image.
@@ -148,7 +163,9 @@ try {
   const line = 'hello from the shoal dashboard';
   await submit('Edit an image config', {
     Container: 'worker',
-    'Command (one argument per line; replaces the command)': `sh\n-c\ntrap 'exit 0' TERM; echo ${line} $GREETING; while true; do sleep 1 & wait $!; done`,
+    // One line at start, then a numbered tick every 2 s (lines written
+    // while a page follows the log).
+    'Command (one argument per line; replaces the command)': `sh\n-c\ntrap 'exit 0' TERM; echo ${line} $GREETING; i=0; while true; do sleep 2 & wait $!; i=$((i+1)); echo tick $i; done`,
     'Env (K=V per line)': 'GREETING=v{{version}}',
   });
   await page.getByRole('cell', { name: /hello from the shoal dashboard/ }).waitFor();
@@ -170,15 +187,92 @@ try {
   await page.getByRole('cell', { name: 'running' }).first().waitFor();
   await shot('deployment');
 
+  log('a log line written after the page opened appears without a reload or a new request');
+  const ticks = () => page.evaluate(() => {
+    const n = [...document.getElementById('logs').textContent.matchAll(/tick (\d+)/g)].map((m) => Number(m[1]));
+    return n.length ? Math.max(...n) : 0;
+  });
+  await page.waitForFunction(() => /tick \d+/.test(document.getElementById('logs').textContent), null, { timeout: WAIT });
+  const seenTick = await ticks();
+  const logRequests = askedFor(/^\/api\/logs\//);
+  await markNoReload();
+  await page.waitForFunction((n) => document.getElementById('logs').textContent.includes(`tick ${n}`), seenTick + 2, { timeout: WAIT });
+  await assertNoReload();
+  if (askedFor(/^\/api\/logs\//) !== logRequests) fail('the page asked for the logs again instead of following them');
+
+  log('expected and actual state: ok, then drift after the container is killed outside shoal');
+  await page.waitForSelector('[data-container="worker"][data-drift="no"]', { timeout: WAIT });
+  execFileSync('docker', ['kill', `${prefix}-worker`]);
+  await page.waitForSelector('[data-container="worker"][data-drift="yes"]', { timeout: WAIT });
+  await page.waitForSelector('#drift-summary [data-status="drift"]');
+  const actual = await page.locator('#main [data-actual]').first().getAttribute('data-actual');
+  if (actual !== 'exited') fail(`the killed container shows actual ${actual}, not exited`);
+  await assertNoReload();
+  await shot('deployment-drift');
+
   log('restart the container and see it start again');
   await page.getByRole('button', { name: `restart container ${prefix}-worker` }).click();
   const asked = await done();
   if (!asked.includes(`restart ${prefix}-worker`)) fail(`the restart said: ${asked}`);
   await page.waitForFunction((l) => document.getElementById('logs').textContent.split(l).length > 2, `${line} v1.0.0`, { timeout: WAIT });
+  log('the drift clears once the container runs again');
+  await page.waitForSelector('[data-container="worker"][data-drift="no"]', { timeout: WAIT });
+  await page.waitForSelector('#drift-summary [data-status="ok"]');
 
-  // 4. A second version, deployed over the first; then roll back.
-  log('increase to 1.1.0 and deploy it over 1.0.0');
+  // 4. The product's description and a version's changelog, edited.
+  log('edit the product description and see it after the save');
   await go('#/products/shop', 'Product shop');
+  await page.waitForFunction(() => document.querySelector('textarea[name=description]').value === 'made in the dashboard');
+  const description = 'edited in the dashboard';
+  await submit('Edit the description', { Description: description });
+  await page.locator('#product-description', { hasText: description }).waitFor();
+  log('edit the changelog of 1.0.0');
+  const notes = 'first release, edited in the dashboard';
+  await submit('Edit a version\'s changelog', { Version: '1.0.0', Changelog: notes });
+  await go('#/products/shop/versions/1.0.0', 'shop 1.0.0');
+  await page.locator('dl.facts dd', { hasText: notes }).waitFor();
+
+  log('an idle page makes no requests; a change made elsewhere still arrives without a reload');
+  await go('#/products/shop', 'Product shop');
+  await page.locator('#product-description', { hasText: description }).waitFor();
+  await page.waitForTimeout(1000);
+  // The op count, read outside the page (node's fetch): an op landing in
+  // the window (none is expected) would rightly make the page read again.
+  const cookieHeader = { cookie: (await context.cookies()).map((c) => `${c.name}=${c.value}`).join('; ') };
+  const opsNow = async () => (await (await fetch(`${origin}/api/team`, { headers: cookieHeader })).json()).ops;
+  const opsBefore = await opsNow();
+  const before = asked.length;
+  await page.waitForTimeout(6000);
+  const idle = asked.slice(before);
+  const idleOps = (await opsNow()) - opsBefore;
+  if (idleOps === 0 && idle.length) fail(`an idle product page made requests: ${idle.join(' ')}`);
+  console.log(`figures: an idle product page made ${idle.length} requests in 6 s (${idleOps} ops landed meanwhile)`);
+  await markNoReload();
+  const elsewhere = await context.newPage();
+  await elsewhere.goto(`${origin}/#/audit`);
+  await elsewhere.getByRole('heading', { level: 1, name: 'Audit log' }).waitFor();
+  const fromElsewhere = 'changed from another page';
+  const feeds = askedFor(/^\/api\/events$/);
+  const otherStatus = await elsewhere.evaluate(async (text) => {
+    const { csrf } = await (await fetch('/api/session')).json();
+    const r = await fetch('/api/act', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-shoal-csrf': csrf },
+      body: JSON.stringify({ op: 'product.update', name: 'shop', description: text }),
+    });
+    return r.status;
+  }, fromElsewhere);
+  if (otherStatus !== 200) fail(`the write from the other page answered ${otherStatus}`);
+  await page.locator('#product-description', { hasText: fromElsewhere }).waitFor();
+  await assertNoReload();
+  if (askedFor(/^\/api\/events$/) !== feeds) fail('the page opened its change feed again');
+  await elsewhere.close();
+  await submit('Edit the description', { Description: description });
+  await page.locator('#product-description', { hasText: description }).waitFor();
+  await shot('product-edited');
+
+  // 5. A second version, deployed over the first; then roll back.
+  log('increase to 1.1.0 and deploy it over 1.0.0');
   await submit('Increase a version', { 'From version': '1.0.0', 'New name': '1.1.0' });
   await page.getByRole('button', { name: 'Make 1.1.0 the default version' }).click();
   const made = await done();
@@ -212,7 +306,7 @@ try {
   await shot('deployments');
   await go(`#/deployments/${first}`, /Deployment/);
 
-  // 5. A refused action shows the rule's message.
+  // 6. A refused action shows the rule's message.
   log('a refused action shows the rule\'s message');
   await page.getByRole('button', { name: 'Start', exact: true }).click();
   const refusal = page.locator('#problem');
@@ -231,12 +325,12 @@ try {
   if (!deleted.includes('deleted deployment')) fail(`the delete said: ${deleted}`);
   await page.getByText('This deployment no longer exists').waitFor();
 
-  // 6. Each action is in the audit log, and the log verifies.
+  // 7. Each action is in the audit log, and the log verifies.
   log('see each action in the audit log and verify it');
   await go('#/audit', 'Audit log');
   await page.locator('#main table tbody tr').first().waitFor();
   const audit = await page.locator('#main table').textContent();
-  for (const action of ['registry.add', 'product.create', 'version.create', 'image.add', 'image.config', 'container.command',
+  for (const action of ['registry.add', 'product.create', 'product.update', 'version.update', 'version.create', 'image.add', 'image.config', 'container.command',
     'version.increase', 'version.default', 'deployment.create', 'deployment.start', 'deployment.finish', 'deployment.rollback', 'deployment.delete']) {
     if (!audit.includes(action)) fail(`the audit log lacks ${action}`);
   }
@@ -252,7 +346,7 @@ try {
     return cells.length > 0 && cells.every((c) => c.textContent.startsWith('deployment.'));
   });
 
-  // 7. Members: an invite's ticket.
+  // 8. Members: an invite's ticket.
   log('create an invite and see its ticket');
   await go('#/members', 'Members and invites');
   await submit('Create an invite', { Role: 'user' });
@@ -274,7 +368,7 @@ try {
   }, other);
   await shot('members');
 
-  // 8. Phone width.
+  // 9. Phone width.
   log('phone width');
   const phone = await context.newPage();
   await phone.setViewportSize({ width: 390, height: 844 });
@@ -285,7 +379,7 @@ try {
   await shot('phone-deployment', phone);
   await phone.close();
 
-  // 9. Writes without the cookie, from another origin or without the
+  // 10. Writes without the cookie, from another origin or without the
   // anti-forgery token are refused, and change nothing.
   log('forged writes are refused');
   const evil = { op: 'product.create', name: 'forged' };

@@ -553,9 +553,9 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
     }
 }
 
-/// How often `deploy logs --follow` looks for new containers of the
-/// deployment (a later try replaces them).
-const CONTAINER_SCAN: Duration = Duration::from_secs(2);
+/// How often `deploy logs --follow` (and the dashboard's log feed) looks
+/// for new containers of the deployment (a later try replaces them).
+pub(crate) const CONTAINER_SCAN: Duration = Duration::from_secs(2);
 
 /// The deployment's containers on its node (not init containers): runtime
 /// name and container id.
@@ -564,6 +564,20 @@ async fn containers_of(
     node_route: &str,
     d: &Deployment,
 ) -> Result<Vec<(String, String)>> {
+    Ok(live_containers_of(ctx, node_route, d)
+        .await?
+        .into_iter()
+        .map(|c| (c.name, c.id))
+        .collect())
+}
+
+/// The deployment's containers as its node runs them now (not init
+/// containers); `node_route` is `/v1/teams/<team>/nodes/<node key>`.
+pub(crate) async fn live_containers_of(
+    ctx: &Ctx,
+    node_route: &str,
+    d: &Deployment,
+) -> Result<ContainerList> {
     // Asked of the node itself: a heartbeat's live list may not hold a try
     // that just started.
     let list: ContainerList = ctx
@@ -573,11 +587,9 @@ async fn containers_of(
             query(&[("prefix", Some(&d.prefix)), ("fresh", Some("true"))])
         ))
         .await?;
-    let id = d.base().id.clone();
     Ok(list
-        .iter()
-        .filter(|c| c.deployment.clone() == id && c.init.is_none())
-        .map(|c| (c.name.clone(), c.id.clone()))
+        .into_iter()
+        .filter(|c| c.deployment == d.id && c.init.is_none())
         .collect())
 }
 

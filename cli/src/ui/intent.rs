@@ -24,6 +24,9 @@ pub enum Intent {
         #[serde(default)]
         description: String,
     },
+    /// Replaces a product's description ("" clears it).
+    #[serde(rename = "product.update")]
+    ProductUpdate { name: String, description: String },
     #[serde(rename = "product.remove")]
     ProductRemove { name: String },
     #[serde(rename = "version.create")]
@@ -40,6 +43,13 @@ pub enum Intent {
         product: String,
         version: String,
         new_name: String,
+    },
+    /// Replaces a version's changelog ("" clears it).
+    #[serde(rename = "version.update")]
+    VersionUpdate {
+        product: String,
+        version: String,
+        changelog: String,
     },
     #[serde(rename = "version.default")]
     VersionDefault { product: String, version: String },
@@ -209,6 +219,9 @@ pub async fn run(ctx: &Ctx, intent: Intent) -> Result<String> {
             };
             product::run(ctx, cmd, o).await?;
         }
+        Intent::ProductUpdate { name, description } => {
+            product::run(ctx, product::Cmd::Update { name, description }, o).await?;
+        }
         Intent::ProductRemove { name } => {
             product::run(ctx, product::Cmd::Remove { name }, o).await?;
         }
@@ -238,6 +251,20 @@ pub async fn run(ctx: &Ctx, intent: Intent) -> Result<String> {
                 version,
                 new_name,
                 changelog: String::new(),
+            };
+            version::run(ctx, cmd, o).await?;
+        }
+        Intent::VersionUpdate {
+            product,
+            version,
+            changelog,
+        } => {
+            let cmd = version::Cmd::Update {
+                product,
+                version,
+                changelog: Some(changelog),
+                auto_copy: false,
+                no_auto_copy: false,
             };
             version::run(ctx, cmd, o).await?;
         }
@@ -449,5 +476,21 @@ mod tests {
         let ok: Intent =
             serde_json::from_str(r#"{"op":"deploy.start","deployment":"abcd"}"#).unwrap();
         assert!(matches!(ok, Intent::DeployStart { force: false, .. }));
+        // The edits carry their text; a version update without one (or
+        // with the CLI's other flags) is no intent.
+        let edit: Intent = serde_json::from_str(
+            r#"{"op":"version.update","product":"p","version":"1","changelog":""}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(edit, Intent::VersionUpdate { ref changelog, .. } if changelog.is_empty())
+        );
+        for no in [
+            r#"{"op":"version.update","product":"p","version":"1"}"#,
+            r#"{"op":"version.update","product":"p","version":"1","changelog":"x","auto_copy":true}"#,
+            r#"{"op":"product.update","name":"p"}"#,
+        ] {
+            assert!(serde_json::from_str::<Intent>(no).is_err(), "{no}");
+        }
     }
 }

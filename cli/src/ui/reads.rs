@@ -12,12 +12,13 @@ use shoal_api::teams::TeamInfo;
 
 use super::Ui;
 
-/// How often the change feed asks the daemon for the team's op count and
-/// heads (one small local request).
-pub const POLL: Duration = Duration::from_millis(500);
-/// Every this many polls the feed sends a `tick` (node liveness and
-/// container state change without an op).
-const TICK_EVERY: u32 = 6;
+/// How long one long poll of the change feed waits at the daemon for the
+/// team's next op (the daemon's own limit): an idle page costs one small
+/// local request this often.
+pub const FEED_WAIT: Duration = Duration::from_secs(10);
+/// How long the change feed waits before asking again a daemon that did
+/// not answer.
+const FEED_RETRY: Duration = Duration::from_secs(1);
 
 /// A daemon read the page may make: each is read back as its `shoal-api`
 /// type and sent on from that, so the page gets the fields the API
@@ -92,54 +93,57 @@ pub fn clean_query(q: &str) -> bool {
         .all(|b| b.is_ascii_alphanumeric() || b"%-._~=&+".contains(&b))
 }
 
-/// The change feed: `change` (data: the op count) whenever the team's op
-/// count or heads move, `tick` every few seconds, `daemon` (data: the
-/// error) when the daemon stops answering and `daemon` with no data when
-/// it answers again. It ends when the page goes away (the stream is
-/// dropped) or `shoal ui` stops.
+/// The change feed: `change` (data: the op count) when it opens and
+/// whenever the team's op count moves, `daemon` (data: the error) when the
+/// daemon stops answering and `daemon` with no data when it answers again.
+/// It is driven by the daemon's change counter: each step is one long
+/// poll (`GET /v1/teams/<team>?unless_ops=N`) that the daemon answers as
+/// soon as an op lands, or after [`FEED_WAIT`] unchanged. It ends when the
+/// page goes away (the stream is dropped) or `shoal ui` stops.
 pub fn feed(ui: Arc<Ui>) -> impl Stream<Item = Result<Event, Infallible>> {
     struct State {
         ui: Arc<Ui>,
-        poll: tokio::time::Interval,
-        polls: u32,
-        last: Option<(u64, Vec<String>)>,
+        last: Option<u64>,
         down: bool,
     }
     let stop = ui.stop.clone();
     let state = State {
-        poll: tokio::time::interval(POLL),
         ui,
-        polls: 0,
         last: None,
         down: false,
     };
     futures::stream::unfold(state, |mut st| async move {
         loop {
-            st.poll.tick().await;
-            st.polls = st.polls.wrapping_add(1);
-            match st.ui.ctx.client.try_get::<TeamInfo>(&st.ui.base).await {
+            let route = match st.last {
+                Some(n) => format!(
+                    "{}?unless_ops={n}&wait_ms={}",
+                    st.ui.base,
+                    FEED_WAIT.as_millis()
+                ),
+                None => st.ui.base.clone(),
+            };
+            match st.ui.ctx.client.try_get::<TeamInfo>(&route).await {
                 Ok(info) => {
                     if st.down {
                         st.down = false;
+                        // Asked again at once: ops may have landed meanwhile.
+                        st.last = None;
                         return Some((Ok(Event::default().event("daemon").data("")), st));
                     }
-                    let now = (info.ops, info.heads);
-                    if st.last.as_ref() != Some(&now) {
-                        let ops = now.0;
-                        st.last = Some(now);
-                        let e = Event::default().event("change").data(ops.to_string());
+                    if st.last != Some(info.ops) {
+                        st.last = Some(info.ops);
+                        let e = Event::default().event("change").data(info.ops.to_string());
                         return Some((Ok(e), st));
                     }
                 }
-                Err(e) if !st.down => {
-                    st.down = true;
-                    let e = Event::default().event("daemon").data(e.to_string());
-                    return Some((Ok(e), st));
+                Err(e) => {
+                    tokio::time::sleep(FEED_RETRY).await;
+                    if !st.down {
+                        st.down = true;
+                        let e = Event::default().event("daemon").data(e.to_string());
+                        return Some((Ok(e), st));
+                    }
                 }
-                Err(_) => {}
-            }
-            if st.polls % TICK_EVERY == 0 {
-                return Some((Ok(Event::default().event("tick").data("")), st));
             }
         }
     })

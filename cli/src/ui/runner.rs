@@ -74,4 +74,20 @@ impl Runner {
         self.tx.send(job).await.map_err(|_| stopping())?;
         answer.await.map_err(|_| stopping())?
     }
+
+    /// Starts `f(ui)` on the runner's thread without waiting for its end:
+    /// for a task that feeds a page until the page goes away (it watches
+    /// its own channel for that) or the dashboard stops.
+    pub async fn detach<F, Fut>(&self, ui: &Arc<Ui>, f: F) -> Result<()>
+    where
+        F: FnOnce(Arc<Ui>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let ui = ui.clone();
+        let job: Job = Box::new(move || Box::pin(f(ui)));
+        self.tx
+            .send(job)
+            .await
+            .map_err(|_| anyhow!("the dashboard is stopping"))
+    }
 }

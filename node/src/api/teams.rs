@@ -5,13 +5,15 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path as UrlPath, State};
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use shoal_api::ops::{OpRequest, PreparedBody};
 use shoal_api::teams::{
     Bootstrap, GenesisRequest, Ids, IdsRequest, Peers, TeamCreated, TeamInfo, TeamList,
-    TeamListItem,
+    TeamListItem, TeamWait,
 };
 use shoal_protocol::PublicKey;
 
@@ -44,10 +46,38 @@ async fn teams(State(api): Shared) -> Answer<TeamList> {
     ok(list)
 }
 
-async fn team(State(api): Shared, UrlPath(arg): UrlPath<String>) -> Answer<TeamInfo> {
+/// Longest wait of one `GET /v1/teams/{team}?unless_ops=` long poll; short
+/// so the daemon's graceful shutdown never waits long on one.
+pub const TEAM_WAIT_MAX: Duration = Duration::from_secs(10);
+
+/// The team's summary; with `unless_ops`, answers once the op count differs
+/// from it or `wait_ms` passed (what a dashboard's change feed waits on:
+/// one idle request per wait, the answer as soon as an op lands).
+async fn team(
+    State(api): Shared,
+    UrlPath(arg): UrlPath<String>,
+    Query(q): Query<TeamWait>,
+) -> Answer<TeamInfo> {
     let team = resolve(&api, &arg).await?;
-    let state = team.state().await?;
     let sync = &team.entry.sync;
+    if let Some(seen) = q.unless_ops {
+        let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(TEAM_WAIT_MAX);
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut changes = sync.subscribe();
+        loop {
+            // Marked seen before the count is read, so no change is missed.
+            changes.borrow_and_update();
+            if sync.op_count().await? as u64 != seen {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => continue,
+                // Timed out, or the team's sync engine stopped.
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+    }
+    let state = team.state().await?;
     ok(TeamInfo {
         id: team.id.to_hex(),
         name: state_name(&state, &team.entry),
