@@ -2512,6 +2512,8 @@ fn daemon_config(dir: &Path, kube: KubeConnect) -> shoal_node::service::ServiceC
         metrics: None,
         pause_deployments: false,
         kube,
+        heartbeat_interval: shoal_node::sync::HEARTBEAT_INTERVAL,
+        live_refresh: shoal_node::live::LIVE_REFRESH,
     }
 }
 

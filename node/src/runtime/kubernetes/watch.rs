@@ -1,11 +1,13 @@
-//! Watches that wake a waiting try when the Deployments or pods of its
-//! namespace change.
+//! Watches of a team's Deployments and pods: in one namespace they wake a
+//! try waiting for its rollouts; in every namespace they tell the live
+//! state (`crate::live`) to look again.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
+use futures::stream::BoxStream;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
@@ -23,28 +25,43 @@ const WATCH_TIMEOUT_S: u32 = 290;
 /// Time before a failed watch is tried again.
 const WATCH_RETRY: Duration = Duration::from_secs(2);
 
-/// Wakes a waiting try when an object it watches changes: one watch of
-/// Deployments and one of pods in a namespace, re-established when the
-/// server ends them; stopped when dropped.
+/// Says when an object it watches changes: one watch of Deployments and
+/// one of pods, re-established when the server ends them; its tasks stop
+/// when it is dropped (it is their only owner).
 pub(super) struct ChangeWatch {
     changed: Arc<Notify>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl ChangeWatch {
+    /// Watches the objects matching `selector` in namespace `ns`.
     pub(super) fn start(client: &Client, ns: &str, selector: &str) -> Self {
+        Self::spawn(
+            Api::<Deployment>::namespaced(client.clone(), ns),
+            Api::<Pod>::namespaced(client.clone(), ns),
+            selector,
+        )
+    }
+
+    /// Watches the objects matching `selector` in every namespace (the
+    /// team's containers may be in any prefix).
+    pub(super) fn everywhere(client: &Client, selector: &str) -> Self {
+        Self::spawn(
+            Api::<Deployment>::all(client.clone()),
+            Api::<Pod>::all(client.clone()),
+            selector,
+        )
+    }
+
+    fn spawn(deployments: Api<Deployment>, pods: Api<Pod>, selector: &str) -> Self {
         let changed = Arc::new(Notify::new());
         let tasks = vec![
             tokio::spawn(watch_kind(
-                Api::<Deployment>::namespaced(client.clone(), ns),
+                deployments,
                 selector.to_owned(),
                 changed.clone(),
             )),
-            tokio::spawn(watch_kind(
-                Api::<Pod>::namespaced(client.clone(), ns),
-                selector.to_owned(),
-                changed.clone(),
-            )),
+            tokio::spawn(watch_kind(pods, selector.to_owned(), changed.clone())),
         ];
         Self { changed, tasks }
     }
@@ -53,6 +70,16 @@ impl ChangeWatch {
     /// already has: many changes make one wake-up).
     pub(super) async fn changed(&self) {
         self.changed.notified().await;
+    }
+
+    /// The changes as a stream of wake-ups that owns the watches: dropping
+    /// the stream stops them.
+    pub(super) fn into_stream(self) -> BoxStream<'static, ()> {
+        futures::stream::unfold(self, |w| async move {
+            w.changed().await;
+            Some(((), w))
+        })
+        .boxed()
     }
 }
 
