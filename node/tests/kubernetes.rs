@@ -7,7 +7,8 @@
 //! wait woken by watch events, container commands, removing a prefix, the
 //! in-cluster manifests; products sharing a namespace, rollouts in the
 //! plan's order, the previous version restored after a failed rollout,
-//! tearing one deployment down, and the config fields refused. The fake keeps resource versions and an event
+//! tearing one deployment down, and the config fields refused; the live
+//! state woken by the watch of every namespace. The fake keeps resource versions and an event
 //! history and serves watches (chunked JSON lines, 410 Gone for a version
 //! it no longer keeps), as the API server does.
 
@@ -3047,4 +3048,88 @@ async fn the_live_state_lists_the_teams_deployments_as_containers() {
     let live = rt.live(TEAM).await.unwrap();
     let web = live.iter().find(|c| c.name == "shop-web").unwrap();
     assert_eq!(web.state, "stopped", "{live:?}");
+}
+
+/// The live state follows a pod's change through the watch of the team's
+/// Deployments and pods in every namespace: its periodic look is an hour
+/// away, so only a watch event can bring the change (with the watch
+/// broken, it never comes and the test fails).
+#[tokio::test]
+async fn the_live_state_follows_a_pods_change_through_the_watch() {
+    use shoal_node::live::LiveWatcher;
+    use shoal_node::runtime::RuntimeFactory;
+    use tokio_util::sync::CancellationToken;
+
+    let (fake, rt) = start().await;
+    fake.set_controller(None);
+    deploy(&rt, &plan("shop")).await.unwrap();
+    let rt: Arc<dyn Runtime> = Arc::new(rt);
+    let factory: RuntimeFactory = Arc::new(move || {
+        let rt = Arc::clone(&rt);
+        Box::pin(async move { Ok(rt) })
+    });
+    let team = shoal_protocol::TeamId(hex::decode(TEAM).unwrap().try_into().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let (watcher, mut live) = LiveWatcher::spawn(
+        team,
+        Some(factory),
+        dir.path().to_path_buf(),
+        Duration::from_secs(3600),
+        CancellationToken::new(),
+    );
+    let web_state = |live: &tokio::sync::watch::Receiver<Option<Box<_>>>| -> Option<String> {
+        let l: &Option<Box<shoal_protocol::heartbeat::Live>> = &live.borrow();
+        let c = l
+            .as_ref()?
+            .containers
+            .iter()
+            .find(|c| c.name == "shop-web")?;
+        Some(c.state.clone())
+    };
+    // The watches of every namespace are open, and the looks at start (the
+    // first, the period's first tick, the one the watches' lists bring)
+    // are done: a look lists the replica sets of every namespace.
+    fake.until(
+        "the team's pods and Deployments watched and looked at",
+        |f| {
+            let watched = |resource: &str| {
+                f.served(|r| r.watch && r.resource == resource && r.ns.is_empty()) >= 1
+            };
+            let looks = f.served(|r| {
+                r.method == Method::GET && r.resource == "replicasets" && r.ns.is_empty()
+            });
+            watched("pods") && watched("deployments") && looks >= 3
+        },
+    )
+    .await;
+    assert_eq!(web_state(&live).as_deref(), Some("running"));
+
+    // The kubelet reports web's pod crash looping.
+    let changed = std::time::Instant::now();
+    fake.set_pods(
+        "shop",
+        "web",
+        1,
+        waiting(
+            "CrashLoopBackOff",
+            "back-off 10s restarting failed container=web",
+        ),
+    );
+    let seen = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if let Some(s) = web_state(&live).filter(|s| s != "running") {
+                break s;
+            }
+            live.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the pod's change never reached the live state");
+    assert_eq!(seen, "CrashLoopBackOff");
+    // A figure, not an assertion.
+    println!(
+        "a pod's change reached the live state {:.2}s after it was made",
+        changed.elapsed().as_secs_f64()
+    );
+    watcher.shutdown().await;
 }
