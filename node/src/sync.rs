@@ -720,6 +720,12 @@ impl Actor {
             .map_or(Duration::from_secs(3600), |h| h.interval);
         let mut beat = tokio::time::interval(beat_every);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The live state at start is a change too (a watch receiver does
+        // not report the value it was made with).
+        if let Some(rx) = self.live_rx.as_mut() {
+            let live = rx.borrow_and_update().clone();
+            self.live_pushes.observe(live.as_deref(), Instant::now());
+        }
         loop {
             tokio::select! {
                 biased;
