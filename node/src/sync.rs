@@ -1289,6 +1289,12 @@ impl Actor {
         {
             // It may not hold this node's live state: due at once.
             self.live_pushes.ready(origin, Instant::now());
+            // Nor this node's heartbeat (the one sent as it connected may
+            // have gone to a join in progress): one back, once per
+            // connection, so it learns this node decodes live reports.
+            if self.connected.contains(&origin) {
+                self.heartbeat(Some(origin));
+            }
         }
         self.forward_heartbeat(hb, Some(peer));
         SyncResponse::Ack
