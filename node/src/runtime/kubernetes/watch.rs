@@ -22,8 +22,13 @@ use crate::runtime::common::error_chain;
 /// How long the server keeps one watch open (kube's default, under the
 /// client's read timeout).
 const WATCH_TIMEOUT_S: u32 = 290;
-/// Time before a failed watch is tried again.
+/// Time before a failed watch is tried again; it doubles with each
+/// failure in a row, up to [`WATCH_RETRY_MAX`].
 const WATCH_RETRY: Duration = Duration::from_secs(2);
+/// Longest time between two tries of a watch that keeps failing (one the
+/// cluster forbids, say): each try lists, which makes the live state look
+/// again, so retrying every few seconds for the node's life would poll.
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// Says when an object it watches changes: one watch of Deployments and
 /// one of pods, re-established when the server ends them; its tasks stop
@@ -98,7 +103,8 @@ enum WatchEnd {
     Closed,
     /// The version is older than the server keeps (410 Gone): list again.
     Expired,
-    /// Any other error: list again after [`WATCH_RETRY`].
+    /// Any other error: list again after [`WATCH_RETRY`] (more when it
+    /// keeps failing).
     Failed,
 }
 
@@ -108,6 +114,7 @@ async fn watch_kind<K>(api: Api<K>, selector: String, changed: Arc<Notify>)
 where
     K: kube::Resource + Clone + DeserializeOwned + fmt::Debug + Send + 'static,
 {
+    let mut retry = WATCH_RETRY;
     loop {
         // The version to watch from. Changes made while no watch was open
         // are not seen, so the waiting try checks again.
@@ -116,28 +123,41 @@ where
             Ok(list) => list.metadata.resource_version.unwrap_or_default(),
             Err(e) => {
                 debug!(error = %error_chain(&e), "cannot list for a watch; retrying");
-                tokio::time::sleep(WATCH_RETRY).await;
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(WATCH_RETRY_MAX);
                 continue;
             }
         };
         changed.notify_one();
         loop {
             let opened = Instant::now();
-            match watch_once(&api, &selector, &mut version, &changed).await {
-                WatchEnd::Closed => {
-                    // A server that ends watches at once must not make a
-                    // busy loop.
-                    if let Some(rest) = WATCH_RETRY.checked_sub(opened.elapsed()) {
-                        tokio::time::sleep(rest).await;
-                    }
+            let end = watch_once(&api, &selector, &mut version, &changed).await;
+            // A watch that served a while was no failure in a row.
+            if !matches!(end, WatchEnd::Failed) || opened.elapsed() >= WATCH_RETRY_MAX {
+                retry = WATCH_RETRY;
+            }
+            match end {
+                // A server that ends watches (or expires their version) at
+                // once must not make a busy loop.
+                WatchEnd::Closed => pause_after(opened).await,
+                WatchEnd::Expired => {
+                    pause_after(opened).await;
+                    break;
                 }
-                WatchEnd::Expired => break,
                 WatchEnd::Failed => {
-                    tokio::time::sleep(WATCH_RETRY).await;
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(WATCH_RETRY_MAX);
                     break;
                 }
             }
         }
+    }
+}
+
+/// Waits what is left of [`WATCH_RETRY`] since `opened`.
+async fn pause_after(opened: Instant) {
+    if let Some(rest) = WATCH_RETRY.checked_sub(opened.elapsed()) {
+        tokio::time::sleep(rest).await;
     }
 }
 
