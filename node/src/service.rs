@@ -37,9 +37,7 @@ use crate::query::{self, QueryHandler};
 use crate::runtime::kubernetes::KubeConnect;
 use crate::runtime::{DockerRuntime, KubernetesRuntime, RuntimeError};
 use crate::store::TeamRecord;
-use crate::sync::{
-    HEARTBEAT_INTERVAL, HeartbeatConfig, Queries, SyncConfig, SyncEngine, SyncHandle,
-};
+use crate::sync::{HeartbeatConfig, Queries, SyncConfig, SyncEngine, SyncHandle};
 pub use crate::teams::ServiceError;
 use crate::teams::{Command, JoinStep, ServiceHandle, TeamEntry, TeamMap};
 
@@ -67,6 +65,12 @@ pub struct ServiceConfig {
     pub pause_deployments: bool,
     /// How the kubernetes runtime finds its cluster (unused by the others).
     pub kube: KubeConnect,
+    /// Time between two heartbeats of this node ([`crate::sync::HEARTBEAT_INTERVAL`]
+    /// by default).
+    pub heartbeat_interval: Duration,
+    /// Longest time between two looks at the live state
+    /// ([`crate::live::LIVE_REFRESH`] by default; changes come sooner).
+    pub live_refresh: Duration,
 }
 
 /// A team being joined: its mesh is up and its ops fetched; it waits for
@@ -247,12 +251,7 @@ impl Service {
         if addrs.is_empty() {
             addrs = mesh.handle().listen(self.config.listen.clone()).await?;
         }
-        let interval = self
-            .config
-            .sync
-            .heartbeat
-            .as_ref()
-            .map_or(HEARTBEAT_INTERVAL, |h| h.interval);
+        let interval = self.config.heartbeat_interval;
         let queries = self.query_handler(team);
         let mut sync_config = self.config.sync.clone();
         sync_config.queries = Some(Queries(Arc::clone(&queries)));
@@ -260,6 +259,7 @@ impl Service {
             team,
             self.runtime_factory(),
             self.node.data_dir().to_path_buf(),
+            self.config.live_refresh,
             self.cancel.child_token(),
         );
         sync_config.heartbeat = Some(HeartbeatConfig {

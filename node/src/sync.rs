@@ -55,6 +55,7 @@ use crate::daemon::{SNAPSHOT_EVERY, now_ms};
 use crate::heads::{HEAD_CHECK_TIMEOUT, HeadCheck};
 use crate::join::{self, JoinAnswer, JoinMsg};
 use crate::lease::{Acquire, Held, LeaseError, Leases};
+use crate::live::LivePushes;
 use crate::mesh::wire::{self, split_batches};
 use crate::mesh::{JoinReply, MeshEvent, MeshHandle, SyncRequest, SyncResponse, peer_id_from_key};
 use crate::query::{Answer, Query, QueryHandler};
@@ -116,11 +117,13 @@ impl LivePeers {
     }
 
     /// A heartbeat of `peer` was taken, saying it speaks `protocol_version`.
-    fn heard(&mut self, peer: PeerId, protocol_version: u32) {
+    /// Returns whether it became able to decode live reports just now.
+    fn heard(&mut self, peer: PeerId, protocol_version: u32) -> bool {
         if protocol_version >= LIVE_PROTOCOL_VERSION {
-            self.0.insert(peer);
+            self.0.insert(peer)
         } else {
             self.0.remove(&peer);
+            false
         }
     }
 
@@ -554,6 +557,7 @@ impl SyncEngine {
             shoal_protocol::view::effective_node(replica.state(), k)
                 .is_some_and(|n| n.removed.is_none() && n.key != me.to_hex())
         });
+        let live_rx = config.heartbeat.as_ref().and_then(|h| h.live.clone());
         let actor = Actor {
             heads: HeadCheck::new(me, other_nodes, Instant::now()),
             held: VecDeque::new(),
@@ -581,6 +585,9 @@ impl SyncEngine {
             beats: BTreeMap::new(),
             lives: BTreeMap::new(),
             live_peers: LivePeers::default(),
+            live_rx,
+            live_pushes: LivePushes::default(),
+            live_made_ms: 0,
             vectors: BTreeMap::new(),
             rejected: 0,
             unsaved: Vec::new(),
@@ -660,6 +667,14 @@ struct Actor {
     lives: BTreeMap<PublicKey, SignedLive>,
     /// Connected peers that decode live reports.
     live_peers: LivePeers,
+    /// This node's live state (from the heartbeat config), watched for
+    /// changes to push; `None` once its sender is gone.
+    live_rx: Option<watch::Receiver<Option<Box<Live>>>>,
+    /// When to push this node's live report to which peer on change.
+    live_pushes: LivePushes,
+    /// `made_ms` of this node's latest live report: the next is later, so
+    /// peers take it as newer.
+    live_made_ms: u64,
     /// Each peer's version vector as last seen in anti-entropy, and when.
     vectors: BTreeMap<PeerId, (VersionVector, Instant)>,
     /// Ops refused since the actor started.
@@ -705,6 +720,12 @@ impl Actor {
             .map_or(Duration::from_secs(3600), |h| h.interval);
         let mut beat = tokio::time::interval(beat_every);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The live state at start is a change too (a watch receiver does
+        // not report the value it was made with).
+        if let Some(rx) = self.live_rx.as_mut() {
+            let live = rx.borrow_and_update().clone();
+            self.live_pushes.observe(live.as_deref(), Instant::now());
+        }
         loop {
             tokio::select! {
                 biased;
@@ -721,6 +742,8 @@ impl Actor {
                     }
                 },
                 Some(msg) = self.internal_rx.recv() => self.internal(msg),
+                changed = live_changed(&mut self.live_rx) => self.live_changed(changed),
+                () = live_push_due(self.live_pushes.due()) => self.push_live(),
                 _ = tick.tick() => self.tick().await,
                 () = head_deadline(&self.heads, self.config.head_check_timeout) => self.heads_timeout(),
                 _ = beat.tick(), if self.config.heartbeat.is_some() => self.send_heartbeat(),
@@ -962,11 +985,16 @@ impl Actor {
             MeshEvent::PeerConnected(peer) => {
                 self.connected.insert(peer);
                 self.live_peers.forget(&peer);
+                self.live_pushes.forget(&peer);
                 self.start_round(peer);
+                // Told at once, not at the next beat: its answer says
+                // whether it decodes live reports, which then go at once.
+                self.heartbeat(Some(peer));
             }
             MeshEvent::PeerDisconnected(peer) => {
                 self.connected.remove(&peer);
                 self.live_peers.forget(&peer);
+                self.live_pushes.forget(&peer);
             }
             MeshEvent::Request {
                 peer,
@@ -1035,8 +1063,15 @@ impl Actor {
         }
     }
 
-    /// Signs and sends this node's heartbeat to every connected peer.
+    /// Signs and sends this node's heartbeat (and live report) to every
+    /// connected peer.
     fn send_heartbeat(&mut self) {
+        self.heartbeat(None);
+    }
+
+    /// Signs and sends this node's heartbeat to `to`, else to every
+    /// connected peer with its live report to those that decode them.
+    fn heartbeat(&mut self, to: Option<PeerId>) {
         let Some(cfg) = &self.config.heartbeat else {
             return;
         };
@@ -1055,33 +1090,80 @@ impl Actor {
                 .cloned()
                 .collect(),
         };
-        // The live state goes in its own message, with the heartbeat's
-        // time, so its age can be judged against the heartbeat's.
-        let live = cfg.live.as_ref().and_then(|l| l.borrow().clone());
-        let live = live.map(|live| {
-            let report = LiveReport {
-                version: LIVE_REPORT_VERSION,
-                team: self.team,
-                node: self.me,
-                made_ms: sent_ms,
-                live: *live,
-            };
-            SignedLive::sign(report, &cfg.key)
-        });
         match SignedHeartbeat::sign(beat, &cfg.key) {
             Ok(signed) => {
                 self.beats.insert(self.me, (signed.clone(), Instant::now()));
-                self.forward_heartbeat(signed, None);
+                match to {
+                    Some(peer) => {
+                        self.send_each(vec![peer], SyncRequest::Heartbeat(signed), "heartbeat")
+                    }
+                    None => self.forward_heartbeat(signed, None),
+                }
             }
             Err(e) => warn!(team = %self.team.short(), "cannot sign a heartbeat: {e}"),
         }
-        match live {
-            Some(Ok(signed)) => {
-                self.lives.insert(self.me, signed.clone());
-                self.forward_live(signed, None);
+        if to.is_some() {
+            return;
+        }
+        // The live state goes in its own message, with (about) the
+        // heartbeat's time, so its age can be judged against the
+        // heartbeat's.
+        if let Some(signed) = self.sign_live(sent_ms) {
+            for peer in self.live_peers.among(&self.connected) {
+                self.live_pushes.delivered(peer);
             }
-            Some(Err(e)) => warn!(team = %self.team.short(), "cannot sign a live report: {e}"),
-            None => {}
+            self.forward_live(signed, None);
+        }
+    }
+
+    /// Signs this node's live state as it is now, made at `made_ms` (or
+    /// just after this node's previous report), and holds it as this
+    /// node's latest; `None` when there is none.
+    fn sign_live(&mut self, made_ms: u64) -> Option<SignedLive> {
+        let cfg = self.config.heartbeat.as_ref()?;
+        let live = cfg.live.as_ref().and_then(|l| l.borrow().clone())?;
+        let made_ms = made_ms.max(self.live_made_ms.saturating_add(1));
+        let report = LiveReport {
+            version: LIVE_REPORT_VERSION,
+            team: self.team,
+            node: self.me,
+            made_ms,
+            live: *live,
+        };
+        match SignedLive::sign(report, &cfg.key) {
+            Ok(signed) => {
+                self.live_made_ms = made_ms;
+                self.lives.insert(self.me, signed.clone());
+                Some(signed)
+            }
+            Err(e) => {
+                warn!(team = %self.team.short(), "cannot sign a live report: {e}");
+                None
+            }
+        }
+    }
+
+    /// This node's live state changed (`Err`: its watcher is gone).
+    fn live_changed(&mut self, changed: Result<(), watch::error::RecvError>) {
+        let Some(rx) = self.live_rx.as_mut().filter(|_| changed.is_ok()) else {
+            self.live_rx = None;
+            return;
+        };
+        let live = rx.borrow_and_update().clone();
+        self.live_pushes.observe(live.as_deref(), Instant::now());
+    }
+
+    /// Pushes this node's live report to the peers it is due to, between
+    /// heartbeats (see [`LivePushes`]).
+    fn push_live(&mut self) {
+        let able = self.live_peers.among(&self.connected);
+        let peers = self.live_pushes.take(&able, Instant::now());
+        if peers.is_empty() {
+            return;
+        }
+        if let Some(signed) = self.sign_live(now_ms()) {
+            debug!(team = %self.team.short(), peers = peers.len(), "live state changed: report pushed");
+            self.send_each(peers, SyncRequest::Live(signed), "live report");
         }
     }
 
@@ -1202,8 +1284,17 @@ impl Actor {
             return SyncResponse::Refused("a heartbeat from the future".into());
         }
         self.beats.insert(b.node, (hb.clone(), Instant::now()));
-        if let Ok(origin) = peer_id_from_key(&b.node) {
-            self.live_peers.heard(origin, b.protocol_version);
+        if let Ok(origin) = peer_id_from_key(&b.node)
+            && self.live_peers.heard(origin, b.protocol_version)
+        {
+            // It may not hold this node's live state: due at once.
+            self.live_pushes.ready(origin, Instant::now());
+            // Nor this node's heartbeat (the one sent as it connected may
+            // have gone to a join in progress): one back, once per
+            // connection, so it learns this node decodes live reports.
+            if self.connected.contains(&origin) {
+                self.heartbeat(Some(origin));
+            }
         }
         self.forward_heartbeat(hb, Some(peer));
         SyncResponse::Ack
@@ -1778,6 +1869,24 @@ fn body_hash(body: &OpBody) -> [u8; 32] {
 /// it may sign.
 async fn head_deadline(heads: &HeadCheck, timeout: Duration) {
     match heads.deadline(timeout) {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when this node's live state changes (never without one).
+async fn live_changed(
+    rx: &mut Option<watch::Receiver<Option<Box<Live>>>>,
+) -> Result<(), watch::error::RecvError> {
+    match rx {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when a live push is due (never when none is).
+async fn live_push_due(due: Option<Instant>) {
+    match due {
         Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
         None => std::future::pending().await,
     }

@@ -77,6 +77,8 @@ async fn reads_and_the_prepare_sign_submit_path() {
         metrics: Some("127.0.0.1:0".parse().unwrap()),
         pause_deployments: false,
         kube: Default::default(),
+        heartbeat_interval: shoal_node::sync::HEARTBEAT_INTERVAL,
+        live_refresh: shoal_node::live::LIVE_REFRESH,
     };
     let stop = CancellationToken::new();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<String>(64);
@@ -358,6 +360,8 @@ async fn only_team_typed_answers_and_error_bodies() {
         metrics: None,
         pause_deployments: false,
         kube: Default::default(),
+        heartbeat_interval: shoal_node::sync::HEARTBEAT_INTERVAL,
+        live_refresh: shoal_node::live::LIVE_REFRESH,
     };
     let stop = CancellationToken::new();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<String>(64);
@@ -520,6 +524,8 @@ async fn half_sent_requests_are_cut_off() {
         metrics: None,
         pause_deployments: false,
         kube: Default::default(),
+        heartbeat_interval: shoal_node::sync::HEARTBEAT_INTERVAL,
+        live_refresh: shoal_node::live::LIVE_REFRESH,
     };
     let stop = CancellationToken::new();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<String>(64);

@@ -7,7 +7,8 @@
 //! wait woken by watch events, container commands, removing a prefix, the
 //! in-cluster manifests; products sharing a namespace, rollouts in the
 //! plan's order, the previous version restored after a failed rollout,
-//! tearing one deployment down, and the config fields refused. The fake keeps resource versions and an event
+//! tearing one deployment down, and the config fields refused; the live
+//! state woken by the watch of every namespace. The fake keeps resource versions and an event
 //! history and serves watches (chunked JSON lines, 410 Gone for a version
 //! it no longer keeps), as the API server does.
 
@@ -77,6 +78,11 @@ struct FakeState {
     compacted: u64,
     /// Live events, to the open watches.
     events: Events,
+    /// Ends every watch after this long, whatever it asked for.
+    watch_cap: Option<Duration>,
+    /// Answers this many of the next watches from a version with 410
+    /// Gone, as if the version had expired.
+    expire_watches: usize,
 }
 
 /// Events kept for watches from a past version, by default.
@@ -114,6 +120,8 @@ struct Request {
     auth: Option<String>,
     /// A watch (`watch=true` on a list).
     watch: bool,
+    /// The `limit` of a list.
+    limit: Option<String>,
 }
 
 const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -685,7 +693,7 @@ fn watch_response(lines: BoxStream<'static, String>) -> Response {
 /// changes since (410 Gone when they are no longer kept; from none or
 /// "0", the current objects as ADDED), then the live ones until
 /// `timeoutSeconds` or the client leaves.
-fn watch(st: &FakeState, sel: Selection, q: &BTreeMap<String, String>) -> Response {
+fn watch(st: &mut FakeState, sel: Selection, q: &BTreeMap<String, String>) -> Response {
     let since = match q.get("resourceVersion").map(String::as_str) {
         None | Some("" | "0") => None,
         Some(v) => match v.parse::<u64>() {
@@ -699,6 +707,15 @@ fn watch(st: &FakeState, sel: Selection, q: &BTreeMap<String, String>) -> Respon
             }
         },
     };
+    if since.is_some() && st.expire_watches > 0 {
+        st.expire_watches -= 1;
+        let gone = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "reason": "Expired", "code": 410,
+            "message": "too old resource version (expired by the test)",
+        });
+        return watch_response(futures::stream::iter([watch_line("ERROR", &gone)]).boxed());
+    }
     let timeout = match q.get("timeoutSeconds").map(|t| t.parse::<u64>()) {
         None => WATCH_TIMEOUT,
         Some(Ok(t)) => Duration::from_secs(t),
@@ -732,6 +749,7 @@ fn watch(st: &FakeState, sel: Selection, q: &BTreeMap<String, String>) -> Respon
             .map(|e| watch_line(e.kind, &e.object))
             .collect(),
     };
+    let timeout = st.watch_cap.map_or(timeout, |cap| cap.min(timeout));
     // Subscribed under the lock: every later event comes live, none twice.
     let rx = st.events.0.subscribe();
     let deadline = tokio::time::Instant::now() + timeout;
@@ -827,6 +845,7 @@ async fn handle(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
         watch: is_watch,
+        limit: q.get("limit").cloned(),
     });
     let (api_version, kind) = kind_of(&resource);
     match (method, name) {
@@ -854,7 +873,7 @@ async fn handle(
                 Err(why) => return status(StatusCode::BAD_REQUEST, "BadRequest", why),
             };
             if is_watch {
-                return watch(&st, sel, &q);
+                return watch(&mut st, sel, &q);
             }
             let items: Vec<Value> = st
                 .objects
@@ -2512,6 +2531,8 @@ fn daemon_config(dir: &Path, kube: KubeConnect) -> shoal_node::service::ServiceC
         metrics: None,
         pause_deployments: false,
         kube,
+        heartbeat_interval: shoal_node::sync::HEARTBEAT_INTERVAL,
+        live_refresh: shoal_node::live::LIVE_REFRESH,
     }
 }
 
@@ -3045,4 +3066,153 @@ async fn the_live_state_lists_the_teams_deployments_as_containers() {
     let live = rt.live(TEAM).await.unwrap();
     let web = live.iter().find(|c| c.name == "shop-web").unwrap();
     assert_eq!(web.state, "stopped", "{live:?}");
+}
+
+/// A LiveWatcher of TEAM on `rt`, looking at it on its own once an hour.
+fn hourly_live_watcher(
+    rt: KubernetesRuntime,
+) -> (
+    shoal_node::live::LiveWatcher,
+    tokio::sync::watch::Receiver<Option<Box<shoal_protocol::heartbeat::Live>>>,
+    tempfile::TempDir,
+) {
+    use shoal_node::runtime::RuntimeFactory;
+    let rt: Arc<dyn Runtime> = Arc::new(rt);
+    let factory: RuntimeFactory = Arc::new(move || {
+        let rt = Arc::clone(&rt);
+        Box::pin(async move { Ok(rt) })
+    });
+    let team = shoal_protocol::TeamId(hex::decode(TEAM).unwrap().try_into().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let (watcher, live) = shoal_node::live::LiveWatcher::spawn(
+        team,
+        Some(factory),
+        dir.path().to_path_buf(),
+        Duration::from_secs(3600),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    (watcher, live, dir)
+}
+
+/// The state of container `name` in a live state.
+fn live_state(
+    live: &tokio::sync::watch::Receiver<Option<Box<shoal_protocol::heartbeat::Live>>>,
+    name: &str,
+) -> Option<String> {
+    let l = live.borrow();
+    let c = l.as_ref()?.containers.iter().find(|c| c.name == name)?;
+    Some(c.state.clone())
+}
+
+/// Waits (60 s at most) until container `name` is in state `want`.
+async fn live_until(
+    live: &mut tokio::sync::watch::Receiver<Option<Box<shoal_protocol::heartbeat::Live>>>,
+    name: &str,
+    want: &str,
+) {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while live_state(live, name).as_deref() != Some(want) {
+            live.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{name} never became {want}: {:?}", live_state(live, name)));
+}
+
+/// The live state follows a pod's change through the watch of the team's
+/// Deployments and pods in every namespace: its periodic look is an hour
+/// away, so only a watch event can bring the change (with the watch
+/// broken, it never comes and the test fails).
+#[tokio::test]
+async fn the_live_state_follows_a_pods_change_through_the_watch() {
+    let (fake, rt) = start().await;
+    fake.set_controller(None);
+    deploy(&rt, &plan("shop")).await.unwrap();
+    let (watcher, mut live, _dir) = hourly_live_watcher(rt);
+    // The watches of every namespace are open, and the looks at start (the
+    // first, the period's first tick, the one the watches' lists bring)
+    // are done: a look lists the replica sets of every namespace.
+    fake.until(
+        "the team's pods and Deployments watched and looked at",
+        |f| {
+            watches_everywhere(f, "pods") >= 1
+                && watches_everywhere(f, "deployments") >= 1
+                && looks(f) >= 3
+        },
+    )
+    .await;
+    assert_eq!(live_state(&live, "shop-web").as_deref(), Some("running"));
+
+    // The kubelet reports web's pod crash looping.
+    let changed = std::time::Instant::now();
+    fake.set_pods(
+        "shop",
+        "web",
+        1,
+        waiting(
+            "CrashLoopBackOff",
+            "back-off 10s restarting failed container=web",
+        ),
+    );
+    live_until(&mut live, "shop-web", "CrashLoopBackOff").await;
+    // A figure, not an assertion.
+    println!(
+        "a pod's change reached the live state {:.2}s after it was made",
+        changed.elapsed().as_secs_f64()
+    );
+    watcher.shutdown().await;
+}
+
+/// Watches of `resource` in every namespace served so far.
+fn watches_everywhere(f: &Fake, resource: &str) -> usize {
+    f.served(|r| r.watch && r.resource == resource && r.ns.is_empty())
+}
+
+/// Looks at the live state so far: each lists the replica sets of every
+/// namespace.
+fn looks(f: &Fake) -> usize {
+    f.served(|r| r.method == Method::GET && r.resource == "replicasets" && r.ns.is_empty())
+}
+
+/// The live state's watch outlives the server: a watch the server ends is
+/// opened again, one whose version expired (410 Gone) lists again, and a
+/// later change still arrives without the hourly look.
+#[tokio::test]
+async fn the_live_state_watch_reopens_when_ended_and_lists_again_when_expired() {
+    let (fake, rt) = start().await;
+    fake.set_controller(None);
+    deploy(&rt, &plan("shop")).await.unwrap();
+    fake.with(|s| {
+        s.watch_cap = Some(Duration::from_millis(200));
+        s.expire_watches = 2;
+    });
+    let (watcher, mut live, _dir) = hourly_live_watcher(rt);
+    // Each kind: a list, a watch expired or ended, again; the lists for a
+    // watch ask for one item.
+    let lists = |f: &Fake, resource: &str| {
+        f.served(|r| {
+            !r.watch && r.resource == resource && r.ns.is_empty() && r.limit.as_deref() == Some("1")
+        })
+    };
+    fake.until(
+        "both expired watches listed again, and the ended ones reopened",
+        |f| {
+            f.with(|s| s.expire_watches) == 0
+                && lists(f, "pods") + lists(f, "deployments") >= 4
+                && watches_everywhere(f, "pods") >= 3
+                && watches_everywhere(f, "deployments") >= 3
+        },
+    )
+    .await;
+    live_until(&mut live, "shop-web", "running").await;
+    let before = looks(&fake);
+    fake.set_pods(
+        "shop",
+        "web",
+        1,
+        waiting("ImagePullBackOff", "Back-off pulling image"),
+    );
+    live_until(&mut live, "shop-web", "ImagePullBackOff").await;
+    assert!(looks(&fake) > before);
+    watcher.shutdown().await;
 }

@@ -1011,3 +1011,98 @@ async fn live_reports_go_only_to_peers_whose_heartbeat_speaks_them() {
     mesh.shutdown().await.unwrap();
     a.stop().await;
 }
+
+/// A node pushes its live report when its containers change, between
+/// heartbeats: with heartbeats an hour apart (each node beats once as it
+/// starts, before the other is connected), B learns A's live state when
+/// they connect and each change of A's containers right after it, so only
+/// the heartbeat on connecting and the push on change can bring them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_change_of_containers_reaches_a_peer_between_heartbeats() {
+    use shoal_node::sync::HeartbeatConfig;
+    use shoal_protocol::heartbeat::{Live, LiveContainer};
+
+    let (dirs, team, ..) = team();
+    let keys: Vec<SecretKey> = dirs[..2]
+        .iter()
+        .map(|d| SecretKey::from_seed(Node::open(d.path()).unwrap().key_seed()))
+        .collect();
+    let beats_hourly = |key: &SecretKey, live| SyncConfig {
+        heartbeat: Some(HeartbeatConfig {
+            key: key.clone(),
+            interval: Duration::from_secs(3600),
+            agent_version: "shoal-test".into(),
+            addresses: Vec::new(),
+            live,
+        }),
+        ..fast(false)
+    };
+    let web = |state: &str| Live {
+        runtime: true,
+        containers: vec![LiveContainer {
+            name: "shop-web".into(),
+            id: "c0ffee".into(),
+            prefix: "shop".into(),
+            container: "web".into(),
+            deployment: "d1".into(),
+            version: "1".into(),
+            try_number: 1,
+            init: None,
+            state: state.into(),
+            exit_code: (state == "exited").then_some(137),
+            image: "web:1".into(),
+            status: String::new(),
+            health: None,
+            restarts: 0,
+            ports: Vec::new(),
+        }],
+        truncated: false,
+        load: None,
+    };
+    let (live_tx, live_rx) = tokio::sync::watch::channel(Some(Box::new(web("running"))));
+    let a = Running::start(
+        dirs[0].path(),
+        team,
+        beats_hourly(&keys[0], Some(live_rx)),
+        true,
+    )
+    .await;
+    let b = Running::start(dirs[1].path(), team, beats_hourly(&keys[1], None), false).await;
+    b.dial(&a).await;
+    // What B holds of A's containers.
+    let a_key = keys[0].public();
+    let seen_by_b = |want: &'static str| {
+        let h = b.handle.clone();
+        async move {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let status = h.status().await.unwrap();
+                let state = status
+                    .iter()
+                    .find(|n| n.key == a_key)
+                    .and_then(|n| n.live.as_ref())
+                    .and_then(|l| l.containers.first())
+                    .map(|c| c.state.clone());
+                if state.as_deref() == Some(want) {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "B never saw {want}: {state:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    seen_by_b("running").await;
+    // The container dies, then comes back: each change reaches B.
+    let killed = Instant::now();
+    live_tx.send_replace(Some(Box::new(web("exited"))));
+    seen_by_b("exited").await;
+    // A figure, not an assertion.
+    println!(
+        "a change of A's containers reached B {:.2}s after it",
+        killed.elapsed().as_secs_f64()
+    );
+    live_tx.send_replace(Some(Box::new(web("running"))));
+    seen_by_b("running").await;
+    b.stop().await;
+    a.stop().await;
+}

@@ -160,9 +160,17 @@ fn wait_status(a: &Peer, id: &str, want: &str) -> Value {
 /// `a` (runtime none) and `b` (runtime docker) in team `crew`, with the
 /// authenticated test registry added from `a` (its password sealed to both).
 fn setup(env: &BTreeMap<String, String>) -> (Peer, Peer) {
-    let a = Peer::new("a").unwrap();
+    setup_with(env, &[])
+}
+
+/// [`setup`] with more `node run` arguments for both daemons.
+fn setup_with(env: &BTreeMap<String, String>, extra: &[&str]) -> (Peer, Peer) {
+    let mut a = Peer::new("a").unwrap();
     let mut b = Peer::new("b").unwrap();
     b.runtime = "docker".into();
+    for p in [&mut a, &mut b] {
+        p.extra = extra.iter().map(|s| s.to_string()).collect();
+    }
     let mut peers = vec![a, b];
     form_team(&mut peers).unwrap();
     let b = peers.pop().unwrap();
@@ -1215,6 +1223,51 @@ fn heartbeats_carry_live_state_and_show_drift() {
         (d["live"]["drift"] == false && live_of(&d, "beat")?["actual"] == "running").then_some(())
     })
     .unwrap_or_else(|| panic!("the drift never cleared: {}", show(&a, &id)));
+}
+
+/// A container killed behind shoal's back shows on another node without
+/// waiting for a heartbeat: both nodes beat once an hour (and once as they
+/// connect) and `b` looks at its containers once an hour unless Docker
+/// reports a change, so only Docker's event, the look it brings and the
+/// live report `b` pushes on change can carry the kill to `a`.
+#[test]
+fn a_killed_container_reaches_another_node_between_heartbeats() {
+    let Some(env) = test_env() else { return };
+    let prefix = unique("push");
+    let _cleanup = Cleanup(vec![prefix.clone()]);
+    let hourly = ["--heartbeat-ms", "3600000", "--live-refresh-ms", "3600000"];
+    let (a, _b) = setup_with(&env, &hourly);
+    let registry = &env["SHOAL_TEST_AUTH_REGISTRY"];
+    a.ok(&["product", "create", "flare"]);
+    a.ok(&["version", "create", "flare", "1"]);
+    sleeping_images(&a, registry, "flare", "1", &["beat"]);
+    a.ok(&["image", "config", "flare", "1", "beat", "--restart", "no"]);
+    let id = a
+        .ok(&[
+            "deploy", "create", "flare", "1", "--node", "b", "--prefix", &prefix,
+        ])
+        .last_line();
+    let r = start_wait(&a, &id);
+    assert_eq!(r.code, 0, "{r:?}");
+    // The container's start reached a the same way.
+    wait_for(WAIT, || {
+        (live_of(&show(&a, &id), "beat")?["actual"] == "running").then_some(())
+    })
+    .unwrap_or_else(|| panic!("a never saw the container run: {}", show(&a, &id)));
+
+    let killed = std::time::Instant::now();
+    docker(&["kill", &format!("{prefix}-beat")]).expect("docker kill");
+    let d = wait_for(WAIT, || {
+        let d = show(&a, &id);
+        (live_of(&d, "beat")?["actual"] == "exited").then_some(d)
+    })
+    .unwrap_or_else(|| panic!("the kill never reached a: {}", show(&a, &id)));
+    // A figure, not an assertion.
+    println!(
+        "the kill reached a {:.2}s after docker kill",
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(d["live"]["drift"], true, "{d}");
 }
 
 /// Named volumes of the engine whose name starts with `prefix-`.

@@ -4,13 +4,15 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::ValueEnum;
 use shoal_node::daemon::{self as node, Node};
+use shoal_node::live::LIVE_REFRESH;
 use shoal_node::runtime::kubernetes::KubeConnect;
 use shoal_node::service::{self, ServiceConfig};
-use shoal_node::sync::SyncConfig;
+use shoal_node::sync::{HEARTBEAT_INTERVAL, SyncConfig};
 use shoal_protocol::action::NewMember;
 use shoal_protocol::model::Runtime;
 
@@ -54,7 +56,19 @@ pub struct RunArgs {
     /// (e.g. `debug`, `shoal_node=debug,libp2p=info`; default `info`).
     #[arg(long, env = "SHOAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
+    /// Milliseconds between two heartbeats (tuning and tests).
+    #[arg(long, hide = true, value_name = "MS", value_parser = clap::value_parser!(u64).range(MIN_PERIOD_MS..))]
+    heartbeat_ms: Option<u64>,
+    /// Longest milliseconds between two looks at the live state; changes
+    /// of containers come sooner, through the runtime's events (tuning and
+    /// tests).
+    #[arg(long, hide = true, value_name = "MS", value_parser = clap::value_parser!(u64).range(MIN_PERIOD_MS..))]
+    live_refresh_ms: Option<u64>,
 }
+
+/// The shortest period `--heartbeat-ms` and `--live-refresh-ms` take: a
+/// node must not flood its peers or spin on its runtime.
+const MIN_PERIOD_MS: u64 = 100;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -169,6 +183,12 @@ pub fn daemon(ctx: &Ctx, args: RunArgs, up: bool) -> Result<()> {
                 .unwrap_or_default(),
             context: args.kube_context.clone(),
         },
+        heartbeat_interval: args
+            .heartbeat_ms
+            .map_or(HEARTBEAT_INTERVAL, Duration::from_millis),
+        live_refresh: args
+            .live_refresh_ms
+            .map_or(LIVE_REFRESH, Duration::from_millis),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

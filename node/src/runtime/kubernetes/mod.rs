@@ -62,6 +62,11 @@
 //! only makes the wait slower. The try's timeout ends the wait when it
 //! comes: what the last check saw stands.
 //!
+//! The live state (`crate::live`) is watched the same way, in every
+//! namespace: [`super::Runtime::changes`] is a watch of the team's
+//! Deployments and pods whose events make the live state look again
+//! within about a second, its periodic look being only the resync.
+//!
 //! Label values are at most 63 characters, so the team label holds the first
 //! [`TEAM_LABEL_CHARS`] characters of the team id; the full id, the version
 //! name and the names of the secret env keys are annotations.
@@ -290,5 +295,14 @@ impl super::Runtime for KubernetesRuntime {
         volumes: bool,
     ) -> BoxFuture<'a, Result<super::Removed, RuntimeError>> {
         self.run_teardown(team, deployment, prefix, volumes).boxed()
+    }
+
+    fn changes<'a>(
+        &'a self,
+        team: &'a str,
+    ) -> BoxFuture<'a, Result<futures::stream::BoxStream<'static, ()>, RuntimeError>> {
+        let selector = meta::team_selector(team);
+        let watch = watch::ChangeWatch::everywhere(&self.client, &selector);
+        futures::future::ready(Ok(watch.into_stream())).boxed()
     }
 }

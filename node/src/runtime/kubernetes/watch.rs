@@ -1,11 +1,13 @@
-//! Watches that wake a waiting try when the Deployments or pods of its
-//! namespace change.
+//! Watches of a team's Deployments and pods: in one namespace they wake a
+//! try waiting for its rollouts; in every namespace they tell the live
+//! state (`crate::live`) to look again.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
+use futures::stream::BoxStream;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
@@ -20,31 +22,51 @@ use crate::runtime::common::error_chain;
 /// How long the server keeps one watch open (kube's default, under the
 /// client's read timeout).
 const WATCH_TIMEOUT_S: u32 = 290;
-/// Time before a failed watch is tried again.
+/// Time before a failed watch is tried again; it doubles with each
+/// failure in a row, up to [`WATCH_RETRY_MAX`].
 const WATCH_RETRY: Duration = Duration::from_secs(2);
+/// Longest time between two tries of a watch that keeps failing (one the
+/// cluster forbids, say): each try lists, which makes the live state look
+/// again, so retrying every few seconds for the node's life would poll.
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(60);
 
-/// Wakes a waiting try when an object it watches changes: one watch of
-/// Deployments and one of pods in a namespace, re-established when the
-/// server ends them; stopped when dropped.
+/// Says when an object it watches changes: one watch of Deployments and
+/// one of pods, re-established when the server ends them; its tasks stop
+/// when it is dropped (it is their only owner).
 pub(super) struct ChangeWatch {
     changed: Arc<Notify>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl ChangeWatch {
+    /// Watches the objects matching `selector` in namespace `ns`.
     pub(super) fn start(client: &Client, ns: &str, selector: &str) -> Self {
+        Self::spawn(
+            Api::<Deployment>::namespaced(client.clone(), ns),
+            Api::<Pod>::namespaced(client.clone(), ns),
+            selector,
+        )
+    }
+
+    /// Watches the objects matching `selector` in every namespace (the
+    /// team's containers may be in any prefix).
+    pub(super) fn everywhere(client: &Client, selector: &str) -> Self {
+        Self::spawn(
+            Api::<Deployment>::all(client.clone()),
+            Api::<Pod>::all(client.clone()),
+            selector,
+        )
+    }
+
+    fn spawn(deployments: Api<Deployment>, pods: Api<Pod>, selector: &str) -> Self {
         let changed = Arc::new(Notify::new());
         let tasks = vec![
             tokio::spawn(watch_kind(
-                Api::<Deployment>::namespaced(client.clone(), ns),
+                deployments,
                 selector.to_owned(),
                 changed.clone(),
             )),
-            tokio::spawn(watch_kind(
-                Api::<Pod>::namespaced(client.clone(), ns),
-                selector.to_owned(),
-                changed.clone(),
-            )),
+            tokio::spawn(watch_kind(pods, selector.to_owned(), changed.clone())),
         ];
         Self { changed, tasks }
     }
@@ -53,6 +75,16 @@ impl ChangeWatch {
     /// already has: many changes make one wake-up).
     pub(super) async fn changed(&self) {
         self.changed.notified().await;
+    }
+
+    /// The changes as a stream of wake-ups that owns the watches: dropping
+    /// the stream stops them.
+    pub(super) fn into_stream(self) -> BoxStream<'static, ()> {
+        futures::stream::unfold(self, |w| async move {
+            w.changed().await;
+            Some(((), w))
+        })
+        .boxed()
     }
 }
 
@@ -71,7 +103,8 @@ enum WatchEnd {
     Closed,
     /// The version is older than the server keeps (410 Gone): list again.
     Expired,
-    /// Any other error: list again after [`WATCH_RETRY`].
+    /// Any other error: list again after [`WATCH_RETRY`] (more when it
+    /// keeps failing).
     Failed,
 }
 
@@ -81,6 +114,7 @@ async fn watch_kind<K>(api: Api<K>, selector: String, changed: Arc<Notify>)
 where
     K: kube::Resource + Clone + DeserializeOwned + fmt::Debug + Send + 'static,
 {
+    let mut retry = WATCH_RETRY;
     loop {
         // The version to watch from. Changes made while no watch was open
         // are not seen, so the waiting try checks again.
@@ -89,28 +123,41 @@ where
             Ok(list) => list.metadata.resource_version.unwrap_or_default(),
             Err(e) => {
                 debug!(error = %error_chain(&e), "cannot list for a watch; retrying");
-                tokio::time::sleep(WATCH_RETRY).await;
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(WATCH_RETRY_MAX);
                 continue;
             }
         };
         changed.notify_one();
         loop {
             let opened = Instant::now();
-            match watch_once(&api, &selector, &mut version, &changed).await {
-                WatchEnd::Closed => {
-                    // A server that ends watches at once must not make a
-                    // busy loop.
-                    if let Some(rest) = WATCH_RETRY.checked_sub(opened.elapsed()) {
-                        tokio::time::sleep(rest).await;
-                    }
+            let end = watch_once(&api, &selector, &mut version, &changed).await;
+            // A watch that served a while was no failure in a row.
+            if !matches!(end, WatchEnd::Failed) || opened.elapsed() >= WATCH_RETRY_MAX {
+                retry = WATCH_RETRY;
+            }
+            match end {
+                // A server that ends watches (or expires their version) at
+                // once must not make a busy loop.
+                WatchEnd::Closed => pause_after(opened).await,
+                WatchEnd::Expired => {
+                    pause_after(opened).await;
+                    break;
                 }
-                WatchEnd::Expired => break,
                 WatchEnd::Failed => {
-                    tokio::time::sleep(WATCH_RETRY).await;
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(WATCH_RETRY_MAX);
                     break;
                 }
             }
         }
+    }
+}
+
+/// Waits what is left of [`WATCH_RETRY`] since `opened`.
+async fn pause_after(opened: Instant) {
+    if let Some(rest) = WATCH_RETRY.checked_sub(opened.elapsed()) {
+        tokio::time::sleep(rest).await;
     }
 }
 
