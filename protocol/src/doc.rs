@@ -83,9 +83,31 @@ pub fn read_entity<D: ReadDoc>(
     c: Collection,
     id: &str,
 ) -> Result<Option<Entity>, HydrateError> {
-    let Some(coll) = collection_obj(doc, c)? else {
-        return Ok(None);
-    };
+    match collection_obj(doc, c)? {
+        Some(coll) => read_entity_in(doc, &coll, c, id),
+        None => Ok(None),
+    }
+}
+
+/// The collections' maps (each made once, at genesis), to read many
+/// entities with one lookup each.
+pub fn collection_objs<D: ReadDoc>(
+    doc: &D,
+) -> Result<Vec<(Collection, Option<ObjId>)>, HydrateError> {
+    Collection::ALL
+        .into_iter()
+        .map(|c| Ok((c, collection_obj(doc, c)?)))
+        .collect()
+}
+
+/// [`read_entity`] in the collection's map `coll`.
+pub fn read_entity_in<D: ReadDoc>(
+    doc: &D,
+    coll: &ObjId,
+    c: Collection,
+    id: &str,
+) -> Result<Option<Entity>, HydrateError> {
+    let coll = coll.clone();
     if doc.get(&coll, id)?.is_none() {
         return Ok(None);
     }

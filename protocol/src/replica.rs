@@ -13,7 +13,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use automerge::{self as am, ChangeHash, ReadDoc as _};
 
 use crate::action::Action;
-use crate::doc::{AtHeads, read_entity, read_state, write_entity};
+use crate::doc::{AtHeads, collection_objs, read_entity, read_entity_in, read_state, write_entity};
 use crate::effect::{self, Write};
 use crate::hlc::{Hlc, MAX_COUNTER, MAX_FUTURE_MS};
 use crate::keys::{LogId, OpHash, PublicKey, TeamId};
@@ -329,7 +329,7 @@ pub struct Replica {
     state: TeamState,
     applied: Vec<Applied>,
     by_hash: HashMap<OpHash, usize>,
-    by_change: HashMap<ChangeHash, usize>,
+    by_change: HashMap<ChangeHash, usize, ByHash>,
     logs: HashMap<LogId, Vec<usize>>,
     pending: Pending,
     waiting: HashMap<Wait, Vec<OpHash>>,
@@ -365,6 +365,48 @@ pub struct Replica {
     newly_voided: Vec<OpHash>,
     /// Voided ops whose voider was voided in turn: offered again.
     reoffer: Vec<Op>,
+}
+
+/// Change hashes are already uniform, so eight of their bytes, mixed with a
+/// per-process key (no author can aim changes at one bucket), are the map
+/// key's hash. The causal past of an op is walked through this map once per
+/// concurrent op, and SipHash of 32 bytes was most of that walk.
+#[derive(Clone)]
+struct ByHash(u64);
+
+impl Default for ByHash {
+    fn default() -> Self {
+        use std::hash::BuildHasher as _;
+        ByHash(std::collections::hash_map::RandomState::new().hash_one(0u64))
+    }
+}
+
+impl std::hash::BuildHasher for ByHash {
+    type Hasher = PrefixHasher;
+    fn build_hasher(&self) -> PrefixHasher {
+        PrefixHasher(self.0)
+    }
+}
+
+struct PrefixHasher(u64);
+
+impl std::hash::Hasher for PrefixHasher {
+    fn finish(&self) -> u64 {
+        // murmur3's finaliser
+        let mut z = self.0;
+        z ^= z >> 33;
+        z = z.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        z ^= z >> 33;
+        z = z.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        z ^ (z >> 33)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut b = [0u8; 8];
+        let n = bytes.len().min(8);
+        b[..n].copy_from_slice(&bytes[..n]);
+        self.0 = self.0.rotate_left(29) ^ u64::from_le_bytes(b);
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> Rejection {
@@ -715,7 +757,7 @@ impl Replica {
             state,
             applied: Vec::new(),
             by_hash: HashMap::new(),
-            by_change: HashMap::new(),
+            by_change: HashMap::default(),
             logs: HashMap::new(),
             pending: Pending::default(),
             waiting: HashMap::new(),
@@ -1253,10 +1295,17 @@ impl Replica {
         // deps include every head the causal past is the whole document.
         // (Automerge also names the log's previous change, often not a head.)
         let fast = self.doc.get_heads().iter().all(|h| deps.contains(h));
+        // Which applied ops are in the causal past, computed once for the
+        // state, the revocation check and the rebuilt change.
+        let past = if fast {
+            Vec::new()
+        } else {
+            self.past_of(&deps)
+        };
         let past_state = if fast {
             None
         } else {
-            Some(self.state_at(&deps).map_err(Step::Reject)?)
+            Some(self.state_at_past(&deps, &past).map_err(Step::Reject)?)
         };
         let ctx = OpContext {
             team: Some(self.team),
@@ -1270,11 +1319,10 @@ impl Replica {
             // Revocation wins: an applied revocation concurrent with this op
             // may take the right it uses. (On the fast path every applied
             // op is in its causal past.)
-            if !self.revokes.is_empty() {
-                let past = self.past_of(&deps);
-                if let Some(by) = self.voided_by_applied(&past, op, hash, ps, &ctx) {
-                    return Err(Step::Reject(Rejection::Voided { by }));
-                }
+            if !self.revokes.is_empty()
+                && let Some(by) = self.voided_by_applied(&past, op, hash, ps, &ctx)
+            {
+                return Err(Step::Reject(Rejection::Voided { by }));
             }
         }
         let pre: &TeamState = past_state.as_ref().unwrap_or(&self.state);
@@ -1331,7 +1379,7 @@ impl Replica {
             }
         } else {
             let (expected, ends) = self
-                .expected_at(&deps, log, b.seq, b.hlc, &writes, log_prev)
+                .expected_at(&deps, &past, log, b.seq, b.hlc, &writes, log_prev)
                 .map_err(|e| Step::Reject(internal(e)))?;
             if expected.hash() != carried {
                 return Err(Step::Reject(self.mismatch(
@@ -1387,9 +1435,11 @@ impl Replica {
     /// causal past; the change's own op ids move with it) and the deps (the
     /// heads of the causal past, plus the log's previous change). Returns
     /// the change and, per write, the number of ops written up to it.
+    #[allow(clippy::too_many_arguments)]
     fn expected_at(
         &self,
         deps: &[ChangeHash],
+        past: &[bool],
         log: LogId,
         seq: u64,
         hlc: Hlc,
@@ -1397,19 +1447,25 @@ impl Replica {
         log_prev: Option<ChangeHash>,
     ) -> Result<(am::Change, Vec<usize>), String> {
         use am::transaction::Transactable as _;
-        let past = self.past_of(deps);
         let mut max_op = 0;
-        let mut inner: HashSet<ChangeHash> = HashSet::new();
         for (i, _) in past.iter().enumerate().filter(|(_, p)| **p) {
             max_op = max_op.max(self.max_ops[i]);
-            inner.extend(self.deps[i].iter().copied());
         }
-        let mut heads: Vec<ChangeHash> = past
+        // The heads of the causal past: the deps no op of the past depends
+        // on. Ops are applied after their deps, so only ops applied after a
+        // dep can name it.
+        let dep_idx: Vec<usize> = deps
             .iter()
-            .enumerate()
-            .filter(|(_, p)| **p)
-            .map(|(i, _)| self.applied[i].change)
-            .filter(|h| !inner.contains(h))
+            .filter_map(|d| self.by_change.get(d).copied())
+            .collect();
+        let low = dep_idx.iter().copied().min().unwrap_or(0);
+        let mut heads: Vec<ChangeHash> = dep_idx
+            .iter()
+            .filter(|&&d| {
+                let h = self.applied[d].change;
+                !(low..past.len()).any(|j| past[j] && j != d && self.deps[j].contains(&h))
+            })
+            .map(|&d| self.applied[d].change)
             .collect();
         if let Some(p) = log_prev
             && !heads.contains(&p)
@@ -1538,6 +1594,18 @@ impl Replica {
             return Err(internal("a head that is not applied"));
         }
         let past = self.past_of(heads);
+        self.state_at_past(heads, &past)
+    }
+
+    /// [`Replica::state_at`] with the causal past of `heads` known.
+    fn state_at_past(
+        &mut self,
+        heads: &[ChangeHash],
+        past: &[bool],
+    ) -> Result<TeamState, Rejection> {
+        if heads.iter().any(|h| !self.by_change.contains_key(h)) {
+            return Err(internal("a head that is not applied"));
+        }
         let mut stale: BTreeSet<(Collection, String)> = BTreeSet::new();
         let mut full = false;
         for (i, _) in past.iter().enumerate().filter(|(_, p)| !**p) {
@@ -1566,8 +1634,18 @@ impl Replica {
             return read_state(&at).map_err(internal);
         }
         let mut state = self.state.clone();
+        // The collections' maps are looked up once, not once per entity.
+        let colls = collection_objs(&at).map_err(internal)?;
         for (c, id) in stale {
-            state.set(c, &id, read_entity(&at, c, &id).map_err(internal)?);
+            let coll = colls
+                .iter()
+                .find(|(k, _)| *k == c)
+                .and_then(|(_, o)| o.as_ref());
+            let e = match coll {
+                Some(coll) => read_entity_in(&at, coll, c, &id).map_err(internal)?,
+                None => None,
+            };
+            state.set(c, &id, e);
         }
         Ok(state)
     }
@@ -1881,7 +1959,7 @@ impl Replica {
             state: TeamState::default(),
             applied: Vec::new(),
             by_hash: HashMap::new(),
-            by_change: HashMap::new(),
+            by_change: HashMap::default(),
             logs: HashMap::new(),
             pending: Pending::default(),
             waiting: HashMap::new(),
