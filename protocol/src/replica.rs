@@ -367,6 +367,10 @@ pub struct Replica {
     reoffer: Vec<Op>,
 }
 
+/// Past this many entities of one collection touched by concurrent ops,
+/// the state at an op's deps reads the collection's keys once.
+const MANY_STALE: usize = 16;
+
 /// Change hashes are already uniform, so eight of their bytes, mixed with a
 /// per-process key (no author can aim changes at one bucket), are the map
 /// key's hash. The causal past of an op is walked through this map once per
@@ -1636,16 +1640,34 @@ impl Replica {
         let mut state = self.state.clone();
         // The collections' maps are looked up once, not once per entity.
         let colls = collection_objs(&at).map_err(internal)?;
-        for (c, id) in stale {
-            let coll = colls
-                .iter()
-                .find(|(k, _)| *k == c)
-                .and_then(|(_, o)| o.as_ref());
-            let e = match coll {
-                Some(coll) => read_entity_in(&at, coll, c, &id).map_err(internal)?,
-                None => None,
+        for (c, coll) in colls {
+            let ids: Vec<&String> = stale
+                .range((c, String::new())..)
+                .take_while(|(k, _)| *k == c)
+                .map(|(_, id)| id)
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let Some(coll) = coll else {
+                ids.iter().for_each(|id| state.set(c, id, None));
+                continue;
             };
-            state.set(c, &id, e);
+            // Many concurrent ops mostly create entities the past does not
+            // hold: one scan of the collection's keys at the heads answers
+            // for all of them, where a lookup each costs more.
+            let present: Option<HashSet<String>> = (ids.len() > MANY_STALE).then(|| {
+                autosurgeon::ReadDoc::map_range(&at, &coll, ..)
+                    .map(|i| i.key.into_owned())
+                    .collect()
+            });
+            for id in ids {
+                let e = match &present {
+                    Some(p) if !p.contains(id.as_str()) => None,
+                    _ => read_entity_in(&at, &coll, c, id).map_err(internal)?,
+                };
+                state.set(c, id, e);
+            }
         }
         Ok(state)
     }

@@ -682,3 +682,82 @@ fn snapshots_restore_the_same_replica_and_refuse_garbage() {
     assert!(Replica::restore(&snap[..snap.len() / 2], ops.clone()).is_err());
     assert!(Replica::restore(&snap, ops[..ops.len() - 1].to_vec()).is_err());
 }
+
+/// The state at an op's causal past is the current state patched where
+/// concurrent ops wrote; with many concurrent creations in one collection it
+/// reads that collection's keys once. Either way it must be exactly the
+/// document read whole at those heads.
+#[test]
+fn the_state_at_a_concurrent_ops_past_is_the_document_read_at_its_deps() {
+    let Team {
+        mut a,
+        mut b,
+        owner,
+        user,
+        n1,
+        n2,
+        mut clock,
+        version,
+    } = team();
+    let product = a.state().versions[&version].product.clone();
+    let mut from_a = Vec::new();
+    let mut from_b = Vec::new();
+    for i in 0..24 {
+        let t = clock.tick();
+        let id = ctx(&a, &owner, n1.public(), t).new_id(0);
+        let (op, _) = act(
+            &mut a,
+            &owner,
+            n1.public(),
+            t,
+            Action::ProductCreate {
+                id,
+                name: format!("a-{i}"),
+                kind: ProductKind::Complex,
+                description: String::new(),
+                version: None,
+            },
+        )
+        .unwrap();
+        from_a.push(op);
+        let t = clock.tick();
+        // b changes an entity the past holds, and creates others.
+        let action = if i % 3 == 0 {
+            Action::ProductUpdate {
+                id: product.clone(),
+                description: format!("b edit {i}"),
+            }
+        } else {
+            Action::ProductCreate {
+                id: ctx(&b, &user, n2.public(), t).new_id(0),
+                name: format!("b-{i}"),
+                kind: ProductKind::Complex,
+                description: String::new(),
+                version: None,
+            }
+        };
+        let (op, rep) = act(&mut b, &user, n2.public(), t, action).unwrap();
+        assert_eq!(rep.applied.len(), 1, "{rep:?}");
+        from_b.push(op);
+    }
+    for op in from_b {
+        assert_eq!(a.apply(op, NOW).applied.len(), 1);
+    }
+    for op in from_a {
+        assert_eq!(b.apply(op, NOW).applied.len(), 1);
+    }
+    assert_eq!(a.state(), b.state());
+    let mut checked = 0;
+    for applied in a.ops().to_vec().iter().skip(1) {
+        let change = automerge::Change::from_bytes(applied.op.body.change.clone()).unwrap();
+        let deps = change.deps().to_vec();
+        let full = shoal_protocol::doc::read_state(&shoal_protocol::doc::AtHeads {
+            doc: a.doc(),
+            heads: &deps,
+        })
+        .unwrap();
+        assert_eq!(a.state_at(&deps).unwrap(), full);
+        checked += 1;
+    }
+    assert!(checked > 48);
+}
