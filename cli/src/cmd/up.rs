@@ -196,16 +196,24 @@ pub fn daemon(ctx: &Ctx, args: RunArgs, up: bool) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
-        let shutdown = async {
-            use tokio::signal::unix::{SignalKind, signal};
-            match signal(SignalKind::terminate()) {
-                Ok(mut term) => {
+        // The handlers are installed now, before the daemon says it listens:
+        // a SIGTERM that arrives during start-up stops it cleanly instead of
+        // killing it.
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        let shutdown = async move {
+            match (term, int) {
+                (Some(mut term), Some(mut int)) => {
                     tokio::select! {
-                        _ = tokio::signal::ctrl_c() => {}
+                        _ = int.recv() => {}
                         _ = term.recv() => {}
                     }
                 }
-                Err(_) => {
+                (Some(mut term), None) => {
+                    term.recv().await;
+                }
+                (None, _) => {
                     let _ = tokio::signal::ctrl_c().await;
                 }
             }
