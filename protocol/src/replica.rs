@@ -344,6 +344,8 @@ pub struct Replica {
     max_hlc: Hlc,
     /// Per applied op (same index as `applied`): its change's deps.
     deps: Vec<Vec<ChangeHash>>,
+    /// `deps` as indices into `applied` (the walks of causal pasts).
+    dep_idx: Vec<Vec<u32>>,
     /// Per applied op index: what its change wrote. Filled when the op is
     /// validated, or on first need for ops restored from a snapshot.
     touches: HashMap<usize, BTreeSet<Touch>>,
@@ -771,6 +773,7 @@ impl Replica {
             rejected_ops: HashSet::new(),
             max_hlc: b.hlc,
             deps: Vec::new(),
+            dep_idx: Vec::new(),
             touches: HashMap::new(),
             max_op: 0,
             max_ops: Vec::new(),
@@ -1154,6 +1157,11 @@ impl Replica {
         self.max_op = self.max_op.max(max_op);
         self.max_ops.push(max_op);
         let idx = self.applied.len();
+        let dep_idx = deps
+            .iter()
+            .filter_map(|d| self.by_change.get(d).map(|&i| i as u32))
+            .collect();
+        self.dep_idx.push(dep_idx);
         self.deps.push(deps);
         let log = op.log();
         self.max_hlc = self.max_hlc.max(op.body.hlc);
@@ -1683,7 +1691,7 @@ impl Replica {
             if std::mem::replace(&mut past[i], true) {
                 continue;
             }
-            stack.extend(self.deps[i].iter().filter_map(|d| self.by_change.get(d)));
+            stack.extend(self.dep_idx[i].iter().map(|&d| d as usize));
         }
         past
     }
@@ -1734,6 +1742,13 @@ impl Replica {
                 {
                     continue;
                 }
+                // Or it takes the right of an op `rh` depends on (not in
+                // this op's past): voiding that op voids `rh`. The two still
+                // revoke each other, and the earlier stands, whichever of
+                // them a replica saw first.
+                if self.voids_past_of(ri, past, op, w) {
+                    continue;
+                }
             }
             return Some(rh);
         }
@@ -1754,10 +1769,7 @@ impl Replica {
             return false;
         };
         let r = self.applied[ri].op.clone();
-        if (op.body.hlc, hash) >= (r.body.hlc, by)
-            || !self.revokes.contains_key(&by)
-            || !may_affect(&op.body.action, &r)
-        {
+        if (op.body.hlc, hash) >= (r.body.hlc, by) || !self.revokes.contains_key(&by) {
             return false;
         }
         let Ok(change) = parse_change(op) else {
@@ -1775,7 +1787,7 @@ impl Replica {
             .filter_map(|q| decode_change(&q.op.body.change).ok())
             .collect();
         let mut doc = self.doc.clone();
-        if doc.apply_changes(changes).is_err() {
+        if doc.apply_changes(changes.clone()).is_err() {
             return false;
         }
         let deps = sorted(change.deps().to_vec());
@@ -1796,8 +1808,16 @@ impl Replica {
         let Ok(rpre) = self.state_before(ri) else {
             return false;
         };
-        if !loses(&rpre, &writes, &op_context(self.team, &r), &r.body.action) {
-            return false;
+        // It takes `by`'s right, or the right of an op `by` depends on
+        // (voiding that op voids `by`): the two revoke each other, and this
+        // one is the earlier.
+        if !(may_affect(&op.body.action, &r)
+            && loses(&rpre, &writes, &op_context(self.team, &r), &r.body.action))
+        {
+            let past = self.past_through_voided(&deps, &changes);
+            if !self.voids_past_of(ri, &past, op, &writes) {
+                return false;
+            }
         }
         self.void_applied(vec![(ri, Rejection::Voided { by: hash })]);
         true
@@ -1806,6 +1826,54 @@ impl Replica {
     /// After revocation `hash` is applied: voids the applied ops concurrent
     /// with it whose right it takes (not an earlier revocation taking its
     /// own author's right: that one stands, and `hash` was refused).
+    /// Which applied ops are in the causal past of `deps`, also through
+    /// voided `changes` (a contending op may build on voided ops).
+    fn past_through_voided(&self, deps: &[ChangeHash], changes: &[am::Change]) -> Vec<bool> {
+        let voided: HashMap<ChangeHash, &am::Change> =
+            changes.iter().map(|c| (c.hash(), c)).collect();
+        let mut past = vec![false; self.applied.len()];
+        let mut seen: HashSet<ChangeHash> = HashSet::new();
+        let mut stack: Vec<ChangeHash> = deps.to_vec();
+        while let Some(h) = stack.pop() {
+            if !seen.insert(h) {
+                continue;
+            }
+            if let Some(&i) = self.by_change.get(&h) {
+                if !std::mem::replace(&mut past[i], true) {
+                    stack.extend(self.deps[i].iter().copied());
+                }
+            } else if let Some(c) = voided.get(&h) {
+                stack.extend(c.deps().iter().copied());
+            }
+        }
+        past
+    }
+
+    /// Whether revocation `op` (with `writes`, its causal past `past`)
+    /// takes the right of an applied op in the causal past of applied op
+    /// `ri` that is not in `op`'s causal past.
+    fn voids_past_of(&mut self, ri: usize, past: &[bool], op: &Op, writes: &[Write]) -> bool {
+        let rpast = self.past_of(&self.deps[ri].clone());
+        let candidates: Vec<usize> = rpast
+            .iter()
+            .enumerate()
+            .filter(|&(y, &in_r)| {
+                in_r && !past.get(y).copied().unwrap_or(true)
+                    && may_affect(&op.body.action, &self.applied[y].op)
+            })
+            .map(|(y, _)| y)
+            .collect();
+        for y in candidates {
+            let z = self.applied[y].op.clone();
+            if let Ok(zpre) = self.state_before(y)
+                && loses(&zpre, writes, &op_context(self.team, &z), &z.body.action)
+            {
+                return true;
+            }
+        }
+        false
+    }
+
     fn void_concurrent(&mut self, hash: OpHash) {
         let Some(&ri) = self.by_hash.get(&hash) else {
             return;
@@ -1860,6 +1928,7 @@ impl Replica {
         }
         let old = std::mem::take(&mut self.applied);
         let old_deps = std::mem::take(&mut self.deps);
+        self.dep_idx.clear();
         let old_max = std::mem::take(&mut self.max_ops);
         let old_touches = std::mem::take(&mut self.touches);
         self.by_hash.clear();
@@ -1991,6 +2060,7 @@ impl Replica {
             rejected_ops: HashSet::new(),
             max_hlc: Hlc::ZERO,
             deps: Vec::new(),
+            dep_idx: Vec::new(),
             touches: HashMap::new(),
             max_op: 0,
             max_ops: Vec::new(),
@@ -2013,6 +2083,17 @@ impl Replica {
             }
             r.record(op, c.hash(), c.deps().to_vec(), c.max_op());
         }
+        // Stored ops may name a dep stored after them: index deps once all
+        // are known.
+        r.dep_idx = r
+            .deps
+            .iter()
+            .map(|ds| {
+                ds.iter()
+                    .filter_map(|d| r.by_change.get(d).map(|&i| i as u32))
+                    .collect()
+            })
+            .collect();
         // The snapshot must hold exactly the changes of the ops.
         let heads = doc.get_heads();
         let complete = r.by_change.len() == r.applied.len()

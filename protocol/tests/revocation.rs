@@ -322,3 +322,84 @@ fn a_hostile_removed_admin_backdating_and_forking_gains_nothing_anywhere() {
     }
     assert!(prints.windows(2).all(|w| w[0] == w[1]));
 }
+
+/// Two revocations can revoke each other through what they build on: carol
+/// removes bob after seeing an op of dave's, while bob, not having seen it,
+/// removes dave. Bob's removal voids dave's op and so carol's removal, which
+/// depends on it; carol's removal voids bob's. The earlier stands, whichever
+/// a replica saw first.
+#[test]
+fn revocations_that_revoke_each_other_through_a_dependency_resolve_alike_in_any_order() {
+    let mut t = team();
+    let (owner, bob, carol, dave, node) = (key(1), key(2), key(3), key(4), key(10).public());
+    t.ops.extend(
+        invite_and_join(
+            &mut t.r,
+            &owner,
+            node,
+            &dave,
+            "dave",
+            Role::User,
+            None,
+            T0 + 30,
+        )
+        .unwrap(),
+    );
+    let mut seen = replay(&t, &[]);
+    let x = sign_op(
+        &seen,
+        &dave,
+        node,
+        T0 + 150,
+        Action::ProductCreate {
+            id: shoal_protocol::testkit::ctx(&seen, &dave, node, T0 + 150).new_id(0),
+            name: "dave-app".into(),
+            kind: shoal_protocol::model::ProductKind::Complex,
+            description: String::new(),
+            version: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(seen.apply(x.clone(), T0 + 1_000_000).applied.len(), 1);
+    let by_carol = sign_op(
+        &seen,
+        &carol,
+        node,
+        T0 + 300,
+        Action::MemberRemove {
+            member: bob.public(),
+        },
+    )
+    .unwrap();
+    let by_bob = sign_op(
+        &t.r,
+        &bob,
+        node,
+        T0 + 200,
+        Action::MemberRemove {
+            member: dave.public(),
+        },
+    )
+    .unwrap();
+    let orders: [[&Op; 3]; 3] = [
+        [&x, &by_carol, &by_bob],
+        [&x, &by_bob, &by_carol],
+        [&by_bob, &x, &by_carol],
+    ];
+    let replicas: Vec<Replica> = orders.iter().map(|o| replay(&t, o)).collect();
+    for r in &replicas {
+        assert!(r.op(&by_bob.hash()).is_some(), "the earlier removal stands");
+        for void in [&x, &by_carol] {
+            assert_eq!(
+                r.quarantine().get(&void.hash()).map(|q| q.reason.clone()),
+                Some(Rejection::Voided { by: by_bob.hash() })
+            );
+        }
+        assert_eq!(r.state(), &r.recompute_state());
+        assert!(r.state().member(&dave.public().to_hex()).is_none());
+        assert!(r.state().member(&bob.public().to_hex()).is_some());
+    }
+    assert_eq!(replicas[0].heads(), replicas[1].heads());
+    assert_eq!(replicas[0].heads(), replicas[2].heads());
+    assert_eq!(replicas[0].state(), replicas[2].state());
+}

@@ -807,7 +807,10 @@ impl Sim {
                 member: owner_key().public(),
             };
             let now = peer.now(self.clock);
-            forge_op(&peer.replica, &author, &peer.node, now, action, |_| {})
+            let Some(op) = forge_op(&peer.replica, &author, &peer.node, now, action, |_| {}) else {
+                return;
+            };
+            op
         } else if variant == 8 {
             // Writes outside its action: the owner's member entry.
             let peer = &self.peers[w];
@@ -822,13 +825,16 @@ impl Sim {
                 description: String::new(),
             };
             let now = peer.now(self.clock);
-            forge_op(&peer.replica, &author, &peer.node, now, action, |w| {
+            let Some(op) = forge_op(&peer.replica, &author, &peer.node, now, action, |w| {
                 w.push(Write {
                     collection: Collection::Members,
                     id: owner.key.clone(),
                     value: Some(Entity::Member(owner)),
                 })
-            })
+            }) else {
+                return;
+            };
+            op
         } else {
             // An honest op, edited.
             const KINDS: [Kind; 10] = [
@@ -1396,6 +1402,7 @@ impl Fixture {
     ) -> Op {
         let now = self.clock.tick();
         forge_op(&self.maker, author, origin, now, action, tweak)
+            .expect("the fixture's logs are whole")
     }
 
     /// Offers the history and `forged` to fresh replicas in several orders
@@ -1448,7 +1455,7 @@ fn forge_op(
     now: u64,
     action: Action,
     tweak: impl FnOnce(&mut Vec<Write>),
-) -> Op {
+) -> Option<Op> {
     let ctx = r.next_context(author.public(), origin.public(), now);
     let mut writes = effect::effect(r.state(), &ctx, &action);
     tweak(&mut writes);
@@ -1461,7 +1468,11 @@ fn forge_op(
     }
     tx.commit_with(CommitOptions::default().with_time(ctx.hlc.ms as i64));
     let change = doc.get_last_local_change().unwrap();
-    assert_eq!(change.seq(), ctx.seq);
+    // A log whose next seat is held by a void op cannot go on from this
+    // document (its change would take the void op's seq): nothing to forge.
+    if change.seq() != ctx.seq {
+        return None;
+    }
     let body = OpBody {
         version: OP_VERSION,
         team: Some(r.team()),
@@ -1473,7 +1484,7 @@ fn forge_op(
         action,
         change: change.raw_bytes().to_vec(),
     };
-    body.sign(author).unwrap()
+    Some(body.sign(author).unwrap())
 }
 
 /// Why a hostile op may be refused: never a reason an honest op could get.
