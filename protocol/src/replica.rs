@@ -1014,9 +1014,14 @@ impl Replica {
                         report.dropped.push(h);
                     }
                 }
-                Err(Step::Reject(reason)) => {
+                Err(step @ (Step::Reject(_) | Step::Unverified(_))) => {
+                    let (reason, seat) = match step {
+                        Step::Unverified(r) => (r, false),
+                        Step::Reject(r) => (r, true),
+                        Step::Wait(_) => unreachable!("matched above"),
+                    };
                     self.pending.remove(&hash);
-                    self.reject(&op, hash, reason.clone());
+                    self.reject(&op, hash, reason.clone(), seat);
                     report.rejected.push((hash, reason));
                     // Whatever waited on this op can never apply.
                     let mut wake: Vec<OpHash> = Vec::new();
@@ -1086,7 +1091,9 @@ impl Replica {
         report
     }
 
-    fn reject(&mut self, op: &Op, hash: OpHash, reason: Rejection) {
+    /// `seat`: the op was judged whole (its change checked), so a void op
+    /// keeps its seat of the log.
+    fn reject(&mut self, op: &Op, hash: OpHash, reason: Rejection, seat: bool) {
         // Anyone can send a corrupted copy of a real op: only an op that
         // really is its author's (and this team's) speaks for its log and
         // change. A fork leaves the log's applied ops valid.
@@ -1107,8 +1114,10 @@ impl Replica {
             }
             if let Some(by) = by {
                 self.void_by.insert(hash, by);
-                // A voided op was valid: it still holds its seat of the log.
-                self.seat(op.log(), op.body.seq, hash);
+                // A voided op that was judged valid still holds its seat.
+                if seat {
+                    self.seat(op.log(), op.body.seq, hash);
+                }
             }
             self.rejected_ops.insert(hash);
         }
@@ -1219,7 +1228,7 @@ impl Replica {
         {
             return Err(match self.void_by.get(&p).copied() {
                 Some(by) if self.contend(op, hash, by) => Step::Wait(Wait::Log(log, b.seq - 1)),
-                Some(by) => Step::Reject(Rejection::Voided { by }),
+                Some(by) => Step::Unverified(Rejection::Voided { by }),
                 None => Step::Reject(Rejection::DependsOnRejected),
             });
         }
@@ -1288,7 +1297,7 @@ impl Replica {
                 None if self.rejected_changes.contains(dep) => {
                     return Err(match self.void_changes.get(dep).copied() {
                         Some(by) if self.contend(op, hash, by) => Step::Wait(Wait::Change(*dep)),
-                        Some(by) => Step::Reject(Rejection::Voided { by }),
+                        Some(by) => Step::Unverified(Rejection::Voided { by }),
                         None => Step::Reject(Rejection::DependsOnRejected),
                     });
                 }
@@ -1328,14 +1337,6 @@ impl Replica {
         };
         if let Some(ps) = &past_state {
             rules::check(ps, &ctx, &b.action).map_err(|e| Step::Reject(e.into()))?;
-            // Revocation wins: an applied revocation concurrent with this op
-            // may take the right it uses. (On the fast path every applied
-            // op is in its causal past.)
-            if !self.revokes.is_empty()
-                && let Some(by) = self.voided_by_applied(&past, op, hash, ps, &ctx)
-            {
-                return Err(Step::Reject(Rejection::Voided { by }));
-            }
         }
         let pre: &TeamState = past_state.as_ref().unwrap_or(&self.state);
         if fast {
@@ -1402,6 +1403,17 @@ impl Replica {
                     &ends,
                     b.action.name(),
                 )));
+            }
+            // Revocation wins: an applied revocation concurrent with this op
+            // may take the right it uses. (On the fast path every applied
+            // op is in its causal past.) Judged once the change is known to
+            // be the action's, as a void op keeps its seat of the log: a
+            // forged change must not hold the seat of the honest op at it.
+            if let Some(ps) = &past_state
+                && !self.revokes.is_empty()
+                && let Some(by) = self.voided_by_applied(&past, op, hash, ps, &ctx)
+            {
+                return Err(Step::Reject(Rejection::Voided { by }));
             }
             self.doc
                 .apply_changes([change.clone()])
@@ -1911,9 +1923,13 @@ impl Replica {
     fn void_applied(&mut self, roots: Vec<(usize, Rejection)>) {
         let n = self.applied.len();
         let mut mark: Vec<Option<Rejection>> = vec![None; n];
+        // Roots keep their seats; ops void only through them do not, as if
+        // they had arrived after them (see `Step::Unverified`).
+        let mut root = vec![false; n];
         for (i, why) in roots {
             if let Some(m) = mark.get_mut(i) {
                 *m = Some(why);
+                root[i] = true;
             }
         }
         for i in 0..n {
@@ -1941,7 +1957,7 @@ impl Replica {
                 Some(why) => {
                     self.revokes.remove(&a.hash);
                     self.newly_voided.push(a.hash);
-                    voided.push((a.op, a.hash, why));
+                    voided.push((a.op, a.hash, why, root[i]));
                 }
                 None => {
                     let idx = self.applied.len();
@@ -1953,7 +1969,7 @@ impl Replica {
             }
         }
         // Quarantined with the root's reason; ops they had voided come back.
-        for (op, hash, why) in voided {
+        for (op, hash, why, seat) in voided {
             // Ops waiting on a voided op can never apply: offer them again
             // so they are refused the same way.
             let mut wake = self
@@ -1972,7 +1988,7 @@ impl Replica {
                     self.reoffer.push(o);
                 }
             }
-            self.reject(&op, hash, why);
+            self.reject(&op, hash, why, seat);
         }
         self.rebuild();
     }
@@ -2130,6 +2146,10 @@ impl Replica {
 enum Step {
     Wait(Wait),
     Reject(Rejection),
+    /// Refused as void because it builds on a void op, its change never
+    /// checked: it does not hold its seat of the log (an honest op at that
+    /// seat must not lose it to a forged one on some replicas only).
+    Unverified(Rejection),
 }
 
 /// Actions that take a right away: removal, role change, node removal,
