@@ -107,24 +107,23 @@ pub fn read_entity_in<D: ReadDoc>(
     c: Collection,
     id: &str,
 ) -> Result<Option<Entity>, HydrateError> {
-    let coll = coll.clone();
-    if doc.get(&coll, id)?.is_none() {
+    if doc.get(coll, id)?.is_none() {
         return Ok(None);
     }
     fn h<D: ReadDoc, T: Hydrate>(doc: &D, coll: &ObjId, id: &str) -> Result<T, HydrateError> {
         autosurgeon::hydrate_prop(doc, coll, id)
     }
     Ok(Some(match c {
-        Collection::Team => Entity::Team(h(doc, &coll, id)?),
-        Collection::Members => Entity::Member(h(doc, &coll, id)?),
-        Collection::Nodes => Entity::Node(h(doc, &coll, id)?),
-        Collection::Invites => Entity::Invite(h(doc, &coll, id)?),
-        Collection::Registries => Entity::Registry(h(doc, &coll, id)?),
-        Collection::Products => Entity::Product(h(doc, &coll, id)?),
-        Collection::Versions => Entity::Version(h(doc, &coll, id)?),
-        Collection::Deployments => Entity::Deployment(Box::new(h(doc, &coll, id)?)),
-        Collection::Commands => Entity::Command(h(doc, &coll, id)?),
-        Collection::Keys => Entity::Key(h(doc, &coll, id)?),
+        Collection::Team => Entity::Team(h(doc, coll, id)?),
+        Collection::Members => Entity::Member(h(doc, coll, id)?),
+        Collection::Nodes => Entity::Node(h(doc, coll, id)?),
+        Collection::Invites => Entity::Invite(h(doc, coll, id)?),
+        Collection::Registries => Entity::Registry(h(doc, coll, id)?),
+        Collection::Products => Entity::Product(h(doc, coll, id)?),
+        Collection::Versions => Entity::Version(h(doc, coll, id)?),
+        Collection::Deployments => Entity::Deployment(Box::new(h(doc, coll, id)?)),
+        Collection::Commands => Entity::Command(h(doc, coll, id)?),
+        Collection::Keys => Entity::Key(h(doc, coll, id)?),
     }))
 }
 

@@ -100,6 +100,17 @@ pub struct Report {
     pub duplicate: bool,
 }
 
+impl Report {
+    /// Adds what a later `apply` reported (a batch's reports as one).
+    fn merge(&mut self, r: Report) {
+        self.applied.extend(r.applied);
+        self.rejected.extend(r.rejected);
+        self.waiting.extend(r.waiting);
+        self.dropped.extend(r.dropped);
+        self.voided.extend(r.voided);
+    }
+}
+
 /// At most this many ops of one log wait (for a dependency, a log
 /// predecessor or their time); beyond it the log's oldest waiting op is dropped.
 pub const MAX_PENDING_PER_LOG: usize = 512;
@@ -639,11 +650,7 @@ impl Replica {
         let mut report = Report::default();
         for op in again {
             let r = self.apply(op, now_ms);
-            report.applied.extend(r.applied);
-            report.rejected.extend(r.rejected);
-            report.waiting.extend(r.waiting);
-            report.dropped.extend(r.dropped);
-            report.voided.extend(r.voided);
+            report.merge(r);
         }
         report
     }
@@ -1080,11 +1087,7 @@ impl Replica {
             for h in self.waiting.remove(&k).unwrap_or_default() {
                 if let Some((op, _)) = self.pending.remove(&h) {
                     let r = self.apply(op, now_ms);
-                    report.applied.extend(r.applied);
-                    report.rejected.extend(r.rejected);
-                    report.waiting.extend(r.waiting);
-                    report.dropped.extend(r.dropped);
-                    report.voided.extend(r.voided);
+                    report.merge(r);
                 }
             }
         }
@@ -1614,9 +1617,6 @@ impl Replica {
     /// heads costs a clock computation per field and grows with the team.)
     #[doc(hidden)]
     pub fn state_at(&mut self, heads: &[ChangeHash]) -> Result<TeamState, Rejection> {
-        if heads.iter().any(|h| !self.by_change.contains_key(h)) {
-            return Err(internal("a head that is not applied"));
-        }
         let past = self.past_of(heads);
         self.state_at_past(heads, &past)
     }
@@ -2099,8 +2099,9 @@ impl Replica {
             }
             r.record(op, c.hash(), c.deps().to_vec(), c.max_op());
         }
-        // Stored ops may name a dep stored after them: index deps once all
-        // are known.
+        // The store keeps ops in the order they were applied, so `record`
+        // found every dep; indexing them again once all are known guards
+        // the walks of causal pasts against a store written otherwise.
         r.dep_idx = r
             .deps
             .iter()
