@@ -17,6 +17,7 @@ pub mod model;
 pub mod op;
 pub mod replica;
 pub mod rules;
+pub mod table;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod ticket;

@@ -12,6 +12,7 @@ use autosurgeon::{Hydrate, Reconcile};
 use serde::{Deserialize, Serialize};
 
 use crate::hlc::Hlc;
+pub use crate::table::Table;
 
 /// Fields stored as one JSON string scalar instead of a tree of Automerge
 /// objects. Used for configs that are always replaced whole, where merging
@@ -994,16 +995,16 @@ pub fn parse_team_recipient(recipient: &str) -> Option<(u32, Option<&str>)> {
 /// The whole typed view of the team document.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hydrate, Reconcile, Serialize, Deserialize)]
 pub struct TeamState {
-    pub team: BTreeMap<String, TeamInfo>,
-    pub members: BTreeMap<String, Member>,
-    pub nodes: BTreeMap<String, Node>,
-    pub invites: BTreeMap<String, Invite>,
-    pub registries: BTreeMap<String, Registry>,
-    pub products: BTreeMap<String, Product>,
-    pub versions: BTreeMap<String, Version>,
-    pub deployments: BTreeMap<String, Deployment>,
-    pub commands: BTreeMap<String, ContainerCommand>,
-    pub keys: BTreeMap<String, SealedKey>,
+    pub team: Table<TeamInfo>,
+    pub members: Table<Member>,
+    pub nodes: Table<Node>,
+    pub invites: Table<Invite>,
+    pub registries: Table<Registry>,
+    pub products: Table<Product>,
+    pub versions: Table<Version>,
+    pub deployments: Table<Deployment>,
+    pub commands: Table<ContainerCommand>,
+    pub keys: Table<SealedKey>,
 }
 
 /// One entity of any collection.
@@ -1062,15 +1063,8 @@ impl TeamState {
 
     /// Sets (`Some`) or removes (`None`) one entity.
     pub fn set(&mut self, c: Collection, id: &str, e: Option<Entity>) {
-        fn put<T>(m: &mut BTreeMap<String, T>, id: &str, v: Option<T>) {
-            match v {
-                Some(v) => {
-                    m.insert(id.to_string(), v);
-                }
-                None => {
-                    m.remove(id);
-                }
-            }
+        fn put<T: Clone>(m: &mut Table<T>, id: &str, v: Option<T>) {
+            m.set(id, v);
         }
         match (c, e) {
             (Collection::Team, Some(Entity::Team(v))) => put(&mut self.team, id, Some(v)),

@@ -1333,11 +1333,11 @@ fn sealed_key(recipient: String, epoch: u32, public: &str) -> SealedKey {
 /// of epoch 1 held by them, and `r1`'s password sealed to it.
 fn keyed() -> (Fx, String) {
     let mut f = fx();
-    for n in f.s.nodes.values_mut() {
-        n.enc_key = "ee".repeat(32);
+    for k in f.s.nodes.keys().cloned().collect::<Vec<_>>() {
+        f.s.nodes.get_mut(&k).unwrap().enc_key = "ee".repeat(32);
     }
-    for m in f.s.members.values_mut() {
-        m.enc_key = "ee".repeat(32);
+    for k in f.s.members.keys().cloned().collect::<Vec<_>>() {
+        f.s.members.get_mut(&k).unwrap().enc_key = "ee".repeat(32);
     }
     let one = "11".repeat(32);
     for (r, _) in view::key_recipients(&f.s) {
@@ -1545,7 +1545,7 @@ fn a_rotation_replaces_the_key_and_drops_copies_of_those_gone() {
     assert!(
         f.s.keys.values().all(|k| k.epoch >= 2),
         "{:?}",
-        f.s.keys.keys()
+        f.s.keys.keys().collect::<Vec<_>>()
     );
     // Removing a node drops every copy it held.
     let gone = format!("node:{}", f.n2.public().to_hex());

@@ -99,7 +99,7 @@ fn invite_key() -> SecretKey {
     key(200)
 }
 
-fn ids<T>(m: &BTreeMap<String, T>) -> Vec<String> {
+fn ids<T>(m: &shoal_protocol::model::Table<T>) -> Vec<String> {
     m.keys().cloned().collect()
 }
 

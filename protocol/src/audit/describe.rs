@@ -1,8 +1,6 @@
 //! The one-line account of each action in the audit log (`what`), naming
 //! entities by their names in the state it is given.
 
-use std::collections::BTreeMap;
-
 use crate::action::{Action, Outcome};
 use crate::model::{InviteKind, TeamState, VersionKind};
 
@@ -15,7 +13,7 @@ pub fn describe(state: &TeamState, action: &Action) -> String {
         id.chars().take(8).collect()
     }
     /// The name of entity `id` of a collection, else a prefix of the id.
-    fn named<T>(m: &BTreeMap<String, T>, id: &str, name: impl Fn(&T) -> &str) -> String {
+    fn named<T>(m: &crate::table::Table<T>, id: &str, name: impl Fn(&T) -> &str) -> String {
         m.get(id).map_or_else(|| short(id), |e| name(e).to_owned())
     }
     let who = |key: &str| named(&state.members, key, |m| &m.name);
