@@ -558,7 +558,7 @@ impl Service {
         )
         .await
         .map_err(|_| ServiceError::Timeout("fetching the team"))??;
-        let (peer, addr, replica) = fetched;
+        let (peer, addr, mut replica) = fetched;
         let proof = ticket.proof_for(&newcomer);
         let node = self.this_node();
         let (author, action) = match member {

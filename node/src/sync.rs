@@ -905,10 +905,16 @@ impl Actor {
 
     /// `Replica::prepare`, with a panic inside it (a bug, or a document an
     /// op left in a state the replica cannot extend) turned into an error
-    /// for this one op: preparing changes nothing, so the engine goes on.
-    fn prepare_contained(&self, author: PublicKey, action: Action) -> Result<OpBody, SyncError> {
+    /// for this one op: preparing leaves the replica as it was (a panic
+    /// while the change is written is caught inside it, and its document
+    /// rebuilt), so the engine goes on.
+    fn prepare_contained(
+        &mut self,
+        author: PublicKey,
+        action: Action,
+    ) -> Result<OpBody, SyncError> {
         let name = action.name();
-        let (replica, me) = (&self.replica, self.me);
+        let (replica, me) = (&mut self.replica, self.me);
         match catch_unwind(AssertUnwindSafe(|| {
             replica.prepare(author, me, now_ms(), action)
         })) {

@@ -720,9 +720,9 @@ async fn a_fork_sent_to_two_nodes_resolves_the_same_everywhere() {
     let (x, y) = {
         let mut node = Node::open(dirs[0].path()).unwrap();
         let a_key = SecretKey::from_seed(node.key_seed());
-        let r = node.take_replica(team).unwrap();
+        let mut r = node.take_replica(team).unwrap();
         let now = now_ms();
-        let make = |name: &str| {
+        let mut make = |name: &str| {
             let c = r.next_context(owner.public(), a_key.public(), now);
             r.prepare(
                 owner.public(),

@@ -696,7 +696,7 @@ impl Replica {
             node,
         };
         let writes = effect::genesis(&ctx, &action);
-        let change = make_change(&am::Automerge::new(), log, hlc, &writes, 1)?;
+        let change = make_change(&mut am::Automerge::new(), log, hlc, &writes, 1)?;
         Ok(OpBody {
             version: OP_VERSION,
             team: None,
@@ -745,7 +745,7 @@ impl Replica {
         };
         let writes = effect::genesis(&ctx, &b.action);
         // The change must be exactly the one team.create implies.
-        let expected = make_change(&am::Automerge::new(), op.log(), b.hlc, &writes, 1)
+        let expected = make_change(&mut am::Automerge::new(), op.log(), b.hlc, &writes, 1)
             .map_err(|e| Rejection::Internal(e.to_string()))?;
         if expected != b.change {
             return Err(
@@ -918,7 +918,7 @@ impl Replica {
     /// Builds an unsigned op for `action` by `author` on node `origin`.
     /// The rules are checked here so the user hears at once.
     pub fn prepare(
-        &self,
+        &mut self,
         author: PublicKey,
         origin: PublicKey,
         now_ms: u64,
@@ -931,7 +931,20 @@ impl Replica {
         }
         rules::check(&self.state, &ctx, &action)?;
         let writes = effect::effect(&self.state, &ctx, &action);
-        let change = make_change(&self.doc, ctx.log(), ctx.hlc, &writes, ctx.seq)?;
+        // The change is written into the live document and rolled back; a
+        // panic in between must not leave it half-written.
+        let made = catch_unwind(AssertUnwindSafe(|| {
+            make_change(&mut self.doc, ctx.log(), ctx.hlc, &writes, ctx.seq)
+        }));
+        let change = match made {
+            Ok(c) => c?,
+            Err(_) => {
+                self.rebuild();
+                return Err(PrepareError::Internal(
+                    "building the change panicked".into(),
+                ));
+            }
+        };
         Ok(OpBody {
             version: OP_VERSION,
             team: Some(self.team),
@@ -1455,16 +1468,16 @@ impl Replica {
     /// The change `prepare` would have made for `writes` on a document
     /// holding exactly the causal past of `deps` (not all applied changes).
     /// Forking the document at the deps would replay the whole history;
-    /// instead the writes are made in a transaction isolated at the deps on
-    /// a copy of the document, which sees and overwrites what the past
-    /// holds, and the two things the rest of the document changes are set to
+    /// instead the writes are made in a transaction isolated at the deps
+    /// (exported, then rolled back, so the document is left as it was),
+    /// which sees and overwrites what the past holds, and the two things the rest of the document changes are set to
     /// the past's: the first op counter (one past the largest counter in the
     /// causal past; the change's own op ids move with it) and the deps (the
     /// heads of the causal past, plus the log's previous change). Returns
     /// the change and, per write, the number of ops written up to it.
     #[allow(clippy::too_many_arguments)]
     fn expected_at(
-        &self,
+        &mut self,
         deps: &[ChangeHash],
         past: &[bool],
         log: LogId,
@@ -1473,7 +1486,6 @@ impl Replica {
         writes: &[Write],
         log_prev: Option<ChangeHash>,
     ) -> Result<(am::Change, Vec<usize>), String> {
-        use am::transaction::Transactable as _;
         let mut max_op = 0;
         for (i, _) in past.iter().enumerate().filter(|(_, p)| **p) {
             max_op = max_op.max(self.max_ops[i]);
@@ -1499,24 +1511,13 @@ impl Replica {
         {
             heads.push(p);
         }
-        let mut doc = self.doc.clone();
-        doc.set_actor(log.actor());
-        let mut tx = doc
-            .transaction_at(am::PatchLog::inactive(), deps)
-            .map_err(|e| e.to_string())?;
-        let mut ends = Vec::with_capacity(writes.len());
-        for w in writes {
-            write_entity(&mut tx, w.collection, &w.id, w.value.as_ref())
-                .map_err(|e| e.to_string())?;
-            ends.push(tx.pending_ops());
-        }
-        let opts = am::transaction::CommitOptions::default().with_time(hlc.ms as i64);
-        let mut e = match tx.commit_with(opts) {
-            (Some(_), _) => doc
-                .get_last_local_change()
-                .ok_or("no change was made")?
-                .decode(),
-            (None, _) => am::ExpandedChange {
+        // Written in the live document isolated at the deps, exported and
+        // rolled back (a panic in between is caught by `try_apply`, which
+        // rebuilds the document).
+        let (made, ends) = export_change(&mut self.doc, log, hlc, writes, Some(deps))?;
+        let mut e = match made {
+            Some(c) => c.decode(),
+            None => am::ExpandedChange {
                 operations: Vec::new(),
                 actor_id: log.actor(),
                 hash: None,
@@ -2246,19 +2247,66 @@ fn commit_expected(
     Ok((hash, ends))
 }
 
-/// Writes `writes` into a copy of `doc` as one change of `log` and returns its bytes.
+/// The change `writes` make as one change of `log`, on top of the whole
+/// document (`at` `None`) or isolated at the heads `at`, built without
+/// landing in `doc`: the transaction is exported, then rolled back. `None`
+/// when the writes make no operation. Also returns, per write, the number
+/// of ops written up to it.
+fn export_change(
+    doc: &mut am::Automerge,
+    log: LogId,
+    hlc: Hlc,
+    writes: &[Write],
+    at: Option<&[ChangeHash]>,
+) -> Result<(Option<am::Change>, Vec<usize>), String> {
+    use am::transaction::Transactable as _;
+    doc.set_actor(log.actor());
+    let mut tx = match at {
+        None => doc.transaction(),
+        Some(heads) => doc
+            .transaction_at(am::PatchLog::inactive(), heads)
+            .map_err(|e| e.to_string())?,
+    };
+    let mut ends = Vec::with_capacity(writes.len());
+    for w in writes {
+        // On an error the dropped transaction rolls back.
+        write_entity(&mut tx, w.collection, &w.id, w.value.as_ref()).map_err(|e| e.to_string())?;
+        ends.push(tx.pending_ops());
+    }
+    let opts = am::transaction::CommitOptions::default().with_time(hlc.ms as i64);
+    Ok((tx.export_and_rollback(opts), ends))
+}
+
+/// The bytes of the change `writes` make as the next change (`seq`) of
+/// `log` on top of `doc`. `doc` is left as it was (it is changed and
+/// restored; a panic inside can leave it half-written, so callers that
+/// catch one must rebuild it).
 fn make_change(
-    doc: &am::Automerge,
+    doc: &mut am::Automerge,
     log: LogId,
     hlc: Hlc,
     writes: &[Write],
     seq: u64,
 ) -> Result<Vec<u8>, PrepareError> {
-    let mut doc = doc.fork();
-    commit_expected(&mut doc, log, hlc, writes).map_err(PrepareError::Internal)?;
-    let change = doc
-        .get_last_local_change()
-        .ok_or_else(|| PrepareError::Internal("no change was made".into()))?;
+    // Genesis creates the collections and an op may write nothing (an empty
+    // change): both are committed on a copy, as `commit_expected` writes
+    // them. Every other change is built in place.
+    let exported = if doc.get_heads().is_empty() {
+        None
+    } else {
+        export_change(doc, log, hlc, writes, None)
+            .map_err(PrepareError::Internal)?
+            .0
+    };
+    let change = match exported {
+        Some(c) => c,
+        None => {
+            let mut doc = doc.fork();
+            commit_expected(&mut doc, log, hlc, writes).map_err(PrepareError::Internal)?;
+            doc.get_last_local_change()
+                .ok_or_else(|| PrepareError::Internal("no change was made".into()))?
+        }
+    };
     if change.seq() != seq {
         return Err(PrepareError::Internal(format!(
             "change seq {} but log seq {seq}",

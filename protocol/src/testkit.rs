@@ -70,7 +70,7 @@ pub fn genesis(owner: &SecretKey, node: &SecretKey, now_ms: u64) -> Op {
 
 /// Prepares and signs an op on `r` without applying it.
 pub fn sign_op(
-    r: &Replica,
+    r: &mut Replica,
     author: &SecretKey,
     origin: PublicKey,
     now_ms: u64,

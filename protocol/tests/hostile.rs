@@ -136,7 +136,7 @@ fn a_start_op_near_the_counter_limit_is_refused_and_writers_go_on() {
     let mut t = team();
     let (admin, n1) = (t.admin.clone(), t.n1.clone());
     let action = t.product(&admin, &n1, "big");
-    let honest = sign_op(&t.main, &admin, n1.public(), t.clock.tick(), action).unwrap();
+    let honest = sign_op(&mut t.main, &admin, n1.public(), t.clock.tick(), action).unwrap();
     // Counters just below the limit (the next change would overflow), and
     // past it (automerge cannot even decode the change).
     let len = am::Change::from_bytes(honest.body.change.clone())
@@ -168,12 +168,12 @@ fn a_pred_naming_an_unseen_removal_cannot_undo_it() {
     let (admin, n1, owner, n0) = (t.admin.clone(), t.n1.clone(), t.owner.clone(), t.n0.clone());
     // The admin, not yet aware of its removal, sets its own role: a write
     // to its own member entry that the rules allow at that causal past.
-    let past = t.replica();
+    let mut past = t.replica();
     let own = Action::MemberRole {
         member: admin.public(),
         role: Role::Admin,
     };
-    let honest = sign_op(&past, &admin, n1.public(), t.clock.tick(), own).unwrap();
+    let honest = sign_op(&mut past, &admin, n1.public(), t.clock.tick(), own).unwrap();
     // The owner removes the admin.
     t.run(
         &owner,
@@ -212,13 +212,13 @@ fn a_pred_naming_an_unseen_removal_cannot_undo_it() {
 
 #[test]
 fn a_key_the_action_does_not_name_inside_a_named_entity_is_refused() {
-    let t = team();
+    let mut t = team();
     let (owner, n0) = (t.owner.clone(), t.n0.clone());
     let action = Action::TeamUpdate {
         name: "renamed".into(),
         description: String::new(),
     };
-    let honest = sign_op(&t.main, &owner, n0.public(), t.clock.0 + 1, action).unwrap();
+    let honest = sign_op(&mut t.main, &owner, n0.public(), t.clock.0 + 1, action).unwrap();
     let (_, team) = t.main.doc().get(am::ROOT, "team").unwrap().unwrap();
     let (_, info) = t.main.doc().get(&team, TEAM_INFO_ID).unwrap().unwrap();
     let forged = edit_change(&honest, &owner, |e| {
@@ -282,7 +282,7 @@ fn an_honest_concurrent_op_is_reconstructed_at_its_own_deps() {
     assert_eq!(t.main.state(), b.state());
     // A change forged at a concurrent past is refused there too.
     let action = t.product(&admin, &n1, "late");
-    let late = sign_op(&b, &admin, n1.public(), t.clock.tick(), action).unwrap();
+    let late = sign_op(&mut b, &admin, n1.public(), t.clock.tick(), action).unwrap();
     let forged = edit_change(&late, &admin, |e| {
         let s = e.start_op.get();
         move_start(e, s + 1);
@@ -592,7 +592,7 @@ fn metadata_updates_apply_everywhere_and_outsiders_or_smuggled_images_are_refuse
     // theirs is refused by every replica.
     let outsider = key(77);
     let err = sign_op(
-        &t.main,
+        &mut t.main,
         &outsider,
         n0.public(),
         t.clock.0 + 1,

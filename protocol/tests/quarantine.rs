@@ -83,7 +83,7 @@ fn forged_ops_are_not_kept_refused_ones_are_restored_and_purged() {
         description: d.into(),
     };
     // A bad signature: reported, not kept.
-    let mut forged = sign_op(&r, &owner, node.public(), clock.tick(), update("x")).unwrap();
+    let mut forged = sign_op(&mut r, &owner, node.public(), clock.tick(), update("x")).unwrap();
     forged.sig.0[0] ^= 1;
     let rep = r.apply(forged.clone(), now);
     assert_eq!(rep.rejected, vec![(forged.hash(), Rejection::BadSignature)]);

@@ -413,7 +413,7 @@ fn ops_from_the_future_wait_until_their_time() {
     let far = NOW + 2 * MAX_FUTURE_MS;
     let c = ctx(&t.a, &t.owner, t.n1.public(), 0);
     let op = sign_op(
-        &t.a,
+        &mut t.a,
         &t.owner,
         t.n1.public(),
         far,
@@ -444,7 +444,7 @@ fn ops_depending_on_a_rejected_op_are_rejected() {
     // next op of the same log can never apply.
     let c = ctx(&t.a, &t.user, t.n2.public(), 0);
     let good = sign_op(
-        &t.b,
+        &mut t.b,
         &t.user,
         t.n2.public(),
         t.clock.tick(),
@@ -588,7 +588,7 @@ fn audit_lists_with_filters_and_verifies_chains() {
     // A fork: a second op signed at an existing (log, seq).
     let c = ctx(&t.a, &t.owner, t.n1.public(), 0);
     let mut fork = sign_op(
-        &t.a,
+        &mut t.a,
         &t.owner,
         t.n1.public(),
         t.clock.tick(),
@@ -760,4 +760,110 @@ fn the_state_at_a_concurrent_ops_past_is_the_document_read_at_its_deps() {
         checked += 1;
     }
     assert!(checked > 48);
+}
+
+/// The document a replica holds, byte for byte as a document that only
+/// applied the changes of its applied ops: what `prepare` and the judging of
+/// a concurrent op wrote into the live document and rolled back left
+/// nothing behind.
+fn assert_only_applied_changes(r: &Replica) {
+    // One change at a time, in the replica's order: a saved document lists
+    // its changes in the order they were added.
+    let mut fresh = automerge::Automerge::new();
+    for a in r.ops() {
+        let change = automerge::Change::from_bytes(a.op.body.change.clone()).unwrap();
+        fresh.apply_changes([change]).unwrap();
+    }
+    assert_eq!(r.doc().get_heads(), fresh.get_heads());
+    assert_eq!(r.doc().save(), fresh.save());
+    assert_eq!(r.state(), &r.recompute_state());
+}
+
+#[test]
+fn preparing_and_judging_concurrent_ops_leave_the_document_as_it_was() {
+    let mut t = team();
+    let saved = t.a.doc().save();
+    let heads = t.a.doc().get_heads();
+    // Prepared, never applied: a creation, an edit of an existing entity and
+    // a refused action each leave the document as it was.
+    let edit = Action::ProductUpdate {
+        id: t.a.state().products.keys().next().unwrap().clone(),
+        description: "edited".into(),
+    };
+    let made = create(&t.a, &t.owner, &t.n1, &t.version, &t.n2, "web");
+    for action in [made, edit] {
+        t.a.prepare(t.owner.public(), t.n1.public(), NOW, action)
+            .unwrap();
+        assert_eq!(t.a.doc().get_heads(), heads);
+        assert_eq!(t.a.doc().save(), saved);
+    }
+    let bad = create(&t.a, &t.owner, &t.n1, "no-such-version", &t.n2, "web");
+    assert!(
+        t.a.prepare(t.owner.public(), t.n1.public(), NOW, bad)
+            .is_err()
+    );
+    assert_eq!(t.a.doc().save(), saved);
+    // Concurrent writes on both replicas, then exchanged: every op after the
+    // first of each side is judged against its own causal past, its change
+    // built isolated at its deps in the live document and rolled back.
+    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    for i in 0..6 {
+        let c = ctx(&t.a, &t.owner, t.n1.public(), 0);
+        let (op, _) = act(
+            &mut t.a,
+            &t.owner,
+            t.n1.public(),
+            t.clock.tick(),
+            Action::ProductCreate {
+                id: c.new_id(0),
+                name: format!("a{i}"),
+                kind: ProductKind::Complex,
+                description: String::new(),
+                version: None,
+            },
+        )
+        .unwrap();
+        xs.push(op);
+        let c = ctx(&t.b, &t.user, t.n2.public(), 0);
+        let (op, _) = act(
+            &mut t.b,
+            &t.user,
+            t.n2.public(),
+            t.clock.tick(),
+            Action::ProductCreate {
+                id: c.new_id(0),
+                name: format!("b{i}"),
+                kind: ProductKind::Complex,
+                description: String::new(),
+                version: None,
+            },
+        )
+        .unwrap();
+        ys.push(op);
+    }
+    exchange(&mut t.a, &mut t.b, &xs, &ys);
+    assert!(t.a.quarantine().is_empty(), "{:?}", t.a.quarantine());
+    assert_eq!(t.a.ops().len(), t.b.ops().len());
+    assert_eq!(t.a.state(), t.b.state());
+    assert_only_applied_changes(&t.a);
+    assert_only_applied_changes(&t.b);
+    // And both go on writing changes the other accepts.
+    let c = ctx(&t.b, &t.user, t.n2.public(), 0);
+    let (op, rep) = act(
+        &mut t.b,
+        &t.user,
+        t.n2.public(),
+        t.clock.tick(),
+        Action::ProductCreate {
+            id: c.new_id(0),
+            name: "after".into(),
+            kind: ProductKind::Complex,
+            description: String::new(),
+            version: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(rep.applied.len(), 1);
+    assert_eq!(t.a.apply(op, NOW).applied.len(), 1);
+    assert_only_applied_changes(&t.a);
 }

@@ -83,13 +83,14 @@ fn both_orders(t: &Team, a: &Op, b: &Op, void: &Op, by: OpHash) -> Replica {
 fn a_removed_admins_backdated_admin_invite_is_void_in_any_order() {
     let mut t = team();
     let (owner, bob, node) = (key(1), key(2), key(10).public());
+    let id = t.r.next_context(bob.public(), node, T0 + 100).new_id(0);
     let backdated = sign_op(
-        &t.r,
+        &mut t.r,
         &bob,
         node,
         T0 + 100,
         Action::InviteCreate {
-            id: t.r.next_context(bob.public(), node, T0 + 100).new_id(0),
+            id,
             kind: InviteKind::Member { role: Role::Admin },
             invite_key: key(50).public(),
             expires: Hlc::new(T0 + 86_400_000, 0),
@@ -122,7 +123,7 @@ fn a_demoted_admins_role_change_is_void_in_any_order() {
     let mut t = team();
     let (owner, bob, carol, node) = (key(1), key(2), key(3), key(10).public());
     let demote_carol = sign_op(
-        &t.r,
+        &mut t.r,
         &bob,
         node,
         T0 + 100,
@@ -186,7 +187,7 @@ fn an_invite_dies_with_its_creators_right() {
         proof,
     };
     // Made before the creator's removal: concurrent with it, so void.
-    let join = sign_op(&t.r, &dave, node, T0 + 150, join_action.clone()).unwrap();
+    let join = sign_op(&mut t.r, &dave, node, T0 + 150, join_action.clone()).unwrap();
     let (removal, _) = act(
         &mut t.r,
         &owner,
@@ -199,15 +200,15 @@ fn an_invite_dies_with_its_creators_right() {
     .unwrap();
     both_orders(&t, &removal, &join, &join, removal.hash());
     // After the removal the ticket is refused at once.
-    assert!(sign_op(&t.r, &dave, node, T0 + 300, join_action).is_err());
+    assert!(sign_op(&mut t.r, &dave, node, T0 + 300, join_action).is_err());
 }
 
 #[test]
 fn of_two_admins_removing_each_other_the_earlier_removal_stands() {
-    let t = team();
+    let mut t = team();
     let (bob, carol, node) = (key(2), key(3), key(10).public());
     let x = sign_op(
-        &t.r,
+        &mut t.r,
         &bob,
         node,
         T0 + 100,
@@ -217,7 +218,7 @@ fn of_two_admins_removing_each_other_the_earlier_removal_stands() {
     )
     .unwrap();
     let y = sign_op(
-        &t.r,
+        &mut t.r,
         &carol,
         node,
         T0 + 200,
@@ -248,10 +249,10 @@ fn a_hostile_removed_admin_backdating_and_forking_gains_nothing_anywhere() {
     };
     let (i1, i2) = (invite(70), invite(71));
     // Three ops at one seq of bob's log, all on deps before the removal.
-    let f1 = sign_op(&t.r, &bob, node, T0 + 100, i1).unwrap();
-    let f2 = sign_op(&t.r, &bob, node, T0 + 101, i2).unwrap();
+    let f1 = sign_op(&mut t.r, &bob, node, T0 + 100, i1).unwrap();
+    let f2 = sign_op(&mut t.r, &bob, node, T0 + 101, i2).unwrap();
     let demote = sign_op(
-        &t.r,
+        &mut t.r,
         &bob,
         node,
         T0 + 102,
@@ -346,13 +347,14 @@ fn revocations_that_revoke_each_other_through_a_dependency_resolve_alike_in_any_
         .unwrap(),
     );
     let mut seen = replay(&t, &[]);
+    let id = shoal_protocol::testkit::ctx(&seen, &dave, node, T0 + 150).new_id(0);
     let x = sign_op(
-        &seen,
+        &mut seen,
         &dave,
         node,
         T0 + 150,
         Action::ProductCreate {
-            id: shoal_protocol::testkit::ctx(&seen, &dave, node, T0 + 150).new_id(0),
+            id,
             name: "dave-app".into(),
             kind: shoal_protocol::model::ProductKind::Complex,
             description: String::new(),
@@ -362,7 +364,7 @@ fn revocations_that_revoke_each_other_through_a_dependency_resolve_alike_in_any_
     .unwrap();
     assert_eq!(seen.apply(x.clone(), T0 + 1_000_000).applied.len(), 1);
     let by_carol = sign_op(
-        &seen,
+        &mut seen,
         &carol,
         node,
         T0 + 300,
@@ -372,7 +374,7 @@ fn revocations_that_revoke_each_other_through_a_dependency_resolve_alike_in_any_
     )
     .unwrap();
     let by_bob = sign_op(
-        &t.r,
+        &mut t.r,
         &bob,
         node,
         T0 + 200,

@@ -767,7 +767,7 @@ impl Sim {
             let peer = &mut self.peers[w];
             let now = peer.now(self.clock);
             let origin = peer.node.public();
-            match sign_op(&peer.replica, &author, origin, now, action) {
+            match sign_op(&mut peer.replica, &author, origin, now, action) {
                 Err(_) => self.stats.refused += 1,
                 Ok(op) => {
                     if peer.replica.ops().len() < known {
@@ -856,9 +856,10 @@ impl Sim {
             let Some((author, action, false)) = self.action(w, &honest_step) else {
                 return;
             };
-            let peer = &self.peers[w];
-            let now = peer.now(self.clock);
-            let Ok(honest) = sign_op(&peer.replica, &author, peer.node.public(), now, action)
+            let clock = self.clock;
+            let peer = &mut self.peers[w];
+            let now = peer.now(clock);
+            let Ok(honest) = sign_op(&mut peer.replica, &author, peer.node.public(), now, action)
             else {
                 return;
             };
@@ -1567,7 +1568,7 @@ fn removed_members_ops_after_their_removal_are_refused_everywhere() {
     // is void, refused on arrival after the removal.
     let c = fx.id(&user, &n2);
     let concurrent = sign_op(
-        &fx.maker,
+        &mut fx.maker,
         &user,
         n2.public(),
         fx.clock.tick(),
@@ -1604,7 +1605,7 @@ fn removed_members_ops_after_their_removal_are_refused_everywhere() {
         version: None,
     };
     assert!(matches!(
-        sign_op(&fx.maker, &user, n0.public(), fx.clock.0, late.clone()),
+        sign_op(&mut fx.maker, &user, n0.public(), fx.clock.0, late.clone()),
         Err(shoal_protocol::replica::PrepareError::Rule(
             RuleError::NotMember { .. }
         ))
@@ -1689,7 +1690,7 @@ fn only_the_target_node_finishes_a_deployment() {
         });
     }
     // The target node may.
-    let ok = sign_op(&fx.maker, &n1, n1.public(), fx.clock.tick(), finish).unwrap();
+    let ok = sign_op(&mut fx.maker, &n1, n1.public(), fx.clock.tick(), finish).unwrap();
     let rep = fx.maker.apply(ok.clone(), fx.clock.0);
     assert_eq!(rep.applied, vec![ok.hash()]);
 }
@@ -1707,7 +1708,7 @@ fn a_change_writing_outside_its_action_is_refused_everywhere() {
         },
     };
     // The honest op is valid.
-    sign_op(&fx.maker, &admin, n1.public(), fx.clock.0, edit.clone()).unwrap();
+    sign_op(&mut fx.maker, &admin, n1.public(), fx.clock.0, edit.clone()).unwrap();
     let mut promoted = fx.maker.state().members[&user.public().to_hex()].clone();
     promoted.role = Role::Admin;
     let forged = fx.forge(&admin, &n1, edit, |w| {
@@ -1822,8 +1823,15 @@ fn an_equivocating_author_does_not_split_the_replicas() {
     };
     // Two different, individually valid ops with the same log and seq.
     let id = fx.id(&user, &n2);
-    let a = sign_op(&fx.maker, &user, n2.public(), now, product(id.clone(), "a")).unwrap();
-    let b = sign_op(&fx.maker, &user, n2.public(), now, product(id, "b")).unwrap();
+    let a = sign_op(
+        &mut fx.maker,
+        &user,
+        n2.public(),
+        now,
+        product(id.clone(), "a"),
+    )
+    .unwrap();
+    let b = sign_op(&mut fx.maker, &user, n2.public(), now, product(id, "b")).unwrap();
     assert_eq!((a.body.seq, a.body.prev), (b.body.seq, b.body.prev));
     fx.maker.apply(a.clone(), now);
     let next = fx.run(&user, &n2, product(fx.id(&user, &n2), "c"));

@@ -479,7 +479,7 @@ mod tests {
         SecretKey::from_seed([n; 32])
     }
 
-    fn sign(r: &Replica, who: &SecretKey, origin: &SecretKey, now: u64, action: Action) -> Op {
+    fn sign(r: &mut Replica, who: &SecretKey, origin: &SecretKey, now: u64, action: Action) -> Op {
         r.prepare(who.public(), origin.public(), now, action)
             .unwrap()
             .sign(who)

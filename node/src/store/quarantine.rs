@@ -157,7 +157,7 @@ mod tests {
         use shoal_protocol::testkit::{Clock, genesis, key, sign_op};
         let (owner, node) = (key(1), key(2));
         let mut clock = Clock(1_000_000);
-        let r =
+        let mut r =
             shoal_protocol::Replica::from_genesis(genesis(&owner, &node, clock.tick())).unwrap();
         (0..n)
             .map(|i| {
@@ -165,7 +165,7 @@ mod tests {
                     name: "team".into(),
                     description: format!("{i}"),
                 };
-                sign_op(&r, &owner, node.public(), clock.tick(), action).unwrap()
+                sign_op(&mut r, &owner, node.public(), clock.tick(), action).unwrap()
             })
             .collect()
     }
