@@ -7,7 +7,7 @@
 //! (the document at the op's dependencies), never against whatever this
 //! replica happens to hold, so every replica accepts and rejects the same ops.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use automerge::{self as am, ChangeHash, ReadDoc as _};
@@ -378,6 +378,56 @@ pub struct Replica {
     newly_voided: Vec<OpHash>,
     /// Voided ops whose voider was voided in turn: offered again.
     reoffer: Vec<Op>,
+    /// The typed state just after recently applied ops (see [`StatesAfter`]).
+    after: StatesAfter,
+}
+
+/// How many recent ops' "state just after" a replica keeps: a few per
+/// writer of a busy team (persistent maps share all but what each op wrote).
+const STATES_AFTER: usize = 64;
+
+/// The typed state at the heads `{c}` for the changes `c` of recently
+/// applied ops: the state at the op's causal past with its writes set (its
+/// change overwrote exactly those entities, with nothing concurrent in its
+/// own past). A writer that has seen nothing new since its last op names
+/// only that op's change as deps, so its next op's past state is found
+/// here instead of being read back from the document. Cleared whenever the
+/// document is rebuilt (ops voided or a failed change dropped).
+#[derive(Clone, Default)]
+struct StatesAfter {
+    states: HashMap<ChangeHash, TeamState, ByHash>,
+    order: VecDeque<ChangeHash>,
+}
+
+impl std::fmt::Debug for StatesAfter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StatesAfter({} ops)", self.order.len())
+    }
+}
+
+impl StatesAfter {
+    fn get(&self, heads: &[ChangeHash]) -> Option<&TeamState> {
+        match heads {
+            [h] => self.states.get(h),
+            _ => None,
+        }
+    }
+
+    fn insert(&mut self, change: ChangeHash, state: TeamState) {
+        if self.states.insert(change, state).is_none() {
+            self.order.push_back(change);
+        }
+        while self.order.len() > STATES_AFTER {
+            if let Some(old) = self.order.pop_front() {
+                self.states.remove(&old);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.states.clear();
+        self.order.clear();
+    }
 }
 
 /// Past this many entities of one collection touched by concurrent ops,
@@ -790,6 +840,7 @@ impl Replica {
             seats: HashMap::new(),
             newly_voided: Vec::new(),
             reoffer: Vec::new(),
+            after: StatesAfter::default(),
         };
         r.record(op, hash, Vec::new(), max_op);
         r.touches.insert(0, touches);
@@ -1442,7 +1493,14 @@ impl Replica {
             for w in writes {
                 self.state.set(w.collection, &w.id, w.value);
             }
+            self.after.insert(change_hash, self.state.clone());
         } else {
+            if let Some(mut after) = past_state {
+                for w in &writes {
+                    after.set(w.collection, &w.id, w.value.clone());
+                }
+                self.after.insert(change_hash, after);
+            }
             // Concurrent ops may have touched the same entities: take the merge.
             for w in &writes {
                 let merged = read_entity(&self.doc, w.collection, &w.id)
@@ -1630,6 +1688,9 @@ impl Replica {
     ) -> Result<TeamState, Rejection> {
         if heads.iter().any(|h| !self.by_change.contains_key(h)) {
             return Err(internal("a head that is not applied"));
+        }
+        if let Some(s) = self.after.get(heads) {
+            return Ok(s.clone());
         }
         let mut stale: BTreeSet<(Collection, String)> = BTreeSet::new();
         let mut full = false;
@@ -2018,6 +2079,7 @@ impl Replica {
         let _ = doc.apply_changes(changes);
         self.state = read_state(&doc).unwrap_or_default();
         self.doc = doc;
+        self.after.clear();
     }
 
     /// A snapshot for fast restarts: the saved document and the typed view,
@@ -2087,6 +2149,7 @@ impl Replica {
             seats: HashMap::new(),
             newly_voided: Vec::new(),
             reoffer: Vec::new(),
+            after: StatesAfter::default(),
         };
         // Ops voided after they were stored are not in the snapshot: they
         // are offered again once the rest is restored (and voided again).
