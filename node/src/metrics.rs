@@ -16,6 +16,8 @@
 //!   ops here the peer lacks, `"from_peer"` ops the peer holds that are
 //!   missing here; `peer` is the node's name (its key when unnamed)
 //! - `shoal_store_size_bytes` size of the store file
+//! - `shoal_store_write_transactions_total` store commits since the daemon
+//!   started (each one fsync; received ops waiting together share one)
 //! - `shoal_nodes{team,status}` nodes by status (connected, unreachable, removed)
 //! - `shoal_deployments{team,status}` deployments by status
 //! - `shoal_executor_try_seconds{outcome}` histogram of deployment try durations
@@ -216,6 +218,7 @@ pub async fn render(teams: &TeamMap) -> Result<String, String> {
     let rejected = Family::<TeamLabel, Counter>::default();
     let lag = Family::<LagLabel, Gauge>::default();
     let store_size = Gauge::<i64>::default();
+    let store_writes = Counter::<u64>::default();
     let quarantined = Family::<TeamLabel, Gauge>::default();
     let waiting = Family::<TeamLabel, Gauge>::default();
     let nodes = Family::<TeamStatus, Gauge>::default();
@@ -284,6 +287,9 @@ pub async fn render(teams: &TeamMap) -> Result<String, String> {
         .map_err(|e| e.to_string())?;
         let quar = on_disk.0.map_err(|e| e.to_string())?;
         store_size.set(i64::try_from(on_disk.1.map_err(|e| e.to_string())?).unwrap_or(i64::MAX));
+        // One store per node: every team's entry names the same one.
+        let writes = entry.sync.store().write_transactions();
+        store_writes.inc_by(writes.saturating_sub(store_writes.get()));
         quarantined
             .get_or_create(&label)
             .set(i64::try_from(quar).unwrap_or(i64::MAX));
@@ -369,6 +375,11 @@ pub async fn render(teams: &TeamMap) -> Result<String, String> {
         "store_size_bytes",
         "Size of the store file on disk",
         store_size,
+    );
+    reg.register(
+        "store_write_transactions",
+        "Store commits since the daemon started (each one fsync)",
+        store_writes,
     );
     reg.register("nodes", "Nodes of the team by status", nodes);
     reg.register("deployments", "Deployments by status", deployments);

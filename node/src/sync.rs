@@ -735,7 +735,7 @@ impl Actor {
                     None => break,
                 },
                 ev = recv_event(&mut self.events) => match ev {
-                    Some(ev) => self.event(ev).await,
+                    Some(ev) => self.events_from(ev).await,
                     None => {
                         debug!(team = %self.team.short(), "the mesh is gone; sync continues offline");
                         self.events = None;
@@ -986,6 +986,38 @@ impl Actor {
         Ok(report)
     }
 
+    /// Handles `ev` and, when it carries ops, the other batches of ops
+    /// already waiting behind it (up to [`COALESCE_REQUESTS`]): all are
+    /// applied and committed in one store transaction, then each is
+    /// acknowledged. Under load (many peers pushing at once) this turns a
+    /// commit per batch into one per turn of the loop.
+    async fn events_from(&mut self, ev: MeshEvent) {
+        let first = match Received::from_event(ev) {
+            Ok(r) => r,
+            Err(ev) => return self.event(ev).await,
+        };
+        let mut requests = vec![first];
+        let mut next = None;
+        while requests.len() < COALESCE_REQUESTS {
+            match self.events.as_mut().map(mpsc::Receiver::try_recv) {
+                Some(Ok(ev)) => match Received::from_event(ev) {
+                    Ok(r) => requests.push(r),
+                    Err(ev) => {
+                        next = Some(ev);
+                        break;
+                    }
+                },
+                _ => break,
+            }
+        }
+        if self.receive_all(requests) {
+            self.after_change().await;
+        }
+        if let Some(ev) = next {
+            self.event(ev).await;
+        }
+    }
+
     async fn event(&mut self, ev: MeshEvent) {
         match ev {
             MeshEvent::PeerConnected(peer) => {
@@ -1035,8 +1067,19 @@ impl Actor {
                             false,
                         )
                     }
-                    SyncRequest::Ops(ops) => self.receive(peer, ops, false),
-                    SyncRequest::Push(ops) => self.receive(peer, ops, true),
+                    request @ (SyncRequest::Ops(_) | SyncRequest::Push(_)) => {
+                        let ev = MeshEvent::Request {
+                            peer,
+                            request,
+                            reply,
+                        };
+                        if let Ok(r) = Received::from_event(ev)
+                            && self.receive_all(vec![r])
+                        {
+                            self.after_change().await;
+                        }
+                        return;
+                    }
                     SyncRequest::Heartbeat(hb) => (self.receive_heartbeat(peer, hb), false),
                     SyncRequest::Live(live) => (self.receive_live(peer, live), false),
                 };
@@ -1485,42 +1528,53 @@ impl Actor {
         }
     }
 
-    /// Applies a batch of ops from `peer` and commits what it applied before
-    /// answering. Returns the answer and whether anything was applied.
-    fn receive(&mut self, peer: PeerId, ops: Vec<Vec<u8>>, pushed: bool) -> (SyncResponse, bool) {
+    /// Applies batches of ops from peers, commits everything they applied
+    /// in one transaction, and only then acknowledges each (an
+    /// acknowledged op is durable). Returns whether anything was applied.
+    fn receive_all(&mut self, requests: Vec<Received>) -> bool {
         let now = now_ms();
-        let mut applied = Vec::new();
         let mut rejected = Vec::new();
         let mut voided = Vec::new();
-        for bytes in ops {
-            let op = match Op::decode(&bytes) {
-                Ok(op) => op,
-                Err(e) => {
-                    warn!(%peer, team = %self.team.short(), "dropping a malformed op: {e}");
-                    continue;
+        let mut done = Vec::with_capacity(requests.len());
+        for r in requests {
+            let mut applied = Vec::new();
+            for bytes in r.ops {
+                let op = match Op::decode(&bytes) {
+                    Ok(op) => op,
+                    Err(e) => {
+                        warn!(peer = %r.peer, team = %self.team.short(), "dropping a malformed op: {e}");
+                        continue;
+                    }
+                };
+                let report = self.replica.apply(op, now);
+                applied.extend(report.applied);
+                for (hash, why) in &report.rejected {
+                    warn!(peer = %r.peer, team = %self.team.short(), op = %hash, "op refused: {why}");
                 }
-            };
-            let report = self.replica.apply(op, now);
-            applied.extend(report.applied);
-            rejected.extend(report.rejected);
-            voided.extend(report.voided);
+                rejected.extend(report.rejected);
+                voided.extend(report.voided);
+            }
+            done.push((r.peer, r.pushed, r.reply, applied));
         }
-        applied.retain(|h| !voided.contains(h));
-        for (hash, why) in &rejected {
-            warn!(%peer, team = %self.team.short(), op = %hash, "op refused: {why}");
+        for (_, _, _, applied) in &mut done {
+            applied.retain(|h| !voided.contains(h));
         }
-        if let Err(e) = self.persist(&applied, &rejected, &voided) {
+        let all: Vec<OpHash> = done.iter().flat_map(|d| d.3.iter().copied()).collect();
+        if let Err(e) = self.persist(&all, &rejected, &voided) {
             error!(team = %self.team.short(), "cannot commit received ops: {e}");
-            return (
-                SyncResponse::Refused(format!("cannot commit the ops: {e}")),
-                false,
-            );
+            for (_, _, reply, _) in done {
+                let _ = reply.send(SyncResponse::Refused(format!("cannot commit the ops: {e}")));
+            }
+            return false;
         }
         self.heads_caught_up();
-        if pushed && self.config.push {
-            self.push(&applied, Some(peer));
+        for (peer, pushed, reply, applied) in done {
+            let _ = reply.send(SyncResponse::Ack);
+            if pushed && self.config.push {
+                self.push(&applied, Some(peer));
+            }
         }
-        (SyncResponse::Ack, !applied.is_empty())
+        !all.is_empty()
     }
 
     /// Commits newly applied ops (with any earlier ones whose commit failed)
@@ -1895,6 +1949,50 @@ async fn live_push_due(due: Option<Instant>) {
     match due {
         Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
         None => std::future::pending().await,
+    }
+}
+
+/// At most this many waiting batches of ops are applied and committed
+/// together (see `Actor::events_from`).
+pub const COALESCE_REQUESTS: usize = 64;
+
+/// A batch of ops received from a peer, to be acknowledged once committed.
+struct Received {
+    peer: PeerId,
+    ops: Vec<Vec<u8>>,
+    /// Pushed live (relayed further) rather than sent by anti-entropy.
+    pushed: bool,
+    reply: oneshot::Sender<SyncResponse>,
+}
+
+impl Received {
+    /// The batch of ops `ev` carries, or `ev` itself when it carries none.
+    // The event only moves back to the caller; boxing it would allocate.
+    #[allow(clippy::result_large_err)]
+    fn from_event(ev: MeshEvent) -> Result<Received, MeshEvent> {
+        match ev {
+            MeshEvent::Request {
+                peer,
+                request: SyncRequest::Push(ops),
+                reply,
+            } => Ok(Received {
+                peer,
+                ops,
+                pushed: true,
+                reply,
+            }),
+            MeshEvent::Request {
+                peer,
+                request: SyncRequest::Ops(ops),
+                reply,
+            } => Ok(Received {
+                peer,
+                ops,
+                pushed: false,
+                reply,
+            }),
+            other => Err(other),
+        }
     }
 }
 

@@ -1106,3 +1106,97 @@ async fn a_change_of_containers_reaches_a_peer_between_heartbeats() {
     b.stop().await;
     a.stop().await;
 }
+
+/// Batches of ops waiting together in the engine's channel are applied and
+/// committed in one store transaction, and each is acknowledged only after
+/// that commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_of_ops_waiting_together_share_one_commit() {
+    use shoal_node::mesh::{MeshEvent, SyncRequest, SyncResponse, peer_id_from_key};
+    const BATCHES: usize = 20;
+    let (dirs, team, owner, _bob, _carol) = team();
+    // B writes the ops (on its own copy of the team); A receives them.
+    let (b_key, ops) = {
+        let mut b = Node::open(dirs[1].path()).unwrap();
+        let b_key = SecretKey::from_seed(b.key_seed());
+        let mut r = b.take_replica(team).unwrap();
+        let now = now_ms();
+        let ops: Vec<Vec<u8>> = (0..BATCHES)
+            .map(|i| {
+                let id = testkit::ctx(&r, &owner, b_key.public(), now).new_id(0);
+                let (op, rep) = testkit::act(
+                    &mut r,
+                    &owner,
+                    b_key.public(),
+                    now + i as u64,
+                    Action::ProductCreate {
+                        id,
+                        name: format!("batch-{i}"),
+                        kind: ProductKind::Complex,
+                        description: String::new(),
+                        version: None,
+                    },
+                )
+                .unwrap();
+                assert_eq!(rep.applied.len(), 1);
+                op.encode()
+            })
+            .collect();
+        (b_key, ops)
+    };
+    let b_peer = peer_id_from_key(&b_key.public()).unwrap();
+    let mut a = Node::open(dirs[0].path()).unwrap();
+    let replica = a.take_replica(team).unwrap();
+    let before = replica.ops().len();
+    let store = a.store();
+    let cancel = CancellationToken::new();
+    let (mesh, _mesh_events) = Mesh::spawn(
+        MeshConfig {
+            identity_seed: a.key_seed(),
+            psk: PSK,
+            mdns: false,
+            agent_version: "shoal-test".into(),
+        },
+        cancel.clone(),
+    )
+    .unwrap();
+    // Every batch is in the channel before the engine runs.
+    let (events_tx, events) = tokio::sync::mpsc::channel(BATCHES);
+    let mut replies = Vec::new();
+    for bytes in ops {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        events_tx
+            .try_send(MeshEvent::Request {
+                peer: b_peer,
+                request: SyncRequest::Push(vec![bytes]),
+                reply,
+            })
+            .unwrap();
+        replies.push(answer);
+    }
+    let writes = store.write_transactions();
+    let engine = SyncEngine::spawn(
+        replica,
+        store.clone(),
+        a.key(),
+        mesh.handle(),
+        events,
+        fast(false),
+        cancel,
+    )
+    .unwrap();
+    for answer in replies {
+        let answer = tokio::time::timeout(WAIT, answer).await.unwrap().unwrap();
+        assert_eq!(answer, SyncResponse::Ack);
+    }
+    // Acknowledged means committed.
+    assert_eq!(store.op_count(team).unwrap() as usize, before + BATCHES);
+    assert_eq!(engine.handle().op_count().await.unwrap(), before + BATCHES);
+    // One commit for the ops (and at most one for the document snapshot a
+    // store without one takes), where each batch used to take its own.
+    let commits = store.write_transactions() - writes;
+    assert!(commits <= 2, "{commits} commits for {BATCHES} batches");
+    drop(events_tx);
+    engine.shutdown().await.unwrap();
+    mesh.shutdown().await.unwrap();
+}

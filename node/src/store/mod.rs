@@ -65,6 +65,9 @@ pub use self::schema::{MIGRATIONS, Migration, SCHEMA_VERSION};
 pub struct Store {
     db: Database,
     path: PathBuf,
+    /// Write transactions begun since the store was opened (each commits
+    /// with an fsync): `shoal_store_write_transactions_total`.
+    writes: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -106,7 +109,11 @@ impl Store {
         // Verify every page on open: a damaged file is reported, not trusted.
         builder.set_check_integrity_on_open(true);
         let db = builder.create_with_backend(backend).at(&path)?;
-        let store = Store { db, path };
+        let store = Store {
+            db,
+            path,
+            writes: std::sync::atomic::AtomicU64::new(0),
+        };
         store.prepare_schema(current, migrations)?;
         Ok(store)
     }
@@ -184,9 +191,16 @@ impl Store {
     /// A write transaction that commits with immediate durability (the
     /// methods of every table group go through it).
     fn write(&self) -> Result<WriteTransaction, StoreError> {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut txn = self.db.begin_write().at(&self.path)?;
         txn.set_durability(Durability::Immediate).at(&self.path)?;
         Ok(txn)
+    }
+
+    /// Write transactions begun since the store was opened.
+    pub fn write_transactions(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A read transaction on a consistent view of the file.
