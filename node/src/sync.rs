@@ -28,7 +28,7 @@
 //! report back through an internal channel: the actor never waits on a peer,
 //! so two nodes syncing toward each other cannot stall one another.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -368,6 +368,8 @@ enum Internal {
     TheirVector { peer: PeerId, vv: VersionVector },
     /// The anti-entropy round with a peer is over (done or failed).
     RoundDone(PeerId),
+    /// A batch of a round's ops did not arrive (sent before `RoundDone`).
+    RoundFailed(PeerId),
 }
 
 /// A cloneable handle to the sync actor of one team.
@@ -606,6 +608,7 @@ impl SyncEngine {
             live_pushes: LivePushes::default(),
             live_made_ms: 0,
             vectors: BTreeMap::new(),
+            heads_sent: HashMap::new(),
             rejected: 0,
             unsaved: Vec::new(),
             unsaved_voids: Vec::new(),
@@ -694,6 +697,11 @@ struct Actor {
     live_made_ms: u64,
     /// Each peer's version vector as last seen in anti-entropy, and when.
     vectors: BTreeMap<PeerId, (VersionVector, Instant)>,
+    /// Per connected peer, the (log, seq) at which this node already sent
+    /// its own op as fork evidence (see `Internal::TheirVector`): sent once
+    /// per head the peer names, not again every round. Forgotten when the
+    /// peer disconnects or a round's send fails.
+    heads_sent: HashMap<PeerId, HashMap<shoal_protocol::keys::LogId, u64>>,
     /// Ops refused since the actor started.
     rejected: u64,
     /// Applied ops whose commit failed; retried before anything else.
@@ -1048,6 +1056,7 @@ impl Actor {
             }
             MeshEvent::PeerDisconnected(peer) => {
                 self.connected.remove(&peer);
+                self.heads_sent.remove(&peer);
                 self.live_peers.forget(&peer);
                 self.live_pushes.forget(&peer);
             }
@@ -1793,6 +1802,7 @@ impl Actor {
             Ok(()) => {
                 self.connected.retain(|p| peers.contains(p));
                 self.vectors.retain(|p, _| peers.contains(p));
+                self.heads_sent.retain(|p, _| peers.contains(p));
                 self.allowed = Some(peers);
             }
             Err(e) => debug!("cannot update the allow list: {e}"),
@@ -1824,9 +1834,15 @@ impl Actor {
                 // head seq of a log may be the other op of a fork. Our op at
                 // that seq goes along (one op per shared log; the peer skips
                 // it when it holds it) so a fork is found by whoever holds both.
+                // Once per head: a round where no head moved sends nothing.
+                let sent = self.heads_sent.entry(peer).or_default();
                 for (log, seq) in &vv {
+                    if sent.get(log) == Some(seq) {
+                        continue;
+                    }
                     if let Some(a) = self.replica.log_op(log, *seq) {
                         ops.push(a.op.encode());
+                        sent.insert(*log, *seq);
                     }
                 }
                 self.vectors.insert(peer, (vv, Instant::now()));
@@ -1843,16 +1859,22 @@ impl Actor {
                             Ok(SyncResponse::Ack) => {}
                             Ok(other) => {
                                 debug!(%peer, "ops not taken: {other:?}");
+                                let _ = tx.send(Internal::RoundFailed(peer)).await;
                                 break;
                             }
                             Err(e) => {
                                 debug!(%peer, "sending ops failed: {e}");
+                                let _ = tx.send(Internal::RoundFailed(peer)).await;
                                 break;
                             }
                         }
                     }
                     let _ = tx.send(Internal::RoundDone(peer)).await;
                 });
+            }
+            Internal::RoundFailed(peer) => {
+                // What this round carried may not have arrived.
+                self.heads_sent.remove(&peer);
             }
             Internal::RoundDone(peer) => {
                 self.in_round.remove(&peer);

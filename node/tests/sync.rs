@@ -1200,3 +1200,68 @@ async fn batches_of_ops_waiting_together_share_one_commit() {
     engine.shutdown().await.unwrap();
     mesh.shutdown().await.unwrap();
 }
+
+/// Anti-entropy sends this node's op at each head the peer names once, as
+/// fork evidence, not again in every round: rounds where nothing moved
+/// carry no ops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_where_nothing_moved_carry_no_ops() {
+    use shoal_node::mesh::{MeshEvent, SyncRequest, SyncResponse};
+    let (dirs, team, _owner, _bob, _carol) = team();
+    let a = Running::start(dirs[0].path(), team, fast(false), true).await;
+    let a_peer = a.mesh.local_peer_id();
+    let vv = a.handle.version_vector().await.unwrap();
+    // A bare mesh with B's identity that holds exactly what A holds: it
+    // answers A's vectors with the same vector and counts what A sends.
+    let b_seed = Node::open(dirs[1].path()).unwrap().key_seed();
+    let cancel = CancellationToken::new();
+    let (mesh, mut events) = Mesh::spawn(
+        MeshConfig {
+            identity_seed: b_seed,
+            psk: PSK,
+            mdns: false,
+            agent_version: "shoal-test".into(),
+        },
+        cancel.clone(),
+    )
+    .unwrap();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::channel::<&'static str>(1024);
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            if let MeshEvent::Request { request, reply, .. } = ev {
+                let kind = match request {
+                    SyncRequest::VersionVector(_) => {
+                        let _ = reply.send(SyncResponse::VersionVector(vv.clone()));
+                        "vector"
+                    }
+                    SyncRequest::Ops(_) => {
+                        let _ = reply.send(SyncResponse::Ack);
+                        "ops"
+                    }
+                    _ => {
+                        let _ = reply.send(SyncResponse::Ack);
+                        "other"
+                    }
+                };
+                let _ = seen_tx.send(kind).await;
+            }
+        }
+    });
+    let mh = mesh.handle();
+    mh.set_allowed([a_peer].into()).await.unwrap();
+    mh.dial(a.addr.clone().unwrap()).await.unwrap();
+    // Rounds every 500 ms: count until A has asked for B's vector 6 times.
+    let (mut vectors, mut ops) = (0, 0);
+    while vectors < 6 {
+        match tokio::time::timeout(WAIT, seen.recv()).await {
+            Ok(Some("vector")) => vectors += 1,
+            Ok(Some("ops")) => ops += 1,
+            Ok(Some(_)) => {}
+            other => panic!("A's rounds stopped: {other:?}"),
+        }
+    }
+    // The first round carries A's op at each of B's heads; no other does.
+    assert_eq!(ops, 1, "{ops} batches of ops in {vectors} rounds");
+    cancel.cancel();
+    a.stop().await;
+}
