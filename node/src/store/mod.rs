@@ -59,6 +59,12 @@ pub use self::error::StoreError;
 pub use self::records::{OpEntry, TEAM_RECORD_VERSION, TeamRecord, VoidedEntry};
 pub use self::schema::{MIGRATIONS, Migration, SCHEMA_VERSION};
 
+/// redb's page cache. Its default (1 GiB) keeps every page the daemon
+/// writes or reads in memory, so a daemon's resident memory grew with its
+/// store. The replica holds the ops in memory and the store is read whole
+/// only at start, so a few MiB do.
+pub const STORE_CACHE_BYTES: usize = 4 * 1024 * 1024;
+
 /// The node's durable store. Cheap to share behind an `Arc`: every method
 /// takes `&self`, reads run concurrently and writes are serialised.
 #[derive(Debug)]
@@ -108,6 +114,7 @@ impl Store {
         let mut builder = Builder::new();
         // Verify every page on open: a damaged file is reported, not trusted.
         builder.set_check_integrity_on_open(true);
+        builder.set_cache_size(STORE_CACHE_BYTES);
         let db = builder.create_with_backend(backend).at(&path)?;
         let store = Store {
             db,
