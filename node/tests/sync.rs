@@ -95,6 +95,27 @@ impl Running {
     }
 }
 
+/// A mesh with the identity `seed` and no sync engine: the test reads its
+/// events itself.
+fn bare_mesh(
+    seed: [u8; 32],
+    cancel: &CancellationToken,
+) -> (
+    Mesh,
+    tokio::sync::mpsc::Receiver<shoal_node::mesh::MeshEvent>,
+) {
+    Mesh::spawn(
+        MeshConfig {
+            identity_seed: seed,
+            psk: PSK,
+            mdns: false,
+            agent_version: "shoal-test".into(),
+        },
+        cancel.clone(),
+    )
+    .unwrap()
+}
+
 /// A team with node A in its genesis and nodes B and C enrolled by member
 /// joins, installed in three stores. Returns the dirs, the team, the owner
 /// and the two members.
@@ -366,16 +387,7 @@ async fn malformed_and_forged_ops_are_dropped_or_quarantined() {
     // A bare mesh with B's identity, talking to A directly.
     let seed = Node::open(dirs[1].path()).unwrap().key_seed();
     let cancel = CancellationToken::new();
-    let (mesh, mut events) = Mesh::spawn(
-        MeshConfig {
-            identity_seed: seed,
-            psk: PSK,
-            mdns: false,
-            agent_version: "shoal-test".into(),
-        },
-        cancel.clone(),
-    )
-    .unwrap();
+    let (mesh, mut events) = bare_mesh(seed, &cancel);
     tokio::spawn(async move { while events.recv().await.is_some() {} });
     let mh = mesh.handle();
     mh.set_allowed([a_peer].into()).await.unwrap();
@@ -918,16 +930,7 @@ async fn live_reports_go_only_to_peers_whose_heartbeat_speaks_them() {
     let b_seed = Node::open(dirs[1].path()).unwrap().key_seed();
     let b_key = SecretKey::from_seed(b_seed);
     let cancel = CancellationToken::new();
-    let (mesh, mut events) = Mesh::spawn(
-        MeshConfig {
-            identity_seed: b_seed,
-            psk: PSK,
-            mdns: false,
-            agent_version: "shoal-test".into(),
-        },
-        cancel.clone(),
-    )
-    .unwrap();
+    let (mesh, mut events) = bare_mesh(b_seed, &cancel);
     let (seen_tx, mut seen) = tokio::sync::mpsc::channel::<SyncRequest>(1024);
     tokio::spawn(async move {
         while let Some(ev) = events.recv().await {
@@ -1150,16 +1153,7 @@ async fn batches_of_ops_waiting_together_share_one_commit() {
     let before = replica.ops().len();
     let store = a.store();
     let cancel = CancellationToken::new();
-    let (mesh, _mesh_events) = Mesh::spawn(
-        MeshConfig {
-            identity_seed: a.key_seed(),
-            psk: PSK,
-            mdns: false,
-            agent_version: "shoal-test".into(),
-        },
-        cancel.clone(),
-    )
-    .unwrap();
+    let (mesh, _mesh_events) = bare_mesh(a.key_seed(), &cancel);
     // Every batch is in the channel before the engine runs.
     let (events_tx, events) = tokio::sync::mpsc::channel(BATCHES);
     let mut replies = Vec::new();
@@ -1215,16 +1209,7 @@ async fn rounds_where_nothing_moved_carry_no_ops() {
     // answers A's vectors with the same vector and counts what A sends.
     let b_seed = Node::open(dirs[1].path()).unwrap().key_seed();
     let cancel = CancellationToken::new();
-    let (mesh, mut events) = Mesh::spawn(
-        MeshConfig {
-            identity_seed: b_seed,
-            psk: PSK,
-            mdns: false,
-            agent_version: "shoal-test".into(),
-        },
-        cancel.clone(),
-    )
-    .unwrap();
+    let (mesh, mut events) = bare_mesh(b_seed, &cancel);
     let (seen_tx, mut seen) = tokio::sync::mpsc::channel::<&'static str>(1024);
     tokio::spawn(async move {
         while let Some(ev) = events.recv().await {

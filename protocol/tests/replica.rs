@@ -762,6 +762,31 @@ fn the_state_at_a_concurrent_ops_past_is_the_document_read_at_its_deps() {
     assert!(checked > 48);
 }
 
+/// Creates a complex product named `name` on `r`, applied there.
+fn new_product(
+    r: &mut Replica,
+    author: &SecretKey,
+    origin: &SecretKey,
+    now: u64,
+    name: &str,
+) -> (Op, shoal_protocol::Report) {
+    let id = ctx(r, author, origin.public(), 0).new_id(0);
+    act(
+        r,
+        author,
+        origin.public(),
+        now,
+        Action::ProductCreate {
+            id,
+            name: name.into(),
+            kind: ProductKind::Complex,
+            description: String::new(),
+            version: None,
+        },
+    )
+    .unwrap()
+}
+
 /// The document a replica holds, byte for byte as a document that only
 /// applied the changes of its applied ops: what `prepare` and the judging of
 /// a concurrent op wrote into the live document and rolled back left
@@ -808,38 +833,10 @@ fn preparing_and_judging_concurrent_ops_leave_the_document_as_it_was() {
     // built isolated at its deps in the live document and rolled back.
     let (mut xs, mut ys) = (Vec::new(), Vec::new());
     for i in 0..6 {
-        let c = ctx(&t.a, &t.owner, t.n1.public(), 0);
-        let (op, _) = act(
-            &mut t.a,
-            &t.owner,
-            t.n1.public(),
-            t.clock.tick(),
-            Action::ProductCreate {
-                id: c.new_id(0),
-                name: format!("a{i}"),
-                kind: ProductKind::Complex,
-                description: String::new(),
-                version: None,
-            },
-        )
-        .unwrap();
-        xs.push(op);
-        let c = ctx(&t.b, &t.user, t.n2.public(), 0);
-        let (op, _) = act(
-            &mut t.b,
-            &t.user,
-            t.n2.public(),
-            t.clock.tick(),
-            Action::ProductCreate {
-                id: c.new_id(0),
-                name: format!("b{i}"),
-                kind: ProductKind::Complex,
-                description: String::new(),
-                version: None,
-            },
-        )
-        .unwrap();
-        ys.push(op);
+        let t_a = t.clock.tick();
+        xs.push(new_product(&mut t.a, &t.owner, &t.n1, t_a, &format!("a{i}")).0);
+        let t_b = t.clock.tick();
+        ys.push(new_product(&mut t.b, &t.user, &t.n2, t_b, &format!("b{i}")).0);
     }
     exchange(&mut t.a, &mut t.b, &xs, &ys);
     assert!(t.a.quarantine().is_empty(), "{:?}", t.a.quarantine());
@@ -848,21 +845,8 @@ fn preparing_and_judging_concurrent_ops_leave_the_document_as_it_was() {
     assert_only_applied_changes(&t.a);
     assert_only_applied_changes(&t.b);
     // And both go on writing changes the other accepts.
-    let c = ctx(&t.b, &t.user, t.n2.public(), 0);
-    let (op, rep) = act(
-        &mut t.b,
-        &t.user,
-        t.n2.public(),
-        t.clock.tick(),
-        Action::ProductCreate {
-            id: c.new_id(0),
-            name: "after".into(),
-            kind: ProductKind::Complex,
-            description: String::new(),
-            version: None,
-        },
-    )
-    .unwrap();
+    let now = t.clock.tick();
+    let (op, rep) = new_product(&mut t.b, &t.user, &t.n2, now, "after");
     assert_eq!(rep.applied.len(), 1);
     assert_eq!(t.a.apply(op, NOW).applied.len(), 1);
     assert_only_applied_changes(&t.a);
