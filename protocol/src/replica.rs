@@ -1528,7 +1528,8 @@ impl Replica {
     /// Forking the document at the deps would replay the whole history;
     /// instead the writes are made in a transaction isolated at the deps
     /// (exported, then rolled back, so the document is left as it was),
-    /// which sees and overwrites what the past holds, and the two things the rest of the document changes are set to
+    /// which sees and overwrites what the past holds, and the two things
+    /// the rest of the document changes are set to
     /// the past's: the first op counter (one past the largest counter in the
     /// causal past; the change's own op ids move with it) and the deps (the
     /// heads of the causal past, plus the log's previous change). Returns
@@ -2297,11 +2298,7 @@ fn commit_expected(
                 .map_err(|e| e.to_string())?;
         }
     }
-    let mut ends = Vec::with_capacity(writes.len());
-    for w in writes {
-        write_entity(&mut tx, w.collection, &w.id, w.value.as_ref()).map_err(|e| e.to_string())?;
-        ends.push(tx.pending_ops());
-    }
+    let ends = write_all(&mut tx, writes)?;
     let (hash, _) = tx.commit_with(opts());
     let hash = match hash {
         Some(h) => h,
@@ -2322,7 +2319,6 @@ fn export_change(
     writes: &[Write],
     at: Option<&[ChangeHash]>,
 ) -> Result<(Option<am::Change>, Vec<usize>), String> {
-    use am::transaction::Transactable as _;
     doc.set_actor(log.actor());
     let mut tx = match at {
         None => doc.transaction(),
@@ -2330,14 +2326,25 @@ fn export_change(
             .transaction_at(am::PatchLog::inactive(), heads)
             .map_err(|e| e.to_string())?,
     };
-    let mut ends = Vec::with_capacity(writes.len());
-    for w in writes {
-        // On an error the dropped transaction rolls back.
-        write_entity(&mut tx, w.collection, &w.id, w.value.as_ref()).map_err(|e| e.to_string())?;
-        ends.push(tx.pending_ops());
-    }
+    // On an error the dropped transaction rolls back.
+    let ends = write_all(&mut tx, writes)?;
     let opts = am::transaction::CommitOptions::default().with_time(hlc.ms as i64);
     Ok((tx.export_and_rollback(opts), ends))
+}
+
+/// Writes `writes` in `tx`; returns, per write, the number of ops written
+/// up to it (what names the entity of a mismatching op).
+fn write_all(
+    tx: &mut am::transaction::Transaction<'_>,
+    writes: &[Write],
+) -> Result<Vec<usize>, String> {
+    use am::transaction::Transactable as _;
+    let mut ends = Vec::with_capacity(writes.len());
+    for w in writes {
+        write_entity(tx, w.collection, &w.id, w.value.as_ref()).map_err(|e| e.to_string())?;
+        ends.push(tx.pending_ops());
+    }
+    Ok(ends)
 }
 
 /// The bytes of the change `writes` make as the next change (`seq`) of
