@@ -55,7 +55,7 @@ pub fn entity_id(log: &LogId, seq: u64, k: u32) -> String {
 /// `v` on each (node, prefix), ordered by (node, prefix).
 pub fn copy_sources<'a>(s: &'a TeamState, v: &Version) -> Vec<&'a Deployment> {
     let mut by_slot: BTreeMap<(&str, &str), &Deployment> = BTreeMap::new();
-    for d in s.deployments.values().filter(|d| d.version == v.id) {
+    for d in s.deployments.find_by(crate::table::By::Version, &v.id) {
         let slot = (d.node.as_str(), d.prefix.as_str());
         match by_slot.get(&slot) {
             Some(e) if (e.created, &e.id) >= (d.created, &d.id) => {}

@@ -12,7 +12,7 @@ use autosurgeon::{Hydrate, Reconcile};
 use serde::{Deserialize, Serialize};
 
 use crate::hlc::Hlc;
-pub use crate::table::Table;
+pub use crate::table::{By, Indexed, Table, slot};
 
 /// Fields stored as one JSON string scalar instead of a tree of Automerge
 /// objects. Used for configs that are always replaced whole, where merging
@@ -1039,6 +1039,62 @@ impl Entity {
     }
 }
 
+// The secondary indexes of each collection (see `table`): what the rules
+// and effects look entities up by.
+impl Indexed for TeamInfo {}
+impl Indexed for Invite {}
+impl Indexed for ContainerCommand {}
+impl Indexed for SealedKey {}
+
+impl Indexed for Member {
+    fn index_keys(&self, key: &mut dyn FnMut(By, String)) {
+        if let Some(i) = &self.invite {
+            key(By::Invite, i.clone());
+        }
+    }
+}
+
+impl Indexed for Node {
+    fn index_keys(&self, key: &mut dyn FnMut(By, String)) {
+        if let Some(i) = &self.invite {
+            key(By::Invite, i.clone());
+        }
+        // A removed node's name is free again.
+        if self.removed.is_none() {
+            key(By::Name, self.name.clone());
+        }
+    }
+}
+
+impl Indexed for Registry {
+    fn index_keys(&self, key: &mut dyn FnMut(By, String)) {
+        key(By::Name, self.name.clone());
+    }
+}
+
+impl Indexed for Product {
+    fn index_keys(&self, key: &mut dyn FnMut(By, String)) {
+        key(By::Name, self.name.clone());
+    }
+}
+
+impl Indexed for Version {
+    fn index_keys(&self, key: &mut dyn FnMut(By, String)) {
+        key(By::Product, self.product.clone());
+        // Version names are unique within their product.
+        key(By::Name, slot(&self.product, &self.name));
+    }
+}
+
+impl Indexed for Deployment {
+    fn index_keys(&self, key: &mut dyn FnMut(By, String)) {
+        key(By::Product, self.product.clone());
+        key(By::Version, self.version.clone());
+        key(By::Node, self.node.clone());
+        key(By::Slot, slot(&self.node, &self.prefix));
+    }
+}
+
 impl TeamState {
     pub fn info(&self) -> Option<&TeamInfo> {
         self.team.get(TEAM_INFO_ID)
@@ -1063,7 +1119,7 @@ impl TeamState {
 
     /// Sets (`Some`) or removes (`None`) one entity.
     pub fn set(&mut self, c: Collection, id: &str, e: Option<Entity>) {
-        fn put<T: Clone>(m: &mut Table<T>, id: &str, v: Option<T>) {
+        fn put<T: Clone + Indexed>(m: &mut Table<T>, id: &str, v: Option<T>) {
             m.set(id, v);
         }
         match (c, e) {

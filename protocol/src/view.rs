@@ -3,6 +3,7 @@
 
 use crate::hlc::Hlc;
 use crate::model::{Deployment, DeploymentStatus, Node, Role, TeamState, Version, VersionKind};
+use crate::table::{By, slot};
 
 /// Whether `d` lost a concurrent race for its slot: another deployment of
 /// the same version, node and prefix that counts for the rule (any status
@@ -25,12 +26,10 @@ pub fn conflict_winner<'a>(state: &'a TeamState, d: &Deployment) -> Option<&'a D
     }
     state
         .deployments
-        .values()
+        .find_by(By::Slot, &slot(&d.node, &d.prefix))
         .filter(|e| {
             e.id != d.id
                 && e.version == d.version
-                && e.node == d.node
-                && e.prefix == d.prefix
                 && counts(e)
                 && (e.created, &e.id) < (d.created, &d.id)
         })
@@ -43,12 +42,12 @@ pub fn join_in_conflict(state: &TeamState, invite: &str, key: &str, joined: Hlc)
     let earlier = |k: &str, j: Hlc| k != key && (j, k) < (joined, key);
     state
         .members
-        .values()
-        .any(|m| m.invite.as_deref() == Some(invite) && earlier(&m.key, m.joined))
+        .find_by(By::Invite, invite)
+        .any(|m| earlier(&m.key, m.joined))
         || state
             .nodes
-            .values()
-            .any(|n| n.invite.as_deref() == Some(invite) && earlier(&n.key, n.joined))
+            .find_by(By::Invite, invite)
+            .any(|n| earlier(&n.key, n.joined))
 }
 
 /// The role of an active member whose join (if any) is not in conflict.
@@ -120,8 +119,7 @@ pub fn node_by_name<'a>(state: &'a TeamState, name_or_key: &str) -> Option<&'a N
     }
     state
         .nodes
-        .values()
-        .filter(|n| n.removed.is_none() && n.name == name_or_key)
+        .find_by(By::Name, name_or_key)
         .min_by(|a, b| (a.joined, &a.key).cmp(&(b.joined, &b.key)))
 }
 
@@ -150,8 +148,7 @@ pub fn product_by_name<'a>(
     }
     state
         .products
-        .values()
-        .filter(|p| p.name == name_or_id)
+        .find_by(By::Name, name_or_id)
         .min_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)))
 }
 
@@ -170,8 +167,7 @@ pub fn version_by_name<'a>(
     }
     state
         .versions
-        .values()
-        .filter(|v| v.product == product && v.name == name_or_id)
+        .find_by(By::Name, &slot(product, name_or_id))
         .min_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)))
 }
 
@@ -185,8 +181,7 @@ pub fn registry_by_name<'a>(
     }
     state
         .registries
-        .values()
-        .filter(|r| r.name == name_or_id)
+        .find_by(By::Name, name_or_id)
         .min_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)))
 }
 
@@ -199,10 +194,11 @@ pub fn rollback_target<'a>(
     node: &str,
     prefix: &str,
 ) -> Option<&'a Deployment> {
-    let on_slot = |d: &&Deployment| d.product == product && d.node == node && d.prefix == prefix;
+    let key = slot(node, prefix);
+    let on_slot = |d: &&Deployment| d.product == product;
     let current = state
         .deployments
-        .values()
+        .find_by(By::Slot, &key)
         .filter(on_slot)
         .filter(|d| d.status == DeploymentStatus::Successful)
         .max_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
@@ -212,7 +208,7 @@ pub fn rollback_target<'a>(
     };
     state
         .deployments
-        .values()
+        .find_by(By::Slot, &key)
         .filter(on_slot)
         .filter(|d| d.status == DeploymentStatus::Obsolete && earlier.contains(&d.version))
         .filter(|d| {

@@ -12,7 +12,7 @@ use shoal_api::products::{
     VersionDetail, VersionList, VersionSummary,
 };
 use shoal_protocol::effect::copy_sources;
-use shoal_protocol::model::{Product, TeamState, Version, VersionKind};
+use shoal_protocol::model::{By, Product, TeamState, Version, VersionKind};
 use shoal_protocol::{rules, view};
 
 use super::common::{Answer, Api, Fail, Shared, ok, resolve};
@@ -48,7 +48,7 @@ fn product_view<V>(s: &TeamState, p: &Product, versions: V) -> ProductView<V> {
         default_version: default.map(|v| v.name.clone()),
         default_version_id: p.default_version.clone(),
         versions,
-        deployments: s.deployments.values().filter(|d| d.product == p.id).count() as u64,
+        deployments: s.deployments.ids_by(By::Product, &p.id).count() as u64,
         created_ms: p.created.ms,
     }
 }
@@ -82,7 +82,7 @@ fn version_view<I>(s: &TeamState, v: &Version, images: I) -> VersionView<I> {
         parent: name_of(&v.parent),
         child: name_of(&v.child),
         images,
-        deployments: s.deployments.values().filter(|d| d.version == v.id).count() as u64,
+        deployments: s.deployments.ids_by(By::Version, &v.id).count() as u64,
         copies: copies as u64,
         created_ms: v.created.ms,
     }
@@ -100,7 +100,7 @@ async fn products(State(api): Shared, UrlPath(team): UrlPath<String>) -> Answer<
     ok(list
         .into_iter()
         .map(|p| {
-            let count = s.versions.values().filter(|v| v.product == p.id).count();
+            let count = s.versions.ids_by(By::Product, &p.id).count();
             product_view(&s, p, count as u64)
         })
         .collect())
@@ -108,7 +108,7 @@ async fn products(State(api): Shared, UrlPath(team): UrlPath<String>) -> Answer<
 
 /// A product's versions, oldest first.
 fn product_versions<'a>(s: &'a TeamState, p: &Product) -> Vec<&'a Version> {
-    let mut list: Vec<&Version> = s.versions.values().filter(|v| v.product == p.id).collect();
+    let mut list: Vec<&Version> = s.versions.find_by(By::Product, &p.id).collect();
     list.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
     list
 }

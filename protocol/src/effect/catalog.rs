@@ -4,6 +4,7 @@
 use crate::action::Action;
 use crate::context::{OpContext, copy_sources};
 use crate::model::*;
+use crate::table::By;
 
 use super::common::{Write, del, new_deployment, put};
 
@@ -100,10 +101,10 @@ pub(super) fn effect(s: &TeamState, ctx: &OpContext, action: &Action) -> Vec<Wri
         }
         A::ProductRemove { id } => {
             out.push(del(Collection::Products, id));
-            for v in s.versions.values().filter(|v| &v.product == id) {
+            for v in s.versions.find_by(By::Product, id) {
                 out.push(del(Collection::Versions, &v.id));
             }
-            for d in s.deployments.values().filter(|d| &d.product == id) {
+            for d in s.deployments.find_by(By::Product, id) {
                 out.push(del(Collection::Deployments, &d.id));
             }
         }
@@ -222,7 +223,7 @@ pub(super) fn effect(s: &TeamState, ctx: &OpContext, action: &Action) -> Vec<Wri
                 return out;
             };
             out.push(del(Collection::Versions, id));
-            for d in s.deployments.values().filter(|d| &d.version == id) {
+            for d in s.deployments.find_by(By::Version, id) {
                 out.push(del(Collection::Deployments, &d.id));
             }
             if let Some(parent) = v.parent.as_ref().and_then(|p| s.versions.get(p)) {
@@ -239,8 +240,8 @@ pub(super) fn effect(s: &TeamState, ctx: &OpContext, action: &Action) -> Vec<Wri
             {
                 let next = v.parent.clone().or_else(|| {
                     s.versions
-                        .values()
-                        .filter(|x| x.product == v.product && &x.id != id)
+                        .find_by(By::Product, &v.product)
+                        .filter(|x| &x.id != id)
                         .max_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)))
                         .map(|x| x.id.clone())
                 });

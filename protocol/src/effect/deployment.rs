@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use crate::action::{Action, Outcome};
 use crate::context::OpContext;
 use crate::model::*;
+use crate::table::{By, slot};
 use crate::view;
 
 use super::common::{Write, del, new_deployment, put};
@@ -212,8 +213,8 @@ fn supersede(s: &TeamState, d: &Deployment) -> Vec<Write> {
         ),
     };
     let mut out = Vec::new();
-    for e in s.deployments.values() {
-        if e.id == d.id || e.node != d.node || e.prefix != d.prefix {
+    for e in s.deployments.find_by(By::Slot, &slot(&d.node, &d.prefix)) {
+        if e.id == d.id {
             continue;
         }
         if matches!(

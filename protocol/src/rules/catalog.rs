@@ -7,6 +7,7 @@ use crate::model::{
     ContainerConfig, DeploymentStatus, HUB_REGISTRY_ID, Image, ImageRef, ProductKind, RegistryKind,
     Role, Runtime, TeamState, Version, VersionKind,
 };
+use crate::table::{By, slot};
 use crate::view;
 
 use super::common::{
@@ -25,16 +26,15 @@ pub fn version_frozen(s: &TeamState, v: &Version) -> Option<String> {
         return Some(format!("it has a child version {name}"));
     }
     s.deployments
-        .values()
+        .find_by(By::Version, &v.id)
         .find(|d| {
-            d.version == v.id
-                && matches!(
-                    d.status,
-                    DeploymentStatus::InProgress
-                        | DeploymentStatus::Successful
-                        | DeploymentStatus::Obsolete
-                        | DeploymentStatus::Downgraded
-                )
+            matches!(
+                d.status,
+                DeploymentStatus::InProgress
+                    | DeploymentStatus::Successful
+                    | DeploymentStatus::Obsolete
+                    | DeploymentStatus::Downgraded
+            )
         })
         .map(|d| format!("deployment {} is {}", d.id, d.status))
 }
@@ -56,7 +56,7 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             need_role(s, ctx, "registry.add", Role::Admin)?;
             fresh(ctx, "registry", id, s.registries.contains_key(id))?;
             check_name("registry name", name)?;
-            if s.registries.values().any(|r| &r.name == name) {
+            if s.registries.any_by(By::Name, name) {
                 return Err(RuleError::NameTaken {
                     what: "registry",
                     name: name.clone(),
@@ -180,7 +180,7 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             need_role(s, ctx, "product.create", Role::User)?;
             fresh(ctx, "product", id, s.products.contains_key(id))?;
             check_name("product name", name)?;
-            if s.products.values().any(|p| &p.name == name) {
+            if s.products.any_by(By::Name, name) {
                 return Err(RuleError::NameTaken {
                     what: "product",
                     name: name.clone(),
@@ -213,8 +213,8 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             found(s.products.get(id), "product", id)?;
             if let Some(d) = s
                 .deployments
-                .values()
-                .find(|d| &d.product == id && d.status == DeploymentStatus::InProgress)
+                .find_by(By::Product, id)
+                .find(|d| d.status == DeploymentStatus::InProgress)
             {
                 return Err(deployment_state_err(
                     d,
@@ -242,10 +242,7 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             }
             fresh(ctx, "version", id, s.versions.contains_key(id))?;
             check_name("version name", name)?;
-            if s.versions
-                .values()
-                .any(|v| &v.product == product && &v.name == name)
-            {
+            if s.versions.any_by(By::Name, &slot(product, name)) {
                 return Err(RuleError::NameTaken {
                     what: "version",
                     name: name.clone(),
@@ -278,10 +275,7 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             }
             fresh(ctx, "version", id, s.versions.contains_key(id))?;
             check_name("version name", name)?;
-            if s.versions
-                .values()
-                .any(|x| x.product == v.product && &x.name == name)
-            {
+            if s.versions.any_by(By::Name, &slot(&v.product, name)) {
                 return Err(RuleError::NameTaken {
                     what: "version",
                     name: name.clone(),
@@ -360,8 +354,8 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             }
             if let Some(d) = s
                 .deployments
-                .values()
-                .find(|d| &d.version == id && !deployment_mutable(s, d))
+                .find_by(By::Version, id)
+                .find(|d| !deployment_mutable(s, d))
             {
                 return Err(RuleError::VersionNotDeletable {
                     version: v.name.clone(),
@@ -384,7 +378,7 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
                 Some(pname) => {
                     fresh(ctx, "product", product, s.products.contains_key(product))?;
                     check_name("product name", pname)?;
-                    if s.products.values().any(|p| &p.name == pname) {
+                    if s.products.any_by(By::Name, pname) {
                         return Err(RuleError::NameTaken {
                             what: "product",
                             name: pname.clone(),
@@ -408,10 +402,7 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             }
             fresh(ctx, "version", version, s.versions.contains_key(version))?;
             check_name("version name", name)?;
-            if s.versions
-                .values()
-                .any(|v| &v.product == product && &v.name == name)
-            {
+            if s.versions.any_by(By::Name, &slot(product, name)) {
                 return Err(RuleError::NameTaken {
                     what: "version",
                     name: name.clone(),
@@ -487,7 +478,7 @@ fn check_kubernetes_deployments(
     name: &str,
     config: &ContainerConfig,
 ) -> R {
-    for d in s.deployments.values().filter(|d| d.version == v.id) {
+    for d in s.deployments.find_by(By::Version, &v.id) {
         let Some(n) = view::effective_node(s, &d.node) else {
             continue;
         };

@@ -9,6 +9,7 @@ use crate::model::{
     ContainerAction, ContainerConfig, Deployment, DeploymentStatus, Node, Role, Runtime, Sealed,
     TeamState, Version, VersionKind,
 };
+use crate::table::{By, slot};
 use crate::view;
 
 use super::common::{
@@ -250,13 +251,14 @@ fn check_delete(s: &TeamState, ctx: &OpContext, what: &'static str, id: &str) ->
 }
 
 fn check_slot(s: &TeamState, v: &Version, node: &str, prefix: &str, except: Option<&str>) -> R {
-    let clash = s.deployments.values().find(|e| {
-        Some(e.id.as_str()) != except
-            && e.version == v.id
-            && e.node == node
-            && e.prefix == prefix
-            && (v.kind == VersionKind::Rolling || e.status == DeploymentStatus::Preparing)
-    });
+    let clash = s
+        .deployments
+        .find_by(By::Slot, &slot(node, prefix))
+        .find(|e| {
+            Some(e.id.as_str()) != except
+                && e.version == v.id
+                && (v.kind == VersionKind::Rolling || e.status == DeploymentStatus::Preparing)
+        });
     if let Some(e) = clash {
         return Err(RuleError::DuplicateDeployment {
             id: e.id.clone(),
@@ -300,15 +302,16 @@ fn check_protected(
     let Some(v) = s.versions.get(d_version) else {
         return Ok(());
     };
-    let blocker = s.deployments.values().find(|e| {
-        Some(e.id.as_str()) != except
-            && e.protected
-            && e.product == d_product
-            && e.node == node
-            && e.prefix == prefix
-            && e.status == DeploymentStatus::Successful
-            && (v.kind == VersionKind::Rolling || e.version != d_version)
-    });
+    let blocker = s
+        .deployments
+        .find_by(By::Slot, &slot(node, prefix))
+        .find(|e| {
+            Some(e.id.as_str()) != except
+                && e.protected
+                && e.product == d_product
+                && e.status == DeploymentStatus::Successful
+                && (v.kind == VersionKind::Rolling || e.version != d_version)
+        });
     if let Some(e) = blocker {
         return Err(RuleError::Protected {
             id: e.id.clone(),
@@ -403,18 +406,19 @@ fn check_start(s: &TeamState, d: &Deployment, force: bool) -> R {
         }
         // Container names are `<prefix>-<name>` on the node: another product
         // running on the same slot must not use the same name.
-        let other = s.deployments.values().find(|e| {
-            e.product != d.product
-                && e.node == d.node
-                && e.prefix == d.prefix
-                && matches!(
-                    e.status,
-                    DeploymentStatus::InProgress | DeploymentStatus::Successful
-                )
-                && s.versions
-                    .get(&e.version)
-                    .is_some_and(|ev| ev.images.iter().any(|i| i.name == img.name))
-        });
+        let other = s
+            .deployments
+            .find_by(By::Slot, &slot(&d.node, &d.prefix))
+            .find(|e| {
+                e.product != d.product
+                    && matches!(
+                        e.status,
+                        DeploymentStatus::InProgress | DeploymentStatus::Successful
+                    )
+                    && s.versions
+                        .get(&e.version)
+                        .is_some_and(|ev| ev.images.iter().any(|i| i.name == img.name))
+            });
         if let Some(e) = other {
             return Err(RuleError::ContainerName {
                 name: img.name.clone(),

@@ -6,6 +6,7 @@ use crate::context::OpContext;
 use crate::hlc::Hlc;
 use crate::keys::{PublicKey, Signature, TeamId};
 use crate::model::{InviteKind, Role, TeamState};
+use crate::table::By;
 
 use super::common::{
     R, RuleError, check_name, found, fresh, need_origin, need_role, need_self_node, not_in_family,
@@ -49,10 +50,7 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
                 InviteKind::Member { .. } => Ok(()),
                 InviteKind::Node { name, .. } => {
                     check_name("node name", name)?;
-                    if s.nodes
-                        .values()
-                        .any(|n| n.removed.is_none() && &n.name == name)
-                    {
+                    if s.nodes.any_by(By::Name, name) {
                         return Err(RuleError::NameTaken {
                             what: "node",
                             name: name.clone(),
@@ -152,7 +150,7 @@ pub(super) fn check(s: &TeamState, ctx: &OpContext, action: &Action) -> R {
             need_role(s, ctx, "node.remove", Role::Admin)?;
             let key = node.to_hex();
             let n = found(s.node(&key), "node", &key)?;
-            let count = s.deployments.values().filter(|d| d.node == key).count();
+            let count = s.deployments.ids_by(By::Node, &key).count();
             if count > 0 {
                 return Err(RuleError::NodeHasDeployments {
                     node: n.name.clone(),
@@ -213,10 +211,7 @@ fn check_new_node(s: &TeamState, n: &NewNode) -> R {
             why: "this node is or was already in the team".into(),
         });
     }
-    if s.nodes
-        .values()
-        .any(|x| x.removed.is_none() && x.name == n.name)
-    {
+    if s.nodes.any_by(By::Name, &n.name) {
         return Err(RuleError::NameTaken {
             what: "node",
             name: n.name.clone(),
@@ -272,8 +267,7 @@ pub fn check_ticket(
             "its creator is no longer an admin; ask for a new ticket",
         ));
     }
-    let used = s.members.values().any(|m| m.invite.as_deref() == Some(id))
-        || s.nodes.values().any(|n| n.invite.as_deref() == Some(id));
+    let used = s.members.any_by(By::Invite, id) || s.nodes.any_by(By::Invite, id);
     if used {
         return Err(bad("it was already used; a ticket works once"));
     }
