@@ -357,6 +357,9 @@ pub struct Replica {
     deps: Vec<Vec<ChangeHash>>,
     /// `deps` as indices into `applied` (the walks of causal pasts).
     dep_idx: Vec<Vec<u32>>,
+    /// Per applied op, how far back its causal past is known to be whole
+    /// (the walks of causal pasts stop there).
+    floors: Floors,
     /// Per applied op index: what its change wrote. Filled when the op is
     /// validated, or on first need for ops restored from a snapshot.
     touches: HashMap<usize, BTreeSet<Touch>>,
@@ -380,6 +383,76 @@ pub struct Replica {
     reoffer: Vec<Op>,
     /// The typed state just after recently applied ops (see [`StatesAfter`]).
     after: StatesAfter,
+}
+
+/// Per applied op `i`, a floor `f` such that every op applied before index
+/// `f` is in `i`'s causal past. A concurrent op's past is walked from its
+/// deps down to the highest floor among them instead of to the genesis, so
+/// the walk costs what is concurrent, not the whole history.
+///
+/// Ops are applied in causal order (every dep of op `i` has a lower index).
+/// An op whose deps name every tip (every op no other op names) has all
+/// earlier ops in its past: its floor is its own index. Otherwise a dep
+/// `d`'s floor, or `d + 1` when `d`'s past is whole, is a sound floor.
+#[derive(Clone, Debug, Default)]
+struct Floors {
+    floor: Vec<u32>,
+    /// The applied ops no applied op names as a dep.
+    tips: HashSet<u32>,
+    /// A dep at or after its op's own index was seen (a store written in
+    /// another order): floors are not trusted and every walk is whole.
+    broken: bool,
+}
+
+impl Floors {
+    /// Notes applied op `idx` (the next index) with its deps' indices.
+    fn push(&mut self, idx: usize, deps: &[u32]) {
+        let i = idx as u32;
+        if deps.iter().any(|&d| d >= i) {
+            self.broken = true;
+        }
+        let whole = self.tips.len() <= deps.len() && self.tips.iter().all(|t| deps.contains(t));
+        let floor = if whole && !self.broken {
+            i
+        } else {
+            deps.iter()
+                .filter(|&&d| d < i)
+                .map(|&d| self.after(d))
+                .max()
+                .unwrap_or(0)
+        };
+        self.floor.push(floor);
+        for d in deps {
+            self.tips.remove(d);
+        }
+        self.tips.insert(i);
+    }
+
+    /// Every op before the returned index is in the causal past of op `d`
+    /// or is `d`.
+    fn after(&self, d: u32) -> u32 {
+        match self.floor.get(d as usize) {
+            Some(&f) if f == d => d + 1,
+            Some(&f) => f,
+            None => 0,
+        }
+    }
+
+    /// Every op before the returned index is in the causal past of the set
+    /// of ops `deps` (or in it).
+    fn of(&self, deps: &[usize]) -> usize {
+        if self.broken {
+            return 0;
+        }
+        deps.iter()
+            .map(|&d| self.after(d as u32) as usize)
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn clear(&mut self) {
+        *self = Floors::default();
+    }
 }
 
 /// How many recent ops' "state just after" a replica keeps: a few per
@@ -831,6 +904,7 @@ impl Replica {
             max_hlc: b.hlc,
             deps: Vec::new(),
             dep_idx: Vec::new(),
+            floors: Floors::default(),
             touches: HashMap::new(),
             max_op: 0,
             max_ops: Vec::new(),
@@ -1236,7 +1310,8 @@ impl Replica {
         let dep_idx = deps
             .iter()
             .filter_map(|d| self.by_change.get(d).map(|&i| i as u32))
-            .collect();
+            .collect::<Vec<u32>>();
+        self.floors.push(idx, &dep_idx);
         self.dep_idx.push(dep_idx);
         self.deps.push(deps);
         let log = op.log();
@@ -1681,6 +1756,19 @@ impl Replica {
         self.state_at_past(heads, &past)
     }
 
+    /// The applied ops in the causal past of `heads` (or among them), in
+    /// applied order.
+    #[doc(hidden)]
+    pub fn past_ops(&self, heads: &[ChangeHash]) -> Vec<OpHash> {
+        let past = self.past_of(heads);
+        self.applied
+            .iter()
+            .zip(past)
+            .filter(|(_, p)| *p)
+            .map(|(a, _)| a.hash)
+            .collect()
+    }
+
     /// [`Replica::state_at`] with the causal past of `heads` known.
     fn state_at_past(
         &mut self,
@@ -1762,6 +1850,9 @@ impl Replica {
             .iter()
             .filter_map(|d| self.by_change.get(d).copied())
             .collect();
+        // Everything below the floor is in the past: the walk stops there.
+        let floor = self.floors.of(&stack).min(past.len());
+        past[..floor].fill(true);
         while let Some(i) = stack.pop() {
             if std::mem::replace(&mut past[i], true) {
                 continue;
@@ -2008,6 +2099,7 @@ impl Replica {
         let old = std::mem::take(&mut self.applied);
         let old_deps = std::mem::take(&mut self.deps);
         self.dep_idx.clear();
+        self.floors.clear();
         let old_max = std::mem::take(&mut self.max_ops);
         let old_touches = std::mem::take(&mut self.touches);
         self.by_hash.clear();
@@ -2141,6 +2233,7 @@ impl Replica {
             max_hlc: Hlc::ZERO,
             deps: Vec::new(),
             dep_idx: Vec::new(),
+            floors: Floors::default(),
             touches: HashMap::new(),
             max_op: 0,
             max_ops: Vec::new(),
@@ -2176,6 +2269,10 @@ impl Replica {
                     .collect()
             })
             .collect();
+        r.floors.clear();
+        for (i, ds) in r.dep_idx.iter().enumerate() {
+            r.floors.push(i, ds);
+        }
         // The snapshot must hold exactly the changes of the ops.
         let heads = doc.get_heads();
         let complete = r.by_change.len() == r.applied.len()

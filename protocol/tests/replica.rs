@@ -762,6 +762,99 @@ fn the_state_at_a_concurrent_ops_past_is_the_document_read_at_its_deps() {
     assert!(checked > 48);
 }
 
+/// The causal past of a set of changes, walked over every change's deps.
+fn walked_past(
+    changes: &BTreeMap<automerge::ChangeHash, automerge::Change>,
+    heads: &[automerge::ChangeHash],
+) -> std::collections::BTreeSet<automerge::ChangeHash> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut stack = heads.to_vec();
+    while let Some(h) = stack.pop() {
+        if seen.insert(h) {
+            stack.extend(changes[&h].deps().iter().copied());
+        }
+    }
+    seen
+}
+
+/// A replica walks a concurrent op's causal past only down to the point
+/// below which all of it is known to be past. With writers that see each
+/// other's ops late, in both orders, and merge, the past it finds for every
+/// op's deps and for its heads must be the whole walk's, also after a
+/// restore from its store.
+#[test]
+fn the_causal_past_found_is_the_whole_walks() {
+    let Team {
+        mut a,
+        mut b,
+        owner,
+        user,
+        n1,
+        n2,
+        mut clock,
+        ..
+    } = team();
+    let (mut to_a, mut to_b) = (Vec::new(), Vec::new());
+    for round in 0..12 {
+        for k in 0..1 + round % 3 {
+            let (op, _) = new_product(&mut a, &owner, &n1, clock.tick(), &format!("a-{round}-{k}"));
+            to_b.push(op);
+        }
+        for k in 0..1 + round % 2 {
+            let (op, _) = new_product(&mut b, &user, &n2, clock.tick(), &format!("b-{round}-{k}"));
+            to_a.push(op);
+        }
+        // Deliveries lag: a hears from b every round, b from a every third.
+        for op in to_a.drain(..) {
+            assert_eq!(a.apply(op, NOW).applied.len(), 1);
+        }
+        if round % 3 == 2 {
+            for op in to_b.drain(..) {
+                assert_eq!(b.apply(op, NOW).applied.len(), 1);
+            }
+        }
+    }
+    let restored = Replica::restore(
+        &a.doc().save(),
+        a.ops().iter().map(|x| x.op.clone()).collect(),
+    )
+    .unwrap();
+    let mut checked = 0;
+    for r in [&a, &b, &restored] {
+        let changes: BTreeMap<automerge::ChangeHash, automerge::Change> = r
+            .ops()
+            .iter()
+            .map(|x| {
+                let c = automerge::Change::from_bytes(x.op.body.change.clone()).unwrap();
+                (c.hash(), c)
+            })
+            .collect();
+        let op_of: BTreeMap<automerge::ChangeHash, _> = r
+            .ops()
+            .iter()
+            .map(|x| {
+                let c = automerge::Change::from_bytes(x.op.body.change.clone()).unwrap();
+                (c.hash(), x.op.hash())
+            })
+            .collect();
+        let mut sets: Vec<Vec<automerge::ChangeHash>> =
+            changes.values().map(|c| c.deps().to_vec()).collect();
+        sets.push(r.doc().get_heads());
+        for heads in sets {
+            let mut want: Vec<_> = walked_past(&changes, &heads)
+                .iter()
+                .map(|h| op_of[h])
+                .collect();
+            want.sort();
+            let mut got = r.past_ops(&heads);
+            got.sort();
+            assert_eq!(got, want, "the past of {heads:?}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 100, "{checked}");
+}
+
 /// Creates a complex product named `name` on `r`, applied there.
 fn new_product(
     r: &mut Replica,
