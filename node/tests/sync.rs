@@ -230,6 +230,7 @@ fn fast(push: bool) -> SyncConfig {
         queries: None,
         push,
         anti_entropy_interval: Duration::from_millis(500),
+        anti_entropy_peers: shoal_node::sync::ANTI_ENTROPY_PEERS,
         head_check_timeout: Duration::from_secs(3),
     }
 }
@@ -241,6 +242,7 @@ fn push_only() -> SyncConfig {
         queries: None,
         push: true,
         anti_entropy_interval: Duration::from_secs(600),
+        anti_entropy_peers: shoal_node::sync::ANTI_ENTROPY_PEERS,
         head_check_timeout: Duration::from_secs(3),
     }
 }
@@ -1195,22 +1197,17 @@ async fn batches_of_ops_waiting_together_share_one_commit() {
     mesh.shutdown().await.unwrap();
 }
 
-/// Anti-entropy sends this node's op at each head the peer names once, as
-/// fork evidence, not again in every round: rounds where nothing moved
-/// carry no ops.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rounds_where_nothing_moved_carry_no_ops() {
+/// A bare mesh with the identity `seed` that holds exactly `vv`: it answers
+/// vectors with `vv`, acknowledges everything else, and reports each request
+/// it got as (seed's first byte, kind, when).
+fn vector_answerer(
+    seed: [u8; 32],
+    vv: shoal_protocol::replica::VersionVector,
+    seen: tokio::sync::mpsc::Sender<(u8, &'static str, Instant)>,
+    cancel: &CancellationToken,
+) -> Mesh {
     use shoal_node::mesh::{MeshEvent, SyncRequest, SyncResponse};
-    let (dirs, team, _owner, _bob, _carol) = team();
-    let a = Running::start(dirs[0].path(), team, fast(false), true).await;
-    let a_peer = a.mesh.local_peer_id();
-    let vv = a.handle.version_vector().await.unwrap();
-    // A bare mesh with B's identity that holds exactly what A holds: it
-    // answers A's vectors with the same vector and counts what A sends.
-    let b_seed = Node::open(dirs[1].path()).unwrap().key_seed();
-    let cancel = CancellationToken::new();
-    let (mesh, mut events) = bare_mesh(b_seed, &cancel);
-    let (seen_tx, mut seen) = tokio::sync::mpsc::channel::<&'static str>(1024);
+    let (mesh, mut events) = bare_mesh(seed, cancel);
     tokio::spawn(async move {
         while let Some(ev) = events.recv().await {
             if let MeshEvent::Request { request, reply, .. } = ev {
@@ -1228,10 +1225,28 @@ async fn rounds_where_nothing_moved_carry_no_ops() {
                         "other"
                     }
                 };
-                let _ = seen_tx.send(kind).await;
+                let _ = seen.send((seed[0], kind, Instant::now())).await;
             }
         }
     });
+    mesh
+}
+
+/// Anti-entropy sends this node's op at each head the peer names once, as
+/// fork evidence, not again in every round: rounds where nothing moved
+/// carry no ops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_where_nothing_moved_carry_no_ops() {
+    let (dirs, team, _owner, _bob, _carol) = team();
+    let a = Running::start(dirs[0].path(), team, fast(false), true).await;
+    let a_peer = a.mesh.local_peer_id();
+    let vv = a.handle.version_vector().await.unwrap();
+    // A bare mesh with B's identity that holds exactly what A holds: it
+    // answers A's vectors with the same vector and counts what A sends.
+    let b_seed = Node::open(dirs[1].path()).unwrap().key_seed();
+    let cancel = CancellationToken::new();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::channel(1024);
+    let mesh = vector_answerer(b_seed, vv, seen_tx, &cancel);
     let mh = mesh.handle();
     mh.set_allowed([a_peer].into()).await.unwrap();
     mh.dial(a.addr.clone().unwrap()).await.unwrap();
@@ -1239,14 +1254,75 @@ async fn rounds_where_nothing_moved_carry_no_ops() {
     let (mut vectors, mut ops) = (0, 0);
     while vectors < 6 {
         match tokio::time::timeout(WAIT, seen.recv()).await {
-            Ok(Some("vector")) => vectors += 1,
-            Ok(Some("ops")) => ops += 1,
+            Ok(Some((_, "vector", _))) => vectors += 1,
+            Ok(Some((_, "ops", _))) => ops += 1,
             Ok(Some(_)) => {}
             other => panic!("A's rounds stopped: {other:?}"),
         }
     }
     // The first round carries A's op at each of B's heads; no other does.
     assert_eq!(ops, 1, "{ops} batches of ops in {vectors} rounds");
+    cancel.cancel();
+    a.stop().await;
+}
+
+/// A tick starts rounds with `anti_entropy_peers` connected peers in turn,
+/// not with all of them: with a turn of one and two peers, each tick asks
+/// one peer for its vector, and both peers keep being asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tick_runs_rounds_with_a_turn_of_peers() {
+    let (dirs, team, _owner, _bob, _carol) = team();
+    let config = SyncConfig {
+        anti_entropy_peers: 1,
+        ..fast(false)
+    };
+    let a = Running::start(dirs[0].path(), team, config, true).await;
+    let a_peer = a.mesh.local_peer_id();
+    let vv = a.handle.version_vector().await.unwrap();
+    let cancel = CancellationToken::new();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::channel(1024);
+    let mut meshes = Vec::new();
+    let mut ids = Vec::new();
+    for d in &dirs[1..] {
+        let seed = Node::open(d.path()).unwrap().key_seed();
+        ids.push(seed[0]);
+        let mesh = vector_answerer(seed, vv.clone(), seen_tx.clone(), &cancel);
+        let mh = mesh.handle();
+        mh.set_allowed([a_peer].into()).await.unwrap();
+        mh.dial(a.addr.clone().unwrap()).await.unwrap();
+        meshes.push(mesh);
+    }
+    assert_ne!(ids[0], ids[1], "the two peers must be told apart");
+    // Each peer gets a round when it connects; look at the ticks after.
+    let mut asked: Vec<(u8, Instant)> = Vec::new();
+    while asked.len() < 12 {
+        match tokio::time::timeout(WAIT, seen.recv()).await {
+            Ok(Some((who, "vector", at))) => asked.push((who, at)),
+            Ok(Some(_)) => {}
+            other => panic!("A's rounds stopped: {other:?}"),
+        }
+    }
+    let steady = &asked[4..];
+    // Ticks are 500 ms apart: requests closer than 250 ms are one tick's.
+    let mut ticks: Vec<Vec<u8>> = Vec::new();
+    let mut last: Option<Instant> = None;
+    for (who, at) in steady {
+        match (last, ticks.last_mut()) {
+            (Some(l), Some(t)) if at.duration_since(l) < Duration::from_millis(250) => t.push(*who),
+            _ => ticks.push(vec![*who]),
+        }
+        last = Some(*at);
+    }
+    assert!(
+        ticks.iter().all(|t| t.len() == 1),
+        "a tick asked more than one peer: {ticks:?}"
+    );
+    for id in &ids {
+        assert!(
+            steady.iter().any(|(w, _)| w == id),
+            "peer {id} was never asked: {ticks:?}"
+        );
+    }
     cancel.cancel();
     a.stop().await;
 }
