@@ -566,8 +566,8 @@ impl Service {
                 m.key,
                 Action::MemberJoin {
                     invite: ticket.invite.clone(),
-                    member: m,
-                    node: Some(node),
+                    member: Box::new(m),
+                    node: Some(Box::new(node)),
                     proof,
                 },
             ),
@@ -575,7 +575,7 @@ impl Service {
                 self.node.key(),
                 Action::NodeJoin {
                     invite: ticket.invite.clone(),
-                    node,
+                    node: Box::new(node),
                     proof,
                 },
             ),

@@ -279,11 +279,11 @@ async fn deploy_increase_rollback_and_a_bad_tag_on_a_real_engine() {
     };
     rig.act(|_| Action::ImageAdd {
         version: v1.clone(),
-        image: Image {
+        image: Box::new(Image {
             name: "web".into(),
             image: image.clone(),
             config: env_config(&[("GREETING", "one"), ("RELEASE", "{{version}}")]),
-        },
+        }),
     })
     .await;
 
@@ -335,7 +335,10 @@ async fn deploy_increase_rollback_and_a_bad_tag_on_a_real_engine() {
         version: v2.clone(),
         name: "web".into(),
         image: image.clone(),
-        config: env_config(&[("GREETING", "two"), ("RELEASE", "{{version}}")]),
+        config: Box::new(env_config(&[
+            ("GREETING", "two"),
+            ("RELEASE", "{{version}}"),
+        ])),
     })
     .await;
     let d2 = rig
@@ -480,14 +483,14 @@ async fn deploy_increase_rollback_and_a_bad_tag_on_a_real_engine() {
     let v3 = rig.id_of_version("broken").await;
     rig.act(|_| Action::ImageAdd {
         version: v3.clone(),
-        image: Image {
+        image: Box::new(Image {
             name: "web".into(),
             image: ImageRef {
                 tag: "no-such-tag".into(),
                 ..image.clone()
             },
             config: ContainerConfig::default(),
-        },
+        }),
     })
     .await;
     let d3 = rig

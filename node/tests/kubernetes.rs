@@ -2351,7 +2351,7 @@ async fn a_kubernetes_node_reports_a_deployment_successful_after_its_rollout() {
     let v = version.clone();
     act(Box::new(move |_| Action::ImageAdd {
         version: v,
-        image: Image {
+        image: Box::new(Image {
             name: "web".into(),
             image: ImageRef {
                 registry: HUB_REGISTRY_ID.into(),
@@ -2366,7 +2366,7 @@ async fn a_kubernetes_node_reports_a_deployment_successful_after_its_rollout() {
                 }],
                 ..ContainerConfig::default()
             },
-        },
+        }),
     }))
     .await;
     let node_pub = node_key.public();
@@ -2483,7 +2483,7 @@ fn team_with_a_started_deployment(
     });
     act(&|_| Action::ImageAdd {
         version: version.clone(),
-        image: Image {
+        image: Box::new(Image {
             name: "web".into(),
             image: ImageRef {
                 registry: HUB_REGISTRY_ID.into(),
@@ -2498,7 +2498,7 @@ fn team_with_a_started_deployment(
                 }],
                 ..ContainerConfig::default()
             },
-        },
+        }),
     });
     let deployment = act(&|ids| Action::DeploymentCreate {
         id: ids[0].clone(),

@@ -660,7 +660,7 @@ async fn the_join_door_stores_only_authentic_join_ops() {
         now_ms(),
         Action::MemberJoin {
             invite,
-            member: testkit::new_member(&dave, "dave"),
+            member: Box::new(testkit::new_member(&dave, "dave")),
             node: None,
             proof,
         },

@@ -59,8 +59,8 @@ pub enum Action {
     TeamCreate {
         name: String,
         description: String,
-        owner: NewMember,
-        node: NewNode,
+        owner: Box<NewMember>,
+        node: Box<NewNode>,
     },
     TeamUpdate {
         name: String,
@@ -79,14 +79,14 @@ pub enum Action {
     /// signature over [`crate::replica::join_proof_message`].
     MemberJoin {
         invite: String,
-        member: NewMember,
-        node: Option<NewNode>,
+        member: Box<NewMember>,
+        node: Option<Box<NewNode>>,
         proof: Signature,
     },
     /// Signed by the new node's own key.
     NodeJoin {
         invite: String,
-        node: NewNode,
+        node: Box<NewNode>,
         proof: Signature,
     },
     MemberRole {
@@ -165,7 +165,9 @@ pub enum Action {
     },
     ImageAdd {
         version: String,
-        image: Image,
+        /// Boxed, like every large payload: an action is held for every op
+        /// of the history, and an enum is as large as its largest variant.
+        image: Box<Image>,
     },
     ImageRemove {
         version: String,
@@ -175,7 +177,7 @@ pub enum Action {
         version: String,
         name: String,
         image: ImageRef,
-        config: ContainerConfig,
+        config: Box<ContainerConfig>,
     },
     ImageOrder {
         version: String,
@@ -415,5 +417,28 @@ impl Action {
             Action::DeploymentDeleteVolumes { id, command } => vec![id.clone(), command.clone()],
             Action::NodePrune { id, node } => vec![id.clone(), node.to_hex()],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A replica holds every op of the history, and an enum is as large as
+    /// its largest variant: a large payload left inline (an image's config
+    /// is 1 KB) would cost its size for every op of every kind. Such
+    /// payloads are boxed.
+    #[test]
+    fn an_action_and_an_op_stay_small() {
+        assert!(
+            std::mem::size_of::<Action>() <= 256,
+            "Action is {} bytes: box the large variant's payload",
+            std::mem::size_of::<Action>()
+        );
+        assert!(
+            std::mem::size_of::<crate::Op>() <= 512,
+            "Op is {} bytes",
+            std::mem::size_of::<crate::Op>()
+        );
     }
 }

@@ -362,7 +362,9 @@ pub struct Replica {
     floors: Floors,
     /// Per applied op index: what its change wrote. Filled when the op is
     /// validated, or on first need for ops restored from a snapshot.
-    touches: HashMap<usize, BTreeSet<Touch>>,
+    /// (A sorted slice: a set's tree node would cost hundreds of bytes per
+    /// op for the one or two entities most changes write.)
+    touches: HashMap<usize, Box<[Touch]>>,
     /// The largest op counter of any applied change: the next change on top
     /// of the whole document starts after it.
     max_op: u64,
@@ -815,8 +817,8 @@ impl Replica {
         let action = Action::TeamCreate {
             name: name.to_string(),
             description: description.to_string(),
-            owner,
-            node,
+            owner: Box::new(owner),
+            node: Box::new(node),
         };
         let writes = effect::genesis(&ctx, &action);
         let change = make_change(&mut am::Automerge::new(), log, hlc, &writes, 1)?;
@@ -917,7 +919,7 @@ impl Replica {
             after: StatesAfter::default(),
         };
         r.record(op, hash, Vec::new(), max_op);
-        r.touches.insert(0, touches);
+        r.touches.insert(0, touches.into_iter().collect());
         Ok(r)
     }
 
@@ -1591,7 +1593,7 @@ impl Replica {
         }
         let idx = self.applied.len();
         self.record(op.clone(), change_hash, deps, max_op);
-        self.touches.insert(idx, touches);
+        self.touches.insert(idx, touches.into_iter().collect());
         if let Some(w) = revoke {
             self.revokes.insert(hash, w);
         }
@@ -2149,14 +2151,14 @@ impl Replica {
     }
 
     /// What the change of applied op `i` wrote, located at its own deps.
-    fn touches_of(&mut self, i: usize) -> Option<&BTreeSet<Touch>> {
+    fn touches_of(&mut self, i: usize) -> Option<&[Touch]> {
         if !self.touches.contains_key(&i) {
             let change = decode_change(&self.applied.get(i)?.op.body.change).ok()?;
             let deps = sorted(change.deps().to_vec());
             let t = touched(&self.doc, Some(&deps), &change).ok()?;
-            self.touches.insert(i, t);
+            self.touches.insert(i, t.into_iter().collect());
         }
-        self.touches.get(&i)
+        self.touches.get(&i).map(|t| &**t)
     }
 
     /// Rebuilds the document and typed view from the applied ops, dropping

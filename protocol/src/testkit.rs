@@ -140,8 +140,8 @@ pub fn invite_and_join(
         now_ms + 1,
         Action::MemberJoin {
             invite: id,
-            member: new_member(newcomer, name),
-            node: node.map(|(k, n, rt)| new_node(k, n, rt)),
+            member: Box::new(new_member(newcomer, name)),
+            node: node.map(|(k, n, rt)| Box::new(new_node(k, n, rt))),
             proof,
         },
     )?;
@@ -194,7 +194,7 @@ pub fn history(n: usize) -> (Op, Vec<Op>) {
             &owner,
             Action::ImageAdd {
                 version: version.clone(),
-                image: Image {
+                image: Box::new(Image {
                     name: "app".into(),
                     image: ImageRef {
                         registry: crate::model::HUB_REGISTRY_ID.into(),
@@ -205,7 +205,7 @@ pub fn history(n: usize) -> (Op, Vec<Op>) {
                         env: [("MODE".to_string(), "prod".to_string())].into(),
                         ..Default::default()
                     },
-                },
+                }),
             },
         );
         let c = ctx(&r, &owner, origin, 0);

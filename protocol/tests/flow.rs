@@ -75,7 +75,7 @@ fn lifecycle_replicates_and_rolls_back() {
         &owner,
         Action::ImageAdd {
             version: v1.clone(),
-            image: image("app", "1.0"),
+            image: Box::new(image("app", "1.0")),
         },
         &mut clock,
     );

@@ -72,7 +72,7 @@ fn team() -> Team {
             clock.tick(),
             Action::ImageAdd {
                 version: version.clone(),
-                image: Image {
+                image: Box::new(Image {
                     name: "app".into(),
                     image: ImageRef {
                         registry: HUB_REGISTRY_ID.into(),
@@ -80,7 +80,7 @@ fn team() -> Team {
                         tag: "1".into(),
                     },
                     config: ContainerConfig::default(),
-                },
+                }),
             },
         )
         .unwrap()
@@ -281,7 +281,7 @@ fn a_double_used_invite_admits_one_newcomer() {
             at,
             Action::MemberJoin {
                 invite: id.clone(),
-                member: testkit::new_member(who, "newcomer"),
+                member: Box::new(testkit::new_member(who, "newcomer")),
                 node: None,
                 proof,
             },
@@ -337,7 +337,7 @@ fn a_double_used_invite_admits_one_newcomer() {
             t.clock.tick(),
             Action::MemberJoin {
                 invite: id.clone(),
-                member: testkit::new_member(&r, "late"),
+                member: Box::new(testkit::new_member(&r, "late")),
                 node: None,
                 proof,
             },
@@ -379,7 +379,7 @@ fn tampered_and_expired_tickets_are_refused() {
             now + 1000,
             Action::MemberJoin {
                 invite: id.clone(),
-                member: testkit::new_member(&who, "x"),
+                member: Box::new(testkit::new_member(&who, "x")),
                 node: None,
                 proof: wrong,
             },
@@ -398,7 +398,7 @@ fn tampered_and_expired_tickets_are_refused() {
             now + 20_000,
             Action::MemberJoin {
                 invite: id.clone(),
-                member: testkit::new_member(&who, "x"),
+                member: Box::new(testkit::new_member(&who, "x")),
                 node: None,
                 proof: good,
             },

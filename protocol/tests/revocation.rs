@@ -182,7 +182,7 @@ fn an_invite_dies_with_its_creators_right() {
     let proof = invite_key.sign(&join_proof_message(&t.r.team(), &id, &dave.public()));
     let join_action = Action::MemberJoin {
         invite: id,
-        member: new_member(&dave, "dave"),
+        member: Box::new(new_member(&dave, "dave")),
         node: None,
         proof,
     };

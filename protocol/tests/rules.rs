@@ -807,7 +807,7 @@ fn versions_freeze_and_only_leaves_increase() {
     let c = ctx(&f.user, &f.n1);
     let add = |v: &str| Action::ImageAdd {
         version: v.into(),
-        image: img("extra", HUB_REGISTRY_ID),
+        image: Box::new(img("extra", HUB_REGISTRY_ID)),
     };
     let inc = |v: &str, name: &str| Action::VersionIncrease {
         from: v.into(),
@@ -866,7 +866,7 @@ fn versions_freeze_and_only_leaves_increase() {
                 &f.user,
                 Action::ImageAdd {
                     version: "edge".into(),
-                    image: img("app", HUB_REGISTRY_ID),
+                    image: Box::new(img("app", HUB_REGISTRY_ID)),
                 },
                 Some(|e| {
                     matches!(
@@ -883,7 +883,7 @@ fn versions_freeze_and_only_leaves_increase() {
                 &f.user,
                 Action::ImageAdd {
                     version: "edge".into(),
-                    image: img("x", "nope"),
+                    image: Box::new(img("x", "nope")),
                 },
                 Some(|e| {
                     matches!(
@@ -1937,11 +1937,11 @@ fn image_configs_of_a_version_on_a_kubernetes_node_hold_only_what_it_honours() {
             name: "app".into(),
             tag: "2".into(),
         },
-        config: cfg,
+        config: Box::new(cfg),
     };
     let add = |cfg: ContainerConfig| Action::ImageAdd {
         version: "kv".into(),
-        image: Image {
+        image: Box::new(Image {
             name: "side".into(),
             image: ImageRef {
                 registry: HUB_REGISTRY_ID.into(),
@@ -1949,7 +1949,7 @@ fn image_configs_of_a_version_on_a_kubernetes_node_hold_only_what_it_honours() {
                 tag: "1".into(),
             },
             config: cfg,
-        },
+        }),
     };
     for (field, cfg) in kube_refused() {
         let f = kube_fx(ContainerConfig::default());

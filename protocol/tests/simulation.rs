@@ -365,7 +365,7 @@ impl Sim {
                 clock + 1,
                 Action::NodeJoin {
                     invite: id,
-                    node: new_node(&nk, &name, runtime(j)),
+                    node: Box::new(new_node(&nk, &name, runtime(j))),
                     proof,
                 },
             )
@@ -493,7 +493,7 @@ impl Sim {
                         let name = ["app", "db", "web"][s.b as usize % 3];
                         let action = Action::ImageAdd {
                             version,
-                            image: image(name, &registry, &format!("1.{}", s.c % 3)),
+                            image: Box::new(image(name, &registry, &format!("1.{}", s.c % 3))),
                         };
                         return Some((author, action, false));
                     }
@@ -697,7 +697,10 @@ impl Sim {
                         ));
                         let action = Action::MemberJoin {
                             invite,
-                            member: new_member(&newcomer, &format!("newcomer-{}", self.newcomers)),
+                            member: Box::new(new_member(
+                                &newcomer,
+                                &format!("newcomer-{}", self.newcomers),
+                            )),
                             node: None,
                             proof,
                         };
@@ -1309,7 +1312,7 @@ impl Fixture {
             &n2,
             Action::ImageAdd {
                 version: version.clone(),
-                image: image("app", HUB, "1.0"),
+                image: Box::new(image("app", HUB, "1.0")),
             },
         );
         let create = |id: String, node: &SecretKey, prefix: &str| Action::DeploymentCreate {

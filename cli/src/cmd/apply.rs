@@ -708,7 +708,7 @@ pub async fn run(ctx: &Ctx, args: ApplyArgs, out: &mut impl Write) -> Result<()>
             }
             Step::AddImage { version, image } => Action::ImageAdd {
                 version: version_id(version).await?,
-                image: reference(&image)?,
+                image: Box::new(reference(&image)?),
             },
             Step::RemoveImage { version, name } => Action::ImageRemove {
                 version: version_id(version).await?,
@@ -720,7 +720,7 @@ pub async fn run(ctx: &Ctx, args: ApplyArgs, out: &mut impl Write) -> Result<()>
                     version: version_id(version).await?,
                     name: i.name,
                     image: i.image,
-                    config: i.config,
+                    config: Box::new(i.config),
                 }
             }
             Step::Order { version, names } => Action::ImageOrder {

@@ -77,11 +77,11 @@ pub async fn run(ctx: &Ctx, cmd: Cmd, out: &mut impl Write) -> Result<()> {
             let s = Session::open(ctx).await?;
             s.act(Action::ImageAdd {
                 version: v.id.clone(),
-                image: Image {
+                image: Box::new(Image {
                     name: name.clone(),
                     image: image.clone(),
                     config: ContainerConfig::default(),
-                },
+                }),
             })
             .await?;
             writeln!(
@@ -257,7 +257,7 @@ async fn image_config(ctx: &Ctx, args: ConfigArgs, out: &mut impl Write) -> Resu
             version: v.id.clone(),
             name: args.container.clone(),
             image: image.clone(),
-            config: c.clone(),
+            config: Box::new(c.clone()),
         })
         .await?;
         if !args.show {

@@ -305,7 +305,7 @@ pub(super) fn effect(s: &TeamState, ctx: &OpContext, action: &Action) -> Vec<Wri
         A::ImageAdd { version, image } => {
             if let Some(v) = s.versions.get(version) {
                 let mut v = v.clone();
-                v.images.push(image.clone());
+                v.images.push((**image).clone());
                 out.push(put(Entity::Version(v), version));
             }
         }
@@ -326,7 +326,7 @@ pub(super) fn effect(s: &TeamState, ctx: &OpContext, action: &Action) -> Vec<Wri
                 let mut v = v.clone();
                 for i in v.images.iter_mut().filter(|i| &i.name == name) {
                     i.image = image.clone();
-                    i.config = config.clone();
+                    i.config = (**config).clone();
                 }
                 out.push(put(Entity::Version(v), version));
             }
