@@ -621,6 +621,7 @@ impl SyncEngine {
             live_pushes: LivePushes::default(),
             live_made_ms: 0,
             vectors: BTreeMap::new(),
+            prompted: BTreeMap::new(),
             heads_sent: HashMap::new(),
             rejected: 0,
             unsaved: Vec::new(),
@@ -685,7 +686,8 @@ struct Actor {
     in_round: BTreeSet<PeerId>,
     /// Where the next tick's turn of rounds starts among the connected peers.
     round_turn: usize,
-    /// Peers whose last round sent a full page: another round follows at once.
+    /// Peers whose last round sent a full page, or that said they lack ops
+    /// while a round was in flight: another round follows at once.
     more: BTreeSet<PeerId>,
     /// The allow list last given to the mesh.
     allowed: Option<BTreeSet<PeerId>>,
@@ -712,6 +714,11 @@ struct Actor {
     live_made_ms: u64,
     /// Each peer's version vector as last seen in anti-entropy, and when.
     vectors: BTreeMap<PeerId, (VersionVector, Instant)>,
+    /// When a peer's vector last showed it lacks ops we hold and a round
+    /// toward it was started for that: at most one such round per peer per
+    /// anti-entropy interval, so a peer that claims to lack everything
+    /// cannot make us send pages back to back.
+    prompted: BTreeMap<PeerId, Instant>,
     /// Per connected peer, the (log, seq) at which this node already sent
     /// its own op as fork evidence (see `Internal::TheirVector`): sent once
     /// per head the peer names, not again every round. Forgotten when the
@@ -1072,6 +1079,7 @@ impl Actor {
             MeshEvent::PeerDisconnected(peer) => {
                 self.connected.remove(&peer);
                 self.heads_sent.remove(&peer);
+                self.prompted.remove(&peer);
                 self.live_peers.forget(&peer);
                 self.live_pushes.forget(&peer);
             }
@@ -1102,11 +1110,10 @@ impl Actor {
                     SyncRequest::Query(_) => (SyncResponse::Refused("unexpected".into()), false),
                     SyncRequest::VersionVector(theirs) => {
                         self.check_heads(peer, &theirs);
+                        let ours = self.replica.version_vector();
+                        self.prompt_round(peer, &ours, &theirs);
                         self.vectors.insert(peer, (theirs, Instant::now()));
-                        (
-                            SyncResponse::VersionVector(self.replica.version_vector()),
-                            false,
-                        )
+                        (SyncResponse::VersionVector(ours), false)
                     }
                     request @ (SyncRequest::Ops(_) | SyncRequest::Push(_)) => {
                         let ev = MeshEvent::Request {
@@ -1863,6 +1870,9 @@ impl Actor {
                 self.vectors.insert(peer, (vv, Instant::now()));
                 if ops.is_empty() {
                     self.in_round.remove(&peer);
+                    if self.more.remove(&peer) && self.connected.contains(&peer) {
+                        self.start_round(peer);
+                    }
                     return;
                 }
                 debug!(%peer, count = ops.len(), "sending missing ops");
@@ -1961,6 +1971,36 @@ impl Actor {
             self.start_round(peer);
         }
         self.round_turn = self.round_turn.wrapping_add(turn);
+    }
+
+    /// A peer whose round toward us shows that it lacks ops we hold gets a
+    /// round from us at once, not when its turn comes: ticks reach each
+    /// peer only every few intervals (`ANTI_ENTROPY_PEERS`), and a node
+    /// with a single connection (a leaf of a star) learns only from that
+    /// peer's rounds. At most once per peer per interval.
+    fn prompt_round(&mut self, peer: PeerId, ours: &VersionVector, theirs: &VersionVector) {
+        let behind = ours
+            .iter()
+            .any(|(log, &n)| theirs.get(log).is_none_or(|&t| t < n));
+        if !behind || !self.connected.contains(&peer) {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .prompted
+            .get(&peer)
+            .is_some_and(|at| now.duration_since(*at) < self.config.anti_entropy_interval)
+        {
+            return;
+        }
+        self.prompted.insert(peer, now);
+        if self.in_round.contains(&peer) {
+            // The round in flight asked before the peer said this: the next
+            // follows it at once.
+            self.more.insert(peer);
+        } else {
+            self.start_round(peer);
+        }
     }
 
     /// Starts an anti-entropy round with `peer` unless one is in flight.

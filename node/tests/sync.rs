@@ -1326,3 +1326,58 @@ async fn each_tick_runs_rounds_with_a_turn_of_peers() {
     cancel.cancel();
     a.stop().await;
 }
+
+/// A peer whose vector shows that it lacks ops gets a round at once, not
+/// when its turn comes (here ticks never come), and only once per
+/// interval however often it asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_lacks_ops_gets_a_round_at_once_and_once() {
+    use shoal_node::mesh::SyncRequest;
+    let (dirs, team, _owner, _bob, _carol) = team();
+    let a = Running::start(dirs[0].path(), team, push_only(), true).await;
+    let a_peer = a.mesh.local_peer_id();
+    let vv = a.handle.version_vector().await.unwrap();
+    assert!(!vv.is_empty());
+    let b_seed = Node::open(dirs[1].path()).unwrap().key_seed();
+    let cancel = CancellationToken::new();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::channel(1024);
+    let mesh = vector_answerer(b_seed, vv, seen_tx, &cancel);
+    let mh = mesh.handle();
+    mh.set_allowed([a_peer].into()).await.unwrap();
+    mh.dial(a.addr.clone().unwrap()).await.unwrap();
+    // The round every peer gets as it connects.
+    next_vector(&mut seen).await;
+    // B says it holds nothing: A starts a round toward it.
+    let empty = shoal_protocol::replica::VersionVector::new();
+    mh.request(a_peer, SyncRequest::VersionVector(empty.clone()))
+        .await
+        .unwrap();
+    next_vector(&mut seen).await;
+    // Asking again within the interval (600 s here) starts no other round.
+    for _ in 0..4 {
+        mh.request(a_peer, SyncRequest::VersionVector(empty.clone()))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut more = 0;
+    while let Ok((_, kind, _)) = seen.try_recv() {
+        if kind == "vector" {
+            more += 1;
+        }
+    }
+    assert_eq!(more, 0, "A started {more} more rounds within one interval");
+    cancel.cancel();
+    a.stop().await;
+}
+
+/// Waits for the next vector request a [`vector_answerer`] saw.
+async fn next_vector(seen: &mut tokio::sync::mpsc::Receiver<(u8, &'static str, Instant)>) {
+    loop {
+        match tokio::time::timeout(WAIT, seen.recv()).await {
+            Ok(Some((_, "vector", _))) => return,
+            Ok(Some(_)) => {}
+            other => panic!("no round from A: {other:?}"),
+        }
+    }
+}
