@@ -140,7 +140,7 @@ fn concurrent(base: &Replica, history: &[Op], now: u64) {
     let took = t.elapsed().as_secs_f64();
     assert_eq!(applied, written.len());
     println!(
-        "concurrent: {} ops from {WRITERS} writers on a {}-op history in {:.3} s = {:.1} ms/op",
+        "concurrent: {} ops from {WRITERS} writers on a {}-op history in {:.3} s = {:.2} ms/op",
         written.len(),
         history.len(),
         took,
