@@ -1109,8 +1109,8 @@ impl Actor {
                 let (response, changed) = match request {
                     SyncRequest::Query(_) => (SyncResponse::Refused("unexpected".into()), false),
                     SyncRequest::VersionVector(theirs) => {
-                        self.check_heads(peer, &theirs);
                         let ours = self.replica.version_vector();
+                        self.check_heads(peer, &ours, &theirs);
                         self.prompt_round(peer, &ours, &theirs);
                         self.vectors.insert(peer, (theirs, Instant::now()));
                         (SyncResponse::VersionVector(ours), false)
@@ -1834,7 +1834,7 @@ impl Actor {
     fn internal(&mut self, msg: Internal) {
         match msg {
             Internal::TheirVector { peer, vv } => {
-                self.check_heads(peer, &vv);
+                self.check_heads(peer, &self.replica.version_vector(), &vv);
                 // One bounded page per round; a full page starts the next round.
                 let (page, full) = self
                     .replica
@@ -1912,9 +1912,8 @@ impl Actor {
 
     /// Notes a peer's vector: tells whether this node's store is behind its
     /// own logs, and frees writes once it is not.
-    fn check_heads(&mut self, peer: PeerId, theirs: &VersionVector) {
-        let ours = self.replica.version_vector();
-        for b in self.heads.peer_vector(&ours, theirs, Instant::now()) {
+    fn check_heads(&mut self, peer: PeerId, ours: &VersionVector, theirs: &VersionVector) {
+        for b in self.heads.peer_vector(ours, theirs, Instant::now()) {
             warn!(
                 %peer,
                 team = %self.team.short(),

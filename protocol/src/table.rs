@@ -138,17 +138,24 @@ impl<V> Table<V> {
     }
 
     /// The ids found under `key` in the index `by`, in id order.
-    pub fn ids_by<'a>(&'a self, by: By, key: &str) -> impl Iterator<Item = &'a String> + 'a {
-        let key = key.to_string();
-        let start: IxEntry = (by, key, String::new());
+    pub fn ids_by<'a, 'k>(
+        &'a self,
+        by: By,
+        key: &'k str,
+    ) -> impl Iterator<Item = &'a String> + use<'a, 'k, V> {
+        let start: IxEntry = (by, key.to_string(), String::new());
         self.ix
-            .range(start.clone()..)
-            .take_while(move |(b, k, _)| *b == start.0 && *k == start.1)
+            .range(start..)
+            .take_while(move |(b, k, _)| *b == by && k == key)
             .map(|(_, _, id)| id)
     }
 
     /// The entities found under `key` in the index `by`, in id order.
-    pub fn find_by<'a>(&'a self, by: By, key: &str) -> impl Iterator<Item = &'a V> + 'a {
+    pub fn find_by<'a, 'k>(
+        &'a self,
+        by: By,
+        key: &'k str,
+    ) -> impl Iterator<Item = &'a V> + use<'a, 'k, V> {
         self.ids_by(by, key).filter_map(|id| self.map.get(id))
     }
 
@@ -176,13 +183,17 @@ impl<V: Clone + Indexed> Table<V> {
         if let Some(v) = &value {
             v.index_keys(&mut |b, k| new.push((b, k)));
         }
+        // Most writes keep an entity's keys: those entries stay untouched.
+        let keeps = |list: &[(By, String)], b: &By, k: &String| {
+            list.iter().any(|(lb, lk)| lb == b && lk == k)
+        };
         for (b, k) in &old {
-            if !new.contains(&(*b, k.clone())) {
+            if !keeps(&new, b, k) {
                 self.ix.remove_mut(&(*b, k.clone(), key.clone()));
             }
         }
         for (b, k) in new {
-            if !old.contains(&(b, k.clone())) {
+            if !keeps(&old, &b, &k) {
                 self.ix.insert_mut((b, k, key.clone()));
             }
         }
