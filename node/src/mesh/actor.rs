@@ -17,9 +17,13 @@
 //! counts as connected while either is up.
 //!
 //! Admission: a connection from a peer outside the allow list is put on
-//! probation. During probation it may only use the join protocol; a sync
-//! request closes it at once, and it is closed when the probation window
-//! ([`JOIN_GRACE`]) expires with no join in flight.
+//! probation. During probation it may only use the join protocol. Its sync
+//! requests are left unanswered without closing the connection: a node that
+//! has just joined often syncs with a peer that has not applied its join
+//! yet, and keeping the connection lets that peer promote it the moment it
+//! allows it, with no redial and its backoff. More than
+//! [`PROBATION_SYNC_REQUESTS`] of them close it, and it is closed when the
+//! probation window ([`JOIN_GRACE`]) expires with no join in flight.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -51,6 +55,11 @@ pub const JOIN_GRACE: Duration = Duration::from_secs(5);
 /// How long such a connection stays up after its last join exchange, so the
 /// daemon can admit the peer (and allow it) without a reconnect.
 pub const JOIN_LINGER: Duration = Duration::from_secs(2);
+/// Sync requests a peer on probation may send (each left unanswered) before
+/// its connection is closed: enough for a newcomer's first rounds while our
+/// replica catches up with its join, few enough that a stranger gains
+/// nothing by sending them.
+pub const PROBATION_SYNC_REQUESTS: u32 = 8;
 /// First delay before redialing an allowed peer.
 pub const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(500);
 /// The redial delay doubles up to this. Each wait is drawn between half the
@@ -86,6 +95,14 @@ enum Answer {
     },
 }
 
+/// A connected peer outside the allow list.
+struct Probation {
+    /// When its connection is closed unless it has a join in flight.
+    deadline: Instant,
+    /// Sync requests it sent meanwhile (left unanswered).
+    refused: u32,
+}
+
 struct Backoff {
     next: Instant,
     delay: Duration,
@@ -110,8 +127,8 @@ pub(crate) struct Actor {
     allowed: BTreeSet<PeerId>,
     /// Allowed peers announced as connected, with when.
     connected: HashMap<PeerId, Instant>,
-    /// Connected peers outside the allow list, with their deadline.
-    probation: HashMap<PeerId, Instant>,
+    /// Connected peers outside the allow list.
+    probation: HashMap<PeerId, Probation>,
     joins_in_flight: HashMap<PeerId, usize>,
     book: HashMap<PeerId, Vec<Multiaddr>>,
     redial: HashMap<PeerId, Backoff>,
@@ -496,9 +513,10 @@ impl Actor {
             self.announce_connected(peer);
         } else {
             debug!(%peer, "peer outside the allow list connected; join only");
-            self.probation
-                .entry(peer)
-                .or_insert_with(|| Instant::now() + JOIN_GRACE);
+            self.probation.entry(peer).or_insert_with(|| Probation {
+                deadline: Instant::now() + JOIN_GRACE,
+                refused: 0,
+            });
         }
     }
 
@@ -571,10 +589,10 @@ impl Actor {
                 ..
             } => {
                 if !self.allowed.contains(&peer) {
-                    // Only the join protocol is open to unknown peers; the
-                    // response channel is dropped unanswered.
-                    warn!(%peer, "sync request from a peer outside the allow list; disconnecting");
-                    let _ = self.swarm.disconnect_peer_id(peer);
+                    // Only the join protocol is open to unknown peers: the
+                    // response channel is dropped unanswered, and the request
+                    // never reaches the daemon.
+                    self.refuse_sync(peer);
                     return;
                 }
                 let Some(request) = self.decode_from::<SyncRequest>(peer, &request) else {
@@ -705,6 +723,23 @@ impl Actor {
         }
     }
 
+    /// A sync request from a peer outside the allow list. A peer on
+    /// probation keeps its connection for its first few (see the module
+    /// docs); any other (one just removed, whose connection is closing) or
+    /// one past the bound is disconnected.
+    fn refuse_sync(&mut self, peer: PeerId) {
+        if let Some(p) = self.probation.get_mut(&peer) {
+            p.refused += 1;
+            if p.refused <= PROBATION_SYNC_REQUESTS {
+                debug!(%peer, "sync request from a peer on probation; not answered");
+                return;
+            }
+        }
+        warn!(%peer, "sync requests from a peer outside the allow list; disconnecting");
+        self.probation.remove(&peer);
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
     fn on_inbound_failure(&mut self, peer: PeerId, error: &InboundFailure) {
         debug!(%peer, %error, "inbound request failed");
     }
@@ -741,8 +776,8 @@ impl Actor {
                 self.joins_in_flight.remove(&peer);
             }
         }
-        if let Some(deadline) = self.probation.get_mut(&peer) {
-            *deadline = (*deadline).max(Instant::now() + JOIN_LINGER);
+        if let Some(p) = self.probation.get_mut(&peer) {
+            p.deadline = p.deadline.max(Instant::now() + JOIN_LINGER);
         }
     }
 
@@ -823,9 +858,7 @@ impl Actor {
         let expired: Vec<PeerId> = self
             .probation
             .iter()
-            .filter(|(peer, deadline)| {
-                **deadline <= now && !self.joins_in_flight.contains_key(peer)
-            })
+            .filter(|(peer, p)| p.deadline <= now && !self.joins_in_flight.contains_key(peer))
             .map(|(peer, _)| *peer)
             .collect();
         for peer in expired {

@@ -31,8 +31,8 @@ pub use swarm::{HANDSHAKE_TIMEOUT, IDENTIFY_PROTOCOL, REQUEST_TIMEOUT};
 pub use wire::{JoinReply, JoinRequest, SyncRequest, SyncResponse, WireError};
 
 pub use actor::{
-    BACKOFF_RESET_AFTER, EVENT_BACKLOG, JOIN_GRACE, JOIN_LINGER, RECONNECT_MAX_DELAY,
-    RECONNECT_MIN_DELAY,
+    BACKOFF_RESET_AFTER, EVENT_BACKLOG, JOIN_GRACE, JOIN_LINGER, PROBATION_SYNC_REQUESTS,
+    RECONNECT_MAX_DELAY, RECONNECT_MIN_DELAY,
 };
 
 /// Capacity of the command channel from handles to the actor.

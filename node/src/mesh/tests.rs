@@ -244,7 +244,6 @@ async fn unknown_peer_may_only_join() {
         seen.is_none(),
         "A surfaced {seen:?} for a peer outside the allow list"
     );
-    c.expect_disconnected(a.id()).await;
     assert!(a.handle.peers().await.unwrap().is_empty());
 
     // The join protocol is still answered.
@@ -282,9 +281,84 @@ async fn unknown_peer_may_only_join() {
     assert_eq!(reply.unwrap(), JoinReply::Accepted(b"welcome".to_vec()));
     assert!(a.handle.peers().await.unwrap().is_empty());
 
-    // Admitting the peer promotes it.
+    // Admitting the peer promotes it on the connection it has: the refused
+    // sync request did not close it, so C never saw A go.
     a.allow(&[c.id()]).await;
     a.expect_connected(c.id()).await;
+    let gone = c
+        .next(QUIET, |e| matches!(e, MeshEvent::PeerDisconnected(_)))
+        .await;
+    assert!(gone.is_none(), "C lost A: {gone:?}");
+    let (r, (_, got)) = tokio::join!(
+        c.handle
+            .request(a.id(), SyncRequest::VersionVector(VersionVector::new())),
+        a.answer(SyncResponse::Ack),
+    );
+    assert_eq!(r.unwrap(), SyncResponse::Ack);
+    assert_eq!(got, SyncRequest::VersionVector(VersionVector::new()));
+
+    a.shutdown().await;
+    c.shutdown().await;
+}
+
+/// A newcomer that syncs before the peer has admitted it keeps its
+/// connection for a few requests, not for any number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_on_probation_is_closed_after_too_many_sync_requests() {
+    let mut a = node(1, 7).await;
+    let mut c = node(3, 7).await;
+    c.allow(&[a.id()]).await;
+    c.handle.dial(a.addr()).await.unwrap();
+    c.expect_connected(a.id()).await;
+    let connected = tokio::time::Instant::now();
+
+    let handle = c.handle.clone();
+    let a_id = a.id();
+    let ask = || handle.request(a_id, SyncRequest::VersionVector(VersionVector::new()));
+    for i in 0..PROBATION_SYNC_REQUESTS {
+        let r = ask().await;
+        assert!(matches!(r, Err(MeshError::Request { .. })), "{i}: {r:?}");
+    }
+    let gone = c
+        .next(QUIET, |e| matches!(e, MeshEvent::PeerDisconnected(_)))
+        .await;
+    assert!(gone.is_none(), "closed within the bound: {gone:?}");
+    assert!(ask().await.is_err());
+    c.expect_disconnected(a.id()).await;
+    // Closed by the bound, not by the end of the window.
+    assert!(
+        connected.elapsed() < JOIN_GRACE,
+        "{:?}",
+        connected.elapsed()
+    );
+    let seen = a.next(QUIET, |_| true).await;
+    assert!(seen.is_none(), "A surfaced {seen:?}");
+
+    a.shutdown().await;
+    c.shutdown().await;
+}
+
+/// A peer on probation that is never admitted is closed when its window
+/// ends, refused sync requests or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_on_probation_is_closed_when_its_window_ends() {
+    let a = node(1, 7).await;
+    let mut c = node(3, 7).await;
+    c.allow(&[a.id()]).await;
+    c.handle.dial(a.addr()).await.unwrap();
+    c.expect_connected(a.id()).await;
+    let r = c
+        .handle
+        .request(a.id(), SyncRequest::VersionVector(VersionVector::new()))
+        .await;
+    assert!(r.is_err(), "{r:?}");
+
+    let t = tokio::time::Instant::now();
+    c.expect_disconnected(a.id()).await;
+    // Closed by the window (which began before the request), not by the
+    // request.
+    assert!(t.elapsed() >= JOIN_GRACE / 2, "{:?}", t.elapsed());
+    assert!(a.handle.peers().await.unwrap().is_empty());
 
     a.shutdown().await;
     c.shutdown().await;
