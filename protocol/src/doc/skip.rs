@@ -242,10 +242,18 @@ impl<M: MapReconciler> MapReconciler for SkipMap<'_, M> {
     }
 
     fn put<R: Reconcile, P: AsRef<str>>(&mut self, prop: P, value: R) -> Result<(), Self::Error> {
+        let repr = represent(&value);
         if let Some((_, held)) = self.snapshot.fields.get(prop.as_ref())
-            && represent(&value).is_some_and(|r| r.same(held))
+            && repr.as_ref().is_some_and(|r| r.same(held))
         {
             return Ok(());
+        }
+        if matches!(repr, Some(Repr::Scalar(_))) {
+            // Reconcile first compares the value's key with the one the
+            // document holds (a read of the document, for a string), but a
+            // scalar is put the same way whatever it finds: a differing key
+            // only routes the same put through `batch_create`.
+            return self.inner.put(prop, Unkeyed(&value));
         }
         self.inner.put(prop, value)
     }
@@ -266,6 +274,19 @@ impl<M: MapReconciler> MapReconciler for SkipMap<'_, M> {
         pred: F,
     ) -> Result<(), Self::Error> {
         self.inner.retain(pred)
+    }
+}
+
+/// A value reconciled as itself, but with no key to compare, so reconcile
+/// does not read the document for one. Only for values that reconcile to a
+/// scalar (see [`SkipMap::put`]).
+struct Unkeyed<'a, R>(&'a R);
+
+impl<R: Reconcile> Reconcile for Unkeyed<'_, R> {
+    type Key<'k> = autosurgeon::reconcile::NoKey;
+
+    fn reconcile<Rc: Reconciler>(&self, reconciler: Rc) -> Result<(), Rc::Error> {
+        self.0.reconcile(reconciler)
     }
 }
 
