@@ -148,6 +148,17 @@ async fn pair(seed_a: u8, seed_b: u8) -> (Node, Node) {
     (a, b)
 }
 
+/// A (who allows nobody yet) and C, a newcomer that knows A, connected:
+/// C is on probation at A.
+async fn newcomer() -> (Node, Node) {
+    let a = node(1, 7).await;
+    let mut c = node(3, 7).await;
+    c.allow(&[a.id()]).await;
+    c.handle.dial(a.addr()).await.unwrap();
+    c.expect_connected(a.id()).await;
+    (a, c)
+}
+
 fn sample_vv() -> VersionVector {
     let author = SecretKey::from_seed([1; 32]).public();
     let origin = SecretKey::from_seed([2; 32]).public();
@@ -227,12 +238,7 @@ async fn different_network_key_cannot_connect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_peer_may_only_join() {
-    let mut a = node(1, 7).await;
-    let mut c = node(3, 7).await;
-    // A allows nobody; C (the newcomer) knows A.
-    c.allow(&[a.id()]).await;
-    c.handle.dial(a.addr()).await.unwrap();
-    c.expect_connected(a.id()).await;
+    let (mut a, mut c) = newcomer().await;
 
     let (r, seen) = tokio::join!(
         c.handle
@@ -305,11 +311,7 @@ async fn unknown_peer_may_only_join() {
 /// connection for a few requests, not for any number.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_on_probation_is_closed_after_too_many_sync_requests() {
-    let mut a = node(1, 7).await;
-    let mut c = node(3, 7).await;
-    c.allow(&[a.id()]).await;
-    c.handle.dial(a.addr()).await.unwrap();
-    c.expect_connected(a.id()).await;
+    let (mut a, mut c) = newcomer().await;
     let connected = tokio::time::Instant::now();
 
     let handle = c.handle.clone();
@@ -342,11 +344,7 @@ async fn a_peer_on_probation_is_closed_after_too_many_sync_requests() {
 /// ends, refused sync requests or not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_on_probation_is_closed_when_its_window_ends() {
-    let a = node(1, 7).await;
-    let mut c = node(3, 7).await;
-    c.allow(&[a.id()]).await;
-    c.handle.dial(a.addr()).await.unwrap();
-    c.expect_connected(a.id()).await;
+    let (a, mut c) = newcomer().await;
     let r = c
         .handle
         .request(a.id(), SyncRequest::VersionVector(VersionVector::new()))
