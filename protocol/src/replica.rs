@@ -918,7 +918,7 @@ impl Replica {
             reoffer: Vec::new(),
             after: StatesAfter::default(),
         };
-        r.record(op, hash, Vec::new(), max_op);
+        r.record(op, OpHash(team.0), hash, Vec::new(), max_op);
         r.touches.insert(0, touches.into_iter().collect());
         Ok(r)
     }
@@ -1303,8 +1303,17 @@ impl Replica {
         }
     }
 
-    fn record(&mut self, op: Op, change: ChangeHash, deps: Vec<ChangeHash>, max_op: u64) {
-        let hash = op.hash();
+    /// Notes an applied op; `hash` is `op.hash()`, which every caller has
+    /// at hand already (hashing encodes the whole op).
+    fn record(
+        &mut self,
+        op: Op,
+        hash: OpHash,
+        change: ChangeHash,
+        deps: Vec<ChangeHash>,
+        max_op: u64,
+    ) {
+        debug_assert_eq!(hash, op.hash());
         self.seat(op.log(), op.body.seq, hash);
         self.max_op = self.max_op.max(max_op);
         self.max_ops.push(max_op);
@@ -1592,7 +1601,7 @@ impl Replica {
             }
         }
         let idx = self.applied.len();
-        self.record(op.clone(), change_hash, deps, max_op);
+        self.record(op.clone(), hash, change_hash, deps, max_op);
         self.touches.insert(idx, touches.into_iter().collect());
         if let Some(w) = revoke {
             self.revokes.insert(hash, w);
@@ -2121,7 +2130,7 @@ impl Replica {
                     if let Some(t) = old_touches.get(&i) {
                         self.touches.insert(idx, t.clone());
                     }
-                    self.record(a.op, a.change, deps, max_op);
+                    self.record(a.op, a.hash, a.change, deps, max_op);
                 }
             }
         }
@@ -2257,7 +2266,8 @@ impl Replica {
                 again.push(op);
                 continue;
             }
-            r.record(op, c.hash(), c.deps().to_vec(), c.max_op());
+            let hash = op.hash();
+            r.record(op, hash, c.hash(), c.deps().to_vec(), c.max_op());
         }
         // The store keeps ops in the order they were applied, so `record`
         // found every dep; indexing them again once all are known guards
