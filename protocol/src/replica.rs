@@ -214,6 +214,16 @@ impl Pending {
     }
 }
 
+/// What `validate_and_apply` learned of an op it applied, for `commit`.
+struct Validated {
+    change: ChangeHash,
+    deps: Vec<ChangeHash>,
+    max_op: u64,
+    touches: BTreeSet<Touch>,
+    /// The writes of a revocation at its causal past.
+    revoke: Option<Vec<Write>>,
+}
+
 /// An applied op with its derived indexes.
 #[derive(Debug, Clone)]
 pub struct Applied {
@@ -1130,10 +1140,16 @@ impl Replica {
             let seq = op.body.seq;
             let step = self.try_apply(&op, hash, now_ms);
             match step {
-                Ok(Some(change)) => {
+                Ok(Some(v)) => {
+                    let change = v.change;
+                    let purged = match &op.body.action {
+                        Action::QuarantinePurge { ops } => Some(ops.clone()),
+                        _ => None,
+                    };
+                    self.commit(op, hash, v);
                     report.applied.push(hash);
-                    if let Action::QuarantinePurge { ops } = &op.body.action {
-                        self.purge_quarantine(ops);
+                    if let Some(ops) = purged {
+                        self.purge_quarantine(&ops);
                     }
                     self.pending.remove(&hash);
                     if self.revokes.contains_key(&hash) {
@@ -1333,12 +1349,7 @@ impl Replica {
         self.logs.entry(log).or_default().push(idx);
     }
 
-    fn try_apply(
-        &mut self,
-        op: &Op,
-        hash: OpHash,
-        now_ms: u64,
-    ) -> Result<Option<ChangeHash>, Step> {
+    fn try_apply(&mut self, op: &Op, hash: OpHash, now_ms: u64) -> Result<Option<Validated>, Step> {
         if self.by_hash.contains_key(&hash) {
             return Ok(None);
         }
@@ -1361,7 +1372,7 @@ impl Replica {
         op: &Op,
         hash: OpHash,
         now_ms: u64,
-    ) -> Result<ChangeHash, Step> {
+    ) -> Result<Validated, Step> {
         let b = &op.body;
         if b.version != OP_VERSION {
             return Err(Step::Reject(Rejection::Version(b.version)));
@@ -1600,13 +1611,24 @@ impl Replica {
                 }
             }
         }
+        Ok(Validated {
+            change: change_hash,
+            deps,
+            max_op,
+            touches,
+            revoke,
+        })
+    }
+
+    /// Records an op `validate_and_apply` has just applied to the document
+    /// and typed view (taking the op, so it is not copied).
+    fn commit(&mut self, op: Op, hash: OpHash, v: Validated) {
         let idx = self.applied.len();
-        self.record(op.clone(), hash, change_hash, deps, max_op);
-        self.touches.insert(idx, touches.into_iter().collect());
-        if let Some(w) = revoke {
+        self.record(op, hash, v.change, v.deps, v.max_op);
+        self.touches.insert(idx, v.touches.into_iter().collect());
+        if let Some(w) = v.revoke {
             self.revokes.insert(hash, w);
         }
-        Ok(change_hash)
     }
 
     /// The change `prepare` would have made for `writes` on a document
