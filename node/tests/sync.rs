@@ -1197,11 +1197,12 @@ async fn batches_of_ops_waiting_together_share_one_commit() {
     mesh.shutdown().await.unwrap();
 }
 
-/// A bare mesh with the identity `seed` that holds exactly `vv`: it answers
-/// vectors with `vv`, acknowledges everything else, and reports each request
-/// it got as (seed's first byte, kind, when).
-fn vector_answerer(
+/// A bare mesh with the identity `seed` that holds exactly `vv`, connected
+/// to `to`: it answers vectors with `vv`, acknowledges everything else, and
+/// reports each request it got as (seed's first byte, kind, when).
+async fn vector_answerer(
     seed: [u8; 32],
+    to: &Running,
     vv: shoal_protocol::replica::VersionVector,
     seen: tokio::sync::mpsc::Sender<(u8, &'static str, Instant)>,
     cancel: &CancellationToken,
@@ -1229,6 +1230,11 @@ fn vector_answerer(
             }
         }
     });
+    let mh = mesh.handle();
+    mh.set_allowed([to.mesh.local_peer_id()].into())
+        .await
+        .unwrap();
+    mh.dial(to.addr.clone().unwrap()).await.unwrap();
     mesh
 }
 
@@ -1239,17 +1245,13 @@ fn vector_answerer(
 async fn rounds_where_nothing_moved_carry_no_ops() {
     let (dirs, team, _owner, _bob, _carol) = team();
     let a = Running::start(dirs[0].path(), team, fast(false), true).await;
-    let a_peer = a.mesh.local_peer_id();
     let vv = a.handle.version_vector().await.unwrap();
     // A bare mesh with B's identity that holds exactly what A holds: it
     // answers A's vectors with the same vector and counts what A sends.
     let b_seed = Node::open(dirs[1].path()).unwrap().key_seed();
     let cancel = CancellationToken::new();
     let (seen_tx, mut seen) = tokio::sync::mpsc::channel(1024);
-    let mesh = vector_answerer(b_seed, vv, seen_tx, &cancel);
-    let mh = mesh.handle();
-    mh.set_allowed([a_peer].into()).await.unwrap();
-    mh.dial(a.addr.clone().unwrap()).await.unwrap();
+    let _mesh = vector_answerer(b_seed, &a, vv, seen_tx, &cancel).await;
     // Rounds every 500 ms: count until A has asked for B's vector 6 times.
     let (mut vectors, mut ops) = (0, 0);
     while vectors < 6 {
@@ -1277,7 +1279,6 @@ async fn each_tick_runs_rounds_with_a_turn_of_peers() {
         ..fast(false)
     };
     let a = Running::start(dirs[0].path(), team, config, true).await;
-    let a_peer = a.mesh.local_peer_id();
     let vv = a.handle.version_vector().await.unwrap();
     let cancel = CancellationToken::new();
     let (seen_tx, mut seen) = tokio::sync::mpsc::channel(1024);
@@ -1286,10 +1287,7 @@ async fn each_tick_runs_rounds_with_a_turn_of_peers() {
     for d in &dirs[1..] {
         let seed = Node::open(d.path()).unwrap().key_seed();
         ids.push(seed[0]);
-        let mesh = vector_answerer(seed, vv.clone(), seen_tx.clone(), &cancel);
-        let mh = mesh.handle();
-        mh.set_allowed([a_peer].into()).await.unwrap();
-        mh.dial(a.addr.clone().unwrap()).await.unwrap();
+        let mesh = vector_answerer(seed, &a, vv.clone(), seen_tx.clone(), &cancel).await;
         meshes.push(mesh);
     }
     assert_ne!(ids[0], ids[1], "the two peers must be told apart");
@@ -1341,10 +1339,8 @@ async fn a_peer_that_lacks_ops_gets_a_round_at_once_and_once() {
     let b_seed = Node::open(dirs[1].path()).unwrap().key_seed();
     let cancel = CancellationToken::new();
     let (seen_tx, mut seen) = tokio::sync::mpsc::channel(1024);
-    let mesh = vector_answerer(b_seed, vv, seen_tx, &cancel);
+    let mesh = vector_answerer(b_seed, &a, vv, seen_tx, &cancel).await;
     let mh = mesh.handle();
-    mh.set_allowed([a_peer].into()).await.unwrap();
-    mh.dial(a.addr.clone().unwrap()).await.unwrap();
     // The round every peer gets as it connects.
     next_vector(&mut seen).await;
     // B says it holds nothing: A starts a round toward it.
