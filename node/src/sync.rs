@@ -39,9 +39,10 @@ use shoal_protocol::heartbeat::{
     HEARTBEAT_VERSION, Heartbeat, LIVE_PROTOCOL_VERSION, LIVE_REPORT_VERSION, Live, LiveReport,
     MAX_HEARTBEAT_ADDRESSES, SignedHeartbeat, SignedLive,
 };
-use shoal_protocol::model::TeamState;
+use shoal_protocol::model::{Member, Node, TeamState};
 use shoal_protocol::replica::{PrepareError, VersionVector};
 use shoal_protocol::rules;
+use shoal_protocol::table::Table;
 use shoal_protocol::{
     Action, Hlc, Op, OpBody, OpContext, OpHash, PublicKey, Rejection, Replica, Report, SecretKey,
     TeamId,
@@ -610,6 +611,7 @@ impl SyncEngine {
             round_turn: me.as_bytes().iter().map(|&b| usize::from(b)).sum(),
             more: BTreeSet::new(),
             allowed: None,
+            allowed_from: None,
             addresses: Vec::new(),
             pushed: VecDeque::new(),
             pushed_set: HashSet::new(),
@@ -691,6 +693,10 @@ struct Actor {
     more: BTreeSet<PeerId>,
     /// The allow list last given to the mesh.
     allowed: Option<BTreeSet<PeerId>>,
+    /// The node and member tables the allow list was last made from (copies
+    /// share their trees, so this is a pointer check): most ops touch
+    /// neither, and making the list parses every node's key and addresses.
+    allowed_from: Option<(Table<Node>, Table<Member>)>,
     /// The nodes' addresses last given to the mesh: a node that published
     /// new ones (a restart on another port) must be redialed there.
     addresses: Vec<(PeerId, Vec<Multiaddr>)>,
@@ -1784,6 +1790,16 @@ impl Actor {
 
     async fn update_allowed(&mut self) {
         let state = self.replica.state();
+        // Who is allowed follows from the nodes and the members (whose
+        // joins may conflict) alone.
+        if self
+            .allowed_from
+            .as_ref()
+            .is_some_and(|(n, m)| n.ptr_eq(&state.nodes) && m.ptr_eq(&state.members))
+        {
+            return;
+        }
+        let from = (state.nodes.clone(), state.members.clone());
         let me = self.me.to_hex();
         let mut peers = BTreeSet::new();
         let mut addresses: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
@@ -1812,6 +1828,7 @@ impl Actor {
             }
         }
         if self.allowed.as_ref() == Some(&peers) && self.addresses == addresses {
+            self.allowed_from = Some(from);
             return;
         }
         for (peer, addrs) in &addresses {
@@ -1826,6 +1843,7 @@ impl Actor {
                 self.vectors.retain(|p, _| peers.contains(p));
                 self.heads_sent.retain(|p, _| peers.contains(p));
                 self.allowed = Some(peers);
+                self.allowed_from = Some(from);
             }
             Err(e) => debug!("cannot update the allow list: {e}"),
         }

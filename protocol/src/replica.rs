@@ -1842,8 +1842,12 @@ impl Replica {
             return read_state(&at).map_err(internal);
         }
         let mut state = self.state.clone();
-        // The collections' maps are looked up once, not once per entity.
-        let colls = collection_objs(&at).map_err(internal)?;
+        // The collections' maps are looked up once, not once per entity,
+        // and in the live document: a read at heads first works out the
+        // heads' clock, a walk of the change graph. The maps are the same
+        // at the heads: genesis, in every op's past, made them, and any op
+        // outside the past that touched a root key made this a full read.
+        let colls = collection_objs(&self.doc).map_err(internal)?;
         for (c, coll) in colls {
             let ids: Vec<&String> = stale
                 .range((c, String::new())..)
