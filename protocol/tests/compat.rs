@@ -5,8 +5,9 @@
 //! refuses it when the bytes differ (§3.1). So any change to how the writer,
 //! autosurgeon or the vendored automerge and hexane lay out a change would
 //! make upgraded nodes refuse the team's existing history. The fixture
-//! (`fixtures/history-v1.ops`) holds the genesis op and the first ops of
-//! `testkit::history`, as length-prefixed encodings; it was written by
+//! (`fixtures/history-v1.ops`) holds the genesis op, the first ops of
+//! `testkit::history` and the actions it leaves out ([`extras`]), as
+//! length-prefixed encodings; it was written by
 //! running this test with `SHOAL_BLESS=1`. Re-bless it only together with a
 //! new op or schema version, never to make a speed-up pass.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -15,12 +16,12 @@ use std::sync::OnceLock;
 
 use std::collections::BTreeMap;
 
-use shoal_protocol::action::{Action, DeploymentEdit};
+use shoal_protocol::action::{Action, DeploymentEdit, Outcome};
 use shoal_protocol::model::{
-    ContainerConfig, HUB_REGISTRY_ID, Image, ImageRef, Port, ProductKind, Protocol, RegistryKind,
-    RestartPolicy, Role, VersionKind, Volume, VolumeKind,
+    ContainerAction, ContainerConfig, FrozenConfig, HUB_REGISTRY_ID, Image, ImageRef, Port,
+    ProductKind, Protocol, RegistryKind, RestartPolicy, Role, VersionKind, Volume, VolumeKind,
 };
-use shoal_protocol::{Op, Replica, testkit};
+use shoal_protocol::{Op, Replica, SecretKey, testkit};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/history-v1.ops");
 /// Ten blocks of the history: products, images, deployments created,
@@ -60,9 +61,10 @@ fn today() -> Vec<Op> {
     std::iter::once(genesis).chain(ops).chain(extra).collect()
 }
 
-/// What the history leaves out: a member's invite and join, a registry,
-/// an incremental version and its child, and configs whose maps and lists
-/// hold several entries, then lose and gain some.
+/// What the history leaves out: a member's invite, join, demotion and
+/// removal, a registry, an incremental version and its child, a rollback, a
+/// container command, a copied and a deleted deployment, and configs whose
+/// maps and lists hold several entries, then lose and gain some.
 fn extras(r: &mut Replica, start_ms: u64) -> Vec<Op> {
     let (owner, node) = (testkit::key(1), testkit::key(2));
     let origin = node.public();
@@ -78,15 +80,16 @@ fn extras(r: &mut Replica, start_ms: u64) -> Vec<Op> {
         clock.tick(),
     )
     .unwrap();
-    let mut step = |r: &mut Replica, action: Action| {
+    let mut step_as = |r: &mut Replica, who: &SecretKey, action: Action| {
         let now = clock.tick();
-        let (op, rep) = testkit::act(r, &owner, origin, now, action).unwrap();
+        let (op, rep) = testkit::act(r, who, origin, now, action).unwrap();
         assert_eq!(rep.applied.len(), 1, "{:?}", rep.rejected);
         out.push(op);
     };
     let c = testkit::ctx(r, &owner, origin, 0);
-    step(
+    step_as(
         r,
+        &owner,
         Action::RegistryAdd {
             id: c.new_id(0),
             name: "lab".into(),
@@ -98,8 +101,9 @@ fn extras(r: &mut Replica, start_ms: u64) -> Vec<Op> {
         },
     );
     let product = testkit::ctx(r, &owner, origin, 0).new_id(0);
-    step(
+    step_as(
         r,
+        &owner,
         Action::ProductCreate {
             id: product.clone(),
             name: "shop".into(),
@@ -109,8 +113,9 @@ fn extras(r: &mut Replica, start_ms: u64) -> Vec<Op> {
         },
     );
     let v1 = testkit::ctx(r, &owner, origin, 0).new_id(0);
-    step(
+    step_as(
         r,
+        &owner,
         Action::VersionCreate {
             id: v1.clone(),
             product,
@@ -152,8 +157,9 @@ fn extras(r: &mut Replica, start_ms: u64) -> Vec<Op> {
         name: "shoal-test/busybox".into(),
         tag: "1.0".into(),
     };
-    step(
+    step_as(
         r,
+        &owner,
         Action::ImageAdd {
             version: v1.clone(),
             image: Box::new(Image {
@@ -163,8 +169,9 @@ fn extras(r: &mut Replica, start_ms: u64) -> Vec<Op> {
             }),
         },
     );
-    step(
+    step_as(
         r,
+        &owner,
         Action::ImageConfig {
             version: v1.clone(),
             name: "web".into(),
@@ -173,8 +180,9 @@ fn extras(r: &mut Replica, start_ms: u64) -> Vec<Op> {
         },
     );
     let dep = testkit::ctx(r, &owner, origin, 0).new_id(0);
-    step(
+    step_as(
         r,
+        &owner,
         Action::DeploymentCreate {
             id: dep.clone(),
             version: v1.clone(),
@@ -191,10 +199,11 @@ fn extras(r: &mut Replica, start_ms: u64) -> Vec<Op> {
             force: false,
         },
     );
-    step(
+    step_as(
         r,
+        &owner,
         Action::DeploymentUpdate {
-            id: dep,
+            id: dep.clone(),
             edit: DeploymentEdit {
                 env: Some(
                     [("Y", "3"), ("Z", "4")]
@@ -206,17 +215,93 @@ fn extras(r: &mut Replica, start_ms: u64) -> Vec<Op> {
             },
         },
     );
-    let c = testkit::ctx(r, &owner, origin, 0);
-    step(
+    // The first version succeeds, its child (with the deployment copied)
+    // succeeds on the same prefix, and the first is rolled back to.
+    let finish = |r: &Replica, id: &str, version: &str| Action::DeploymentFinish {
+        id: id.into(),
+        attempt: 1,
+        outcome: Outcome::Successful,
+        containers: BTreeMap::new(),
+        events: vec!["pulled".into(), "started".into()],
+        frozen: Some(FrozenConfig {
+            version_name: r.state().versions[version].name.clone(),
+            images: r.state().versions[version].images.clone(),
+        }),
+    };
+    step_as(
         r,
-        Action::VersionIncrease {
-            from: v1,
-            id: c.new_id(0),
-            name: "1.1.0".into(),
-            changelog: "second".into(),
-            copies: vec![c.new_id(1)],
+        &owner,
+        Action::DeploymentStart {
+            id: dep.clone(),
+            force: false,
         },
     );
+    let a = finish(r, &dep, &v1);
+    step_as(r, &node, a);
+    let c = testkit::ctx(r, &owner, origin, 0);
+    let (v2, copy) = (c.new_id(0), c.new_id(1));
+    step_as(
+        r,
+        &owner,
+        Action::VersionIncrease {
+            from: v1,
+            id: v2.clone(),
+            name: "1.1.0".into(),
+            changelog: "second".into(),
+            copies: vec![copy.clone()],
+        },
+    );
+    step_as(
+        r,
+        &owner,
+        Action::DeploymentStart {
+            id: copy.clone(),
+            force: true,
+        },
+    );
+    let a = finish(r, &copy, &v2);
+    step_as(r, &node, a);
+    step_as(
+        r,
+        &owner,
+        Action::DeploymentRollback {
+            id: dep,
+            force: true,
+        },
+    );
+    step_as(
+        r,
+        &owner,
+        Action::ContainerCommand {
+            id: testkit::ctx(r, &owner, origin, 0).new_id(0),
+            node: origin,
+            container: "shop-web".into(),
+            action: ContainerAction::Restart,
+        },
+    );
+    let moved = testkit::ctx(r, &owner, origin, 0).new_id(0);
+    step_as(
+        r,
+        &owner,
+        Action::DeploymentCopy {
+            from: copy,
+            id: moved.clone(),
+            node: origin,
+            prefix: "shop-next".into(),
+        },
+    );
+    step_as(r, &owner, Action::DeploymentDelete { id: moved });
+    // The admin who joined is demoted, then removed.
+    let ada = testkit::key(3).public();
+    step_as(
+        r,
+        &owner,
+        Action::MemberRole {
+            member: ada,
+            role: Role::User,
+        },
+    );
+    step_as(r, &owner, Action::MemberRemove { member: ada });
     out
 }
 
@@ -250,7 +335,7 @@ fn a_stored_history_is_still_applied_op_by_op() {
 }
 
 #[test]
-fn a_stored_history_is_still_applied_in_one_batch_out_of_order() {
+fn a_stored_history_is_still_applied_when_it_arrives_last_to_first() {
     let ops = decode(fixture());
     let n = ops.len();
     let mut ops = ops.into_iter();
