@@ -126,14 +126,8 @@ fn extras(r: &mut Replica, start_ms: u64) -> Vec<Op> {
         },
     );
     let image = |env: &[(&str, &str)], ports: &[u16]| ContainerConfig {
-        env: env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        labels: [("tier", "web"), ("team", "shop")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        env: pairs(env),
+        labels: pairs(&[("tier", "web"), ("team", "shop")]),
         ports: ports
             .iter()
             .map(|&p| Port {
@@ -188,10 +182,7 @@ fn extras(r: &mut Replica, start_ms: u64) -> Vec<Op> {
             version: v1.clone(),
             node: origin,
             prefix: "shop".into(),
-            env: [("X", "1"), ("Y", "2")]
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            env: pairs(&[("X", "1"), ("Y", "2")]),
             secrets: BTreeMap::new(),
             instances: BTreeMap::new(),
             protected: true,
@@ -205,12 +196,7 @@ fn extras(r: &mut Replica, start_ms: u64) -> Vec<Op> {
         Action::DeploymentUpdate {
             id: dep.clone(),
             edit: DeploymentEdit {
-                env: Some(
-                    [("Y", "3"), ("Z", "4")]
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                ),
+                env: Some(pairs(&[("Y", "3"), ("Z", "4")])),
                 ..Default::default()
             },
         },
@@ -228,14 +214,11 @@ fn extras(r: &mut Replica, start_ms: u64) -> Vec<Op> {
             images: r.state().versions[version].images.clone(),
         }),
     };
-    step_as(
-        r,
-        &owner,
-        Action::DeploymentStart {
-            id: dep.clone(),
-            force: false,
-        },
-    );
+    let start = |id: &str, force: bool| Action::DeploymentStart {
+        id: id.into(),
+        force,
+    };
+    step_as(r, &owner, start(&dep, false));
     let a = finish(r, &dep, &v1);
     step_as(r, &node, a);
     let c = testkit::ctx(r, &owner, origin, 0);
@@ -251,14 +234,7 @@ fn extras(r: &mut Replica, start_ms: u64) -> Vec<Op> {
             copies: vec![copy.clone()],
         },
     );
-    step_as(
-        r,
-        &owner,
-        Action::DeploymentStart {
-            id: copy.clone(),
-            force: true,
-        },
-    );
+    step_as(r, &owner, start(&copy, true));
     let a = finish(r, &copy, &v2);
     step_as(r, &node, a);
     step_as(
@@ -303,6 +279,12 @@ fn extras(r: &mut Replica, start_ms: u64) -> Vec<Op> {
     );
     step_as(r, &owner, Action::MemberRemove { member: ada });
     out
+}
+
+fn pairs(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+    kv.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn fixture() -> &'static [u8] {
