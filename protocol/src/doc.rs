@@ -6,6 +6,7 @@ use autosurgeon::{Hydrate, HydrateError, ReadDoc, Reconcile, ReconcileError};
 
 use crate::model::{Collection, Entity, TeamState};
 
+mod fresh;
 mod skip;
 
 /// A read-only view of a document at given heads, for autosurgeon.
@@ -143,6 +144,42 @@ pub fn write_entity(
     write_entity_with(tx, c, id, value, true)
 }
 
+/// Writes `value` at the absent key `id` of `coll` as reconcile would, with
+/// one splice for all its ops; `false` (nothing written) when the recording
+/// cannot follow it.
+fn put_new(
+    tx: &mut am::transaction::Transaction<'_>,
+    coll: &ObjId,
+    id: &str,
+    value: &Entity,
+) -> Result<bool, ReconcileError> {
+    fn put<T: Reconcile>(
+        tx: &mut am::transaction::Transaction<'_>,
+        coll: &ObjId,
+        id: &str,
+        v: &T,
+    ) -> Result<bool, ReconcileError> {
+        let Some((typ, ops)) = fresh::record(v) else {
+            return Ok(false);
+        };
+        // `put_fresh` checks the ops whole before it writes anything, so
+        // on a refusal reconcile can still write the entity.
+        Ok(tx.put_fresh(coll, id, typ, &ops).is_ok())
+    }
+    match value {
+        Entity::Team(v) => put(tx, coll, id, v),
+        Entity::Member(v) => put(tx, coll, id, v),
+        Entity::Node(v) => put(tx, coll, id, v),
+        Entity::Invite(v) => put(tx, coll, id, v),
+        Entity::Registry(v) => put(tx, coll, id, v),
+        Entity::Product(v) => put(tx, coll, id, v),
+        Entity::Version(v) => put(tx, coll, id, v),
+        Entity::Deployment(v) => put(tx, coll, id, v.as_ref()),
+        Entity::Command(v) => put(tx, coll, id, v),
+        Entity::Key(v) => put(tx, coll, id, v),
+    }
+}
+
 /// [`write_entity`] with autosurgeon reading every field itself
 /// (`skip == false`): the reference the faster writer must equal.
 pub fn write_entity_with(
@@ -163,11 +200,20 @@ pub fn write_entity_with(
         }
         return Ok(());
     };
+    let held = am::ReadDoc::get(tx, &coll, id)?.map(|(v, obj)| match v {
+        am::Value::Object(am::ObjType::Map) => Some(obj),
+        _ => None,
+    });
+    // A new entity: its ops recorded first and entered in one splice (see
+    // [`fresh`]), unless the recording cannot follow it.
+    if skip && held.is_none() && put_new(tx, &coll, id, value)? {
+        return Ok(());
+    }
     // A new entity (or one a conflict made something other than a map)
     // starts as an empty map: nothing to skip, but no field is looked up.
-    let snapshot = match am::ReadDoc::get(tx, &coll, id)? {
+    let snapshot = match held {
         _ if !skip => None,
-        Some((am::Value::Object(am::ObjType::Map), obj)) => Some(skip::Snapshot::read(tx, &obj)),
+        Some(Some(obj)) => Some(skip::Snapshot::read(tx, &obj)),
         _ => Some(skip::Snapshot::default()),
     };
     fn r<T: Reconcile>(

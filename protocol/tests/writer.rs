@@ -171,6 +171,17 @@ fn change(
     writes: &[(Collection, String, Option<Entity>)],
     skip: bool,
 ) -> Option<Vec<u8>> {
+    written(doc, heads, writes, skip).0
+}
+
+/// [`change`], and the whole document saved after it: how the ops sit in
+/// the op set, not only what the change says.
+fn written(
+    doc: &am::Automerge,
+    heads: Option<&[ChangeHash]>,
+    writes: &[(Collection, String, Option<Entity>)],
+    skip: bool,
+) -> (Option<Vec<u8>>, Vec<u8>) {
     let mut d = doc.clone();
     d.set_actor(ActorId::from(vec![0xc3; 16]));
     let mut tx = match heads {
@@ -181,8 +192,11 @@ fn change(
         write_entity_with(&mut tx, *c, id, v.as_ref(), skip).unwrap();
     }
     let opts = am::transaction::CommitOptions::default().with_time(1_700_000_000_000);
-    tx.commit_with(opts).0?;
-    Some(d.get_last_local_change().unwrap().raw_bytes().to_vec())
+    let made = tx
+        .commit_with(opts)
+        .0
+        .map(|_| d.get_last_local_change().unwrap().raw_bytes().to_vec());
+    (made, d.save())
 }
 
 /// A change's ops, readable when two differ (the bytes are compared too).
@@ -209,23 +223,119 @@ fn check(seed: u64, picks: usize, edits: usize) {
         writes.push((*c, id.clone(), v));
     }
     if rng.below(4) == 0 {
-        // A new entity: created whole by reconcile on both sides.
+        // A new entity: one splice for the fast writer, reconcile for the
+        // reference.
         let (c, _, e) = &f.entities[rng.below(f.entities.len())];
-        writes.push((*c, format!("new-{seed}"), Some(e.clone())));
+        let v = match rng.below(2) {
+            0 => e.clone(),
+            _ => {
+                let n = 1 + rng.below(edits);
+                mutate(e, &mut rng, n)
+            }
+        };
+        writes.push((*c, format!("new-{seed}"), Some(v)));
     }
     for (doc, heads) in [
         (&f.doc, None),
         (&f.doc, Some(f.old_heads.as_slice())),
         (&f.conflicted, None),
     ] {
-        let fast = change(doc, heads, &writes, true).map(ops);
-        let reference = change(doc, heads, &writes, false).map(ops);
-        assert_eq!(
-            fast,
-            reference,
-            "writer differs from reconcile (seed {seed}, at old heads: {}, conflicted: {})",
+        let (fast, fast_doc) = written(doc, heads, &writes, true);
+        let (reference, reference_doc) = written(doc, heads, &writes, false);
+        let what = format!(
+            "seed {seed}, at old heads: {}, conflicted: {}",
             heads.is_some(),
             std::ptr::eq(doc, &f.conflicted)
+        );
+        assert_eq!(
+            fast.map(ops),
+            reference.map(ops),
+            "writer differs from reconcile ({what})"
+        );
+        assert!(
+            fast_doc == reference_doc,
+            "documents differ after the same change ({what})"
+        );
+    }
+}
+
+/// Every entity of the fixture, and an edited copy, written under new ids
+/// in one transaction, then edited again in it: the new entities' ops go
+/// into the op set in one splice each, and everything after reads them.
+#[test]
+fn new_entities_make_the_same_change_and_document_as_reconcile() {
+    let f = fixture();
+    let mut writes = Vec::new();
+    for (n, (c, _, e)) in f.entities.iter().enumerate() {
+        let mut rng = Rng(n as u64 * 13 + 5);
+        writes.push((*c, format!("new-{n}"), Some(e.clone())));
+        writes.push((*c, format!("edited-{n}"), Some(mutate(e, &mut rng, 3))));
+    }
+    for (n, (c, _, e)) in f.entities.iter().enumerate().step_by(3) {
+        let mut rng = Rng(n as u64 * 17 + 1);
+        writes.push((*c, format!("new-{n}"), Some(mutate(e, &mut rng, 2))));
+    }
+    for (doc, heads) in [
+        (&f.doc, None),
+        (&f.doc, Some(f.old_heads.as_slice())),
+        (&f.conflicted, None),
+    ] {
+        let (fast, fast_doc) = written(doc, heads, &writes, true);
+        let (reference, reference_doc) = written(doc, heads, &writes, false);
+        assert!(reference.is_some());
+        assert_eq!(
+            fast.map(ops),
+            reference.map(ops),
+            "at old heads: {}",
+            heads.is_some()
+        );
+        assert!(
+            fast_doc == reference_doc,
+            "at old heads: {}",
+            heads.is_some()
+        );
+        // The new entities read back as written.
+        let d = am::Automerge::load(&fast_doc).unwrap();
+        let state = shoal_protocol::doc::read_state(&d).unwrap();
+        if heads.is_none() {
+            for (c, id, v) in &writes {
+                if id.starts_with("edited-") {
+                    assert_eq!(state.get(*c, id).as_ref(), v.as_ref(), "{c:?} {id}");
+                }
+            }
+        }
+    }
+}
+
+/// A transaction that wrote new entities and is rolled back (as a replica
+/// does to learn a concurrent op's change) leaves the document as it was.
+#[test]
+fn new_entities_rolled_back_leave_the_document_as_it_was() {
+    let f = fixture();
+    let before = f.doc.clone().save();
+    for heads in [None, Some(f.old_heads.as_slice())] {
+        let mut d = f.doc.clone();
+        d.set_actor(ActorId::from(vec![0xc3; 16]));
+        let mut tx = match heads {
+            Some(h) => d.transaction_at(am::PatchLog::inactive(), h).unwrap(),
+            None => d.transaction(),
+        };
+        for (n, (c, _, e)) in f.entities.iter().enumerate() {
+            write_entity_with(&mut tx, *c, &format!("new-{n}"), Some(e), true).unwrap();
+        }
+        let made = tx.export_and_rollback(am::transaction::CommitOptions::default());
+        assert!(made.is_some());
+        assert!(d.save() == before, "at old heads: {}", heads.is_some());
+        // And the same writes still make the same change on it afterwards.
+        let writes: Vec<_> = f
+            .entities
+            .iter()
+            .enumerate()
+            .map(|(n, (c, _, e))| (*c, format!("new-{n}"), Some(e.clone())))
+            .collect();
+        assert_eq!(
+            change(&d, heads, &writes, true).map(ops),
+            change(&f.doc, heads, &writes, false).map(ops)
         );
     }
 }

@@ -1,4 +1,5 @@
 mod commit;
+mod fresh;
 mod inner;
 mod manual_transaction;
 mod owned_transaction;
@@ -6,6 +7,7 @@ mod result;
 mod transactable;
 
 pub use self::commit::CommitOptions;
+pub use self::fresh::{FreshOp, FreshValue};
 pub use self::transactable::{BlockOrText, Transactable};
 pub(crate) use inner::{TransactionArgs, TransactionInner};
 pub use manual_transaction::Transaction;

@@ -1354,6 +1354,130 @@ impl TransactionInner {
         Ok(doc.id_to_exid(root_id))
     }
 
+    /// See [`Transaction::put_fresh`](super::Transaction::put_fresh).
+    ///
+    /// Every object the call makes has a counter above any op in the
+    /// document, so all their ops sort after every existing op: they go in
+    /// as one block at the end of the op set, sorted by object, then key
+    /// (maps) or order (lists, appended only). Each op's `pos` is still the
+    /// position it would have had if inserted alone, in id order, so
+    /// rollback (which undoes op by op, last first) finds every op.
+    pub(crate) fn put_fresh(
+        &mut self,
+        doc: &mut Automerge,
+        patch_log: &mut PatchLog,
+        ex_parent: &ExId,
+        key: &str,
+        typ: ObjType,
+        ops: &[super::FreshOp],
+    ) -> Result<ExId, AutomergeError> {
+        use super::FreshValue;
+        let parent = self.exid_to_obj(doc, ex_parent)?;
+        if parent.typ != ObjType::Map {
+            return Err(AutomergeError::InvalidOp(parent.typ));
+        }
+        if !matches!(typ, ObjType::Map | ObjType::List) {
+            return Err(AutomergeError::InvalidOp(typ));
+        }
+        // Checked whole before anything is written.
+        let mut types: Vec<Option<ObjType>> = Vec::with_capacity(ops.len() + 1);
+        types.push(Some(typ));
+        let mut keys: HashSet<(usize, &str)> = HashSet::new();
+        let mut ordinal: Vec<usize> = Vec::with_capacity(ops.len());
+        let mut appended: Vec<usize> = vec![0; ops.len() + 1];
+        for op in ops {
+            let ptype = types.get(op.parent).copied().flatten();
+            match (ptype, op.key.as_deref()) {
+                (Some(ObjType::Map), Some(k)) if keys.insert((op.parent, k)) => ordinal.push(0),
+                (Some(ObjType::List), None) => {
+                    ordinal.push(appended[op.parent]);
+                    appended[op.parent] += 1;
+                }
+                (t, _) => return Err(AutomergeError::InvalidOp(t.unwrap_or(ObjType::Map))),
+            }
+            types.push(match op.value {
+                FreshValue::Map => Some(ObjType::Map),
+                FreshValue::List => Some(ObjType::List),
+                FreshValue::Scalar(_) => None,
+            });
+        }
+
+        let root = self
+            .local_op(
+                doc,
+                patch_log,
+                &parent,
+                Prop::Map(key.to_string()),
+                OpType::Make(typ),
+            )?
+            .ok_or(AutomergeError::InvalidOp(parent.typ))?;
+        let first = self.next_id().counter();
+        let actor = self.actor;
+        let obj_of = |i: usize| -> ObjMeta {
+            let id = if i == 0 {
+                root
+            } else {
+                OpId::new(first + i as u64 - 1, actor)
+            };
+            ObjMeta {
+                id: crate::types::ObjId(id),
+                typ: types[i].unwrap_or(ObjType::Map),
+            }
+        };
+
+        // Block order: by object (its counter), then key or list order.
+        let mut order: Vec<usize> = (0..ops.len()).collect();
+        order.sort_by(|&a, &b| {
+            (ops[a].parent, ops[a].key.as_deref(), ordinal[a]).cmp(&(
+                ops[b].parent,
+                ops[b].key.as_deref(),
+                ordinal[b],
+            ))
+        });
+        let mut rank = vec![0usize; ops.len()];
+        for (r, &i) in order.iter().enumerate() {
+            rank[i] = r;
+        }
+
+        let insert_pos = doc.ops().len();
+        let start = self.pending.len();
+        let mut last_elem: Vec<ElemId> = vec![HEAD; ops.len() + 1];
+        for (i, op) in ops.iter().enumerate() {
+            let id = self.next_id();
+            let before = (0..i).filter(|&j| rank[j] < rank[i]).count();
+            let pos = insert_pos + before;
+            let action = match &op.value {
+                FreshValue::Scalar(v) => OpType::Put(v.clone()),
+                FreshValue::Map => OpType::Make(ObjType::Map),
+                FreshValue::List => OpType::Make(ObjType::List),
+            };
+            let container = obj_of(op.parent);
+            let tx_op = match &op.key {
+                Some(k) => TxOp::map(
+                    id,
+                    container,
+                    pos,
+                    ResolvedAction::VisibleUpdate(action),
+                    k.clone(),
+                    vec![],
+                ),
+                None => {
+                    let after = last_elem[op.parent];
+                    last_elem[op.parent] = ElemId(id);
+                    TxOp::insert(id, container, pos, ordinal[i], action, after)
+                }
+            };
+            self.finalize_op(doc.text_encoding(), patch_log, &tx_op, None, None);
+            self.pending.push(tx_op);
+        }
+        if !ops.is_empty() {
+            let added = &self.pending[start..];
+            let block: Vec<&TxOp> = order.iter().map(|&i| &added[i]).collect();
+            doc.ops_mut().splice(insert_pos, &block);
+        }
+        Ok(doc.id_to_exid(root))
+    }
+
     /// Initialize the root object of an empty document from a `hydrate::Map`.
     pub(crate) fn batch_init_root_map(
         &mut self,

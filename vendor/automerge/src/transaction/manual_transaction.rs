@@ -109,6 +109,26 @@ impl Transaction<'_> {
             .export_and_rollback(self.doc, options.message, options.time)
     }
 
+    /// Puts a new object of type `typ` at `key` of the map `obj`, with
+    /// everything inside it: `ops`, made in the order given. The change is
+    /// the one the same puts, inserts and object creations made one by one
+    /// would make; but the new objects' ops enter the op set in one splice
+    /// instead of one each. Nothing is written when `ops` is malformed (a
+    /// parent that is not an earlier object, a key where a list is written,
+    /// no key where a map is, a key written twice).
+    ///
+    /// (shoal patch: a replica rebuilds every op's change, and most of the
+    /// cost of a new entity was splicing its ops one at a time.)
+    pub fn put_fresh(
+        &mut self,
+        obj: &ExId,
+        key: &str,
+        typ: crate::ObjType,
+        ops: &[super::FreshOp],
+    ) -> Result<ExId, AutomergeError> {
+        self.do_tx(|tx, doc, hist| tx.put_fresh(doc, hist, obj, key, typ, ops))
+    }
+
     /// Undo the operations added in this transaction, returning the number of cancelled
     /// operations.
     pub fn rollback(mut self) -> usize {

@@ -1,0 +1,826 @@
+//! Writing a new entity with one splice into the op set.
+//!
+//! A new entity is most of what a create op writes (twenty-odd fields), and
+//! automerge splices each op into its op set's columns one at a time. Here
+//! the ops autosurgeon's reconcile would make for the entity are recorded
+//! first, in the order it would make them, and then handed to automerge's
+//! `put_fresh`, which gives them the same ids and enters them in one block.
+//! The change is the same byte for byte (protocol/tests/writer.rs and
+//! protocol/tests/compat.rs hold the writer to that).
+//!
+//! The recording follows autosurgeon 0.14 into a map key or list slot that
+//! holds nothing: a value without a key is written depth first (the object,
+//! then its fields as reconcile visits them); a value with a key, and every
+//! list item, is written as autosurgeon's `batch_create` writes it (the
+//! object, then breadth first with map keys sorted). Anything outside what a
+//! new entity needs (text, counters, a key written twice, a delete, a list
+//! item not appended) stops the recording, and the caller writes the entity
+//! through reconcile as before.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+
+use automerge::transaction::{FreshOp, FreshValue};
+use automerge::{self as am, ObjType, ScalarValue};
+use autosurgeon::reconcile::{
+    CounterReconciler, LoadKey, MapReconciler, SeqReconciler, StaleHeads, TextReconciler,
+};
+use autosurgeon::{Reconcile, Reconciler};
+
+/// The recording met something it does not follow; reconcile writes the
+/// value instead.
+#[derive(Debug)]
+pub(crate) struct Unsupported;
+
+impl std::fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("not recorded")
+    }
+}
+
+impl std::error::Error for Unsupported {}
+
+impl From<StaleHeads> for Unsupported {
+    fn from(_: StaleHeads) -> Self {
+        Unsupported
+    }
+}
+
+/// The object type and the ops reconcile writes when it puts `value` at a
+/// map key that holds nothing; `None` when the recording cannot follow it.
+pub(crate) fn record<T: Reconcile>(value: &T) -> Option<(ObjType, Vec<FreshOp>)> {
+    // A value with a key would go through `batch_create` whole.
+    if matches!(value.key(), LoadKey::Found(_)) {
+        return None;
+    }
+    let mut ops = Vec::new();
+    let mut root = None;
+    value
+        .reconcile(Slot {
+            ops: &mut ops,
+            at: At::Root(&mut root),
+        })
+        .ok()?;
+    Some((root?, ops))
+}
+
+/// Where the value being reconciled goes.
+enum At<'a> {
+    /// The new object itself: only a map or a list can be put there.
+    Root(&'a mut Option<ObjType>),
+    /// `key` of the object `parent` (an index as in [`FreshOp::parent`]);
+    /// taken by the one op written there.
+    Key(usize, Option<String>),
+}
+
+/// Reconciles one value into its place, depth first.
+struct Slot<'a> {
+    ops: &'a mut Vec<FreshOp>,
+    at: At<'a>,
+}
+
+impl Slot<'_> {
+    fn push(&mut self, value: FreshValue) -> Result<usize, Unsupported> {
+        match &mut self.at {
+            At::Root(root) => match value {
+                FreshValue::Map => {
+                    **root = Some(ObjType::Map);
+                    Ok(0)
+                }
+                FreshValue::List => {
+                    **root = Some(ObjType::List);
+                    Ok(0)
+                }
+                FreshValue::Scalar(_) => Err(Unsupported),
+            },
+            At::Key(parent, key) => {
+                let key = key.take().ok_or(Unsupported)?;
+                self.ops.push(FreshOp {
+                    parent: *parent,
+                    key: Some(key),
+                    value,
+                });
+                Ok(self.ops.len())
+            }
+        }
+    }
+
+    fn scalar(&mut self, s: impl Into<ScalarValue>) -> Result<(), Unsupported> {
+        self.push(FreshValue::Scalar(s.into())).map(|_| ())
+    }
+}
+
+impl<'s> Reconciler for Slot<'s> {
+    type Error = Unsupported;
+    type Map<'a>
+        = InMap<'a>
+    where
+        Self: 'a;
+    type Seq<'a>
+        = InSeq<'a>
+    where
+        Self: 'a;
+    type Text<'a>
+        = Refuse
+    where
+        Self: 'a;
+    type Counter<'a>
+        = Refuse
+    where
+        Self: 'a;
+
+    fn none(&mut self) -> Result<(), Unsupported> {
+        self.scalar(ScalarValue::Null)
+    }
+    fn bytes<B: AsRef<[u8]>>(&mut self, value: B) -> Result<(), Unsupported> {
+        self.scalar(value.as_ref().to_vec())
+    }
+    fn timestamp(&mut self, value: i64) -> Result<(), Unsupported> {
+        self.scalar(ScalarValue::Timestamp(value))
+    }
+    fn boolean(&mut self, value: bool) -> Result<(), Unsupported> {
+        self.scalar(value)
+    }
+    fn str<S: AsRef<str>>(&mut self, value: S) -> Result<(), Unsupported> {
+        self.scalar(value.as_ref())
+    }
+    fn u64(&mut self, value: u64) -> Result<(), Unsupported> {
+        self.scalar(value)
+    }
+    fn i64(&mut self, value: i64) -> Result<(), Unsupported> {
+        self.scalar(value)
+    }
+    fn f64(&mut self, value: f64) -> Result<(), Unsupported> {
+        self.scalar(value)
+    }
+    fn map(&mut self) -> Result<InMap<'_>, Unsupported> {
+        let obj = self.push(FreshValue::Map)?;
+        Ok(InMap { ops: self.ops, obj })
+    }
+    fn seq(&mut self) -> Result<InSeq<'_>, Unsupported> {
+        let obj = self.push(FreshValue::List)?;
+        Ok(InSeq { ops: self.ops, obj })
+    }
+    fn text(&mut self) -> Result<Refuse, Unsupported> {
+        Err(Unsupported)
+    }
+    fn counter(&mut self) -> Result<Refuse, Unsupported> {
+        Err(Unsupported)
+    }
+    fn heads(&self) -> &[am::ChangeHash] {
+        &[]
+    }
+}
+
+/// What an op wrote, as reconcile reads it back.
+fn value_ref(v: &FreshValue) -> am::ValueRef<'static> {
+    match v {
+        FreshValue::Scalar(s) => am::ValueRef::Scalar(s.clone().into()),
+        FreshValue::Map => am::ValueRef::Object(ObjType::Map),
+        FreshValue::List => am::ValueRef::Object(ObjType::List),
+    }
+}
+
+/// A map this recording made: every key it holds was written here.
+struct InMap<'a> {
+    ops: &'a mut Vec<FreshOp>,
+    obj: usize,
+}
+
+impl InMap<'_> {
+    fn written(&self, prop: &str) -> Option<&FreshOp> {
+        self.ops
+            .iter()
+            .find(|op| op.parent == self.obj && op.key.as_deref() == Some(prop))
+    }
+}
+
+impl MapReconciler for InMap<'_> {
+    type Error = Unsupported;
+    type EntriesIter<'b>
+        = std::vec::IntoIter<(Cow<'b, str>, am::ValueRef<'b>)>
+    where
+        Self: 'b;
+
+    fn entries(&self) -> Self::EntriesIter<'_> {
+        let mut entries: Vec<_> = self
+            .ops
+            .iter()
+            .filter(|op| op.parent == self.obj)
+            .filter_map(|op| Some((Cow::Borrowed(op.key.as_deref()?), value_ref(&op.value))))
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.into_iter()
+    }
+
+    fn entry<P: AsRef<str>>(&self, prop: P) -> Option<am::Value<'_>> {
+        self.written(prop.as_ref())
+            .map(|op| value_ref(&op.value).into_value())
+    }
+
+    fn put<R: Reconcile, P: AsRef<str>>(&mut self, prop: P, value: R) -> Result<(), Unsupported> {
+        let key = prop.as_ref();
+        if self.written(key).is_some() {
+            return Err(Unsupported);
+        }
+        if matches!(value.key(), LoadKey::Found(_)) {
+            // autosurgeon's `batch_create`: a scalar is a plain put, an
+            // object is made whole, breadth first.
+            return match tree(&value)? {
+                Some(t) => emit_batch(self.ops, self.obj, Some(key.to_string()), t),
+                None => Ok(()),
+            };
+        }
+        value.reconcile(Slot {
+            ops: self.ops,
+            at: At::Key(self.obj, Some(key.to_string())),
+        })
+    }
+
+    fn delete<P: AsRef<str>>(&mut self, _prop: P) -> Result<(), Unsupported> {
+        Err(Unsupported)
+    }
+
+    fn hydrate_entry_key<'b, R: Reconcile, P: AsRef<str>>(
+        &self,
+        prop: P,
+    ) -> Result<LoadKey<R::Key<'b>>, Unsupported> {
+        match self.written(prop.as_ref()) {
+            Some(_) => Err(Unsupported),
+            None => Ok(LoadKey::KeyNotFound),
+        }
+    }
+
+    fn replace<R: Reconcile, P: AsRef<str>>(
+        &mut self,
+        _prop: P,
+        _value: R,
+    ) -> Result<(), Unsupported> {
+        Err(Unsupported)
+    }
+
+    fn retain<F: FnMut(&str, am::ValueRef<'_>) -> bool>(
+        &mut self,
+        mut pred: F,
+    ) -> Result<(), Unsupported> {
+        let keeps_all = self
+            .ops
+            .iter()
+            .filter(|op| op.parent == self.obj)
+            .all(|op| {
+                op.key
+                    .as_deref()
+                    .is_some_and(|k| pred(k, value_ref(&op.value)))
+            });
+        if keeps_all { Ok(()) } else { Err(Unsupported) }
+    }
+}
+
+/// A list this recording made: items are only appended.
+struct InSeq<'a> {
+    ops: &'a mut Vec<FreshOp>,
+    obj: usize,
+}
+
+impl InSeq<'_> {
+    fn items_here(&self) -> impl Iterator<Item = &FreshOp> {
+        self.ops.iter().filter(move |op| op.parent == self.obj)
+    }
+}
+
+impl SeqReconciler for InSeq<'_> {
+    type Error = Unsupported;
+    type ItemIter<'b>
+        = std::vec::IntoIter<am::ValueRef<'b>>
+    where
+        Self: 'b;
+
+    fn items(&self) -> Self::ItemIter<'_> {
+        self.items_here()
+            .map(|op| value_ref(&op.value))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    fn get(&self, index: usize) -> Result<Option<am::Value<'_>>, Unsupported> {
+        Ok(self
+            .items_here()
+            .nth(index)
+            .map(|op| value_ref(&op.value).into_value()))
+    }
+
+    fn hydrate_item_key<'b, R: Reconcile>(
+        &self,
+        _index: usize,
+    ) -> Result<LoadKey<R::Key<'b>>, Unsupported> {
+        Err(Unsupported)
+    }
+
+    fn insert<R: Reconcile>(&mut self, index: usize, value: R) -> Result<(), Unsupported> {
+        if index != self.items_here().count() {
+            return Err(Unsupported);
+        }
+        // autosurgeon inserts every item through `batch_create`.
+        match tree(&value)? {
+            Some(t) => emit_batch(self.ops, self.obj, None, t),
+            None => Ok(()),
+        }
+    }
+
+    fn set<R: Reconcile>(&mut self, _index: usize, _value: R) -> Result<(), Unsupported> {
+        Err(Unsupported)
+    }
+
+    fn delete(&mut self, _index: usize) -> Result<(), Unsupported> {
+        Err(Unsupported)
+    }
+
+    fn len(&self) -> Result<usize, Unsupported> {
+        Ok(self.items_here().count())
+    }
+}
+
+/// Text and counters are not recorded.
+struct Refuse;
+
+impl TextReconciler for Refuse {
+    type Error = Unsupported;
+    fn splice<S: AsRef<str>>(&mut self, _: usize, _: isize, _: S) -> Result<(), Unsupported> {
+        Err(Unsupported)
+    }
+    fn heads(&self) -> &[am::ChangeHash] {
+        &[]
+    }
+    fn update<S: AsRef<str>>(&mut self, _: S) -> Result<(), Unsupported> {
+        Err(Unsupported)
+    }
+}
+
+impl CounterReconciler for Refuse {
+    type Error = Unsupported;
+    fn increment(&mut self, _: i64) -> Result<(), Unsupported> {
+        Err(Unsupported)
+    }
+    fn set(&mut self, _: i64) -> Result<(), Unsupported> {
+        Err(Unsupported)
+    }
+}
+
+/// A value as autosurgeon hands it to `batch_create`.
+enum Tree {
+    Scalar(ScalarValue),
+    /// Keys sorted, as `batch_create` writes them.
+    Map(std::collections::BTreeMap<String, Tree>),
+    List(Vec<Tree>),
+}
+
+/// `value` as a [`Tree`]; `None` when reconcile writes nothing for it.
+fn tree<R: Reconcile>(value: &R) -> Result<Option<Tree>, Unsupported> {
+    let mut out = None;
+    value.reconcile(TreeSlot { out: &mut out })?;
+    Ok(out)
+}
+
+/// Appends the ops `batch_create` makes for `t` at `key` of `parent` (or
+/// appended to it): the value, then the objects inside breadth first.
+fn emit_batch(
+    ops: &mut Vec<FreshOp>,
+    parent: usize,
+    key: Option<String>,
+    t: Tree,
+) -> Result<(), Unsupported> {
+    let mut queue = VecDeque::new();
+    let put = |ops: &mut Vec<FreshOp>, parent, key, t: Tree, queue: &mut VecDeque<_>| {
+        let value = match t {
+            Tree::Scalar(s) => {
+                ops.push(FreshOp {
+                    parent,
+                    key,
+                    value: FreshValue::Scalar(s),
+                });
+                return;
+            }
+            Tree::Map(_) => FreshValue::Map,
+            Tree::List(_) => FreshValue::List,
+        };
+        ops.push(FreshOp { parent, key, value });
+        queue.push_back((ops.len(), t));
+    };
+    put(ops, parent, key, t, &mut queue);
+    while let Some((obj, t)) = queue.pop_front() {
+        match t {
+            Tree::Map(m) => {
+                for (k, v) in m {
+                    put(ops, obj, Some(k), v, &mut queue);
+                }
+            }
+            Tree::List(items) => {
+                for v in items {
+                    put(ops, obj, None, v, &mut queue);
+                }
+            }
+            Tree::Scalar(_) => return Err(Unsupported),
+        }
+    }
+    Ok(())
+}
+
+/// Builds a [`Tree`], as autosurgeon's conversion to `hydrate::Value` does.
+struct TreeSlot<'a> {
+    out: &'a mut Option<Tree>,
+}
+
+impl TreeSlot<'_> {
+    fn set(&mut self, s: impl Into<ScalarValue>) -> Result<(), Unsupported> {
+        *self.out = Some(Tree::Scalar(s.into()));
+        Ok(())
+    }
+}
+
+impl Reconciler for TreeSlot<'_> {
+    type Error = Unsupported;
+    type Map<'a>
+        = TreeMap<'a>
+    where
+        Self: 'a;
+    type Seq<'a>
+        = TreeSeq<'a>
+    where
+        Self: 'a;
+    type Text<'a>
+        = Refuse
+    where
+        Self: 'a;
+    type Counter<'a>
+        = Refuse
+    where
+        Self: 'a;
+
+    fn none(&mut self) -> Result<(), Unsupported> {
+        self.set(ScalarValue::Null)
+    }
+    fn bytes<B: AsRef<[u8]>>(&mut self, value: B) -> Result<(), Unsupported> {
+        self.set(value.as_ref().to_vec())
+    }
+    fn timestamp(&mut self, value: i64) -> Result<(), Unsupported> {
+        self.set(ScalarValue::Timestamp(value))
+    }
+    fn boolean(&mut self, value: bool) -> Result<(), Unsupported> {
+        self.set(value)
+    }
+    fn str<S: AsRef<str>>(&mut self, value: S) -> Result<(), Unsupported> {
+        self.set(value.as_ref())
+    }
+    fn u64(&mut self, value: u64) -> Result<(), Unsupported> {
+        self.set(value)
+    }
+    fn i64(&mut self, value: i64) -> Result<(), Unsupported> {
+        self.set(value)
+    }
+    fn f64(&mut self, value: f64) -> Result<(), Unsupported> {
+        self.set(value)
+    }
+    fn map(&mut self) -> Result<TreeMap<'_>, Unsupported> {
+        *self.out = Some(Tree::Map(Default::default()));
+        match self.out {
+            Some(Tree::Map(m)) => Ok(TreeMap { map: m }),
+            _ => Err(Unsupported),
+        }
+    }
+    fn seq(&mut self) -> Result<TreeSeq<'_>, Unsupported> {
+        *self.out = Some(Tree::List(Vec::new()));
+        match self.out {
+            Some(Tree::List(items)) => Ok(TreeSeq { items }),
+            _ => Err(Unsupported),
+        }
+    }
+    fn text(&mut self) -> Result<Refuse, Unsupported> {
+        Err(Unsupported)
+    }
+    fn counter(&mut self) -> Result<Refuse, Unsupported> {
+        Err(Unsupported)
+    }
+    fn heads(&self) -> &[am::ChangeHash] {
+        &[]
+    }
+}
+
+fn tree_ref(t: &Tree) -> am::ValueRef<'static> {
+    match t {
+        Tree::Scalar(s) => am::ValueRef::Scalar(s.clone().into()),
+        Tree::Map(_) => am::ValueRef::Object(ObjType::Map),
+        Tree::List(_) => am::ValueRef::Object(ObjType::List),
+    }
+}
+
+struct TreeMap<'a> {
+    map: &'a mut std::collections::BTreeMap<String, Tree>,
+}
+
+impl MapReconciler for TreeMap<'_> {
+    type Error = Unsupported;
+    type EntriesIter<'b>
+        = std::vec::IntoIter<(Cow<'b, str>, am::ValueRef<'b>)>
+    where
+        Self: 'b;
+
+    fn entries(&self) -> Self::EntriesIter<'_> {
+        self.map
+            .iter()
+            .map(|(k, v)| (Cow::Borrowed(k.as_str()), tree_ref(v)))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+    fn entry<P: AsRef<str>>(&self, prop: P) -> Option<am::Value<'_>> {
+        self.map
+            .get(prop.as_ref())
+            .map(|t| tree_ref(t).into_value())
+    }
+    fn put<R: Reconcile, P: AsRef<str>>(&mut self, prop: P, value: R) -> Result<(), Unsupported> {
+        if self.map.contains_key(prop.as_ref()) {
+            return Err(Unsupported);
+        }
+        if let Some(t) = tree(&value)? {
+            self.map.insert(prop.as_ref().to_string(), t);
+        }
+        Ok(())
+    }
+    fn delete<P: AsRef<str>>(&mut self, _prop: P) -> Result<(), Unsupported> {
+        Err(Unsupported)
+    }
+    fn hydrate_entry_key<'b, R: Reconcile, P: AsRef<str>>(
+        &self,
+        prop: P,
+    ) -> Result<LoadKey<R::Key<'b>>, Unsupported> {
+        match self.map.contains_key(prop.as_ref()) {
+            true => Err(Unsupported),
+            false => Ok(LoadKey::KeyNotFound),
+        }
+    }
+    fn replace<R: Reconcile, P: AsRef<str>>(
+        &mut self,
+        _prop: P,
+        _value: R,
+    ) -> Result<(), Unsupported> {
+        Err(Unsupported)
+    }
+    fn retain<F: FnMut(&str, am::ValueRef<'_>) -> bool>(
+        &mut self,
+        mut pred: F,
+    ) -> Result<(), Unsupported> {
+        let keeps_all = self.map.iter().all(|(k, v)| pred(k, tree_ref(v)));
+        if keeps_all { Ok(()) } else { Err(Unsupported) }
+    }
+}
+
+struct TreeSeq<'a> {
+    items: &'a mut Vec<Tree>,
+}
+
+impl SeqReconciler for TreeSeq<'_> {
+    type Error = Unsupported;
+    type ItemIter<'b>
+        = std::vec::IntoIter<am::ValueRef<'b>>
+    where
+        Self: 'b;
+
+    fn items(&self) -> Self::ItemIter<'_> {
+        self.items
+            .iter()
+            .map(tree_ref)
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+    fn get(&self, index: usize) -> Result<Option<am::Value<'_>>, Unsupported> {
+        Ok(self.items.get(index).map(|t| tree_ref(t).into_value()))
+    }
+    fn hydrate_item_key<'b, R: Reconcile>(
+        &self,
+        _index: usize,
+    ) -> Result<LoadKey<R::Key<'b>>, Unsupported> {
+        Err(Unsupported)
+    }
+    fn insert<R: Reconcile>(&mut self, index: usize, value: R) -> Result<(), Unsupported> {
+        if index != self.items.len() {
+            return Err(Unsupported);
+        }
+        if let Some(t) = tree(&value)? {
+            self.items.push(t);
+        }
+        Ok(())
+    }
+    fn set<R: Reconcile>(&mut self, _index: usize, _value: R) -> Result<(), Unsupported> {
+        Err(Unsupported)
+    }
+    fn delete(&mut self, _index: usize) -> Result<(), Unsupported> {
+        Err(Unsupported)
+    }
+    fn len(&self) -> Result<usize, Unsupported> {
+        Ok(self.items.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::collections::BTreeMap;
+
+    use autosurgeon::Reconcile;
+
+    use super::*;
+    use crate::model::{Collection, Entity};
+
+    #[derive(Reconcile, Clone)]
+    struct Leaf {
+        x: String,
+        n: u64,
+    }
+
+    #[derive(Reconcile, Clone)]
+    struct Pair {
+        a: Leaf,
+        b: Leaf,
+        tag: Option<String>,
+    }
+
+    #[derive(Reconcile, Clone)]
+    struct Keyed {
+        #[key]
+        id: String,
+        inner: Pair,
+    }
+
+    /// Shapes the model does not use yet: objects two deep inside list
+    /// items, keyed values, maps of objects, scalars of every kind.
+    #[derive(Reconcile, Clone)]
+    struct Top {
+        name: String,
+        items: Vec<Pair>,
+        nested: Pair,
+        keyed: Keyed,
+        keyed_items: Vec<Keyed>,
+        map: BTreeMap<String, Pair>,
+        flags: Vec<bool>,
+        none: Option<u64>,
+        f: f64,
+        i: i64,
+        yes: bool,
+    }
+
+    fn leaf(s: &str, n: u64) -> Leaf {
+        Leaf { x: s.into(), n }
+    }
+
+    fn pair(s: &str) -> Pair {
+        Pair {
+            a: leaf(&format!("{s}-a"), 1),
+            b: leaf(&format!("{s}-b"), 2),
+            tag: s.len().is_multiple_of(2).then(|| s.to_string()),
+        }
+    }
+
+    fn top(items: usize) -> Top {
+        Top {
+            name: "top".into(),
+            items: (0..items).map(|i| pair(&format!("item{i}"))).collect(),
+            nested: pair("nested"),
+            keyed: Keyed {
+                id: "k1".into(),
+                inner: pair("keyed"),
+            },
+            keyed_items: (0..items)
+                .map(|i| Keyed {
+                    id: format!("k{i}"),
+                    inner: pair("in"),
+                })
+                .collect(),
+            map: (0..items)
+                .map(|i| (format!("m{}", items - i), pair("m")))
+                .collect(),
+            flags: (0..items).map(|i| i % 2 == 0).collect(),
+            none: None,
+            f: 1.5,
+            i: -3,
+            yes: true,
+        }
+    }
+
+    /// The change and the saved document, written by reconcile or by
+    /// recording and `put_fresh`.
+    fn write(v: &Top, fresh: bool) -> (Vec<u8>, Vec<u8>) {
+        let mut doc = am::Automerge::new();
+        doc.set_actor(am::ActorId::from(vec![7; 16]));
+        let mut tx = doc.transaction();
+        let coll =
+            am::transaction::Transactable::put_object(&mut tx, am::ROOT, "coll", ObjType::Map)
+                .unwrap();
+        am::transaction::Transactable::put(&mut tx, &coll, "other", 1u64).unwrap();
+        tx.commit();
+        let mut tx = doc.transaction();
+        if fresh {
+            let (typ, ops) = record(v).unwrap();
+            tx.put_fresh(&coll, "k", typ, &ops).unwrap();
+        } else {
+            autosurgeon::reconcile_prop(&mut tx, &coll, "k", v).unwrap();
+        }
+        let opts = am::transaction::CommitOptions::default().with_time(1);
+        tx.commit_with(opts).0.unwrap();
+        let change = doc.get_last_local_change().unwrap().raw_bytes().to_vec();
+        (change, doc.save())
+    }
+
+    #[test]
+    fn a_recording_makes_the_change_and_document_reconcile_makes() {
+        for items in [0, 1, 3] {
+            let v = top(items);
+            let (change, saved) = write(&v, true);
+            let (expected, expected_saved) = write(&v, false);
+            let decode = |b: &[u8]| {
+                am::Change::from_bytes(b.to_vec())
+                    .unwrap()
+                    .decode()
+                    .operations
+                    .iter()
+                    .map(|o| format!("{o:?}"))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(decode(&change), decode(&expected), "{items} items");
+            assert_eq!(change, expected, "{items} items");
+            assert!(saved == expected_saved, "{items} items");
+        }
+    }
+
+    #[test]
+    fn what_a_recording_cannot_follow_is_left_to_reconcile() {
+        /// Writes one key twice.
+        struct Twice;
+        impl Reconcile for Twice {
+            type Key<'a> = autosurgeon::reconcile::NoKey;
+            fn reconcile<R: Reconciler>(&self, mut r: R) -> Result<(), R::Error> {
+                let mut m = r.map()?;
+                m.put("a", 1u64)?;
+                m.put("a", 2u64)?;
+                Ok(())
+            }
+        }
+        assert!(record(&Twice).is_none());
+        // A scalar, or a value with a key, is not put through `put_fresh`.
+        assert!(record(&"text".to_string()).is_none());
+        assert!(record(&top(1).keyed).is_none());
+        assert!(record(&top(1)).is_some());
+    }
+
+    /// The recording follows every kind of entity a team holds, so new
+    /// entities do take the one-splice path (protocol/tests/writer.rs
+    /// shows the result equals reconcile's).
+    #[test]
+    fn every_kind_of_entity_in_a_history_is_recorded() {
+        let (genesis, ops) = crate::testkit::history(60);
+        let mut r = crate::Replica::from_genesis(genesis).unwrap();
+        for op in ops {
+            assert_eq!(r.apply(op, 1_800_000_000_000).applied.len(), 1);
+        }
+        let s = r.state();
+        let mut seen = std::collections::BTreeSet::new();
+        for c in Collection::ALL {
+            // The typed state's fields are named as the document's
+            // collections.
+            let ids: Vec<String> = serde_json::to_value(s)
+                .unwrap()
+                .get(c.key())
+                .and_then(serde_json::Value::as_object)
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            for id in ids {
+                let Some(e) = s.get(c, &id) else { continue };
+                let recorded = match &e {
+                    Entity::Team(v) => record(v),
+                    Entity::Member(v) => record(v),
+                    Entity::Node(v) => record(v),
+                    Entity::Invite(v) => record(v),
+                    Entity::Registry(v) => record(v),
+                    Entity::Product(v) => record(v),
+                    Entity::Version(v) => record(v),
+                    Entity::Deployment(v) => record(v.as_ref()),
+                    Entity::Command(v) => record(v),
+                    Entity::Key(v) => record(v),
+                };
+                let (typ, ops) = recorded.unwrap_or_else(|| panic!("{c:?} {id} not recorded"));
+                assert_eq!(typ, ObjType::Map);
+                assert!(!ops.is_empty(), "{c:?} {id}");
+                seen.insert(c);
+            }
+        }
+        for c in [
+            Collection::Members,
+            Collection::Nodes,
+            Collection::Registries,
+            Collection::Products,
+            Collection::Versions,
+            Collection::Deployments,
+        ] {
+            assert!(seen.contains(&c), "no {c:?} in the history");
+        }
+    }
+}
