@@ -32,6 +32,24 @@ fn parse_hex<const N: usize>(s: &str) -> Result<[u8; N], KeyError> {
         .map_err(|_| KeyError::Length { expected: N, got })
 }
 
+/// Keys one cache holds at most; past that it starts again, so a stream of
+/// ops under ever new keys costs what it would without a cache.
+pub const KEY_CACHE: usize = 1024;
+
+/// Public keys already parsed into curve points: parsing one is a point
+/// decompression, a tenth of a strict verification, and a team signs with
+/// few keys.
+#[derive(Clone, Default)]
+pub struct KeyCache {
+    keys: std::collections::HashMap<[u8; 32], Option<VerifyingKey>>,
+}
+
+impl fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyCache({} keys)", self.keys.len())
+    }
+}
+
 /// An ed25519 public key: a profile (member) or a node. Printed as 64 hex chars.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PublicKey([u8; 32]);
@@ -65,6 +83,24 @@ impl PublicKey {
         }
         let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
         vk.verify_strict(msg, &sig).is_ok()
+    }
+
+    /// [`PublicKey::verify`] with the key parsed once per `cache`.
+    pub fn verify_cached(&self, msg: &[u8], sig: &Signature, cache: &mut KeyCache) -> bool {
+        if cache.keys.len() >= KEY_CACHE && !cache.keys.contains_key(&self.0) {
+            cache.keys.clear();
+        }
+        let vk = cache.keys.entry(self.0).or_insert_with(|| {
+            VerifyingKey::from_bytes(&self.0)
+                .ok()
+                .filter(|vk| !vk.is_weak())
+        });
+        match vk {
+            Some(vk) => vk
+                .verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&sig.0))
+                .is_ok(),
+            None => false,
+        }
     }
 
     /// Short form for logs and tables.
@@ -268,6 +304,53 @@ mod tests {
             })
         ));
         assert!(matches!("zz".parse::<PublicKey>(), Err(KeyError::Hex(_))));
+    }
+
+    #[test]
+    fn a_key_cache_verifies_exactly_as_without_it() {
+        let mut cache = KeyCache::default();
+        let a = SecretKey::from_seed([1; 32]);
+        let b = SecretKey::from_seed([2; 32]);
+        let sig = a.sign(b"hello");
+        let mut bad = sig;
+        bad.0[63] ^= 0x80;
+        // Keys only deserialization can make: a small-order point and bytes
+        // that are no point at all.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let weak = PublicKey(identity);
+        let not_a_point = (0u8..=255)
+            .map(|n| PublicKey([n; 32]))
+            .find(|k| VerifyingKey::from_bytes(&k.0).is_err())
+            .unwrap();
+        let cases = [
+            (a.public(), &b"hello"[..], sig),
+            (a.public(), b"hellp", sig),
+            (b.public(), b"hello", sig),
+            (a.public(), b"hello", bad),
+            (weak, b"hello", sig),
+            (not_a_point, b"hello", sig),
+        ];
+        // Twice: the second time every key comes from the cache.
+        for _ in 0..2 {
+            for (key, msg, sig) in &cases {
+                assert_eq!(
+                    key.verify_cached(msg, sig, &mut cache),
+                    key.verify(msg, sig)
+                );
+            }
+        }
+        assert!(a.public().verify_cached(b"hello", &sig, &mut cache));
+        // Past its bound the cache starts again, and still verifies.
+        for n in 0..KEY_CACHE as u32 + 8 {
+            let mut seed = [3u8; 32];
+            seed[..4].copy_from_slice(&n.to_le_bytes());
+            let k = SecretKey::from_seed(seed);
+            assert!(k.public().verify_cached(b"x", &k.sign(b"x"), &mut cache));
+            assert!(cache.keys.len() <= KEY_CACHE);
+        }
+        assert!(a.public().verify_cached(b"hello", &sig, &mut cache));
+        assert!(!a.public().verify_cached(b"hello", &bad, &mut cache));
     }
 
     #[test]

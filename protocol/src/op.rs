@@ -138,6 +138,15 @@ impl Op {
         }
     }
 
+    /// [`Op::verify_signature`] with the author's key parsed once per
+    /// `cache`.
+    pub fn verify_signature_cached(&self, cache: &mut crate::keys::KeyCache) -> bool {
+        match self.body.signing_bytes() {
+            Ok(msg) => self.body.author.verify_cached(&msg, &self.sig, cache),
+            Err(_) => false,
+        }
+    }
+
     /// Attaches a signature made elsewhere (the CLI signs what the daemon prepared).
     pub fn from_parts(body: OpBody, sig: Signature) -> Op {
         Op { body, sig }

@@ -395,6 +395,8 @@ pub struct Replica {
     reoffer: Vec<Op>,
     /// The typed state just after recently applied ops (see [`StatesAfter`]).
     after: StatesAfter,
+    /// Authors' keys, parsed once for every op they sign.
+    keys: crate::keys::KeyCache,
 }
 
 /// Per applied op `i`, a floor `f` such that every op applied before index
@@ -927,6 +929,7 @@ impl Replica {
             newly_voided: Vec::new(),
             reoffer: Vec::new(),
             after: StatesAfter::default(),
+            keys: Default::default(),
         };
         r.record(op, OpHash(team.0), hash, Vec::new(), max_op);
         r.touches.insert(0, touches.into_iter().collect());
@@ -1380,7 +1383,7 @@ impl Replica {
         if b.team != Some(self.team) {
             return Err(Step::Reject(Rejection::WrongTeam(b.team)));
         }
-        if !op.verify_signature() {
+        if !op.verify_signature_cached(&mut self.keys) {
             return Err(Step::Reject(Rejection::BadSignature));
         }
         if b.hlc.c > MAX_COUNTER {
@@ -2281,6 +2284,7 @@ impl Replica {
             newly_voided: Vec::new(),
             reoffer: Vec::new(),
             after: StatesAfter::default(),
+            keys: Default::default(),
         };
         // Ops voided after they were stored are not in the snapshot: they
         // are offered again once the rest is restored (and voided again).
