@@ -18,7 +18,7 @@
 //! through reconcile as before.
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use automerge::transaction::{FreshOp, FreshValue};
 use automerge::{self as am, ObjType, ScalarValue};
@@ -53,15 +53,61 @@ pub(crate) fn record<T: Reconcile>(value: &T) -> Option<(ObjType, Vec<FreshOp>)>
     if matches!(value.key(), LoadKey::Found(_)) {
         return None;
     }
-    let mut ops = Vec::new();
+    let mut rec = Rec::default();
     let mut root = None;
     value
         .reconcile(Slot {
-            ops: &mut ops,
+            rec: &mut rec,
             at: At::Root(&mut root),
         })
         .ok()?;
-    Some((root?, ops))
+    Some((root?, rec.ops))
+}
+
+/// The ops recorded so far, indexed for what reconcile reads back of them
+/// (a value of many entries costs n log n, not n squared).
+#[derive(Default)]
+struct Rec {
+    ops: Vec<FreshOp>,
+    /// Per object (numbered as [`FreshOp::parent`]), its ops in order.
+    children: HashMap<usize, Vec<usize>>,
+    /// Per object and map key, the op written there.
+    keys: HashMap<(usize, String), usize>,
+}
+
+impl Rec {
+    /// Records `op`; returns the number of the object it makes, if any.
+    /// A key written twice is not followed.
+    fn push(&mut self, op: FreshOp) -> Result<usize, Unsupported> {
+        let i = self.ops.len();
+        if let Some(k) = &op.key {
+            if self.keys.contains_key(&(op.parent, k.clone())) {
+                return Err(Unsupported);
+            }
+            self.keys.insert((op.parent, k.clone()), i);
+        }
+        self.children.entry(op.parent).or_default().push(i);
+        self.ops.push(op);
+        Ok(i + 1)
+    }
+
+    fn children(&self, obj: usize) -> impl Iterator<Item = &FreshOp> {
+        self.children
+            .get(&obj)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.ops[i])
+    }
+
+    fn count(&self, obj: usize) -> usize {
+        self.children.get(&obj).map_or(0, Vec::len)
+    }
+
+    fn get(&self, obj: usize, key: &str) -> Option<&FreshOp> {
+        self.keys
+            .get(&(obj, key.to_string()))
+            .map(|&i| &self.ops[i])
+    }
 }
 
 /// Where the value being reconciled goes.
@@ -75,7 +121,7 @@ enum At<'a> {
 
 /// Reconciles one value into its place, depth first.
 struct Slot<'a> {
-    ops: &'a mut Vec<FreshOp>,
+    rec: &'a mut Rec,
     at: At<'a>,
 }
 
@@ -95,12 +141,11 @@ impl Slot<'_> {
             },
             At::Key(parent, key) => {
                 let key = key.take().ok_or(Unsupported)?;
-                self.ops.push(FreshOp {
+                self.rec.push(FreshOp {
                     parent: *parent,
                     key: Some(key),
                     value,
-                });
-                Ok(self.ops.len())
+                })
             }
         }
     }
@@ -155,11 +200,11 @@ impl<'s> Reconciler for Slot<'s> {
     }
     fn map(&mut self) -> Result<InMap<'_>, Unsupported> {
         let obj = self.push(FreshValue::Map)?;
-        Ok(InMap { ops: self.ops, obj })
+        Ok(InMap { rec: self.rec, obj })
     }
     fn seq(&mut self) -> Result<InSeq<'_>, Unsupported> {
         let obj = self.push(FreshValue::List)?;
-        Ok(InSeq { ops: self.ops, obj })
+        Ok(InSeq { rec: self.rec, obj })
     }
     fn text(&mut self) -> Result<Refuse, Unsupported> {
         Err(Unsupported)
@@ -183,15 +228,13 @@ fn value_ref(v: &FreshValue) -> am::ValueRef<'static> {
 
 /// A map this recording made: every key it holds was written here.
 struct InMap<'a> {
-    ops: &'a mut Vec<FreshOp>,
+    rec: &'a mut Rec,
     obj: usize,
 }
 
 impl InMap<'_> {
     fn written(&self, prop: &str) -> Option<&FreshOp> {
-        self.ops
-            .iter()
-            .find(|op| op.parent == self.obj && op.key.as_deref() == Some(prop))
+        self.rec.get(self.obj, prop)
     }
 }
 
@@ -204,9 +247,8 @@ impl MapReconciler for InMap<'_> {
 
     fn entries(&self) -> Self::EntriesIter<'_> {
         let mut entries: Vec<_> = self
-            .ops
-            .iter()
-            .filter(|op| op.parent == self.obj)
+            .rec
+            .children(self.obj)
             .filter_map(|op| Some((Cow::Borrowed(op.key.as_deref()?), value_ref(&op.value))))
             .collect();
         entries.sort_by(|a, b| a.0.cmp(&b.0));
@@ -227,12 +269,12 @@ impl MapReconciler for InMap<'_> {
             // autosurgeon's `batch_create`: a scalar is a plain put, an
             // object is made whole, breadth first.
             return match tree(&value)? {
-                Some(t) => emit_batch(self.ops, self.obj, Some(key.to_string()), t),
+                Some(t) => emit_batch(self.rec, self.obj, Some(key.to_string()), t),
                 None => Ok(()),
             };
         }
         value.reconcile(Slot {
-            ops: self.ops,
+            rec: self.rec,
             at: At::Key(self.obj, Some(key.to_string())),
         })
     }
@@ -263,28 +305,24 @@ impl MapReconciler for InMap<'_> {
         &mut self,
         mut pred: F,
     ) -> Result<(), Unsupported> {
-        let keeps_all = self
-            .ops
-            .iter()
-            .filter(|op| op.parent == self.obj)
-            .all(|op| {
-                op.key
-                    .as_deref()
-                    .is_some_and(|k| pred(k, value_ref(&op.value)))
-            });
+        let keeps_all = self.rec.children(self.obj).all(|op| {
+            op.key
+                .as_deref()
+                .is_some_and(|k| pred(k, value_ref(&op.value)))
+        });
         if keeps_all { Ok(()) } else { Err(Unsupported) }
     }
 }
 
 /// A list this recording made: items are only appended.
 struct InSeq<'a> {
-    ops: &'a mut Vec<FreshOp>,
+    rec: &'a mut Rec,
     obj: usize,
 }
 
 impl InSeq<'_> {
     fn items_here(&self) -> impl Iterator<Item = &FreshOp> {
-        self.ops.iter().filter(move |op| op.parent == self.obj)
+        self.rec.children(self.obj)
     }
 }
 
@@ -317,12 +355,12 @@ impl SeqReconciler for InSeq<'_> {
     }
 
     fn insert<R: Reconcile>(&mut self, index: usize, value: R) -> Result<(), Unsupported> {
-        if index != self.items_here().count() {
+        if index != self.rec.count(self.obj) {
             return Err(Unsupported);
         }
         // autosurgeon inserts every item through `batch_create`.
         match tree(&value)? {
-            Some(t) => emit_batch(self.ops, self.obj, None, t),
+            Some(t) => emit_batch(self.rec, self.obj, None, t),
             None => Ok(()),
         }
     }
@@ -336,7 +374,7 @@ impl SeqReconciler for InSeq<'_> {
     }
 
     fn len(&self) -> Result<usize, Unsupported> {
-        Ok(self.items_here().count())
+        Ok(self.rec.count(self.obj))
     }
 }
 
@@ -384,39 +422,35 @@ fn tree<R: Reconcile>(value: &R) -> Result<Option<Tree>, Unsupported> {
 /// Appends the ops `batch_create` makes for `t` at `key` of `parent` (or
 /// appended to it): the value, then the objects inside breadth first.
 fn emit_batch(
-    ops: &mut Vec<FreshOp>,
+    rec: &mut Rec,
     parent: usize,
     key: Option<String>,
     t: Tree,
 ) -> Result<(), Unsupported> {
     let mut queue = VecDeque::new();
-    let put = |ops: &mut Vec<FreshOp>, parent, key, t: Tree, queue: &mut VecDeque<_>| {
-        let value = match t {
-            Tree::Scalar(s) => {
-                ops.push(FreshOp {
-                    parent,
-                    key,
-                    value: FreshValue::Scalar(s),
-                });
-                return;
-            }
+    let put = |rec: &mut Rec, parent, key, t: Tree, queue: &mut VecDeque<_>| {
+        let value = match &t {
+            Tree::Scalar(s) => FreshValue::Scalar(s.clone()),
             Tree::Map(_) => FreshValue::Map,
             Tree::List(_) => FreshValue::List,
         };
-        ops.push(FreshOp { parent, key, value });
-        queue.push_back((ops.len(), t));
+        let made = rec.push(FreshOp { parent, key, value })?;
+        if !matches!(t, Tree::Scalar(_)) {
+            queue.push_back((made, t));
+        }
+        Ok::<(), Unsupported>(())
     };
-    put(ops, parent, key, t, &mut queue);
+    put(rec, parent, key, t, &mut queue)?;
     while let Some((obj, t)) = queue.pop_front() {
         match t {
             Tree::Map(m) => {
                 for (k, v) in m {
-                    put(ops, obj, Some(k), v, &mut queue);
+                    put(rec, obj, Some(k), v, &mut queue)?;
                 }
             }
             Tree::List(items) => {
                 for v in items {
-                    put(ops, obj, None, v, &mut queue);
+                    put(rec, obj, None, v, &mut queue)?;
                 }
             }
             Tree::Scalar(_) => return Err(Unsupported),
@@ -749,6 +783,35 @@ mod tests {
             assert_eq!(change, expected, "{items} items");
             assert!(saved == expected_saved, "{items} items");
         }
+    }
+
+    /// Thousands of entries (a value as large as an op may carry is
+    /// recorded and placed in n log n): same change, same document, and a
+    /// rollback leaves the document as it was.
+    #[test]
+    fn a_large_value_is_written_and_rolled_back_as_reconcile_would() {
+        let mut v = top(40);
+        v.map = (0..3_000)
+            .map(|i| (format!("k{}", (i * 7919) % 3_000), pair("m")))
+            .collect();
+        v.flags = (0..3_000).map(|i| i % 3 == 0).collect();
+        let (change, saved) = write(&v, true);
+        let (expected, expected_saved) = write(&v, false);
+        assert!(change == expected);
+        assert!(saved == expected_saved);
+
+        let mut doc = am::Automerge::new();
+        let mut tx = doc.transaction();
+        let coll =
+            am::transaction::Transactable::put_object(&mut tx, am::ROOT, "coll", ObjType::Map)
+                .unwrap();
+        tx.commit();
+        let before = doc.save();
+        let mut tx = doc.transaction();
+        let (typ, ops) = record(&v).unwrap();
+        tx.put_fresh(&coll, "k", typ, &ops).unwrap();
+        assert!(tx.rollback() > 6_000);
+        assert!(doc.save() == before);
     }
 
     #[test]

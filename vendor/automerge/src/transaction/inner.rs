@@ -1442,9 +1442,22 @@ impl TransactionInner {
         let insert_pos = doc.ops().len();
         let start = self.pending.len();
         let mut last_elem: Vec<ElemId> = vec![HEAD; ops.len() + 1];
+        // How many earlier ops sort before each op: a Fenwick tree over the
+        // ranks, so a value of many entries costs n log n, not n squared.
+        let mut earlier = vec![0usize; ops.len() + 1];
         for (i, op) in ops.iter().enumerate() {
             let id = self.next_id();
-            let before = (0..i).filter(|&j| rank[j] < rank[i]).count();
+            let mut before = 0;
+            let mut k = rank[i];
+            while k > 0 {
+                before += earlier[k];
+                k &= k - 1;
+            }
+            let mut k = rank[i] + 1;
+            while k < earlier.len() {
+                earlier[k] += 1;
+                k += k & k.wrapping_neg();
+            }
             let pos = insert_pos + before;
             let action = match &op.value {
                 FreshValue::Scalar(v) => OpType::Put(v.clone()),
