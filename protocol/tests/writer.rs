@@ -235,15 +235,22 @@ fn check(seed: u64, picks: usize, edits: usize) {
         };
         writes.push((*c, format!("new-{seed}"), Some(v)));
     }
+    same_as_reconcile(&writes, &format!("seed {seed}"));
+}
+
+/// Both writers make the same change for `writes` and leave the same
+/// document: on the live document, at older heads and on the conflicted one.
+fn same_as_reconcile(writes: &[(Collection, String, Option<Entity>)], what: &str) {
+    let f = fixture();
     for (doc, heads) in [
         (&f.doc, None),
         (&f.doc, Some(f.old_heads.as_slice())),
         (&f.conflicted, None),
     ] {
-        let (fast, fast_doc) = written(doc, heads, &writes, true);
-        let (reference, reference_doc) = written(doc, heads, &writes, false);
+        let (fast, fast_doc) = written(doc, heads, writes, true);
+        let (reference, reference_doc) = written(doc, heads, writes, false);
         let what = format!(
-            "seed {seed}, at old heads: {}, conflicted: {}",
+            "{what}, at old heads: {}, conflicted: {}",
             heads.is_some(),
             std::ptr::eq(doc, &f.conflicted)
         );
@@ -275,34 +282,14 @@ fn new_entities_make_the_same_change_and_document_as_reconcile() {
         let mut rng = Rng(n as u64 * 17 + 1);
         writes.push((*c, format!("new-{n}"), Some(mutate(e, &mut rng, 2))));
     }
-    for (doc, heads) in [
-        (&f.doc, None),
-        (&f.doc, Some(f.old_heads.as_slice())),
-        (&f.conflicted, None),
-    ] {
-        let (fast, fast_doc) = written(doc, heads, &writes, true);
-        let (reference, reference_doc) = written(doc, heads, &writes, false);
-        assert!(reference.is_some());
-        assert_eq!(
-            fast.map(ops),
-            reference.map(ops),
-            "at old heads: {}",
-            heads.is_some()
-        );
-        assert!(
-            fast_doc == reference_doc,
-            "at old heads: {}",
-            heads.is_some()
-        );
-        // The new entities read back as written.
-        let d = am::Automerge::load(&fast_doc).unwrap();
-        let state = shoal_protocol::doc::read_state(&d).unwrap();
-        if heads.is_none() {
-            for (c, id, v) in &writes {
-                if id.starts_with("edited-") {
-                    assert_eq!(state.get(*c, id).as_ref(), v.as_ref(), "{c:?} {id}");
-                }
-            }
+    same_as_reconcile(&writes, "new entities");
+    // They were written, and read back as written.
+    let (made, saved) = written(&f.doc, None, &writes, true);
+    assert!(made.is_some());
+    let state = shoal_protocol::doc::read_state(&am::Automerge::load(&saved).unwrap()).unwrap();
+    for (c, id, v) in &writes {
+        if id.starts_with("edited-") {
+            assert_eq!(state.get(*c, id).as_ref(), v.as_ref(), "{c:?} {id}");
         }
     }
 }

@@ -27,6 +27,8 @@ use autosurgeon::reconcile::{
 };
 use autosurgeon::{Reconcile, Reconciler};
 
+use super::skip::{Repr, represent};
+
 /// The recording met something it does not follow; reconcile writes the
 /// value instead.
 #[derive(Debug)]
@@ -268,8 +270,8 @@ impl MapReconciler for InMap<'_> {
         if matches!(value.key(), LoadKey::Found(_)) {
             // autosurgeon's `batch_create`: a scalar is a plain put, an
             // object is made whole, breadth first.
-            return match tree(&value)? {
-                Some(t) => emit_batch(self.rec, self.obj, Some(key.to_string()), t),
+            return match represent(&value) {
+                Some(r) => emit_batch(self.rec, self.obj, Some(key.to_string()), r),
                 None => Ok(()),
             };
         }
@@ -359,8 +361,8 @@ impl SeqReconciler for InSeq<'_> {
             return Err(Unsupported);
         }
         // autosurgeon inserts every item through `batch_create`.
-        match tree(&value)? {
-            Some(t) => emit_batch(self.rec, self.obj, None, t),
+        match represent(&value) {
+            Some(r) => emit_batch(self.rec, self.obj, None, r),
             None => Ok(()),
         }
     }
@@ -404,254 +406,48 @@ impl CounterReconciler for Refuse {
     }
 }
 
-/// A value as autosurgeon hands it to `batch_create`.
-enum Tree {
-    Scalar(ScalarValue),
-    /// Keys sorted, as `batch_create` writes them.
-    Map(std::collections::BTreeMap<String, Tree>),
-    List(Vec<Tree>),
-}
-
-/// `value` as a [`Tree`]; `None` when reconcile writes nothing for it.
-fn tree<R: Reconcile>(value: &R) -> Result<Option<Tree>, Unsupported> {
-    let mut out = None;
-    value.reconcile(TreeSlot { out: &mut out })?;
-    Ok(out)
-}
-
-/// Appends the ops `batch_create` makes for `t` at `key` of `parent` (or
-/// appended to it): the value, then the objects inside breadth first.
+/// Appends the ops `batch_create` makes for `value` at `key` of `parent`
+/// (or appended to it): the value, then the objects inside breadth first,
+/// map keys sorted. `value` is what autosurgeon's conversion to a
+/// `hydrate::Value` makes of it, as [`skip::represent`] builds it; text and
+/// counters are not followed.
 fn emit_batch(
     rec: &mut Rec,
     parent: usize,
     key: Option<String>,
-    t: Tree,
+    value: Repr,
 ) -> Result<(), Unsupported> {
     let mut queue = VecDeque::new();
-    let put = |rec: &mut Rec, parent, key, t: Tree, queue: &mut VecDeque<_>| {
-        let value = match &t {
-            Tree::Scalar(s) => FreshValue::Scalar(s.clone()),
-            Tree::Map(_) => FreshValue::Map,
-            Tree::List(_) => FreshValue::List,
+    let put = |rec: &mut Rec, parent, key, r: Repr, queue: &mut VecDeque<_>| {
+        let value = match &r {
+            Repr::Scalar(s) => FreshValue::Scalar(s.clone()),
+            Repr::Map(_) => FreshValue::Map,
+            Repr::List(_) => FreshValue::List,
+            Repr::Opaque => return Err(Unsupported),
         };
         let made = rec.push(FreshOp { parent, key, value })?;
-        if !matches!(t, Tree::Scalar(_)) {
-            queue.push_back((made, t));
+        if !matches!(r, Repr::Scalar(_)) {
+            queue.push_back((made, r));
         }
         Ok::<(), Unsupported>(())
     };
-    put(rec, parent, key, t, &mut queue)?;
-    while let Some((obj, t)) = queue.pop_front() {
-        match t {
-            Tree::Map(m) => {
+    put(rec, parent, key, value, &mut queue)?;
+    while let Some((obj, r)) = queue.pop_front() {
+        match r {
+            Repr::Map(m) => {
                 for (k, v) in m {
                     put(rec, obj, Some(k), v, &mut queue)?;
                 }
             }
-            Tree::List(items) => {
+            Repr::List(items) => {
                 for v in items {
                     put(rec, obj, None, v, &mut queue)?;
                 }
             }
-            Tree::Scalar(_) => return Err(Unsupported),
+            Repr::Scalar(_) | Repr::Opaque => return Err(Unsupported),
         }
     }
     Ok(())
-}
-
-/// Builds a [`Tree`], as autosurgeon's conversion to `hydrate::Value` does.
-struct TreeSlot<'a> {
-    out: &'a mut Option<Tree>,
-}
-
-impl TreeSlot<'_> {
-    fn set(&mut self, s: impl Into<ScalarValue>) -> Result<(), Unsupported> {
-        *self.out = Some(Tree::Scalar(s.into()));
-        Ok(())
-    }
-}
-
-impl Reconciler for TreeSlot<'_> {
-    type Error = Unsupported;
-    type Map<'a>
-        = TreeMap<'a>
-    where
-        Self: 'a;
-    type Seq<'a>
-        = TreeSeq<'a>
-    where
-        Self: 'a;
-    type Text<'a>
-        = Refuse
-    where
-        Self: 'a;
-    type Counter<'a>
-        = Refuse
-    where
-        Self: 'a;
-
-    fn none(&mut self) -> Result<(), Unsupported> {
-        self.set(ScalarValue::Null)
-    }
-    fn bytes<B: AsRef<[u8]>>(&mut self, value: B) -> Result<(), Unsupported> {
-        self.set(value.as_ref().to_vec())
-    }
-    fn timestamp(&mut self, value: i64) -> Result<(), Unsupported> {
-        self.set(ScalarValue::Timestamp(value))
-    }
-    fn boolean(&mut self, value: bool) -> Result<(), Unsupported> {
-        self.set(value)
-    }
-    fn str<S: AsRef<str>>(&mut self, value: S) -> Result<(), Unsupported> {
-        self.set(value.as_ref())
-    }
-    fn u64(&mut self, value: u64) -> Result<(), Unsupported> {
-        self.set(value)
-    }
-    fn i64(&mut self, value: i64) -> Result<(), Unsupported> {
-        self.set(value)
-    }
-    fn f64(&mut self, value: f64) -> Result<(), Unsupported> {
-        self.set(value)
-    }
-    fn map(&mut self) -> Result<TreeMap<'_>, Unsupported> {
-        *self.out = Some(Tree::Map(Default::default()));
-        match self.out {
-            Some(Tree::Map(m)) => Ok(TreeMap { map: m }),
-            _ => Err(Unsupported),
-        }
-    }
-    fn seq(&mut self) -> Result<TreeSeq<'_>, Unsupported> {
-        *self.out = Some(Tree::List(Vec::new()));
-        match self.out {
-            Some(Tree::List(items)) => Ok(TreeSeq { items }),
-            _ => Err(Unsupported),
-        }
-    }
-    fn text(&mut self) -> Result<Refuse, Unsupported> {
-        Err(Unsupported)
-    }
-    fn counter(&mut self) -> Result<Refuse, Unsupported> {
-        Err(Unsupported)
-    }
-    fn heads(&self) -> &[am::ChangeHash] {
-        &[]
-    }
-}
-
-fn tree_ref(t: &Tree) -> am::ValueRef<'static> {
-    match t {
-        Tree::Scalar(s) => am::ValueRef::Scalar(s.clone().into()),
-        Tree::Map(_) => am::ValueRef::Object(ObjType::Map),
-        Tree::List(_) => am::ValueRef::Object(ObjType::List),
-    }
-}
-
-struct TreeMap<'a> {
-    map: &'a mut std::collections::BTreeMap<String, Tree>,
-}
-
-impl MapReconciler for TreeMap<'_> {
-    type Error = Unsupported;
-    type EntriesIter<'b>
-        = std::vec::IntoIter<(Cow<'b, str>, am::ValueRef<'b>)>
-    where
-        Self: 'b;
-
-    fn entries(&self) -> Self::EntriesIter<'_> {
-        self.map
-            .iter()
-            .map(|(k, v)| (Cow::Borrowed(k.as_str()), tree_ref(v)))
-            .collect::<Vec<_>>()
-            .into_iter()
-    }
-    fn entry<P: AsRef<str>>(&self, prop: P) -> Option<am::Value<'_>> {
-        self.map
-            .get(prop.as_ref())
-            .map(|t| tree_ref(t).into_value())
-    }
-    fn put<R: Reconcile, P: AsRef<str>>(&mut self, prop: P, value: R) -> Result<(), Unsupported> {
-        if self.map.contains_key(prop.as_ref()) {
-            return Err(Unsupported);
-        }
-        if let Some(t) = tree(&value)? {
-            self.map.insert(prop.as_ref().to_string(), t);
-        }
-        Ok(())
-    }
-    fn delete<P: AsRef<str>>(&mut self, _prop: P) -> Result<(), Unsupported> {
-        Err(Unsupported)
-    }
-    fn hydrate_entry_key<'b, R: Reconcile, P: AsRef<str>>(
-        &self,
-        prop: P,
-    ) -> Result<LoadKey<R::Key<'b>>, Unsupported> {
-        match self.map.contains_key(prop.as_ref()) {
-            true => Err(Unsupported),
-            false => Ok(LoadKey::KeyNotFound),
-        }
-    }
-    fn replace<R: Reconcile, P: AsRef<str>>(
-        &mut self,
-        _prop: P,
-        _value: R,
-    ) -> Result<(), Unsupported> {
-        Err(Unsupported)
-    }
-    fn retain<F: FnMut(&str, am::ValueRef<'_>) -> bool>(
-        &mut self,
-        mut pred: F,
-    ) -> Result<(), Unsupported> {
-        let keeps_all = self.map.iter().all(|(k, v)| pred(k, tree_ref(v)));
-        if keeps_all { Ok(()) } else { Err(Unsupported) }
-    }
-}
-
-struct TreeSeq<'a> {
-    items: &'a mut Vec<Tree>,
-}
-
-impl SeqReconciler for TreeSeq<'_> {
-    type Error = Unsupported;
-    type ItemIter<'b>
-        = std::vec::IntoIter<am::ValueRef<'b>>
-    where
-        Self: 'b;
-
-    fn items(&self) -> Self::ItemIter<'_> {
-        self.items
-            .iter()
-            .map(tree_ref)
-            .collect::<Vec<_>>()
-            .into_iter()
-    }
-    fn get(&self, index: usize) -> Result<Option<am::Value<'_>>, Unsupported> {
-        Ok(self.items.get(index).map(|t| tree_ref(t).into_value()))
-    }
-    fn hydrate_item_key<'b, R: Reconcile>(
-        &self,
-        _index: usize,
-    ) -> Result<LoadKey<R::Key<'b>>, Unsupported> {
-        Err(Unsupported)
-    }
-    fn insert<R: Reconcile>(&mut self, index: usize, value: R) -> Result<(), Unsupported> {
-        if index != self.items.len() {
-            return Err(Unsupported);
-        }
-        if let Some(t) = tree(&value)? {
-            self.items.push(t);
-        }
-        Ok(())
-    }
-    fn set<R: Reconcile>(&mut self, _index: usize, _value: R) -> Result<(), Unsupported> {
-        Err(Unsupported)
-    }
-    fn delete(&mut self, _index: usize) -> Result<(), Unsupported> {
-        Err(Unsupported)
-    }
-    fn len(&self) -> Result<usize, Unsupported> {
-        Ok(self.items.len())
-    }
 }
 
 #[cfg(test)]
