@@ -1,7 +1,7 @@
 //! Reading and writing entities in the Automerge document, at the current
 //! heads or at any past heads (an op's causal past).
 
-use automerge::{self as am, ChangeHash, ObjId, ROOT, ReadDoc as _};
+use automerge::{self as am, ChangeHash, ObjId, ROOT};
 use autosurgeon::{Hydrate, HydrateError, ReadDoc, Reconcile, ReconcileError};
 
 use crate::model::{Collection, Entity, TeamState};
@@ -9,11 +9,20 @@ use crate::model::{Collection, Entity, TeamState};
 mod fresh;
 mod skip;
 
-/// A read-only view of a document at given heads, for autosurgeon.
+/// A read-only view of a document at given heads, for autosurgeon. The
+/// heads' clock (a walk of the change graph) is worked out once, when the
+/// view is made, not once per read (see the vendored automerge's `ViewAt`).
 #[derive(Debug)]
 pub struct AtHeads<'a> {
-    pub doc: &'a am::Automerge,
-    pub heads: &'a [ChangeHash],
+    view: am::ViewAt<'a>,
+}
+
+impl<'a> AtHeads<'a> {
+    pub fn new(doc: &'a am::Automerge, heads: &[ChangeHash]) -> Self {
+        AtHeads {
+            view: doc.view_at(heads),
+        }
+    }
 }
 
 impl ReadDoc for AtHeads<'_> {
@@ -23,7 +32,7 @@ impl ReadDoc for AtHeads<'_> {
         Self: 'b;
 
     fn get_heads(&self) -> Vec<ChangeHash> {
-        self.heads.to_vec()
+        self.view.heads().to_vec()
     }
 
     fn get<P: Into<am::Prop>>(
@@ -31,11 +40,11 @@ impl ReadDoc for AtHeads<'_> {
         obj: &ObjId,
         prop: P,
     ) -> Result<Option<(am::Value<'_>, ObjId)>, am::AutomergeError> {
-        self.doc.get_at(obj, prop, self.heads)
+        self.view.get(obj, prop)
     }
 
     fn object_type<O: AsRef<ObjId>>(&self, obj: O) -> Option<am::ObjType> {
-        am::ReadDoc::object_type(self.doc, obj).ok()
+        self.view.object_type(obj).ok()
     }
 
     fn map_range<'b, O, R>(&'b self, obj: O, range: R) -> am::iter::MapRange<'b>
@@ -43,7 +52,7 @@ impl ReadDoc for AtHeads<'_> {
         R: std::ops::RangeBounds<String> + 'b,
         O: AsRef<ObjId>,
     {
-        self.doc.map_range_at(obj, range, self.heads)
+        self.view.map_range(obj, range)
     }
 
     fn list_range<O: AsRef<ObjId>, R: std::ops::RangeBounds<usize>>(
@@ -51,23 +60,23 @@ impl ReadDoc for AtHeads<'_> {
         obj: O,
         range: R,
     ) -> am::iter::ListRange<'_> {
-        self.doc.list_range_at(obj, range, self.heads)
+        self.view.list_range(obj, range)
     }
 
     fn length<O: AsRef<ObjId>>(&self, obj: O) -> usize {
-        self.doc.length_at(obj, self.heads)
+        self.view.length(obj)
     }
 
     fn text<O: AsRef<ObjId>>(&self, obj: O) -> Result<String, am::AutomergeError> {
-        self.doc.text_at(obj, self.heads)
+        self.view.text(obj)
     }
 
     fn parents<O: AsRef<ObjId>>(&self, obj: O) -> Result<Self::Parents<'_>, am::AutomergeError> {
-        self.doc.parents_at(obj, self.heads)
+        self.view.parents(obj)
     }
 
     fn is_empty(&self) -> bool {
-        self.doc.keys_at(ROOT, self.heads).count() == 0
+        self.view.keys(ROOT).count() == 0
     }
 }
 

@@ -1837,10 +1837,7 @@ impl Replica {
                 break;
             }
         }
-        let at = AtHeads {
-            doc: &self.doc,
-            heads,
-        };
+        let at = AtHeads::new(&self.doc, heads);
         if full {
             return read_state(&at).map_err(internal);
         }
@@ -2000,10 +1997,7 @@ impl Replica {
         if deps.iter().any(|d| doc.get_change_by_hash(d).is_none()) {
             return false;
         }
-        let Ok(pre) = read_state(&AtHeads {
-            doc: &doc,
-            heads: &deps,
-        }) else {
+        let Ok(pre) = read_state(&AtHeads::new(&doc, &deps)) else {
             return false;
         };
         let ctx = op_context(self.team, op);

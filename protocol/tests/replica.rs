@@ -751,11 +751,9 @@ fn the_state_at_a_concurrent_ops_past_is_the_document_read_at_its_deps() {
     for applied in a.ops().to_vec().iter().skip(1) {
         let change = automerge::Change::from_bytes(applied.op.body.change.clone()).unwrap();
         let deps = change.deps().to_vec();
-        let full = shoal_protocol::doc::read_state(&shoal_protocol::doc::AtHeads {
-            doc: a.doc(),
-            heads: &deps,
-        })
-        .unwrap();
+        let full =
+            shoal_protocol::doc::read_state(&shoal_protocol::doc::AtHeads::new(a.doc(), &deps))
+                .unwrap();
         assert_eq!(a.state_at(&deps).unwrap(), full);
         checked += 1;
     }

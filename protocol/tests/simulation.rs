@@ -1110,11 +1110,7 @@ impl Sim {
                 let change = automerge::Change::from_bytes(op.body.change.clone()).unwrap();
                 let mut deps = change.deps().to_vec();
                 deps.sort();
-                let full = read_state(&AtHeads {
-                    doc: replica.doc(),
-                    heads: &deps,
-                })
-                .unwrap();
+                let full = read_state(&AtHeads::new(replica.doc(), &deps)).unwrap();
                 assert_eq!(
                     replica.state_at(&deps).unwrap(),
                     full,

@@ -445,3 +445,22 @@ fn keys_leaving_a_map_are_deleted_in_key_order() {
         assert_eq!(deleted, ["A", "B", "C", "D", "E", "F"], "skip: {skip}");
     }
 }
+
+/// The view at heads (the heads' clock worked out once) reads what a fork
+/// of the document at those heads holds: at older heads, at the heads of
+/// the history, and at the heads of two concurrent writers merged.
+#[test]
+fn a_view_at_heads_reads_what_a_fork_at_them_holds() {
+    use shoal_protocol::doc::{AtHeads, read_state};
+    let f = fixture();
+    let doc = &f.conflicted;
+    for heads in [f.old_heads.clone(), f.doc.get_heads(), doc.get_heads()] {
+        let viewed = read_state(&AtHeads::new(doc, &heads)).unwrap();
+        let forked = read_state(&doc.fork_at(&heads).unwrap()).unwrap();
+        assert!(viewed == forked, "at {} heads", heads.len());
+    }
+    assert!(
+        read_state(&AtHeads::new(doc, &f.old_heads)).unwrap()
+            != read_state(&AtHeads::new(doc, &doc.get_heads())).unwrap()
+    );
+}

@@ -292,6 +292,7 @@ pub mod sync;
 mod text_diff;
 mod text_value;
 pub mod transaction;
+mod view_at;
 mod types;
 mod value;
 
@@ -318,6 +319,7 @@ pub use text_value::ConcreteTextValue;
 pub use transaction::BlockOrText;
 pub use types::{ActorId, ChangeHash, ObjType, OpType, ParseChangeHashError, Prop, TextEncoding};
 pub use value::{ScalarValue, Value};
+pub use view_at::ViewAt;
 
 /// The object ID for the root map of a document
 pub const ROOT: ObjId = ObjId::Root;
