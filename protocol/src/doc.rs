@@ -161,19 +161,16 @@ fn put_new(
     coll: &ObjId,
     id: &str,
     value: &Entity,
-) -> Result<bool, ReconcileError> {
+) -> bool {
     fn put<T: Reconcile>(
         tx: &mut am::transaction::Transaction<'_>,
         coll: &ObjId,
         id: &str,
         v: &T,
-    ) -> Result<bool, ReconcileError> {
-        let Some((typ, ops)) = fresh::record(v) else {
-            return Ok(false);
-        };
+    ) -> bool {
         // `put_fresh` checks the ops whole before it writes anything, so
         // on a refusal reconcile can still write the entity.
-        Ok(tx.put_fresh(coll, id, typ, &ops).is_ok())
+        fresh::record(v).is_some_and(|(typ, ops)| tx.put_fresh(coll, id, typ, &ops).is_ok())
     }
     match value {
         Entity::Team(v) => put(tx, coll, id, v),
@@ -215,7 +212,7 @@ pub fn write_entity_with(
     });
     // A new entity: its ops recorded first and entered in one splice (see
     // [`fresh`]), unless the recording cannot follow it.
-    if skip && held.is_none() && put_new(tx, &coll, id, value)? {
+    if skip && held.is_none() && put_new(tx, &coll, id, value) {
         return Ok(());
     }
     // A new entity (or one a conflict made something other than a map)

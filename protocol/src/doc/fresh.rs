@@ -83,10 +83,12 @@ impl Rec {
     fn push(&mut self, op: FreshOp) -> Result<usize, Unsupported> {
         let i = self.ops.len();
         if let Some(k) = &op.key {
-            if self.keys.contains_key(&(op.parent, k.clone())) {
-                return Err(Unsupported);
+            match self.keys.entry((op.parent, k.clone())) {
+                std::collections::hash_map::Entry::Occupied(_) => return Err(Unsupported),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(i);
+                }
             }
-            self.keys.insert((op.parent, k.clone()), i);
         }
         self.children.entry(op.parent).or_default().push(i);
         self.ops.push(op);
@@ -263,10 +265,8 @@ impl MapReconciler for InMap<'_> {
     }
 
     fn put<R: Reconcile, P: AsRef<str>>(&mut self, prop: P, value: R) -> Result<(), Unsupported> {
+        // A key written twice is refused where its op is recorded.
         let key = prop.as_ref();
-        if self.written(key).is_some() {
-            return Err(Unsupported);
-        }
         if matches!(value.key(), LoadKey::Found(_)) {
             // autosurgeon's `batch_create`: a scalar is a plain put, an
             // object is made whole, breadth first.
