@@ -57,7 +57,7 @@ use crate::heads::{HEAD_CHECK_TIMEOUT, HeadCheck};
 use crate::join::{self, JoinAnswer, JoinMsg};
 use crate::lease::{Acquire, Held, LeaseError, Leases};
 use crate::live::LivePushes;
-use crate::mesh::wire::{self, split_batches};
+use crate::mesh::wire::{self, ToAll, split_batches};
 use crate::mesh::{JoinReply, MeshEvent, MeshHandle, SyncRequest, SyncResponse, peer_id_from_key};
 use crate::query::{Answer, Query, QueryHandler};
 use crate::store::{OpEntry, Store, StoreError, VoidedEntry};
@@ -127,15 +127,18 @@ fn pick_relays(
     peers
 }
 
-/// Connected peers known to decode live reports: a heartbeat of the peer
-/// taken since it connected says it speaks [`LIVE_PROTOCOL_VERSION`] or
-/// later. Nodes of older releases drop the peer of a message they cannot
-/// decode, so a peer gets none before its heartbeat says so, and a peer
-/// that reconnects (perhaps with another release) is asked again.
+/// What each connected peer speaks, as a heartbeat of the peer taken since
+/// it connected says ([`shoal_protocol::PROTOCOL_VERSION`]). Nodes of older
+/// releases drop the peer of a message they cannot decode, so a peer gets
+/// no message of a newer kind (live reports from
+/// [`LIVE_PROTOCOL_VERSION`], pushes to all from
+/// [`wire::TO_ALL_PROTOCOL_VERSION`]) before its heartbeat says it
+/// speaks it, and a peer that reconnects (perhaps with another release) is
+/// asked again.
 #[derive(Debug, Default)]
-struct LivePeers(BTreeSet<PeerId>);
+struct PeerVersions(BTreeMap<PeerId, u32>);
 
-impl LivePeers {
+impl PeerVersions {
     /// The peer (re)connected or left: what it spoke before no longer counts.
     fn forget(&mut self, peer: &PeerId) {
         self.0.remove(peer);
@@ -144,17 +147,23 @@ impl LivePeers {
     /// A heartbeat of `peer` was taken, saying it speaks `protocol_version`.
     /// Returns whether it became able to decode live reports just now.
     fn heard(&mut self, peer: PeerId, protocol_version: u32) -> bool {
-        if protocol_version >= LIVE_PROTOCOL_VERSION {
-            self.0.insert(peer)
-        } else {
-            self.0.remove(&peer);
-            false
-        }
+        let before = self.speaks(&peer, LIVE_PROTOCOL_VERSION);
+        self.0.insert(peer, protocol_version);
+        !before && protocol_version >= LIVE_PROTOCOL_VERSION
+    }
+
+    /// Whether `peer` is known to speak `version` or later.
+    fn speaks(&self, peer: &PeerId, version: u32) -> bool {
+        self.0.get(peer).is_some_and(|v| *v >= version)
     }
 
     /// The peers of `connected` that may be sent live reports.
     fn among(&self, connected: &BTreeSet<PeerId>) -> BTreeSet<PeerId> {
-        connected.intersection(&self.0).copied().collect()
+        connected
+            .iter()
+            .filter(|p| self.speaks(p, LIVE_PROTOCOL_VERSION))
+            .copied()
+            .collect()
     }
 }
 
@@ -618,7 +627,7 @@ impl SyncEngine {
             spin_salt: u64::from_le_bytes(me.as_bytes()[..8].try_into().unwrap_or_default()),
             beats: BTreeMap::new(),
             lives: BTreeMap::new(),
-            live_peers: LivePeers::default(),
+            peer_versions: PeerVersions::default(),
             live_rx,
             live_pushes: LivePushes::default(),
             live_made_ms: 0,
@@ -709,7 +718,7 @@ struct Actor {
     /// Each node's latest live report.
     lives: BTreeMap<PublicKey, SignedLive>,
     /// Connected peers that decode live reports.
-    live_peers: LivePeers,
+    peer_versions: PeerVersions,
     /// This node's live state (from the heartbeat config), watched for
     /// changes to push; `None` once its sender is gone.
     live_rx: Option<watch::Receiver<Option<Box<Live>>>>,
@@ -1075,7 +1084,7 @@ impl Actor {
         match ev {
             MeshEvent::PeerConnected(peer) => {
                 self.connected.insert(peer);
-                self.live_peers.forget(&peer);
+                self.peer_versions.forget(&peer);
                 self.live_pushes.forget(&peer);
                 self.start_round(peer);
                 // Told at once, not at the next beat: its answer says
@@ -1086,7 +1095,7 @@ impl Actor {
                 self.connected.remove(&peer);
                 self.heads_sent.remove(&peer);
                 self.prompted.remove(&peer);
-                self.live_peers.forget(&peer);
+                self.peer_versions.forget(&peer);
                 self.live_pushes.forget(&peer);
             }
             MeshEvent::Request {
@@ -1121,7 +1130,9 @@ impl Actor {
                         self.vectors.insert(peer, (theirs, Instant::now()));
                         (SyncResponse::VersionVector(ours), false)
                     }
-                    request @ (SyncRequest::Ops(_) | SyncRequest::Push(_)) => {
+                    request @ (SyncRequest::Ops(_)
+                    | SyncRequest::Push(_)
+                    | SyncRequest::ToAll(ToAll::Push(_))) => {
                         let ev = MeshEvent::Request {
                             peer,
                             request,
@@ -1134,8 +1145,14 @@ impl Actor {
                         }
                         return;
                     }
-                    SyncRequest::Heartbeat(hb) => (self.receive_heartbeat(peer, hb), false),
-                    SyncRequest::Live(live) => (self.receive_live(peer, live), false),
+                    SyncRequest::Heartbeat(hb) => (self.receive_heartbeat(peer, hb, true), false),
+                    SyncRequest::Live(live) => (self.receive_live(peer, live, true), false),
+                    SyncRequest::ToAll(ToAll::Heartbeat(hb)) => {
+                        (self.receive_heartbeat(peer, hb, false), false)
+                    }
+                    SyncRequest::ToAll(ToAll::Live(live)) => {
+                        (self.receive_live(peer, *live, false), false)
+                    }
                 };
                 let _ = reply.send(response);
                 if changed {
@@ -1212,7 +1229,7 @@ impl Actor {
         // heartbeat's time, so its age can be judged against the
         // heartbeat's.
         if let Some(signed) = self.sign_live(sent_ms) {
-            for peer in self.live_peers.among(&self.connected) {
+            for peer in self.peer_versions.among(&self.connected) {
                 self.live_pushes.delivered(peer);
             }
             self.forward_live(signed, None);
@@ -1259,7 +1276,7 @@ impl Actor {
     /// Pushes this node's live report to the peers it is due to, between
     /// heartbeats (see [`LivePushes`]).
     fn push_live(&mut self) {
-        let able = self.live_peers.among(&self.connected);
+        let able = self.peer_versions.among(&self.connected);
         let peers = self.live_pushes.take(&able, Instant::now());
         if peers.is_empty() {
             return;
@@ -1274,7 +1291,12 @@ impl Actor {
     fn forward_heartbeat(&mut self, hb: SignedHeartbeat, except: Option<PeerId>) {
         let peers: Vec<PeerId> = match except {
             // This node's own heartbeat goes to every connected peer.
-            None => self.connected.iter().copied().collect(),
+            None => {
+                let (plain, to_all) = self.split_to_all(self.connected.iter().copied());
+                let all = SyncRequest::ToAll(ToAll::Heartbeat(hb.clone()));
+                self.send_each(to_all, all, "heartbeat");
+                plain
+            }
             Some(from) => {
                 let origin = peer_id_from_key(&hb.beat.node).ok();
                 self.relay_peers(
@@ -1290,9 +1312,14 @@ impl Actor {
     /// Sends a live report to the connected peers that decode them, but
     /// `except` (a relay picks up to [`RELAY_FANOUT`] of them).
     fn forward_live(&mut self, live: SignedLive, except: Option<PeerId>) {
-        let able = self.live_peers.among(&self.connected);
+        let able = self.peer_versions.among(&self.connected);
         let peers: Vec<PeerId> = match except {
-            None => able.into_iter().collect(),
+            None => {
+                let (plain, to_all) = self.split_to_all(able.into_iter());
+                let all = SyncRequest::ToAll(ToAll::Live(Box::new(live.clone())));
+                self.send_each(to_all, all, "live report");
+                plain
+            }
             Some(from) => {
                 let origin = peer_id_from_key(&live.report.node).ok();
                 pick_relays(
@@ -1331,7 +1358,7 @@ impl Actor {
     /// Takes a live report: signed by a current node of this team, newer
     /// than the one held, not from the future. New ones are forwarded to
     /// peers that decode them.
-    fn receive_live(&mut self, peer: PeerId, live: SignedLive) -> SyncResponse {
+    fn receive_live(&mut self, peer: PeerId, live: SignedLive, relay: bool) -> SyncResponse {
         let r = &live.report;
         if r.team != self.team {
             return SyncResponse::Refused("a live report of another team".into());
@@ -1357,13 +1384,20 @@ impl Actor {
             return SyncResponse::Refused("a live report from the future".into());
         }
         self.lives.insert(r.node, live.clone());
-        self.forward_live(live, Some(peer));
+        if relay {
+            self.forward_live(live, Some(peer));
+        }
         SyncResponse::Ack
     }
 
     /// Takes a heartbeat: signed by a current node of this team, newer than
     /// the one held, not from the future. New ones are forwarded.
-    fn receive_heartbeat(&mut self, peer: PeerId, hb: SignedHeartbeat) -> SyncResponse {
+    fn receive_heartbeat(
+        &mut self,
+        peer: PeerId,
+        hb: SignedHeartbeat,
+        relay: bool,
+    ) -> SyncResponse {
         let b = &hb.beat;
         if b.team != self.team {
             return SyncResponse::Refused("a heartbeat of another team".into());
@@ -1392,7 +1426,7 @@ impl Actor {
         }
         self.beats.insert(b.node, (hb.clone(), Instant::now()));
         if let Ok(origin) = peer_id_from_key(&b.node)
-            && self.live_peers.heard(origin, b.protocol_version)
+            && self.peer_versions.heard(origin, b.protocol_version)
         {
             // It may not hold this node's live state: due at once.
             self.live_pushes.ready(origin, Instant::now());
@@ -1403,7 +1437,9 @@ impl Actor {
                 self.heartbeat(Some(origin));
             }
         }
-        self.forward_heartbeat(hb, Some(peer));
+        if relay {
+            self.forward_heartbeat(hb, Some(peer));
+        }
         SyncResponse::Ack
     }
 
@@ -1612,7 +1648,7 @@ impl Actor {
                 rejected.extend(report.rejected);
                 voided.extend(report.voided);
             }
-            done.push((r.peer, r.pushed, r.reply, applied));
+            done.push((r.peer, r.relay, r.reply, applied));
         }
         for (_, _, _, applied) in &mut done {
             applied.retain(|h| !voided.contains(h));
@@ -1626,9 +1662,9 @@ impl Actor {
             return false;
         }
         self.heads_caught_up();
-        for (peer, pushed, reply, applied) in done {
+        for (peer, relay, reply, applied) in done {
             let _ = reply.send(SyncResponse::Ack);
-            if pushed && self.config.push {
+            if relay && self.config.push {
                 self.push(&applied, Some(peer));
             }
         }
@@ -1760,7 +1796,14 @@ impl Actor {
                 .then_some(from);
             self.relay_peers(&[Some(from)], spin, relay_fanout(from, origin))
         });
-        if to.as_ref().is_some_and(Vec::is_empty) {
+        // Not a relay: when every other node of the team is connected, each
+        // gets the ops straight from here, and peers that speak it are told
+        // so (they relay none); the others get a plain push, which they relay.
+        let (plain, to_all) = match to {
+            Some(peers) => (peers, Vec::new()),
+            None => self.split_to_all(self.connected.iter().copied()),
+        };
+        if plain.is_empty() && to_all.is_empty() {
             return;
         }
         let mesh = self.mesh.clone();
@@ -1768,10 +1811,15 @@ impl Actor {
         self.tasks.spawn(async move {
             for batch in split_batches(ops) {
                 let sent = async {
-                    match &to {
-                        Some(peers) => mesh.broadcast_to(peers.clone(), batch).await,
-                        None => mesh.broadcast(batch).await,
+                    if !to_all.is_empty() {
+                        let all = SyncRequest::ToAll(ToAll::Push(batch.clone()));
+                        mesh.push_to(to_all.clone(), all).await?;
                     }
+                    if !plain.is_empty() {
+                        mesh.push_to(plain.clone(), SyncRequest::Push(batch))
+                            .await?;
+                    }
+                    Ok::<_, crate::mesh::MeshError>(())
                 };
                 tokio::select! {
                     () = cancel.cancelled() => return,
@@ -1781,6 +1829,25 @@ impl Actor {
                 }
             }
         });
+    }
+
+    /// Whether this node is connected to every other current node of the
+    /// team (what it sends to all then reaches each without a relay).
+    fn reaches_all(&self) -> bool {
+        self.allowed
+            .as_ref()
+            .is_some_and(|a| a.is_subset(&self.connected))
+    }
+
+    /// Splits the peers a message of this node goes to into those that get
+    /// it plainly (and relay it) and those told it went to all
+    /// ([`SyncRequest::ToAll`]): all that speak it, when this node is
+    /// connected to every other node of the team; none otherwise.
+    fn split_to_all(&self, peers: impl Iterator<Item = PeerId>) -> (Vec<PeerId>, Vec<PeerId>) {
+        if !self.reaches_all() {
+            return (peers.collect(), Vec::new());
+        }
+        peers.partition(|p| !self.peer_versions.speaks(p, wire::TO_ALL_PROTOCOL_VERSION))
     }
 
     /// After the state changed: the allow list follows the team's nodes.
@@ -2086,8 +2153,9 @@ pub const COALESCE_REQUESTS: usize = 64;
 struct Received {
     peer: PeerId,
     ops: Vec<Vec<u8>>,
-    /// Pushed live (relayed further) rather than sent by anti-entropy.
-    pushed: bool,
+    /// Pushed live and to be relayed further: not sent by anti-entropy,
+    /// nor pushed by an origin that reached every node.
+    relay: bool,
     reply: oneshot::Sender<SyncResponse>,
 }
 
@@ -2104,7 +2172,17 @@ impl Received {
             } => Ok(Received {
                 peer,
                 ops,
-                pushed: true,
+                relay: true,
+                reply,
+            }),
+            MeshEvent::Request {
+                peer,
+                request: SyncRequest::ToAll(ToAll::Push(ops)),
+                reply,
+            } => Ok(Received {
+                peer,
+                ops,
+                relay: false,
                 reply,
             }),
             MeshEvent::Request {
@@ -2114,7 +2192,7 @@ impl Received {
             } => Ok(Received {
                 peer,
                 ops,
-                pushed: false,
+                relay: false,
                 reply,
             }),
             other => Err(other),
@@ -2162,7 +2240,7 @@ mod tests {
         let new = PeerId::random();
         let quiet = PeerId::random();
         let connected: BTreeSet<PeerId> = [old, new, quiet].into();
-        let mut lp = LivePeers::default();
+        let mut lp = PeerVersions::default();
         // No heartbeat yet: nobody.
         assert!(lp.among(&connected).is_empty());
         lp.heard(old, LIVE_PROTOCOL_VERSION - 1);
@@ -2179,6 +2257,26 @@ mod tests {
         // Only connected peers.
         lp.heard(old, LIVE_PROTOCOL_VERSION);
         assert_eq!(lp.among(&[new, quiet].into()), BTreeSet::new());
+    }
+
+    #[test]
+    fn a_peer_speaks_what_its_last_heartbeat_since_it_connected_says() {
+        let (peer, quiet) = (PeerId::random(), PeerId::random());
+        let to_all = wire::TO_ALL_PROTOCOL_VERSION;
+        let mut pv = PeerVersions::default();
+        assert!(!pv.speaks(&quiet, 1));
+        // Heard to speak live reports just now: once.
+        assert!(pv.heard(peer, to_all - 1));
+        assert!(!pv.speaks(&peer, to_all));
+        assert!(pv.speaks(&peer, LIVE_PROTOCOL_VERSION));
+        assert!(!pv.heard(peer, to_all));
+        assert!(pv.speaks(&peer, to_all));
+        // Downgraded, or reconnected: no longer.
+        assert!(!pv.heard(peer, 1));
+        assert!(!pv.speaks(&peer, LIVE_PROTOCOL_VERSION));
+        assert!(pv.heard(peer, to_all));
+        pv.forget(&peer);
+        assert!(!pv.speaks(&peer, 1));
     }
     use shoal_protocol::keys::LogId;
 

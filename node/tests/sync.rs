@@ -1377,3 +1377,337 @@ async fn next_vector(seen: &mut tokio::sync::mpsc::Receiver<(u8, &'static str, I
         }
     }
 }
+
+/// A bare mesh with the identity of the node stored in `dir`, allowed to
+/// talk to `a`: every request it gets is acknowledged and, when `keep` says
+/// so, reported on `tx` as `(name, request)`.
+fn recording_peer(
+    dir: &TempDir,
+    name: char,
+    a: libp2p::PeerId,
+    keep: fn(&shoal_node::mesh::SyncRequest) -> bool,
+    tx: tokio::sync::mpsc::Sender<(char, shoal_node::mesh::SyncRequest)>,
+    cancel: &CancellationToken,
+) -> (Mesh, SecretKey) {
+    use shoal_node::mesh::{MeshEvent, SyncResponse};
+    let seed = Node::open(dir.path()).unwrap().key_seed();
+    let (mesh, mut events) = bare_mesh(seed, cancel);
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            if let MeshEvent::Request { request, reply, .. } = ev {
+                let _ = reply.send(SyncResponse::Ack);
+                if keep(&request) {
+                    let _ = tx.send((name, request)).await;
+                }
+            }
+        }
+    });
+    let mh = mesh.handle();
+    tokio::spawn(async move { mh.set_allowed([a].into()).await.unwrap() });
+    (mesh, SecretKey::from_seed(seed))
+}
+
+/// Sends `request` from `mesh` to `to` until it is acknowledged.
+async fn ask(mesh: &Mesh, to: libp2p::PeerId, request: shoal_node::mesh::SyncRequest) {
+    let mh = mesh.handle();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match mh.request(to, request.clone()).await {
+            Ok(answer) => break assert_eq!(answer, shoal_node::mesh::SyncResponse::Ack),
+            Err(e) => assert!(Instant::now() < deadline, "no answer: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A heartbeat of the node `key` of `team` saying it speaks
+/// `protocol_version`, sent now.
+fn beat(team: TeamId, key: &SecretKey, protocol_version: u32) -> shoal_node::mesh::SyncRequest {
+    use shoal_protocol::heartbeat::{HEARTBEAT_VERSION, Heartbeat, SignedHeartbeat};
+    let beat = Heartbeat {
+        version: HEARTBEAT_VERSION,
+        team,
+        node: key.public(),
+        sent_ms: now_ms(),
+        agent_version: "shoal-test".into(),
+        protocol_version,
+        addresses: Vec::new(),
+    };
+    shoal_node::mesh::SyncRequest::Heartbeat(SignedHeartbeat::sign(beat, key).unwrap())
+}
+
+/// A node connected to every other node of the team pushes what it makes
+/// straight to each and tells those that speak it to relay none (the
+/// relays were copies each peer already had: half of all pushes in a full
+/// mesh); peers of older releases, and any push while a node is missing,
+/// get a plain push, which is relayed. A receiver relays what came in a
+/// plain push and nothing that came in a push to all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_push_from_a_node_that_reaches_all_is_not_relayed() {
+    use shoal_node::mesh::SyncRequest;
+    use shoal_node::mesh::wire::{TO_ALL_PROTOCOL_VERSION, ToAll};
+    use shoal_protocol::Op;
+
+    let (dirs, team, owner, bob, _carol) = team();
+    let a = Running::start(dirs[0].path(), team, push_only(), true).await;
+    let a_peer = a.mesh.local_peer_id();
+    let a_addr = a.addr.clone().unwrap();
+    let cancel = CancellationToken::new();
+    let (tx, mut pushes) = tokio::sync::mpsc::channel(1024);
+    let keep =
+        |r: &SyncRequest| matches!(r, SyncRequest::Push(_) | SyncRequest::ToAll(ToAll::Push(_)));
+    let (b_mesh, b_key) = recording_peer(&dirs[1], 'b', a_peer, keep, tx.clone(), &cancel);
+    let (c_mesh, c_key) = recording_peer(&dirs[2], 'c', a_peer, keep, tx, &cancel);
+    // The ops of the next `n` pushes that reach B or C, by receiver and kind.
+    async fn next(
+        pushes: &mut tokio::sync::mpsc::Receiver<(char, SyncRequest)>,
+        n: usize,
+    ) -> Vec<(char, &'static str, Vec<OpHash>)> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            let (who, request) = tokio::time::timeout(WAIT, pushes.recv())
+                .await
+                .expect("a push comes")
+                .unwrap();
+            let (kind, ops) = match request {
+                SyncRequest::Push(ops) => ("push", ops),
+                SyncRequest::ToAll(ToAll::Push(ops)) => ("to all", ops),
+                _ => unreachable!(),
+            };
+            let hashes = ops.iter().map(|o| Op::decode(o).unwrap().hash()).collect();
+            got.push((who, kind, hashes));
+        }
+        got.sort();
+        got
+    }
+
+    // B connected, C not: A does not reach every node, so B relays.
+    b_mesh.handle().dial(a_addr.clone()).await.unwrap();
+    ask(&b_mesh, a_peer, beat(team, &b_key, TO_ALL_PROTOCOL_VERSION)).await;
+    let op = create_product(&a.handle, &owner, "one").await;
+    assert_eq!(next(&mut pushes, 1).await, [('b', "push", vec![op])]);
+    // Both connected: B, which speaks it, gets a push to all; C, of an
+    // older release, a plain push.
+    c_mesh.handle().dial(a_addr).await.unwrap();
+    ask(
+        &c_mesh,
+        a_peer,
+        beat(team, &c_key, TO_ALL_PROTOCOL_VERSION - 1),
+    )
+    .await;
+    let op = create_product(&a.handle, &owner, "two").await;
+    assert_eq!(
+        next(&mut pushes, 2).await,
+        [('b', "to all", vec![op]), ('c', "push", vec![op])]
+    );
+    // C upgraded: pushes to all for both.
+    ask(&c_mesh, a_peer, beat(team, &c_key, TO_ALL_PROTOCOL_VERSION)).await;
+    let op = create_product(&a.handle, &owner, "three").await;
+    assert_eq!(
+        next(&mut pushes, 2).await,
+        [('b', "to all", vec![op]), ('c', "to all", vec![op])]
+    );
+
+    // Receiving: an op B pushed to all is not relayed to C; one B pushed
+    // plainly is. (Both are Bob's; A never had them.)
+    let made_elsewhere = |name: &str| {
+        let a = a.handle.clone();
+        let (bob, name) = (bob.clone(), name.to_string());
+        async move {
+            let c = a.next_context(bob.public()).await.unwrap();
+            let body = a
+                .prepare(
+                    bob.public(),
+                    Action::ProductCreate {
+                        id: c.new_id(0),
+                        name,
+                        kind: ProductKind::Simple,
+                        description: String::new(),
+                        version: Some(c.new_id(1)),
+                    },
+                )
+                .await
+                .unwrap();
+            body.sign(&bob).unwrap()
+        }
+    };
+    let quiet = made_elsewhere("quiet").await;
+    let to_all = SyncRequest::ToAll(ToAll::Push(vec![quiet.encode()]));
+    ask(&b_mesh, a_peer, to_all).await;
+    let loud = made_elsewhere("loud").await;
+    assert_ne!(loud.body.seq, quiet.body.seq);
+    ask(&b_mesh, a_peer, SyncRequest::Push(vec![loud.encode()])).await;
+    assert_eq!(
+        next(&mut pushes, 1).await,
+        [('c', "push", vec![loud.hash()])]
+    );
+    // Nothing else comes (the relay of `quiet` would have gone first).
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), pushes.recv())
+            .await
+            .is_err()
+    );
+    assert_eq!(a.handle.op_count().await.unwrap(), 10);
+
+    b_mesh.shutdown().await.unwrap();
+    c_mesh.shutdown().await.unwrap();
+    a.stop().await;
+}
+
+/// The same for heartbeats and live reports: a node connected to every
+/// other node sends its own to all to peers that speak it (plainly
+/// before), and a receiver relays a heartbeat or live report that came
+/// plainly and none that came to all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn heartbeats_and_live_reports_from_a_node_that_reaches_all_are_not_relayed() {
+    use shoal_node::mesh::SyncRequest;
+    use shoal_node::mesh::wire::{TO_ALL_PROTOCOL_VERSION, ToAll};
+    use shoal_node::sync::HeartbeatConfig;
+    use shoal_protocol::heartbeat::{LIVE_REPORT_VERSION, Live, LiveReport, SignedLive};
+
+    let (dirs, team, ..) = team();
+    let a_key = SecretKey::from_seed(Node::open(dirs[0].path()).unwrap().key_seed());
+    let (_live_tx, live_rx) = tokio::sync::watch::channel(Some(Box::new(Live::default())));
+    let config = SyncConfig {
+        heartbeat: Some(HeartbeatConfig {
+            key: a_key.clone(),
+            interval: Duration::from_millis(100),
+            agent_version: "shoal-test".into(),
+            addresses: Vec::new(),
+            live: Some(live_rx),
+        }),
+        ..push_only()
+    };
+    let a = Running::start(dirs[0].path(), team, config, true).await;
+    let a_peer = a.mesh.local_peer_id();
+    let a_addr = a.addr.clone().unwrap();
+    let cancel = CancellationToken::new();
+    let (tx, mut seen) = tokio::sync::mpsc::channel(4096);
+    let keep = |r: &SyncRequest| {
+        matches!(
+            r,
+            SyncRequest::Heartbeat(_)
+                | SyncRequest::Live(_)
+                | SyncRequest::ToAll(ToAll::Heartbeat(_) | ToAll::Live(_))
+        )
+    };
+    let (b_mesh, b_key) = recording_peer(&dirs[1], 'b', a_peer, keep, tx.clone(), &cancel);
+    let (c_mesh, c_key) = recording_peer(&dirs[2], 'c', a_peer, keep, tx, &cancel);
+    // What reaches B or C: receiver, kind, whose, and when it was made.
+    let what = |(who, r): (char, SyncRequest)| match r {
+        SyncRequest::Heartbeat(h) => (who, "beat", h.beat.node, h.beat.sent_ms),
+        SyncRequest::Live(l) => (who, "live", l.report.node, l.report.made_ms),
+        SyncRequest::ToAll(ToAll::Heartbeat(h)) => {
+            (who, "beat to all", h.beat.node, h.beat.sent_ms)
+        }
+        SyncRequest::ToAll(ToAll::Live(l)) => (who, "live to all", l.report.node, l.report.made_ms),
+        _ => unreachable!(),
+    };
+    // Waits until `want` arrives; returns everything that came until then.
+    async fn until(
+        seen: &mut tokio::sync::mpsc::Receiver<(char, SyncRequest)>,
+        what: impl Fn((char, SyncRequest)) -> (char, &'static str, shoal_protocol::PublicKey, u64),
+        want: impl Fn(&(char, &'static str, shoal_protocol::PublicKey, u64)) -> bool,
+    ) -> Vec<(char, &'static str, shoal_protocol::PublicKey, u64)> {
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let r = tokio::time::timeout_at(deadline, seen.recv())
+                .await
+                .unwrap_or_else(|_| panic!("it did not come; came: {got:?}"))
+                .unwrap();
+            let w = what(r);
+            let done = want(&w);
+            got.push(w);
+            if done {
+                return got;
+            }
+        }
+    }
+    let a_pub = a_key.public();
+
+    // B connected and speaking it, C not connected: A's beats reach B plainly.
+    b_mesh.handle().dial(a_addr.clone()).await.unwrap();
+    ask(&b_mesh, a_peer, beat(team, &b_key, TO_ALL_PROTOCOL_VERSION)).await;
+    let got = until(&mut seen, what, |w| w.0 == 'b' && w.1 == "live").await;
+    assert!(
+        got.iter().all(|w| w.1 == "beat" || w.1 == "live"),
+        "{got:?}"
+    );
+    // Both connected and speaking it: A's beats and live reports go to all.
+    c_mesh.handle().dial(a_addr).await.unwrap();
+    ask(&c_mesh, a_peer, beat(team, &c_key, TO_ALL_PROTOCOL_VERSION)).await;
+    for who in ['b', 'c'] {
+        for kind in ["beat to all", "live to all"] {
+            until(&mut seen, what, |w| {
+                w.0 == who && w.1 == kind && w.2 == a_pub
+            })
+            .await;
+        }
+    }
+
+    // Receiving: B's beat and live report sent to all are not relayed to C;
+    // those sent plainly are.
+    let b_live = |made_ms: u64| {
+        let report = LiveReport {
+            version: LIVE_REPORT_VERSION,
+            team,
+            node: b_key.public(),
+            made_ms,
+            live: Live::default(),
+        };
+        SignedLive::sign(report, &b_key).unwrap()
+    };
+    let SyncRequest::Heartbeat(quiet) = beat(team, &b_key, TO_ALL_PROTOCOL_VERSION) else {
+        unreachable!()
+    };
+    let quiet_live = b_live(quiet.beat.sent_ms);
+    ask(
+        &b_mesh,
+        a_peer,
+        SyncRequest::ToAll(ToAll::Heartbeat(quiet.clone())),
+    )
+    .await;
+    ask(
+        &b_mesh,
+        a_peer,
+        SyncRequest::ToAll(ToAll::Live(Box::new(quiet_live))),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let SyncRequest::Heartbeat(loud) = beat(team, &b_key, TO_ALL_PROTOCOL_VERSION) else {
+        unreachable!()
+    };
+    assert!(loud.beat.sent_ms > quiet.beat.sent_ms);
+    ask(&b_mesh, a_peer, SyncRequest::Heartbeat(loud.clone())).await;
+    ask(
+        &b_mesh,
+        a_peer,
+        SyncRequest::Live(b_live(loud.beat.sent_ms)),
+    )
+    .await;
+    let b_pub = b_key.public();
+    // Both relays, in whichever order they come.
+    let both = |got: &[(char, &str, shoal_protocol::PublicKey, u64)]| {
+        ["beat", "live"]
+            .iter()
+            .all(|k| got.iter().any(|w| w.0 == 'c' && w.1 == *k && w.2 == b_pub))
+    };
+    let mut got = Vec::new();
+    while !both(&got) {
+        got.extend(until(&mut seen, what, |w| w.0 == 'c' && w.2 == b_pub).await);
+    }
+    got.sort();
+    let from_b: Vec<_> = got.iter().filter(|w| w.2 == b_pub).collect();
+    assert_eq!(
+        from_b,
+        [
+            &('c', "beat", b_pub, loud.beat.sent_ms),
+            &('c', "live", b_pub, loud.beat.sent_ms)
+        ]
+    );
+
+    b_mesh.shutdown().await.unwrap();
+    c_mesh.shutdown().await.unwrap();
+    a.stop().await;
+}

@@ -282,6 +282,21 @@ impl fmt::Display for LogId {
 mod tests {
     use super::*;
 
+    /// Verification's curve arithmetic is built with the AVX-512 IFMA
+    /// backend on x86-64 (.cargo/config.toml); the crate picks it per CPU at
+    /// run time. A build that lost the flag (a RUSTFLAGS that replaces it)
+    /// still verifies, only slower: this says so instead of a bench figure.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    // The constant is the build's configuration: what this test checks.
+    #[allow(clippy::assertions_on_constants)]
+    fn verification_is_built_with_the_ifma_backend() {
+        assert!(
+            cfg!(curve25519_dalek_backend = "avx512"),
+            "built without curve25519_dalek_backend=\"avx512\": is RUSTFLAGS set? (see .cargo/config.toml)"
+        );
+    }
+
     #[test]
     fn public_key_round_trips_through_text() {
         let sk = SecretKey::from_seed([7; 32]);

@@ -33,4 +33,6 @@ pub use rules::{OpContext, RuleError};
 /// Protocol version spoken by this build; nodes publish it (§1 `outdated`)
 /// in the document and in their heartbeats. 2: live reports
 /// ([`heartbeat::SignedLive`]), sent only to peers speaking 2 or later.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: pushes that say their origin reached every node (the receiver relays
+/// none), sent only to peers speaking 3 or later.
+pub const PROTOCOL_VERSION: u32 = 3;

@@ -52,12 +52,30 @@ impl Clock {
 
 /// Signs a genesis op for a new team owned by `owner` on node `node`.
 pub fn genesis(owner: &SecretKey, node: &SecretKey, now_ms: u64) -> Op {
+    genesis_speaking(owner, node, now_ms, crate::PROTOCOL_VERSION)
+}
+
+/// The protocol version the node of [`history`] publishes: fixed, so the
+/// history (and the stored copy of it that compatibility tests hold) keeps
+/// its bytes when [`crate::PROTOCOL_VERSION`] moves on.
+pub const HISTORY_PROTOCOL_VERSION: u32 = 2;
+
+/// [`genesis`] with a node that publishes `protocol_version`.
+pub fn genesis_speaking(
+    owner: &SecretKey,
+    node: &SecretKey,
+    now_ms: u64,
+    protocol_version: u32,
+) -> Op {
     let body = Replica::genesis_body(
         now_ms,
         "team",
         "",
         new_member(owner, "owner"),
-        new_node(node, "node-0", Runtime::Docker),
+        NewNode {
+            protocol_version,
+            ..new_node(node, "node-0", Runtime::Docker)
+        },
     );
     match body.and_then(|b| {
         b.sign(owner)
@@ -161,7 +179,7 @@ pub fn history(n: usize) -> (Op, Vec<Op>) {
     let node = key(2);
     let origin = node.public();
     let mut clock = Clock(1_700_000_000_000);
-    let g = genesis(&owner, &node, clock.tick());
+    let g = genesis_speaking(&owner, &node, clock.tick(), HISTORY_PROTOCOL_VERSION);
     let Ok(mut r) = Replica::from_genesis(g.clone()) else {
         unreachable!("fixture genesis is valid")
     };

@@ -24,7 +24,7 @@ use shoal_protocol::model::{
     VolumeKind,
 };
 use shoal_protocol::replica::join_proof_message;
-use shoal_protocol::{Hlc, Op, OpHash, PROTOCOL_VERSION, Replica, SecretKey, testkit};
+use shoal_protocol::{Hlc, Op, OpHash, Replica, SecretKey, testkit};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/history-v1.ops");
 const FIXTURE_MORE: &str = concat!(
@@ -338,7 +338,10 @@ fn more(r: &mut Replica, start_ms: u64) -> Vec<Op> {
         edge.public(),
         Action::NodeJoin {
             invite,
-            node: Box::new(testkit::new_node(&edge, "edge", Runtime::Docker)),
+            node: Box::new(shoal_protocol::action::NewNode {
+                protocol_version: testkit::HISTORY_PROTOCOL_VERSION,
+                ..testkit::new_node(&edge, "edge", Runtime::Docker)
+            }),
             proof,
         },
     );
@@ -352,7 +355,7 @@ fn more(r: &mut Replica, start_ms: u64) -> Vec<Op> {
                 "/ip4/10.0.0.4/tcp/4001".into(),
             ],
             agent_version: "0.1.0".into(),
-            protocol_version: PROTOCOL_VERSION,
+            protocol_version: testkit::HISTORY_PROTOCOL_VERSION,
         },
     );
     step_as(

@@ -288,15 +288,23 @@ fn pid(p: &Peer) -> Option<u32> {
     p.daemon.as_ref().map(|d| d.child.id())
 }
 
-/// Resident memory of a process, in MB (VmRSS, and VmHWM its peak).
-fn rss_mb(pid: u32) -> Option<(f64, f64)> {
+/// A field of /proc/PID/status given in kB, in MB.
+fn status_mb(pid: u32, names: &[&str]) -> Option<Vec<f64>> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| -> Option<f64> {
         let line = status.lines().find(|l| l.starts_with(name))?;
         let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kb / 1024.0)
     };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    names.iter().map(|n| field(n)).collect()
+}
+
+/// Resident memory of a process, in MB (VmRSS, and VmHWM its peak).
+fn rss_mb(pid: u32) -> Option<(f64, f64)> {
+    match status_mb(pid, &["VmRSS:", "VmHWM:"])?[..] {
+        [rss, peak] => Some((rss, peak)),
+        _ => None,
+    }
 }
 
 fn dir_size(path: &Path) -> u64 {
@@ -755,6 +763,15 @@ fn memory(o: &Opts) -> Result<()> {
     let rss = samples.iter().map(|r| r.0).fold(0.0, f64::max);
     let peak = samples.iter().map(|r| r.1).fold(0.0, f64::max);
     println!("  RSS {rss:.1} MB (peak {peak:.1} MB); target < {MEMORY_TARGET_MB} MB");
+    // Most of it is the binary's code and read-only data, mapped from the
+    // file: clean pages the kernel shares with its page cache and may drop.
+    // How much is mapped depends on the binary's size and layout and on
+    // the kernel's fault-around and readahead, not on what the daemon holds.
+    if let Some([anon, file]) = status_mb(pid, &["RssAnon:", "RssFile:"]).as_deref() {
+        println!(
+            "  of which anonymous (heap, stacks) {anon:.1} MB, mapped from files {file:.1} MB"
+        );
+    }
     println!("\n-- memory summary\n  idle RSS {rss:.1} MB (target < {MEMORY_TARGET_MB} MB)");
     Ok(())
 }

@@ -316,8 +316,8 @@ impl Actor {
                     .send_request_with_addresses(&peer, request, addrs);
                 self.pending_sync.insert(id, Some(reply));
             }
-            Command::Broadcast { ops, to, reply } => {
-                let request = match wire::encode(&SyncRequest::Push(ops)) {
+            Command::Broadcast { request, to, reply } => {
+                let request = match wire::encode(&request) {
                     Ok(bytes) => bytes,
                     Err(e) => {
                         let _ = reply.send(Err(e.into()));

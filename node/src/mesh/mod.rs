@@ -151,7 +151,8 @@ pub(crate) enum Command {
         reply: Reply<Result<SyncResponse, MeshError>>,
     },
     Broadcast {
-        ops: Vec<Vec<u8>>,
+        /// A [`SyncRequest::Push`], or one to all ([`wire::ToAll::Push`]).
+        request: SyncRequest,
         /// Only these peers (those connected and allowed); `None`: all.
         to: Option<Vec<PeerId>>,
         reply: Reply<Result<usize, MeshError>>,
@@ -245,7 +246,7 @@ impl MeshHandle {
     /// waiting for their acknowledgements. Returns how many peers it went to.
     pub async fn broadcast(&self, ops: Vec<Vec<u8>>) -> Result<usize, MeshError> {
         self.call(|reply| Command::Broadcast {
-            ops,
+            request: SyncRequest::Push(ops),
             to: None,
             reply,
         })
@@ -259,8 +260,18 @@ impl MeshHandle {
         peers: Vec<PeerId>,
         ops: Vec<Vec<u8>>,
     ) -> Result<usize, MeshError> {
+        self.push_to(peers, SyncRequest::Push(ops)).await
+    }
+
+    /// Sends `request` (a push of either kind) to those of `peers` that are
+    /// connected and allowed, without waiting for their acknowledgements.
+    pub async fn push_to(
+        &self,
+        peers: Vec<PeerId>,
+        request: SyncRequest,
+    ) -> Result<usize, MeshError> {
         self.call(|reply| Command::Broadcast {
-            ops,
+            request,
             to: Some(peers),
             reply,
         })

@@ -25,7 +25,7 @@ pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/shoal/sync/1");
 pub const JOIN_PROTOCOL: StreamProtocol = StreamProtocol::new("/shoal/join/1");
 
 /// Most ops in one batch ([`SyncRequest::Ops`], [`SyncRequest::Push`],
-/// [`SyncResponse::Ops`]).
+/// [`ToAll::Push`], [`SyncResponse::Ops`]).
 pub const MAX_BATCH_OPS: usize = 256;
 /// Most op bytes (sum of the encoded ops) in one batch.
 pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
@@ -58,7 +58,32 @@ pub enum SyncRequest {
     /// cannot decode it. New variants go last, so the others keep their
     /// encoding.
     Live(shoal_protocol::heartbeat::SignedLive),
+    /// A push, heartbeat or live report sent (not relayed) by a node
+    /// connected to every other current node of the team, to each: every
+    /// node got it straight from the sender, so the receiver relays none of
+    /// it (a relay would be a copy the peer already has; in a full mesh,
+    /// half of all messages were such copies). Sent only to peers whose
+    /// heartbeat speaks [`TO_ALL_PROTOCOL_VERSION`]; others get the plain
+    /// message, which they relay.
+    ToAll(ToAll),
 }
+
+/// What a [`SyncRequest::ToAll`] carries. Its own enum, not a boxed
+/// [`SyncRequest`]: a recursive message would let a peer nest one in
+/// another until decoding overflows the stack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToAll {
+    /// As [`SyncRequest::Push`].
+    Push(Vec<Vec<u8>>),
+    /// As [`SyncRequest::Heartbeat`].
+    Heartbeat(shoal_protocol::heartbeat::SignedHeartbeat),
+    /// As [`SyncRequest::Live`] (boxed: the largest, and rare).
+    Live(Box<shoal_protocol::heartbeat::SignedLive>),
+}
+
+/// The first protocol version ([`shoal_protocol::PROTOCOL_VERSION`]) whose
+/// nodes decode [`SyncRequest::ToAll`].
+pub const TO_ALL_PROTOCOL_VERSION: u32 = 3;
 
 /// A response on the sync protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,7 +152,10 @@ impl WireMessage for SyncRequest {
             | SyncRequest::Heartbeat(_)
             | SyncRequest::Query(_)
             | SyncRequest::Live(_) => Ok(()),
-            SyncRequest::Ops(ops) | SyncRequest::Push(ops) => check_batch(ops),
+            SyncRequest::Ops(ops)
+            | SyncRequest::Push(ops)
+            | SyncRequest::ToAll(ToAll::Push(ops)) => check_batch(ops),
+            SyncRequest::ToAll(ToAll::Heartbeat(_) | ToAll::Live(_)) => Ok(()),
         }
     }
 }
@@ -350,9 +378,19 @@ mod tests {
             live: shoal_protocol::heartbeat::Live::default(),
         };
         let live = shoal_protocol::heartbeat::SignedLive::sign(report, &k).unwrap();
+        let live_copy = live.clone();
         let req = SyncRequest::Live(live);
         let bytes = encode(&req).unwrap();
         assert_eq!(bytes[1], 5);
+        assert_eq!(decode::<SyncRequest>(&bytes).unwrap(), req);
+        // So are messages to all, after it.
+        let req = SyncRequest::ToAll(ToAll::Push(vec![vec![3; 4]]));
+        let bytes = encode(&req).unwrap();
+        assert_eq!(bytes[..5], [WIRE_VERSION, 6, 0, 1, 4]);
+        assert_eq!(decode::<SyncRequest>(&bytes).unwrap(), req);
+        let req = SyncRequest::ToAll(ToAll::Live(Box::new(live_copy)));
+        let bytes = encode(&req).unwrap();
+        assert_eq!(bytes[..3], [WIRE_VERSION, 6, 2]);
         assert_eq!(decode::<SyncRequest>(&bytes).unwrap(), req);
     }
 
@@ -362,6 +400,7 @@ mod tests {
             SyncRequest::VersionVector(vv()),
             SyncRequest::Ops(vec![vec![1, 2, 3], vec![]]),
             SyncRequest::Push(vec![vec![9; 300]]),
+            SyncRequest::ToAll(ToAll::Push(vec![vec![8; 3], vec![]])),
         ];
         for r in reqs {
             let bytes = encode(&r).unwrap();
@@ -408,12 +447,17 @@ mod tests {
             encode(&SyncRequest::Push(too_many.clone())),
             Err(WireError::BatchTooLarge { .. })
         ));
-        // Hand-built oversized batch is refused on decode as well.
-        let raw = postcard::to_extend(&SyncRequest::Push(too_many), vec![WIRE_VERSION]).unwrap();
-        assert!(matches!(
-            decode::<SyncRequest>(&raw),
-            Err(WireError::BatchTooLarge { .. })
-        ));
+        // Hand-built oversized batches are refused on decode as well.
+        for req in [
+            SyncRequest::Push(too_many.clone()),
+            SyncRequest::ToAll(ToAll::Push(too_many)),
+        ] {
+            let raw = postcard::to_extend(&req, vec![WIRE_VERSION]).unwrap();
+            assert!(matches!(
+                decode::<SyncRequest>(&raw),
+                Err(WireError::BatchTooLarge { .. })
+            ));
+        }
 
         let ops: Vec<Vec<u8>> = (0..600).map(|i| vec![0u8; 10 + i % 3]).collect();
         let batches = split_batches(ops.clone());
