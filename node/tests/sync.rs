@@ -173,8 +173,9 @@ fn team() -> ([TempDir; 3], TeamId, SecretKey, SecretKey, SecretKey) {
     (dirs, team, owner, bob, carol)
 }
 
-/// Creates a product as `author` on the node behind `h`; returns its op.
-async fn create_product(h: &SyncHandle, author: &SecretKey, name: &str) -> OpHash {
+/// Prepares and signs, on the node behind `h`, the creation of a product
+/// as `author`, without submitting it.
+async fn product_op(h: &SyncHandle, author: &SecretKey, name: &str) -> shoal_protocol::Op {
     let c = h.next_context(author.public()).await.unwrap();
     let body = h
         .prepare(
@@ -189,7 +190,12 @@ async fn create_product(h: &SyncHandle, author: &SecretKey, name: &str) -> OpHas
         )
         .await
         .unwrap();
-    let op = body.sign(author).unwrap();
+    body.sign(author).unwrap()
+}
+
+/// Creates a product as `author` on the node behind `h`; returns its op.
+async fn create_product(h: &SyncHandle, author: &SecretKey, name: &str) -> OpHash {
+    let op = product_op(h, author, name).await;
     let hash = op.hash();
     let report = h.submit(op).await.unwrap();
     assert_eq!(report.applied, vec![hash]);
@@ -244,6 +250,25 @@ fn push_only() -> SyncConfig {
         anti_entropy_interval: Duration::from_secs(600),
         anti_entropy_peers: shoal_node::sync::ANTI_ENTROPY_PEERS,
         head_check_timeout: Duration::from_secs(3),
+    }
+}
+
+/// `base` with heartbeats (and live reports from `live`) signed by `key`
+/// every 100 ms.
+fn beating(
+    key: &SecretKey,
+    live: tokio::sync::watch::Receiver<Option<Box<shoal_protocol::heartbeat::Live>>>,
+    base: SyncConfig,
+) -> SyncConfig {
+    SyncConfig {
+        heartbeat: Some(shoal_node::sync::HeartbeatConfig {
+            key: key.clone(),
+            interval: Duration::from_millis(100),
+            agent_version: "shoal-test".into(),
+            addresses: Vec::new(),
+            live: Some(live),
+        }),
+        ..base
     }
 }
 
@@ -904,7 +929,6 @@ async fn a_node_restored_from_a_backup_learns_its_log_heads_before_it_signs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn live_reports_go_only_to_peers_whose_heartbeat_speaks_them() {
     use shoal_node::mesh::{MeshEvent, SyncRequest, SyncResponse};
-    use shoal_node::sync::HeartbeatConfig;
     use shoal_protocol::heartbeat::{
         HEARTBEAT_VERSION, Heartbeat, LIVE_PROTOCOL_VERSION, Live, SignedHeartbeat,
     };
@@ -916,16 +940,7 @@ async fn live_reports_go_only_to_peers_whose_heartbeat_speaks_them() {
         ..Live::default()
     };
     let (_live_tx, live_rx) = tokio::sync::watch::channel(Some(Box::new(live.clone())));
-    let config = SyncConfig {
-        heartbeat: Some(HeartbeatConfig {
-            key: a_key.clone(),
-            interval: Duration::from_millis(100),
-            agent_version: "shoal-test".into(),
-            addresses: Vec::new(),
-            live: Some(live_rx),
-        }),
-        ..fast(false)
-    };
+    let config = beating(&a_key, live_rx, fast(false));
     let a = Running::start(dirs[0].path(), team, config, true).await;
     let a_peer = a.mesh.local_peer_id();
     // A bare mesh with B's identity: it counts what A sends it.
@@ -1510,31 +1525,10 @@ async fn a_push_from_a_node_that_reaches_all_is_not_relayed() {
 
     // Receiving: an op B pushed to all is not relayed to C; one B pushed
     // plainly is. (Both are Bob's; A never had them.)
-    let made_elsewhere = |name: &str| {
-        let a = a.handle.clone();
-        let (bob, name) = (bob.clone(), name.to_string());
-        async move {
-            let c = a.next_context(bob.public()).await.unwrap();
-            let body = a
-                .prepare(
-                    bob.public(),
-                    Action::ProductCreate {
-                        id: c.new_id(0),
-                        name,
-                        kind: ProductKind::Simple,
-                        description: String::new(),
-                        version: Some(c.new_id(1)),
-                    },
-                )
-                .await
-                .unwrap();
-            body.sign(&bob).unwrap()
-        }
-    };
-    let quiet = made_elsewhere("quiet").await;
+    let quiet = product_op(&a.handle, &bob, "quiet").await;
     let to_all = SyncRequest::ToAll(ToAll::Push(vec![quiet.encode()]));
     ask(&b_mesh, a_peer, to_all).await;
-    let loud = made_elsewhere("loud").await;
+    let loud = product_op(&a.handle, &bob, "loud").await;
     assert_ne!(loud.body.seq, quiet.body.seq);
     ask(&b_mesh, a_peer, SyncRequest::Push(vec![loud.encode()])).await;
     assert_eq!(
@@ -1562,22 +1556,12 @@ async fn a_push_from_a_node_that_reaches_all_is_not_relayed() {
 async fn heartbeats_and_live_reports_from_a_node_that_reaches_all_are_not_relayed() {
     use shoal_node::mesh::SyncRequest;
     use shoal_node::mesh::wire::{TO_ALL_PROTOCOL_VERSION, ToAll};
-    use shoal_node::sync::HeartbeatConfig;
     use shoal_protocol::heartbeat::{LIVE_REPORT_VERSION, Live, LiveReport, SignedLive};
 
     let (dirs, team, ..) = team();
     let a_key = SecretKey::from_seed(Node::open(dirs[0].path()).unwrap().key_seed());
     let (_live_tx, live_rx) = tokio::sync::watch::channel(Some(Box::new(Live::default())));
-    let config = SyncConfig {
-        heartbeat: Some(HeartbeatConfig {
-            key: a_key.clone(),
-            interval: Duration::from_millis(100),
-            agent_version: "shoal-test".into(),
-            addresses: Vec::new(),
-            live: Some(live_rx),
-        }),
-        ..push_only()
-    };
+    let config = beating(&a_key, live_rx, push_only());
     let a = Running::start(dirs[0].path(), team, config, true).await;
     let a_peer = a.mesh.local_peer_id();
     let a_addr = a.addr.clone().unwrap();
