@@ -717,7 +717,7 @@ struct Actor {
     beats: BTreeMap<PublicKey, (SignedHeartbeat, Instant)>,
     /// Each node's latest live report.
     lives: BTreeMap<PublicKey, SignedLive>,
-    /// Connected peers that decode live reports.
+    /// What each peer speaks (live reports, messages to all).
     peer_versions: PeerVersions,
     /// This node's live state (from the heartbeat config), watched for
     /// changes to push; `None` once its sender is gone.
