@@ -1809,11 +1809,17 @@ impl Actor {
         let mesh = self.mesh.clone();
         let cancel = self.cancel.clone();
         self.tasks.spawn(async move {
-            for batch in split_batches(ops) {
+            for mut batch in split_batches(ops) {
                 let sent = async {
                     if !to_all.is_empty() {
-                        let all = SyncRequest::ToAll(ToAll::Push(batch.clone()));
-                        mesh.push_to(to_all.clone(), all).await?;
+                        // Copied only when some peers get it plainly too.
+                        let b = if plain.is_empty() {
+                            std::mem::take(&mut batch)
+                        } else {
+                            batch.clone()
+                        };
+                        mesh.push_to(to_all.clone(), SyncRequest::ToAll(ToAll::Push(b)))
+                            .await?;
                     }
                     if !plain.is_empty() {
                         mesh.push_to(plain.clone(), SyncRequest::Push(batch))

@@ -253,16 +253,6 @@ impl MeshHandle {
         .await?
     }
 
-    /// Like [`MeshHandle::broadcast`], to those of `peers` that are
-    /// connected and allowed.
-    pub async fn broadcast_to(
-        &self,
-        peers: Vec<PeerId>,
-        ops: Vec<Vec<u8>>,
-    ) -> Result<usize, MeshError> {
-        self.push_to(peers, SyncRequest::Push(ops)).await
-    }
-
     /// Sends `request` (a push of either kind) to those of `peers` that are
     /// connected and allowed, without waiting for their acknowledgements.
     pub async fn push_to(
