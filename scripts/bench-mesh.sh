@@ -24,4 +24,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${SHOAL_BENCH_PROFILE:-release}
 cargo build --profile "$profile" -q -p shoal --bin shoal
+# How much of the binary's code layout list (cli/build.rs) still names its
+# functions: a daemon's resident memory grows as the list goes stale.
+list=cli/link/$profile.order
+if [ ! -f "$list" ]; then
+    echo "code layout: no $list, so code is laid out as compiled (scripts/order-symbols.sh $profile writes it)"
+elif command -v nm >/dev/null; then
+    have=$(nm --defined-only "target/$profile/shoal" | awk '{print $3}' | sort -u \
+        | comm -12 - <(sort -u "$list") | wc -l)
+    echo "code layout: $have of $(wc -l <"$list") functions in $list are in the binary (scripts/order-symbols.sh $profile renews it)"
+fi
 exec cargo bench --profile "$profile" -q -p shoal-tests --bench mesh -- "$@"

@@ -163,3 +163,47 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The code layout lists (`cli/build.rs`) hold symbol names of the
+    /// binary's own code, each once and most of them Rust functions: a
+    /// list written from the wrong output (libc's versioned names,
+    /// callgrind's addresses or file names, blank lines) would be skipped by
+    /// the linker in silence.
+    #[test]
+    fn code_layout_lists_name_each_function_once() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("link");
+        let mut lists = 0;
+        for entry in std::fs::read_dir(&dir).expect("cli/link exists") {
+            let path = entry.expect("a directory entry").path();
+            if path.extension().is_none_or(|x| x != "order") {
+                continue;
+            }
+            lists += 1;
+            let text = std::fs::read_to_string(&path).expect("a readable list");
+            let mut seen = std::collections::HashSet::new();
+            let mut rust = 0;
+            for line in text.lines() {
+                assert!(
+                    !line.is_empty()
+                        && !line.starts_with("0x")
+                        && !line.contains(|c: char| c.is_whitespace() || "@/()".contains(c)),
+                    "{}: {line:?} is not a symbol of the binary's code",
+                    path.display()
+                );
+                assert!(seen.insert(line), "{}: {line} twice", path.display());
+                if line.starts_with("_ZN") || line.starts_with("_R") {
+                    rust += 1;
+                }
+            }
+            let n = seen.len();
+            assert!(
+                n > 1000 && rust * 10 > n * 9,
+                "{}: {rust} Rust functions of {n}",
+                path.display()
+            );
+        }
+        assert!(lists > 0, "no list in {}", dir.display());
+    }
+}
