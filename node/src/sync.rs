@@ -58,7 +58,9 @@ use crate::join::{self, JoinAnswer, JoinMsg};
 use crate::lease::{Acquire, Held, LeaseError, Leases};
 use crate::live::LivePushes;
 use crate::mesh::wire::{self, ToAll, split_batches};
-use crate::mesh::{JoinReply, MeshEvent, MeshHandle, SyncRequest, SyncResponse, peer_id_from_key};
+use crate::mesh::{
+    JoinReply, MeshEvent, MeshHandle, PushKind, SyncRequest, SyncResponse, peer_id_from_key,
+};
 use crate::query::{Answer, Query, QueryHandler};
 use crate::store::{OpEntry, Store, StoreError, VoidedEntry};
 
@@ -1809,30 +1811,26 @@ impl Actor {
         let mesh = self.mesh.clone();
         let cancel = self.cancel.clone();
         self.tasks.spawn(async move {
-            for mut batch in split_batches(ops) {
-                let sent = async {
-                    if !to_all.is_empty() {
-                        // Copied only when some peers get it plainly too.
-                        let b = if plain.is_empty() {
-                            std::mem::take(&mut batch)
-                        } else {
-                            batch.clone()
-                        };
-                        mesh.push_to(to_all.clone(), SyncRequest::ToAll(ToAll::Push(b)))
-                            .await?;
-                    }
-                    if !plain.is_empty() {
-                        mesh.push_to(plain.clone(), SyncRequest::Push(batch))
-                            .await?;
-                    }
-                    Ok::<_, crate::mesh::MeshError>(())
-                };
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    sent = sent => if let Err(e) = sent {
-                        debug!("push failed: {e}");
-                    },
+            let sent = async {
+                if !to_all.is_empty() {
+                    // Copied only when some peers get it plainly too.
+                    let o = if plain.is_empty() {
+                        std::mem::take(&mut ops)
+                    } else {
+                        ops.clone()
+                    };
+                    mesh.push_to(to_all, PushKind::ToAll, o).await?;
                 }
+                if !plain.is_empty() {
+                    mesh.push_to(plain, PushKind::Plain, ops).await?;
+                }
+                Ok::<_, crate::mesh::MeshError>(())
+            };
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                sent = sent => if let Err(e) = sent {
+                    debug!("push failed: {e}");
+                },
             }
         });
     }

@@ -46,6 +46,7 @@ struct Opts {
     batches: usize,
     batch_size: usize,
     parallel: usize,
+    origins: usize,
     restart_ops: usize,
     settle: Duration,
     poll: Duration,
@@ -64,6 +65,7 @@ impl Default for Opts {
             batches: 40,
             batch_size: 20,
             parallel: 10,
+            origins: 0,
             restart_ops: 10_000,
             settle: Duration::from_secs(10),
             poll: Duration::from_millis(2),
@@ -84,6 +86,8 @@ const USAGE: &str = "usage: bench-mesh.sh [all|latency|stress|memory|restart]...
   --batches N          batches written in the stress part (40)
   --batch-size N       ops per batch (20)
   --parallel N         batches written at a time (10)
+  --origins N          write to the first N daemons only (default: all);
+                       1 is a burst on one node, whose pushes then batch
   --restart-ops N      ops in the store of the restarted daemon (10000)
   --settle-secs N      idle time before memory is read (10)
   --poll-ms N          poll interval of the latency part (2)
@@ -138,6 +142,7 @@ fn parse_args() -> Result<Opts> {
             "--batches" => o.batches = num(&a, args.next())? as usize,
             "--batch-size" => o.batch_size = num(&a, args.next())? as usize,
             "--parallel" => o.parallel = num(&a, args.next())? as usize,
+            "--origins" => o.origins = num(&a, args.next())? as usize,
             "--restart-ops" => o.restart_ops = num(&a, args.next())? as usize,
             "--settle-secs" => o.settle = Duration::from_secs(num(&a, args.next())?),
             "--poll-ms" => o.poll = Duration::from_millis(num(&a, args.next())?),
@@ -286,6 +291,23 @@ fn profile_key(p: &Peer) -> Result<SecretKey> {
 
 fn pid(p: &Peer) -> Option<u32> {
     p.daemon.as_ref().map(|d| d.child.id())
+}
+
+/// CPU time a process used so far (user and system), from /proc/PID/stat,
+/// whose clock ticks are USER_HZ (100 per second on Linux).
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is the
+    // first, utime the 12th, stime the 13th.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// CPU time all daemons of `team` used so far.
+fn team_cpu(team: &Team) -> Duration {
+    team.peers.iter().filter_map(pid).filter_map(cpu_time).sum()
 }
 
 /// A field of /proc/PID/status given in kB, in MB.
@@ -644,14 +666,28 @@ fn latency(o: &Opts, rng: &Rng) -> Result<()> {
 fn stress(o: &Opts, rng: &Rng) -> Result<()> {
     let total = o.batches * o.batch_size;
     println!(
-        "\n== stress: {} daemons (each joins through up to {} earlier ones), {} ops as {} batches of {}, {} at a time",
-        o.nodes, o.fanin, total, o.batches, o.batch_size, o.parallel
+        "\n== stress: {} daemons (each joins through up to {} earlier ones), {} ops as {} batches of {}, {} at a time, to {}",
+        o.nodes,
+        o.fanin,
+        total,
+        o.batches,
+        o.batch_size,
+        o.parallel,
+        match o.origins {
+            0 => "random daemons".to_string(),
+            n => format!("random daemons of the first {n}"),
+        }
     );
     let writers = o.parallel.min(o.nodes);
     let team = form(o.nodes, writers, o.fanin, rng)?;
     let base = team.settle()?;
+    let origins = match o.origins {
+        0 => team.peers.len(),
+        n => n.min(team.peers.len()),
+    };
     let next = Mutex::new(0usize);
     let failures = Mutex::new(Vec::<String>::new());
+    let cpu0 = team_cpu(&team);
     let t_write = Instant::now();
     std::thread::scope(|s| {
         for w in 0..o.parallel {
@@ -667,7 +703,7 @@ fn stress(o: &Opts, rng: &Rng) -> Result<()> {
                         *g += 1;
                         *g - 1
                     };
-                    let i = rng.below(api.socks.len());
+                    let i = rng.below(origins);
                     for k in 0..o.batch_size {
                         let r = api
                             .prepare(i, key, &format!("s{b}-{k}"))
@@ -684,6 +720,7 @@ fn stress(o: &Opts, rng: &Rng) -> Result<()> {
         }
     });
     let writing = t_write.elapsed();
+    let cpu_writing = team_cpu(&team).saturating_sub(cpu0);
     let failures = failures.into_inner().unwrap_or_else(|e| e.into_inner());
     if !failures.is_empty() {
         bail!("{} write(s) failed, first: {}", failures.len(), failures[0]);
@@ -707,6 +744,11 @@ fn stress(o: &Opts, rng: &Rng) -> Result<()> {
         total,
         writing.as_secs_f64(),
         total as f64 / writing.as_secs_f64()
+    );
+    println!(
+        "  CPU of the daemons while writing: {:.1} s ({:.2} ms per op per daemon)",
+        cpu_writing.as_secs_f64(),
+        ms(cpu_writing) / (total * team.peers.len()).max(1) as f64
     );
     println!(
         "  {already} of {} daemons held all ops when the last write was acknowledged",

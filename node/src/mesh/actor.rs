@@ -45,8 +45,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::outbox::{Outbox, PushKind};
 use super::swarm::{Behaviour, BehaviourEvent, REQUEST_TIMEOUT};
-use super::wire::{self, JoinReply, JoinRequest, SyncRequest, SyncResponse, WireMessage};
+use super::wire::{self, JoinReply, JoinRequest, SyncRequest, SyncResponse, ToAll, WireMessage};
 use super::{Command, LocalAddrs, MeshError, MeshEvent};
 
 /// How long a peer outside the allow list may stay connected to make a join
@@ -116,6 +117,14 @@ struct PendingListen {
 }
 
 type SyncReply = oneshot::Sender<Result<SyncResponse, MeshError>>;
+
+/// Who waits for the answer to an outbound sync request.
+enum Pending {
+    /// A caller of [`super::MeshHandle::request`].
+    Reply(SyncReply),
+    /// The peer's [`Outbox`]: its next batch goes once this one is answered.
+    Push(PeerId),
+}
 type JoinReplyTx = oneshot::Sender<Result<JoinReply, MeshError>>;
 
 pub(crate) struct Actor {
@@ -132,8 +141,10 @@ pub(crate) struct Actor {
     joins_in_flight: HashMap<PeerId, usize>,
     book: HashMap<PeerId, Vec<Multiaddr>>,
     redial: HashMap<PeerId, Backoff>,
-    /// Outbound sync requests; `None` for broadcast pushes nobody waits on.
-    pending_sync: HashMap<OutboundRequestId, Option<SyncReply>>,
+    /// Outbound sync requests.
+    pending_sync: HashMap<OutboundRequestId, Pending>,
+    /// Live pushes per connected peer: the one in flight and those waiting.
+    outboxes: HashMap<PeerId, Outbox<OutboundRequestId>>,
     pending_join: HashMap<OutboundRequestId, (PeerId, JoinReplyTx)>,
     answers: FuturesUnordered<BoxFuture<'static, Answer>>,
     listens: HashMap<libp2p::core::transport::ListenerId, PendingListen>,
@@ -160,6 +171,7 @@ impl Actor {
             book: HashMap::new(),
             redial: HashMap::new(),
             pending_sync: HashMap::new(),
+            outboxes: HashMap::new(),
             pending_join: HashMap::new(),
             answers: FuturesUnordered::new(),
             listens: HashMap::new(),
@@ -314,16 +326,14 @@ impl Actor {
                     .behaviour_mut()
                     .sync
                     .send_request_with_addresses(&peer, request, addrs);
-                self.pending_sync.insert(id, Some(reply));
+                self.pending_sync.insert(id, Pending::Reply(reply));
             }
-            Command::Broadcast { request, to, reply } => {
-                let request = match wire::encode(&request) {
-                    Ok(bytes) => bytes,
-                    Err(e) => {
-                        let _ = reply.send(Err(e.into()));
-                        return;
-                    }
-                };
+            Command::Push {
+                kind,
+                ops,
+                to,
+                reply,
+            } => {
                 let peers: Vec<PeerId> = self
                     .connected
                     .keys()
@@ -332,14 +342,17 @@ impl Actor {
                     .copied()
                     .collect();
                 for peer in &peers {
-                    let id = self
-                        .swarm
-                        .behaviour_mut()
-                        .sync
-                        .send_request(peer, request.clone());
-                    self.pending_sync.insert(id, None);
+                    let dropped = self
+                        .outboxes
+                        .entry(*peer)
+                        .or_default()
+                        .queue(kind, ops.iter().cloned());
+                    if dropped > 0 {
+                        debug!(%peer, dropped, "peer slow to take pushes; anti-entropy sends the rest");
+                    }
+                    self.flush_pushes(*peer);
                 }
-                let _ = reply.send(Ok(peers.len()));
+                let _ = reply.send(peers.len());
             }
             Command::Join {
                 peer,
@@ -522,6 +535,8 @@ impl Actor {
 
     fn on_peer_gone(&mut self, peer: PeerId) {
         self.probation.remove(&peer);
+        // What waited for it is sent by anti-entropy when it is back.
+        self.outboxes.remove(&peer);
         let Some(since) = self.connected.remove(&peer) else {
             return;
         };
@@ -631,8 +646,11 @@ impl Actor {
                     warn!(%peer, error = %e, "malformed sync response; disconnecting peer");
                     let _ = self.swarm.disconnect_peer_id(peer);
                 }
-                if let Some(reply) = waiting {
-                    let _ = reply.send(result.map_err(MeshError::from));
+                match waiting {
+                    Pending::Reply(reply) => {
+                        let _ = reply.send(result.map_err(MeshError::from));
+                    }
+                    Pending::Push(to) => self.push_answered(to, request_id),
                 }
             }
             RrEvent::OutboundFailure {
@@ -641,17 +659,55 @@ impl Actor {
                 error,
                 ..
             } => match self.pending_sync.remove(&request_id) {
-                Some(Some(reply)) => {
+                Some(Pending::Reply(reply)) => {
                     let _ = reply.send(Err(MeshError::Request {
                         peer,
                         reason: error.to_string(),
                     }));
                 }
-                Some(None) => debug!(%peer, %error, "push failed"),
+                Some(Pending::Push(to)) => {
+                    debug!(%peer, %error, "push failed");
+                    self.push_answered(to, request_id);
+                }
                 None => {}
             },
             RrEvent::InboundFailure { peer, error, .. } => self.on_inbound_failure(peer, &error),
             RrEvent::ResponseSent { .. } => {}
+        }
+    }
+
+    /// Sends the next batch waiting for `peer`, unless a push to it is in
+    /// flight.
+    fn flush_pushes(&mut self, peer: PeerId) {
+        let Some(outbox) = self.outboxes.get_mut(&peer) else {
+            return;
+        };
+        while let Some((kind, ops)) = outbox.next_batch() {
+            let request = match kind {
+                PushKind::Plain => SyncRequest::Push(ops),
+                PushKind::ToAll => SyncRequest::ToAll(ToAll::Push(ops)),
+            };
+            match wire::encode(&request) {
+                Ok(bytes) => {
+                    let id = self.swarm.behaviour_mut().sync.send_request(&peer, bytes);
+                    outbox.sent(id);
+                    self.pending_sync.insert(id, Pending::Push(peer));
+                    return;
+                }
+                // Only an op too large for any batch: it cannot travel on
+                // the mesh, and the next batch goes instead.
+                Err(e) => warn!(%peer, error = %e, "push not sent"),
+            }
+        }
+        if outbox.is_idle() {
+            self.outboxes.remove(&peer);
+        }
+    }
+
+    /// The push in flight to `peer` as `id` was answered or failed.
+    fn push_answered(&mut self, peer: PeerId, id: OutboundRequestId) {
+        if self.outboxes.get_mut(&peer).is_some_and(|o| o.answered(id)) {
+            self.flush_pushes(peer);
         }
     }
 

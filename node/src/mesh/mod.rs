@@ -12,6 +12,7 @@
 
 mod actor;
 mod identity;
+mod outbox;
 mod swarm;
 pub mod wire;
 
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use identity::{key_from_peer_id, keypair_from_seed, peer_id_from_key};
 pub use libp2p::{Multiaddr, PeerId};
+pub use outbox::{MAX_QUEUED_BYTES, MAX_QUEUED_OPS, PushKind};
 pub use swarm::{HANDSHAKE_TIMEOUT, IDENTIFY_PROTOCOL, REQUEST_TIMEOUT};
 pub use wire::{JoinReply, JoinRequest, SyncRequest, SyncResponse, WireError};
 
@@ -150,12 +152,12 @@ pub(crate) enum Command {
         request: SyncRequest,
         reply: Reply<Result<SyncResponse, MeshError>>,
     },
-    Broadcast {
-        /// A [`SyncRequest::Push`], or one to all ([`wire::ToAll::Push`]).
-        request: SyncRequest,
+    Push {
+        kind: PushKind,
+        ops: Vec<Vec<u8>>,
         /// Only these peers (those connected and allowed); `None`: all.
         to: Option<Vec<PeerId>>,
-        reply: Reply<Result<usize, MeshError>>,
+        reply: Reply<usize>,
     },
     Join {
         peer: PeerId,
@@ -243,29 +245,36 @@ impl MeshHandle {
     }
 
     /// Pushes freshly committed ops to every connected allowed peer, without
-    /// waiting for their acknowledgements. Returns how many peers it went to.
+    /// waiting for their acknowledgements (see [`Self::push_to`]). Returns
+    /// how many peers they went to.
     pub async fn broadcast(&self, ops: Vec<Vec<u8>>) -> Result<usize, MeshError> {
-        self.call(|reply| Command::Broadcast {
-            request: SyncRequest::Push(ops),
+        self.call(|reply| Command::Push {
+            kind: PushKind::Plain,
+            ops,
             to: None,
             reply,
         })
-        .await?
+        .await
     }
 
-    /// Sends `request` (a push of either kind) to those of `peers` that are
-    /// connected and allowed, without waiting for their acknowledgements.
+    /// Pushes `ops` to those of `peers` that are connected and allowed,
+    /// without waiting for their acknowledgements: each peer has at most one
+    /// push unanswered, and ops pushed meanwhile wait and leave together
+    /// (in batches within the wire's limits) when it is answered. Returns
+    /// how many peers they went to.
     pub async fn push_to(
         &self,
         peers: Vec<PeerId>,
-        request: SyncRequest,
+        kind: PushKind,
+        ops: Vec<Vec<u8>>,
     ) -> Result<usize, MeshError> {
-        self.call(|reply| Command::Broadcast {
-            request,
+        self.call(|reply| Command::Push {
+            kind,
+            ops,
             to: Some(peers),
             reply,
         })
-        .await?
+        .await
     }
 
     /// Calls the join protocol of `peer` (which need not be allowed), dialing

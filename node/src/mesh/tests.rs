@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use super::wire::{JOIN_PROTOCOL, SYNC_PROTOCOL, WIRE_VERSION};
+use super::wire::{JOIN_PROTOCOL, SYNC_PROTOCOL, ToAll, WIRE_VERSION};
 use super::*;
 
 /// Bound for things that must happen.
@@ -192,15 +192,111 @@ async fn same_key_peers_connect_request_and_push() {
     assert_eq!(from, a.id());
     assert_eq!(request, SyncRequest::Push(vec![b"live-op".to_vec()]));
 
-    // Oversized batches are refused before they reach the wire.
-    let too_many = vec![Vec::new(); wire::MAX_BATCH_OPS + 1];
-    assert!(matches!(
-        a.handle.broadcast(too_many).await,
-        Err(MeshError::Wire(WireError::BatchTooLarge { .. }))
-    ));
+    // More ops than a batch holds go as two pushes, in order.
+    let many: Vec<Vec<u8>> = (0..=wire::MAX_BATCH_OPS as u32)
+        .map(|i| i.to_le_bytes().to_vec())
+        .collect();
+    assert_eq!(a.handle.broadcast(many.clone()).await.unwrap(), 1);
+    let (_, first) = b.answer(SyncResponse::Ack).await;
+    let (_, second) = b.answer(SyncResponse::Ack).await;
+    assert_eq!(
+        first,
+        SyncRequest::Push(many[..wire::MAX_BATCH_OPS].to_vec())
+    );
+    assert_eq!(
+        second,
+        SyncRequest::Push(many[wire::MAX_BATCH_OPS..].to_vec())
+    );
 
     let addrs = a.handle.local_addrs().await.unwrap();
     assert_eq!(addrs.listen, vec![a.listen.clone()]);
+
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_made_while_one_is_unanswered_leave_together_in_order() {
+    let (a, mut b) = pair(1, 2).await;
+    let op = |s: &str| s.as_bytes().to_vec();
+    a.handle
+        .push_to(vec![b.id()], PushKind::ToAll, vec![op("1")])
+        .await
+        .unwrap();
+    let Some(MeshEvent::Request { request, reply, .. }) = b
+        .next(WAIT, |e| matches!(e, MeshEvent::Request { .. }))
+        .await
+    else {
+        panic!("no push");
+    };
+    assert_eq!(request, SyncRequest::ToAll(ToAll::Push(vec![op("1")])));
+    // While B has not answered, A's next pushes wait at A.
+    for o in ["2", "3"] {
+        a.handle
+            .push_to(vec![b.id()], PushKind::ToAll, vec![op(o)])
+            .await
+            .unwrap();
+    }
+    a.handle
+        .push_to(vec![b.id()], PushKind::Plain, vec![op("4"), op("5")])
+        .await
+        .unwrap();
+    let early = b
+        .next(QUIET, |e| matches!(e, MeshEvent::Request { .. }))
+        .await;
+    assert!(
+        early.is_none(),
+        "a second push went before the first was answered"
+    );
+    reply.send(SyncResponse::Ack).unwrap();
+    // Then they go as one batch per kind, in order.
+    let (_, next) = b.answer(SyncResponse::Ack).await;
+    assert_eq!(
+        next,
+        SyncRequest::ToAll(ToAll::Push(vec![op("2"), op("3")]))
+    );
+    let (_, last) = b.answer(SyncResponse::Ack).await;
+    assert_eq!(last, SyncRequest::Push(vec![op("4"), op("5")]));
+
+    // A refused push frees the way as well as an acknowledged one.
+    a.handle.broadcast(vec![op("6")]).await.unwrap();
+    let (_, r) = b.answer(SyncResponse::Refused("busy".into())).await;
+    assert_eq!(r, SyncRequest::Push(vec![op("6")]));
+    a.handle.broadcast(vec![op("7")]).await.unwrap();
+    let (_, r) = b.answer(SyncResponse::Ack).await;
+    assert_eq!(r, SyncRequest::Push(vec![op("7")]));
+
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_to_a_peer_that_never_answers_resume_when_it_reconnects() {
+    let (mut a, mut b) = pair(1, 2).await;
+    a.handle.broadcast(vec![b"1".to_vec()]).await.unwrap();
+    // B takes the push but never answers; then it goes away, with a push
+    // still waiting for it at A.
+    let Some(MeshEvent::Request { reply, .. }) = b
+        .next(WAIT, |e| matches!(e, MeshEvent::Request { .. }))
+        .await
+    else {
+        panic!("no push");
+    };
+    a.handle.broadcast(vec![b"2".to_vec()]).await.unwrap();
+    let b_id = b.id();
+    b.shutdown().await;
+    drop(reply);
+    a.expect_disconnected(b_id).await;
+    // Back (same key, new port): what waited for the old connection is
+    // left to anti-entropy, and a new push goes at once.
+    let mut b = node(2, 7).await;
+    b.allow(&[a.id()]).await;
+    a.handle.dial(b.addr()).await.unwrap();
+    b.expect_connected(a.id()).await;
+    a.expect_connected(b_id).await;
+    assert_eq!(a.handle.broadcast(vec![b"3".to_vec()]).await.unwrap(), 1);
+    let (_, r) = b.answer(SyncResponse::Ack).await;
+    assert_eq!(r, SyncRequest::Push(vec![b"3".to_vec()]));
 
     a.shutdown().await;
     b.shutdown().await;
