@@ -20,8 +20,10 @@ use super::wire::{MAX_BATCH_BYTES, MAX_BATCH_OPS};
 
 /// Most ops waiting for one peer.
 pub const MAX_QUEUED_OPS: usize = 4 * MAX_BATCH_OPS;
-/// Most op bytes waiting for one peer.
-pub const MAX_QUEUED_BYTES: usize = 4 * MAX_BATCH_BYTES;
+/// Most op bytes waiting for one peer: two full batches. Ops are small (a
+/// few kB), so this bounds only a peer stalled under ops near the wire's
+/// limit.
+pub const MAX_QUEUED_BYTES: usize = 2 * MAX_BATCH_BYTES;
 
 /// How a push goes: plainly (the peer relays it), or told that the sender
 /// sent it to every node ([`super::wire::ToAll::Push`]; not relayed).
@@ -202,7 +204,7 @@ mod tests {
         assert_eq!(first[0], 10u32.to_le_bytes().to_vec(), "the oldest went");
 
         let mut o = Outbox::<u32>::default();
-        let big = vec![vec![0u8; MAX_BATCH_BYTES]; 5];
+        let big = vec![vec![0u8; MAX_BATCH_BYTES / 2]; 5];
         assert_eq!(o.queue(PushKind::Plain, big), 1, "bounded by bytes too");
     }
 }
