@@ -13,7 +13,8 @@
 #   stress   30 daemons, each joining through up to 10 random earlier ones;
 #            800 ops as 40 batches of 20 to random daemons, 10 batches at a
 #            time; seconds from the last acknowledged write until every
-#            daemon holds all 800 (a reference gossip-CRDT system: 2.5 s);
+#            daemon holds all 800 (a reference gossip-CRDT system: 2.5 s),
+#            and the daemons' CPU time while writing;
 #   memory   resident memory of one idle daemon (target: under 20 MB);
 #   restart  time from process start until the control API answers with the
 #            full state, for a store of 10,000 ops.
