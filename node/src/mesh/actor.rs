@@ -117,6 +117,7 @@ struct PendingListen {
 }
 
 type SyncReply = oneshot::Sender<Result<SyncResponse, MeshError>>;
+type JoinReplyTx = oneshot::Sender<Result<JoinReply, MeshError>>;
 
 /// Who waits for the answer to an outbound sync request.
 enum Pending {
@@ -125,7 +126,6 @@ enum Pending {
     /// The peer's [`Outbox`]: its next batch goes once this one is answered.
     Push(PeerId),
 }
-type JoinReplyTx = oneshot::Sender<Result<JoinReply, MeshError>>;
 
 pub(crate) struct Actor {
     swarm: Swarm<Behaviour>,
@@ -415,6 +415,7 @@ impl Actor {
         for peer in old.difference(&self.allowed) {
             self.redial.remove(peer);
             self.book.remove(peer);
+            self.outboxes.remove(peer);
             if self.swarm.is_connected(peer) {
                 info!(%peer, "peer removed from the allow list; disconnecting");
                 // PeerDisconnected follows when the connection is closed.

@@ -481,6 +481,31 @@ async fn removing_a_peer_disconnects_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_peer_gets_none_of_the_pushes_waiting_for_it() {
+    let (mut a, mut b) = pair(1, 2).await;
+    a.handle.broadcast(vec![b"1".to_vec()]).await.unwrap();
+    let Some(MeshEvent::Request { reply, .. }) = b
+        .next(WAIT, |e| matches!(e, MeshEvent::Request { .. }))
+        .await
+    else {
+        panic!("no push");
+    };
+    // "2" waits behind "1" when B is removed; the answer to "1" then
+    // frees the way to a peer that is no longer allowed.
+    a.handle.broadcast(vec![b"2".to_vec()]).await.unwrap();
+    a.allow(&[]).await;
+    let _ = reply.send(SyncResponse::Ack);
+    a.expect_disconnected(b.id()).await;
+    let late = b
+        .next(QUIET, |e| matches!(e, MeshEvent::Request { .. }))
+        .await;
+    assert!(late.is_none(), "a removed peer got {late:?}");
+
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_the_token_stops_the_actor() {
     let cancel = CancellationToken::new();
     let a = node_with(1, 7, cancel.child_token()).await;
