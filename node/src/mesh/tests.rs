@@ -12,7 +12,7 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm};
 use shoal_protocol::replica::VersionVector;
 use shoal_protocol::{LogId, SecretKey};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
@@ -111,8 +111,9 @@ impl Node {
         assert!(ev.is_some(), "{} never saw {peer} disconnect", self.id());
     }
 
-    /// Answers the next sync request with `response`, returning the request.
-    async fn answer(&mut self, response: SyncResponse) -> (PeerId, SyncRequest) {
+    /// The next sync request, with its sender and its reply channel (left
+    /// unanswered until the caller answers or drops it).
+    async fn take_request(&mut self) -> (PeerId, SyncRequest, oneshot::Sender<SyncResponse>) {
         let ev = self
             .next(WAIT, |e| matches!(e, MeshEvent::Request { .. }))
             .await;
@@ -124,6 +125,12 @@ impl Node {
         else {
             panic!("{} got no sync request", self.id());
         };
+        (peer, request, reply)
+    }
+
+    /// Answers the next sync request with `response`, returning the request.
+    async fn answer(&mut self, response: SyncResponse) -> (PeerId, SyncRequest) {
+        let (peer, request, reply) = self.take_request().await;
         reply.send(response).unwrap();
         (peer, request)
     }
@@ -223,12 +230,7 @@ async fn pushes_made_while_one_is_unanswered_leave_together_in_order() {
         .push_to(vec![b.id()], PushKind::ToAll, vec![op("1")])
         .await
         .unwrap();
-    let Some(MeshEvent::Request { request, reply, .. }) = b
-        .next(WAIT, |e| matches!(e, MeshEvent::Request { .. }))
-        .await
-    else {
-        panic!("no push");
-    };
+    let (_, request, reply) = b.take_request().await;
     assert_eq!(request, SyncRequest::ToAll(ToAll::Push(vec![op("1")])));
     // While B has not answered, A's next pushes wait at A.
     for o in ["2", "3"] {
@@ -276,12 +278,7 @@ async fn pushes_to_a_peer_that_never_answers_resume_when_it_reconnects() {
     a.handle.broadcast(vec![b"1".to_vec()]).await.unwrap();
     // B takes the push but never answers; then it goes away, with a push
     // still waiting for it at A.
-    let Some(MeshEvent::Request { reply, .. }) = b
-        .next(WAIT, |e| matches!(e, MeshEvent::Request { .. }))
-        .await
-    else {
-        panic!("no push");
-    };
+    let (_, _, reply) = b.take_request().await;
     a.handle.broadcast(vec![b"2".to_vec()]).await.unwrap();
     let b_id = b.id();
     b.shutdown().await;
@@ -484,12 +481,7 @@ async fn removing_a_peer_disconnects_it() {
 async fn a_removed_peer_gets_none_of_the_pushes_waiting_for_it() {
     let (mut a, mut b) = pair(1, 2).await;
     a.handle.broadcast(vec![b"1".to_vec()]).await.unwrap();
-    let Some(MeshEvent::Request { reply, .. }) = b
-        .next(WAIT, |e| matches!(e, MeshEvent::Request { .. }))
-        .await
-    else {
-        panic!("no push");
-    };
+    let (_, _, reply) = b.take_request().await;
     // "2" waits behind "1" when B is removed; the answer to "1" then
     // frees the way to a peer that is no longer allowed.
     a.handle.broadcast(vec![b"2".to_vec()]).await.unwrap();
