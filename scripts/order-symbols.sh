@@ -9,8 +9,10 @@
 # a team, the other joins it, a member writes and reads, and both idle past
 # a few heartbeats; every function either ran is listed. Run it after a
 # change of dependencies, of the toolchain or of the workspace's version
-# (each renames symbols); `scripts/bench-mesh.sh memory` prints how much of
-# the list the binary still matches. Needs valgrind.
+# (each renames symbols), and before a release after changes to hot code
+# (generic instances and LLVM's module-local copies are renamed with it);
+# `scripts/bench-mesh.sh memory` prints how much of the list the binary
+# still matches. Needs valgrind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${1:-release}
