@@ -40,15 +40,20 @@ use libp2p::request_response::{
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns, ping};
+use libp2p_stream::{Control, IncomingStreams};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::{Id as TaskId, JoinError, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::outbox::{Outbox, PushKind};
+use super::stream::{
+    self, MAX_INBOUND_STREAMS_PER_PEER, STREAM_EVENT_CAPACITY, STREAM_RETRY, StreamEvent,
+};
 use super::swarm::{Behaviour, BehaviourEvent, REQUEST_TIMEOUT};
 use super::wire::{self, JoinReply, JoinRequest, SyncRequest, SyncResponse, ToAll, WireMessage};
-use super::{Command, LocalAddrs, MeshError, MeshEvent};
+use super::{Command, LocalAddrs, MeshError, MeshEvent, PushStats};
 
 /// How long a peer outside the allow list may stay connected to make a join
 /// request.
@@ -119,6 +124,33 @@ struct PendingListen {
 type SyncReply = oneshot::Sender<Result<SyncResponse, MeshError>>;
 type JoinReplyTx = oneshot::Sender<Result<JoinReply, MeshError>>;
 
+/// One live push in flight, by how it travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PushId {
+    Request(OutboundRequestId),
+    Stream(u64),
+}
+
+/// Our push stream to one connected peer.
+enum Link {
+    /// Being opened (`ready` false) or open; `batches` feeds its task.
+    Up {
+        link_id: u64,
+        batches: mpsc::Sender<(u64, Vec<u8>)>,
+        ready: bool,
+    },
+    /// It failed: pushes use request-response until `retry`, then it is
+    /// opened again.
+    Down { retry: Instant },
+    /// The peer does not speak the push protocol (an older release):
+    /// request-response until it reconnects.
+    Unsupported,
+}
+
+/// Batches waiting in a link's channel: the outbox has at most one in
+/// flight.
+const LINK_CAPACITY: usize = 1;
+
 /// Who waits for the answer to an outbound sync request.
 enum Pending {
     /// A caller of [`super::MeshHandle::request`].
@@ -144,7 +176,20 @@ pub(crate) struct Actor {
     /// Outbound sync requests.
     pending_sync: HashMap<OutboundRequestId, Pending>,
     /// Live pushes per connected peer: the one in flight and those waiting.
-    outboxes: HashMap<PeerId, Outbox<OutboundRequestId>>,
+    outboxes: HashMap<PeerId, Outbox<PushId>>,
+    /// Our push stream to each connected peer.
+    links: HashMap<PeerId, Link>,
+    next_link: u64,
+    next_stream_push: u64,
+    push_stats: PushStats,
+    control: Control,
+    incoming: IncomingStreams,
+    /// The tasks of the push streams, ours and the peers'.
+    tasks: JoinSet<()>,
+    /// The tasks serving inbound push streams, and their peer.
+    inbound: HashMap<TaskId, PeerId>,
+    stream_events_tx: mpsc::Sender<StreamEvent>,
+    stream_events: mpsc::Receiver<StreamEvent>,
     pending_join: HashMap<OutboundRequestId, (PeerId, JoinReplyTx)>,
     answers: FuturesUnordered<BoxFuture<'static, Answer>>,
     listens: HashMap<libp2p::core::transport::ListenerId, PendingListen>,
@@ -154,10 +199,13 @@ pub(crate) struct Actor {
 impl Actor {
     pub(crate) fn new(
         swarm: Swarm<Behaviour>,
+        control: Control,
+        incoming: IncomingStreams,
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<MeshEvent>,
         cancel: CancellationToken,
     ) -> Self {
+        let (stream_events_tx, stream_events) = mpsc::channel(STREAM_EVENT_CAPACITY);
         Self {
             swarm,
             commands,
@@ -172,6 +220,16 @@ impl Actor {
             redial: HashMap::new(),
             pending_sync: HashMap::new(),
             outboxes: HashMap::new(),
+            links: HashMap::new(),
+            next_link: 0,
+            next_stream_push: 0,
+            push_stats: PushStats::default(),
+            control,
+            incoming,
+            tasks: JoinSet::new(),
+            inbound: HashMap::new(),
+            stream_events_tx,
+            stream_events,
             pending_join: HashMap::new(),
             answers: FuturesUnordered::new(),
             listens: HashMap::new(),
@@ -197,6 +255,11 @@ impl Actor {
                 Some(answer) = self.answers.next(), if !self.answers.is_empty() => {
                     self.on_answer(answer);
                 }
+                Some(event) = self.stream_events.recv() => self.on_stream_event(event),
+                Some((peer, stream)) = self.incoming.next() => self.on_inbound_stream(peer, stream),
+                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                    self.on_task_done(done);
+                }
                 // An owned permit does not borrow `self` across the handlers.
                 permit = self.events.clone().reserve_owned(), if !self.backlog.is_empty() => match permit {
                     Ok(permit) => {
@@ -214,6 +277,8 @@ impl Actor {
                 _ = tick.tick() => self.housekeeping(),
             }
         }
+        // The stream tasks saw the same cancellation (or are aborted).
+        self.tasks.shutdown().await;
         // Dropping the swarm closes every connection; dropping the pending
         // reply senders tells waiting callers the mesh is closed.
         info!(peer = %local, "mesh stopped");
@@ -297,6 +362,17 @@ impl Actor {
                     .collect();
                 peers.sort();
                 let _ = reply.send(peers);
+            }
+            Command::PushStats { reply } => {
+                let mut stats = self.push_stats.clone();
+                stats.streams = self
+                    .links
+                    .iter()
+                    .filter(|(_, l)| matches!(l, Link::Up { ready: true, .. }))
+                    .map(|(p, _)| *p)
+                    .collect();
+                stats.streams.sort();
+                let _ = reply.send(stats);
             }
             Command::LocalAddrs { reply } => {
                 let _ = reply.send(LocalAddrs {
@@ -416,6 +492,7 @@ impl Actor {
             self.redial.remove(peer);
             self.book.remove(peer);
             self.outboxes.remove(peer);
+            self.links.remove(peer);
             if self.swarm.is_connected(peer) {
                 info!(%peer, "peer removed from the allow list; disconnecting");
                 // PeerDisconnected follows when the connection is closed.
@@ -515,6 +592,7 @@ impl Actor {
         if let Entry::Vacant(e) = self.connected.entry(peer) {
             e.insert(Instant::now());
             info!(%peer, "peer connected");
+            self.open_link(peer);
             self.emit(MeshEvent::PeerConnected(peer));
         }
     }
@@ -538,6 +616,7 @@ impl Actor {
         self.probation.remove(&peer);
         // What waited for it is sent by anti-entropy when it is back.
         self.outboxes.remove(&peer);
+        self.links.remove(&peer);
         let Some(since) = self.connected.remove(&peer) else {
             return;
         };
@@ -591,6 +670,7 @@ impl Actor {
             BehaviourEvent::Mdns(mdns::Event::Expired(_)) => {}
             BehaviourEvent::Sync(event) => self.on_sync_event(event),
             BehaviourEvent::Join(event) => self.on_join_event(event),
+            BehaviourEvent::Stream(()) => {}
         }
     }
 
@@ -651,7 +731,7 @@ impl Actor {
                     Pending::Reply(reply) => {
                         let _ = reply.send(result.map_err(MeshError::from));
                     }
-                    Pending::Push(to) => self.push_answered(to, request_id),
+                    Pending::Push(to) => self.push_answered(to, PushId::Request(request_id)),
                 }
             }
             RrEvent::OutboundFailure {
@@ -668,7 +748,7 @@ impl Actor {
                 }
                 Some(Pending::Push(to)) => {
                     debug!(%peer, %error, "push failed");
-                    self.push_answered(to, request_id);
+                    self.push_answered(to, PushId::Request(request_id));
                 }
                 None => {}
             },
@@ -680,6 +760,9 @@ impl Actor {
     /// Sends the next batch waiting for `peer`, unless a push to it is in
     /// flight.
     fn flush_pushes(&mut self, peer: PeerId) {
+        if matches!(self.links.get(&peer), Some(Link::Down { retry }) if *retry <= Instant::now()) {
+            self.open_link(peer);
+        }
         let Some(outbox) = self.outboxes.get_mut(&peer) else {
             return;
         };
@@ -689,9 +772,32 @@ impl Actor {
                 PushKind::ToAll => SyncRequest::ToAll(ToAll::Push(ops)),
             };
             match wire::encode(&request) {
-                Ok(bytes) => {
+                Ok(mut bytes) => {
+                    if let Some(Link::Up {
+                        batches,
+                        ready: true,
+                        ..
+                    }) = self.links.get(&peer)
+                    {
+                        let id = self.next_stream_push;
+                        match batches.try_send((id, bytes)) {
+                            Ok(()) => {
+                                self.next_stream_push += 1;
+                                self.push_stats.over_stream += 1;
+                                outbox.sent(PushId::Stream(id));
+                                return;
+                            }
+                            // Its task ended: its report is on the way.
+                            Err(e) => {
+                                bytes = e.into_inner().1;
+                                let retry = Instant::now() + STREAM_RETRY;
+                                self.links.insert(peer, Link::Down { retry });
+                            }
+                        }
+                    }
                     let id = self.swarm.behaviour_mut().sync.send_request(&peer, bytes);
-                    outbox.sent(id);
+                    self.push_stats.over_request += 1;
+                    outbox.sent(PushId::Request(id));
                     self.pending_sync.insert(id, Pending::Push(peer));
                     return;
                 }
@@ -706,10 +812,133 @@ impl Actor {
     }
 
     /// The push in flight to `peer` as `id` was answered or failed.
-    fn push_answered(&mut self, peer: PeerId, id: OutboundRequestId) {
+    fn push_answered(&mut self, peer: PeerId, id: PushId) {
         if self.outboxes.get_mut(&peer).is_some_and(|o| o.answered(id)) {
             self.flush_pushes(peer);
         }
+    }
+
+    // ---- push streams ----
+
+    /// Starts the task of a new push stream to `peer`; pushes use
+    /// request-response until it reports the stream open.
+    fn open_link(&mut self, peer: PeerId) {
+        let link_id = self.next_link;
+        self.next_link += 1;
+        let (batches, rx) = mpsc::channel(LINK_CAPACITY);
+        self.tasks.spawn(stream::push_link(
+            self.control.clone(),
+            peer,
+            link_id,
+            rx,
+            self.stream_events_tx.clone(),
+            self.cancel.child_token(),
+        ));
+        self.links.insert(
+            peer,
+            Link::Up {
+                link_id,
+                batches,
+                ready: false,
+            },
+        );
+    }
+
+    fn on_stream_event(&mut self, event: StreamEvent) {
+        match event {
+            StreamEvent::Opened { peer, link_id } => {
+                if let Some(Link::Up {
+                    link_id: g, ready, ..
+                }) = self.links.get_mut(&peer)
+                    && *g == link_id
+                {
+                    debug!(%peer, "push stream open");
+                    *ready = true;
+                }
+            }
+            StreamEvent::Answered { peer, id } => self.push_answered(peer, PushId::Stream(id)),
+            StreamEvent::Down {
+                peer,
+                link_id,
+                unsupported,
+                in_flight,
+            } => {
+                if matches!(self.links.get(&peer), Some(Link::Up { link_id: g, .. }) if *g == link_id)
+                {
+                    let link = if unsupported {
+                        Link::Unsupported
+                    } else {
+                        Link::Down {
+                            retry: Instant::now() + STREAM_RETRY,
+                        }
+                    };
+                    self.links.insert(peer, link);
+                }
+                if let Some(id) = in_flight {
+                    self.push_answered(peer, PushId::Stream(id));
+                }
+            }
+            StreamEvent::Request {
+                peer,
+                request,
+                reply,
+            } => {
+                // A peer removed since its stream was accepted: dropping the
+                // reply closes the stream.
+                if self.allowed.contains(&peer) {
+                    self.emit(MeshEvent::Request {
+                        peer,
+                        request: *request,
+                        reply,
+                    });
+                }
+            }
+            StreamEvent::Malformed { peer, error } => {
+                warn!(%peer, %error, "malformed push stream; disconnecting peer");
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+        }
+    }
+
+    /// A push stream opened by `peer`: served only for an allowed peer, and
+    /// only a few at once.
+    fn on_inbound_stream(&mut self, peer: PeerId, stream: libp2p::Stream) {
+        if !self.allowed.contains(&peer) {
+            // A newcomer opens its stream as soon as it connects, before we
+            // admit it: that is not held against its probation. A removed
+            // peer is disconnected.
+            if self.probation.contains_key(&peer) {
+                debug!(%peer, "push stream from a peer on probation; refused");
+            } else {
+                self.refuse_sync(peer);
+            }
+            return;
+        }
+        let open = self.inbound.values().filter(|p| **p == peer).count();
+        if open >= MAX_INBOUND_STREAMS_PER_PEER {
+            debug!(%peer, "too many push streams from one peer; refused");
+            return;
+        }
+        let task = self.tasks.spawn(stream::serve_pushes(
+            peer,
+            stream,
+            self.stream_events_tx.clone(),
+            self.cancel.child_token(),
+        ));
+        self.inbound.insert(task.id(), peer);
+    }
+
+    fn on_task_done(&mut self, done: Result<(TaskId, ()), JoinError>) {
+        let id = match done {
+            Ok((id, ())) => id,
+            Err(e) => {
+                if e.is_panic() {
+                    warn!(error = %e, "push stream task panicked");
+                }
+                e.id()
+            }
+        };
+        self.inbound.remove(&id);
     }
 
     fn on_join_event(&mut self, event: RrEvent<Vec<u8>, Vec<u8>>) {

@@ -13,6 +13,7 @@
 mod actor;
 mod identity;
 mod outbox;
+mod stream;
 mod swarm;
 pub mod wire;
 
@@ -29,6 +30,9 @@ use tokio_util::sync::CancellationToken;
 pub use identity::{key_from_peer_id, keypair_from_seed, peer_id_from_key};
 pub use libp2p::{Multiaddr, PeerId};
 pub use outbox::{MAX_QUEUED_BYTES, MAX_QUEUED_OPS, PushKind};
+pub use stream::{
+    MAX_INBOUND_STREAMS_PER_PEER, PUSH_PROTOCOL, STREAM_EVENT_CAPACITY, STREAM_RETRY,
+};
 pub use swarm::{HANDSHAKE_TIMEOUT, IDENTIFY_PROTOCOL, REQUEST_TIMEOUT};
 pub use wire::{JoinReply, JoinRequest, SyncRequest, SyncResponse, WireError};
 
@@ -113,6 +117,18 @@ pub enum MeshEvent {
 }
 
 /// This node's addresses: what it listens on and what peers observed.
+/// How live pushes travel, for diagnostics and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushStats {
+    /// Peers whose push stream is open, sorted.
+    pub streams: Vec<PeerId>,
+    /// Pushes sent on a push stream since the mesh started.
+    pub over_stream: u64,
+    /// Pushes sent as request-response exchanges (no stream open yet, a
+    /// failed one, or a peer without the protocol).
+    pub over_request: u64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LocalAddrs {
     pub listen: Vec<Multiaddr>,
@@ -146,6 +162,9 @@ pub(crate) enum Command {
     },
     LocalAddrs {
         reply: Reply<LocalAddrs>,
+    },
+    PushStats {
+        reply: Reply<PushStats>,
     },
     Request {
         peer: PeerId,
@@ -231,6 +250,11 @@ impl MeshHandle {
 
     /// Sends one sync request to an allowed peer (dialing it if needed) and
     /// waits for its response.
+    /// How live pushes have travelled so far.
+    pub async fn push_stats(&self) -> Result<PushStats, MeshError> {
+        self.call(|reply| Command::PushStats { reply }).await
+    }
+
     pub async fn request(
         &self,
         peer: PeerId,
@@ -317,9 +341,13 @@ impl Mesh {
         let local_peer_id = keypair.public().to_peer_id();
         // Building the swarm needs the runtime too (the mDNS watcher).
         let swarm = swarm::build(&keypair, config.psk, config.mdns, config.agent_version)?;
+        let mut control = swarm.behaviour().stream.new_control();
+        let incoming = control
+            .accept(PUSH_PROTOCOL)
+            .map_err(|e| MeshError::Transport(format!("push stream: {e}")))?;
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
-        let actor = actor::Actor::new(swarm, cmd_rx, ev_tx, cancel.clone());
+        let actor = actor::Actor::new(swarm, control, incoming, cmd_rx, ev_tx, cancel.clone());
         let task = runtime.spawn(actor.run());
         let handle = MeshHandle {
             commands: cmd_tx,

@@ -40,6 +40,8 @@ pub(crate) struct Behaviour {
     pub(crate) sync: request_response::Behaviour<Codec>,
     /// Carries encoded [`super::JoinRequest`] / [`super::JoinReply`].
     pub(crate) join: request_response::Behaviour<Codec>,
+    /// The push streams ([`super::stream`]).
+    pub(crate) stream: libp2p_stream::Behaviour,
 }
 
 /// The authenticated, multiplexed transport, gated by the pre-shared key.
@@ -92,6 +94,7 @@ pub(crate) fn build(
             [(JOIN_PROTOCOL, ProtocolSupport::Full)],
             rr_config,
         ),
+        stream: libp2p_stream::Behaviour::new(),
     };
     let config = libp2p::swarm::Config::with_tokio_executor()
         .with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT);

@@ -619,3 +619,344 @@ async fn malformed_messages_do_not_break_the_actor() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+impl Node {
+    /// Waits until this node's push stream to `peer` is open.
+    async fn expect_push_stream(&self, peer: PeerId) {
+        timeout(WAIT, async {
+            while !self
+                .handle
+                .push_stats()
+                .await
+                .unwrap()
+                .streams
+                .contains(&peer)
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the push stream did not open in time");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_travel_on_the_push_stream_once_it_is_open() {
+    let (a, mut b) = pair(1, 2).await;
+    a.expect_push_stream(b.id()).await;
+    b.expect_push_stream(a.id()).await;
+    let before = a.handle.push_stats().await.unwrap();
+    for i in 0..3u8 {
+        a.handle
+            .push_to(vec![b.id()], PushKind::Plain, vec![vec![i]])
+            .await
+            .unwrap();
+        let (from, request) = b.answer(SyncResponse::Ack).await;
+        assert_eq!(from, a.id());
+        assert_eq!(request, SyncRequest::Push(vec![vec![i]]));
+    }
+    a.handle
+        .push_to(vec![b.id()], PushKind::ToAll, vec![b"to-all".to_vec()])
+        .await
+        .unwrap();
+    // A refusal is an answer too: it frees the way for the next push.
+    let (_, request) = b.answer(SyncResponse::Refused("no".into())).await;
+    assert_eq!(
+        request,
+        SyncRequest::ToAll(ToAll::Push(vec![b"to-all".to_vec()]))
+    );
+    a.handle
+        .push_to(vec![b.id()], PushKind::Plain, vec![b"last".to_vec()])
+        .await
+        .unwrap();
+    let (_, request) = b.answer(SyncResponse::Ack).await;
+    assert_eq!(request, SyncRequest::Push(vec![b"last".to_vec()]));
+
+    let after = a.handle.push_stats().await.unwrap();
+    assert_eq!(after.over_stream - before.over_stream, 5, "{after:?}");
+    assert_eq!(after.over_request, before.over_request, "{after:?}");
+    assert_eq!(after.streams, vec![b.id()]);
+
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// A peer of an older release (no push stream) still gets every push, as
+/// request-response exchanges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_the_push_stream_gets_pushes_by_request() {
+    let mut a = node(1, 7).await;
+    let mut raw = raw_swarm(9, 7);
+    let raw_id = *raw.local_peer_id();
+    a.allow(&[raw_id]).await;
+    raw.dial(a.addr()).unwrap();
+    let a_id = a.id();
+    let (requests_tx, mut requests) = mpsc::channel(8);
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                () = stop.cancelled() => return,
+                e = raw.select_next_some() => e,
+            };
+            if let SwarmEvent::Behaviour(RawBehaviourEvent::Sync(
+                request_response::Event::Message {
+                    peer,
+                    message:
+                        request_response::Message::Request {
+                            request, channel, ..
+                        },
+                    ..
+                },
+            )) = event
+            {
+                assert_eq!(peer, a_id);
+                let request: SyncRequest = wire::decode(&request).unwrap();
+                let ack = wire::encode(&SyncResponse::Ack).unwrap();
+                raw.behaviour_mut()
+                    .sync
+                    .send_response(channel, ack)
+                    .unwrap();
+                requests_tx.send(request).await.unwrap();
+            }
+        }
+    });
+    a.expect_connected(raw_id).await;
+
+    for o in ["1", "2"] {
+        a.handle
+            .push_to(vec![raw_id], PushKind::Plain, vec![o.as_bytes().to_vec()])
+            .await
+            .unwrap();
+        let got = timeout(WAIT, requests.recv()).await.unwrap().unwrap();
+        assert_eq!(got, SyncRequest::Push(vec![o.as_bytes().to_vec()]));
+        // Time for A to learn that the peer has no push stream.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let stats = a.handle.push_stats().await.unwrap();
+    assert_eq!(
+        stats,
+        PushStats {
+            streams: vec![],
+            over_stream: 0,
+            over_request: 2
+        }
+    );
+
+    cancel.cancel();
+    task.await.unwrap();
+    a.shutdown().await;
+}
+
+#[derive(NetworkBehaviour)]
+/// A peer that speaks the push stream by hand.
+struct StreamBehaviour {
+    sync: request_response::Behaviour<wire::Codec>,
+    stream: libp2p_stream::Behaviour,
+}
+
+/// A hand-driven peer connected to a node that allows it. Its swarm runs in
+/// a task that answers every sync request with an ack and reports it on
+/// `requests`; `closed` reports the end of its connection.
+struct RawPeer {
+    control: libp2p_stream::Control,
+    requests: mpsc::Receiver<SyncRequest>,
+    closed: mpsc::Receiver<()>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn raw_stream_peer(seed: u8, a: &mut Node) -> RawPeer {
+    let keypair = keypair_from_seed([seed; 32]).unwrap();
+    let id = keypair.public().to_peer_id();
+    a.allow(&[id]).await;
+    let transport = swarm::transport(&keypair, [7; 32]).unwrap();
+    let behaviour = StreamBehaviour {
+        sync: request_response::Behaviour::with_codec(
+            wire::Codec::new(1 << 20, 1 << 20),
+            [(SYNC_PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default(),
+        ),
+        stream: libp2p_stream::Behaviour::new(),
+    };
+    let config = libp2p::swarm::Config::with_tokio_executor()
+        .with_idle_connection_timeout(Duration::from_secs(60));
+    let mut raw = Swarm::new(transport, behaviour, id, config);
+    let control = raw.behaviour().stream.new_control();
+    raw.dial(a.addr()).unwrap();
+    let (requests_tx, requests) = mpsc::channel(8);
+    let (closed_tx, closed) = mpsc::channel(1);
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                () = stop.cancelled() => return,
+                e = raw.select_next_some() => e,
+            };
+            match event {
+                SwarmEvent::ConnectionClosed {
+                    num_established: 0, ..
+                } => {
+                    let _ = closed_tx.try_send(());
+                }
+                SwarmEvent::Behaviour(StreamBehaviourEvent::Sync(
+                    request_response::Event::Message {
+                        message:
+                            request_response::Message::Request {
+                                request, channel, ..
+                            },
+                        ..
+                    },
+                )) => {
+                    let request: SyncRequest = wire::decode(&request).unwrap();
+                    let ack = wire::encode(&SyncResponse::Ack).unwrap();
+                    raw.behaviour_mut()
+                        .sync
+                        .send_response(channel, ack)
+                        .unwrap();
+                    requests_tx.send(request).await.unwrap();
+                }
+                _ => {}
+            }
+        }
+    });
+    a.expect_connected(id).await;
+    RawPeer {
+        control,
+        requests,
+        closed,
+        cancel,
+        task,
+    }
+}
+
+impl RawPeer {
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.task.await.unwrap();
+    }
+}
+
+async fn write_raw_frame(stream: &mut libp2p::Stream, bytes: &[u8]) {
+    use futures::AsyncWriteExt;
+    let mut frame = u32::try_from(bytes.len()).unwrap().to_be_bytes().to_vec();
+    frame.extend_from_slice(bytes);
+    stream.write_all(&frame).await.unwrap();
+    stream.flush().await.unwrap();
+}
+
+async fn read_raw_frame(stream: &mut libp2p::Stream) -> Vec<u8> {
+    use futures::AsyncReadExt;
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await.unwrap();
+    let mut bytes = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut bytes).await.unwrap();
+    bytes
+}
+
+/// When the push stream breaks, the push it carried is given up (as a
+/// failed request would be), the next pushes go by request-response, and
+/// the stream is opened again after a while.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_push_stream_falls_back_to_requests_then_reopens() {
+    let mut a = node(1, 7).await;
+    let mut raw = raw_stream_peer(9, &mut a).await;
+    let raw_id = keypair_from_seed([9; 32]).unwrap().public().to_peer_id();
+    let mut incoming = raw.control.accept(PUSH_PROTOCOL).unwrap();
+    let op = |s: &str| vec![s.as_bytes().to_vec()];
+
+    // The first stream: take one push and close without answering.
+    let (from, mut stream) = timeout(WAIT, incoming.next()).await.unwrap().unwrap();
+    assert_eq!(from, a.id());
+    a.expect_push_stream(raw_id).await;
+    a.handle
+        .push_to(vec![raw_id], PushKind::Plain, op("1"))
+        .await
+        .unwrap();
+    let first: SyncRequest = wire::decode(&read_raw_frame(&mut stream).await).unwrap();
+    assert_eq!(first, SyncRequest::Push(op("1")));
+    drop(stream);
+
+    // Meanwhile pushes go as requests.
+    timeout(WAIT, async {
+        while !a.handle.push_stats().await.unwrap().streams.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("A kept using a closed stream");
+    a.handle
+        .push_to(vec![raw_id], PushKind::Plain, op("2"))
+        .await
+        .unwrap();
+    let got = timeout(WAIT, raw.requests.recv()).await.unwrap().unwrap();
+    assert_eq!(got, SyncRequest::Push(op("2")));
+
+    // After the retry delay, a push opens the stream again (that push
+    // itself goes as a request), and the next ones use the new stream.
+    tokio::time::sleep(STREAM_RETRY).await;
+    a.handle
+        .push_to(vec![raw_id], PushKind::Plain, op("3"))
+        .await
+        .unwrap();
+    let got = timeout(WAIT, raw.requests.recv()).await.unwrap().unwrap();
+    assert_eq!(got, SyncRequest::Push(op("3")));
+    let (_, mut stream) = timeout(WAIT, incoming.next()).await.unwrap().unwrap();
+    a.expect_push_stream(raw_id).await;
+    a.handle
+        .push_to(vec![raw_id], PushKind::Plain, op("4"))
+        .await
+        .unwrap();
+    let fourth: SyncRequest = wire::decode(&read_raw_frame(&mut stream).await).unwrap();
+    assert_eq!(fourth, SyncRequest::Push(op("4")));
+    write_raw_frame(&mut stream, &wire::encode(&SyncResponse::Ack).unwrap()).await;
+
+    let stats = a.handle.push_stats().await.unwrap();
+    assert_eq!(stats.over_stream, 2, "{stats:?}");
+    assert_eq!(stats.over_request, 2, "{stats:?}");
+    assert!(raw.closed.try_recv().is_err(), "the connection was closed");
+
+    raw.stop().await;
+    a.shutdown().await;
+}
+
+/// What no honest peer writes on a push stream closes its connection, and
+/// none of it reaches the daemon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_push_stream_disconnects_its_peer() {
+    let mut a = node(1, 7).await;
+    let vv = wire::encode(&SyncRequest::VersionVector(VersionVector::new())).unwrap();
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("garbage", vec![0xff, 1, 2, 3]),
+        ("not a push", vv),
+        ("empty frame", vec![]),
+        // A length over the limit, with no body behind it.
+        ("oversized", vec![]),
+    ];
+    for (i, (case, bytes)) in cases.into_iter().enumerate() {
+        let mut raw = raw_stream_peer(9 + u8::try_from(i).unwrap(), &mut a).await;
+        let mut stream = raw
+            .control
+            .open_stream(a.id(), PUSH_PROTOCOL)
+            .await
+            .unwrap();
+        if case == "oversized" {
+            use futures::AsyncWriteExt;
+            let len = u32::try_from(wire::MAX_SYNC_MESSAGE_BYTES + 1).unwrap();
+            stream.write_all(&len.to_be_bytes()).await.unwrap();
+            stream.flush().await.unwrap();
+        } else {
+            write_raw_frame(&mut stream, &bytes).await;
+        }
+        let closed = timeout(WAIT, raw.closed.recv()).await;
+        assert!(closed.is_ok(), "{case}: the peer was not disconnected");
+        raw.stop().await;
+    }
+    let seen = a
+        .next(QUIET, |e| matches!(e, MeshEvent::Request { .. }))
+        .await;
+    assert!(seen.is_none(), "{seen:?}");
+    a.shutdown().await;
+}
