@@ -255,7 +255,7 @@ fn same_as_reconcile(writes: &[(Collection, String, Option<Entity>)], what: &str
             std::ptr::eq(doc, &f.conflicted)
         );
         assert_eq!(
-            fast.map(ops),
+            fast.clone().map(ops),
             reference.map(ops),
             "writer differs from reconcile ({what})"
         );
@@ -263,7 +263,51 @@ fn same_as_reconcile(writes: &[(Collection, String, Option<Entity>)], what: &str
             fast_doc == reference_doc,
             "documents differ after the same change ({what})"
         );
+        rolled_back_as_it_was(doc, heads, writes, (fast, fast_doc), &what);
     }
+}
+
+/// The writes exported and rolled back (as a replica rebuilds a concurrent
+/// op's change) give the change a commit gives, leave the document as it
+/// was, and leave it able to take the same writes again: the op set's
+/// indexes were restored too, not only what a save shows.
+fn rolled_back_as_it_was(
+    doc: &am::Automerge,
+    heads: Option<&[ChangeHash]>,
+    writes: &[(Collection, String, Option<Entity>)],
+    committed: (Option<Vec<u8>>, Vec<u8>),
+    what: &str,
+) {
+    let mut d = doc.clone();
+    d.set_actor(ActorId::from(vec![0xc3; 16]));
+    let mut tx = match heads {
+        Some(h) => d.transaction_at(am::PatchLog::inactive(), h).unwrap(),
+        None => d.transaction(),
+    };
+    for (c, id, v) in writes {
+        write_entity_with(&mut tx, *c, id, v.as_ref(), true).unwrap();
+    }
+    let opts = am::transaction::CommitOptions::default().with_time(1_700_000_000_000);
+    let exported = tx.export_and_rollback(opts).map(|c| c.raw_bytes().to_vec());
+    assert_eq!(
+        exported.map(ops),
+        committed.0.clone().map(ops),
+        "export differs from commit ({what})"
+    );
+    assert!(
+        d.save() == doc.save(),
+        "rollback changed the document ({what})"
+    );
+    let again = written(&d, heads, writes, true);
+    assert_eq!(
+        again.0.map(ops),
+        committed.0.map(ops),
+        "after a rollback the same writes make another change ({what})"
+    );
+    assert!(
+        again.1 == committed.1,
+        "after a rollback the same writes leave another document ({what})"
+    );
 }
 
 /// Every entity of the fixture, and an edited copy, written under new ids

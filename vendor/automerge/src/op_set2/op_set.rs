@@ -64,6 +64,11 @@ pub(crate) struct OpSet {
     pub(crate) text_encoding: TextEncoding,
 }
 
+/// Most ops one splice of `OpSet::undo_ops` takes (it places them in n²
+/// steps).
+/// (shoal patch.)
+const MAX_UNDO_RUN: usize = 256;
+
 impl OpSet {
     #[cfg(test)]
     pub(crate) fn debug_cmp(&self, other: &Self) {
@@ -241,6 +246,68 @@ impl OpSet {
         let added = self.cols.splice(pos, ops, self.text_encoding);
         self.splice_objects(ops);
         added
+    }
+
+    /// Undoes `ops` (a transaction's pending ops, in the order they were
+    /// made), last first, as `undo_op` one by one would.
+    ///
+    /// (shoal patch: ops that only need removing, made one after another
+    /// and together filling one stretch of the op set, such as the ops of
+    /// a new object, leave the columns in one splice instead of one per op.
+    /// Each splice seeks through every column, whatever it removes.)
+    pub(crate) fn undo_ops(&mut self, ops: &[TxOp]) {
+        // Only the op itself to remove: no successor to restore on an older
+        // op, no conflict order to redo, and a place in the op set (a
+        // delete has none).
+        let alone = |op: &TxOp| {
+            op.undo.is_empty() && op.reset_range.is_none() && op.bld.action != Action::Delete
+        };
+        // `ops[start..end]` are alone and fill `lo..=hi` of the op set.
+        let (mut start, mut end) = (ops.len(), ops.len());
+        let (mut lo, mut hi) = (0, 0);
+        for i in (0..ops.len()).rev() {
+            let op = &ops[i];
+            if alone(op) {
+                if start < end && end - start < MAX_UNDO_RUN {
+                    // Where it sits now: its place when it was made, pushed
+                    // on by each op made after it at or before that place.
+                    let mut p = op.pos;
+                    for later in &ops[start..end] {
+                        if later.pos <= p {
+                            p += 1;
+                        }
+                    }
+                    let (l, h) = (lo.min(p), hi.max(p));
+                    if h - l == end - start {
+                        (start, lo, hi) = (i, l, h);
+                        continue;
+                    }
+                }
+                self.remove_stretch(&ops[start..end], lo);
+                (start, end, lo, hi) = (i, i + 1, op.pos, op.pos);
+            } else {
+                self.remove_stretch(&ops[start..end], lo);
+                self.undo_op(op);
+                (start, end) = (i, i);
+            }
+        }
+        self.remove_stretch(&ops[start..end], lo);
+    }
+
+    /// Removes ops that only need removing and fill the op set from `lo`.
+    fn remove_stretch(&mut self, ops: &[TxOp], lo: usize) {
+        if ops.len() < 2 {
+            ops.iter().for_each(|op| self.undo_op(op));
+            return;
+        }
+        // Removing a stretch only counts its ops and their values, so their
+        // order does not matter.
+        self.cols.remove_ops(lo, ops);
+        for op in ops {
+            if op.obj_info().is_some() {
+                self.obj_info.remove(op.id());
+            }
+        }
     }
 
     pub(crate) fn undo_op(&mut self, op: &TxOp) {

@@ -235,9 +235,8 @@ impl TransactionInner {
     pub(crate) fn rollback(self, doc: &mut Automerge) -> usize {
         let num = self.pending.len();
 
-        for o in self.pending.iter().rev() {
-            doc.ops.undo_op(o);
-        }
+        // (shoal patch: in runs, see `OpSet::undo_ops`.)
+        doc.ops.undo_ops(&self.pending);
 
         //doc.ops_mut().load_checkpoint(self.checkpoint);
 
