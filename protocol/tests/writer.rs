@@ -174,6 +174,24 @@ fn change(
     written(doc, heads, writes, skip).0
 }
 
+/// A transaction on `d` (at `heads` when given) holding `writes`.
+fn write_in<'a>(
+    d: &'a mut am::Automerge,
+    heads: Option<&[ChangeHash]>,
+    writes: &[(Collection, String, Option<Entity>)],
+    skip: bool,
+) -> am::transaction::Transaction<'a> {
+    d.set_actor(ActorId::from(vec![0xc3; 16]));
+    let mut tx = match heads {
+        Some(h) => d.transaction_at(am::PatchLog::inactive(), h).unwrap(),
+        None => d.transaction(),
+    };
+    for (c, id, v) in writes {
+        write_entity_with(&mut tx, *c, id, v.as_ref(), skip).unwrap();
+    }
+    tx
+}
+
 /// [`change`], and the whole document saved after it: how the ops sit in
 /// the op set, not only what the change says.
 fn written(
@@ -183,14 +201,7 @@ fn written(
     skip: bool,
 ) -> (Option<Vec<u8>>, Vec<u8>) {
     let mut d = doc.clone();
-    d.set_actor(ActorId::from(vec![0xc3; 16]));
-    let mut tx = match heads {
-        Some(h) => d.transaction_at(am::PatchLog::inactive(), h).unwrap(),
-        None => d.transaction(),
-    };
-    for (c, id, v) in writes {
-        write_entity_with(&mut tx, *c, id, v.as_ref(), skip).unwrap();
-    }
+    let tx = write_in(&mut d, heads, writes, skip);
     let opts = am::transaction::CommitOptions::default().with_time(1_700_000_000_000);
     let made = tx
         .commit_with(opts)
@@ -279,14 +290,7 @@ fn rolled_back_as_it_was(
     what: &str,
 ) {
     let mut d = doc.clone();
-    d.set_actor(ActorId::from(vec![0xc3; 16]));
-    let mut tx = match heads {
-        Some(h) => d.transaction_at(am::PatchLog::inactive(), h).unwrap(),
-        None => d.transaction(),
-    };
-    for (c, id, v) in writes {
-        write_entity_with(&mut tx, *c, id, v.as_ref(), true).unwrap();
-    }
+    let tx = write_in(&mut d, heads, writes, true);
     let opts = am::transaction::CommitOptions::default().with_time(1_700_000_000_000);
     let exported = tx.export_and_rollback(opts).map(|c| c.raw_bytes().to_vec());
     assert_eq!(

@@ -127,34 +127,22 @@ pub(crate) async fn push_link(
             () = cancel.cancelled() => return,
             r = tokio::time::timeout(REQUEST_TIMEOUT, exchange(&mut stream, &request)) => r,
         };
-        let event = match exchanged {
-            Ok(Ok(response)) => match wire::decode::<SyncResponse>(&response) {
-                Ok(_) => StreamEvent::Answered { peer, id },
-                Err(e) => {
-                    let _ = events
-                        .send(StreamEvent::Malformed {
-                            peer,
-                            error: e.to_string(),
-                        })
-                        .await;
-                    down(false, Some(id))
-                }
-            },
-            Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
-                let _ = events
-                    .send(StreamEvent::Malformed {
-                        peer,
-                        error: e.to_string(),
-                    })
-                    .await;
+        // A failure, and whether the peer sent something malformed.
+        let outcome = match exchanged {
+            Ok(Ok(response)) => wire::decode::<SyncResponse>(&response)
+                .map(drop)
+                .map_err(|e| (true, e.to_string())),
+            Ok(Err(e)) => Err((e.kind() == io::ErrorKind::InvalidData, e.to_string())),
+            Err(_) => Err((false, "no answer in time".to_owned())),
+        };
+        let event = match outcome {
+            Ok(()) => StreamEvent::Answered { peer, id },
+            Err((true, error)) => {
+                let _ = events.send(StreamEvent::Malformed { peer, error }).await;
                 down(false, Some(id))
             }
-            Ok(Err(e)) => {
-                debug!(%peer, error = %e, "push stream failed");
-                down(false, Some(id))
-            }
-            Err(_) => {
-                debug!(%peer, "push over the stream timed out");
+            Err((false, error)) => {
+                debug!(%peer, %error, "push stream failed");
                 down(false, Some(id))
             }
         };

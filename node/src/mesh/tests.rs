@@ -692,34 +692,23 @@ async fn a_peer_without_the_push_stream_gets_pushes_by_request() {
     raw.dial(a.addr()).unwrap();
     let a_id = a.id();
     let (requests_tx, mut requests) = mpsc::channel(8);
-    let cancel = CancellationToken::new();
-    let stop = cancel.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let event = tokio::select! {
-                () = stop.cancelled() => return,
-                e = raw.select_next_some() => e,
-            };
-            if let SwarmEvent::Behaviour(RawBehaviourEvent::Sync(
-                request_response::Event::Message {
-                    peer,
-                    message:
-                        request_response::Message::Request {
-                            request, channel, ..
-                        },
-                    ..
+    let (cancel, task) = drive(raw, move |raw, event| {
+        if let SwarmEvent::Behaviour(RawBehaviourEvent::Sync(request_response::Event::Message {
+            peer,
+            message:
+                request_response::Message::Request {
+                    request, channel, ..
                 },
-            )) = event
-            {
-                assert_eq!(peer, a_id);
-                let request: SyncRequest = wire::decode(&request).unwrap();
-                let ack = wire::encode(&SyncResponse::Ack).unwrap();
-                raw.behaviour_mut()
-                    .sync
-                    .send_response(channel, ack)
-                    .unwrap();
-                requests_tx.send(request).await.unwrap();
-            }
+            ..
+        })) = event
+        {
+            assert_eq!(peer, a_id);
+            ack(
+                &mut raw.behaviour_mut().sync,
+                &request,
+                channel,
+                &requests_tx,
+            );
         }
     });
     a.expect_connected(raw_id).await;
@@ -747,6 +736,42 @@ async fn a_peer_without_the_push_stream_gets_pushes_by_request() {
     cancel.cancel();
     task.await.unwrap();
     a.shutdown().await;
+}
+
+/// Runs `swarm` in a task, handing each event to `on_event`, until the
+/// returned token is cancelled.
+fn drive<B>(
+    mut swarm: Swarm<B>,
+    mut on_event: impl FnMut(&mut Swarm<B>, SwarmEvent<B::ToSwarm>) + Send + 'static,
+) -> (CancellationToken, tokio::task::JoinHandle<()>)
+where
+    B: NetworkBehaviour + Send + 'static,
+    B::ConnectionHandler: Send,
+{
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                e = swarm.select_next_some() => on_event(&mut swarm, e),
+            }
+        }
+    });
+    (cancel, task)
+}
+
+/// Answers a sync request with an ack and reports it on `to`.
+fn ack(
+    sync: &mut request_response::Behaviour<wire::Codec>,
+    request: &[u8],
+    channel: request_response::ResponseChannel<Vec<u8>>,
+    to: &mpsc::Sender<SyncRequest>,
+) {
+    let request: SyncRequest = wire::decode(request).unwrap();
+    let ack = wire::encode(&SyncResponse::Ack).unwrap();
+    sync.send_response(channel, ack).unwrap();
+    to.try_send(request).unwrap();
 }
 
 #[derive(NetworkBehaviour)]
@@ -787,40 +812,25 @@ async fn raw_stream_peer(seed: u8, a: &mut Node) -> RawPeer {
     raw.dial(a.addr()).unwrap();
     let (requests_tx, requests) = mpsc::channel(8);
     let (closed_tx, closed) = mpsc::channel(1);
-    let cancel = CancellationToken::new();
-    let stop = cancel.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let event = tokio::select! {
-                () = stop.cancelled() => return,
-                e = raw.select_next_some() => e,
-            };
-            match event {
-                SwarmEvent::ConnectionClosed {
-                    num_established: 0, ..
-                } => {
-                    let _ = closed_tx.try_send(());
-                }
-                SwarmEvent::Behaviour(StreamBehaviourEvent::Sync(
-                    request_response::Event::Message {
-                        message:
-                            request_response::Message::Request {
-                                request, channel, ..
-                            },
-                        ..
-                    },
-                )) => {
-                    let request: SyncRequest = wire::decode(&request).unwrap();
-                    let ack = wire::encode(&SyncResponse::Ack).unwrap();
-                    raw.behaviour_mut()
-                        .sync
-                        .send_response(channel, ack)
-                        .unwrap();
-                    requests_tx.send(request).await.unwrap();
-                }
-                _ => {}
-            }
+    let (cancel, task) = drive(raw, move |raw, event| match event {
+        SwarmEvent::ConnectionClosed {
+            num_established: 0, ..
+        } => {
+            let _ = closed_tx.try_send(());
         }
+        SwarmEvent::Behaviour(StreamBehaviourEvent::Sync(request_response::Event::Message {
+            message:
+                request_response::Message::Request {
+                    request, channel, ..
+                },
+            ..
+        })) => ack(
+            &mut raw.behaviour_mut().sync,
+            &request,
+            channel,
+            &requests_tx,
+        ),
+        _ => {}
     });
     a.expect_connected(id).await;
     RawPeer {
