@@ -786,6 +786,8 @@ struct StreamBehaviour {
 /// `requests`; `closed` reports the end of its connection.
 struct RawPeer {
     control: libp2p_stream::Control,
+    /// The push streams A opens.
+    incoming: libp2p_stream::IncomingStreams,
     requests: mpsc::Receiver<SyncRequest>,
     closed: mpsc::Receiver<()>,
     cancel: CancellationToken,
@@ -808,7 +810,9 @@ async fn raw_stream_peer(seed: u8, a: &mut Node) -> RawPeer {
     let config = libp2p::swarm::Config::with_tokio_executor()
         .with_idle_connection_timeout(Duration::from_secs(60));
     let mut raw = Swarm::new(transport, behaviour, id, config);
-    let control = raw.behaviour().stream.new_control();
+    let mut control = raw.behaviour().stream.new_control();
+    // Before dialing: A opens its push stream as soon as it is connected.
+    let incoming = control.accept(PUSH_PROTOCOL).unwrap();
     raw.dial(a.addr()).unwrap();
     let (requests_tx, requests) = mpsc::channel(8);
     let (closed_tx, closed) = mpsc::channel(1);
@@ -835,6 +839,7 @@ async fn raw_stream_peer(seed: u8, a: &mut Node) -> RawPeer {
     a.expect_connected(id).await;
     RawPeer {
         control,
+        incoming,
         requests,
         closed,
         cancel,
@@ -874,11 +879,10 @@ async fn a_broken_push_stream_falls_back_to_requests_then_reopens() {
     let mut a = node(1, 7).await;
     let mut raw = raw_stream_peer(9, &mut a).await;
     let raw_id = keypair_from_seed([9; 32]).unwrap().public().to_peer_id();
-    let mut incoming = raw.control.accept(PUSH_PROTOCOL).unwrap();
     let op = |s: &str| vec![s.as_bytes().to_vec()];
 
     // The first stream: take one push and close without answering.
-    let (from, mut stream) = timeout(WAIT, incoming.next()).await.unwrap().unwrap();
+    let (from, mut stream) = timeout(WAIT, raw.incoming.next()).await.unwrap().unwrap();
     assert_eq!(from, a.id());
     a.expect_push_stream(raw_id).await;
     a.handle
@@ -913,7 +917,7 @@ async fn a_broken_push_stream_falls_back_to_requests_then_reopens() {
         .unwrap();
     let got = timeout(WAIT, raw.requests.recv()).await.unwrap().unwrap();
     assert_eq!(got, SyncRequest::Push(op("3")));
-    let (_, mut stream) = timeout(WAIT, incoming.next()).await.unwrap().unwrap();
+    let (_, mut stream) = timeout(WAIT, raw.incoming.next()).await.unwrap().unwrap();
     a.expect_push_stream(raw_id).await;
     a.handle
         .push_to(vec![raw_id], PushKind::Plain, op("4"))
