@@ -874,8 +874,21 @@ impl Actor {
                     };
                     self.links.insert(peer, link);
                 }
-                if let Some(id) = in_flight {
-                    self.push_answered(peer, PushId::Stream(id));
+                // What the stream was carrying goes again by request: a
+                // stream that fails as it opens (the peer dropped it) must
+                // not leave the push to anti-entropy.
+                if let Some((id, request)) = in_flight
+                    && self
+                        .outboxes
+                        .get(&peer)
+                        .is_some_and(|o| o.is_in_flight(PushId::Stream(id)))
+                {
+                    let rid = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+                    self.push_stats.over_request += 1;
+                    self.pending_sync.insert(rid, Pending::Push(peer));
+                    if let Some(o) = self.outboxes.get_mut(&peer) {
+                        o.resent(PushId::Stream(id), PushId::Request(rid));
+                    }
                 }
             }
             StreamEvent::Request {

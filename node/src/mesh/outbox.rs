@@ -118,6 +118,22 @@ impl<Id: Copy + PartialEq> Outbox<Id> {
         }
     }
 
+    /// The push in flight as `old` was sent again as `new`. Returns whether
+    /// `old` was in flight.
+    pub(crate) fn resent(&mut self, old: Id, new: Id) -> bool {
+        if self.in_flight == Some(old) {
+            self.in_flight = Some(new);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether `id` is in flight.
+    pub(crate) fn is_in_flight(&self, id: Id) -> bool {
+        self.in_flight == Some(id)
+    }
+
     /// Whether nothing is in flight or queued.
     pub(crate) fn is_idle(&self) -> bool {
         self.in_flight.is_none() && self.queued.is_empty()

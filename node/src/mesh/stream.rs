@@ -51,12 +51,13 @@ pub(crate) enum StreamEvent {
     /// The push `id` on our stream to `peer` was answered.
     Answered { peer: PeerId, id: u64 },
     /// Our stream to `peer` is closed or could not be opened; `in_flight`
-    /// is the push it was carrying, lost with it.
+    /// is the push it was carrying (its id and encoded request), which the
+    /// peer may not have received.
     Down {
         peer: PeerId,
         link_id: u64,
         unsupported: bool,
-        in_flight: Option<u64>,
+        in_flight: Option<(u64, Vec<u8>)>,
     },
     /// A push read from `peer`'s stream, for the daemon to answer.
     Request {
@@ -139,11 +140,11 @@ pub(crate) async fn push_link(
             Ok(()) => StreamEvent::Answered { peer, id },
             Err((true, error)) => {
                 let _ = events.send(StreamEvent::Malformed { peer, error }).await;
-                down(false, Some(id))
+                down(false, Some((id, request)))
             }
             Err((false, error)) => {
                 debug!(%peer, %error, "push stream failed");
-                down(false, Some(id))
+                down(false, Some((id, request)))
             }
         };
         let ended = matches!(event, StreamEvent::Down { .. });
