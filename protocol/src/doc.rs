@@ -153,6 +153,23 @@ pub fn write_entity(
     write_entity_with(tx, c, id, value, true)
 }
 
+/// The object type and the ops a new entity is written with (see
+/// [`fresh`]); `None` when the recording cannot follow it.
+fn entity_ops(value: &Entity) -> Option<(am::ObjType, Vec<am::transaction::FreshOp>)> {
+    match value {
+        Entity::Team(v) => fresh::record(v),
+        Entity::Member(v) => fresh::record(v),
+        Entity::Node(v) => fresh::record(v),
+        Entity::Invite(v) => fresh::record(v),
+        Entity::Registry(v) => fresh::record(v),
+        Entity::Product(v) => fresh::record(v),
+        Entity::Version(v) => fresh::record(v),
+        Entity::Deployment(v) => fresh::record(v.as_ref()),
+        Entity::Command(v) => fresh::record(v),
+        Entity::Key(v) => fresh::record(v),
+    }
+}
+
 /// Writes `value` at the absent key `id` of `coll` as reconcile would, with
 /// one splice for all its ops; `false` (nothing written) when the recording
 /// cannot follow it.
@@ -162,28 +179,74 @@ fn put_new(
     id: &str,
     value: &Entity,
 ) -> bool {
-    fn put<T: Reconcile>(
-        tx: &mut am::transaction::Transaction<'_>,
-        coll: &ObjId,
-        id: &str,
-        v: &T,
-    ) -> bool {
-        // `put_fresh` checks the ops whole before it writes anything, so
-        // on a refusal reconcile can still write the entity.
-        fresh::record(v).is_some_and(|(typ, ops)| tx.put_fresh(coll, id, typ, &ops).is_ok())
+    // `put_fresh` checks the ops whole before it writes anything, so on a
+    // refusal reconcile can still write the entity.
+    entity_ops(value).is_some_and(|(typ, ops)| tx.put_fresh(coll, id, typ, &ops).is_ok())
+}
+
+/// What a change says besides its ops.
+#[derive(Clone, Debug)]
+pub struct ChangeHeader {
+    pub actor: am::ActorId,
+    pub seq: u64,
+    pub start_op: u64,
+    pub time: i64,
+    pub deps: Vec<ChangeHash>,
+}
+
+/// The change a transaction at `header.deps` (numbering its ops from
+/// `header.start_op`) makes when it writes each of `writes` with
+/// [`write_entity`] at a key of its collection that holds nothing at those
+/// deps, built without a transaction: every entity goes in as
+/// `put_fresh` puts it. Also returns, per write, the number of ops written
+/// up to it. `None` when some write is not such a put (a second write to
+/// one key, a collection the document lacks, an entity reconcile would
+/// write): then only a transaction knows the change.
+///
+/// That the keys hold nothing at the deps is the caller's to know (a
+/// replica has the typed state there); this reads only the collections'
+/// maps, which genesis made and nothing moves.
+pub fn new_entities_change<'a>(
+    doc: &am::Automerge,
+    writes: impl IntoIterator<Item = (Collection, &'a str, &'a Entity)>,
+    header: ChangeHeader,
+) -> Option<(am::Change, Vec<usize>)> {
+    let mut operations = Vec::new();
+    let mut ends = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (c, id, value) in writes {
+        if !seen.insert((c, id)) {
+            return None;
+        }
+        let coll = collection_obj(doc, c).ok()??;
+        let (typ, ops) = entity_ops(value)?;
+        let first = header.start_op + operations.len() as u64;
+        operations.extend(fresh::change_ops(
+            &coll,
+            id,
+            typ,
+            &ops,
+            first,
+            &header.actor,
+        )?);
+        ends.push(operations.len());
     }
-    match value {
-        Entity::Team(v) => put(tx, coll, id, v),
-        Entity::Member(v) => put(tx, coll, id, v),
-        Entity::Node(v) => put(tx, coll, id, v),
-        Entity::Invite(v) => put(tx, coll, id, v),
-        Entity::Registry(v) => put(tx, coll, id, v),
-        Entity::Product(v) => put(tx, coll, id, v),
-        Entity::Version(v) => put(tx, coll, id, v),
-        Entity::Deployment(v) => put(tx, coll, id, v.as_ref()),
-        Entity::Command(v) => put(tx, coll, id, v),
-        Entity::Key(v) => put(tx, coll, id, v),
+    if operations.is_empty() {
+        return None;
     }
+    let change = am::ExpandedChange {
+        operations,
+        actor_id: header.actor,
+        hash: None,
+        seq: header.seq,
+        start_op: std::num::NonZeroU64::new(header.start_op)?,
+        time: header.time,
+        message: None,
+        deps: header.deps,
+        extra_bytes: Vec::new(),
+        author: None,
+    };
+    Some((am::Change::from(change), ends))
 }
 
 /// [`write_entity`] with autosurgeon reading every field itself

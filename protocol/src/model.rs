@@ -1117,6 +1117,22 @@ impl TeamState {
         })
     }
 
+    /// Whether the collection holds an entity with this id.
+    pub fn contains(&self, c: Collection, id: &str) -> bool {
+        match c {
+            Collection::Team => self.team.contains_key(id),
+            Collection::Members => self.members.contains_key(id),
+            Collection::Nodes => self.nodes.contains_key(id),
+            Collection::Invites => self.invites.contains_key(id),
+            Collection::Registries => self.registries.contains_key(id),
+            Collection::Products => self.products.contains_key(id),
+            Collection::Versions => self.versions.contains_key(id),
+            Collection::Deployments => self.deployments.contains_key(id),
+            Collection::Commands => self.commands.contains_key(id),
+            Collection::Keys => self.keys.contains_key(id),
+        }
+    }
+
     /// Sets (`Some`) or removes (`None`) one entity.
     pub fn set(&mut self, c: Collection, id: &str, e: Option<Entity>) {
         fn put<T: Clone + Indexed>(m: &mut Table<T>, id: &str, v: Option<T>) {

@@ -13,7 +13,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use automerge::{self as am, ChangeHash, ReadDoc as _};
 
 use crate::action::Action;
-use crate::doc::{AtHeads, collection_objs, read_entity, read_entity_in, read_state, write_entity};
+use crate::doc::{
+    self, AtHeads, collection_objs, read_entity, read_entity_in, read_state, write_entity,
+};
 use crate::effect::{self, Write};
 use crate::hlc::{Hlc, MAX_COUNTER, MAX_FUTURE_MS};
 use crate::keys::{LogId, OpHash, PublicKey, TeamId};
@@ -1558,8 +1560,18 @@ impl Replica {
                 }
             }
         } else {
+            let new_entities = writes.iter().all(|w| !pre.contains(w.collection, &w.id));
             let (expected, ends) = self
-                .expected_at(&deps, &past, log, b.seq, b.hlc, &writes, log_prev)
+                .expected_at(
+                    &deps,
+                    &past,
+                    new_entities,
+                    log,
+                    b.seq,
+                    b.hlc,
+                    &writes,
+                    log_prev,
+                )
                 .map_err(|e| Step::Reject(internal(e)))?;
             if expected.hash() != carried {
                 return Err(Step::Reject(self.mismatch(
@@ -1645,11 +1657,18 @@ impl Replica {
     /// causal past; the change's own op ids move with it) and the deps (the
     /// heads of the causal past, plus the log's previous change). Returns
     /// the change and, per write, the number of ops written up to it.
+    ///
+    /// An op that only creates entities its causal past does not hold
+    /// (`new_entities`, known from the typed state there), which is most of
+    /// what a busy team writes, needs
+    /// no transaction: its change is built from the entities' ops alone
+    /// ([`doc::new_entities_change`]), the same bytes the transaction makes.
     #[allow(clippy::too_many_arguments)]
     fn expected_at(
         &mut self,
         deps: &[ChangeHash],
         past: &[bool],
+        new_entities: bool,
         log: LogId,
         seq: u64,
         hlc: Hlc,
@@ -1681,6 +1700,25 @@ impl Replica {
         {
             heads.push(p);
         }
+        let start = max_op.saturating_add(1);
+        if new_entities {
+            let header = doc::ChangeHeader {
+                actor: log.actor(),
+                seq,
+                start_op: start,
+                time: hlc.ms as i64,
+                deps: heads.clone(),
+            };
+            let puts = writes
+                .iter()
+                .map(|w| w.value.as_ref().map(|v| (w.collection, w.id.as_str(), v)))
+                .collect::<Option<Vec<_>>>();
+            if let Some(made) =
+                puts.and_then(|puts| doc::new_entities_change(&self.doc, puts, header))
+            {
+                return Ok(made);
+            }
+        }
         // Written in the live document isolated at the deps, exported and
         // rolled back (a panic in between is caught by `try_apply`, which
         // rebuilds the document).
@@ -1700,7 +1738,6 @@ impl Replica {
                 author: None,
             },
         };
-        let start = max_op.saturating_add(1);
         let old = e.start_op.get();
         let actor = log.actor();
         let shift = |id: &mut am::legacy::OpId| {

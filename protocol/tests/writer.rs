@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use automerge::{self as am, ActorId, ChangeHash};
 use proptest::prelude::*;
 use serde_json::Value;
-use shoal_protocol::doc::write_entity_with;
+use shoal_protocol::doc::{ChangeHeader, new_entities_change, write_entity_with};
 use shoal_protocol::model::{Collection, Entity};
 use shoal_protocol::testkit;
 
@@ -442,6 +442,96 @@ proptest! {
     #[test]
     fn the_writer_matches_reconcile(seed in any::<u64>(), picks in 1usize..6, edits in 1usize..6) {
         check(seed, picks, edits);
+    }
+}
+
+/// New entities' change built without a transaction
+/// (`new_entities_change`, what a replica checks a create op with) is byte
+/// for byte the one a transaction commits: on the live document and at
+/// older heads, for every entity of the fixture and edited copies, one or
+/// several per change.
+fn same_without_a_transaction(writes: &[(Collection, String, Entity)], what: &str) {
+    let f = fixture();
+    let with_values: Vec<_> = writes
+        .iter()
+        .map(|(c, id, e)| (*c, id.clone(), Some(e.clone())))
+        .collect();
+    for heads in [None, Some(f.old_heads.as_slice())] {
+        let made = change(&f.doc, heads, &with_values, true).unwrap();
+        let committed = am::Change::from_bytes(made.clone()).unwrap();
+        let header = ChangeHeader {
+            actor: committed.actor_id().clone(),
+            seq: committed.seq(),
+            start_op: committed.start_op().get(),
+            time: committed.timestamp(),
+            deps: committed.deps().to_vec(),
+        };
+        let puts = writes.iter().map(|(c, id, e)| (*c, id.as_str(), e));
+        let (built, ends) = new_entities_change(&f.doc, puts, header)
+            .unwrap_or_else(|| panic!("no change built ({what})"));
+        assert_eq!(
+            ops(built.raw_bytes().to_vec()),
+            ops(made),
+            "built change differs ({what}, at old heads: {})",
+            heads.is_some()
+        );
+        assert_eq!(ends.len(), writes.len());
+        assert_eq!(ends.last().copied(), Some(built.len()));
+    }
+}
+
+#[test]
+fn new_entities_change_is_the_transactions_for_every_entity() {
+    let f = fixture();
+    for (n, (c, _, e)) in f.entities.iter().enumerate() {
+        let mut rng = Rng(n as u64 * 7 + 3);
+        let edited = mutate(e, &mut rng, 6);
+        same_without_a_transaction(&[(*c, format!("new-{n}"), e.clone())], &format!("{c:?}"));
+        same_without_a_transaction(
+            &[(*c, format!("new-{n}"), edited)],
+            &format!("{c:?} edited"),
+        );
+    }
+    // All of them in one change, then edited copies.
+    let all: Vec<_> = f
+        .entities
+        .iter()
+        .enumerate()
+        .map(|(n, (c, _, e))| (*c, format!("new-{n}"), e.clone()))
+        .collect();
+    same_without_a_transaction(&all, "every entity in one change");
+}
+
+/// A second write to one key is not a new entity's: no change is built.
+#[test]
+fn new_entities_change_refuses_a_key_written_twice() {
+    let f = fixture();
+    let (c, _, e) = &f.entities[0];
+    let header = ChangeHeader {
+        actor: ActorId::from(vec![0xc3; 16]),
+        seq: 1,
+        start_op: 1_000,
+        time: 0,
+        deps: f.doc.get_heads(),
+    };
+    let twice = [(*c, "new", e), (*c, "new", e)];
+    assert!(new_entities_change(&f.doc, twice, header.clone()).is_none());
+    assert!(new_entities_change(&f.doc, [(*c, "new", e)], header).is_some());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+    #[test]
+    fn new_entities_change_matches_a_transaction(seed in any::<u64>(), picks in 1usize..4, edits in 0usize..6) {
+        let f = fixture();
+        let mut rng = Rng(seed);
+        let writes: Vec<_> = (0..picks)
+            .map(|k| {
+                let (c, _, e) = &f.entities[rng.below(f.entities.len())];
+                (*c, format!("new-{k}"), mutate(e, &mut rng, edits))
+            })
+            .collect();
+        same_without_a_transaction(&writes, &format!("seed {seed}"));
     }
 }
 

@@ -450,6 +450,83 @@ fn emit_batch(
     Ok(())
 }
 
+/// The ops, in change order, that `put_fresh` makes when it puts a new
+/// object of type `typ` holding `ops` at `key` of the map `coll`, a key that
+/// holds nothing at the transaction's heads; the first op is numbered
+/// `first`, every op is `actor`'s. `None` where `put_fresh` would refuse
+/// the ops (it checks them the same way).
+///
+/// This is the change without a document: a replica checking an op that
+/// only creates entities builds the change the op must carry from these,
+/// with no transaction to make and roll back (see `Replica::expected_at`).
+pub(crate) fn change_ops(
+    coll: &am::ObjId,
+    key: &str,
+    typ: ObjType,
+    ops: &[FreshOp],
+    first: u64,
+    actor: &am::ActorId,
+) -> Option<Vec<am::legacy::Op>> {
+    use am::legacy::{ElementId, Key, ObjectId, Op, OpId, OpType};
+    let coll = match coll {
+        am::ObjId::Root => ObjectId::Root,
+        am::ObjId::Id(counter, actor, _) => ObjectId::Id(OpId(*counter, actor.clone())),
+    };
+    if !matches!(typ, ObjType::Map | ObjType::List) {
+        return None;
+    }
+    let id = |i: usize| OpId(first + i as u64, actor.clone());
+    let mut out = Vec::with_capacity(ops.len() + 1);
+    out.push(Op {
+        action: OpType::Make(typ),
+        obj: coll,
+        key: Key::Map(key.into()),
+        pred: Vec::new().into(),
+        insert: false,
+    });
+    // Per object (0 the new one, `i + 1` the one op `i` made): its type,
+    // the keys written in it, and a list's last element.
+    let mut types: Vec<Option<ObjType>> = Vec::with_capacity(ops.len() + 1);
+    types.push(Some(typ));
+    let mut keys: std::collections::HashSet<(usize, &str)> = Default::default();
+    let mut last: Vec<ElementId> = vec![ElementId::Head; ops.len() + 1];
+    for (i, op) in ops.iter().enumerate() {
+        let this = id(i + 1);
+        let (key, insert) = match (types.get(op.parent).copied().flatten(), op.key.as_deref()) {
+            (Some(ObjType::Map), Some(k)) if keys.insert((op.parent, k)) => {
+                (Key::Map(k.into()), false)
+            }
+            (Some(ObjType::List), None) => {
+                let after = std::mem::replace(&mut last[op.parent], ElementId::Id(this.clone()));
+                (Key::Seq(after), true)
+            }
+            _ => return None,
+        };
+        let action = match &op.value {
+            FreshValue::Scalar(v) => {
+                types.push(None);
+                OpType::Put(v.clone())
+            }
+            FreshValue::Map => {
+                types.push(Some(ObjType::Map));
+                OpType::Make(ObjType::Map)
+            }
+            FreshValue::List => {
+                types.push(Some(ObjType::List));
+                OpType::Make(ObjType::List)
+            }
+        };
+        out.push(Op {
+            action,
+            obj: ObjectId::Id(id(op.parent)),
+            key,
+            pred: Vec::new().into(),
+            insert,
+        });
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
