@@ -1317,6 +1317,16 @@ impl OpSet {
         )
     }
 
+    /// The first position in `range` (one object's ops, or the tail of
+    /// them) whose map key is not below `key`: where `key`'s ops start, or
+    /// would go. A binary search of the key column, which is sorted there.
+    ///
+    /// (shoal patch: lets a batch apply skip the keys its changes leave
+    /// alone, see `MapWalker::skip_to`.)
+    pub(crate) fn key_start(&self, key: &str, range: Range<usize>) -> usize {
+        self.cols.key_str.scope_to_value(Some(key), range).start
+    }
+
     pub(crate) fn prop_range(&self, obj: &ObjId, prop: &str) -> Range<usize> {
         let range = self.scope_to_obj(obj);
         self.cols.key_str.scope_to_value(Some(prop), range)

@@ -333,6 +333,10 @@ fn walk_list<'a>(
 
 struct MapWalker<'a, 'b> {
     ops: OpIter<'a>,
+    /// (shoal patch) The op set and the end of the object's ops, to skip
+    /// keys no change op writes (`skip_to`).
+    op_set: &'a OpSet,
+    end: usize,
     log: &'b mut PatchLog,
     pred: &'b mut PredCache,
     succ: &'b mut Vec<SuccInsert>,
@@ -393,8 +397,10 @@ impl Top {
 }
 
 impl<'a, 'b> MapWalker<'a, 'b> {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         obj: ObjId,
+        op_set: &'a OpSet,
         mut ops: OpIter<'a>,
         text_encoding: TextEncoding,
         pred: &'b mut PredCache,
@@ -403,11 +409,14 @@ impl<'a, 'b> MapWalker<'a, 'b> {
         conflicts: &'b mut Vec<Adjust>,
     ) -> Self {
         let pos = ops.pos();
+        let end = ops.end_pos();
         let doc_op = ops.next();
         let value = ValueState::new(obj, SequenceType::List, text_encoding);
         let top = Top::Nothing;
         MapWalker {
             ops,
+            op_set,
+            end,
             log,
             pos,
             doc_op,
@@ -445,7 +454,42 @@ impl<'a, 'b> MapWalker<'a, 'b> {
         self.top.process_change_op(self.conflicts, ops, pos);
     }
 
+    /// (shoal patch) Moves the walk to the first doc op at or after the
+    /// key of change op `pos`, when the doc ops before it hold keys no change
+    /// op writes and no op awaits a successor: walking them changes nothing
+    /// (they are visited only to find where the key starts), and a walk
+    /// through a large map for each change that adds a key to it made a
+    /// batch apply cost as much as the map is long. With a successor
+    /// waiting (some change op names an op as its predecessor) the walk goes
+    /// op by op as upstream's does, so every predecessor is still found
+    /// wherever it is.
+    fn skip_to(&mut self, pos: usize, ops: &[ChangeOp]) {
+        if !self.pred.is_empty() {
+            return;
+        }
+        let Some(d) = self.doc_op.as_ref() else {
+            return;
+        };
+        let KeyRef::Map(key) = ops[pos].key() else {
+            return;
+        };
+        if d.key.partial_cmp(ops[pos].key()) != Some(Ordering::Less) || d.prop() == self.value.key
+        {
+            return;
+        }
+        let start = self.op_set.key_start(key, self.pos..self.end);
+        if start <= self.pos {
+            return;
+        }
+        // What the walk does on leaving a key for the next one.
+        self.value.map_flush(self.log);
+        self.top.reset(self.conflicts);
+        self.ops = self.op_set.iter_range(&(start..self.end));
+        self.next_doc_op();
+    }
+
     fn advance_doc_op(&mut self, pos: usize, ops: &mut [ChangeOp]) {
+        self.skip_to(pos, ops);
         while let Some(d) = self.doc_op.as_ref() {
             // TODO - sometimes we can fast forward to the next property
             match d.key.partial_cmp(ops[pos].key()) {
@@ -890,6 +934,7 @@ impl BatchApply {
                 Some(ObjType::Map) => {
                     let mut walker = MapWalker::new(
                         os.obj,
+                        doc.ops(),
                         doc_ops,
                         doc.text_encoding(),
                         &mut self.pred,
