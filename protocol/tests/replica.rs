@@ -760,6 +760,86 @@ fn the_state_at_a_concurrent_ops_past_is_the_document_read_at_its_deps() {
     assert!(checked > 48);
 }
 
+/// The state at deps naming a recent op and ops its author learned of since
+/// is that op's state just after it, patched where the newly learned ops
+/// wrote, when that is fewer reads than patching the current state. A
+/// third replica that holds everything b wrote before a's ops arrive takes
+/// that way for each of a's ops; the state it finds must be the document's
+/// at the deps, and all three replicas must agree.
+#[test]
+fn the_state_at_a_recent_ops_deps_patched_from_its_state_after_is_the_documents() {
+    let Team {
+        mut a,
+        mut b,
+        owner,
+        user,
+        n1,
+        n2,
+        mut clock,
+        version,
+    } = team();
+    let mut c = Replica::from_genesis(a.ops()[0].op.clone()).unwrap();
+    for applied in a.ops()[1..].to_vec() {
+        assert_eq!(c.apply(applied.op, NOW).applied.len(), 1);
+    }
+    let product = a.state().versions[&version].product.clone();
+    let create =
+        |r: &Replica, name: String, key: &SecretKey, node: &SecretKey, t| Action::ProductCreate {
+            id: ctx(r, key, node.public(), t).new_id(0),
+            name,
+            kind: ProductKind::Complex,
+            description: String::new(),
+            version: None,
+        };
+    let (mut from_a, mut from_b) = (Vec::new(), Vec::new());
+    let mut learned = 0;
+    for i in 0..30 {
+        let t = clock.tick();
+        let action = if i % 4 == 0 {
+            Action::ProductUpdate {
+                id: product.clone(),
+                description: format!("b edit {i}"),
+            }
+        } else {
+            create(&b, format!("b-{i}"), &user, &n2, t)
+        };
+        let (op, _) = act(&mut b, &user, n2.public(), t, action).unwrap();
+        from_b.push(op);
+        // a learns of b's ops a few at a time, late, and writes in between.
+        if i % 3 == 2 {
+            for op in &from_b[learned..from_b.len() - 1] {
+                assert_eq!(a.apply(op.clone(), NOW).applied.len(), 1);
+            }
+            learned = from_b.len() - 1;
+        }
+        let t = clock.tick();
+        let action = create(&a, format!("a-{i}"), &owner, &n1, t);
+        let (op, _) = act(&mut a, &owner, n1.public(), t, action).unwrap();
+        from_a.push(op);
+    }
+    for op in &from_b {
+        assert_eq!(c.apply(op.clone(), NOW).applied.len(), 1);
+    }
+    let mut merged = 0;
+    for op in from_a {
+        let change = automerge::Change::from_bytes(op.body.change.clone()).unwrap();
+        let deps = change.deps().to_vec();
+        merged += usize::from(deps.len() > 1);
+        let full =
+            shoal_protocol::doc::read_state(&shoal_protocol::doc::AtHeads::new(c.doc(), &deps))
+                .unwrap();
+        assert_eq!(c.state_at(&deps).unwrap(), full);
+        assert_eq!(c.apply(op.clone(), NOW).applied.len(), 1);
+        b.apply(op, NOW);
+    }
+    for op in &from_b {
+        a.apply(op.clone(), NOW);
+    }
+    assert!(merged >= 8, "only {merged} of a's ops named b's");
+    assert_eq!(c.state(), a.state());
+    assert_eq!(c.state(), b.state());
+}
+
 /// The causal past of a set of changes, walked over every change's deps.
 fn walked_past(
     changes: &BTreeMap<automerge::ChangeHash, automerge::Change>,
