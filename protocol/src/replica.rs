@@ -1899,6 +1899,10 @@ impl Replica {
                 break;
             }
         }
+        if !full && stale.is_empty() {
+            // Nothing to read: no clock to work out at the heads.
+            return Ok(base.unwrap_or_else(|| self.state.clone()));
+        }
         let at = AtHeads::new(&self.doc, heads);
         if full {
             return read_state(&at).map_err(internal);
