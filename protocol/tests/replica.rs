@@ -779,8 +779,8 @@ fn the_state_at_a_recent_ops_deps_patched_from_its_state_after_is_the_documents(
         version,
     } = team();
     let mut c = Replica::from_genesis(a.ops()[0].op.clone()).unwrap();
-    for applied in a.ops()[1..].to_vec() {
-        assert_eq!(c.apply(applied.op, NOW).applied.len(), 1);
+    for applied in &a.ops()[1..] {
+        assert_eq!(c.apply(applied.op.clone(), NOW).applied.len(), 1);
     }
     let product = a.state().versions[&version].product.clone();
     let create =
