@@ -1854,34 +1854,9 @@ impl Replica {
         if let Some(s) = self.after.get(heads) {
             return Ok(s.clone());
         }
-        // Only entities some op wrote on one side and not the other can
-        // differ between the state at `heads` and a state already known:
-        // the current state differs by what the ops outside the past wrote;
-        // the state just after a head `d` (kept for recent ops) by what the
-        // ops in the past but not in `d`'s own past wrote. In a busy team
-        // the second set is the few ops the author learned of since its
-        // last op, the first everything written since the author last
-        // heard: the smaller is read.
-        let mut base = None;
-        let mut differ: Vec<usize> = (0..past.len()).filter(|&i| !past[i]).collect();
-        if differ.len() > 1 {
-            for d in heads {
-                let Some(state) = self.after.get(std::slice::from_ref(d)).cloned() else {
-                    continue;
-                };
-                let own = self.past_of(std::slice::from_ref(d));
-                let between: Vec<usize> = (0..past.len())
-                    .filter(|&i| past[i] && !own.get(i).copied().unwrap_or(false))
-                    .collect();
-                if between.len() < differ.len() {
-                    differ = between;
-                    base = Some(state);
-                }
-            }
-        }
         let mut stale: BTreeSet<(Collection, String)> = BTreeSet::new();
         let mut full = false;
-        for i in differ {
+        for (i, _) in past.iter().enumerate().filter(|(_, p)| !**p) {
             match self.touches_of(i) {
                 Some(ts) => {
                     for t in ts {
@@ -1901,13 +1876,13 @@ impl Replica {
         }
         if !full && stale.is_empty() {
             // Nothing to read: no clock to work out at the heads.
-            return Ok(base.unwrap_or_else(|| self.state.clone()));
+            return Ok(self.state.clone());
         }
         let at = AtHeads::new(&self.doc, heads);
         if full {
             return read_state(&at).map_err(internal);
         }
-        let mut state = base.unwrap_or_else(|| self.state.clone());
+        let mut state = self.state.clone();
         // The collections' maps are looked up once, not once per entity,
         // and in the live document: a read at heads first works out the
         // heads' clock, a walk of the change graph. The maps are the same

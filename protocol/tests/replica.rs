@@ -760,12 +760,10 @@ fn the_state_at_a_concurrent_ops_past_is_the_document_read_at_its_deps() {
     assert!(checked > 48);
 }
 
-/// The state at deps naming a recent op and ops its author learned of since
-/// is that op's state just after it, patched where the newly learned ops
-/// wrote, when that is fewer reads than patching the current state. A
-/// third replica that holds everything b wrote before a's ops arrive takes
-/// that way for each of a's ops; the state it finds must be the document's
-/// at the deps, and all three replicas must agree.
+/// The state at deps that name a writer's last op and ops it learned of
+/// since (a merge, not one cached op): a third replica that holds
+/// everything b wrote before a's ops arrive finds, for each of a's ops, the
+/// document's state at its deps, and all three replicas agree.
 #[test]
 fn the_state_at_a_recent_ops_deps_patched_from_its_state_after_is_the_documents() {
     let Team {
