@@ -10,24 +10,11 @@
 use automerge::transaction::Transactable as _;
 use automerge::{self as am, ActorId, ROOT, ReadDoc as _};
 use proptest::prelude::*;
+use shoal_protocol::testkit::Rng;
 
-/// A small deterministic generator (splitmix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn key(&mut self) -> String {
-        format!("{:08x}", self.next() as u32)
-    }
+/// A random map key.
+fn key(rng: &mut Rng) -> String {
+    format!("{:08x}", rng.next_u64() as u32)
 }
 
 /// A document with a map `m` of `n` keys, each holding a small map.
@@ -38,7 +25,7 @@ fn base(n: usize, rng: &mut Rng) -> (am::Automerge, am::ObjId, Vec<String>) {
     let mut tx = d.transaction();
     let m = tx.put_object(ROOT, "m", am::ObjType::Map).unwrap();
     for _ in 0..n {
-        let k = rng.key();
+        let k = key(rng);
         let e = tx.put_object(&m, k.as_str(), am::ObjType::Map).unwrap();
         tx.put(&e, "v", 1_i64).unwrap();
         keys.push(k);
@@ -65,7 +52,7 @@ fn writer(
     for _ in 0..commits {
         let mut tx = d.transaction();
         for _ in 0..1 + rng.below(3) {
-            let k = rng.key();
+            let k = key(rng);
             let e = tx.put_object(m, k.as_str(), am::ObjType::Map).unwrap();
             tx.put(&e, "v", rng.below(100) as i64).unwrap();
             tx.put(&e, "w", "x").unwrap();

@@ -750,11 +750,7 @@ fn the_state_at_a_concurrent_ops_past_is_the_document_read_at_its_deps() {
     let mut checked = 0;
     for applied in a.ops().to_vec().iter().skip(1) {
         let change = automerge::Change::from_bytes(applied.op.body.change.clone()).unwrap();
-        let deps = change.deps().to_vec();
-        let full =
-            shoal_protocol::doc::read_state(&shoal_protocol::doc::AtHeads::new(a.doc(), &deps))
-                .unwrap();
-        assert_eq!(a.state_at(&deps).unwrap(), full);
+        assert_state_at_is_the_documents(&mut a, change.deps());
         checked += 1;
     }
     assert!(checked > 48);
@@ -765,7 +761,7 @@ fn the_state_at_a_concurrent_ops_past_is_the_document_read_at_its_deps() {
 /// everything b wrote before a's ops arrive finds, for each of a's ops, the
 /// document's state at its deps, and all three replicas agree.
 #[test]
-fn the_state_at_a_recent_ops_deps_patched_from_its_state_after_is_the_documents() {
+fn the_state_at_merged_deps_is_the_documents_there() {
     let Team {
         mut a,
         mut b,
@@ -823,10 +819,7 @@ fn the_state_at_a_recent_ops_deps_patched_from_its_state_after_is_the_documents(
         let change = automerge::Change::from_bytes(op.body.change.clone()).unwrap();
         let deps = change.deps().to_vec();
         merged += usize::from(deps.len() > 1);
-        let full =
-            shoal_protocol::doc::read_state(&shoal_protocol::doc::AtHeads::new(c.doc(), &deps))
-                .unwrap();
-        assert_eq!(c.state_at(&deps).unwrap(), full);
+        assert_state_at_is_the_documents(&mut c, &deps);
         assert_eq!(c.apply(op.clone(), NOW).applied.len(), 1);
         b.apply(op, NOW);
     }
@@ -836,6 +829,13 @@ fn the_state_at_a_recent_ops_deps_patched_from_its_state_after_is_the_documents(
     assert!(merged >= 8, "only {merged} of a's ops named b's");
     assert_eq!(c.state(), a.state());
     assert_eq!(c.state(), b.state());
+}
+
+/// `r`'s typed state at `deps` is its document read whole at them.
+fn assert_state_at_is_the_documents(r: &mut Replica, deps: &[automerge::ChangeHash]) {
+    let full =
+        shoal_protocol::doc::read_state(&shoal_protocol::doc::AtHeads::new(r.doc(), deps)).unwrap();
+    assert_eq!(r.state_at(deps).unwrap(), full);
 }
 
 /// The causal past of a set of changes, walked over every change's deps.

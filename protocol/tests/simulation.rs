@@ -8,7 +8,7 @@
 //! refused on every replica, whatever the order it arrives in.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use shoal_protocol::testkit::move_start;
+use shoal_protocol::testkit::{Rng, move_start};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
@@ -49,35 +49,6 @@ fn config(cases: u32) -> ProptestConfig {
             "proptest-regressions",
         ))),
         ..ProptestConfig::default()
-    }
-}
-
-/// splitmix64, for delivery schedules derived from a generated seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// True with probability `num / den`.
-    fn chance(&mut self, num: u64, den: u64) -> bool {
-        self.next() % den < num
-    }
-
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = self.below(i + 1);
-            v.swap(i, j);
-        }
     }
 }
 

@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use serde_json::Value;
 use shoal_protocol::doc::{ChangeHeader, new_entities_change, write_entity_with};
 use shoal_protocol::model::{Collection, Entity};
-use shoal_protocol::testkit;
+use shoal_protocol::testkit::{self, Rng};
 
 struct Fixture {
     doc: am::Automerge,
@@ -80,22 +80,6 @@ fn ids(s: &shoal_protocol::model::TeamState, c: Collection) -> Vec<String> {
         .and_then(Value::as_object)
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default()
-}
-
-/// A small deterministic generator (splitmix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
 }
 
 /// Changes up to `edits` leaves of `e` (strings, numbers, booleans, map
