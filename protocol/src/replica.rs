@@ -519,6 +519,9 @@ impl StatesAfter {
     }
 }
 
+/// The entities (collection, id) that ops outside some causal past wrote.
+type Concurrent = BTreeSet<(Collection, String)>;
+
 /// Past this many entities of one collection touched by concurrent ops,
 /// the state at an op's deps reads the collection's keys once.
 const MANY_STALE: usize = 16;
@@ -1497,6 +1500,10 @@ impl Replica {
         } else {
             Some(self.state_at_past(&deps, &past).map_err(Step::Reject)?)
         };
+        let (past_state, concurrent) = match past_state {
+            Some((state, concurrent)) => (Some(state), concurrent),
+            None => (None, None),
+        };
         let ctx = OpContext {
             team: Some(self.team),
             author: b.author,
@@ -1613,8 +1620,17 @@ impl Replica {
                 }
                 self.after.insert(change_hash, after);
             }
-            // Concurrent ops may have touched the same entities: take the merge.
+            // Concurrent ops may have touched the same entities: take the
+            // merge. An entity no op outside the past wrote holds just what
+            // this op wrote (its change overwrote all the past held there).
             for w in &writes {
+                let alone = concurrent
+                    .as_ref()
+                    .is_some_and(|c| !c.contains(&(w.collection, w.id.clone())));
+                if alone {
+                    self.state.set(w.collection, &w.id, w.value.clone());
+                    continue;
+                }
                 let merged = read_entity(&self.doc, w.collection, &w.id)
                     .map_err(|e| Step::Reject(internal(e)));
                 match merged {
@@ -1826,7 +1842,7 @@ impl Replica {
     #[doc(hidden)]
     pub fn state_at(&mut self, heads: &[ChangeHash]) -> Result<TeamState, Rejection> {
         let past = self.past_of(heads);
-        self.state_at_past(heads, &past)
+        self.state_at_past(heads, &past).map(|(state, _)| state)
     }
 
     /// The applied ops in the causal past of `heads` (or among them), in
@@ -1842,19 +1858,21 @@ impl Replica {
             .collect()
     }
 
-    /// [`Replica::state_at`] with the causal past of `heads` known.
+    /// [`Replica::state_at`] with the causal past of `heads` known; also
+    /// the entities the ops outside that past wrote, when they were worked
+    /// out (`None`: unknown, any entity may have been).
     fn state_at_past(
         &mut self,
         heads: &[ChangeHash],
         past: &[bool],
-    ) -> Result<TeamState, Rejection> {
+    ) -> Result<(TeamState, Option<Concurrent>), Rejection> {
         if heads.iter().any(|h| !self.by_change.contains_key(h)) {
             return Err(internal("a head that is not applied"));
         }
         if let Some(s) = self.after.get(heads) {
-            return Ok(s.clone());
+            return Ok((s.clone(), None));
         }
-        let mut stale: BTreeSet<(Collection, String)> = BTreeSet::new();
+        let mut stale: Concurrent = BTreeSet::new();
         let mut full = false;
         for (i, _) in past.iter().enumerate().filter(|(_, p)| !**p) {
             match self.touches_of(i) {
@@ -1876,11 +1894,11 @@ impl Replica {
         }
         if !full && stale.is_empty() {
             // Nothing to read: no clock to work out at the heads.
-            return Ok(self.state.clone());
+            return Ok((self.state.clone(), Some(stale)));
         }
         let at = AtHeads::new(&self.doc, heads);
         if full {
-            return read_state(&at).map_err(internal);
+            return Ok((read_state(&at).map_err(internal)?, None));
         }
         let mut state = self.state.clone();
         // The collections' maps are looked up once, not once per entity,
@@ -1918,7 +1936,7 @@ impl Replica {
                 state.set(c, id, e);
             }
         }
-        Ok(state)
+        Ok((state, Some(stale)))
     }
 
     /// Which applied ops are in the causal past of `deps` (by index).

@@ -759,7 +759,9 @@ fn the_state_at_a_concurrent_ops_past_is_the_document_read_at_its_deps() {
 /// The state at deps that name a writer's last op and ops it learned of
 /// since (a merge, not one cached op): a third replica that holds
 /// everything b wrote before a's ops arrive finds, for each of a's ops, the
-/// document's state at its deps, and all three replicas agree.
+/// document's state at its deps; all three replicas agree, and the state
+/// each kept op by op (merging concurrent edits of one product, taking a
+/// new entity as written) is its document's.
 #[test]
 fn the_state_at_merged_deps_is_the_documents_there() {
     let Team {
@@ -807,7 +809,16 @@ fn the_state_at_merged_deps_is_the_documents_there() {
             learned = from_b.len() - 1;
         }
         let t = clock.tick();
-        let action = create(&a, format!("a-{i}"), &owner, &n1, t);
+        // a edits the product b edits too, without seeing b's edit: the
+        // replicas merge the two.
+        let action = if i % 5 == 1 {
+            Action::ProductUpdate {
+                id: product.clone(),
+                description: format!("a edit {i}"),
+            }
+        } else {
+            create(&a, format!("a-{i}"), &owner, &n1, t)
+        };
         let (op, _) = act(&mut a, &owner, n1.public(), t, action).unwrap();
         from_a.push(op);
     }
@@ -829,6 +840,10 @@ fn the_state_at_merged_deps_is_the_documents_there() {
     assert!(merged >= 8, "only {merged} of a's ops named b's");
     assert_eq!(c.state(), a.state());
     assert_eq!(c.state(), b.state());
+    // The typed state each kept op by op is its document's.
+    for r in [&a, &b, &c] {
+        assert_eq!(r.state(), &r.recompute_state());
+    }
 }
 
 /// `r`'s typed state at `deps` is its document read whole at them.
