@@ -779,26 +779,29 @@ fn the_state_at_merged_deps_is_the_documents_there() {
         assert_eq!(c.apply(applied.op.clone(), NOW).applied.len(), 1);
     }
     let product = a.state().versions[&version].product.clone();
-    let create =
-        |r: &Replica, name: String, key: &SecretKey, node: &SecretKey, t| Action::ProductCreate {
-            id: ctx(r, key, node.public(), t).new_id(0),
-            name,
-            kind: ProductKind::Complex,
-            description: String::new(),
-            version: None,
+    // Writer `tag` edits the product both edit (`edit`), or creates one.
+    let write =
+        |r: &Replica, edit: bool, tag: &str, i: usize, key: &SecretKey, node: &SecretKey, t| {
+            if edit {
+                Action::ProductUpdate {
+                    id: product.clone(),
+                    description: format!("{tag} edit {i}"),
+                }
+            } else {
+                Action::ProductCreate {
+                    id: ctx(r, key, node.public(), t).new_id(0),
+                    name: format!("{tag}-{i}"),
+                    kind: ProductKind::Complex,
+                    description: String::new(),
+                    version: None,
+                }
+            }
         };
     let (mut from_a, mut from_b) = (Vec::new(), Vec::new());
     let mut learned = 0;
     for i in 0..30 {
         let t = clock.tick();
-        let action = if i % 4 == 0 {
-            Action::ProductUpdate {
-                id: product.clone(),
-                description: format!("b edit {i}"),
-            }
-        } else {
-            create(&b, format!("b-{i}"), &user, &n2, t)
-        };
+        let action = write(&b, i % 4 == 0, "b", i, &user, &n2, t);
         let (op, _) = act(&mut b, &user, n2.public(), t, action).unwrap();
         from_b.push(op);
         // a learns of b's ops a few at a time, late, and writes in between.
@@ -811,14 +814,7 @@ fn the_state_at_merged_deps_is_the_documents_there() {
         let t = clock.tick();
         // a edits the product b edits too, without seeing b's edit: the
         // replicas merge the two.
-        let action = if i % 5 == 1 {
-            Action::ProductUpdate {
-                id: product.clone(),
-                description: format!("a edit {i}"),
-            }
-        } else {
-            create(&a, format!("a-{i}"), &owner, &n1, t)
-        };
+        let action = write(&a, i % 5 == 1, "a", i, &owner, &n1, t);
         let (op, _) = act(&mut a, &owner, n1.public(), t, action).unwrap();
         from_a.push(op);
     }
