@@ -80,7 +80,7 @@ impl ReadDoc for AtHeads<'_> {
     }
 }
 
-fn collection_obj<D: ReadDoc>(doc: &D, c: Collection) -> Result<Option<ObjId>, HydrateError> {
+pub fn collection_obj<D: ReadDoc>(doc: &D, c: Collection) -> Result<Option<ObjId>, HydrateError> {
     Ok(match doc.get(&ROOT, c.key())? {
         Some((am::Value::Object(am::ObjType::Map), id)) => Some(id),
         _ => None,
@@ -97,17 +97,6 @@ pub fn read_entity<D: ReadDoc>(
         Some(coll) => read_entity_in(doc, &coll, c, id),
         None => Ok(None),
     }
-}
-
-/// The collections' maps (each made once, at genesis), to read many
-/// entities with one lookup each.
-pub fn collection_objs<D: ReadDoc>(
-    doc: &D,
-) -> Result<Vec<(Collection, Option<ObjId>)>, HydrateError> {
-    Collection::ALL
-        .into_iter()
-        .map(|c| Ok((c, collection_obj(doc, c)?)))
-        .collect()
 }
 
 /// [`read_entity`] in the collection's map `coll`.

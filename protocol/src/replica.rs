@@ -14,7 +14,7 @@ use automerge::{self as am, ChangeHash, ReadDoc as _};
 
 use crate::action::Action;
 use crate::doc::{
-    self, AtHeads, collection_objs, read_entity, read_entity_in, read_state, write_entity,
+    self, AtHeads, collection_obj, read_entity, read_entity_in, read_state, write_entity,
 };
 use crate::effect::{self, Write};
 use crate::hlc::{Hlc, MAX_COUNTER, MAX_FUTURE_MS};
@@ -1901,22 +1901,23 @@ impl Replica {
             return Ok((read_state(&at).map_err(internal)?, None));
         }
         let mut state = self.state.clone();
-        // The collections' maps are looked up once, not once per entity,
-        // and in the live document: a read at heads first works out the
-        // heads' clock, a walk of the change graph. The maps are the same
-        // at the heads: genesis, in every op's past, made them, and any op
-        // outside the past that touched a root key made this a full read.
-        let colls = collection_objs(&self.doc).map_err(internal)?;
-        for (c, coll) in colls {
+        // A collection's map is looked up once, not once per entity, and
+        // only for the collections concurrent ops wrote into (a root key's
+        // lookup is a seek; all ten were a quarter of this function). It is
+        // looked up in the live document: a read at heads first works out
+        // the heads' clock, a walk of the change graph. The maps are the
+        // same at the heads: genesis, in every op's past, made them, and
+        // any op outside the past that touched a root key made this a full
+        // read.
+        let mut colls: Vec<Collection> = stale.iter().map(|(c, _)| *c).collect();
+        colls.dedup();
+        for c in colls {
             let ids: Vec<&String> = stale
                 .range((c, String::new())..)
                 .take_while(|(k, _)| *k == c)
                 .map(|(_, id)| id)
                 .collect();
-            if ids.is_empty() {
-                continue;
-            }
-            let Some(coll) = coll else {
+            let Some(coll) = collection_obj(&self.doc, c).map_err(internal)? else {
                 ids.iter().for_each(|id| state.set(c, id, None));
                 continue;
             };
