@@ -1335,22 +1335,24 @@ impl Actor {
         self.send_each(peers, SyncRequest::Live(live), "live report");
     }
 
-    /// Sends `request` to `peers` one after the other, in a task of the
-    /// actor (aborted at shutdown).
+    /// Sends the one-way `request` to each of `peers`
+    /// ([`crate::mesh::MeshHandle::send`]), in a task of the actor (aborted
+    /// at shutdown).
     fn send_each(&mut self, peers: Vec<PeerId>, request: SyncRequest, what: &'static str) {
         if peers.is_empty() {
             return;
         }
         let mesh = self.mesh.clone();
         let cancel = self.cancel.clone();
+        // Queued behind each peer's pushes, on its push stream where the
+        // peer speaks the second version: a request-response exchange
+        // each was a stream each, every few seconds to every peer.
         self.tasks.spawn(async move {
-            for peer in peers {
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    sent = mesh.request(peer, request.clone()) => {
-                        if let Err(e) = sent {
-                            debug!(%peer, "{what} not delivered: {e}");
-                        }
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                sent = mesh.send(peers, request) => {
+                    if let Err(e) = sent {
+                        debug!("{what} not sent: {e}");
                     }
                 }
             }

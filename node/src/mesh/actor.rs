@@ -30,7 +30,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
+use futures::stream::{BoxStream, FuturesUnordered};
 use futures::{FutureExt, StreamExt};
 use libp2p::core::ConnectedPoint;
 use libp2p::multiaddr::Protocol;
@@ -40,14 +40,14 @@ use libp2p::request_response::{
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns, ping};
-use libp2p_stream::{Control, IncomingStreams};
+use libp2p_stream::Control;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{Id as TaskId, JoinError, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::outbox::{Outbox, PushKind};
+use super::outbox::{Batch, Outbox, PushKind};
 use super::stream::{
     self, MAX_INBOUND_STREAMS_PER_PEER, STREAM_EVENT_CAPACITY, STREAM_RETRY, StreamEvent,
 };
@@ -133,11 +133,13 @@ enum PushId {
 
 /// Our push stream to one connected peer.
 enum Link {
-    /// Being opened (`ready` false) or open; `batches` feeds its task.
+    /// Being opened (`ready` false) or open; `batches` feeds its task;
+    /// `messages`: the stream is the second version, which carries messages.
     Up {
         link_id: u64,
         batches: mpsc::Sender<(u64, Vec<u8>)>,
         ready: bool,
+        messages: bool,
     },
     /// It failed: pushes use request-response until `retry`, then it is
     /// opened again.
@@ -183,7 +185,8 @@ pub(crate) struct Actor {
     next_stream_push: u64,
     push_stats: PushStats,
     control: Control,
-    incoming: IncomingStreams,
+    /// Inbound push streams, each with whether it is the second version.
+    incoming: BoxStream<'static, (PeerId, libp2p::Stream, bool)>,
     /// The tasks of the push streams, ours and the peers'.
     tasks: JoinSet<()>,
     /// The tasks serving inbound push streams, and their peer.
@@ -200,7 +203,7 @@ impl Actor {
     pub(crate) fn new(
         swarm: Swarm<Behaviour>,
         control: Control,
-        incoming: IncomingStreams,
+        incoming: BoxStream<'static, (PeerId, libp2p::Stream, bool)>,
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<MeshEvent>,
         cancel: CancellationToken,
@@ -256,7 +259,9 @@ impl Actor {
                     self.on_answer(answer);
                 }
                 Some(event) = self.stream_events.recv() => self.on_stream_event(event),
-                Some((peer, stream)) = self.incoming.next() => self.on_inbound_stream(peer, stream),
+                Some((peer, stream, messages)) = self.incoming.next() => {
+                    self.on_inbound_stream(peer, stream, messages);
+                }
                 Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     self.on_task_done(done);
                 }
@@ -429,6 +434,31 @@ impl Actor {
                     self.flush_pushes(*peer);
                 }
                 let _ = reply.send(peers.len());
+            }
+            Command::Send { request, to, reply } => {
+                let bytes = match wire::encode(&request) {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                        return;
+                    }
+                };
+                let peers: Vec<PeerId> = to
+                    .into_iter()
+                    .filter(|p| self.connected.contains_key(p) && self.allowed.contains(p))
+                    .collect();
+                for peer in &peers {
+                    let dropped = self
+                        .outboxes
+                        .entry(*peer)
+                        .or_default()
+                        .queue_message(bytes.clone());
+                    if dropped > 0 {
+                        debug!(%peer, dropped, "peer slow to take pushes; its oldest queued dropped");
+                    }
+                    self.flush_pushes(*peer);
+                }
+                let _ = reply.send(Ok(peers.len()));
             }
             Command::Join {
                 peer,
@@ -766,24 +796,33 @@ impl Actor {
         let Some(outbox) = self.outboxes.get_mut(&peer) else {
             return;
         };
-        while let Some((kind, ops)) = outbox.next_batch() {
-            let request = match kind {
-                PushKind::Plain => SyncRequest::Push(ops),
-                PushKind::ToAll => SyncRequest::ToAll(ToAll::Push(ops)),
+        while let Some(batch) = outbox.next_batch() {
+            let (encoded, message) = match batch {
+                Batch::Ops(PushKind::Plain, ops) => (wire::encode(&SyncRequest::Push(ops)), false),
+                Batch::Ops(PushKind::ToAll, ops) => {
+                    (wire::encode(&SyncRequest::ToAll(ToAll::Push(ops))), false)
+                }
+                Batch::Message(bytes) => (Ok(bytes), true),
             };
-            match wire::encode(&request) {
+            match encoded {
                 Ok(mut bytes) => {
                     if let Some(Link::Up {
                         batches,
                         ready: true,
+                        messages,
                         ..
                     }) = self.links.get(&peer)
+                        && (*messages || !message)
                     {
                         let id = self.next_stream_push;
                         match batches.try_send((id, bytes)) {
                             Ok(()) => {
                                 self.next_stream_push += 1;
-                                self.push_stats.over_stream += 1;
+                                if message {
+                                    self.push_stats.messages_over_stream += 1;
+                                } else {
+                                    self.push_stats.over_stream += 1;
+                                }
                                 outbox.sent(PushId::Stream(id));
                                 return;
                             }
@@ -796,7 +835,11 @@ impl Actor {
                         }
                     }
                     let id = self.swarm.behaviour_mut().sync.send_request(&peer, bytes);
-                    self.push_stats.over_request += 1;
+                    if message {
+                        self.push_stats.messages_over_request += 1;
+                    } else {
+                        self.push_stats.over_request += 1;
+                    }
                     outbox.sent(PushId::Request(id));
                     self.pending_sync.insert(id, Pending::Push(peer));
                     return;
@@ -840,20 +883,29 @@ impl Actor {
                 link_id,
                 batches,
                 ready: false,
+                messages: false,
             },
         );
     }
 
     fn on_stream_event(&mut self, event: StreamEvent) {
         match event {
-            StreamEvent::Opened { peer, link_id } => {
+            StreamEvent::Opened {
+                peer,
+                link_id,
+                messages,
+            } => {
                 if let Some(Link::Up {
-                    link_id: g, ready, ..
+                    link_id: g,
+                    ready,
+                    messages: m,
+                    ..
                 }) = self.links.get_mut(&peer)
                     && *g == link_id
                 {
-                    debug!(%peer, "push stream open");
+                    debug!(%peer, messages, "push stream open");
                     *ready = true;
+                    *m = messages;
                 }
             }
             StreamEvent::Answered { peer, id } => self.push_answered(peer, PushId::Stream(id)),
@@ -915,7 +967,7 @@ impl Actor {
 
     /// A push stream opened by `peer`: served only for an allowed peer, and
     /// only a few at once.
-    fn on_inbound_stream(&mut self, peer: PeerId, stream: libp2p::Stream) {
+    fn on_inbound_stream(&mut self, peer: PeerId, stream: libp2p::Stream, messages: bool) {
         if !self.allowed.contains(&peer) {
             // A newcomer opens its stream as soon as it connects, before we
             // admit it: that is not held against its probation. A removed
@@ -935,6 +987,7 @@ impl Actor {
         let task = self.tasks.spawn(stream::serve_pushes(
             peer,
             stream,
+            messages,
             self.stream_events_tx.clone(),
             self.cancel.child_token(),
         ));

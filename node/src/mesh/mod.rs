@@ -23,6 +23,8 @@ mod tests;
 use std::collections::BTreeSet;
 use std::fmt;
 
+use futures::StreamExt as _;
+
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -31,7 +33,8 @@ pub use identity::{key_from_peer_id, keypair_from_seed, peer_id_from_key};
 pub use libp2p::{Multiaddr, PeerId};
 pub use outbox::{MAX_QUEUED_BYTES, MAX_QUEUED_OPS, PushKind};
 pub use stream::{
-    MAX_INBOUND_STREAMS_PER_PEER, PUSH_PROTOCOL, STREAM_EVENT_CAPACITY, STREAM_RETRY,
+    MAX_INBOUND_STREAMS_PER_PEER, PUSH_PROTOCOL, PUSH_PROTOCOL_V2, STREAM_EVENT_CAPACITY,
+    STREAM_RETRY,
 };
 pub use swarm::{HANDSHAKE_TIMEOUT, IDENTIFY_PROTOCOL, REQUEST_TIMEOUT};
 pub use wire::{JoinReply, JoinRequest, SyncRequest, SyncResponse, WireError};
@@ -127,6 +130,11 @@ pub struct PushStats {
     /// Pushes sent as request-response exchanges (no stream open yet, a
     /// failed one, or a peer without the protocol).
     pub over_request: u64,
+    /// Messages ([`MeshHandle::send`]) sent on a push stream.
+    pub messages_over_stream: u64,
+    /// Messages sent as request-response exchanges (as pushes, or the
+    /// peer's stream is the first version).
+    pub messages_over_request: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -177,6 +185,11 @@ pub(crate) enum Command {
         /// Only these peers (those connected and allowed); `None`: all.
         to: Option<Vec<PeerId>>,
         reply: Reply<usize>,
+    },
+    Send {
+        request: SyncRequest,
+        to: Vec<PeerId>,
+        reply: Reply<Result<usize, MeshError>>,
     },
     Join {
         peer: PeerId,
@@ -301,6 +314,20 @@ impl MeshHandle {
         .await
     }
 
+    /// Sends a one-way message (a heartbeat or a live report) to those of
+    /// `peers` that are connected and allowed, without waiting for their
+    /// answers: it waits in each peer's queue of pushes and travels on the
+    /// push stream when the peer's speaks [`PUSH_PROTOCOL_V2`], else as a
+    /// request. Returns how many peers it went to.
+    pub async fn send(&self, peers: Vec<PeerId>, request: SyncRequest) -> Result<usize, MeshError> {
+        self.call(|reply| Command::Send {
+            request,
+            to: peers,
+            reply,
+        })
+        .await?
+    }
+
     /// Calls the join protocol of `peer` (which need not be allowed), dialing
     /// `addrs` if not connected.
     pub async fn join(
@@ -342,9 +369,17 @@ impl Mesh {
         // Building the swarm needs the runtime too (the mDNS watcher).
         let swarm = swarm::build(&keypair, config.psk, config.mdns, config.agent_version)?;
         let mut control = swarm.behaviour().stream.new_control();
-        let incoming = control
-            .accept(PUSH_PROTOCOL)
-            .map_err(|e| MeshError::Transport(format!("push stream: {e}")))?;
+        let mut accept = |protocol| {
+            control
+                .accept(protocol)
+                .map_err(|e| MeshError::Transport(format!("push stream: {e}")))
+        };
+        // Each inbound stream with whether it is the second version.
+        let incoming = futures::stream::select(
+            accept(PUSH_PROTOCOL)?.map(|(peer, stream)| (peer, stream, false)),
+            accept(PUSH_PROTOCOL_V2)?.map(|(peer, stream)| (peer, stream, true)),
+        )
+        .boxed();
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
         let actor = actor::Actor::new(swarm, control, incoming, cmd_rx, ev_tx, cancel.clone());

@@ -1,12 +1,22 @@
-//! The push stream: one long-lived stream per peer that carries live pushes.
+//! The push stream: one long-lived stream per peer that carries live pushes
+//! and, from its second version, the node's other one-way messages.
 //!
 //! A push over request-response opens a stream, negotiates the protocol,
 //! sends, answers and closes: several frames and a round trip before the
 //! first byte of the push. The push stream is negotiated once per
 //! connection, then each push is one frame out and one frame back. Frames
-//! are a 4-byte big-endian length and an encoded [`SyncRequest`] (only
-//! `Push` and `ToAll::Push`) or [`SyncResponse`], whose first byte is the
-//! wire version.
+//! are a 4-byte big-endian length and an encoded [`SyncRequest`] or
+//! [`SyncResponse`], whose first byte is the wire version.
+//!
+//! Two versions, told apart by the protocol name:
+//! - [`PUSH_PROTOCOL`] carries pushes only (`Push`, `ToAll::Push`);
+//! - [`PUSH_PROTOCOL_V2`] carries heartbeats and live reports too (plain
+//!   and `ToAll`). Every node sends both to every peer every few seconds:
+//!   as request-response exchanges, each opened, negotiated and closed a
+//!   stream of its own.
+//!
+//! A node opens the second version and, when the peer does not speak it
+//! (an older release), the first; messages then go by request-response.
 //!
 //! Two tasks run the streams, both spawned and owned by the mesh actor:
 //! - [`push_link`] opens our stream to one peer and sends the batches the
@@ -32,8 +42,24 @@ use tracing::debug;
 use super::swarm::{HANDSHAKE_TIMEOUT, REQUEST_TIMEOUT};
 use super::wire::{self, MAX_SYNC_MESSAGE_BYTES, SyncRequest, SyncResponse, ToAll, WireError};
 
-/// The push stream's protocol. Its frames carry versioned wire messages.
+/// The push stream's first protocol: pushes only. Its frames carry
+/// versioned wire messages.
 pub const PUSH_PROTOCOL: StreamProtocol = StreamProtocol::new("/shoal/push/1");
+/// The push stream's second protocol: pushes, heartbeats and live reports
+/// ([`carries`]).
+pub const PUSH_PROTOCOL_V2: StreamProtocol = StreamProtocol::new("/shoal/push/2");
+
+/// Whether a push stream carries `request`: pushes always, heartbeats and
+/// live reports on the second version (`messages`), nothing else.
+pub(crate) fn carries(request: &SyncRequest, messages: bool) -> bool {
+    match request {
+        SyncRequest::Push(_) | SyncRequest::ToAll(ToAll::Push(_)) => true,
+        SyncRequest::Heartbeat(_)
+        | SyncRequest::Live(_)
+        | SyncRequest::ToAll(ToAll::Heartbeat(_) | ToAll::Live(_)) => messages,
+        SyncRequest::VersionVector(_) | SyncRequest::Ops(_) | SyncRequest::Query(_) => false,
+    }
+}
 /// After a push stream fails, pushes go over request-response for this long
 /// before the stream is opened again.
 pub const STREAM_RETRY: Duration = Duration::from_secs(2);
@@ -46,8 +72,13 @@ pub const MAX_INBOUND_STREAMS_PER_PEER: usize = 3;
 /// What the stream tasks report to the mesh actor.
 #[derive(Debug)]
 pub(crate) enum StreamEvent {
-    /// Our stream to `peer` (link `link_id`) is open.
-    Opened { peer: PeerId, link_id: u64 },
+    /// Our stream to `peer` (link `link_id`) is open; `messages`: it is the
+    /// second version, which carries messages too.
+    Opened {
+        peer: PeerId,
+        link_id: u64,
+        messages: bool,
+    },
     /// The push `id` on our stream to `peer` was answered.
     Answered { peer: PeerId, id: u64 },
     /// Our stream to `peer` is closed or could not be opened; `in_flight`
@@ -69,8 +100,9 @@ pub(crate) enum StreamEvent {
     Malformed { peer: PeerId, error: String },
 }
 
-/// Opens the push stream to `peer` and carries the batches the actor sends
-/// on `batches` (an id and an encoded request each), one at a time. Reports
+/// Opens the push stream to `peer` (the second version, else the first)
+/// and carries the batches the actor sends on `batches` (an id and an
+/// encoded request each), one at a time. Reports
 /// go to `events`; the task ends when the stream fails, `batches` is closed
 /// (the actor dropped the link) or `cancel` fires.
 pub(crate) async fn push_link(
@@ -87,12 +119,22 @@ pub(crate) async fn push_link(
         unsupported,
         in_flight,
     };
+    let open = async {
+        match control.open_stream(peer, PUSH_PROTOCOL_V2).await {
+            Ok(stream) => Ok((stream, true)),
+            Err(OpenStreamError::UnsupportedProtocol(_)) => control
+                .open_stream(peer, PUSH_PROTOCOL)
+                .await
+                .map(|stream| (stream, false)),
+            Err(e) => Err(e),
+        }
+    };
     let opened = tokio::select! {
         () = cancel.cancelled() => return,
-        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, control.open_stream(peer, PUSH_PROTOCOL)) => r,
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, open) => r,
     };
-    let mut stream = match opened {
-        Ok(Ok(stream)) => stream,
+    let (mut stream, messages) = match opened {
+        Ok(Ok(opened)) => opened,
         Ok(Err(OpenStreamError::UnsupportedProtocol(_))) => {
             debug!(%peer, "peer has no push stream; pushes use request-response");
             let _ = events.send(down(true, None)).await;
@@ -110,7 +152,11 @@ pub(crate) async fn push_link(
         }
     };
     if events
-        .send(StreamEvent::Opened { peer, link_id })
+        .send(StreamEvent::Opened {
+            peer,
+            link_id,
+            messages,
+        })
         .await
         .is_err()
     {
@@ -162,10 +208,12 @@ async fn exchange(stream: &mut Stream, request: &[u8]) -> io::Result<Vec<u8>> {
         .ok_or_else(|| io::ErrorKind::UnexpectedEof.into())
 }
 
-/// Serves the pushes `peer` sends on one inbound stream; see the module docs.
+/// Serves the pushes `peer` sends on one inbound stream (and its messages,
+/// on the second version: `messages`); see the module docs.
 pub(crate) async fn serve_pushes(
     peer: PeerId,
     mut stream: Stream,
+    messages: bool,
     events: mpsc::Sender<StreamEvent>,
     cancel: CancellationToken,
 ) {
@@ -188,9 +236,9 @@ pub(crate) async fn serve_pushes(
             }
         };
         let request = match wire::decode::<SyncRequest>(&bytes) {
-            Ok(request @ (SyncRequest::Push(_) | SyncRequest::ToAll(ToAll::Push(_)))) => request,
+            Ok(request) if carries(&request, messages) => request,
             Ok(_) => {
-                let error = "a request other than a push on the push stream".to_owned();
+                let error = "a request this push stream does not carry".to_owned();
                 let _ = events.send(StreamEvent::Malformed { peer, error }).await;
                 return;
             }

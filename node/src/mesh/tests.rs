@@ -9,7 +9,7 @@ use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm};
 use shoal_protocol::replica::VersionVector;
 use shoal_protocol::{LogId, SecretKey};
 use tokio::sync::{mpsc, oneshot};
@@ -681,6 +681,74 @@ async fn pushes_travel_on_the_push_stream_once_it_is_open() {
     b.shutdown().await;
 }
 
+/// A signed heartbeat of node `seed` (its content does not matter to the
+/// mesh, which only carries it).
+fn beat(seed: u8, sent_ms: u64) -> SyncRequest {
+    use shoal_protocol::heartbeat::{HEARTBEAT_VERSION, Heartbeat, SignedHeartbeat};
+    let key = SecretKey::from_seed([seed; 32]);
+    let beat = Heartbeat {
+        version: HEARTBEAT_VERSION,
+        team: shoal_protocol::TeamId([3; 32]),
+        node: key.public(),
+        sent_ms,
+        agent_version: "test".into(),
+        protocol_version: shoal_protocol::PROTOCOL_VERSION,
+        addresses: vec![],
+    };
+    SyncRequest::ToAll(ToAll::Heartbeat(SignedHeartbeat::sign(beat, &key).unwrap()))
+}
+
+/// Heartbeats go on the push stream (its second version), queued with the
+/// pushes and in order with them, and none as a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_travel_on_the_push_stream_with_the_pushes() {
+    let (a, mut b) = pair(1, 2).await;
+    a.expect_push_stream(b.id()).await;
+    let before = a.handle.push_stats().await.unwrap();
+    // A push in flight holds back what follows; all leave in order.
+    a.handle
+        .push_to(vec![b.id()], PushKind::ToAll, vec![b"op".to_vec()])
+        .await
+        .unwrap();
+    for ms in [1, 2] {
+        assert_eq!(a.handle.send(vec![b.id()], beat(1, ms)).await.unwrap(), 1);
+    }
+    let (_, first) = b.answer(SyncResponse::Ack).await;
+    assert_eq!(first, SyncRequest::ToAll(ToAll::Push(vec![b"op".to_vec()])));
+    for ms in [1, 2] {
+        let (from, got) = b.answer(SyncResponse::Ack).await;
+        assert_eq!(from, a.id());
+        assert_eq!(got, beat(1, ms));
+    }
+    // A refused heartbeat is an answer too.
+    a.handle.send(vec![b.id()], beat(1, 3)).await.unwrap();
+    let (_, got) = b.answer(SyncResponse::Refused("stale".into())).await;
+    assert_eq!(got, beat(1, 3));
+    a.handle.send(vec![b.id()], beat(1, 4)).await.unwrap();
+    assert_eq!(b.answer(SyncResponse::Ack).await.1, beat(1, 4));
+
+    let after = a.handle.push_stats().await.unwrap();
+    assert_eq!(
+        after.messages_over_stream - before.messages_over_stream,
+        4,
+        "{after:?}"
+    );
+    assert_eq!(after.over_stream - before.over_stream, 1, "{after:?}");
+    assert_eq!(
+        after.messages_over_request, before.messages_over_request,
+        "{after:?}"
+    );
+    assert_eq!(after.over_request, before.over_request, "{after:?}");
+
+    // Nobody else gets it: a message goes only to connected, allowed peers.
+    let stranger = SecretKey::from_seed([42; 32]).public();
+    let stranger = identity::peer_id_from_key(&stranger).unwrap();
+    assert_eq!(a.handle.send(vec![stranger], beat(1, 5)).await.unwrap(), 0);
+
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 /// A peer of an older release (no push stream) still gets every push, as
 /// request-response exchanges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -729,7 +797,9 @@ async fn a_peer_without_the_push_stream_gets_pushes_by_request() {
         PushStats {
             streams: vec![],
             over_stream: 0,
-            over_request: 2
+            over_request: 2,
+            messages_over_stream: 0,
+            messages_over_request: 0,
         }
     );
 
@@ -816,7 +886,11 @@ async fn raw_stream_peer(seed: u8, a: &mut Node) -> RawPeer {
     raw.dial(a.addr()).unwrap();
     let (requests_tx, requests) = mpsc::channel(8);
     let (closed_tx, closed) = mpsc::channel(1);
+    let (established_tx, mut established) = mpsc::channel(1);
     let (cancel, task) = drive(raw, move |raw, event| match event {
+        SwarmEvent::ConnectionEstablished { .. } => {
+            let _ = established_tx.try_send(());
+        }
         SwarmEvent::ConnectionClosed {
             num_established: 0, ..
         } => {
@@ -837,6 +911,12 @@ async fn raw_stream_peer(seed: u8, a: &mut Node) -> RawPeer {
         _ => {}
     });
     a.expect_connected(id).await;
+    // Its own swarm must know the connection too: a stream opened before
+    // that asks libp2p-stream to dial a peer it is connected to, which
+    // never answers.
+    timeout(WAIT, established.recv())
+        .await
+        .expect("the raw peer did not see its connection");
     RawPeer {
         control,
         incoming,
@@ -940,25 +1020,78 @@ async fn a_broken_push_stream_falls_back_to_requests_then_reopens() {
     a.shutdown().await;
 }
 
+/// A peer of the previous release speaks only the first push stream: its
+/// pushes go on it, and heartbeats as requests (which it reads), never on
+/// the stream (whose first version it would call malformed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_of_the_first_push_stream_gets_messages_by_request() {
+    let mut a = node(1, 7).await;
+    let mut raw = raw_stream_peer(9, &mut a).await;
+    let raw_id = keypair_from_seed([9; 32]).unwrap().public().to_peer_id();
+    let (_, mut stream) = timeout(WAIT, raw.incoming.next()).await.unwrap().unwrap();
+    a.expect_push_stream(raw_id).await;
+
+    a.handle
+        .push_to(vec![raw_id], PushKind::Plain, vec![b"1".to_vec()])
+        .await
+        .unwrap();
+    let got: SyncRequest = wire::decode(&read_raw_frame(&mut stream).await).unwrap();
+    assert_eq!(got, SyncRequest::Push(vec![b"1".to_vec()]));
+    write_raw_frame(&mut stream, &wire::encode(&SyncResponse::Ack).unwrap()).await;
+
+    for ms in [1, 2] {
+        assert_eq!(a.handle.send(vec![raw_id], beat(1, ms)).await.unwrap(), 1);
+        let got = timeout(WAIT, raw.requests.recv()).await.unwrap().unwrap();
+        assert_eq!(got, beat(1, ms));
+    }
+    // The stream still carries the pushes.
+    a.handle
+        .push_to(vec![raw_id], PushKind::Plain, vec![b"2".to_vec()])
+        .await
+        .unwrap();
+    let got: SyncRequest = wire::decode(&read_raw_frame(&mut stream).await).unwrap();
+    assert_eq!(got, SyncRequest::Push(vec![b"2".to_vec()]));
+    write_raw_frame(&mut stream, &wire::encode(&SyncResponse::Ack).unwrap()).await;
+
+    let stats = a.handle.push_stats().await.unwrap();
+    assert_eq!(
+        stats,
+        PushStats {
+            streams: vec![raw_id],
+            over_stream: 2,
+            over_request: 0,
+            messages_over_stream: 0,
+            messages_over_request: 2,
+        }
+    );
+    assert!(raw.closed.try_recv().is_err(), "the connection was closed");
+
+    raw.stop().await;
+    a.shutdown().await;
+}
+
 /// What no honest peer writes on a push stream closes its connection, and
 /// none of it reaches the daemon.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_push_stream_disconnects_its_peer() {
     let mut a = node(1, 7).await;
     let vv = wire::encode(&SyncRequest::VersionVector(VersionVector::new())).unwrap();
-    let cases: [(&str, Vec<u8>); 4] = [
-        ("garbage", vec![0xff, 1, 2, 3]),
-        ("not a push", vv),
-        ("empty frame", vec![]),
+    let heartbeat = wire::encode(&beat(9, 1)).unwrap();
+    let cases: [(&str, StreamProtocol, Vec<u8>); 6] = [
+        ("garbage", PUSH_PROTOCOL, vec![0xff, 1, 2, 3]),
+        ("not a push", PUSH_PROTOCOL, vv.clone()),
+        ("empty frame", PUSH_PROTOCOL, vec![]),
         // A length over the limit, with no body behind it.
-        ("oversized", vec![]),
+        ("oversized", PUSH_PROTOCOL, vec![]),
+        // The first version carries pushes only.
+        ("a heartbeat on the first version", PUSH_PROTOCOL, heartbeat),
+        ("a request on the second version", PUSH_PROTOCOL_V2, vv),
     ];
-    for (i, (case, bytes)) in cases.into_iter().enumerate() {
+    for (i, (case, protocol, bytes)) in cases.into_iter().enumerate() {
         let mut raw = raw_stream_peer(9 + u8::try_from(i).unwrap(), &mut a).await;
-        let mut stream = raw
-            .control
-            .open_stream(a.id(), PUSH_PROTOCOL)
+        let mut stream = timeout(WAIT, raw.control.open_stream(a.id(), protocol))
             .await
+            .expect("the stream did not open in time")
             .unwrap();
         if case == "oversized" {
             use futures::AsyncWriteExt;
