@@ -415,25 +415,8 @@ impl Actor {
                 to,
                 reply,
             } => {
-                let peers: Vec<PeerId> = self
-                    .connected
-                    .keys()
-                    .filter(|p| self.allowed.contains(p))
-                    .filter(|p| to.as_ref().is_none_or(|to| to.contains(p)))
-                    .copied()
-                    .collect();
-                for peer in &peers {
-                    let dropped = self
-                        .outboxes
-                        .entry(*peer)
-                        .or_default()
-                        .queue(kind, ops.iter().cloned());
-                    if dropped > 0 {
-                        debug!(%peer, dropped, "peer slow to take pushes; anti-entropy sends the rest");
-                    }
-                    self.flush_pushes(*peer);
-                }
-                let _ = reply.send(peers.len());
+                let n = self.queue_for(to.as_deref(), |o| o.queue(kind, ops.iter().cloned()));
+                let _ = reply.send(n);
             }
             Command::Send { request, to, reply } => {
                 let bytes = match wire::encode(&request) {
@@ -443,22 +426,8 @@ impl Actor {
                         return;
                     }
                 };
-                let peers: Vec<PeerId> = to
-                    .into_iter()
-                    .filter(|p| self.connected.contains_key(p) && self.allowed.contains(p))
-                    .collect();
-                for peer in &peers {
-                    let dropped = self
-                        .outboxes
-                        .entry(*peer)
-                        .or_default()
-                        .queue_message(bytes.clone());
-                    if dropped > 0 {
-                        debug!(%peer, dropped, "peer slow to take pushes; its oldest queued dropped");
-                    }
-                    self.flush_pushes(*peer);
-                }
-                let _ = reply.send(Ok(peers.len()));
+                let n = self.queue_for(Some(&to), |o| o.queue_message(bytes.clone()));
+                let _ = reply.send(Ok(n));
             }
             Command::Join {
                 peer,
@@ -785,6 +754,30 @@ impl Actor {
             RrEvent::InboundFailure { peer, error, .. } => self.on_inbound_failure(peer, &error),
             RrEvent::ResponseSent { .. } => {}
         }
+    }
+
+    /// Queues with `add` in the outbox of each connected, allowed peer (of
+    /// `to`, or all), then sends what may go. Returns how many peers.
+    fn queue_for(
+        &mut self,
+        to: Option<&[PeerId]>,
+        mut add: impl FnMut(&mut Outbox<PushId>) -> usize,
+    ) -> usize {
+        let peers: Vec<PeerId> = self
+            .connected
+            .keys()
+            .filter(|p| self.allowed.contains(p))
+            .filter(|p| to.is_none_or(|to| to.contains(p)))
+            .copied()
+            .collect();
+        for peer in &peers {
+            let dropped = add(self.outboxes.entry(*peer).or_default());
+            if dropped > 0 {
+                debug!(%peer, dropped, "peer slow to take pushes; its oldest queued dropped (anti-entropy sends ops)");
+            }
+            self.flush_pushes(*peer);
+        }
+        peers.len()
     }
 
     /// Sends the next batch waiting for `peer`, unless a push to it is in
