@@ -1031,13 +1031,17 @@ async fn a_peer_of_the_first_push_stream_gets_messages_by_request() {
     let (_, mut stream) = timeout(WAIT, raw.incoming.next()).await.unwrap().unwrap();
     a.expect_push_stream(raw_id).await;
 
-    a.handle
-        .push_to(vec![raw_id], PushKind::Plain, vec![b"1".to_vec()])
-        .await
-        .unwrap();
-    let got: SyncRequest = wire::decode(&read_raw_frame(&mut stream).await).unwrap();
-    assert_eq!(got, SyncRequest::Push(vec![b"1".to_vec()]));
-    write_raw_frame(&mut stream, &wire::encode(&SyncResponse::Ack).unwrap()).await;
+    // A pushes `op`; the peer reads it on its stream and acknowledges it.
+    let push_on_stream = async |stream: &mut libp2p::Stream, op: &[u8]| {
+        a.handle
+            .push_to(vec![raw_id], PushKind::Plain, vec![op.to_vec()])
+            .await
+            .unwrap();
+        let got: SyncRequest = wire::decode(&read_raw_frame(stream).await).unwrap();
+        assert_eq!(got, SyncRequest::Push(vec![op.to_vec()]));
+        write_raw_frame(stream, &wire::encode(&SyncResponse::Ack).unwrap()).await;
+    };
+    push_on_stream(&mut stream, b"1").await;
 
     for ms in [1, 2] {
         assert_eq!(a.handle.send(vec![raw_id], beat(1, ms)).await.unwrap(), 1);
@@ -1045,13 +1049,7 @@ async fn a_peer_of_the_first_push_stream_gets_messages_by_request() {
         assert_eq!(got, beat(1, ms));
     }
     // The stream still carries the pushes.
-    a.handle
-        .push_to(vec![raw_id], PushKind::Plain, vec![b"2".to_vec()])
-        .await
-        .unwrap();
-    let got: SyncRequest = wire::decode(&read_raw_frame(&mut stream).await).unwrap();
-    assert_eq!(got, SyncRequest::Push(vec![b"2".to_vec()]));
-    write_raw_frame(&mut stream, &wire::encode(&SyncResponse::Ack).unwrap()).await;
+    push_on_stream(&mut stream, b"2").await;
 
     let stats = a.handle.push_stats().await.unwrap();
     assert_eq!(
